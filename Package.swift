@@ -1,0 +1,34 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// Settings shared by every Swift target. `Lifetimes` is needed for the `~Escapable` header views
+/// (the same experimental feature swift-nio and swift-collections enable).
+let swiftSettings: [SwiftSetting] = [
+    .enableExperimentalFeature("Lifetimes"),
+]
+
+let package = Package(
+    name: "swift-offload",
+    products: [
+        .library(name: "OffloadWire", targets: ["OffloadWire"]),
+        .library(name: "OffloadEngine", targets: ["OffloadEngine"]),
+        .executable(name: "offload", targets: ["OffloadCommand"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .target(name: "OffloadWire", swiftSettings: swiftSettings),
+        .target(name: "OffloadEngine", dependencies: ["OffloadWire"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "OffloadCommand",
+            dependencies: [
+                "OffloadWire", "OffloadEngine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(name: "OffloadWireTests", dependencies: ["OffloadWire"], swiftSettings: swiftSettings),
+        .testTarget(name: "OffloadEngineTests", dependencies: ["OffloadEngine", "OffloadWire"],
+                    swiftSettings: swiftSettings),
+    ]
+)

@@ -1,0 +1,175 @@
+import OffloadWire
+
+/// Why a packet cannot be segmented.
+public enum GSOError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The headers do not parse.
+    case malformed(WireError)
+    /// The GSO facts do not match the packet (e.g. TCPv4 facts on an IPv6 packet).
+    case kindMismatch(String)
+    /// No segment size: an LRO merge, which cannot be split back exactly; pass a size to resegment.
+    case unknownSegmentSize
+    /// The segment count would exceed ``GSOSegmenter/maximumSegments``.
+    case tooManySegments(Int)
+
+    /// A one-line explanation.
+    public var description: String {
+        switch self {
+        case .malformed(let e): "cannot segment: \(e)"
+        case .kindMismatch(let s): "GSO facts do not match the packet: \(s)"
+        case .unknownSegmentSize: "no segment size recorded (an LRO merge); give one to resegment"
+        case .tooManySegments(let n): "\(n) segments is more than the segmenter makes"
+        }
+    }
+}
+
+/// Generic Segmentation Offload in user space: splits a TCP or UDP super-packet into wire-size
+/// segments, exactly as Linux's `tcp_gso_segment` / `__udp_gso_segment` / `inet_gso_segment` /
+/// `ipv6_gso_segment` do (gro-spec §5).
+///
+/// For a super-packet built by ``GROEngine`` with its recorded ``GSOInfo``, the segments are the
+/// very packets that were merged, byte for byte.
+///
+/// Per segment *i* (of size `s`): IPv4 total length and header checksum, ID = ID₀ + i (or ID₀
+/// when fixed-ID), IPv6 payload length; TCP sequence = seq₀ + i·s, FIN and PSH only on the last
+/// segment, CWR only on the first; UDP length; and the L4 checksum, complete or partial.
+///
+/// Output segments are a written header plus a slice of the input's payload in place: no payload
+/// is copied. They are valid until the next call or until the input buffer changes.
+public struct GSOSegmenter: ~Copyable {
+    /// The most segments one call produces.
+    public static let maximumSegments = 65_535
+
+    var arena: UnsafeMutableRawPointer
+    var arenaCapacity: Int
+    var headerStride = 0
+    var headerLength = 0
+    var payloads: [UnsafeRawBufferPointer] = []
+
+    /// Creates a segmenter.
+    public init() {
+        arenaCapacity = 64 * 128
+        arena = .allocate(byteCount: arenaCapacity, alignment: 16)
+        payloads.reserveCapacity(64)
+    }
+
+    deinit { arena.deallocate() }
+
+    /// The number of segments the last call produced.
+    public var segmentCount: Int { payloads.count }
+
+    /// Splits `packet` into segments.
+    ///
+    /// A packet whose payload fits in one segment is returned as one unchanged segment.
+    /// - Parameters:
+    ///   - packet: the whole frame (link header included), contiguous.
+    ///   - linkType: how to find the IP header.
+    ///   - gso: the packet's GSO facts.
+    ///   - segmentSize: a size to use instead of `gso.segmentSize` (resegmenting for a smaller MTU).
+    ///   - checksum: complete checksums, or the partial form for an offloading sink.
+    /// - Throws: ``GSOError``.
+    public mutating func segment(
+        _ packet: UnsafeRawBufferPointer, linkType: LinkType, gso: GSOInfo, segmentSize: Int? = nil,
+        checksum: OutputChecksum = .complete
+    ) throws(GSOError) {
+        payloads.removeAll(keepingCapacity: true)
+        let layout: PacketLayout
+        do { layout = try PacketLayout(parsing: packet.bytes, linkType: linkType) } catch { throw .malformed(error) }
+        let isIPv4 = layout.network == .ipv4
+        guard isIPv4 || layout.network == .ipv6 else { throw .kindMismatch("not IP") }
+        guard isIPv4 == gso.kind.isIPv4 else { throw .kindMismatch("\(gso.kind) on an IPv\(isIPv4 ? 4 : 6) packet") }
+        guard layout.transport == (gso.kind.isTCP ? .tcp : .udp), layout.hasTransportHeader else {
+            throw .kindMismatch("\(gso.kind) on a \(layout.transport) packet")
+        }
+        let size = segmentSize ?? gso.segmentSize
+        guard size > 0 else { throw .unknownSegmentSize }
+        let base = packet.baseAddress!
+        let total = layout.payloadLength
+        if total <= size {
+            headerLength = 0
+            payloads.append(packet)
+            return
+        }
+        let count = (total + size - 1) / size
+        guard count <= Self.maximumSegments else { throw .tooManySegments(count) }
+        let h = layout.payloadOffset
+        headerLength = h
+        headerStride = (h + 15) & ~15
+        if headerStride * count > arenaCapacity {
+            arena.deallocate()
+            arenaCapacity = max(headerStride * count, arenaCapacity * 2)
+            arena = .allocate(byteCount: arenaCapacity, alignment: 16)
+        }
+        let src = _UnsafeBytes(base)
+        let n = layout.networkOffset
+        let t = layout.transportOffset
+        let isTCP = gso.kind.isTCP
+        let l4Header = h - t
+        // Safe: every offset below is inside the validated headers [0, payloadOffset).
+        let id0 = isIPv4 ? src.u16(n + 4) : 0
+        let seq0 = isTCP ? src.u32(t + 4) : 0
+        let flags0 = isTCP ? src.u8(t + 13) : 0
+        // Address part of the pseudo-header, shared by every segment.
+        let addressSum = isIPv4 ? src.sum(n + 12, count: 8) : src.sum(n + 8, count: 32)
+        let protocolSum = OnesComplementSum(UInt16(isTCP ? 6 : 17))
+        for i in 0..<count {
+            let length = i == count - 1 ? total - size * i : size
+            let dst = arena + headerStride * i
+            dst.copyMemory(from: base, byteCount: h)
+            let m = _UnsafeMutableBytes(dst)
+            let l4Length = l4Header + length
+            if isIPv4 {
+                m.store16(UInt16(truncatingIfNeeded: t - n + l4Length), n + 2)
+                m.store16(gso.fixedID ? id0 : id0 &+ UInt16(truncatingIfNeeded: i), n + 4)
+                m.store16(0, n + 10)
+                m.store16(~m.readOnly.sum(n, count: t - n).value, n + 10)
+            } else {
+                m.store16(UInt16(truncatingIfNeeded: t - n - 40 + l4Length), n + 4)
+            }
+            let payload = UnsafeRawBufferPointer(start: base + h + size * i, count: length)
+            let checksumOffset: Int
+            if isTCP {
+                m.store32(seq0 &+ UInt32(truncatingIfNeeded: size * i), t + 4)
+                var flags = flags0
+                if i != count - 1 { flags &= ~0x09 }  // FIN, PSH only on the last
+                if i != 0 { flags &= ~0x80 }  // CWR only on the first
+                m.store8(flags, t + 13)
+                checksumOffset = t + 16
+            } else {
+                m.store16(UInt16(truncatingIfNeeded: l4Length), t + 4)
+                checksumOffset = t + 6
+            }
+            let pseudo = addressSum + protocolSum + OnesComplementSum(UInt16(truncatingIfNeeded: l4Length))
+            switch checksum {
+            case .partial:
+                m.store16(pseudo.value, checksumOffset)
+            case .complete:
+                m.store16(0, checksumOffset)
+                let sum = pseudo + m.readOnly.sum(t, count: l4Header) + InternetChecksum.unsafeSum(payload)
+                m.store16(isTCP ? ~sum.value : InternetChecksum.udpFieldValue(~sum.value), checksumOffset)
+            }
+            payloads.append(payload)
+        }
+    }
+
+    /// Calls `body` with segment `index`'s pieces: its header, then its payload in place.
+    /// - Warning: valid only until the next call or until the input changes.
+    public func withSegmentFragments<E: Error>(at index: Int, _ body: (UnsafeRawBufferPointer) throws(E) -> Void)
+        throws(E)
+    {
+        if headerLength > 0 {
+            try body(UnsafeRawBufferPointer(start: arena + headerStride * index, count: headerLength))
+        }
+        try body(payloads[index])
+    }
+
+    /// The length of segment `index`.
+    public func segmentLength(at index: Int) -> Int { headerLength + payloads[index].count }
+
+    /// Copies segment `index` into an array (allocates).
+    public func segmentBytes(at index: Int) -> [UInt8] {
+        var result: [UInt8] = []
+        result.reserveCapacity(segmentLength(at: index))
+        withSegmentFragments(at: index) { result.append(contentsOf: $0) }
+        return result
+    }
+}

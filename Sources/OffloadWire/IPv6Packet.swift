@@ -1,0 +1,175 @@
+/// A validated view of an IPv6 packet (RFC 8200) and its extension-header chain.
+///
+/// ```text
+/// +-------+---------------+---------------------------------------+
+/// |version| traffic class |              flow label               |
+/// +-------+---------------+-------+---------------+---------------+
+/// |        payload length         |  next header  |   hop limit   |
+/// +-------------------------------+---------------+---------------+
+/// |                source address (16 bytes)                      |
+/// |              destination address (16 bytes)                   |
+/// +---------------------------------------------------------------+
+/// | extension headers (Hop-by-Hop, Routing, Fragment, Dest. Opts) |
+/// ```
+/// Validation checks once: at least 40 bytes, version 6, `40 + payload length ≤ buffer`, and
+/// every extension header it walks lies inside the payload. The walk follows Hop-by-Hop (0),
+/// Routing (43), Fragment (44), Destination Options (60) and Authentication (51), at most
+/// ``maximumExtensionHeaders`` of them, and stops at the first other next-header value: that is
+/// the ``upperLayerProtocol`` at ``upperLayerOffset``.
+public struct IPv6Packet: ~Escapable {
+    /// The most extension headers the walk follows.
+    public static let maximumExtensionHeaders = 8
+    /// The buffer the packet starts at (it may hold trailing bytes).
+    public let bytes: RawSpan
+    /// The protocol after the extension headers.
+    public let upperLayerProtocol: IPProtocol
+    /// The offset of the upper-layer header from the start of the packet.
+    public let upperLayerOffset: Int
+    /// The number of extension headers walked.
+    public let extensionHeaderCount: Int
+    /// The offset of the Fragment header, if the chain has one.
+    public let fragmentHeaderOffset: Int?
+
+    /// Validates the fixed header, the payload length and the extension-header chain.
+    /// - Throws: ``WireError`` with layer `.ipv6` or `.ipv6Extension`.
+    @inlinable @_lifetime(copy bytes)
+    public init(validating bytes: RawSpan) throws(WireError) {
+        try bytes._require(40, .ipv6)
+        let version = bytes._u8Unchecked(0) >> 4
+        guard version == 6 else { throw WireError(.ipv6, .badVersion(version), at: 0) }
+        let end = 40 + Int(bytes._u16Unchecked(4))
+        guard end <= bytes.byteCount else {
+            throw WireError(.ipv6, .lengthExceedsBuffer(claimed: end - 40, available: bytes.byteCount - 40), at: 4)
+        }
+        var next = IPProtocol(rawValue: bytes._u8Unchecked(6))
+        var offset = 40
+        var count = 0
+        var fragment: Int? = nil
+        while true {
+            let length: Int
+            switch next {
+            case .hopByHop, .ipv6Routing, .ipv6DestinationOptions:
+                guard offset + 8 <= end else {
+                    throw WireError(.ipv6Extension, .truncated(needed: offset + 8, available: end), at: offset)
+                }
+                length = (Int(bytes._u8Unchecked(offset + 1)) + 1) * 8
+            case .ipv6Fragment:
+                guard offset + 8 <= end else {
+                    throw WireError(.ipv6Extension, .truncated(needed: offset + 8, available: end), at: offset)
+                }
+                length = 8
+                fragment = offset
+            case IPProtocol(rawValue: 51):  // Authentication Header, RFC 4302: (len + 2) × 4 bytes
+                guard offset + 8 <= end else {
+                    throw WireError(.ipv6Extension, .truncated(needed: offset + 8, available: end), at: offset)
+                }
+                length = (Int(bytes._u8Unchecked(offset + 1)) + 2) * 4
+            default:
+                self.bytes = bytes
+                self.upperLayerProtocol = next
+                self.upperLayerOffset = offset
+                self.extensionHeaderCount = count
+                self.fragmentHeaderOffset = fragment
+                return
+            }
+            guard offset + length <= end else {
+                throw WireError(.ipv6Extension, .lengthExceedsBuffer(claimed: length, available: end - offset),
+                                at: offset + 1)
+            }
+            count += 1
+            guard count <= Self.maximumExtensionHeaders else {
+                throw WireError(.ipv6Extension, .tooManyExtensionHeaders(Self.maximumExtensionHeaders), at: offset)
+            }
+            next = IPProtocol(rawValue: bytes._u8Unchecked(offset))
+            offset += length
+        }
+    }
+
+    /// The first 32-bit word: version, traffic class, flow label.
+    @inlinable public var versionClassLabel: UInt32 { bytes._u32Unchecked(0) }
+    /// The traffic class byte (DSCP and ECN).
+    @inlinable public var trafficClass: UInt8 { UInt8(truncatingIfNeeded: versionClassLabel >> 20) }
+    /// The ECN codepoint.
+    @inlinable public var ecn: UInt8 { trafficClass & 3 }
+    /// The 20-bit flow label.
+    @inlinable public var flowLabel: UInt32 { versionClassLabel & 0xF_FFFF }
+    /// The payload length field (extension headers included).
+    @inlinable public var payloadLength: Int { Int(bytes._u16Unchecked(4)) }
+    /// The next-header field of the fixed header.
+    @inlinable public var nextHeader: IPProtocol { IPProtocol(rawValue: bytes._u8Unchecked(6)) }
+    /// The hop limit.
+    @inlinable public var hopLimit: UInt8 { bytes._u8Unchecked(7) }
+    /// The source address.
+    @inlinable public var source: IPv6Address { IPv6Address(high: bytes._u64Unchecked(8), low: bytes._u64Unchecked(16)) }
+    /// The destination address.
+    @inlinable public var destination: IPv6Address {
+        IPv6Address(high: bytes._u64Unchecked(24), low: bytes._u64Unchecked(32))
+    }
+    /// 40 plus the payload length.
+    @inlinable public var totalLength: Int { 40 + payloadLength }
+    /// Bytes after the packet (padding or garbage).
+    @inlinable public var trailingByteCount: Int { bytes.byteCount - totalLength }
+    /// Whether the chain holds a Fragment header.
+    @inlinable public var isFragment: Bool { fragmentHeaderOffset != nil }
+    /// The extension headers, as one span (empty when there are none).
+    public var extensionHeaders: RawSpan {
+        @_lifetime(copy self) get { bytes.extracting(40..<upperLayerOffset) }
+    }
+    /// The upper-layer header and payload, up to the payload length.
+    public var upperLayerPayload: RawSpan {
+        @_lifetime(copy self) get { bytes.extracting(upperLayerOffset..<totalLength) }
+    }
+    /// The bytes after the fixed header, up to the payload length.
+    public var payload: RawSpan {
+        @_lifetime(copy self) get { bytes.extracting(40..<totalLength) }
+    }
+}
+
+/// The fields of a fixed IPv6 header, to parse or emit.
+public struct IPv6HeaderRepr: Hashable, Sendable {
+    /// Traffic class.
+    public var trafficClass: UInt8 = 0
+    /// Flow label (20 bits).
+    public var flowLabel: UInt32 = 0
+    /// Payload length.
+    public var payloadLength: Int
+    /// Next header.
+    public var nextHeader: IPProtocol
+    /// Hop limit.
+    public var hopLimit: UInt8 = 64
+    /// Source address.
+    public var source: IPv6Address
+    /// Destination address.
+    public var destination: IPv6Address
+
+    /// Creates a header.
+    public init(source: IPv6Address, destination: IPv6Address, nextHeader: IPProtocol, payloadLength: Int = 0,
+                hopLimit: UInt8 = 64, trafficClass: UInt8 = 0, flowLabel: UInt32 = 0) {
+        self.source = source
+        self.destination = destination
+        self.nextHeader = nextHeader
+        self.payloadLength = payloadLength
+        self.hopLimit = hopLimit
+        self.trafficClass = trafficClass
+        self.flowLabel = flowLabel
+    }
+    /// Reads the fixed header of a validated packet.
+    public init(parsing packet: borrowing IPv6Packet) {
+        self.init(source: packet.source, destination: packet.destination, nextHeader: packet.nextHeader,
+                  payloadLength: packet.payloadLength, hopLimit: packet.hopLimit,
+                  trafficClass: packet.trafficClass, flowLabel: packet.flowLabel)
+    }
+    /// Always 40.
+    public var encodedLength: Int { 40 }
+    /// Appends the 40-byte header to `buffer`.
+    public func encode(into buffer: inout [UInt8]) {
+        buffer.appendBigEndian(UInt32(6) << 28 | UInt32(trafficClass) << 20 | (flowLabel & 0xF_FFFF))
+        buffer.appendBigEndian(UInt16(truncatingIfNeeded: payloadLength))
+        buffer.append(nextHeader.rawValue)
+        buffer.append(hopLimit)
+        buffer.appendBigEndian(source.high)
+        buffer.appendBigEndian(source.low)
+        buffer.appendBigEndian(destination.high)
+        buffer.appendBigEndian(destination.low)
+    }
+}
