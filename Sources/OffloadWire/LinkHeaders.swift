@@ -71,8 +71,9 @@ public struct EthernetFrame: ~Escapable {
             guard tags < Self.maximumTags else {
                 throw WireError(.vlan, .invalidField("more than \(Self.maximumTags) VLAN tags"), at: typeOffset)
             }
-            guard bytes.byteCount >= typeOffset + 8 else {
-                throw WireError(.vlan, .truncated(needed: typeOffset + 8, available: bytes.byteCount), at: typeOffset)
+            // The tag (TPID, TCI) and the EtherType after it.
+            guard bytes.byteCount >= typeOffset + 6 else {
+                throw WireError(.vlan, .truncated(needed: typeOffset + 6, available: bytes.byteCount), at: typeOffset)
             }
             tags += 1
             typeOffset += 4
