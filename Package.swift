@@ -27,8 +27,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
-        .testTarget(name: "OffloadWireTests", dependencies: ["OffloadWire"], swiftSettings: swiftSettings),
-        .testTarget(name: "OffloadEngineTests", dependencies: ["OffloadEngine", "OffloadWire"],
+        .target(name: "OffloadTestSupport", path: "Tests/OffloadTestSupport", swiftSettings: swiftSettings),
+        .testTarget(name: "OffloadWireTests", dependencies: ["OffloadWire", "OffloadTestSupport"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "OffloadEngineTests", dependencies: ["OffloadEngine", "OffloadWire", "OffloadTestSupport"],
                     swiftSettings: swiftSettings),
     ]
 )

@@ -270,15 +270,17 @@ extension GROEngine {
 
     /// A packet that stays out of GRO: its own flow's held packet leaves first (difference 1 of
     /// gro-spec: per-flow order is kept), then the packet, unchanged.
-    mutating func bypass(_ buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata, reason: GROReason) {
-        completeFlow(of: buffer, metadata, reason: .flowBypass)
+    mutating func bypass(_ buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata, _ layout: PacketLayout?,
+                         reason: GROReason) {
+        completeFlow(of: buffer, metadata, layout, reason: .flowBypass)
         emitUnchanged(buffer, metadata, reason: reason)
     }
 
     /// Completes every held packet that may share a flow with `buffer`, judged loosely (addresses,
     /// and ports when readable), because the packet may be too odd to parse fully.
-    mutating func completeFlow(of buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata, reason: GROReason) {
-        guard oldest >= 0, let key = LooseFlowKey(buffer, metadata) else { return }
+    mutating func completeFlow(of buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata, _ layout: PacketLayout?,
+                               reason: GROReason) {
+        guard oldest >= 0, let key = LooseFlowKey(buffer, metadata, layout) else { return }
         var slot = oldest
         while slot >= 0 {
             let f = flows[Int(slot)]
@@ -359,7 +361,19 @@ struct LooseFlowKey {
     var ports: UInt32?
     var interface: UInt32
 
-    init?(_ buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata) {
+    init?(_ buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata, _ layout: PacketLayout?) {
+        if let layout, let base = buffer.baseAddress {
+            // A packet that parsed: addresses, and ports where its transport header has them.
+            guard layout.network == .ipv4 || layout.network == .ipv6 else { return nil }
+            self.base = base
+            self.networkOffset = layout.networkOffset
+            self.interface = metadata.interface
+            self.isIPv4 = layout.network == .ipv4
+            if (layout.transport == .tcp || layout.transport == .udp) && layout.hasTransportHeader {
+                ports = _UnsafeBytes(base).rawU32(layout.transportOffset)
+            }
+            return
+        }
         guard let base = buffer.baseAddress,
             let (n, _) = try? PacketLayout.linkHeader(buffer.bytes, linkType: metadata.linkType)
         else { return nil }

@@ -140,17 +140,14 @@ public struct GROEngine: ~Copyable {
             emitUnchanged(buffer, metadata, reason: .malformed)
             return
         }
-        if metadata.gso != nil {
-            bypass(buffer, metadata, reason: .gsoInput)
-            return
-        }
         let layout: PacketLayout
         do {
             layout = try PacketLayout(parsing: buffer.bytes, linkType: metadata.linkType)
         } catch {
-            bypass(buffer, metadata, reason: .malformed)
+            bypass(buffer, metadata, nil, reason: .malformed)
             return
         }
+        if metadata.gso != nil { return bypass(buffer, metadata, layout, reason: .gsoInput) }
         let b = _UnsafeBytes(base)
         let n = layout.networkOffset
         let isIPv4: Bool
@@ -161,37 +158,37 @@ public struct GROEngine: ~Copyable {
         case .ipv4:
             isIPv4 = true
             // Safe: the layout validated at least 20 bytes of IPv4 header at n.
-            if b.u8(n) != 0x45 { return bypass(buffer, metadata, reason: .ipv4Options) }
-            if layout.isFragment { return bypass(buffer, metadata, reason: .fragment) }
-            if b.sum(n, count: 20).value != 0xFFFF { return bypass(buffer, metadata, reason: .badIPChecksum) }
+            if b.u8(n) != 0x45 { return bypass(buffer, metadata, layout, reason: .ipv4Options) }
+            if layout.isFragment { return bypass(buffer, metadata, layout, reason: .fragment) }
+            if b.sum(n, count: 20).value != 0xFFFF { return bypass(buffer, metadata, layout, reason: .badIPChecksum) }
         case .ipv6:
             isIPv4 = false
-            if layout.isFragment { return bypass(buffer, metadata, reason: .fragment) }
+            if layout.isFragment { return bypass(buffer, metadata, layout, reason: .fragment) }
             if !Self.extensionHeadersAreSkippable(b, layout) {
-                return bypass(buffer, metadata, reason: .unsupportedProtocol)
+                return bypass(buffer, metadata, layout, reason: .unsupportedProtocol)
             }
         }
         let isTCP: Bool
         switch layout.transport {
         case .tcp:
-            guard configuration.tcp else { return bypass(buffer, metadata, reason: .tcpDisabled) }
+            guard configuration.tcp else { return bypass(buffer, metadata, layout, reason: .tcpDisabled) }
             isTCP = true
         case .udp:
-            guard configuration.udp else { return bypass(buffer, metadata, reason: .udpDisabled) }
+            guard configuration.udp else { return bypass(buffer, metadata, layout, reason: .udpDisabled) }
             isTCP = false
         default:
-            return bypass(buffer, metadata, reason: .unsupportedProtocol)
+            return bypass(buffer, metadata, layout, reason: .unsupportedProtocol)
         }
-        guard layout.hasTransportHeader else { return bypass(buffer, metadata, reason: .malformed) }
+        guard layout.hasTransportHeader else { return bypass(buffer, metadata, layout, reason: .malformed) }
         if layout.payloadOffset > configuration.maximumHeaderLength {
-            return bypass(buffer, metadata, reason: .headerTooLong)
+            return bypass(buffer, metadata, layout, reason: .headerTooLong)
         }
 
         var segment = Segment(base: base, layout: layout, metadata: metadata, isIPv4: isIPv4, isTCP: isTCP)
         // Checksum (§2.7): verify in software, or derive the payload sum from a trusted field.
         if !isTCP && b.u16(layout.transportOffset + 6) == 0 {
             // UDP without a checksum: Linux never merges it (§3.2).
-            completeFlow(of: buffer, metadata, reason: .flowBypass)
+            completeFlow(of: buffer, metadata, layout, reason: .flowBypass)
             emitUnchanged(buffer, metadata, reason: .udpZeroChecksum)
             return
         }
@@ -200,7 +197,7 @@ public struct GROEngine: ~Copyable {
             let headerSum = b.sum(layout.transportOffset, count: layout.transportHeaderLength)
             let payloadSum = b.sum(layout.payloadOffset, count: layout.payloadLength)
             if segment.pseudoHeaderSum(b) + headerSum + payloadSum != OnesComplementSum(0xFFFF) {
-                return bypass(buffer, metadata, reason: .badChecksum)
+                return bypass(buffer, metadata, layout, reason: .badChecksum)
             }
             segment.payloadSum = payloadSum
             segment.payloadSumKnown = true
@@ -217,9 +214,8 @@ public struct GROEngine: ~Copyable {
         if isIPv4 && b.u16(n + 6) & 0x8000 != 0 { sFlush = true }
         if !isTCP && Int(b.u16(layout.transportOffset + 4)) != layout.ipEnd - layout.transportOffset { sFlush = true }
 
-        let hash = identityHash(b, layout, metadata)
-        segment.hash = hash
-        if let slot = lookup(hash: hash, segment: segment) {
+        segment.hash = connectionHash(b, layout, metadata)
+        if let slot = findFlow(segment) {
             let verdict = isTCP ? decideTCP(slot, segment, sFlush: sFlush) : decideUDP(slot, segment, sFlush: sFlush)
             switch verdict {
             case .merged(let completeReason):
@@ -257,26 +253,40 @@ public struct GROEngine: ~Copyable {
 
     // MARK: - Flow identity (§1.2, §2.1)
 
-    /// Hashes what makes a flow: interface, link header, addresses, protocol, IPv6 flow label and
-    /// extension-header bytes, and ports.
-    func identityHash(_ b: _UnsafeBytes, _ l: PacketLayout, _ m: PacketMetadata) -> UInt64 {
+    /// Hashes a packet's connection: interface, protocol, addresses and ports (not the link
+    /// header, flow label or extension headers, which ``sameFlow(_:_:)`` compares exactly).
+    ///
+    /// Hashing the connection rather than the full GRO identity lets one probe find both the
+    /// packet's own flow and a held packet of the same connection under another identity (a new
+    /// IPv6 flow label, other MAC addresses), which must leave first to keep per-connection order.
+    func connectionHash(_ b: _UnsafeBytes, _ l: PacketLayout, _ m: PacketMetadata) -> UInt64 {
         var h = seed
-        _mix(&h, UInt64(m.interface) << 32 | UInt64(m.linkType.rawValue))
-        // Safe: [0, networkOffset) is the validated link header.
-        b.hash(0, count: l.networkOffset, into: &h)
+        _mix(&h, UInt64(m.interface) << 8 | UInt64(l.transport.rawValue))
         let n = l.networkOffset
+        // Safe: the addresses lie inside the validated IP header, the ports inside the L4 header.
         if l.network == .ipv4 {
-            // Safe: 20 bytes of IPv4 header validated.
             _mix(&h, UInt64(b.rawU32(n + 12)) | UInt64(b.rawU32(n + 16)) << 32)
-            _mix(&h, UInt64(b.u8(n + 9)))
         } else {
-            let word0 = configuration.mode == .gro ? b.u32(n) & 0xF00F_FFFF : 0
-            _mix(&h, UInt64(word0) << 8 | UInt64(b.u8(n + 6)))
-            // Safe: addresses and extension headers lie inside the validated [n, transportOffset).
-            b.hash(n + 8, count: l.transportOffset - n - 8, into: &h)
+            _mix(&h, b.rawU64(n + 8))
+            _mix(&h, b.rawU64(n + 16))
+            _mix(&h, b.rawU64(n + 24))
+            _mix(&h, b.rawU64(n + 32))
         }
         _mix(&h, UInt64(b.rawU32(l.transportOffset)))
         return h
+    }
+
+    /// Whether `f` and `s` are the same connection: interface, protocol, addresses and ports.
+    func sameConnection(_ f: HeldFlow, _ s: Segment) -> Bool {
+        guard f.metadata.interface == s.metadata.interface, f.isTCP == s.isTCP, f.isIPv4 == s.isIPv4 else {
+            return false
+        }
+        let a = _UnsafeBytes(f.base)
+        let b = _UnsafeBytes(s.base)
+        let fn = f.layout.networkOffset
+        let sn = s.layout.networkOffset
+        let same = s.isIPv4 ? a.equal(fn + 12, b, sn + 12, count: 8) : a.equal(fn + 8, b, sn + 8, count: 32)
+        return same && a.rawU32(f.layout.transportOffset) == b.rawU32(s.layout.transportOffset)
     }
 
     /// Whether segment `s` belongs to the flow held in `slot` (exact byte compare, after the hash).
@@ -302,13 +312,19 @@ public struct GROEngine: ~Copyable {
 
     // MARK: - Hash index
 
-    func lookup(hash: UInt64, segment: Segment) -> Int32? {
-        var i = Int(truncatingIfNeeded: hash) & indexMask
+    /// Finds the held packet of S's flow. At most one flow per connection is held: a held
+    /// packet of the same connection under another identity is completed here, first.
+    mutating func findFlow(_ segment: Segment) -> Int32? {
+        var i = Int(truncatingIfNeeded: segment.hash) & indexMask
         while true {
             let slot = index[i]
             if slot < 0 { return nil }
             let f = flows[Int(slot)]
-            if f.hash == hash && sameFlow(f, segment) { return slot }
+            if f.hash == segment.hash && sameConnection(f, segment) {
+                if sameFlow(f, segment) { return slot }
+                complete(slot, .flowIdentityChange)
+                return nil
+            }
             i = (i + 1) & indexMask
         }
     }

@@ -47,6 +47,9 @@ public enum GROReason: Int, Hashable, Sendable, CaseIterable, CustomStringConver
     case tableFull
     /// A packet of the same flow bypassed GRO; the held packet was completed first.
     case flowBypass
+    /// A packet of the same connection came with another identity (IPv6 flow label, extension
+    /// headers, link header); the held packet was completed first to keep per-connection order.
+    case flowIdentityChange
 
     // Deliver reasons (S sent alone).
     /// No payload (pure ACK, window update, bare FIN/RST/SYN).
@@ -87,7 +90,8 @@ public enum GROReason: Int, Hashable, Sendable, CaseIterable, CustomStringConver
         switch self {
         case .batchEnd, .timeout, .pushOrFin, .shortSegment, .sequenceGap, .largerSegment, .ttlMismatch,
             .tosMismatch, .dfMismatch, .ipIDMismatch, .flagsOrWindowMismatch, .ackMismatch, .optionsMismatch, .cwr,
-            .urgentPointerMismatch, .unmergeableFollower, .sizeLimit, .segmentLimit, .tableFull, .flowBypass:
+            .urgentPointerMismatch, .unmergeableFollower, .sizeLimit, .segmentLimit, .tableFull, .flowBypass,
+            .flowIdentityChange:
             "flush"
         case .zeroPayload, .controlFlags, .padded, .udpZeroChecksum: "deliver"
         default: "bypass"
@@ -117,6 +121,7 @@ public enum GROReason: Int, Hashable, Sendable, CaseIterable, CustomStringConver
         case .segmentLimit: "segment_limit"
         case .tableFull: "table_full"
         case .flowBypass: "flow_bypass"
+        case .flowIdentityChange: "flow_identity_change"
         case .zeroPayload: "zero_payload"
         case .controlFlags: "control_flags"
         case .padded: "padded"

@@ -1,3 +1,4 @@
+import OffloadTestSupport
 import OffloadWire
 import Testing
 
