@@ -1,0 +1,98 @@
+import OffloadWire
+
+/// What a router does with one packet or super-packet at an egress MTU (gro-spec §6).
+///
+/// Linux: `ip_forward` / `ip_exceeds_mtu` (net/ipv4/ip_forward.c), `ip6_forward` /
+/// `ip6_pkt_too_big` (net/ipv6/ip6_output.c), `skb_gso_validate_network_len` (net/core/gso.c).
+/// The size check of a super-packet is **per segment** (headers + segment size), never its total
+/// length: that is what makes GRO transparent on a forwarder.
+public enum ForwardingDecision: Hashable, Sendable {
+    /// Not IP, or not understood: forwarded unchanged (no TTL change).
+    case passThrough
+    /// Fits: forward it whole (a super-packet goes out as one GSO packet to an egress that takes GSO).
+    case forward
+    /// A super-packet whose segments fit, to an egress without GSO: segment it in software.
+    case segment
+    /// Too big with DF clear (IPv4 only): segment if it is a super-packet, then fragment (RFC 791).
+    case fragment
+    /// Too big with DF set, or IPv6: drop it and send ICMP "fragmentation needed" / "packet too big"
+    /// carrying `mtu` to the source.
+    case tooBig(mtu: Int)
+    /// TTL or hop limit would reach zero: drop it and send ICMP "time exceeded".
+    case timeExceeded
+
+    /// Decides for `packet` (a whole frame) at `egressMTU` (the largest IP packet the egress carries).
+    ///
+    /// - Parameters:
+    ///   - packet: the frame.
+    ///   - linkType: how to find the IP header.
+    ///   - gso: the packet's GSO facts, when it is a super-packet. A segment size of 0 (an LRO merge)
+    ///     gives no per-segment size, so the total length is checked, as Linux's forward path would
+    ///     refuse it too.
+    ///   - egressMTU: the egress MTU.
+    ///   - egressTakesGSO: whether the egress accepts super-packets (a TUN device with a virtio header).
+    public static func decide(_ packet: RawSpan, linkType: LinkType, gso: GSOInfo?, egressMTU: Int,
+                              egressTakesGSO: Bool) -> ForwardingDecision {
+        guard let layout = try? PacketLayout(parsing: packet, linkType: linkType) else { return .passThrough }
+        let n = layout.networkOffset
+        let ipLength = layout.ipEnd - n
+        let segmented = gso.map { $0.segmentSize > 0 && $0.segmentCount > 1 } ?? false
+        let segmentLength = segmented ? layout.payloadOffset - n + gso!.segmentSize : ipLength
+        switch layout.network {
+        case .other:
+            return .passThrough
+        case .ipv4:
+            let ttl = packet.withUnsafeBytes { $0[n + 8] }
+            if ttl <= 1 { return .timeExceeded }
+            let df = packet.withUnsafeBytes { $0[n + 6] & 0x40 != 0 }
+            if ipLength <= egressMTU || (segmented && segmentLength <= egressMTU) {
+                return segmented && !egressTakesGSO ? .segment : .forward
+            }
+            return df ? .tooBig(mtu: egressMTU) : .fragment
+        case .ipv6:
+            let hopLimit = packet.withUnsafeBytes { $0[n + 7] }
+            if hopLimit <= 1 { return .timeExceeded }
+            if ipLength <= egressMTU || (segmented && segmentLength <= egressMTU) {
+                return segmented && !egressTakesGSO ? .segment : .forward
+            }
+            return .tooBig(mtu: max(egressMTU, 1280))
+        }
+    }
+}
+
+/// Router header edits.
+public enum RouterHeaders {
+    /// Decrements the IPv4 TTL (updating the header checksum, RFC 1624) or the IPv6 hop limit, in place.
+    ///
+    /// - Parameters:
+    ///   - frame: the frame's bytes (or at least its headers).
+    ///   - networkOffset: where the IP header starts.
+    /// - Returns: `false` when the buffer does not hold an IP header there.
+    @discardableResult
+    public static func decrementTTL(_ frame: UnsafeMutableRawBufferPointer, networkOffset n: Int) -> Bool {
+        guard frame.count >= n + 20 else { return false }
+        switch frame[n] >> 4 {
+        case 4:
+            let oldWord = UInt16(frame[n + 8]) << 8 | UInt16(frame[n + 9])
+            frame[n + 8] &-= 1
+            let newWord = UInt16(frame[n + 8]) << 8 | UInt16(frame[n + 9])
+            let check = UInt16(frame[n + 10]) << 8 | UInt16(frame[n + 11])
+            let updated = InternetChecksum.update(check, replacing: oldWord, with: newWord)
+            frame[n + 10] = UInt8(updated >> 8)
+            frame[n + 11] = UInt8(updated & 0xFF)
+            return true
+        case 6:
+            guard frame.count >= n + 40 else { return false }
+            frame[n + 7] &-= 1
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// Decrements the TTL or hop limit of an IP packet held in an array.
+    @discardableResult
+    public static func decrementTTL(_ frame: inout [UInt8], networkOffset: Int) -> Bool {
+        frame.withUnsafeMutableBytes { decrementTTL($0, networkOffset: networkOffset) }
+    }
+}
