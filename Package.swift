@@ -12,18 +12,24 @@ let package = Package(
     products: [
         .library(name: "OffloadWire", targets: ["OffloadWire"]),
         .library(name: "OffloadEngine", targets: ["OffloadEngine"]),
+        .library(name: "OffloadCapture", targets: ["OffloadCapture"]),
         .executable(name: "offload", targets: ["OffloadCommand"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         .target(name: "OffloadWire", swiftSettings: swiftSettings),
         .target(name: "OffloadEngine", dependencies: ["OffloadWire"], swiftSettings: swiftSettings),
+        .target(
+            name: "OffloadCapture",
+            dependencies: ["OffloadWire", "OffloadEngine", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: swiftSettings),
         .executableTarget(
             name: "OffloadCommand",
             dependencies: [
-                "OffloadWire", "OffloadEngine",
+                "OffloadWire", "OffloadEngine", "OffloadCapture",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
@@ -31,6 +37,9 @@ let package = Package(
         .testTarget(name: "OffloadWireTests", dependencies: ["OffloadWire", "OffloadTestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "OffloadEngineTests", dependencies: ["OffloadEngine", "OffloadWire", "OffloadTestSupport"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "OffloadCaptureTests",
+                    dependencies: ["OffloadCapture", "OffloadEngine", "OffloadWire", "OffloadTestSupport"],
                     swiftSettings: swiftSettings),
     ]
 )

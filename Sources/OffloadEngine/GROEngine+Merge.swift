@@ -4,9 +4,10 @@ import OffloadWire
 
 extension GROEngine {
     /// The TCP rules of `tcp_gro_receive` and `gro_receive_network_flush`, in Linux's order.
+    @inline(__always)
     func decideTCP(_ slot: Int32, _ s: Segment, sFlush: Bool) -> Verdict {
-        let f = flows[Int(slot)]
-        let a = _UnsafeBytes(f.base)
+        let f = flows + Int(slot)
+        let a = _UnsafeBytes(f.pointee.base)
         let b = _UnsafeBytes(s.base)
         let t = s.layout.transportOffset
         let length = s.payloadLength
@@ -14,10 +15,10 @@ extension GROEngine {
         if configuration.mode == .unsafeLRO {
             if sFlush || length == 0 { return .refused(.unmergeableFollower) }
             if b.u16(t + 12) & 0x26 != 0 { return .refused(.flagsOrWindowMismatch) }  // URG, RST, SYN
-            if b.u32(t + 4) != f.nextSequence { return .refused(.sequenceGap) }
+            if b.u32(t + 4) != f.pointee.nextSequence { return .refused(.sequenceGap) }
             if let r = limitReason(f, length) { return .refused(r) }
             let pushOrFin = b.u16(t + 12) & 0x09 != 0
-            return .merged(complete: pushOrFin ? .pushOrFin : f.count + 1 >= configuration.maximumSegments
+            return .merged(complete: pushOrFin ? .pushOrFin : f.pointee.count + 1 >= configuration.maximumSegments
                 ? .segmentLimit : nil)
         }
         if sFlush { return .refused(.unmergeableFollower) }
@@ -31,32 +32,34 @@ extension GROEngine {
         if a.u16(t + 18) != b.u16(t + 18) { return .refused(.urgentPointerMismatch) }
         if let r = networkMismatch(f, s) { return .refused(r) }
         if length == 0 { return .refused(.unmergeableFollower) }
-        if length > f.segmentSize { return .refused(.largerSegment) }
-        if b.u32(t + 4) != f.nextSequence { return .refused(.sequenceGap) }
+        if length > f.pointee.segmentSize { return .refused(.largerSegment) }
+        if b.u32(t + 4) != f.pointee.nextSequence { return .refused(.sequenceGap) }
         if let r = limitReason(f, length) { return .refused(r) }
-        if length < f.segmentSize { return .merged(complete: .shortSegment) }
+        if length < f.pointee.segmentSize { return .merged(complete: .shortSegment) }
         if word & 0x0009_0000 != 0 { return .merged(complete: .pushOrFin) }
-        if f.count + 1 >= configuration.maximumSegments { return .merged(complete: .segmentLimit) }
+        if f.pointee.count + 1 >= configuration.maximumSegments { return .merged(complete: .segmentLimit) }
         return .merged(complete: nil)
     }
 
     /// The UDP rules of `udp_gro_receive_segment`.
+    @inline(__always)
     func decideUDP(_ slot: Int32, _ s: Segment, sFlush: Bool) -> Verdict {
-        let f = flows[Int(slot)]
+        let f = flows + Int(slot)
         let length = s.payloadLength
         // A datagram that may not merge completes its flow first (per-flow order; Linux lets it overtake).
         if sFlush || length == 0 { return .refused(.flowBypass) }
         if configuration.mode == .gro, let r = networkMismatch(f, s) { return .refused(r) }
-        if length > f.segmentSize { return .refused(.largerSegment) }
+        if length > f.pointee.segmentSize { return .refused(.largerSegment) }
         if let r = limitReason(f, length) { return .refused(r) }
-        if length < f.segmentSize { return .merged(complete: .shortSegment) }
-        if f.count + 1 >= min(64, configuration.maximumSegments) { return .merged(complete: .segmentLimit) }
+        if length < f.pointee.segmentSize { return .merged(complete: .shortSegment) }
+        if f.pointee.count + 1 >= min(64, configuration.maximumSegments) { return .merged(complete: .segmentLimit) }
         return .merged(complete: nil)
     }
 
     /// The L3 rules (§2.3): TTL/hop limit, TOS/traffic class, DF and the IPv4 ID rule.
-    func networkMismatch(_ f: HeldFlow, _ s: Segment) -> GROReason? {
-        let a = _UnsafeBytes(f.base)
+    @inline(__always)
+    func networkMismatch(_ f: UnsafeMutablePointer<HeldFlow>, _ s: Segment) -> GROReason? {
+        let a = _UnsafeBytes(f.pointee.base)
         let b = _UnsafeBytes(s.base)
         let n = s.layout.networkOffset
         if s.isIPv4 {
@@ -64,14 +67,15 @@ extension GROEngine {
             if a.u8(n + 1) != b.u8(n + 1) { return .tosMismatch }
             let dfS = b.u16(n + 6) & 0x4000
             if a.u16(n + 6) & 0x4000 != dfS { return .dfMismatch }
-            let offset = b.u16(n + 4) &- f.firstID
-            if f.count == 1 {
+            let offset = b.u16(n + 4) &- f.pointee.firstID
+            let count = f.pointee.count
+            if count == 1 {
                 if offset == 0 {
                     if configuration.ipIDRule == .legacy && dfS == 0 { return .ipIDMismatch }
                 } else if offset != 1 {
                     return .ipIDMismatch
                 }
-            } else if f.fixedID ? offset != 0 : offset != UInt16(truncatingIfNeeded: f.count) {
+            } else if f.pointee.fixedID ? offset != 0 : offset != UInt16(truncatingIfNeeded: count) {
                 return .ipIDMismatch
             }
         } else {
@@ -82,69 +86,83 @@ extension GROEngine {
     }
 
     /// The 64 KiB and segment-count limits.
-    func limitReason(_ f: HeldFlow, _ length: Int) -> GROReason? {
-        let ipLength = f.layout.payloadOffset - f.layout.networkOffset + f.totalPayload + length
+    @inline(__always)
+    func limitReason(_ f: UnsafeMutablePointer<HeldFlow>, _ length: Int) -> GROReason? {
+        let ipLength = f.pointee.layout.payloadOffset - f.pointee.layout.networkOffset + f.pointee.totalPayload + length
         if ipLength > configuration.maximumIPLength { return .sizeLimit }
-        if f.count >= configuration.maximumSegments { return .segmentLimit }
+        if f.pointee.count >= configuration.maximumSegments { return .segmentLimit }
         return nil
     }
 
     // MARK: - Holding and merging
 
     /// Holds S as the head of a new chain (§1.3 step 4).
-    mutating func hold(_ s: Segment) {
-        if freeSlots.isEmpty { complete(oldest, .tableFull) }
-        let slot = freeSlots.removeLast()
+    mutating func hold(_ s: Segment, _ metadata: PacketMetadata) {
+        if freeCount == 0 { complete(oldest, .tableFull) }
+        freeCount -= 1
+        let slot = freeSlots[freeCount]
         let b = _UnsafeBytes(s.base)
         let t = s.layout.transportOffset
-        var f = HeldFlow()
-        f.hash = s.hash
-        f.base = s.base
-        f.frameLength = s.layout.frameLength
-        f.layout = s.layout
-        f.metadata = s.metadata
-        f.isIPv4 = s.isIPv4
-        f.isTCP = s.isTCP
-        f.segmentSize = s.payloadLength
-        f.count = 1
-        f.totalPayload = s.payloadLength
+        let f = flows + Int(slot)
+        f.pointee.hash = s.hash
+        f.pointee.base = s.base
+        f.pointee.frameLength = s.layout.frameLength
+        f.pointee.layout = s.layout
+        f.pointee.metadata = metadata
+        f.pointee.isIPv4 = s.isIPv4
+        f.pointee.isTCP = s.isTCP
+        f.pointee.segmentSize = s.payloadLength
+        f.pointee.count = 1
+        f.pointee.totalPayload = s.payloadLength
+        f.pointee.fixedID = false
+        f.pointee.orFlags = 0
         if s.isTCP {
-            f.nextSequence = b.u32(t + 4) &+ UInt32(truncatingIfNeeded: s.payloadLength)
-            f.lastAck = b.u32(t + 8)
-            f.lastWindow = b.u16(t + 14)
+            f.pointee.nextSequence = b.u32(t + 4) &+ UInt32(truncatingIfNeeded: s.payloadLength)
+            f.pointee.lastAck = b.u32(t + 8)
+            f.pointee.lastWindow = b.u16(t + 14)
         }
-        if s.isIPv4 { f.firstID = b.u16(s.layout.networkOffset + 4) }
-        f.prev = newest
-        f.next = -1
-        flows[Int(slot)] = f
+        if s.isIPv4 { f.pointee.firstID = b.u16(s.layout.networkOffset + 4) }
+        f.pointee.prev = newest
+        f.pointee.next = -1
         if newest >= 0 { flows[Int(newest)].next = slot } else { oldest = slot }
         newest = slot
-        fragments[Int(slot) * configuration.maximumSegments] = Fragment(
-            base: s.base + s.layout.payloadOffset, length: s.payloadLength, sum: s.payloadSum,
-            sumKnown: s.payloadSumKnown)
+        fragments[Int(slot) * configuration.maximumSegments] = fragment(of: s)
         indexInsert(slot, hash: s.hash)
     }
 
+    /// S's payload piece, with the header words that let completion derive its sum.
+    @inline(__always)
+    func fragment(of s: Segment) -> Fragment {
+        let b = _UnsafeBytes(s.base)
+        let t = s.layout.transportOffset
+        // Safe: the words read lie inside the validated L4 header. At most five 16-bit words:
+        // the 32-bit sum cannot overflow before the fold.
+        var wide = UInt32(truncatingIfNeeded: s.layout.ipEnd - t) &+ UInt32(b.u16(t + 4)) &+ UInt32(b.u16(t + 6))
+        if s.isTCP { wide &+= UInt32(b.u16(t + 12)) &+ UInt32(b.u16(t + 16)) }
+        wide = (wide & 0xFFFF) &+ (wide >> 16)
+        let varying = OnesComplementSum(UInt16(truncatingIfNeeded: (wide & 0xFFFF) &+ (wide >> 16)))
+        return Fragment(base: s.base + s.layout.payloadOffset, length: s.payloadLength, varyingSum: varying,
+                        derivable: s.payloadSumDerivable && configuration.mode == .gro)
+    }
+
     /// Appends S's payload to P (§2.5 "Merged").
+    @inline(__always)
     mutating func append(_ s: Segment, to slot: Int32) {
         let b = _UnsafeBytes(s.base)
         let t = s.layout.transportOffset
-        let i = Int(slot)
-        let k = i * configuration.maximumSegments + flows[i].count
-        fragments[k] = Fragment(base: s.base + s.layout.payloadOffset, length: s.payloadLength, sum: s.payloadSum,
-                                sumKnown: s.payloadSumKnown)
-        if s.isIPv4 && flows[i].count == 1 && b.u16(s.layout.networkOffset + 4) == flows[i].firstID
-            && configuration.mode == .gro
-        {
-            flows[i].fixedID = true
+        let f = flows + Int(slot)
+        let count = f.pointee.count
+        fragments[Int(slot) * configuration.maximumSegments + count] = fragment(of: s)
+        if s.isIPv4 && count == 1 && configuration.mode == .gro && b.u16(s.layout.networkOffset + 4) == f.pointee.firstID {
+            f.pointee.fixedID = true
         }
-        flows[i].count += 1
-        flows[i].totalPayload += s.payloadLength
+        f.pointee.count = count + 1
+        f.pointee.totalPayload += s.payloadLength
         if s.isTCP {
-            flows[i].nextSequence &+= UInt32(truncatingIfNeeded: s.payloadLength)
-            flows[i].orFlags |= UInt16(b.u8(t + 13)) & 0x09
-            flows[i].lastAck = b.u32(t + 8)
-            flows[i].lastWindow = b.u16(t + 14)
+            f.pointee.nextSequence &+= UInt32(truncatingIfNeeded: s.payloadLength)
+            f.pointee.orFlags |= UInt16(b.u8(t + 13)) & 0x09
+            f.pointee.lastAck = b.u32(t + 8)
+            f.pointee.lastWindow = b.u16(t + 14)
         }
     }
 
@@ -153,33 +171,51 @@ extension GROEngine {
     /// Completes the packet held in `slot` and emits it.
     mutating func complete(_ slot: Int32, _ reason: GROReason) {
         let i = Int(slot)
-        let f = flows[i]
+        let f = flows + i
         statistics[reason] += 1
-        if f.count == 1 {
-            emitRecord(header: nil, fragmentStart: i * configuration.maximumSegments, fragmentCount: 0,
-                       whole: UnsafeRawBufferPointer(start: f.base, count: f.frameLength), f.metadata, reason)
+        if f.pointee.count == 1 {
+            emitRecord(header: nil, fragmentStart: 0, fragmentCount: 0,
+                       whole: UnsafeRawBufferPointer(start: f.pointee.base, count: f.pointee.frameLength),
+                       f.pointee.metadata, reason)
         } else {
             buildSuperPacket(f, slot: i, reason)
         }
-        indexRemove(slot, hash: f.hash)
-        if f.prev >= 0 { flows[Int(f.prev)].next = f.next } else { oldest = f.next }
-        if f.next >= 0 { flows[Int(f.next)].prev = f.prev } else { newest = f.prev }
-        freeSlots.append(slot)
+        indexRemove(slot, hash: f.pointee.hash)
+        let prev = f.pointee.prev
+        let next = f.pointee.next
+        if prev >= 0 { flows[Int(prev)].next = next } else { oldest = next }
+        if next >= 0 { flows[Int(next)].prev = prev } else { newest = prev }
+        freeSlots[freeCount] = slot
+        freeCount += 1
     }
 
     /// Writes a super-packet's headers (from the first segment) and lists its payload pieces.
-    mutating func buildSuperPacket(_ f: HeldFlow, slot: Int, _ reason: GROReason) {
-        let headerLength = f.layout.payloadOffset
+    mutating func buildSuperPacket(_ f: UnsafeMutablePointer<HeldFlow>, slot: Int, _ reason: GROReason) {
+        let layout = f.pointee.layout
+        let headerLength = layout.payloadOffset
+        let isTCP = f.pointee.isTCP
+        let isIPv4 = f.pointee.isIPv4
+        let count = f.pointee.count
+        let totalPayload = f.pointee.totalPayload
         reserveHeaderSpace(headerLength)
         let dst = headerArena + headerUsed
-        dst.copyMemory(from: f.base, byteCount: headerLength)
+        dst.copyMemory(from: f.pointee.base, byteCount: headerLength)
         let m = _UnsafeMutableBytes(dst)
         let r = m.readOnly
-        let n = f.layout.networkOffset
-        let t = f.layout.transportOffset
-        let l4Length = headerLength - t + f.totalPayload
+        let n = layout.networkOffset
+        let t = layout.transportOffset
+        let l4Header = headerLength - t
+        let l4Length = l4Header + totalPayload
         // Safe: dst holds a copy of the head's validated headers [0, payloadOffset).
-        if f.isIPv4 {
+        let addressSum = isIPv4 ? r.sum(n + 12, count: 8) : r.sum(n + 8, count: 32)
+        let protocolSum = OnesComplementSum(UInt16(isTCP ? 6 : 17))
+        let first = slot * configuration.maximumSegments
+        // K = addresses + protocol + the L4 header words common to the chain: the head's header
+        // sum minus its varying words (which include its pseudo-header length).
+        let headHeaderSum = r.sum(t, count: l4Header)
+        let chainConstant = addressSum + protocolSum + headHeaderSum - fragments[first].varyingSum
+            + OnesComplementSum(UInt16(truncatingIfNeeded: layout.ipEnd - t))
+        if isIPv4 {
             m.store16(UInt16(truncatingIfNeeded: t - n + l4Length), n + 2)
             m.store16(0, n + 10)
             m.store16(~r.sum(n, count: t - n).value, n + 10)
@@ -187,48 +223,48 @@ extension GROEngine {
             m.store16(UInt16(truncatingIfNeeded: t - n - 40 + l4Length), n + 4)
         }
         let checksumOffset: Int
-        if f.isTCP {
-            m.store8(r.u8(t + 13) | UInt8(truncatingIfNeeded: f.orFlags), t + 13)
+        if isTCP {
+            m.store8(r.u8(t + 13) | UInt8(truncatingIfNeeded: f.pointee.orFlags), t + 13)
             if configuration.mode == .unsafeLRO {
-                m.store32(f.lastAck, t + 8)
-                m.store16(f.lastWindow, t + 14)
+                m.store32(f.pointee.lastAck, t + 8)
+                m.store16(f.pointee.lastWindow, t + 14)
             }
             checksumOffset = t + 16
         } else {
             m.store16(UInt16(truncatingIfNeeded: l4Length), t + 4)
             checksumOffset = t + 6
         }
-        var pseudo = OnesComplementSum(UInt16(f.isTCP ? 6 : 17)) + OnesComplementSum(UInt16(truncatingIfNeeded: l4Length))
-        pseudo += f.isIPv4 ? r.sum(n + 12, count: 8) : r.sum(n + 8, count: 32)
-        let first = slot * configuration.maximumSegments
+        let pseudo = addressSum + protocolSum + OnesComplementSum(UInt16(truncatingIfNeeded: l4Length))
         switch configuration.outputChecksum {
         case .partial:
             m.store16(pseudo.value, checksumOffset)
         case .complete:
             m.store16(0, checksumOffset)
-            var sum = pseudo + r.sum(t, count: headerLength - t)
-            var offset = headerLength - t
-            for k in first..<(first + f.count) {
+            var sum = pseudo + r.sum(t, count: l4Header)
+            var offset = l4Header
+            for k in first..<(first + count) {
                 let piece = fragments[k]
-                let pieceSum = piece.sumKnown
-                    ? piece.sum : InternetChecksum.unsafeSum(UnsafeRawBufferPointer(start: piece.base, count: piece.length))
+                // With a good checksum field: payload sum = ~(K + varying words). Otherwise sum it.
+                let pieceSum = piece.derivable
+                    ? OnesComplementSum(~(chainConstant + piece.varyingSum).value)
+                    : InternetChecksum.unsafeSum(UnsafeRawBufferPointer(start: piece.base, count: piece.length))
                 sum += pieceSum.placed(atOffset: offset)
                 offset += piece.length
             }
             let value = ~sum.value
-            m.store16(f.isTCP ? value : InternetChecksum.udpFieldValue(value), checksumOffset)
+            m.store16(isTCP ? value : InternetChecksum.udpFieldValue(value), checksumOffset)
         }
-        let kind: GSOInfo.Kind = f.isTCP ? (f.isIPv4 ? .tcpv4 : .tcpv6) : (f.isIPv4 ? .udpv4 : .udpv6)
-        let ecn = f.isTCP && r.u8(t + 13) & 0x80 != 0
-        var metadata = f.metadata
+        let kind: GSOInfo.Kind = isTCP ? (isIPv4 ? .tcpv4 : .tcpv6) : (isIPv4 ? .udpv4 : .udpv6)
+        let ecn = isTCP && r.u8(t + 13) & 0x80 != 0
+        var metadata = f.pointee.metadata
         metadata.checksum = configuration.outputChecksum == .partial ? .partial : .verified
-        metadata.gso = GSOInfo(kind: kind, segmentSize: configuration.mode == .unsafeLRO ? 0 : f.segmentSize,
-                               segmentCount: f.count, fixedID: f.fixedID, ecn: ecn)
-        emitRecord(header: (headerUsed, headerLength), fragmentStart: first, fragmentCount: f.count, whole: nil,
+        metadata.gso = GSOInfo(kind: kind, segmentSize: configuration.mode == .unsafeLRO ? 0 : f.pointee.segmentSize,
+                               segmentCount: count, fixedID: f.pointee.fixedID, ecn: ecn)
+        emitRecord(header: (headerUsed, headerLength), fragmentStart: first, fragmentCount: count, whole: nil,
                    metadata, reason)
         headerUsed += (headerLength + 15) & ~15
         statistics.superPackets += 1
-        statistics.mergedSegments += f.count
+        statistics.mergedSegments += count
     }
 
     /// Grows the header arena when needed. Records keep offsets, so moving the arena is safe.
@@ -244,21 +280,39 @@ extension GROEngine {
 
     mutating func emitRecord(header: (Int, Int)?, fragmentStart: Int, fragmentCount: Int,
                              whole: UnsafeRawBufferPointer?, _ metadata: PacketMetadata, _ reason: GROReason?) {
-        let start = outFragments.count
+        let pieces = whole == nil ? fragmentCount : 1
+        if outFragmentCount + pieces > outFragmentCapacity {
+            let bigger = UnsafeMutablePointer<UnsafeRawBufferPointer>.allocate(capacity: 2 * (outFragmentCount + pieces))
+            bigger.moveInitialize(from: outFragments, count: outFragmentCount)
+            outFragments.deallocate()
+            outFragments = bigger
+            outFragmentCapacity = 2 * (outFragmentCount + pieces)
+        }
+        if outCount == outCapacity {
+            let bigger = UnsafeMutablePointer<OutputRecord>.allocate(capacity: 2 * outCapacity)
+            bigger.moveInitialize(from: out, count: outCount)
+            out.deallocate()
+            out = bigger
+            outCapacity *= 2
+        }
+        let start = outFragmentCount
         var length = header?.1 ?? 0
         if let whole {
-            outFragments.append(whole)
+            outFragments[outFragmentCount] = whole
+            outFragmentCount += 1
             length += whole.count
         } else {
             for k in fragmentStart..<(fragmentStart + fragmentCount) {
                 let piece = fragments[k]
-                outFragments.append(UnsafeRawBufferPointer(start: piece.base, count: piece.length))
+                outFragments[outFragmentCount] = UnsafeRawBufferPointer(start: piece.base, count: piece.length)
+                outFragmentCount += 1
                 length += piece.length
             }
         }
-        out.append(OutputRecord(headerOffset: header?.0 ?? 0, headerLength: header?.1 ?? 0, fragmentStart: start,
-                                fragmentCount: outFragments.count - start, length: length, metadata: metadata,
-                                reason: reason))
+        (out + outCount).initialize(to: OutputRecord(
+            headerOffset: header?.0 ?? 0, headerLength: header?.1 ?? 0, fragmentStart: start,
+            fragmentCount: outFragmentCount - start, length: length, metadata: metadata, reason: reason))
+        outCount += 1
         statistics.packetsOut += 1
     }
 
@@ -283,9 +337,8 @@ extension GROEngine {
         guard oldest >= 0, let key = LooseFlowKey(buffer, metadata, layout) else { return }
         var slot = oldest
         while slot >= 0 {
-            let f = flows[Int(slot)]
-            let next = f.next
-            if key.matches(f) { complete(slot, reason) }
+            let next = flows[Int(slot)].next
+            if key.matches(flows + Int(slot)) { complete(slot, reason) }
             slot = next
         }
     }
@@ -299,11 +352,9 @@ extension GROEngine {
     mutating func completeOlder(than now: UInt64) {
         var slot = oldest
         while slot >= 0 {
-            let f = flows[Int(slot)]
-            let next = f.next
-            if now >= f.metadata.timestamp && now - f.metadata.timestamp >= configuration.flushTimeout {
-                complete(slot, .timeout)
-            }
+            let next = flows[Int(slot)].next
+            let held = flows[Int(slot)].metadata.timestamp
+            if now >= held && now - held >= configuration.flushTimeout { complete(slot, .timeout) }
             slot = next
         }
     }
@@ -403,14 +454,14 @@ struct LooseFlowKey {
         }
     }
 
-    func matches(_ f: HeldFlow) -> Bool {
-        guard f.metadata.interface == interface, f.isIPv4 == isIPv4 else { return false }
-        let a = _UnsafeBytes(f.base)
+    func matches(_ f: UnsafeMutablePointer<HeldFlow>) -> Bool {
+        guard f.pointee.metadata.interface == interface, f.pointee.isIPv4 == isIPv4 else { return false }
+        let a = _UnsafeBytes(f.pointee.base)
         let b = _UnsafeBytes(base)
-        let fn = f.layout.networkOffset
+        let fn = f.pointee.layout.networkOffset
         let same = isIPv4 ? a.equal(fn + 12, b, networkOffset + 12, count: 8) : a.equal(fn + 8, b, networkOffset + 8, count: 32)
         guard same else { return false }
-        if let ports { return a.rawU32(f.layout.transportOffset) == ports }
+        if let ports { return a.rawU32(f.pointee.layout.transportOffset) == ports }
         return true
     }
 }

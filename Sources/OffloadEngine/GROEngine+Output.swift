@@ -18,10 +18,11 @@ public struct GROOutputPacket: Hashable, Sendable {
 
 extension GROEngine {
     /// The number of packets the last call emitted.
-    public var outputCount: Int { out.count }
+    public var outputCount: Int { outCount }
 
     /// What packet `index` of the last call's output is.
     public func output(at index: Int) -> GROOutputPacket {
+        precondition(index >= 0 && index < outCount, "output index out of range")
         let r = out[index]
         return GROOutputPacket(length: r.length, metadata: r.metadata, reason: r.reason,
                                wasInputSuperPacket: r.reason == .gsoInput)
@@ -36,6 +37,7 @@ extension GROEngine {
     public func withOutputFragments<E: Error>(at index: Int, _ body: (UnsafeRawBufferPointer) throws(E) -> Void)
         throws(E)
     {
+        precondition(index >= 0 && index < outCount, "output index out of range")
         let r = out[index]
         if r.headerLength > 0 {
             try body(UnsafeRawBufferPointer(start: headerArena + r.headerOffset, count: r.headerLength))
@@ -46,7 +48,7 @@ extension GROEngine {
     /// Copies output packet `index` into one array (for files, tests and tools; allocates).
     public func outputBytes(at index: Int) -> [UInt8] {
         var result: [UInt8] = []
-        result.reserveCapacity(out[index].length)
+        result.reserveCapacity(output(at: index).length)
         withOutputFragments(at: index) { result.append(contentsOf: $0) }
         return result
     }
@@ -54,7 +56,7 @@ extension GROEngine {
     /// Copies output packet `index` into `destination`, which must hold ``GROOutputPacket/length`` bytes.
     /// - Returns: the number of bytes written.
     public func copyOutput(at index: Int, into destination: UnsafeMutableRawBufferPointer) -> Int {
-        precondition(destination.count >= out[index].length, "destination too small for the output packet")
+        precondition(destination.count >= output(at: index).length, "destination too small for the output packet")
         var offset = 0
         withOutputFragments(at: index) { piece in
             if let src = piece.baseAddress, piece.count > 0 {

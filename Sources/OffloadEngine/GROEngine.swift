@@ -32,18 +32,25 @@ public struct GROEngine: ~Copyable {
     public internal(set) var statistics = GROStatistics()
 
     // Flow table: slots, a hash index over them, and an arrival-ordered list of held slots.
-    var flows: [HeldFlow]
-    var freeSlots: [Int32]
-    var index: [Int32]
+    // Engine-owned memory (allocated once in init, freed in deinit): accessed in place, so the
+    // hot path neither copies flow records nor pays copy-on-write checks.
+    let flows: UnsafeMutablePointer<HeldFlow>
+    let freeSlots: UnsafeMutablePointer<Int32>
+    var freeCount: Int
+    let index: UnsafeMutablePointer<Int32>
     let indexMask: Int
     var oldest: Int32 = -1
     var newest: Int32 = -1
-    var fragments: [Fragment]
+    let fragments: UnsafeMutablePointer<Fragment>
     let seed: UInt64
 
-    // Output of the last call.
-    var out: [OutputRecord] = []
-    var outFragments: [UnsafeRawBufferPointer] = []
+    // Output of the last call (grown when needed, never shrunk).
+    var out: UnsafeMutablePointer<OutputRecord>
+    var outCapacity: Int
+    var outCount = 0
+    var outFragments: UnsafeMutablePointer<UnsafeRawBufferPointer>
+    var outFragmentCapacity: Int
+    var outFragmentCount = 0
     var headerArena: UnsafeMutableRawPointer
     var headerCapacity: Int
     var headerUsed = 0
@@ -60,28 +67,45 @@ public struct GROEngine: ~Copyable {
                      "flow capacity and segment limit must be positive")
         precondition(configuration.maximumIPLength <= 65_535, "merged IP packets are at most 65535 bytes")
         self.configuration = configuration
-        flows = Array(repeating: HeldFlow(), count: configuration.flowCapacity)
-        freeSlots = (0..<Int32(configuration.flowCapacity)).reversed()
+        let capacity = configuration.flowCapacity
+        flows = .allocate(capacity: capacity)
+        flows.initialize(repeating: HeldFlow(), count: capacity)
+        freeSlots = .allocate(capacity: capacity)
+        for i in 0..<capacity { freeSlots[i] = Int32(capacity - 1 - i) }
+        freeCount = capacity
         var size = 16
-        while size < configuration.flowCapacity * 2 { size <<= 1 }
-        index = Array(repeating: -1, count: size)
+        while size < capacity * 2 { size <<= 1 }
+        index = .allocate(capacity: size)
+        index.initialize(repeating: -1, count: size)
         indexMask = size - 1
-        fragments = Array(repeating: Fragment(), count: configuration.flowCapacity * configuration.maximumSegments)
+        let fragmentCount = capacity * configuration.maximumSegments
+        fragments = .allocate(capacity: fragmentCount)
+        fragments.initialize(repeating: Fragment(), count: fragmentCount)
         var g = SystemRandomNumberGenerator()
         seed = g.next()
         headerCapacity = 64 * 1024
         headerArena = .allocate(byteCount: headerCapacity, alignment: 16)
-        out.reserveCapacity(256)
-        outFragments.reserveCapacity(1024)
+        outCapacity = 256
+        out = .allocate(capacity: outCapacity)
+        outFragmentCapacity = 1024
+        outFragments = .allocate(capacity: outFragmentCapacity)
     }
 
     deinit {
+        flows.deinitialize(count: configuration.flowCapacity)
+        flows.deallocate()
+        freeSlots.deallocate()
+        index.deallocate()
+        fragments.deallocate()
+        out.deinitialize(count: outCount)
+        out.deallocate()
+        outFragments.deallocate()
         headerArena.deallocate()
         for c in carry { c?.deallocate() }
     }
 
     /// The number of flows holding a packet now.
-    public var heldFlowCount: Int { configuration.flowCapacity - freeSlots.count }
+    public var heldFlowCount: Int { configuration.flowCapacity - freeCount }
 
     // MARK: - Entry points
 
@@ -126,8 +150,9 @@ public struct GROEngine: ~Copyable {
     }
 
     mutating func resetOutput() {
-        out.removeAll(keepingCapacity: true)
-        outFragments.removeAll(keepingCapacity: true)
+        out.deinitialize(count: outCount)
+        outCount = 0
+        outFragmentCount = 0
         headerUsed = 0
     }
 
@@ -160,7 +185,7 @@ public struct GROEngine: ~Copyable {
             // Safe: the layout validated at least 20 bytes of IPv4 header at n.
             if b.u8(n) != 0x45 { return bypass(buffer, metadata, layout, reason: .ipv4Options) }
             if layout.isFragment { return bypass(buffer, metadata, layout, reason: .fragment) }
-            if b.sum(n, count: 20).value != 0xFFFF { return bypass(buffer, metadata, layout, reason: .badIPChecksum) }
+            if !Self.ipv4HeaderChecksumIsValid(b, n) { return bypass(buffer, metadata, layout, reason: .badIPChecksum) }
         case .ipv6:
             isIPv4 = false
             if layout.isFragment { return bypass(buffer, metadata, layout, reason: .fragment) }
@@ -184,29 +209,28 @@ public struct GROEngine: ~Copyable {
             return bypass(buffer, metadata, layout, reason: .headerTooLong)
         }
 
-        var segment = Segment(base: base, layout: layout, metadata: metadata, isIPv4: isIPv4, isTCP: isTCP)
-        // Checksum (§2.7): verify in software, or derive the payload sum from a trusted field.
         if !isTCP && b.u16(layout.transportOffset + 6) == 0 {
             // UDP without a checksum: Linux never merges it (§3.2).
             completeFlow(of: buffer, metadata, layout, reason: .flowBypass)
             emitUnchanged(buffer, metadata, reason: .udpZeroChecksum)
             return
         }
+        // Checksum (§2.7). A good (or trusted) checksum field lets completion derive the
+        // payload's sum from it instead of summing the payload again.
+        let derivable: Bool
         switch metadata.checksum {
         case .unverified:
-            let headerSum = b.sum(layout.transportOffset, count: layout.transportHeaderLength)
-            let payloadSum = b.sum(layout.payloadOffset, count: layout.payloadLength)
-            if segment.pseudoHeaderSum(b) + headerSum + payloadSum != OnesComplementSum(0xFFFF) {
+            let sum = b.sum(layout.transportOffset, count: layout.ipEnd - layout.transportOffset)
+            let pseudo = Segment.pseudoHeaderSum(b, layout: layout, isIPv4: isIPv4, isTCP: isTCP,
+                                                 length: layout.ipEnd - layout.transportOffset)
+            if pseudo + sum != OnesComplementSum(0xFFFF) {
                 return bypass(buffer, metadata, layout, reason: .badChecksum)
             }
-            segment.payloadSum = payloadSum
-            segment.payloadSumKnown = true
+            derivable = true
         case .verified:
-            let headerSum = b.sum(layout.transportOffset, count: layout.transportHeaderLength)
-            segment.payloadSum = OnesComplementSum(~(segment.pseudoHeaderSum(b) + headerSum).value)
-            segment.payloadSumKnown = true
+            derivable = true
         case .partial:
-            segment.payloadSumKnown = false
+            derivable = false
         }
 
         // S-only anomalies (§2.3): trailing bytes, the reserved bit, or a UDP length short of the packet.
@@ -214,7 +238,9 @@ public struct GROEngine: ~Copyable {
         if isIPv4 && b.u16(n + 6) & 0x8000 != 0 { sFlush = true }
         if !isTCP && Int(b.u16(layout.transportOffset + 4)) != layout.ipEnd - layout.transportOffset { sFlush = true }
 
-        segment.hash = connectionHash(b, layout, metadata)
+        let segment = Segment(base: base, layout: layout, isIPv4: isIPv4, isTCP: isTCP,
+                              hash: connectionHash(b, layout, metadata), interface: metadata.interface,
+                              linkType: metadata.linkType, payloadSumDerivable: derivable)
         if let slot = findFlow(segment) {
             let verdict = isTCP ? decideTCP(slot, segment, sFlush: sFlush) : decideUDP(slot, segment, sFlush: sFlush)
             switch verdict {
@@ -234,10 +260,24 @@ public struct GROEngine: ~Copyable {
             // URG, PSH, RST, SYN, FIN.
             if flags & 0x2F != 0 { return emitUnchanged(buffer, metadata, reason: .controlFlags) }
         }
-        hold(segment)
+        hold(segment, metadata)
+    }
+
+    /// The IPv4 header checksum of a 20-byte header at `n` (Linux `ip_fast_csum`), five loads.
+    @inline(__always)
+    static func ipv4HeaderChecksumIsValid(_ b: _UnsafeBytes, _ n: Int) -> Bool {
+        // Safe: the caller validated 20 bytes of IPv4 header at n.
+        var s = UInt64(b.rawU32(n)) &+ UInt64(b.rawU32(n + 4)) &+ UInt64(b.rawU32(n + 8))
+        s &+= UInt64(b.rawU32(n + 12)) &+ UInt64(b.rawU32(n + 16))
+        s = (s & 0xFFFF_FFFF) &+ (s >> 32)
+        s = (s & 0xFFFF) &+ (s >> 16)
+        s = (s & 0xFFFF) &+ (s >> 16)
+        s = (s & 0xFFFF) &+ (s >> 16)
+        return s == 0xFFFF
     }
 
     /// Only Hop-by-Hop, Routing and Destination Options may be skipped (exthdrs_offload.c).
+    @inline(__always)
     static func extensionHeadersAreSkippable(_ b: _UnsafeBytes, _ layout: PacketLayout) -> Bool {
         let n = layout.networkOffset
         var next = b.u8(n + 6)
@@ -259,6 +299,7 @@ public struct GROEngine: ~Copyable {
     /// Hashing the connection rather than the full GRO identity lets one probe find both the
     /// packet's own flow and a held packet of the same connection under another identity (a new
     /// IPv6 flow label, other MAC addresses), which must leave first to keep per-connection order.
+    @inline(__always)
     func connectionHash(_ b: _UnsafeBytes, _ l: PacketLayout, _ m: PacketMetadata) -> UInt64 {
         var h = seed
         _mix(&h, UInt64(m.interface) << 8 | UInt64(l.transport.rawValue))
@@ -277,50 +318,56 @@ public struct GROEngine: ~Copyable {
     }
 
     /// Whether `f` and `s` are the same connection: interface, protocol, addresses and ports.
-    func sameConnection(_ f: HeldFlow, _ s: Segment) -> Bool {
-        guard f.metadata.interface == s.metadata.interface, f.isTCP == s.isTCP, f.isIPv4 == s.isIPv4 else {
+    @inline(__always)
+    func sameConnection(_ f: UnsafeMutablePointer<HeldFlow>, _ s: Segment) -> Bool {
+        guard f.pointee.metadata.interface == s.interface, f.pointee.isTCP == s.isTCP,
+            f.pointee.isIPv4 == s.isIPv4
+        else {
             return false
         }
-        let a = _UnsafeBytes(f.base)
+        let a = _UnsafeBytes(f.pointee.base)
         let b = _UnsafeBytes(s.base)
-        let fn = f.layout.networkOffset
+        let fn = f.pointee.layout.networkOffset
         let sn = s.layout.networkOffset
         let same = s.isIPv4 ? a.equal(fn + 12, b, sn + 12, count: 8) : a.equal(fn + 8, b, sn + 8, count: 32)
-        return same && a.rawU32(f.layout.transportOffset) == b.rawU32(s.layout.transportOffset)
+        return same && a.rawU32(f.pointee.layout.transportOffset) == b.rawU32(s.layout.transportOffset)
     }
 
-    /// Whether segment `s` belongs to the flow held in `slot` (exact byte compare, after the hash).
-    func sameFlow(_ f: HeldFlow, _ s: Segment) -> Bool {
-        let a = _UnsafeBytes(f.base)
+    /// Whether segment `s`, already known to be the same connection (``sameConnection(_:_:)``),
+    /// has the held flow's exact GRO identity: the same link header, header layout and, for IPv6,
+    /// flow label and extension-header bytes.
+    @inline(__always)
+    func sameFlow(_ f: UnsafeMutablePointer<HeldFlow>, _ s: Segment) -> Bool {
+        let a = _UnsafeBytes(f.pointee.base)
         let b = _UnsafeBytes(s.base)
         let n = s.layout.networkOffset
-        guard f.metadata.interface == s.metadata.interface, f.metadata.linkType == s.metadata.linkType,
-            f.layout.networkOffset == n, f.layout.transportOffset == s.layout.transportOffset,
-            f.isTCP == s.isTCP, f.isIPv4 == s.isIPv4
+        guard f.pointee.metadata.linkType == s.linkType, f.pointee.layout.networkOffset == n,
+            f.pointee.layout.transportOffset == s.layout.transportOffset
         else { return false }
         // Safe: both packets validated the same header offsets.
-        guard a.equal(0, b, 0, count: n) else { return false }
-        let t = s.layout.transportOffset
-        if s.isIPv4 {
-            guard a.equal(n + 12, b, n + 12, count: 8), a.u8(n + 9) == b.u8(n + 9) else { return false }
-        } else {
-            if configuration.mode == .gro && a.u32(n) & 0xF00F_FFFF != b.u32(n) & 0xF00F_FFFF { return false }
-            guard a.u8(n + 6) == b.u8(n + 6), a.equal(n + 8, b, n + 8, count: t - n - 8) else { return false }
+        if n == 14 {
+            guard a.rawU64(0) == b.rawU64(0), a.rawU32(8) == b.rawU32(8), a.u16(12) == b.u16(12) else { return false }
+        } else if !a.equal(0, b, 0, count: n) {
+            return false
         }
-        return a.rawU32(t) == b.rawU32(t)
+        if s.isIPv4 { return true }
+        let t = s.layout.transportOffset
+        if configuration.mode == .gro && a.u32(n) & 0xF00F_FFFF != b.u32(n) & 0xF00F_FFFF { return false }
+        return a.equal(n + 40, b, n + 40, count: t - n - 40)
     }
 
     // MARK: - Hash index
 
     /// Finds the held packet of S's flow. At most one flow per connection is held: a held
     /// packet of the same connection under another identity is completed here, first.
+    @inline(__always)
     mutating func findFlow(_ segment: Segment) -> Int32? {
         var i = Int(truncatingIfNeeded: segment.hash) & indexMask
         while true {
             let slot = index[i]
             if slot < 0 { return nil }
-            let f = flows[Int(slot)]
-            if f.hash == segment.hash && sameConnection(f, segment) {
+            let f = flows + Int(slot)
+            if f.pointee.hash == segment.hash && sameConnection(f, segment) {
                 if sameFlow(f, segment) { return slot }
                 complete(slot, .flowIdentityChange)
                 return nil
@@ -358,41 +405,29 @@ public struct GROEngine: ~Copyable {
 
 // MARK: - Internal state
 
-/// One segment being offered.
+/// One segment being offered: where it is and what the hot path needs to know about it.
 struct Segment {
-    var base: UnsafeRawPointer
-    var layout: PacketLayout
-    var metadata: PacketMetadata
-    var isIPv4: Bool
-    var isTCP: Bool
-    var hash: UInt64 = 0
-    var payloadSum = OnesComplementSum.zero
-    var payloadSumKnown = false
-
-    init(base: UnsafeRawPointer, layout: PacketLayout, metadata: PacketMetadata, isIPv4: Bool, isTCP: Bool) {
-        self.base = base
-        self.layout = layout
-        self.metadata = metadata
-        self.isIPv4 = isIPv4
-        self.isTCP = isTCP
-    }
+    let base: UnsafeRawPointer
+    let layout: PacketLayout
+    let isIPv4: Bool
+    let isTCP: Bool
+    let hash: UInt64
+    let interface: UInt32
+    let linkType: LinkType
+    /// Whether the L4 checksum field is known good (verified or trusted), so the payload's sum
+    /// can be derived from it.
+    let payloadSumDerivable: Bool
 
     var payloadLength: Int { layout.payloadLength }
 
-    /// The pseudo-header sum for this segment's L4 length.
-    func pseudoHeaderSum(_ b: _UnsafeBytes) -> OnesComplementSum {
-        pseudoHeaderSum(b, layout: layout, length: layout.ipEnd - layout.transportOffset)
-    }
-
-    func pseudoHeaderSum(_ b: _UnsafeBytes, layout: PacketLayout, length: Int) -> OnesComplementSum {
+    /// The pseudo-header sum for an L4 length of `length`.
+    static func pseudoHeaderSum(_ b: _UnsafeBytes, layout: PacketLayout, isIPv4: Bool, isTCP: Bool, length: Int)
+        -> OnesComplementSum
+    {
         let n = layout.networkOffset
         let proto = OnesComplementSum(UInt16(isTCP ? 6 : 17))
         var s = proto + OnesComplementSum(UInt16(truncatingIfNeeded: length))
-        if isIPv4 {
-            s += b.sum(n + 12, count: 8)
-        } else {
-            s += b.sum(n + 8, count: 32)
-        }
+        s += isIPv4 ? b.sum(n + 12, count: 8) : b.sum(n + 8, count: 32)
         return s
     }
 }
@@ -428,8 +463,12 @@ struct HeldFlow {
 struct Fragment {
     var base = UnsafeRawPointer(bitPattern: 1)!
     var length = 0
-    var sum = OnesComplementSum.zero
-    var sumKnown = false
+    /// The sum of the L4 header words that differ between segments of a chain (TCP: sequence
+    /// number, offset/flags word, checksum; UDP: length, checksum) plus the pseudo-header length:
+    /// with the chain's invariant words it gives the payload's sum (see `payloadSum`).
+    var varyingSum = OnesComplementSum.zero
+    /// Whether `varyingSum` can be used (the segment's checksum was verified or trusted).
+    var derivable = false
 }
 
 /// One packet of output.

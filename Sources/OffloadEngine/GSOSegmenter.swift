@@ -103,49 +103,68 @@ public struct GSOSegmenter: ~Copyable {
         let n = layout.networkOffset
         let t = layout.transportOffset
         let isTCP = gso.kind.isTCP
-        let l4Header = h - t
         // Safe: every offset below is inside the validated headers [0, payloadOffset).
         let id0 = isIPv4 ? src.u16(n + 4) : 0
         let seq0 = isTCP ? src.u32(t + 4) : 0
         let flags0 = isTCP ? src.u8(t + 13) : 0
+        let l4Header = h - t
         // Address part of the pseudo-header, shared by every segment.
         let addressSum = isIPv4 ? src.sum(n + 12, count: 8) : src.sum(n + 8, count: 32)
         let protocolSum = OnesComplementSum(UInt16(isTCP ? 6 : 17))
+        // The header words that are the same in every segment, summed once (RFC 1624 style):
+        // IPv4 without total length, ID and checksum; TCP without sequence, flags word and
+        // checksum; UDP without length and checksum. Each segment then adds its own words.
+        let ipInvariant = isIPv4
+            ? src.sum(n, count: t - n) - OnesComplementSum(src.u16(n + 2)) - OnesComplementSum(id0)
+                - OnesComplementSum(src.u16(n + 10))
+            : .zero
+        let l4Invariant = isTCP
+            ? src.sum(t, count: l4Header) - OnesComplementSum(src.u16(t + 4)) - OnesComplementSum(src.u16(t + 6))
+                - OnesComplementSum(src.u16(t + 12)) - OnesComplementSum(src.u16(t + 16))
+            : OnesComplementSum(src.u16(t)) + OnesComplementSum(src.u16(t + 2))
+        let wordAt12 = isTCP ? src.u16(t + 12) & 0xFF00 : 0
         for i in 0..<count {
             let length = i == count - 1 ? total - size * i : size
             let dst = arena + headerStride * i
             dst.copyMemory(from: base, byteCount: h)
             let m = _UnsafeMutableBytes(dst)
             let l4Length = l4Header + length
+            let l4LengthWord = OnesComplementSum(UInt16(truncatingIfNeeded: l4Length))
             if isIPv4 {
-                m.store16(UInt16(truncatingIfNeeded: t - n + l4Length), n + 2)
-                m.store16(gso.fixedID ? id0 : id0 &+ UInt16(truncatingIfNeeded: i), n + 4)
-                m.store16(0, n + 10)
-                m.store16(~m.readOnly.sum(n, count: t - n).value, n + 10)
+                let totalLength = UInt16(truncatingIfNeeded: t - n + l4Length)
+                let id = gso.fixedID ? id0 : id0 &+ UInt16(truncatingIfNeeded: i)
+                m.store16(totalLength, n + 2)
+                m.store16(id, n + 4)
+                m.store16(~(ipInvariant + OnesComplementSum(totalLength) + OnesComplementSum(id)).value, n + 10)
             } else {
                 m.store16(UInt16(truncatingIfNeeded: t - n - 40 + l4Length), n + 4)
             }
             let payload = UnsafeRawBufferPointer(start: base + h + size * i, count: length)
-            let checksumOffset: Int
+            let pseudo = addressSum + protocolSum + l4LengthWord
             if isTCP {
-                m.store32(seq0 &+ UInt32(truncatingIfNeeded: size * i), t + 4)
+                let sequence = seq0 &+ UInt32(truncatingIfNeeded: size * i)
+                m.store32(sequence, t + 4)
                 var flags = flags0
                 if i != count - 1 { flags &= ~0x09 }  // FIN, PSH only on the last
                 if i != 0 { flags &= ~0x80 }  // CWR only on the first
                 m.store8(flags, t + 13)
-                checksumOffset = t + 16
+                switch checksum {
+                case .partial:
+                    m.store16(pseudo.value, t + 16)
+                case .complete:
+                    let header = l4Invariant + OnesComplementSum(UInt16(truncatingIfNeeded: sequence >> 16))
+                        + OnesComplementSum(UInt16(truncatingIfNeeded: sequence)) + OnesComplementSum(wordAt12 | UInt16(flags))
+                    m.store16(~(pseudo + header + InternetChecksum.unsafeSum(payload)).value, t + 16)
+                }
             } else {
                 m.store16(UInt16(truncatingIfNeeded: l4Length), t + 4)
-                checksumOffset = t + 6
-            }
-            let pseudo = addressSum + protocolSum + OnesComplementSum(UInt16(truncatingIfNeeded: l4Length))
-            switch checksum {
-            case .partial:
-                m.store16(pseudo.value, checksumOffset)
-            case .complete:
-                m.store16(0, checksumOffset)
-                let sum = pseudo + m.readOnly.sum(t, count: l4Header) + InternetChecksum.unsafeSum(payload)
-                m.store16(isTCP ? ~sum.value : InternetChecksum.udpFieldValue(~sum.value), checksumOffset)
+                switch checksum {
+                case .partial:
+                    m.store16(pseudo.value, t + 6)
+                case .complete:
+                    let sum = pseudo + l4Invariant + l4LengthWord + InternetChecksum.unsafeSum(payload)
+                    m.store16(InternetChecksum.udpFieldValue(~sum.value), t + 6)
+                }
             }
             payloads.append(payload)
         }

@@ -98,6 +98,88 @@ public struct PacketLayout: Hashable, Sendable {
     /// - Throws: ``WireError`` with the offset counted from the start of the frame.
     @inlinable
     public init(parsing bytes: RawSpan, linkType: LinkType) throws(WireError) {
+        if let fast = bytes.withUnsafeBytes({ Self._commonCase($0, linkType: linkType) }) {
+            self = fast
+            return
+        }
+        try self.init(validatingEachHeader: bytes, linkType: linkType)
+    }
+
+    /// The common case, read with raw loads: Ethernet (untagged) or raw IP; IPv4 without
+    /// options and not a fragment, or IPv6 without extension headers; TCP or UDP. It checks the
+    /// same lengths as the header views and returns nil for anything else, which then goes
+    /// through ``init(validatingEachHeader:linkType:)``; so both give the same result (a test
+    /// compares them on mutated and truncated frames).
+    @inlinable
+    static func _commonCase(_ p: UnsafeRawBufferPointer, linkType: LinkType) -> PacketLayout? {
+        guard let base = p.baseAddress else { return nil }
+        let count = p.count
+        func u8(_ o: Int) -> UInt8 { base.load(fromByteOffset: o, as: UInt8.self) }
+        func u16(_ o: Int) -> UInt16 { UInt16(bigEndian: base.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
+        var n = 0
+        var version: UInt8
+        // Safe: every load below is preceded by a check that its bytes are inside [0, count).
+        switch linkType {
+        case .ethernet:
+            guard count >= 15 else { return nil }
+            switch u16(12) {
+            case 0x0800: version = 4
+            case 0x86DD: version = 6
+            default: return nil
+            }
+            n = 14
+        case .raw, .ipv4, .ipv6:
+            guard count >= 1 else { return nil }
+            version = u8(0) >> 4
+        default:
+            return nil
+        }
+        let t: Int
+        let ipEnd: Int
+        let transport: UInt8
+        let network: Network
+        if version == 4 {
+            guard count >= n + 20, u8(n) == 0x45 else { return nil }
+            let total = Int(u16(n + 2))
+            guard total >= 20, n + total <= count, u16(n + 6) & 0x3FFF == 0 else { return nil }
+            transport = u8(n + 9)
+            t = n + 20
+            ipEnd = n + total
+            network = .ipv4
+        } else if version == 6 {
+            guard count >= n + 40, u8(n) >> 4 == 6 else { return nil }
+            ipEnd = n + 40 + Int(u16(n + 4))
+            guard ipEnd <= count else { return nil }
+            transport = u8(n + 6)
+            t = n + 40
+            network = .ipv6
+        } else {
+            return nil
+        }
+        let headerLength: Int
+        switch transport {
+        case 6:
+            guard t + 20 <= ipEnd else { return nil }
+            headerLength = Int(u8(t + 12) >> 4) * 4
+            guard headerLength >= 20, t + headerLength <= ipEnd else { return nil }
+        case 17:
+            guard t + 8 <= ipEnd else { return nil }
+            let length = Int(u16(t + 4))
+            guard length >= 8, length <= ipEnd - t else { return nil }
+            headerLength = 8
+        default:
+            return nil
+        }
+        return PacketLayout(frameLength: count, networkOffset: n, network: network, transportOffset: t,
+                            transport: IPProtocol(rawValue: transport), transportHeaderLength: headerLength,
+                            ipEnd: ipEnd, isFragment: false)
+    }
+
+    /// Validates every layer with the header views (``EthernetFrame``, ``IPv4Packet``, ...):
+    /// the reference path, which also explains what is wrong.
+    /// - Throws: ``WireError`` with the offset counted from the start of the frame.
+    @inlinable
+    public init(validatingEachHeader bytes: RawSpan, linkType: LinkType) throws(WireError) {
         let (l3, network) = try Self.linkHeader(bytes, linkType: linkType)
         self.frameLength = bytes.byteCount
         self.networkOffset = l3

@@ -475,6 +475,43 @@ struct PacketLayoutTests {
         #expect(try PacketLayout(parsing: arp.span.bytes, linkType: .ethernet).network == .other(.arp))
     }
 
+    @Test("the raw-load common case and the header views agree on every mutated and truncated frame")
+    func fastPathMatchesViews() {
+        var frames: [[UInt8]] = [Self.frame()]
+        var untagged: [UInt8] = []
+        EthernetHeaderRepr(destination: MACAddress(rawValue: 1), source: MACAddress(rawValue: 2), etherType: .ipv6)
+            .encode(into: &untagged)
+        IPv6HeaderRepr(source: IPv6Address(1, 2, 3, 4, 5, 6, 7, 8), destination: IPv6Address(8, 7, 6, 5, 4, 3, 2, 1),
+                       nextHeader: .udp, payloadLength: 12).encode(into: &untagged)
+        frames.append(untagged + UDPAndICMPTests.golden)
+        var v4: [UInt8] = Array(Self.frame()[0..<12]) + [0x08, 0x00] + Array(Self.frame()[18...])
+        frames.append(v4)
+        v4[14 + 9] = 17  // UDP
+        frames.append(v4)
+        var rng = SplitMix(seed: 11)
+        var agreements = 0
+        var fastHits = 0
+        for _ in 0..<30_000 {
+            var bytes = frames[Int(rng.next() % UInt64(frames.count))]
+            for _ in 0..<Int(rng.next() % 3) {
+                let i = Int(rng.next() % UInt64(min(bytes.count, 64)))
+                bytes[i] = UInt8(truncatingIfNeeded: rng.next())
+            }
+            let cut = Array(bytes[0..<(bytes.count - Int(rng.next() % 40))])
+            for linkType in [LinkType.ethernet, .raw] {
+                let input = linkType == .raw ? Array(cut.dropFirst(14)) : cut
+                let fast = try? PacketLayout(parsing: input.span.bytes, linkType: linkType)
+                let slow = try? PacketLayout(validatingEachHeader: input.span.bytes, linkType: linkType)
+                if fast == slow { agreements += 1 } else {
+                    Issue.record("disagree on \(input.prefix(60))")
+                    return
+                }
+                if fast != nil { fastHits += 1 }
+            }
+        }
+        #expect(agreements == 60_000 && fastHits > 1000)
+    }
+
     @Test("no trap on any truncation of a valid frame, nor on random bytes, for every link type")
     func noTrap() {
         let frame = Self.frame()

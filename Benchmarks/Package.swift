@@ -1,0 +1,51 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Benchmarks live in their own package so that `swift test` in the main package never builds
+// ordo-one/benchmark (its first build takes minutes). Run from this folder:
+//   swift package benchmark                 (ordo-one/benchmark: throughput, malloc counts)
+//   swift run -c release offload-compare    (ratios: Swift/C checksum, engine ns/packet)
+//   ../scripts/bench-vs-dpdk.sh             (the same cases against DPDK, in one run)
+
+/// Branch alignment against the Intel JCC erratum (style.md: closes the -O gap on this machine class).
+let speed: [SwiftSetting] = [
+    .enableExperimentalFeature("Lifetimes"),
+    .unsafeFlags(["-Xllvm", "-x86-align-branch-boundary=32", "-Xllvm", "-x86-align-branch=fused+jcc+jmp"]),
+]
+
+let package = Package(
+    name: "Benchmarks",
+    dependencies: [
+        .package(name: "swift-offload", path: "../"),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        .target(name: "CChecksumReference", cSettings: [.unsafeFlags(["-O2"])]),
+        .target(
+            name: "OffloadBenchmarkSupport",
+            dependencies: [
+                .product(name: "OffloadWire", package: "swift-offload"),
+                .product(name: "OffloadEngine", package: "swift-offload"),
+            ],
+            swiftSettings: speed),
+        .executableTarget(
+            name: "offload-compare",
+            dependencies: [
+                "CChecksumReference", "OffloadBenchmarkSupport",
+                .product(name: "OffloadWire", package: "swift-offload"),
+                .product(name: "OffloadEngine", package: "swift-offload"),
+            ],
+            swiftSettings: speed),
+        .executableTarget(
+            name: "OffloadBenchmarks",
+            dependencies: [
+                "CChecksumReference", "OffloadBenchmarkSupport",
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "OffloadWire", package: "swift-offload"),
+                .product(name: "OffloadEngine", package: "swift-offload"),
+            ],
+            path: "Benchmarks/OffloadBenchmarks",
+            swiftSettings: speed,
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),
+    ]
+)

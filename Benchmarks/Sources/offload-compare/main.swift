@@ -1,0 +1,121 @@
+// Measures, in one process, the cases the issues compare against a yardstick:
+//   - the Swift Internet checksum against the C reference built in this package (Swift/C ratio);
+//   - per-packet header parse cost;
+//   - the GRO engine on the DPDK anchor's cases (1, 8, 64 interleaved flows, 1024 flows, all-PSH),
+//     with checksums trusted and with software verification;
+//   - GSO of a 45 × 1448-byte super-packet, with and without complete checksums.
+// Output: a table for people and `result <name> <value>` lines for scripts/bench-vs-dpdk.sh.
+// Usage: swift run -c release offload-compare [--quick]
+
+import CChecksumReference
+import Foundation
+import OffloadBenchmarkSupport
+import OffloadEngine
+import OffloadWire
+
+let quick = CommandLine.arguments.contains("--quick")
+let seconds = quick ? 0.15 : 0.5
+let runs = quick ? 3 : 5
+
+func report(_ name: String, _ value: Double, _ unit: String) {
+    let padded = name.padding(toLength: 44, withPad: " ", startingAt: 0)
+    print("\(padded) \(String(format: "%9.2f", value)) \(unit)")
+    print("result \(name) \(value)")
+}
+
+// MARK: Checksum, Swift vs C, interleaved A/B/A so drift shows.
+print("# Internet checksum: Swift vs C reference (same algorithm), hot cache")
+for size in [64, 256, 576, 1448, 1500, 4096, 9000] {
+    let data = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+    var swiftRuns: [Double] = []
+    var cRuns: [Double] = []
+    data.withUnsafeBytes { buffer in
+        for _ in 0..<3 {
+            swiftRuns += measure(seconds: seconds / 3, runs: 1) {
+                consume(InternetChecksum.unsafeSum(buffer).value)
+                return 1
+            }
+            cRuns += measure(seconds: seconds / 3, runs: 1) {
+                consume(c_reference_checksum_sum(buffer.baseAddress, buffer.count))
+                return 1
+            }
+        }
+        precondition(InternetChecksum.unsafeSum(buffer).value == c_reference_checksum_sum(buffer.baseAddress, buffer.count),
+                      "Swift and C disagree")
+    }
+    let s = median(swiftRuns)
+    let c = median(cRuns)
+    report("checksum_swift_\(size)B_ns", s, "ns (\(String(format: "%.1f", Double(size) / s)) GB/s)")
+    report("checksum_c_\(size)B_ns", c, "ns (\(String(format: "%.1f", Double(size) / c)) GB/s)")
+    report("checksum_swift_over_c_throughput_\(size)B", c / s, "x (Swift throughput / C throughput)")
+}
+
+// MARK: Parse cost
+print("# Header parse (PacketLayout: Ethernet + IP + TCP, every length checked once)")
+for ipv6 in [false, true] {
+    let frames = Workload.batches(flows: 8, burst: 64, count: 1, ipv6: ipv6)[0]
+    let ns = median(measure(seconds: seconds, runs: runs) {
+        var total = 0
+        for f in frames {
+            if let l = try? PacketLayout(parsing: f.span.bytes, linkType: .ethernet) { total &+= l.payloadOffset }
+        }
+        consume(total)
+        return frames.count
+    })
+    report("parse_\(ipv6 ? "ipv6" : "ipv4")_tcp_ns_per_packet", ns, "ns/packet")
+}
+
+// MARK: GRO
+print("# GRO, burst 64, TCP/IPv4 1448 B + TS option, flows round-robin (DPDK anchor cases)")
+struct Case {
+    var name: String
+    var flows: Int
+    var push = false
+}
+let cases = [Case(name: "1flow", flows: 1), Case(name: "8flows", flows: 8), Case(name: "64flows", flows: 64),
+             Case(name: "1024flows", flows: 1024), Case(name: "allpsh", flows: 1, push: true)]
+for checksum in [ChecksumState.verified, .unverified] {
+    for c in cases {
+        let ring = Workload.batches(flows: c.flows, burst: 64, count: c.flows >= 1024 ? 32 : 16, push: c.push)
+            .map { BatchBox($0, checksum: checksum) }
+        var engine = GROEngine()
+        var next = 0
+        var inPackets = 0
+        var outPackets = 0
+        let ns = median(measure(seconds: seconds, runs: runs) {
+            let box = ring[next]
+            next = (next + 1) % ring.count
+            engine.coalesce(box.batch)
+            inPackets += box.batch.count
+            outPackets += engine.outputCount
+            return box.batch.count
+        })
+        let label = checksum == .verified ? "trusted" : "verify"
+        report("gro_\(c.name)_\(label)_ns_per_packet", ns,
+               "ns/packet (merge \(String(format: "%.1f", Double(inPackets) / Double(max(outPackets, 1))))x)")
+    }
+}
+
+// MARK: GSO
+print("# GSO: 45 x 1448 B super-packet into 1514-byte frames")
+let (superPacket, gso) = Workload.superPacket()
+var segmenter = GSOSegmenter()
+for checksum in [OutputChecksum.partial, .complete] {
+    let ns = median(measure(seconds: seconds, runs: runs) {
+        superPacket.withUnsafeBytes { buffer in
+            try! segmenter.segment(buffer, linkType: .ethernet, gso: gso, checksum: checksum)
+        }
+        return segmenter.segmentCount
+    })
+    report("gso_\(checksum == .partial ? "nocsum" : "csum")_ns_per_segment", ns, "ns/segment")
+}
+
+// MARK: A machine yardstick in the same run (as the DPDK anchor prints)
+let block = [UInt8](repeating: 1, count: 1448)
+var target = [UInt8](repeating: 0, count: 1448)
+let memcpyNs = median(measure(seconds: seconds, runs: runs) {
+    target.withUnsafeMutableBytes { dst in block.withUnsafeBytes { src in dst.copyMemory(from: src) } }
+    consume(target[7])
+    return 1
+})
+report("memcpy_1448B_hot_ns", memcpyNs, "ns")

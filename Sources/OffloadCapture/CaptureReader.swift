@@ -1,0 +1,408 @@
+import OffloadEngine
+import OffloadWire
+import SystemPackage
+
+/// A streaming reader of pcap and pcapng files.
+///
+/// Memory stays flat whatever the file size: one read buffer (grown only for a record larger
+/// than it). Every length field is checked before it is used. On a corrupt or truncated file the
+/// reader throws a ``CaptureError`` naming the record and byte offset; every packet before it
+/// has already been returned.
+///
+/// pcap: all four magic numbers (µs and ns, both byte orders). pcapng: Section Header,
+/// Interface Description, Enhanced Packet, Simple Packet and the obsolete Packet blocks; several
+/// sections and interfaces; options kept; other blocks skipped.
+public struct CaptureReader: ~Copyable {
+    /// The largest record accepted (a length field above this is a lie, not a packet).
+    public static let maximumRecordLength = 16 << 20
+
+    /// The file name, for errors.
+    public let path: String
+    /// The container format.
+    public private(set) var format: CaptureFormat
+    /// The interfaces of the current section (pcap: one).
+    public private(set) var interfaces: [CaptureInterface] = []
+    /// Records returned so far.
+    public private(set) var recordCount = 0
+    /// The file's size in bytes, when known (for progress).
+    public let fileSize: Int?
+
+    var input: InputBuffer
+    var bigEndian = false
+    var ownsDescriptor: Bool
+
+    /// Opens a capture file and reads its header.
+    /// - Throws: ``CaptureError`` when the file cannot be opened or is not a capture.
+    public init(path: String) throws(CaptureError) {
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(FilePath(path), .readOnly) } catch {
+            throw CaptureError(.io(error as? Errno ?? .ioError, "open"), path: path, record: 0, offset: 0)
+        }
+        try self.init(fileDescriptor: fd, path: path, closeOnDeinit: true)
+    }
+
+    /// Reads a capture from an open descriptor (a file or a pipe).
+    public init(fileDescriptor: FileDescriptor, path: String = "<input>", closeOnDeinit: Bool = false)
+        throws(CaptureError)
+    {
+        self.path = path
+        self.ownsDescriptor = closeOnDeinit
+        if let size = try? fileDescriptor.seek(offset: 0, from: .end) {
+            _ = try? fileDescriptor.seek(offset: 0, from: .start)
+            fileSize = Int(size)
+        } else {
+            fileSize = nil
+        }
+        input = InputBuffer(fileDescriptor, path: path)
+        format = .pcapng
+        try readFileHeader()
+    }
+
+    deinit {
+        if ownsDescriptor { try? input.fd.close() }
+        input.free()
+    }
+
+    /// Bytes consumed so far (for progress).
+    public var bytesRead: Int { input.position }
+
+    // MARK: - Reading packets
+
+    /// Reads the next packet and copies its bytes into `batch`.
+    ///
+    /// - Returns: the record's facts, or nil at the end of the file or when `batch` has no room
+    ///   (check ``PacketBatch/canAppend(length:)`` first: the record is then not consumed).
+    /// - Throws: ``CaptureError`` on a corrupt or truncated record.
+    public mutating func read(into batch: inout PacketBatch, checksum: ChecksumState = .unverified)
+        throws(CaptureError) -> CaptureRecordInfo?
+    {
+        guard let (info, dataOffset) = try nextRecord() else { return nil }
+        let linkType = interfaces[info.interface].linkType
+        let metadata = PacketMetadata(linkType: linkType, checksum: checksum, timestamp: info.timestamp,
+                                      interface: UInt32(info.interface), gso: info.gso)
+        let data = input.bytes(at: dataOffset, count: info.capturedLength)
+        guard batch.append(data.bytes, metadata: metadata) else {
+            pendingRecord = (info, dataOffset)
+            return nil
+        }
+        finishRecord()
+        return info
+    }
+
+    /// Reads the next packet into a fresh array (allocates; for tools and tests).
+    public mutating func next() throws(CaptureError) -> CapturedPacket? {
+        guard let (info, dataOffset) = try nextRecord() else { return nil }
+        let bytes = Array(input.bytes(at: dataOffset, count: info.capturedLength))
+        finishRecord()
+        return CapturedPacket(info: info, linkType: interfaces[info.interface].linkType, bytes: bytes)
+    }
+
+    var pendingRecord: (CaptureRecordInfo, Int)?
+    var pendingLength = 0
+
+    /// Parses the next record's header; the record's bytes stay in the buffer until `finishRecord`.
+    mutating func nextRecord() throws(CaptureError) -> (CaptureRecordInfo, Int)? {
+        if let pending = pendingRecord {
+            pendingRecord = nil
+            return pending
+        }
+        switch format {
+        case .pcap(let nanosecond, _): return try nextPcapRecord(nanosecond: nanosecond)
+        case .pcapng: return try nextPcapngRecord()
+        }
+    }
+
+    mutating func finishRecord() {
+        input.consume(pendingLength)
+        pendingLength = 0
+        recordCount += 1
+    }
+
+    func error(_ kind: CaptureError.Kind, record: Int? = nil, offset: Int? = nil) -> CaptureError {
+        CaptureError(kind, path: path, record: record ?? recordCount + 1, offset: offset ?? input.position)
+    }
+
+    func u16(_ p: UnsafeRawBufferPointer, _ o: Int) -> UInt16 {
+        let v = p.loadUnaligned(fromByteOffset: o, as: UInt16.self)
+        return bigEndian ? UInt16(bigEndian: v) : UInt16(littleEndian: v)
+    }
+
+    func u32(_ p: UnsafeRawBufferPointer, _ o: Int) -> UInt32 {
+        let v = p.loadUnaligned(fromByteOffset: o, as: UInt32.self)
+        return bigEndian ? UInt32(bigEndian: v) : UInt32(littleEndian: v)
+    }
+
+    // MARK: - File header
+
+    mutating func readFileHeader() throws(CaptureError) {
+        guard try input.ensure(4) else {
+            throw error(.truncated(needed: 4, available: input.available), record: 0, offset: 0)
+        }
+        let magic = UInt32(littleEndian: input.bytes(at: 0, count: 4).loadUnaligned(as: UInt32.self))
+        switch magic {
+        case 0xA1B2_C3D4, 0xA1B2_3C4D, 0xD4C3_B2A1, 0x4D3C_B2A1:
+            let nanosecond = magic == 0xA1B2_3C4D || magic == 0x4D3C_B2A1
+            bigEndian = magic == 0xD4C3_B2A1 || magic == 0x4D3C_B2A1
+            format = .pcap(nanosecond: nanosecond, bigEndian: bigEndian)
+            guard try input.ensure(24) else {
+                throw error(.truncated(needed: 24, available: input.available), record: 0, offset: 0)
+            }
+            let h = input.bytes(at: 0, count: 24)
+            let major = u16(h, 4)
+            let minor = u16(h, 6)
+            guard major == 2 else { throw error(.unsupportedVersion(major: major, minor: minor), record: 0, offset: 4) }
+            let snap = u32(h, 16)
+            let network = u32(h, 20) & 0x03FF_FFFF  // upper bits carry FCS information
+            interfaces = [CaptureInterface(linkType: LinkType(rawValue: network), snapLength: snap,
+                                           unitsPerSecond: nanosecond ? 1_000_000_000 : 1_000_000)]
+            input.consume(24)
+        case 0x0A0D_0D0A:
+            format = .pcapng
+            // The Section Header Block is read as the first block.
+            guard try readPcapngBlock(expectSection: true) != nil else {
+                throw error(.truncated(needed: 28, available: input.available), record: 0, offset: 0)
+            }
+        default:
+            throw error(.notACapture(magic), record: 0, offset: 0)
+        }
+    }
+
+    // MARK: - pcap
+
+    mutating func nextPcapRecord(nanosecond: Bool) throws(CaptureError) -> (CaptureRecordInfo, Int)? {
+        let start = input.position
+        guard try input.ensure(16) else {
+            if input.available == 0 { return nil }
+            throw error(.truncated(needed: 16, available: input.available), offset: start)
+        }
+        let h = input.bytes(at: 0, count: 16)
+        let seconds = UInt64(u32(h, 0))
+        let fraction = UInt64(u32(h, 4))
+        let captured = Int(u32(h, 8))
+        let original = Int(u32(h, 12))
+        guard captured <= Self.maximumRecordLength else {
+            throw error(.badLength("captured length \(captured) is larger than \(Self.maximumRecordLength)"),
+                        offset: start)
+        }
+        guard try input.ensure(16 + captured) else {
+            throw error(.truncated(needed: 16 + captured, available: input.available), offset: start)
+        }
+        pendingLength = 16 + captured
+        let ns = seconds &* 1_000_000_000 &+ (nanosecond ? fraction : fraction &* 1000)
+        let info = CaptureRecordInfo(record: recordCount + 1, offset: start, timestamp: ns, interface: 0,
+                                     originalLength: max(original, captured), capturedLength: captured, options: [])
+        return (info, 16)
+    }
+
+    // MARK: - pcapng
+
+    mutating func nextPcapngRecord() throws(CaptureError) -> (CaptureRecordInfo, Int)? {
+        while true {
+            switch try readPcapngBlock(expectSection: false) {
+            case nil: return nil
+            case .record(let info, let dataOffset)?: return (info, dataOffset)
+            case .other?: continue
+            }
+        }
+    }
+
+    /// Reads one block. Section and interface blocks update the reader; packet blocks return a
+    /// record (their bytes stay in the buffer); other blocks are skipped.
+    mutating func readPcapngBlock(expectSection: Bool) throws(CaptureError) -> BlockResult? {
+        let start = input.position
+        guard try input.ensure(12) else {
+            if input.available == 0 { return nil }
+            throw error(.truncated(needed: 12, available: input.available), offset: start)
+        }
+        var head = input.bytes(at: 0, count: 12)
+        let rawType = UInt32(littleEndian: head.loadUnaligned(as: UInt32.self))
+        if rawType == 0x0A0D_0D0A {
+            // The byte-order magic decides how this section is read.
+            let bom = UInt32(littleEndian: head.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+            switch bom {
+            case 0x1A2B_3C4D: bigEndian = false
+            case 0x4D3C_2B1A: bigEndian = true
+            default: throw error(.notACapture(bom), offset: start + 8)
+            }
+            head = input.bytes(at: 0, count: 12)
+        } else if expectSection {
+            throw error(.blockOutsideSection, offset: start)
+        }
+        let type = u32(head, 0)
+        let length = Int(u32(head, 4))
+        guard length >= 12, length % 4 == 0, length <= Self.maximumRecordLength else {
+            throw error(.badLength("block length \(length)"), offset: start + 4)
+        }
+        guard try input.ensure(length) else {
+            throw error(.truncated(needed: length, available: input.available), offset: start)
+        }
+        let block = input.bytes(at: 0, count: length)
+        guard Int(u32(block, length - 4)) == length else {
+            throw error(.badLength("trailing block length \(u32(block, length - 4)) differs from \(length)"),
+                        offset: start + length - 4)
+        }
+        switch type {
+        case 0x0A0D_0D0A:
+            guard length >= 28 else { throw error(.badLength("section header of \(length) bytes"), offset: start + 4) }
+            let major = u16(block, 12)
+            guard major == 1 else {
+                throw error(.unsupportedVersion(major: major, minor: u16(block, 14)), offset: start + 12)
+            }
+            interfaces = []
+            input.consume(length)
+            return .other
+        case 1:  // Interface Description Block
+            guard length >= 20 else { throw error(.badLength("interface block of \(length) bytes"), offset: start + 4) }
+            var interface = CaptureInterface(linkType: LinkType(rawValue: UInt32(u16(block, 8))),
+                                             snapLength: u32(block, 12))
+            for option in try options(block, from: 16, to: length - 4, blockStart: start) {
+                if option.code == 9, let resolution = option.value.first {
+                    interface.unitsPerSecond = Self.unitsPerSecond(resolution)
+                } else {
+                    interface.options.append(option)
+                }
+            }
+            interfaces.append(interface)
+            input.consume(length)
+            return .other
+        case 6, 2:  // Enhanced Packet Block, obsolete Packet Block
+            guard length >= 32 else { throw error(.badLength("packet block of \(length) bytes"), offset: start + 4) }
+            let interface = type == 6 ? Int(u32(block, 8)) : Int(u16(block, 8))
+            let captured = Int(u32(block, 20))
+            let original = Int(u32(block, 24))
+            guard 28 + captured <= length - 4 else {
+                throw error(.badLength("captured length \(captured) runs past the \(length)-byte block"),
+                            offset: start + 20)
+            }
+            guard interface < interfaces.count else { throw error(.unknownInterface(interface), offset: start + 8) }
+            let units = UInt64(u32(block, 12)) << 32 | UInt64(u32(block, 16))
+            let padded = (captured + 3) & ~3
+            let opts = try options(block, from: 28 + padded, to: length - 4, blockStart: start)
+            pendingLength = length
+            let info = CaptureRecordInfo(record: recordCount + 1, offset: start,
+                                         timestamp: Self.nanoseconds(units, interfaces[interface].unitsPerSecond),
+                                         interface: interface, originalLength: max(original, captured),
+                                         capturedLength: captured, options: opts)
+            return .record(info, 28)
+        case 3:  // Simple Packet Block: interface 0, no timestamp
+            guard let first = interfaces.first else { throw error(.unknownInterface(0), offset: start) }
+            let original = Int(u32(block, 8))
+            let room = length - 16
+            let captured = min(original, room, first.snapLength == 0 ? Int.max : Int(first.snapLength))
+            pendingLength = length
+            let info = CaptureRecordInfo(record: recordCount + 1, offset: start, timestamp: 0, interface: 0,
+                                         originalLength: max(original, captured), capturedLength: captured,
+                                         options: [])
+            return .record(info, 12)
+        default:
+            input.consume(length)  // Name Resolution, Interface Statistics, custom, ...: skipped
+            return .other
+        }
+    }
+
+    /// Parses an options area.
+    func options(_ block: UnsafeRawBufferPointer, from: Int, to end: Int, blockStart: Int) throws(CaptureError)
+        -> [PcapngOption]
+    {
+        var result: [PcapngOption] = []
+        var o = from
+        while o + 4 <= end {
+            let code = u16(block, o)
+            let length = Int(u16(block, o + 2))
+            if code == 0 { break }
+            guard o + 4 + length <= end else {
+                throw error(.badLength("option \(code) of \(length) bytes runs past its block"), offset: blockStart + o)
+            }
+            result.append(PcapngOption(code: code, value: Array(UnsafeRawBufferPointer(rebasing: block[(o + 4)..<(o + 4 + length)]))))
+            o += 4 + ((length + 3) & ~3)
+        }
+        return result
+    }
+
+    /// `if_tsresol`: 10^-v, or 2^-v when the top bit is set.
+    static func unitsPerSecond(_ resolution: UInt8) -> UInt64 {
+        let v = UInt64(resolution & 0x7F)
+        if resolution & 0x80 != 0 { return v >= 63 ? 1 << 62 : 1 << v }
+        var result: UInt64 = 1
+        for _ in 0..<min(v, 19) { result *= 10 }
+        return result
+    }
+
+    /// Converts timestamp units to nanoseconds.
+    static func nanoseconds(_ units: UInt64, _ perSecond: UInt64) -> UInt64 {
+        if perSecond == 1_000_000_000 { return units }
+        let seconds = units / perSecond
+        let fraction = units % perSecond
+        let (high, low) = fraction.multipliedFullWidth(by: 1_000_000_000)
+        return seconds &* 1_000_000_000 &+ perSecond.dividingFullWidth((high, low)).quotient
+    }
+}
+
+/// What one pcapng block was.
+enum BlockResult {
+    /// A packet: its facts and where its bytes start in the block.
+    case record(CaptureRecordInfo, Int)
+    /// Anything else (already consumed).
+    case other
+}
+
+/// A read buffer over a file descriptor.
+struct InputBuffer {
+    let fd: FileDescriptor
+    let path: String
+    var storage: UnsafeMutableRawPointer
+    var capacity: Int
+    var start = 0
+    var end = 0
+    var consumedBefore = 0
+    var atEOF = false
+
+    init(_ fd: FileDescriptor, path: String) {
+        self.fd = fd
+        self.path = path
+        capacity = 1 << 20
+        storage = .allocate(byteCount: capacity, alignment: 16)
+    }
+
+    func free() { storage.deallocate() }
+
+    var available: Int { end - start }
+    /// The file offset of the first unconsumed byte.
+    var position: Int { consumedBefore + start }
+
+    /// Makes `count` bytes available. Returns false when the file ends first.
+    mutating func ensure(_ count: Int) throws(CaptureError) -> Bool {
+        if available >= count { return true }
+        if start > 0 {
+            (storage).copyMemory(from: storage + start, byteCount: available)
+            consumedBefore += start
+            end -= start
+            start = 0
+        }
+        if count > capacity {
+            let bigger = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 16)
+            bigger.copyMemory(from: storage, byteCount: end)
+            storage.deallocate()
+            storage = bigger
+            capacity = count
+        }
+        while end < count && !atEOF {
+            let room = UnsafeMutableRawBufferPointer(start: storage + end, count: capacity - end)
+            let n: Int
+            do { n = try fd.read(into: room) } catch {
+                throw CaptureError(.io(error as? Errno ?? .ioError, "read"), path: path, record: 0, offset: position)
+            }
+            if n == 0 { atEOF = true }
+            end += n
+        }
+        return available >= count
+    }
+
+    /// `count` bytes at `offset` from the first unconsumed byte.
+    /// - Precondition: `ensure(offset + count)` returned true.
+    func bytes(at offset: Int, count: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: storage + start + offset, count: count)
+    }
+
+    mutating func consume(_ count: Int) { start += count }
+}

@@ -1,0 +1,231 @@
+import OffloadEngine
+import OffloadWire
+import SystemPackage
+
+/// A streaming writer of pcap or pcapng files.
+///
+/// pcapng output gets one Section Header Block, an Interface Description Block per input
+/// interface (their options kept, timestamps in nanoseconds) and one Enhanced Packet Block per
+/// packet with its options. pcap output holds a single link type.
+public struct CaptureWriter: ~Copyable {
+    /// The file name, for errors.
+    public let path: String
+    /// The format written.
+    public let format: CaptureFormat
+    /// Packets written.
+    public private(set) var packetCount = 0
+    /// Bytes written (including what is still buffered).
+    public private(set) var byteCount = 0
+
+    let fd: FileDescriptor
+    let ownsDescriptor: Bool
+    var buffer: UnsafeMutableRawPointer
+    let capacity = 4 << 20
+    var used = 0
+    let interfaces: [CaptureInterface]
+
+    /// Creates (or truncates) `path` and writes the file header.
+    /// - Throws: ``CaptureError`` when the file cannot be created, or when pcap output is asked
+    ///   for interfaces of different link types.
+    public init(path: String, format: CaptureFormat, interfaces: [CaptureInterface]) throws(CaptureError) {
+        let fd: FileDescriptor
+        do {
+            fd = try FileDescriptor.open(FilePath(path), .writeOnly, options: [.create, .truncate],
+                                         permissions: [.ownerReadWrite, .groupRead, .otherRead])
+        } catch {
+            throw CaptureError(.io(error as? Errno ?? .ioError, "create"), path: path, record: 0, offset: 0)
+        }
+        try self.init(fileDescriptor: fd, path: path, format: format, interfaces: interfaces, closeOnDeinit: true)
+    }
+
+    /// Writes to an open descriptor.
+    public init(fileDescriptor: FileDescriptor, path: String, format: CaptureFormat, interfaces: [CaptureInterface],
+                closeOnDeinit: Bool = false) throws(CaptureError) {
+        self.path = path
+        self.format = format
+        self.fd = fileDescriptor
+        self.ownsDescriptor = closeOnDeinit
+        self.interfaces = interfaces
+        buffer = .allocate(byteCount: 4 << 20, alignment: 16)
+        if case .pcap = format, Set(interfaces.map(\.linkType)).count > 1 {
+            buffer.deallocate()
+            if closeOnDeinit { try? fileDescriptor.close() }
+            throw CaptureError(.unsupportedOutput("a pcap file holds one link type; these interfaces have "
+                + "\(Set(interfaces.map(\.linkType.description)).sorted()); write pcapng"), path: path, record: 0, offset: 0)
+        }
+        try writeHeader()
+    }
+
+    deinit {
+        // Best effort: call flush() to see write errors.
+        _ = try? fd.writeAll(UnsafeRawBufferPointer(start: buffer, count: used))
+        if ownsDescriptor { try? fd.close() }
+        buffer.deallocate()
+    }
+
+    // MARK: - Writing
+
+    /// Writes one packet whose bytes `produce` hands over in pieces (a gather list).
+    /// - Parameters:
+    ///   - timestamp: nanoseconds since the epoch.
+    ///   - interface: the interface index.
+    ///   - length: the total of the pieces' lengths.
+    ///   - originalLength: the length on the wire (≥ `length`).
+    ///   - options: pcapng packet options (ignored for pcap).
+    ///   - produce: calls its argument with each piece, in order.
+    public mutating func writePacket(timestamp: UInt64, interface: Int, length: Int, originalLength: Int? = nil,
+                                     options: [PcapngOption] = [],
+                                     _ produce: ((UnsafeRawBufferPointer) -> Void) -> Void) throws(CaptureError) {
+        let original = max(originalLength ?? length, length)
+        switch format {
+        case .pcap(let nanosecond, let big):
+            var header: [UInt8] = []
+            let seconds = UInt32(truncatingIfNeeded: timestamp / 1_000_000_000)
+            let fraction = UInt32(truncatingIfNeeded: nanosecond ? timestamp % 1_000_000_000 : (timestamp % 1_000_000_000) / 1000)
+            for v in [seconds, fraction, UInt32(length), UInt32(original)] { append32(&header, v, big) }
+            try append(header)
+            try appendPieces(length, produce)
+        case .pcapng:
+            let padded = (length + 3) & ~3
+            let optionBytes = encode(options)
+            let total = 28 + padded + optionBytes.count + 4
+            var header: [UInt8] = []
+            append32(&header, 6, false)
+            append32(&header, UInt32(total), false)
+            append32(&header, UInt32(interface), false)
+            append32(&header, UInt32(truncatingIfNeeded: timestamp >> 32), false)
+            append32(&header, UInt32(truncatingIfNeeded: timestamp), false)
+            append32(&header, UInt32(length), false)
+            append32(&header, UInt32(original), false)
+            try append(header)
+            try appendPieces(length, produce)
+            var trailer = [UInt8](repeating: 0, count: padded - length)
+            trailer += optionBytes
+            append32(&trailer, UInt32(total), false)
+            try append(trailer)
+        }
+        packetCount += 1
+    }
+
+    /// Writes one packet from an array.
+    public mutating func writePacket(_ bytes: [UInt8], timestamp: UInt64, interface: Int = 0,
+                                     originalLength: Int? = nil, options: [PcapngOption] = []) throws(CaptureError) {
+        try writePacket(timestamp: timestamp, interface: interface, length: bytes.count, originalLength: originalLength,
+                        options: options) { sink in bytes.withUnsafeBytes { sink($0) } }
+    }
+
+    /// Writes what is buffered to the file.
+    public mutating func flush() throws(CaptureError) {
+        var offset = 0
+        while offset < used {
+            do {
+                offset += try fd.write(UnsafeRawBufferPointer(start: buffer + offset, count: used - offset))
+            } catch {
+                throw CaptureError(.io(error as? Errno ?? .ioError, "write"), path: path, record: packetCount,
+                                   offset: byteCount - used + offset)
+            }
+        }
+        used = 0
+    }
+
+    // MARK: - Internals
+
+    mutating func writeHeader() throws(CaptureError) {
+        var h: [UInt8] = []
+        switch format {
+        case .pcap(let nanosecond, let big):
+            append32(&h, nanosecond ? 0xA1B2_3C4D : 0xA1B2_C3D4, big)
+            append16(&h, 2, big)
+            append16(&h, 4, big)
+            append32(&h, 0, big)
+            append32(&h, 0, big)
+            append32(&h, max(262_144, interfaces.map(\.snapLength).max() ?? 0), big)
+            append32(&h, interfaces.first?.linkType.rawValue ?? LinkType.ethernet.rawValue, big)
+        case .pcapng:
+            let application = encode([PcapngOption(code: 4, value: Array("swift-offload".utf8))])
+            append32(&h, 0x0A0D_0D0A, false)
+            append32(&h, UInt32(28 + application.count), false)
+            append32(&h, 0x1A2B_3C4D, false)
+            append16(&h, 1, false)
+            append16(&h, 0, false)
+            h += [UInt8](repeating: 0xFF, count: 8)  // section length unknown
+            h += application
+            append32(&h, UInt32(28 + application.count), false)
+            for interface in interfaces {
+                let options = encode([PcapngOption(code: 9, value: [9])] + interface.options)
+                let total = 20 + options.count + 4 - 4
+                append32(&h, 1, false)
+                append32(&h, UInt32(total + 4), false)
+                append16(&h, UInt16(truncatingIfNeeded: interface.linkType.rawValue), false)
+                append16(&h, 0, false)
+                append32(&h, interface.snapLength, false)
+                h += options
+                append32(&h, UInt32(total + 4), false)
+            }
+        }
+        try append(h)
+    }
+
+    /// Encodes options with their end-of-options marker (empty when there are none).
+    func encode(_ options: [PcapngOption]) -> [UInt8] {
+        guard !options.isEmpty else { return [] }
+        var b: [UInt8] = []
+        for o in options where o.value.count <= 0xFFFF {
+            append16(&b, o.code, false)
+            append16(&b, UInt16(o.value.count), false)
+            b += o.value
+            b += [UInt8](repeating: 0, count: ((o.value.count + 3) & ~3) - o.value.count)
+        }
+        b += [0, 0, 0, 0]
+        return b
+    }
+
+    func append32(_ b: inout [UInt8], _ v: UInt32, _ big: Bool) {
+        let x = big ? v.bigEndian : v.littleEndian
+        withUnsafeBytes(of: x) { b.append(contentsOf: $0) }
+    }
+
+    func append16(_ b: inout [UInt8], _ v: UInt16, _ big: Bool) {
+        let x = big ? v.bigEndian : v.littleEndian
+        withUnsafeBytes(of: x) { b.append(contentsOf: $0) }
+    }
+
+    mutating func append(_ bytes: [UInt8]) throws(CaptureError) {
+        var failure: CaptureError?
+        bytes.withUnsafeBytes { raw in
+            do throws(CaptureError) { try append(raw) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    mutating func append(_ bytes: UnsafeRawBufferPointer) throws(CaptureError) {
+        byteCount += bytes.count
+        if used + bytes.count > capacity { try flush() }
+        if bytes.count > capacity {
+            var offset = 0
+            while offset < bytes.count {
+                do { offset += try fd.write(UnsafeRawBufferPointer(rebasing: bytes[offset...])) } catch {
+                    throw CaptureError(.io(error as? Errno ?? .ioError, "write"), path: path, record: packetCount,
+                                       offset: byteCount)
+                }
+            }
+            return
+        }
+        if let base = bytes.baseAddress, bytes.count > 0 { (buffer + used).copyMemory(from: base, byteCount: bytes.count) }
+        used += bytes.count
+    }
+
+    mutating func appendPieces(_ length: Int, _ produce: ((UnsafeRawBufferPointer) -> Void) -> Void)
+        throws(CaptureError)
+    {
+        var failure: CaptureError?
+        var written = 0
+        produce { piece in
+            guard failure == nil else { return }
+            do throws(CaptureError) { try append(piece) } catch { failure = error }
+            written += piece.count
+        }
+        if let failure { throw failure }
+        precondition(written == length, "the pieces did not add up to the length given")
+    }
+}
