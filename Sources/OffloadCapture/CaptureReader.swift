@@ -20,8 +20,11 @@ public struct CaptureReader: ~Copyable {
     public let path: String
     /// The container format.
     public private(set) var format: CaptureFormat
-    /// The interfaces of the current section (pcap: one).
+    /// The interfaces seen so far (pcap: one). In a pcapng file with several sections the
+    /// interfaces of later sections are appended, and packet records use these global indices.
     public private(set) var interfaces: [CaptureInterface] = []
+    /// Where the current pcapng section's interfaces start in ``interfaces``.
+    var sectionBase = 0
     /// Records returned so far.
     public private(set) var recordCount = 0
     /// The file's size in bytes, when known (for progress).
@@ -68,25 +71,32 @@ public struct CaptureReader: ~Copyable {
 
     // MARK: - Reading packets
 
+    /// What ``read(into:checksum:)`` did.
+    public enum ReadResult: Hashable, Sendable {
+        /// A packet was appended to the batch (its metadata's tag is its record number).
+        case packet(CaptureRecordInfo)
+        /// The batch has no room for the next record; it stays unread for the next call.
+        case batchFull
+        /// The end of the file.
+        case end
+    }
+
     /// Reads the next packet and copies its bytes into `batch`.
-    ///
-    /// - Returns: the record's facts, or nil at the end of the file or when `batch` has no room
-    ///   (check ``PacketBatch/canAppend(length:)`` first: the record is then not consumed).
     /// - Throws: ``CaptureError`` on a corrupt or truncated record.
     public mutating func read(into batch: inout PacketBatch, checksum: ChecksumState = .unverified)
-        throws(CaptureError) -> CaptureRecordInfo?
+        throws(CaptureError) -> ReadResult
     {
-        guard let (info, dataOffset) = try nextRecord() else { return nil }
+        guard let (info, dataOffset) = try nextRecord() else { return .end }
         let linkType = interfaces[info.interface].linkType
         let metadata = PacketMetadata(linkType: linkType, checksum: checksum, timestamp: info.timestamp,
-                                      interface: UInt32(info.interface), gso: info.gso)
+                                      interface: UInt32(info.interface), gso: info.gso, tag: UInt64(info.record))
         let data = input.bytes(at: dataOffset, count: info.capturedLength)
         guard batch.append(data.bytes, metadata: metadata) else {
             pendingRecord = (info, dataOffset)
-            return nil
+            return .batchFull
         }
         finishRecord()
-        return info
+        return .packet(info)
     }
 
     /// Reads the next packet into a fresh array (allocates; for tools and tests).
@@ -161,6 +171,13 @@ public struct CaptureReader: ~Copyable {
             // The Section Header Block is read as the first block.
             guard try readPcapngBlock(expectSection: true) != nil else {
                 throw error(.truncated(needed: 28, available: input.available), record: 0, offset: 0)
+            }
+            // Read the interface descriptions (and other blocks) before the first packet, so that
+            // `interfaces` is complete for a writer created right after opening.
+            while try input.ensure(8) {
+                let type = u32(input.bytes(at: 0, count: 8), 0)
+                if type == 6 || type == 3 || type == 2 || type == 0x0A0D_0D0A { break }
+                guard try readPcapngBlock(expectSection: false) != nil else { break }
             }
         default:
             throw error(.notACapture(magic), record: 0, offset: 0)
@@ -248,7 +265,7 @@ public struct CaptureReader: ~Copyable {
             guard major == 1 else {
                 throw error(.unsupportedVersion(major: major, minor: u16(block, 14)), offset: start + 12)
             }
-            interfaces = []
+            sectionBase = interfaces.count
             input.consume(length)
             return .other
         case 1:  // Interface Description Block
@@ -267,14 +284,16 @@ public struct CaptureReader: ~Copyable {
             return .other
         case 6, 2:  // Enhanced Packet Block, obsolete Packet Block
             guard length >= 32 else { throw error(.badLength("packet block of \(length) bytes"), offset: start + 4) }
-            let interface = type == 6 ? Int(u32(block, 8)) : Int(u16(block, 8))
+            let interface = sectionBase + (type == 6 ? Int(u32(block, 8)) : Int(u16(block, 8)))
             let captured = Int(u32(block, 20))
             let original = Int(u32(block, 24))
             guard 28 + captured <= length - 4 else {
                 throw error(.badLength("captured length \(captured) runs past the \(length)-byte block"),
                             offset: start + 20)
             }
-            guard interface < interfaces.count else { throw error(.unknownInterface(interface), offset: start + 8) }
+            guard interface < interfaces.count else {
+                throw error(.unknownInterface(interface - sectionBase), offset: start + 8)
+            }
             let units = UInt64(u32(block, 12)) << 32 | UInt64(u32(block, 16))
             let padded = (captured + 3) & ~3
             let opts = try options(block, from: 28 + padded, to: length - 4, blockStart: start)
@@ -284,13 +303,14 @@ public struct CaptureReader: ~Copyable {
                                          interface: interface, originalLength: max(original, captured),
                                          capturedLength: captured, options: opts)
             return .record(info, 28)
-        case 3:  // Simple Packet Block: interface 0, no timestamp
-            guard let first = interfaces.first else { throw error(.unknownInterface(0), offset: start) }
+        case 3:  // Simple Packet Block: the section's interface 0, no timestamp
+            guard sectionBase < interfaces.count else { throw error(.unknownInterface(0), offset: start) }
+            let first = interfaces[sectionBase]
             let original = Int(u32(block, 8))
             let room = length - 16
             let captured = min(original, room, first.snapLength == 0 ? Int.max : Int(first.snapLength))
             pendingLength = length
-            let info = CaptureRecordInfo(record: recordCount + 1, offset: start, timestamp: 0, interface: 0,
+            let info = CaptureRecordInfo(record: recordCount + 1, offset: start, timestamp: 0, interface: sectionBase,
                                          originalLength: max(original, captured), capturedLength: captured,
                                          options: [])
             return .record(info, 12)

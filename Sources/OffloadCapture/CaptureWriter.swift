@@ -22,7 +22,7 @@ public struct CaptureWriter: ~Copyable {
     var buffer: UnsafeMutableRawPointer
     let capacity = 4 << 20
     var used = 0
-    let interfaces: [CaptureInterface]
+    var interfaces: [CaptureInterface]
 
     /// Creates (or truncates) `path` and writes the file header.
     /// - Throws: ``CaptureError`` when the file cannot be created, or when pcap output is asked
@@ -41,19 +41,19 @@ public struct CaptureWriter: ~Copyable {
     /// Writes to an open descriptor.
     public init(fileDescriptor: FileDescriptor, path: String, format: CaptureFormat, interfaces: [CaptureInterface],
                 closeOnDeinit: Bool = false) throws(CaptureError) {
+        // Checked before any property is set: once self is whole, a throw runs deinit.
+        if case .pcap = format, Set(interfaces.map(\.linkType)).count > 1 {
+            if closeOnDeinit { try? fileDescriptor.close() }
+            throw CaptureError(.unsupportedOutput("a pcap file holds one link type; these interfaces have "
+                + "\(Set(interfaces.map(\.linkType.description)).sorted()); write pcapng"), path: path, record: 0, offset: 0)
+        }
         self.path = path
         self.format = format
         self.fd = fileDescriptor
         self.ownsDescriptor = closeOnDeinit
         self.interfaces = interfaces
         buffer = .allocate(byteCount: 4 << 20, alignment: 16)
-        if case .pcap = format, Set(interfaces.map(\.linkType)).count > 1 {
-            buffer.deallocate()
-            if closeOnDeinit { try? fileDescriptor.close() }
-            throw CaptureError(.unsupportedOutput("a pcap file holds one link type; these interfaces have "
-                + "\(Set(interfaces.map(\.linkType.description)).sorted()); write pcapng"), path: path, record: 0, offset: 0)
-        }
-        try writeHeader()
+        writeHeader()
     }
 
     deinit {
@@ -114,6 +114,39 @@ public struct CaptureWriter: ~Copyable {
                         options: options) { sink in bytes.withUnsafeBytes { sink($0) } }
     }
 
+    /// Declares interfaces that appeared after the writer was created (a reader meets them
+    /// mid-file): pcapng gets an Interface Description Block for each new one; pcap accepts only
+    /// the same link type.
+    /// - Throws: ``CaptureError`` for a pcap file and a different link type.
+    public mutating func declareInterfaces(_ all: [CaptureInterface]) throws(CaptureError) {
+        guard all.count > interfaces.count else { return }
+        let new = Array(all[interfaces.count...])
+        if case .pcap = format {
+            guard new.allSatisfy({ $0.linkType == interfaces.first?.linkType }) else {
+                throw CaptureError(.unsupportedOutput("a pcap file holds one link type; write pcapng"), path: path,
+                                   record: packetCount, offset: byteCount)
+            }
+            interfaces += new
+            return
+        }
+        var h: [UInt8] = []
+        for interface in new { appendInterfaceBlock(&h, interface) }
+        interfaces += new
+        try append(h)
+    }
+
+    func appendInterfaceBlock(_ h: inout [UInt8], _ interface: CaptureInterface) {
+        let options = encode([PcapngOption(code: 9, value: [9])] + interface.options)
+        let total = 20 + options.count  // type, length, link type, reserved, snap length, options, length
+        append32(&h, 1, false)
+        append32(&h, UInt32(total), false)
+        append16(&h, UInt16(truncatingIfNeeded: interface.linkType.rawValue), false)
+        append16(&h, 0, false)
+        append32(&h, interface.snapLength, false)
+        h += options
+        append32(&h, UInt32(total), false)
+    }
+
     /// Writes what is buffered to the file.
     public mutating func flush() throws(CaptureError) {
         var offset = 0
@@ -130,7 +163,8 @@ public struct CaptureWriter: ~Copyable {
 
     // MARK: - Internals
 
-    mutating func writeHeader() throws(CaptureError) {
+    /// Puts the file header into the (empty, 4 MiB) buffer; it is written with the first flush.
+    mutating func writeHeader() {
         var h: [UInt8] = []
         switch format {
         case .pcap(let nanosecond, let big):
@@ -151,19 +185,12 @@ public struct CaptureWriter: ~Copyable {
             h += [UInt8](repeating: 0xFF, count: 8)  // section length unknown
             h += application
             append32(&h, UInt32(28 + application.count), false)
-            for interface in interfaces {
-                let options = encode([PcapngOption(code: 9, value: [9])] + interface.options)
-                let total = 20 + options.count + 4 - 4
-                append32(&h, 1, false)
-                append32(&h, UInt32(total + 4), false)
-                append16(&h, UInt16(truncatingIfNeeded: interface.linkType.rawValue), false)
-                append16(&h, 0, false)
-                append32(&h, interface.snapLength, false)
-                h += options
-                append32(&h, UInt32(total + 4), false)
-            }
+            for interface in interfaces { appendInterfaceBlock(&h, interface) }
         }
-        try append(h)
+        precondition(h.count <= capacity, "interface descriptions larger than the write buffer")
+        h.withUnsafeBytes { (buffer + used).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        used += h.count
+        byteCount += h.count
     }
 
     /// Encodes options with their end-of-options marker (empty when there are none).

@@ -23,15 +23,19 @@ public struct PacketMetadata: Hashable, Sendable {
     /// For a packet that already is a super-packet (a TSO packet read from a TUN device): its GSO
     /// facts. Such packets are kept whole: GRO never merges into or out of them.
     public var gso: GSOInfo?
+    /// The caller's own value (a record number, a cookie), carried to the output unchanged; a
+    /// super-packet carries its first segment's.
+    public var tag: UInt64
 
     /// Creates metadata.
     public init(linkType: LinkType, checksum: ChecksumState = .unverified, timestamp: UInt64 = 0,
-                interface: UInt32 = 0, gso: GSOInfo? = nil) {
+                interface: UInt32 = 0, gso: GSOInfo? = nil, tag: UInt64 = 0) {
         self.linkType = linkType
         self.checksum = checksum
         self.timestamp = timestamp
         self.interface = interface
         self.gso = gso
+        self.tag = tag
     }
 }
 

@@ -1,0 +1,169 @@
+import OffloadEngine
+import OffloadWire
+
+/// What is in a capture that matters for offload (`offload stats`).
+public struct CaptureStatistics: Codable, Hashable, Sendable {
+    /// One flow (direction-sensitive: each direction of a connection is its own flow).
+    public struct Flow: Codable, Hashable, Sendable {
+        /// `TCP`, `UDP`, ...
+        public var protocolName: String
+        /// `address:port`.
+        public var source: String
+        /// `address:port`.
+        public var destination: String
+        /// Packets.
+        public var packets = 0
+        /// Bytes of frames.
+        public var bytes = 0
+        /// Bytes of L4 payload.
+        public var payloadBytes = 0
+        /// Packets larger than the MTU (super-packets already in the capture).
+        public var overMTU = 0
+    }
+
+    /// The capture's format.
+    public var format: String
+    /// Link types of its interfaces.
+    public var linkTypes: [String]
+    /// Packets.
+    public var packets = 0
+    /// Bytes of captured frames.
+    public var bytes = 0
+    /// Seconds from the first to the last packet.
+    public var durationSeconds = 0.0
+    /// IPv4 packets.
+    public var ipv4 = 0
+    /// IPv6 packets.
+    public var ipv6 = 0
+    /// Packets that are not IP.
+    public var notIP = 0
+    /// Packets whose headers do not validate.
+    public var malformed = 0
+    /// Packets the capture cut short (snap length).
+    public var snapped = 0
+    /// IP fragments.
+    public var fragments = 0
+    /// IP packets longer than the MTU: super-packets (GRO/TSO) or jumbo frames.
+    public var overMTU = 0
+    /// The largest IP packet.
+    public var largestIPPacket = 0
+    /// The MTU used for ``overMTU``.
+    public var mtu: Int
+    /// TCP packets that GRO would merge into another packet.
+    public var groMergedPackets = 0
+    /// Packets GRO would emit.
+    public var groPacketsOut = 0
+    /// Super-packets GRO would build.
+    public var groSuperPackets = 0
+    /// Why GRO completed or passed packets: reason name → count (non-zero only).
+    public var groReasons: [String: Int] = [:]
+    /// Packets with a bad IPv4 header checksum.
+    public var badIPChecksums = 0
+    /// Packets with a bad TCP/UDP checksum.
+    public var badL4Checksums = 0
+    /// Flows, largest first.
+    public var flows: [Flow] = []
+}
+
+/// Reads a capture and works out ``CaptureStatistics``, running GRO as `offload coalesce` would
+/// (without writing anything).
+public func captureStatistics(input: String, mtu: Int = 1500, options: CoalesceOptions = CoalesceOptions(),
+                              progress: ProgressHandler? = nil) throws(CaptureError) -> CaptureStatistics {
+    var reader = try CaptureReader(path: input)
+    var stats = CaptureStatistics(format: "\(reader.format)", linkTypes: reader.interfaces.map(\.linkType.description),
+                                  mtu: mtu)
+    var engine = GROEngine(configuration: options.engine)
+    var batch = PacketBatch(packetCapacity: max(1, options.batch),
+                            byteCapacity: max(max(1, options.batch) * 65_600, CaptureReader.maximumRecordLength + 16))
+    struct Key: Hashable {
+        var proto: UInt8
+        var source: String
+        var destination: String
+    }
+    var flows: [Key: CaptureStatistics.Flow] = [:]
+    var first: UInt64?
+    var last: UInt64 = 0
+    var done = false
+    var failure: CaptureError?
+    while !done {
+        batch.removeAll()
+        fill: while batch.count < batch.packetCapacity {
+            let result: CaptureReader.ReadResult
+            do { result = try reader.read(into: &batch, checksum: options.checksums) } catch {
+                failure = error
+                done = true
+                break fill
+            }
+            switch result {
+            case .packet(let info):
+                stats.packets += 1
+                stats.bytes += info.capturedLength
+                if info.isSnapped { stats.snapped += 1 }
+                first = first ?? info.timestamp
+                last = max(last, info.timestamp)
+                let bytes = batch.bytes(at: batch.count - 1)
+                let linkType = reader.interfaces[info.interface].linkType
+                guard let layout = try? PacketLayout(parsing: bytes, linkType: linkType) else {
+                    stats.malformed += 1
+                    continue
+                }
+                switch layout.network {
+                case .other:
+                    stats.notIP += 1
+                    continue
+                case .ipv4: stats.ipv4 += 1
+                case .ipv6: stats.ipv6 += 1
+                }
+                if layout.isFragment { stats.fragments += 1 }
+                let ipLength = layout.ipEnd - layout.networkOffset
+                stats.largestIPPacket = max(stats.largestIPPacket, ipLength)
+                if ipLength > mtu { stats.overMTU += 1 }
+                let key = bytes.withUnsafeBytes { flowKey($0, layout) }
+                var flow = flows[Key(proto: key.0, source: key.1, destination: key.2)]
+                    ?? CaptureStatistics.Flow(protocolName: "\(layout.transport)", source: key.1, destination: key.2)
+                flow.packets += 1
+                flow.bytes += info.capturedLength
+                flow.payloadBytes += layout.hasTransportHeader ? layout.payloadLength : 0
+                if ipLength > mtu { flow.overMTU += 1 }
+                flows[Key(proto: key.0, source: key.1, destination: key.2)] = flow
+            case .batchFull: break fill
+            case .end:
+                done = true
+                break fill
+            }
+        }
+        engine.coalesce(batch, now: last)
+        progress?(reader.bytesRead, reader.fileSize)
+    }
+    engine.flush()
+    let gro = engine.statistics
+    stats.groPacketsOut = gro.packetsOut
+    stats.groSuperPackets = gro.superPackets
+    stats.groMergedPackets = gro.mergedSegments - gro.superPackets
+    for reason in GROReason.allCases where gro[reason] > 0 { stats.groReasons["\(reason)"] = gro[reason] }
+    stats.badIPChecksums = gro[.badIPChecksum]
+    stats.badL4Checksums = gro[.badChecksum]
+    stats.durationSeconds = Double(last - (first ?? last)) / 1e9
+    stats.flows = flows.values.sorted { ($0.bytes, $0.source) > ($1.bytes, $1.source) }
+    if let failure { throw failure }
+    return stats
+}
+
+/// Protocol number and `address:port` strings of a parsed packet.
+func flowKey(_ p: UnsafeRawBufferPointer, _ l: PacketLayout) -> (UInt8, String, String) {
+    let n = l.networkOffset
+    func u16(_ o: Int) -> UInt16 { UInt16(p[o]) << 8 | UInt16(p[o + 1]) }
+    let hasPorts = (l.transport == .tcp || l.transport == .udp) && l.hasTransportHeader
+    let sport = hasPorts ? ":\(u16(l.transportOffset))" : ""
+    let dport = hasPorts ? ":\(u16(l.transportOffset + 2))" : ""
+    if l.network == .ipv4 {
+        let s = IPv4Address(p[n + 12], p[n + 13], p[n + 14], p[n + 15])
+        let d = IPv4Address(p[n + 16], p[n + 17], p[n + 18], p[n + 19])
+        return (l.transport.rawValue, "\(s)\(sport)", "\(d)\(dport)")
+    }
+    func v6(_ o: Int) -> String {
+        let groups = (0..<8).map { String(u16(o + 2 * $0), radix: 16) }
+        return "[" + groups.joined(separator: ":") + "]"
+    }
+    return (l.transport.rawValue, v6(n + 8) + sport, v6(n + 24) + dport)
+}

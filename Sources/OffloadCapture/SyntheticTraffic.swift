@@ -1,0 +1,145 @@
+import OffloadWire
+
+/// A small, realistic capture made by the project itself: the demo's input and the tests' own
+/// fixtures, so neither needs anything from outside.
+///
+/// What it holds, interleaved in time as a receive queue would see it: two bulk TCP transfers
+/// (IPv4 with timestamps and MSS 1448; IPv6 with MSS 1428), each written by the sender in 64 KiB
+/// chunks (PSH at the end of each) and ending with FIN; the receiver's ACKs every second segment;
+/// a third TCP flow that loses a segment and retransmits it after three duplicate ACKs; and a
+/// few small UDP datagrams (to the traceroute port range, which no dissector claims).
+public enum SyntheticTraffic {
+    /// One generated frame.
+    public struct Frame: Hashable, Sendable {
+        /// Nanoseconds since the epoch.
+        public var timestamp: UInt64
+        /// An Ethernet frame.
+        public var bytes: [UInt8]
+    }
+
+    static let clientMAC = MACAddress(rawValue: 0x02_00_00_00_00_01)
+    static let serverMAC = MACAddress(rawValue: 0x02_00_00_00_00_02)
+    static let client4 = IPv4Address(192, 0, 2, 10)
+    static let server4 = IPv4Address(198, 51, 100, 20)
+    static let client6 = IPv6Address(0x2001, 0xdb8, 1, 0, 0, 0, 0, 10)
+    static let server6 = IPv6Address(0x2001, 0xdb8, 2, 0, 0, 0, 0, 20)
+
+    /// A TCP segment as an Ethernet frame.
+    static func tcp(ipv6: Bool, fromClient: Bool, sourcePort: UInt16, destinationPort: UInt16, sequence: UInt32,
+                    ack: UInt32, flags: TCPFlags, payload: [UInt8], ipID: UInt16, tsval: UInt32) -> [UInt8] {
+        var frame: [UInt8] = []
+        EthernetHeaderRepr(destination: fromClient ? serverMAC : clientMAC, source: fromClient ? clientMAC : serverMAC,
+                           etherType: ipv6 ? .ipv6 : .ipv4).encode(into: &frame)
+        let header = TCPHeaderRepr(sourcePort: sourcePort, destinationPort: destinationPort, sequenceNumber: sequence,
+                                   acknowledgmentNumber: ack, flags: flags, window: 502,
+                                   options: [.noOperation, .noOperation, .timestamp(value: tsval, echoReply: tsval &- 3)])
+        var l4: [UInt8] = []
+        if ipv6 {
+            let (s, d) = fromClient ? (client6, server6) : (server6, client6)
+            header.encode(into: &l4, payload: payload) {
+                InternetChecksum.pseudoHeaderSum(ipv6Source: s, destination: d, nextHeader: .tcp, length: $0)
+            }
+            IPv6HeaderRepr(source: s, destination: d, nextHeader: .tcp, payloadLength: l4.count,
+                           flowLabel: UInt32(sourcePort) << 4).encode(into: &frame)
+        } else {
+            let (s, d) = fromClient ? (client4, server4) : (server4, client4)
+            header.encode(into: &l4, payload: payload) {
+                InternetChecksum.pseudoHeaderSum(ipv4Source: s, destination: d, protocolNumber: .tcp, length: $0)
+            }
+            IPv4HeaderRepr(source: s, destination: d, protocolNumber: .tcp, totalLength: 20 + l4.count,
+                           identification: ipID).encode(into: &frame)
+        }
+        return frame + l4
+    }
+
+    /// The data segments and ACKs of one bulk transfer, in sending order.
+    static func bulk(ipv6: Bool, port: UInt16, bytes: Int, mss: Int, loseSegment: Int? = nil) -> [[UInt8]] {
+        var frames: [[UInt8]] = []
+        let isn: UInt32 = 0x1000_0000 &+ UInt32(port) &* 7919
+        var sequence = isn
+        var ipID: UInt16 = UInt16(truncatingIfNeeded: port) &* 13
+        var ackID: UInt16 = 500
+        var sent = 0
+        var segment = 0
+        var tsval: UInt32 = 1_000
+        var lost: (sequence: UInt32, payload: [UInt8])?
+        var acked = isn
+        while sent < bytes {
+            let chunkEnd = min(bytes, (sent / 65_536 + 1) * 65_536)
+            let length = min(mss, chunkEnd - sent)
+            let payload = (0..<length).map { UInt8(truncatingIfNeeded: (sent + $0) &* 131 &+ Int(port)) }
+            let push = sent + length == chunkEnd
+            let fin = sent + length == bytes
+            var flags: TCPFlags = .ack
+            if push { flags.insert(.psh) }
+            if fin { flags.insert(.fin) }
+            let frame = tcp(ipv6: ipv6, fromClient: true, sourcePort: port, destinationPort: 443, sequence: sequence,
+                            ack: 1, flags: flags, payload: payload, ipID: ipID, tsval: tsval)
+            ipID &+= 1
+            if segment == loseSegment {
+                lost = (sequence, payload)  // dropped before the capture point
+            } else {
+                frames.append(frame)
+            }
+            sequence &+= UInt32(length)
+            sent += length
+            segment += 1
+            if segment % 8 == 0 { tsval &+= 1 }
+            // The receiver ACKs every second segment; after a loss it repeats the ACK.
+            if segment % 2 == 0 || fin {
+                if lost == nil || acked == isn { acked = sequence }
+                let ackValue = lost.map { $0.sequence } ?? sequence
+                frames.append(tcp(ipv6: ipv6, fromClient: false, sourcePort: 443, destinationPort: port, sequence: 1,
+                                  ack: ackValue &- isn &+ isn, flags: .ack, payload: [], ipID: ackID, tsval: tsval))
+                ackID &+= 1
+            }
+            if let l = lost, segment == (loseSegment ?? 0) + 7 {
+                // Fast retransmit after three duplicate ACKs.
+                frames.append(tcp(ipv6: ipv6, fromClient: true, sourcePort: port, destinationPort: 443,
+                                  sequence: l.sequence, ack: 1, flags: .ack, payload: l.payload, ipID: ipID, tsval: tsval))
+                ipID &+= 1
+                lost = nil
+            }
+        }
+        return frames
+    }
+
+    /// A small UDP datagram.
+    static func udp(_ index: Int) -> [UInt8] {
+        var frame: [UInt8] = []
+        EthernetHeaderRepr(destination: serverMAC, source: clientMAC, etherType: .ipv4).encode(into: &frame)
+        let payload = (0..<(40 + index % 3 * 17)).map { UInt8(truncatingIfNeeded: $0 &+ index) }
+        var l4: [UInt8] = []
+        UDPHeaderRepr(sourcePort: 53_000 + UInt16(index), destinationPort: 33_434).encode(into: &l4, payload: payload) {
+            InternetChecksum.pseudoHeaderSum(ipv4Source: client4, destination: server4, protocolNumber: .udp, length: $0)
+        }
+        IPv4HeaderRepr(source: client4, destination: server4, protocolNumber: .udp, totalLength: 20 + l4.count,
+                       identification: UInt16(9000 + index)).encode(into: &frame)
+        return frame + l4
+    }
+
+    /// The whole capture: about 1 MB in about 900 frames, 10 µs apart.
+    /// - Parameter scale: multiplies the bulk transfers' sizes (1 gives about 1 MB).
+    public static func capture(scale: Int = 1, start: UInt64 = 1_795_000_000_000_000_000) -> [Frame] {
+        let flows = [
+            bulk(ipv6: false, port: 40_001, bytes: 600_000 * scale, mss: 1448),
+            bulk(ipv6: true, port: 40_002, bytes: 400_000 * scale, mss: 1428),
+            bulk(ipv6: false, port: 40_003, bytes: 60_000 * scale, mss: 1448, loseSegment: 10),
+            (0..<6).map(udp),
+        ]
+        // Interleave in trains of four frames per flow, as packets of several flows reach one queue.
+        var cursors = [Int](repeating: 0, count: flows.count)
+        var result: [Frame] = []
+        var time = start
+        while cursors.indices.contains(where: { cursors[$0] < flows[$0].count }) {
+            for f in flows.indices where cursors[f] < flows[f].count {
+                for _ in 0..<4 where cursors[f] < flows[f].count {
+                    result.append(Frame(timestamp: time, bytes: flows[f][cursors[f]]))
+                    cursors[f] += 1
+                    time += 10_000
+                }
+            }
+        }
+        return result
+    }
+}
