@@ -14,6 +14,11 @@ import OffloadEngine
 import OffloadWire
 
 let quick = CommandLine.arguments.contains("--quick")
+/// `--only NAME-PREFIX` runs just the matching cases (for profiling one case).
+let only: String? = CommandLine.arguments.firstIndex(of: "--only").flatMap {
+    CommandLine.arguments.indices.contains($0 + 1) ? CommandLine.arguments[$0 + 1] : nil
+}
+func wanted(_ name: String) -> Bool { only.map { name.hasPrefix($0) } ?? true }
 let seconds = quick ? 0.15 : 0.5
 let runs = quick ? 3 : 5
 
@@ -25,7 +30,7 @@ func report(_ name: String, _ value: Double, _ unit: String) {
 
 // MARK: Checksum, Swift vs C, interleaved A/B/A so drift shows.
 print("# Internet checksum: Swift vs C reference (same algorithm), hot cache")
-for size in [64, 256, 576, 1448, 1500, 4096, 9000] {
+for size in [64, 256, 576, 1448, 1500, 4096, 9000] where wanted("checksum") {
     let data = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
     var swiftRuns: [Double] = []
     var cRuns: [Double] = []
@@ -52,7 +57,7 @@ for size in [64, 256, 576, 1448, 1500, 4096, 9000] {
 
 // MARK: Parse cost
 print("# Header parse (PacketLayout: Ethernet + IP + TCP, every length checked once)")
-for ipv6 in [false, true] {
+for ipv6 in [false, true] where wanted("parse") {
     let frames = Workload.batches(flows: 8, burst: 64, count: 1, ipv6: ipv6)[0]
     let ns = median(measure(seconds: seconds, runs: runs) {
         var total = 0
@@ -75,7 +80,7 @@ struct Case {
 let cases = [Case(name: "1flow", flows: 1), Case(name: "8flows", flows: 8), Case(name: "64flows", flows: 64),
              Case(name: "1024flows", flows: 1024), Case(name: "allpsh", flows: 1, push: true)]
 for checksum in [ChecksumState.verified, .unverified] {
-    for c in cases {
+    for c in cases where wanted("gro_\(c.name)_\(checksum == .verified ? "trusted" : "verify")") {
         let ring = Workload.batches(flows: c.flows, burst: 64, count: c.flows >= 1024 ? 32 : 16, push: c.push)
             .map { BatchBox($0, checksum: checksum) }
         var engine = GROEngine()
@@ -100,7 +105,7 @@ for checksum in [ChecksumState.verified, .unverified] {
 print("# GSO: 45 x 1448 B super-packet into 1514-byte frames")
 let (superPacket, gso) = Workload.superPacket()
 var segmenter = GSOSegmenter()
-for checksum in [OutputChecksum.partial, .complete] {
+for checksum in [OutputChecksum.partial, .complete] where wanted("gso") {
     let ns = median(measure(seconds: seconds, runs: runs) {
         superPacket.withUnsafeBytes { buffer in
             try! segmenter.segment(buffer, linkType: .ethernet, gso: gso, checksum: checksum)

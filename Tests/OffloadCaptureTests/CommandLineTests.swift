@@ -1,0 +1,131 @@
+import Foundation
+import OffloadCapture
+import Testing
+
+/// The built `offload` executable, next to the test bundle.
+let offloadBinary: String? = {
+    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<3 {
+        let candidate = dir.appendingPathComponent("offload").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    return nil
+}()
+
+/// Runs a program; returns its exit status, standard output and standard error.
+func run(_ executable: String, _ arguments: [String]) throws -> (Int32, String, String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
+
+func which(_ tool: String) -> String? {
+    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+        let path = "\(dir)/\(tool)"
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return nil
+}
+
+@Suite("the offload command")
+struct CommandLineTests {
+    @Test("help on every command, exit codes 0 / 1 / 2, clear errors")
+    func exitCodes() throws {
+        guard let offload = offloadBinary else {
+            print("skipped: the offload executable was not found next to the tests")
+            return
+        }
+        for command in [[], ["coalesce"], ["segment"], ["stats"], ["demo"]] {
+            let (status, out, _) = try run(offload, command + ["--help"])
+            #expect(status == 0 && out.contains("USAGE"), "\(command)")
+        }
+        #expect(try run(offload, ["coalesce", "--help"]).1.contains("Examples"))
+        let (missing, _, missingError) = try run(offload, ["coalesce"])
+        #expect(missing == 2 && missingError.contains("Missing expected argument"))
+        #expect(try run(offload, ["coalesce", "--batch", "0", "a", "b"]).0 == 2)
+        #expect(try run(offload, ["coalesce", "--flush-timeout", "soon", "a", "b"]).0 == 2)
+        let (absent, _, absentError) = try run(offload, ["stats", "/nonexistent/x.pcap"])
+        #expect(absent == 1 && absentError.contains("no such readable file"))
+        let corrupt = temporaryPath("corrupt.pcap")
+        FileManager.default.createFile(atPath: corrupt, contents: Data([0xD4, 0xC3, 0xB2, 0xA1, 2, 0, 4, 0, 0, 0]))
+        let (bad, _, badError) = try run(offload, ["coalesce", corrupt, temporaryPath("out.pcapng")])
+        #expect(bad == 1 && badError.contains("file header at byte 0"))
+    }
+
+    @Test("demo, coalesce, segment and stats --json work end to end")
+    func endToEnd() throws {
+        guard let offload = offloadBinary else {
+            print("skipped: the offload executable was not found next to the tests")
+            return
+        }
+        let dir = temporaryPath("demo")
+        let (status, out, _) = try run(offload, ["demo", "--directory", dir])
+        #expect(status == 0 && out.contains("segment(coalesce(x)) == x"), "\(out)")
+        let input = dir + "/demo-input.pcap"
+        let merged = temporaryPath("m.pcapng")
+        #expect(try run(offload, ["coalesce", "--quiet", input, merged]).0 == 0)
+        let restored = temporaryPath("r.pcap")
+        let (segmentStatus, segmentOut, _) = try run(offload, ["segment", merged, restored])
+        #expect(segmentStatus == 0 && segmentOut.contains("by recorded GSO facts"))
+        #expect(try compareCapturesPerFlow(input, restored).identical)
+        let (jsonStatus, json, _) = try run(offload, ["stats", "--json", input])
+        #expect(jsonStatus == 0)
+        let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+        #expect(object?["packets"] as? Int == SyntheticTraffic.capture().count)
+        #expect((object?["flows"] as? [Any])?.count == 12)
+    }
+
+    @Test("tshark reads every file the tool writes, with no new malformed packets or bad checksums")
+    func tsharkAgrees() throws {
+        guard let tshark = which("tshark") else {
+            print("skipped: tshark is not installed (apt-get install -y tshark)")
+            return
+        }
+        // Bad checksums anywhere, and malformed packets whose dissection stopped at a layer the tool
+        // writes. (An application dissector such as HTTP may parse a merged payload differently;
+        // that says nothing about the headers.)
+        let ownLayers: Set<Substring> = ["eth", "ethertype", "vlan", "ip", "ipv6", "tcp", "udp", "sll", "null", "raw",
+                                         "ipv6.hopopts", "ipv6.dstopts", "ipv6.routing", "ipv6.fraghdr", "icmp", "icmpv6"]
+        func problems(_ file: String) throws -> Int {
+            let (status, out, _) = try run(tshark, [
+                "-r", file, "-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE",
+                "-Y", "_ws.malformed || tcp.checksum.status == 0 || ip.checksum.status == 0 || udp.checksum.status == 0",
+                "-T", "fields", "-E", "separator=/t", "-e", "frame.protocols", "-e", "_ws.malformed",
+                "-e", "tcp.checksum.status", "-e", "ip.checksum.status", "-e", "udp.checksum.status",
+            ])
+            #expect(status == 0, "tshark could not read \(file)")
+            return out.split(separator: "\n").filter { line in
+                let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
+                let badChecksum = fields.dropFirst(2).contains { $0.split(separator: ",").contains("0") }
+                let lastLayer = fields.first?.split(separator: ":").last ?? ""
+                return badChecksum || ownLayers.contains(lastLayer)
+            }.count
+        }
+        var inputs = [try syntheticCapture(), try syntheticCapture(.pcapng)]
+        inputs += corpusFiles().filter { $0.contains("/bulk/") || $0.contains("/local/") || $0.contains("/vlan/") }
+        for input in inputs {
+            let before = try problems(input)
+            for ext in ["pcapng", "pcap"] {
+                let merged = temporaryPath("tshark.\(ext)")
+                var options = CoalesceOptions()
+                options.engine.udp = true
+                _ = try coalesceCapture(input: input, output: merged, options: options)
+                let after = try problems(merged)
+                #expect(after <= before, "\(input) -> \(ext): \(after) problems, input had \(before)")
+                let restored = temporaryPath("tshark-restored.\(ext)")
+                _ = try segmentCapture(input: merged, output: restored)
+                #expect(try problems(restored) <= before)
+            }
+        }
+    }
+}
