@@ -118,14 +118,34 @@ public enum SyntheticTraffic {
         return frame + l4
     }
 
-    /// The whole capture: about 1 MB in about 900 frames, 10 µs apart.
+    /// Writes about `megabytes` MB of generated traffic to `writer`, one ~1 MB chunk at a time
+    /// (memory stays flat), each chunk with its own connections.
+    public static func write(megabytes: Int, to writer: inout CaptureWriter,
+                             progress: ((Int) -> Void)? = nil) throws(CaptureError) {
+        var time: UInt64 = 1_795_000_000_000_000_000
+        var chunk = 0
+        while writer.byteCount < megabytes * 1_000_000 {
+            for f in capture(start: time, portOffset: UInt16(truncatingIfNeeded: chunk * 4)) {
+                try writer.writePacket(f.bytes, timestamp: f.timestamp)
+                time = f.timestamp + 10_000
+            }
+            chunk += 1
+            progress?(writer.byteCount)
+        }
+    }
+
+    /// The whole capture: about 1 MB in about 1100 frames, 10 µs apart.
     /// - Parameter scale: multiplies the bulk transfers' sizes (1 gives about 1 MB).
-    public static func capture(scale: Int = 1, start: UInt64 = 1_795_000_000_000_000_000) -> [Frame] {
+    /// - Parameter portOffset: added to every client port, so that successive chunks of a large
+    ///   generated file are different connections.
+    public static func capture(scale: Int = 1, start: UInt64 = 1_795_000_000_000_000_000, portOffset: UInt16 = 0)
+        -> [Frame]
+    {
         let flows = [
-            bulk(ipv6: false, port: 40_001, bytes: 600_000 * scale, mss: 1448),
-            bulk(ipv6: true, port: 40_002, bytes: 400_000 * scale, mss: 1428),
-            bulk(ipv6: false, port: 40_003, bytes: 60_000 * scale, mss: 1448, loseSegment: 10),
-            (0..<6).map(udp),
+            bulk(ipv6: false, port: 40_001 &+ portOffset, bytes: 600_000 * scale, mss: 1448),
+            bulk(ipv6: true, port: 40_002 &+ portOffset, bytes: 400_000 * scale, mss: 1428),
+            bulk(ipv6: false, port: 40_003 &+ portOffset, bytes: 60_000 * scale, mss: 1448, loseSegment: 10),
+            (0..<6).map { udp($0 + Int(portOffset % 1000)) },
         ]
         // Interleave in trains of four frames per flow, as packets of several flows reach one queue.
         var cursors = [Int](repeating: 0, count: flows.count)

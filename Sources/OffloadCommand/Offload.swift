@@ -18,7 +18,7 @@ struct Offload: ParsableCommand {
 
             Exit codes: 0 success, 1 bad input, 2 usage.
             """,
-        subcommands: [Demo.self, Coalesce.self, Segment.self, Stats.self])
+        subcommands: [Demo.self, Coalesce.self, Segment.self, Stats.self, Generate.self])
 
     static func main() {
         do {
@@ -361,5 +361,39 @@ struct Demo: ParsableCommand {
                 : "\(comparison.differingFlows.count) flows differ: \(comparison.differingFlows.prefix(3))"))
         print("\nOpen \(merged) in Wireshark: each super-packet's comment says how many segments it holds and why it was completed.")
         if !comparison.identical { throw ExitCode.failure }
+    }
+}
+
+// MARK: - generate
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a capture of generated TCP and UDP traffic (for tests and benchmarks).",
+        discussion: """
+            Bulk TCP over IPv4 and IPv6 with timestamps, ACKs, a loss and fast retransmit, and small UDP \
+            datagrams, repeated with new connections until the size is reached.
+
+            Examples:
+              offload generate traffic.pcap
+              offload generate --megabytes 1100 /tmp/big.pcap
+            """)
+
+    @Argument(help: "Output capture (.pcap or .pcapng).")
+    var output: String
+    @Option(help: "About how many megabytes to write.")
+    var megabytes = 10
+
+    func validate() throws {
+        guard megabytes >= 1 && megabytes <= 1_000_000 else { throw ValidationError("--megabytes must be 1 or more") }
+    }
+
+    func run() throws {
+        let format: CaptureFormat = output.hasSuffix(".pcapng") ? .pcapng : .pcap(nanosecond: true, bigEndian: false)
+        var writer = try CaptureWriter(path: output, format: format, interfaces: [CaptureInterface(linkType: .ethernet)])
+        let progress = Progress("generate")
+        try SyntheticTraffic.write(megabytes: megabytes, to: &writer) { progress.update($0, megabytes * 1_000_000) }
+        try writer.flush()
+        progress.finish()
+        print("wrote \(output): \(writer.packetCount) packets, \(writer.byteCount) bytes")
     }
 }
