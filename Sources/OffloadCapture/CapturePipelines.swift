@@ -69,8 +69,7 @@ public func coalesceCapture(input: String, output: String, options: CoalesceOpti
     var engine = GROEngine(configuration: engineConfiguration)
     let format = options.format ?? captureFormat(forOutput: output, like: reader.format)
     var writer = try CaptureWriter(path: output, format: format, interfaces: reader.interfaces)
-    var batch = PacketBatch(packetCapacity: max(1, options.batch),
-                            byteCapacity: max(max(1, options.batch) * 65_600, CaptureReader.maximumRecordLength + 16))
+    var batch = CaptureReader.makeBatch(packets: options.batch)
     var report = PipelineReport()
     // Facts the engine does not carry, for the few records that have them: keyed by record number.
     var extras: [UInt64: (originalLength: Int, options: [PcapngOption])] = [:]
@@ -79,26 +78,20 @@ public func coalesceCapture(input: String, output: String, options: CoalesceOpti
     var failure: CaptureError?
     while !done {
         batch.removeAll()
-        readLoop: while batch.count < batch.packetCapacity {
-            let result: CaptureReader.ReadResult
-            do { result = try reader.read(into: &batch, checksum: options.checksums) } catch {
-                failure = error  // keep what was read; report after writing it
-                done = true
-                break readLoop
+        let result = reader.fill(&batch, checksum: options.checksums) { info, _ in
+            report.packetsIn += 1
+            report.bytesIn += info.capturedLength
+            clock = max(clock, info.timestamp)
+            if info.isSnapped || !info.options.isEmpty {
+                extras[UInt64(info.record)] = (info.originalLength, info.options)
             }
-            switch result {
-            case .packet(let info):
-                report.packetsIn += 1
-                report.bytesIn += info.capturedLength
-                clock = max(clock, info.timestamp)
-                if info.isSnapped || !info.options.isEmpty {
-                    extras[UInt64(info.record)] = (info.originalLength, info.options)
-                }
-            case .batchFull: break readLoop
-            case .end:
-                done = true
-                break readLoop
-            }
+        }
+        switch result {
+        case .more: break
+        case .end: done = true
+        case .failed(let error):
+            failure = error  // keep what was read; report after writing it
+            done = true
         }
         try writer.declareInterfaces(reader.interfaces)
         engine.coalesce(batch, now: clock)

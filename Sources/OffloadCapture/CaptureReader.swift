@@ -99,6 +99,41 @@ public struct CaptureReader: ~Copyable {
         return .packet(info)
     }
 
+    /// How ``fill(_:checksum:each:)`` ended.
+    public enum FillResult: Sendable {
+        /// The batch is full; there is more to read.
+        case more
+        /// The end of the file.
+        case end
+        /// A corrupt or truncated record; the packets before it are in the batch.
+        case failed(CaptureError)
+    }
+
+    /// Reads packets into `batch` until it is full or the file ends, calling `each` with each
+    /// one's facts and bytes (valid during the call). An error does not discard what was read: it
+    /// comes back as ``FillResult/failed(_:)``.
+    public mutating func fill(_ batch: inout PacketBatch, checksum: ChecksumState = .unverified,
+                              each: (CaptureRecordInfo, UnsafeRawBufferPointer) -> Void) -> FillResult {
+        while batch.count < batch.packetCapacity {
+            do {
+                switch try read(into: &batch, checksum: checksum) {
+                case .packet(let info): each(info, batch.unsafeBuffer(at: batch.count - 1))
+                case .batchFull: return .more
+                case .end: return .end
+                }
+            } catch {
+                return .failed(error)
+            }
+        }
+        return .more
+    }
+
+    /// A batch sized for this reader: `packets` per poll, and room for the largest record.
+    public static func makeBatch(packets: Int) -> PacketBatch {
+        PacketBatch(packetCapacity: max(1, packets),
+                    byteCapacity: max(max(1, packets) * 65_600, maximumRecordLength + 16))
+    }
+
     /// Reads the next packet into a fresh array (allocates; for tools and tests).
     public mutating func next() throws(CaptureError) -> CapturedPacket? {
         guard let (info, dataOffset) = try nextRecord() else { return nil }

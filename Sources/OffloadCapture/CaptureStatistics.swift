@@ -73,8 +73,7 @@ public func captureStatistics(input: String, mtu: Int = 1500, options: CoalesceO
     var stats = CaptureStatistics(format: "\(reader.format)", linkTypes: reader.interfaces.map(\.linkType.description),
                                   mtu: mtu)
     var engine = GROEngine(configuration: options.engine)
-    var batch = PacketBatch(packetCapacity: max(1, options.batch),
-                            byteCapacity: max(max(1, options.batch) * 65_600, CaptureReader.maximumRecordLength + 16))
+    var batch = CaptureReader.makeBatch(packets: options.batch)
     struct Key: Hashable {
         var proto: UInt8
         var source: String
@@ -87,50 +86,45 @@ public func captureStatistics(input: String, mtu: Int = 1500, options: CoalesceO
     var failure: CaptureError?
     while !done {
         batch.removeAll()
-        fill: while batch.count < batch.packetCapacity {
-            let result: CaptureReader.ReadResult
-            do { result = try reader.read(into: &batch, checksum: options.checksums) } catch {
-                failure = error
-                done = true
-                break fill
+        let interfaces = reader.interfaces
+        let result = reader.fill(&batch, checksum: options.checksums) { info, bytes in
+            stats.packets += 1
+            stats.bytes += info.capturedLength
+            if info.isSnapped { stats.snapped += 1 }
+            first = first ?? info.timestamp
+            last = max(last, info.timestamp)
+            let linkType = interfaces[info.interface].linkType
+            guard let layout = try? PacketLayout(parsing: bytes.bytes, linkType: linkType) else {
+                stats.malformed += 1
+                return
             }
-            switch result {
-            case .packet(let info):
-                stats.packets += 1
-                stats.bytes += info.capturedLength
-                if info.isSnapped { stats.snapped += 1 }
-                first = first ?? info.timestamp
-                last = max(last, info.timestamp)
-                let bytes = batch.bytes(at: batch.count - 1)
-                let linkType = reader.interfaces[info.interface].linkType
-                guard let layout = try? PacketLayout(parsing: bytes, linkType: linkType) else {
-                    stats.malformed += 1
-                    continue
-                }
-                switch layout.network {
-                case .other:
-                    stats.notIP += 1
-                    continue
-                case .ipv4: stats.ipv4 += 1
-                case .ipv6: stats.ipv6 += 1
-                }
-                if layout.isFragment { stats.fragments += 1 }
-                let ipLength = layout.ipEnd - layout.networkOffset
-                stats.largestIPPacket = max(stats.largestIPPacket, ipLength)
-                if ipLength > mtu { stats.overMTU += 1 }
-                let key = bytes.withUnsafeBytes { flowKey($0, layout) }
-                var flow = flows[Key(proto: key.0, source: key.1, destination: key.2)]
-                    ?? CaptureStatistics.Flow(protocolName: "\(layout.transport)", source: key.1, destination: key.2)
-                flow.packets += 1
-                flow.bytes += info.capturedLength
-                flow.payloadBytes += layout.hasTransportHeader ? layout.payloadLength : 0
-                if ipLength > mtu { flow.overMTU += 1 }
-                flows[Key(proto: key.0, source: key.1, destination: key.2)] = flow
-            case .batchFull: break fill
-            case .end:
-                done = true
-                break fill
+            switch layout.network {
+            case .other:
+                stats.notIP += 1
+                return
+            case .ipv4: stats.ipv4 += 1
+            case .ipv6: stats.ipv6 += 1
             }
+            if layout.isFragment { stats.fragments += 1 }
+            let ipLength = layout.ipEnd - layout.networkOffset
+            stats.largestIPPacket = max(stats.largestIPPacket, ipLength)
+            if ipLength > mtu { stats.overMTU += 1 }
+            let key = flowKey(bytes, layout)
+            let k = Key(proto: key.0, source: key.1, destination: key.2)
+            var flow = flows[k] ?? CaptureStatistics.Flow(protocolName: "\(layout.transport)", source: key.1,
+                                                          destination: key.2)
+            flow.packets += 1
+            flow.bytes += info.capturedLength
+            flow.payloadBytes += layout.hasTransportHeader ? layout.payloadLength : 0
+            if ipLength > mtu { flow.overMTU += 1 }
+            flows[k] = flow
+        }
+        switch result {
+        case .more: break
+        case .end: done = true
+        case .failed(let error):
+            failure = error
+            done = true
         }
         engine.coalesce(batch, now: last)
         progress?(reader.bytesRead, reader.fileSize)
