@@ -18,7 +18,7 @@ struct Offload: ParsableCommand {
 
             Exit codes: 0 success, 1 bad input, 2 usage.
             """,
-        subcommands: [Demo.self, Coalesce.self, Segment.self, Stats.self, Generate.self])
+        subcommands: [Demo.self, Coalesce.self, Segment.self, Stats.self, Generate.self, Forward.self])
 
     static func main() {
         do {

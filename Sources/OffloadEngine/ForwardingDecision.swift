@@ -34,7 +34,17 @@ public enum ForwardingDecision: Hashable, Sendable {
     public static func decide(_ packet: RawSpan, linkType: LinkType, gso: GSOInfo?, egressMTU: Int,
                               egressTakesGSO: Bool) -> ForwardingDecision {
         guard let layout = try? PacketLayout(parsing: packet, linkType: linkType) else { return .passThrough }
+        return packet.withUnsafeBytes {
+            decide(layout: layout, headers: $0, gso: gso, egressMTU: egressMTU, egressTakesGSO: egressTakesGSO)
+        }
+    }
+
+    /// Decides from a packet's layout and its header bytes alone (for a super-packet whose
+    /// payload lies elsewhere). `headers` must hold the frame up to at least the IP header's end.
+    public static func decide(layout: PacketLayout, headers: UnsafeRawBufferPointer, gso: GSOInfo?, egressMTU: Int,
+                              egressTakesGSO: Bool) -> ForwardingDecision {
         let n = layout.networkOffset
+        guard headers.count >= n + 20 else { return .passThrough }
         let ipLength = layout.ipEnd - n
         let segmented = gso.map { $0.segmentSize > 0 && $0.segmentCount > 1 } ?? false
         let segmentLength = segmented ? layout.payloadOffset - n + gso!.segmentSize : ipLength
@@ -42,15 +52,15 @@ public enum ForwardingDecision: Hashable, Sendable {
         case .other:
             return .passThrough
         case .ipv4:
-            let ttl = packet.withUnsafeBytes { $0[n + 8] }
+            let ttl = headers[n + 8]
             if ttl <= 1 { return .timeExceeded }
-            let df = packet.withUnsafeBytes { $0[n + 6] & 0x40 != 0 }
+            let df = headers[n + 6] & 0x40 != 0
             if ipLength <= egressMTU || (segmented && segmentLength <= egressMTU) {
                 return segmented && !egressTakesGSO ? .segment : .forward
             }
             return df ? .tooBig(mtu: egressMTU) : .fragment
         case .ipv6:
-            let hopLimit = packet.withUnsafeBytes { $0[n + 7] }
+            let hopLimit = headers[n + 7]
             if hopLimit <= 1 { return .timeExceeded }
             if ipLength <= egressMTU || (segmented && segmentLength <= egressMTU) {
                 return segmented && !egressTakesGSO ? .segment : .forward

@@ -176,7 +176,7 @@ extension GROEngine {
         if f.pointee.count == 1 {
             emitRecord(header: nil, fragmentStart: 0, fragmentCount: 0,
                        whole: UnsafeRawBufferPointer(start: f.pointee.base, count: f.pointee.frameLength),
-                       f.pointee.metadata, reason)
+                       f.pointee.metadata, reason, layout: f.pointee.layout)
         } else {
             buildSuperPacket(f, slot: i, reason)
         }
@@ -260,8 +260,11 @@ extension GROEngine {
         metadata.checksum = configuration.outputChecksum == .partial ? .partial : .verified
         metadata.gso = GSOInfo(kind: kind, segmentSize: configuration.mode == .unsafeLRO ? 0 : f.pointee.segmentSize,
                                segmentCount: count, fixedID: f.pointee.fixedID, ecn: ecn)
+        var merged = layout
+        merged.ipEnd = headerLength + totalPayload
+        merged.frameLength = merged.ipEnd
         emitRecord(header: (headerUsed, headerLength), fragmentStart: first, fragmentCount: count, whole: nil,
-                   metadata, reason)
+                   metadata, reason, layout: merged)
         headerUsed += (headerLength + 15) & ~15
         statistics.superPackets += 1
         statistics.mergedSegments += count
@@ -279,7 +282,8 @@ extension GROEngine {
     }
 
     mutating func emitRecord(header: (Int, Int)?, fragmentStart: Int, fragmentCount: Int,
-                             whole: UnsafeRawBufferPointer?, _ metadata: PacketMetadata, _ reason: GROReason?) {
+                             whole: UnsafeRawBufferPointer?, _ metadata: PacketMetadata, _ reason: GROReason?,
+                             layout: PacketLayout?) {
         let pieces = whole == nil ? fragmentCount : 1
         if outFragmentCount + pieces > outFragmentCapacity {
             let bigger = UnsafeMutablePointer<UnsafeRawBufferPointer>.allocate(capacity: 2 * (outFragmentCount + pieces))
@@ -310,16 +314,17 @@ extension GROEngine {
             }
         }
         (out + outCount).initialize(to: OutputRecord(
-            headerOffset: header?.0 ?? 0, headerLength: header?.1 ?? 0, fragmentStart: start,
+            layout: layout, headerOffset: header?.0 ?? 0, headerLength: header?.1 ?? 0, fragmentStart: start,
             fragmentCount: outFragmentCount - start, length: length, metadata: metadata, reason: reason))
         outCount += 1
         statistics.packetsOut += 1
     }
 
     /// Emits a packet that was not held, unchanged.
-    mutating func emitUnchanged(_ buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata, reason: GROReason) {
+    mutating func emitUnchanged(_ buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata, _ layout: PacketLayout?,
+                                reason: GROReason) {
         statistics[reason] += 1
-        emitRecord(header: nil, fragmentStart: 0, fragmentCount: 0, whole: buffer, metadata, reason)
+        emitRecord(header: nil, fragmentStart: 0, fragmentCount: 0, whole: buffer, metadata, reason, layout: layout)
     }
 
     /// A packet that stays out of GRO: its own flow's held packet leaves first (difference 1 of
@@ -327,7 +332,7 @@ extension GROEngine {
     mutating func bypass(_ buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata, _ layout: PacketLayout?,
                          reason: GROReason) {
         completeFlow(of: buffer, metadata, layout, reason: .flowBypass)
-        emitUnchanged(buffer, metadata, reason: reason)
+        emitUnchanged(buffer, metadata, layout, reason: reason)
     }
 
     /// Completes every held packet that may share a flow with `buffer`, judged loosely (addresses,

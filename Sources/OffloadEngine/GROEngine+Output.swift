@@ -14,6 +14,9 @@ public struct GROOutputPacket: Hashable, Sendable {
     public var isSuperPacket: Bool { metadata.gso != nil && !wasInputSuperPacket }
     /// Whether it already was a super-packet when it came in (kept whole).
     public var wasInputSuperPacket: Bool
+    /// Where its headers are (nil when they did not parse). For a super-packet the IP length
+    /// covers all segments; its header piece holds exactly `payloadOffset` bytes.
+    public var layout: PacketLayout?
 }
 
 extension GROEngine {
@@ -25,7 +28,7 @@ extension GROEngine {
         precondition(index >= 0 && index < outCount, "output index out of range")
         let r = out[index]
         return GROOutputPacket(length: r.length, metadata: r.metadata, reason: r.reason,
-                               wasInputSuperPacket: r.reason == .gsoInput)
+                               wasInputSuperPacket: r.reason == .gsoInput, layout: r.layout)
     }
 
     /// Calls `body` with each piece of output packet `index`, in order: for a super-packet its

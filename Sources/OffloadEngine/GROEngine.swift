@@ -162,7 +162,7 @@ public struct GROEngine: ~Copyable {
     mutating func offer(_ buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata) {
         statistics.packetsIn += 1
         guard let base = buffer.baseAddress, buffer.count > 0 else {
-            emitUnchanged(buffer, metadata, reason: .malformed)
+            emitUnchanged(buffer, metadata, nil, reason: .malformed)
             return
         }
         let layout: PacketLayout
@@ -178,7 +178,7 @@ public struct GROEngine: ~Copyable {
         let isIPv4: Bool
         switch layout.network {
         case .other:
-            emitUnchanged(buffer, metadata, reason: .notIP)
+            emitUnchanged(buffer, metadata, layout, reason: .notIP)
             return
         case .ipv4:
             isIPv4 = true
@@ -212,7 +212,7 @@ public struct GROEngine: ~Copyable {
         if !isTCP && b.u16(layout.transportOffset + 6) == 0 {
             // UDP without a checksum: Linux never merges it (§3.2).
             completeFlow(of: buffer, metadata, layout, reason: .flowBypass)
-            emitUnchanged(buffer, metadata, reason: .udpZeroChecksum)
+            emitUnchanged(buffer, metadata, layout, reason: .udpZeroChecksum)
             return
         }
         // Checksum (§2.7). A good (or trusted) checksum field lets completion derive the
@@ -253,12 +253,12 @@ public struct GROEngine: ~Copyable {
             }
         }
         // No held packet for the flow (§2.5, "No P"): hold S, or deliver it alone.
-        if sFlush { return emitUnchanged(buffer, metadata, reason: .padded) }
-        if segment.payloadLength == 0 { return emitUnchanged(buffer, metadata, reason: .zeroPayload) }
+        if sFlush { return emitUnchanged(buffer, metadata, layout, reason: .padded) }
+        if segment.payloadLength == 0 { return emitUnchanged(buffer, metadata, layout, reason: .zeroPayload) }
         if isTCP {
             let flags = b.u16(layout.transportOffset + 12) & 0x01FF
             // URG, PSH, RST, SYN, FIN.
-            if flags & 0x2F != 0 { return emitUnchanged(buffer, metadata, reason: .controlFlags) }
+            if flags & 0x2F != 0 { return emitUnchanged(buffer, metadata, layout, reason: .controlFlags) }
         }
         hold(segment, metadata)
     }
@@ -473,6 +473,7 @@ struct Fragment {
 
 /// One packet of output.
 struct OutputRecord {
+    var layout: PacketLayout?
     var headerOffset: Int
     var headerLength: Int
     var fragmentStart: Int

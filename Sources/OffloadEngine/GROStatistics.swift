@@ -142,7 +142,7 @@ public enum GROReason: Int, Hashable, Sendable, CaseIterable, CustomStringConver
 }
 
 /// Counters a GRO engine keeps. Plain integers; reading them is free.
-public struct GROStatistics: Hashable, Sendable {
+public struct GROStatistics: Hashable, Sendable, Codable {
     /// Packets offered.
     public var packetsIn = 0
     /// Packets delivered (unchanged packets plus super-packets).

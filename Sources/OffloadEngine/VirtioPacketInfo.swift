@@ -50,6 +50,14 @@ public struct VirtioPacketInfo: Hashable, Sendable {
     /// See ``checksumStart``.
     public var checksumOffset: Int?
 
+    /// Creates packet facts.
+    public init(gso: GSOInfo?, checksum: ChecksumState, checksumStart: Int? = nil, checksumOffset: Int? = nil) {
+        self.gso = gso
+        self.checksum = checksum
+        self.checksumStart = checksumStart
+        self.checksumOffset = checksumOffset
+    }
+
     /// The most UDP segments in one packet (Linux `UDP_MAX_SEGMENTS`, 128 since 6.x; 64 before).
     public static let maximumUDPSegments = 128
 
@@ -129,9 +137,13 @@ public struct VirtioPacketInfo: Hashable, Sendable {
     public static func header(for gso: GSOInfo?, checksum: ChecksumState, packet: RawSpan,
                               linkType: LinkType = .raw) -> VirtioNetHeader? {
         guard gso != nil || checksum == .partial else { return VirtioNetHeader() }
-        guard let layout = try? PacketLayout(parsing: packet, linkType: linkType), layout.hasTransportHeader else {
-            return gso == nil ? VirtioNetHeader() : nil
-        }
+        return header(for: gso, checksum: checksum, layout: try? PacketLayout(parsing: packet, linkType: linkType))
+    }
+
+    /// The header for a packet whose layout is known; see ``header(for:checksum:packet:linkType:)``.
+    public static func header(for gso: GSOInfo?, checksum: ChecksumState, layout: PacketLayout?) -> VirtioNetHeader? {
+        guard gso != nil || checksum == .partial else { return VirtioNetHeader() }
+        guard let layout, layout.hasTransportHeader else { return gso == nil ? VirtioNetHeader() : nil }
         let isTCP = layout.transport == .tcp
         var header = VirtioNetHeader(flags: VirtioNetHeader.flagNeedsChecksum,
                                      checksumStart: UInt16(layout.transportOffset),

@@ -1,0 +1,37 @@
+#ifndef OFFLOAD_SHIMS_H
+#define OFFLOAD_SHIMS_H
+
+/// What Swift cannot import from the Linux headers: the TUNSET* ioctl request numbers are _IOW()
+/// macros, and struct ifreq is a union. Each function does one system call and returns its
+/// result, or -errno on failure. Nothing else lives here.
+
+/// TUNSETOFFLOAD flags (include/uapi/linux/if_tun.h).
+enum {
+    OFFLOAD_TUN_F_CSUM = 0x01,
+    OFFLOAD_TUN_F_TSO4 = 0x02,
+    OFFLOAD_TUN_F_TSO6 = 0x04,
+    OFFLOAD_TUN_F_TSO_ECN = 0x08,
+    OFFLOAD_TUN_F_UFO = 0x10,
+    OFFLOAD_TUN_F_USO4 = 0x20,
+    OFFLOAD_TUN_F_USO6 = 0x40,
+};
+
+/// Opens /dev/net/tun and attaches to (or creates) the TUN device `name` with IFF_TUN | IFF_NO_PI,
+/// plus IFF_VNET_HDR when `vnet_hdr` and IFF_MULTI_QUEUE when `multi_queue`. The device's actual
+/// name is copied to `actual_name` (16 bytes). Returns the descriptor (non-blocking, close-on-exec)
+/// or -errno.
+int offload_tun_open(const char *name, int vnet_hdr, int multi_queue, char *actual_name);
+
+/// TUNSETOFFLOAD. Returns 0 or -errno (EINVAL for a flag the kernel does not know).
+int offload_tun_set_offload(int fd, unsigned int flags);
+
+/// TUNSETVNETHDRSZ. Returns 0 or -errno.
+int offload_tun_set_vnet_hdr_size(int fd, int size);
+
+/// The MTU of interface `name` (SIOCGIFMTU), or -errno.
+int offload_interface_mtu(const char *name);
+
+/// Sets the MTU of interface `name` (SIOCSIFMTU) and brings it up (SIOCSIFFLAGS). Returns 0 or -errno.
+int offload_interface_up(const char *name, int mtu);
+
+#endif

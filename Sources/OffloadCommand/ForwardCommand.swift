@@ -1,0 +1,178 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+import OffloadEngine
+import OffloadForwarder
+import OffloadTUN
+import OffloadWire
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+struct Forward: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Forward between two TUN devices with GRO and GSO on (root).",
+        discussion: """
+            The kernel routes traffic into the ingress device; the forwarder merges it (GRO), decrements the TTL, \
+            applies the egress MTU as Linux's ip_forward does (per segment), and writes super-packets into the \
+            egress device with a virtio header; ICMP errors go back through the ingress device. The other \
+            direction is forwarded the same way.
+
+            --setup adds the policy routing (ip rule iif <lan> -> ingress, iif <wan> -> egress) and removes it on exit.
+            Counters: SIGUSR1 prints them; --metrics serves Prometheus text; they are printed at exit.
+
+            Examples:
+              offload forward --ingress offload0 --egress offload1 --setup --lan eth0 --wan eth1
+              offload forward --ingress offload0 --egress offload1 --egress-mtu 1400 --metrics 127.0.0.1:9101
+              offload forward --ingress offload0 --egress offload1 --mode lro   # UNSAFE, for the lab
+            """)
+
+    @Option(help: "The TUN device traffic is routed into (created if missing).")
+    var ingress: String
+    @Option(help: "The TUN device the forwarder writes into (created if missing).")
+    var egress: String
+    @Option(help: "Egress MTU for the forwarding decision (default: the egress device's MTU).")
+    var egressMtu: Int?
+    @Option(help: "gro: Linux's rules. lro: UNSAFE greedy merge that black-holes behind a smaller MTU (for the lab).")
+    var mode: ModeOption = .gro
+    @Flag(help: "Do not merge TCP.")
+    var noTcpGro = false
+    @Flag(help: "Merge UDP datagrams too (UDP GRO; USO towards the egress).")
+    var udpGro = false
+    @Flag(help: "Open the devices without virtio headers: no offloads at all.")
+    var noVnetHdr = false
+    @Option(help: "Packets per read batch.")
+    var batch = 64
+    @Option(help: "Serve Prometheus text on ADDRESS:PORT (IPv4).")
+    var metrics: String?
+    @Option(help: "Source address of ICMPv4 errors.")
+    var icmpSource4 = "192.0.2.254"
+    @Option(help: "Source address of ICMPv6 errors.")
+    var icmpSource6 = "2001:db8::fe"
+    @Flag(help: "Add the policy routing for --lan and --wan, and remove it on exit.")
+    var setup = false
+    @Option(help: "With --setup: the interface LAN traffic arrives on.")
+    var lan: String?
+    @Option(help: "With --setup: the interface WAN traffic arrives on.")
+    var wan: String?
+    @Option(help: "Stop after this many seconds (default: run until SIGINT/SIGTERM).")
+    var duration: Double?
+    @Option(help: "Write the final counters as JSON to this file at exit.")
+    var statsJson: String?
+
+    func validate() throws {
+        if setup && (lan == nil || wan == nil) { throw ValidationError("--setup needs --lan and --wan") }
+        if let m = egressMtu, m < 576 || m > 65_535 { throw ValidationError("--egress-mtu must be 576...65535") }
+        guard batch >= 1 && batch <= 1024 else { throw ValidationError("--batch must be 1...1024") }
+        guard parseIPv4(icmpSource4) != nil else { throw ValidationError("--icmp-source4: not an IPv4 address") }
+        guard parseIPv6(icmpSource6) != nil else { throw ValidationError("--icmp-source6: not an IPv6 address") }
+        if let metrics, parseEndpoint(metrics) == nil { throw ValidationError("--metrics wants ADDRESS:PORT") }
+    }
+
+    func run() throws {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        let logger = Logger(label: "offload.forward")
+        guard getuid() == 0 || FileManager.default.isWritableFile(atPath: "/dev/net/tun") else {
+            throw InputError(message: "forward needs root (or CAP_NET_ADMIN) to create TUN devices")
+        }
+        var config = ForwarderConfiguration(ingress: ingress, egress: egress)
+        config.egressMTU = egressMtu
+        config.gro.mode = mode == .gro ? .gro : .unsafeLRO
+        config.gro.tcp = !noTcpGro
+        config.gro.udp = udpGro
+        config.vnetHeader = !noVnetHdr
+        config.batch = batch
+        config.icmpSourceV4 = parseIPv4(icmpSource4)!
+        config.icmpSourceV6 = parseIPv6(icmpSource6)!
+        let forwarder: Forwarder
+        do { forwarder = try Forwarder(configuration: config, logger: logger) } catch {
+            throw InputError(message: "\(error)")
+        }
+        let names = forwarder.deviceNames
+        logger.info("forwarding \(names.ingress) <-> \(names.egress); offloads granted: \(names.ingress): \(forwarder.grantedOffloads.ingress), \(names.egress): \(forwarder.grantedOffloads.egress); egress MTU \(forwarder.egressMTU); mode \(mode.rawValue)")
+        if mode == .lro { logger.warning("--mode lro is the UNSAFE greedy merge: expect black holes behind a smaller MTU") }
+        let routing = RoutingSetup()
+        if setup {
+            do {
+                try TUNDevice.bringUp(name: names.ingress)
+                try TUNDevice.bringUp(name: names.egress)
+                try routing.apply(ingress: names.ingress, egress: names.egress, lan: lan!, wan: wan!)
+            } catch {
+                routing.teardown()
+                throw InputError(message: "setup failed: \(error)")
+            }
+            logger.info("setup: \(routing.applied.joined(separator: "; "))")
+        }
+        var server: MetricsServer?
+        if let metrics, let (address, port) = parseEndpoint(metrics) {
+            server = try MetricsServer(address: address, port: port) { forwarder.prometheusText() }
+            logger.info("metrics on http://\(address):\(server!.port)/metrics")
+        }
+        // Signals only set a flag (async-signal-safe); a watcher thread acts on it.
+        signal(SIGINT) { _ in signalFlags.bitwiseOr(1, ordering: .relaxed) }
+        signal(SIGTERM) { _ in signalFlags.bitwiseOr(1, ordering: .relaxed) }
+        signal(SIGUSR1) { _ in signalFlags.bitwiseOr(2, ordering: .relaxed) }
+        let deadline = duration.map { Date().addingTimeInterval($0) }
+        let watcher = Thread {
+            while true {
+                let flags = signalFlags.exchange(0, ordering: .relaxed)
+                if flags & 2 != 0 { FileHandle.standardError.write(Data(summary(forwarder.statistics).utf8)) }
+                if flags & 1 != 0 || deadline.map({ Date() >= $0 }) == true {
+                    forwarder.stop()
+                    return
+                }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
+        watcher.start()
+        forwarder.run()
+        server?.stop()
+        routing.teardown()
+        let stats = forwarder.statistics
+        print(summary(stats), terminator: "")
+        if let statsJson {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(stats).write(to: URL(fileURLWithPath: statsJson))
+        }
+    }
+}
+
+/// Bits set by the signal handlers: 1 stop, 2 print counters.
+nonisolated(unsafe) let signalFlags = Atomic<Int>(0)
+
+func summary(_ stats: [String: ForwarderStatistics]) -> String {
+    var text = ""
+    for (direction, s) in stats.sorted(by: { $0.key < $1.key }) {
+        text += "\(direction): \(s.packetsIn) packets in (\(s.tsoIn) TSO), \(s.packetsOut) out, "
+            + "\(s.superPacketsOut) super-packets (mean \(String(format: "%.1f", s.meanSegmentsPerSuperPacket)) segments), "
+            + "\(s.segmentedInSoftware) segmented, \(s.fragmentsOut) fragments, \(s.icmpSent) ICMP sent, "
+            + "\(s.dropped) dropped, \(s.gsoFallbacks) GSO fallbacks, \(s.writeErrors) write errors\n"
+    }
+    return text
+}
+
+func parseIPv4(_ text: String) -> IPv4Address? {
+    var a = in_addr()
+    guard inet_pton(AF_INET, text, &a) == 1 else { return nil }
+    return IPv4Address(rawValue: UInt32(bigEndian: a.s_addr))
+}
+
+func parseIPv6(_ text: String) -> IPv6Address? {
+    var a = in6_addr()
+    guard inet_pton(AF_INET6, text, &a) == 1 else { return nil }
+    return withUnsafeBytes(of: &a) { raw in
+        IPv6Address(high: UInt64(bigEndian: raw.loadUnaligned(as: UInt64.self)),
+                    low: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+    }
+}
+
+func parseEndpoint(_ text: String) -> (String, UInt16)? {
+    guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]),
+        parseIPv4(String(text[..<colon])) != nil
+    else { return nil }
+    return (String(text[..<colon]), port)
+}

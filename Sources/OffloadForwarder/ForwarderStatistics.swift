@@ -1,0 +1,83 @@
+import OffloadEngine
+
+/// Counters of one direction of a ``Forwarder``.
+public struct ForwarderStatistics: Hashable, Sendable, Codable {
+    /// Packets read from the ingress device (a TSO super-packet counts once).
+    public var packetsIn = 0
+    /// Bytes read.
+    public var bytesIn = 0
+    /// Super-packets the kernel handed over (TSO), kept whole.
+    public var tsoIn = 0
+    /// Packets written to the egress device (a super-packet counts once).
+    public var packetsOut = 0
+    /// Bytes written.
+    public var bytesOut = 0
+    /// Super-packets written with a virtio header (GSO).
+    public var superPacketsOut = 0
+    /// Segments inside those super-packets.
+    public var segmentsInSuperPackets = 0
+    /// Super-packets segmented in software before writing.
+    public var segmentedInSoftware = 0
+    /// IPv4 fragments written (DF clear, too big).
+    public var fragmentsOut = 0
+    /// ICMP errors sent back through the ingress device.
+    public var icmpSent = 0
+    /// ICMP errors not sent (rate limit, or not allowed).
+    public var icmpSuppressed = 0
+    /// Packets dropped (too big with DF, TTL expired).
+    public var dropped = 0
+    /// GSO writes the kernel refused (EINVAL), after which this direction segments instead.
+    public var gsoFallbacks = 0
+    /// Packets read with a virtio header that did not fit them (dropped).
+    public var virtioRejected = 0
+    /// Writes that failed.
+    public var writeErrors = 0
+    /// Multicast, broadcast or link-local packets, which a router does not forward.
+    public var notForwarded = 0
+    /// The GRO engine's counters.
+    public var gro = GROStatistics()
+
+    /// Creates zeroed counters.
+    public init() {}
+
+    /// Mean segments per super-packet written (0 when none).
+    public var meanSegmentsPerSuperPacket: Double {
+        superPacketsOut == 0 ? 0 : Double(segmentsInSuperPackets) / Double(superPacketsOut)
+    }
+
+    /// Prometheus text exposition lines for this direction.
+    public func prometheus(direction: String) -> String {
+        let label = "direction=\"\(direction)\""
+        var lines: [String] = []
+        func counter(_ name: String, _ help: String, _ value: Int) {
+            lines.append("# HELP offload_\(name) \(help)")
+            lines.append("# TYPE offload_\(name) counter")
+            lines.append("offload_\(name){\(label)} \(value)")
+        }
+        counter("packets_in_total", "Packets read from the ingress device.", packetsIn)
+        counter("bytes_in_total", "Bytes read from the ingress device.", bytesIn)
+        counter("tso_in_total", "TSO super-packets handed over by the kernel.", tsoIn)
+        counter("packets_out_total", "Packets written to the egress device.", packetsOut)
+        counter("bytes_out_total", "Bytes written to the egress device.", bytesOut)
+        counter("super_packets_out_total", "Super-packets written with a virtio header.", superPacketsOut)
+        counter("super_packet_segments_total", "Segments inside super-packets written.", segmentsInSuperPackets)
+        counter("segmented_in_software_total", "Super-packets segmented before writing.", segmentedInSoftware)
+        counter("fragments_out_total", "IPv4 fragments written.", fragmentsOut)
+        counter("icmp_sent_total", "ICMP errors sent to sources.", icmpSent)
+        counter("icmp_suppressed_total", "ICMP errors not sent (rate limit).", icmpSuppressed)
+        counter("dropped_total", "Packets dropped (too big with DF, TTL expired).", dropped)
+        counter("gso_fallbacks_total", "GSO writes refused by the kernel.", gsoFallbacks)
+        counter("virtio_rejected_total", "Packets whose virtio header did not fit them.", virtioRejected)
+        counter("write_errors_total", "Failed writes.", writeErrors)
+        counter("not_forwarded_total", "Multicast, broadcast or link-local packets.", notForwarded)
+        lines.append("# HELP offload_gro_total GRO completions and bypasses by reason.")
+        lines.append("# TYPE offload_gro_total counter")
+        for reason in GROReason.allCases where gro[reason] > 0 {
+            lines.append("offload_gro_total{\(label),group=\"\(reason.group)\",reason=\"\(reason)\"} \(gro[reason])")
+        }
+        lines.append("# HELP offload_segments_per_super_packet Mean segments per super-packet written.")
+        lines.append("# TYPE offload_segments_per_super_packet gauge")
+        lines.append("offload_segments_per_super_packet{\(label)} \(meanSegmentsPerSuperPacket)")
+        return lines.joined(separator: "\n") + "\n"
+    }
+}

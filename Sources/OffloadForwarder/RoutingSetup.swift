@@ -1,0 +1,95 @@
+import Foundation
+
+/// The policy routing that puts a ``Forwarder`` on the packet path, so users do not write the
+/// `ip rule` lines by hand:
+///
+/// ```text
+/// ip rule add iif <lan> lookup <T>      ip route add default dev <ingress> table <T>
+/// ip rule add iif <wan> lookup <T+1>    ip route add default dev <egress>  table <T+1>
+/// ```
+/// (for IPv4 and IPv6), forwarding on, and reverse-path filtering off on the four interfaces
+/// (packets come back out of a different device than the one their source routes to).
+/// ``teardown()`` removes the rules; the routes go with the devices.
+public final class RoutingSetup: @unchecked Sendable {
+    /// The commands that undo what was done, in order.
+    public private(set) var undo: [[String]] = []
+    /// The commands run, for the log and `--print-setup`.
+    public private(set) var applied: [String] = []
+
+    /// Creates an empty setup.
+    public init() {}
+
+    /// The commands for these interfaces, without running them.
+    public static func commands(ingress: String, egress: String, lan: String, wan: String, table: Int = 4100)
+        -> [[String]]
+    {
+        var c: [[String]] = []
+        for family in ["-4", "-6"] {
+            c.append(["ip", family, "rule", "add", "iif", lan, "lookup", "\(table)", "priority", "\(table)"])
+            c.append(["ip", family, "route", "replace", "default", "dev", ingress, "table", "\(table)"])
+            c.append(["ip", family, "rule", "add", "iif", wan, "lookup", "\(table + 1)", "priority", "\(table + 1)"])
+            c.append(["ip", family, "route", "replace", "default", "dev", egress, "table", "\(table + 1)"])
+        }
+        return c
+    }
+
+    /// Applies the routing for a forwarder between `ingress` and `egress` TUN devices, with
+    /// traffic arriving from the `lan` and `wan` interfaces.
+    /// - Throws: when a command fails (what was done so far is still undone by ``teardown()``).
+    public func apply(ingress: String, egress: String, lan: String, wan: String, table: Int = 4100) throws {
+        try writeSysctl("net/ipv4/ip_forward", "1")
+        try writeSysctl("net/ipv6/conf/all/forwarding", "1")
+        for name in ["all", "default", ingress, egress, lan, wan] {
+            try? writeSysctl("net/ipv4/conf/\(name)/rp_filter", "0")
+        }
+        for command in Self.commands(ingress: ingress, egress: egress, lan: lan, wan: wan, table: table) {
+            if command[2] == "rule" {
+                // A run that was killed leaves its rules behind: clear them so the add succeeds.
+                while (try? run(command.enumerated().map { $0.offset == 3 ? "del" : $0.element }, quiet: true)) != nil {}
+            }
+            try run(command)
+            if command[2] == "rule" {
+                undo.insert(command.enumerated().map { $0.offset == 3 ? "del" : $0.element }, at: 0)
+            }
+        }
+    }
+
+    /// Removes the rules that ``apply(ingress:egress:lan:wan:table:)`` added.
+    public func teardown() {
+        for command in undo { try? run(command) }
+        undo = []
+    }
+
+    func writeSysctl(_ key: String, _ value: String) throws {
+        try value.write(toFile: "/proc/sys/\(key)", atomically: false, encoding: .utf8)
+        applied.append("sysctl \(key.replacingOccurrences(of: "/", with: "."))=\(value)")
+    }
+
+    func run(_ command: [String], quiet: Bool = false) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        if !FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") {
+            process.executableURL = URL(fileURLWithPath: "/sbin/ip")
+        }
+        process.arguments = Array(command.dropFirst())
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        process.waitUntilExit()
+        if !quiet { applied.append(command.joined(separator: " ")) }
+        guard process.terminationStatus == 0 else {
+            let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            throw SetupError(command: command.joined(separator: " "), message: message)
+        }
+    }
+}
+
+/// A setup command that failed.
+public struct SetupError: Error, CustomStringConvertible {
+    /// The command.
+    public var command: String
+    /// What it printed.
+    public var message: String
+    /// `ip -4 rule add ...: RTNETLINK answers: ...`.
+    public var description: String { "\(command): \(message.trimmingCharacters(in: .whitespacesAndNewlines))" }
+}

@@ -1,0 +1,196 @@
+import Foundation
+import OffloadForwarder
+import Testing
+
+/// Runs a command with the shell (bounded by `timeout` seconds); returns its exit status and its
+/// output (standard output and error together, through a file).
+@discardableResult
+func sh(_ command: String, timeout: Double = 60) throws -> (Int32, String) {
+    let log = FileManager.default.temporaryDirectory.appendingPathComponent("sh-\(UUID().uuidString).log").path
+    defer { try? FileManager.default.removeItem(atPath: log) }
+    let status = system("timeout \(Int(timeout)) bash -c \(shellQuote(command)) > \(log) 2>&1 < /dev/null")
+    let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+    return (status == -1 ? -1 : (status >> 8) & 0xFF, output)
+}
+
+func shellQuote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().path
+
+/// Why these tests cannot run here, or nil when they can.
+func netnsUnavailable() -> String? {
+    if getuid() != 0 { return "not root" }
+    if !FileManager.default.fileExists(atPath: "/dev/net/tun") { return "no /dev/net/tun" }
+    for tool in ["ip", "socat", "sha256sum"] where (try? sh("command -v \(tool)").0) != 0 { return "\(tool) is not installed" }
+    if (try? sh("ip netns add offload-probe-\(getpid()) && ip netns del offload-probe-\(getpid())").0) != 0 {
+        return "cannot create network namespaces"
+    }
+    return nil
+}
+
+/// The built `offload` executable next to the tests.
+let offloadExecutable: String? = {
+    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<3 {
+        let candidate = dir.appendingPathComponent("offload").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    return nil
+}()
+
+/// A client — gateway — server topology with `offload forward` on the gateway.
+final class Lab {
+    let prefix = "ofwt\(getpid() % 100_000)"
+    var client: String { "\(prefix)-client" }
+    var gateway: String { "\(prefix)-gw" }
+    var server: String { "\(prefix)-server" }
+    let dir: String
+
+    init() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try sh("\(packageRoot)/scripts/netns-topology.sh down \(prefix)")
+        let (status, out) = try sh("\(packageRoot)/scripts/netns-topology.sh up \(prefix)")
+        guard status == 0 else { throw LabError("topology: \(out)") }
+    }
+
+    func startForwarder(_ arguments: [String]) throws {
+        guard let offload = offloadExecutable else { throw LabError("offload executable not found") }
+        try? FileManager.default.removeItem(atPath: "\(dir)/stats.json")
+        let command = ["setsid", "ip", "netns", "exec", gateway, offload, "forward", "--ingress", "ofw0", "--egress", "ofw1",
+                       "--setup", "--lan", "g0", "--wan", "g1", "--stats-json", "\(dir)/stats.json", "--duration", "120"]
+            + arguments
+        try sh(command.joined(separator: " ") + " > \(dir)/forward.log 2>&1 < /dev/null &")
+        // Ready when the policy rules are in place.
+        for _ in 0..<100 {
+            if let (_, rules) = try? sh("ip -n \(gateway) rule"), rules.contains("lookup 4101") { return }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw LabError("forwarder did not start: \((try? String(contentsOfFile: "\(dir)/forward.log", encoding: .utf8)) ?? "")")
+    }
+
+    /// Stops the forwarder and returns its final counters.
+    func stopForwarder() throws -> [String: ForwarderStatistics] {
+        try sh("pkill -TERM -f '[s]tats-json \(dir)/stats.json' || true")
+        for _ in 0..<100 where !FileManager.default.fileExists(atPath: "\(dir)/stats.json") {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        Thread.sleep(forTimeInterval: 0.1)
+        let data = try Data(contentsOf: URL(fileURLWithPath: "\(dir)/stats.json"))
+        return try JSONDecoder().decode([String: ForwarderStatistics].self, from: data)
+    }
+
+    /// Sends `megabytes` of random data from `sender` to `receiver` (bounded in time); returns
+    /// whether the received file is identical, and the bytes received.
+    func transfer(megabytes: Int, from sender: String, to receiver: String, address: String, ipv6: Bool,
+                  seconds: Int = 40) throws -> (identical: Bool, received: Int) {
+        let family = ipv6 ? "TCP6" : "TCP4"
+        let host = ipv6 ? "[\(address)]" : address
+        try sh("head -c \(megabytes * 1_000_000) /dev/urandom > \(dir)/send.bin; rm -f \(dir)/recv.bin")
+        try sh("setsid ip netns exec \(receiver) timeout \(seconds + 5) socat -u \(family)-LISTEN:5001,reuseaddr "
+            + "OPEN:\(dir)/recv.bin,creat,trunc > /dev/null 2>&1 < /dev/null &")
+        Thread.sleep(forTimeInterval: 0.3)
+        let start = Date()
+        try sh("ip netns exec \(sender) socat -u OPEN:\(dir)/send.bin \(family):\(host):5001", timeout: Double(seconds))
+        // The receiver ends by itself at the sender's FIN; give it the rest of the time to drain.
+        while Date().timeIntervalSince(start) < Double(seconds),
+            (try? sh("pgrep -f '[O]PEN:\(dir)/recv.bin'").0) == 0
+        {
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        try sh("pkill -f '[O]PEN:\(dir)/recv.bin' || true")
+        let (_, sums) = try sh("sha256sum \(dir)/send.bin \(dir)/recv.bin | awk '{print $1}' | uniq | wc -l")
+        let size = (try? FileManager.default.attributesOfItem(atPath: "\(dir)/recv.bin")[.size] as? Int) ?? 0
+        return (sums.trimmingCharacters(in: .whitespacesAndNewlines) == "1", size ?? 0)
+    }
+
+    deinit {
+        _ = try? sh("pkill -KILL -f '[s]tats-json \(dir)/stats.json' || true")
+        _ = try? sh("\(packageRoot)/scripts/netns-topology.sh down \(prefix)")
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+struct LabError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+@Suite("offload forward between two TUN devices, with the kernel's TCP on both sides", .serialized)
+struct ForwarderNetnsTests {
+    @Test("64 MB each way, IPv4 and IPv6, arrive intact; GRO merges at least 8 segments per super-packet")
+    func integrityAndGRO() throws {
+        if let reason = netnsUnavailable() {
+            print("skipped: \(reason)")
+            return
+        }
+        let lab = try Lab()
+        try lab.startForwarder([])
+        for (ipv6, toServer, toClient) in [(false, "10.77.2.2", "10.77.1.2"), (true, "fd77:2::2", "fd77:1::2")] {
+            let up = try lab.transfer(megabytes: 64, from: lab.client, to: lab.server, address: toServer, ipv6: ipv6)
+            #expect(up.identical, "client -> server over IPv\(ipv6 ? 6 : 4): \(up.received) bytes")
+            let down = try lab.transfer(megabytes: 64, from: lab.server, to: lab.client, address: toClient, ipv6: ipv6)
+            #expect(down.identical, "server -> client over IPv\(ipv6 ? 6 : 4): \(down.received) bytes")
+        }
+        let stats = try lab.stopForwarder()
+        let up = try #require(stats["lan_to_wan"])
+        let down = try #require(stats["wan_to_lan"])
+        #expect(up.meanSegmentsPerSuperPacket >= 8, "mean \(up.meanSegmentsPerSuperPacket)")
+        #expect(down.meanSegmentsPerSuperPacket >= 8, "mean \(down.meanSegmentsPerSuperPacket)")
+        #expect(up.writeErrors == 0 && down.writeErrors == 0)
+        #expect(try sh("ip -n \(lab.gateway) rule").1.contains("4100") == false, "the setup was not removed")
+    }
+
+    @Test("path MTU: a smaller egress MTU sends ICMP, the sender lowers its MSS, the transfer completes")
+    func pathMTU() throws {
+        if let reason = netnsUnavailable() {
+            print("skipped: \(reason)")
+            return
+        }
+        let lab = try Lab()
+        try lab.startForwarder(["--egress-mtu", "1400"])
+        let v4 = try lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false)
+        let v6 = try lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "fd77:2::2", ipv6: true)
+        let stats = try lab.stopForwarder()
+        #expect(v4.identical && v6.identical)
+        let up = try #require(stats["lan_to_wan"])
+        #expect(up.icmpSent >= 2, "ICMP errors: \(up.icmpSent)")
+        #expect(up.meanSegmentsPerSuperPacket >= 8, "GRO keeps working after the MSS drop: \(up.meanSegmentsPerSuperPacket)")
+    }
+
+    @Test("--mode lro behind a smaller MTU black-holes: the failure the Jool page describes")
+    func lroBlackHole() throws {
+        if let reason = netnsUnavailable() {
+            print("skipped: \(reason)")
+            return
+        }
+        let lab = try Lab()
+        try lab.startForwarder(["--egress-mtu", "1400", "--mode", "lro"])
+        let result = try lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false,
+                                      seconds: 6)
+        let stats = try lab.stopForwarder()
+        #expect(!result.identical && result.received < 1_600_000, "received \(result.received) bytes in 6 s")
+        let up = try #require(stats["lan_to_wan"])
+        #expect(up.icmpSent > 10 && up.superPacketsOut == 0, "ICMP \(up.icmpSent)")
+    }
+
+    @Test("Prometheus text on --metrics")
+    func metrics() throws {
+        if let reason = netnsUnavailable() {
+            print("skipped: \(reason)")
+            return
+        }
+        let lab = try Lab()
+        try lab.startForwarder(["--metrics", "127.0.0.1:9101"])
+        _ = try lab.transfer(megabytes: 4, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false)
+        Thread.sleep(forTimeInterval: 0.2)
+        let (status, text) = try sh("printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' | ip netns exec \(lab.gateway) socat -t 2 - TCP4:127.0.0.1:9101")
+        _ = try lab.stopForwarder()
+        #expect(status == 0)
+        #expect(text.contains("offload_packets_in_total{direction=\"lan_to_wan\"}"))
+        #expect(text.contains("offload_gro_total{direction=\"lan_to_wan\",group=\"flush\""))
+        #expect(text.contains("offload_segments_per_super_packet"))
+    }
+}
