@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# iperf3 TCP goodput through the gateway of scripts/netns-topology.sh, one run each:
+#   kernel forwarding (GRO on and off on the gateway), `offload forward` with offloads, and
+#   `offload forward --no-vnet-hdr` (no GRO/GSO). Root, iperf3 and socat needed.
+# Usage: scripts/bench-forward.sh [seconds]   (default 5)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+secs="${1:-5}"
+p="bfw$$"
+cd "$root"
+swift build -c release --product offload >/dev/null
+bin="$root/.build/release/offload"
+cleanup() { pkill -f "[i]perf3 -s -p 5299" || true; pkill -f "[s]tats-json /tmp/$p" || true; "$root/scripts/netns-topology.sh" down "$p"; }
+trap cleanup EXIT
+"$root/scripts/netns-topology.sh" up "$p"
+ip netns exec "$p-server" iperf3 -s -p 5299 -D
+sleep 0.5
+measure() { # family streams -> Gbit/s
+  local addr=10.77.2.2; [ "$1" = 6 ] && addr=fd77:2::2
+  ip netns exec "$p-client" iperf3 -c "$addr" -p 5299 -t "$secs" -P "$2" -J 2>/dev/null |
+    python3 -c "import json,sys; print(f\"{json.load(sys.stdin)['end']['sum_received']['bits_per_second']/1e9:.2f}\")"
+}
+forwarder() { ip netns exec "$p-gw" setsid "$bin" forward --ingress ofw0 --egress ofw1 --setup --lan g0 --wan g1 \
+  --stats-json "/tmp/$p.json" "$@" >/dev/null 2>&1 < /dev/null & sleep 1.5; }
+stop() { pkill -TERM -f "[s]tats-json /tmp/$p" || true; sleep 1; }
+declare -A r
+for fam in 4 6; do for n in 1 4; do
+  ip netns exec "$p-gw" ethtool -K g0 gro on >/dev/null 2>&1 || true
+  r[kgro,$fam,$n]=$(measure $fam $n)
+  ip netns exec "$p-gw" ethtool -K g0 gro off >/dev/null 2>&1 || true
+  r[k,$fam,$n]=$(measure $fam $n)
+  forwarder; r[f,$fam,$n]=$(measure $fam $n); stop
+  forwarder --no-vnet-hdr; r[fn,$fam,$n]=$(measure $fam $n); stop
+done; done
+printf "\n%-8s %-8s %12s %12s %14s %14s %10s %10s\n" family streams kernel+GRO kernel-noGRO offload+GSO offload-off on/off on/kernel
+for fam in 4 6; do for n in 1 4; do
+  python3 -c "a,b,c,d=${r[kgro,$fam,$n]},${r[k,$fam,$n]},${r[f,$fam,$n]},${r[fn,$fam,$n]}; print(f'IPv$fam     {$n:<8} {a:9.2f} Gb/s {b:9.2f} Gb/s {c:11.2f} Gb/s {d:11.2f} Gb/s {c/max(d,1e-9):9.2f}x {c/max(a,1e-9):9.2f}x')"
+done; done
