@@ -1,17 +1,10 @@
 import Foundation
 import OffloadCapture
+import OffloadTestSupport
 import Testing
 
 /// The built `offload` executable, next to the test bundle.
-let offloadBinary: String? = {
-    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for _ in 0..<3 {
-        let candidate = dir.appendingPathComponent("offload").path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        dir = dir.deletingLastPathComponent()
-    }
-    return nil
-}()
+let offloadBinary = builtExecutable(named: "offload")
 
 /// Runs a program; returns its exit status, standard output and standard error.
 func run(_ executable: String, _ arguments: [String]) throws -> (Int32, String, String) {

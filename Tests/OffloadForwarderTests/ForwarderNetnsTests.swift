@@ -1,5 +1,6 @@
 import Foundation
 import OffloadForwarder
+import OffloadTestSupport
 import Testing
 
 /// Runs a command with the shell (bounded by `timeout` seconds); returns its exit status and its
@@ -30,15 +31,14 @@ func netnsUnavailable() -> String? {
 }
 
 /// The built `offload` executable next to the tests.
-let offloadExecutable: String? = {
-    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for _ in 0..<3 {
-        let candidate = dir.appendingPathComponent("offload").path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        dir = dir.deletingLastPathComponent()
-    }
-    return nil
-}()
+let offloadExecutable = builtExecutable(named: "offload")
+
+/// Prints why the netns tests skip, and returns true, when they cannot run here.
+func skipWithoutNetns() -> Bool {
+    guard let reason = netnsUnavailable() else { return false }
+    print("skipped: \(reason)")
+    return true
+}
 
 /// A client — gateway — server topology with `offload forward` on the gateway.
 final class Lab {
@@ -122,10 +122,7 @@ struct LabError: Error, CustomStringConvertible {
 struct ForwarderNetnsTests {
     @Test("64 MB each way, IPv4 and IPv6, arrive intact; GRO merges at least 8 segments per super-packet")
     func integrityAndGRO() throws {
-        if let reason = netnsUnavailable() {
-            print("skipped: \(reason)")
-            return
-        }
+        if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder([])
         for (ipv6, toServer, toClient) in [(false, "10.77.2.2", "10.77.1.2"), (true, "fd77:2::2", "fd77:1::2")] {
@@ -145,10 +142,7 @@ struct ForwarderNetnsTests {
 
     @Test("path MTU: a smaller egress MTU sends ICMP, the sender lowers its MSS, the transfer completes")
     func pathMTU() throws {
-        if let reason = netnsUnavailable() {
-            print("skipped: \(reason)")
-            return
-        }
+        if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder(["--egress-mtu", "1400"])
         let v4 = try lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false)
@@ -162,10 +156,7 @@ struct ForwarderNetnsTests {
 
     @Test("--mode lro behind a smaller MTU black-holes: the failure the Jool page describes")
     func lroBlackHole() throws {
-        if let reason = netnsUnavailable() {
-            print("skipped: \(reason)")
-            return
-        }
+        if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder(["--egress-mtu", "1400", "--mode", "lro"])
         let result = try lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false,
@@ -178,10 +169,7 @@ struct ForwarderNetnsTests {
 
     @Test("Prometheus text on --metrics")
     func metrics() throws {
-        if let reason = netnsUnavailable() {
-            print("skipped: \(reason)")
-            return
-        }
+        if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder(["--metrics", "127.0.0.1:9101"])
         _ = try lab.transfer(megabytes: 4, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false)

@@ -1,3 +1,5 @@
+import Foundation
+
 /// A small deterministic generator (SplitMix64) so failures reproduce.
 public struct SplitMix: RandomNumberGenerator {
     /// The state.
@@ -12,4 +14,16 @@ public struct SplitMix: RandomNumberGenerator {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+}
+
+/// The path of an executable this package built (e.g. `offload`), found next to the running test
+/// bundle, or nil.
+public func builtExecutable(named name: String) -> String? {
+    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<3 {
+        let candidate = dir.appendingPathComponent(name).path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    return nil
 }
