@@ -92,7 +92,7 @@ struct Forward: ParsableCommand {
             throw InputError(message: "\(error)")
         }
         let names = forwarder.deviceNames
-        logger.info("forwarding \(names.ingress) <-> \(names.egress); offloads granted: \(names.ingress): \(forwarder.grantedOffloads.ingress), \(names.egress): \(forwarder.grantedOffloads.egress); egress MTU \(forwarder.egressMTU); mode \(mode.rawValue)")
+        logger.info("forwarding \(names.ingress) <-> \(names.egress); offloads granted: \(names.ingress): \(forwarder.grantedOffloads.ingress), \(names.egress): \(forwarder.grantedOffloads.egress); egress MTU \(forwarder.egressMTU); mode \(mode.rawValue); GSO writes \(forwarder.gsoWritesWork ? "accepted" : "refused: segmenting")")
         if mode == .lro { logger.warning("--mode lro is the UNSAFE greedy merge: expect black holes behind a smaller MTU") }
         let routing = RoutingSetup()
         if setup {

@@ -73,7 +73,50 @@ public final class Forwarder: @unchecked Sendable {
         grantedOffloads = (ingress.negotiateOffloads(udp: udp), egress.negotiateOffloads(udp: udp))
         egressMTU = configuration.egressMTU ?? egress.mtu ?? 1500
         ingressMTU = ingress.mtu ?? 1500
+        gsoWritesWork = configuration.vnetHeader ? Self.probeGSOWrite(egress) && Self.probeGSOWrite(ingress) : false
         devices = DevicePair(ingress: ingress, egress: egress)
+        if configuration.vnetHeader && !gsoWritesWork {
+            logger.warning("the kernel refused a probe GSO write (EINVAL): super-packets will be segmented before writing")
+        }
+    }
+
+    /// Whether the kernel accepts GSO writes on the devices (checked at start by a probe).
+    public let gsoWritesWork: Bool
+
+    /// Writes one two-segment TCP super-packet with TTL 0 (the kernel drops it when routing) and
+    /// reports whether the write was accepted: some kernels accept IFF_VNET_HDR but refuse GSO
+    /// writes with EINVAL (tailscale#13041, gluetun#3424), which only a write shows.
+    static func probeGSOWrite(_ device: borrowing TUNDevice) -> Bool {
+        let source = IPv4Address(192, 0, 2, 2)
+        let destination = IPv4Address(192, 0, 2, 1)
+        var config = GROConfiguration()
+        config.outputChecksum = .partial
+        var engine = GROEngine(configuration: config)
+        var batch = PacketBatch(packetCapacity: 2, byteCapacity: 4096)
+        for i in 0..<2 {
+            var l4: [UInt8] = []
+            TCPHeaderRepr(sourcePort: 9, destinationPort: 9, sequenceNumber: 1 + UInt32(i) * 100)
+                .encode(into: &l4, payload: [UInt8](repeating: 0, count: 100)) {
+                    InternetChecksum.pseudoHeaderSum(ipv4Source: source, destination: destination, protocolNumber: .tcp,
+                                                     length: $0)
+                }
+            var packet: [UInt8] = []
+            IPv4HeaderRepr(source: source, destination: destination, protocolNumber: .tcp, totalLength: 20 + l4.count,
+                           identification: UInt16(i), timeToLive: 0).encode(into: &packet)
+            batch.append(packet + l4, metadata: PacketMetadata(linkType: .raw))
+        }
+        engine.coalesce(batch)
+        guard engine.outputCount == 1, let gso = engine.output(at: 0).metadata.gso else { return true }
+        let bytes = engine.outputBytes(at: 0)
+        guard let header = VirtioPacketInfo.header(for: gso, checksum: .partial, packet: bytes.span.bytes) else {
+            return true
+        }
+        do {
+            try device.write(header: header, packet: bytes)
+            return true
+        } catch {
+            return error.errno != .invalidArgument
+        }
     }
 
     /// The device names.
@@ -98,6 +141,7 @@ public final class Forwarder: @unchecked Sendable {
             let thread = Thread { [self] in
                 var worker = DirectionWorker(label: label, configuration: configuration,
                                              egressMTU: forward ? egressMTU : ingressMTU, logger: logger)
+                worker.gsoRefused = configuration.vnetHeader && !gsoWritesWork
                 if forward {
                     worker.run(from: devices.ingress, to: devices.egress, forwarder: self)
                 } else {
