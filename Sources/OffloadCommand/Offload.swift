@@ -14,7 +14,8 @@ struct Offload: ParsableCommand {
         abstract: "GRO and GSO in user space that stay transparent on a forwarder.",
         discussion: """
             Merges a stream's packets as Linux GRO would (coalesce), splits super-packets back into the \
-            very packets that were merged (segment), and shows what offload would do to a capture (stats).
+            very packets that were merged (segment), shows what offload would do to a capture (stats), and \
+            forwards between two TUN devices with GRO and GSO on (forward). Start with `offload demo`.
 
             Exit codes: 0 success, 1 bad input, 2 usage.
             """,
