@@ -142,7 +142,7 @@ struct Forward: ParsableCommand {
 }
 
 /// Bits set by the signal handlers: 1 stop, 2 print counters.
-nonisolated(unsafe) let signalFlags = Atomic<Int>(0)
+let signalFlags = Atomic<Int>(0)
 
 func summary(_ stats: [String: ForwarderStatistics]) -> String {
     var text = ""
