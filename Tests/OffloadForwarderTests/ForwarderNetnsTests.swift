@@ -167,6 +167,25 @@ struct ForwarderNetnsTests {
         #expect(up.icmpSent > 10 && up.superPacketsOut == 0, "ICMP \(up.icmpSent)")
     }
 
+    @Test("the kernel's own TSO super-packets (client TSO on) are forwarded whole and arrive intact")
+    func kernelTSO() throws {
+        if skipWithoutNetns() { return }
+        let lab = try Lab()
+        try sh("ip netns exec \(lab.client) ethtool -K c0 tso on gso on")
+        try lab.startForwarder([])
+        let v4 = try lab.transfer(megabytes: 32, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false)
+        let v6 = try lab.transfer(megabytes: 32, from: lab.client, to: lab.server, address: "fd77:2::2", ipv6: true)
+        let stats = try lab.stopForwarder()
+        #expect(v4.identical && v6.identical)
+        let up = try #require(stats["lan_to_wan"])
+        guard up.tsoIn > 0 else {
+            print("skipped the TSO assertions: the kernel handed over no TSO packets (no ethtool, or TSO unavailable)")
+            return
+        }
+        #expect(up.superPacketsOut >= up.tsoIn && up.virtioRejected == 0 && up.writeErrors == 0)
+        #expect(up.gro[.gsoInput] == up.tsoIn)
+    }
+
     @Test("Prometheus text on --metrics")
     func metrics() throws {
         if skipWithoutNetns() { return }
