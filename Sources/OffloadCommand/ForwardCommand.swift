@@ -46,6 +46,8 @@ struct Forward: ParsableCommand {
     var noVnetHdr = false
     @Option(help: "Packets per read batch.")
     var batch = 64
+    @Option(help: "Queues per device (IFF_MULTI_QUEUE): one worker thread per queue and direction.")
+    var queues = 1
     @Option(help: "Serve Prometheus text on ADDRESS:PORT (IPv4).")
     var metrics: String?
     @Option(help: "Source address of ICMPv4 errors.")
@@ -67,6 +69,7 @@ struct Forward: ParsableCommand {
         if setup && (lan == nil || wan == nil) { throw ValidationError("--setup needs --lan and --wan") }
         if let m = egressMtu, m < 576 || m > 65_535 { throw ValidationError("--egress-mtu must be 576...65535") }
         guard batch >= 1 && batch <= 1024 else { throw ValidationError("--batch must be 1...1024") }
+        guard queues >= 1 && queues <= 16 else { throw ValidationError("--queues must be 1...16") }
         guard parseIPv4(icmpSource4) != nil else { throw ValidationError("--icmp-source4: not an IPv4 address") }
         guard parseIPv6(icmpSource6) != nil else { throw ValidationError("--icmp-source6: not an IPv6 address") }
         if let metrics, parseEndpoint(metrics) == nil { throw ValidationError("--metrics wants ADDRESS:PORT") }
@@ -85,6 +88,7 @@ struct Forward: ParsableCommand {
         config.gro.udp = udpGro
         config.vnetHeader = !noVnetHdr
         config.batch = batch
+        config.queues = queues
         config.icmpSourceV4 = parseIPv4(icmpSource4)!
         config.icmpSourceV6 = parseIPv6(icmpSource6)!
         let forwarder: Forwarder

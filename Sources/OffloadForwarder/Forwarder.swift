@@ -19,6 +19,9 @@ public struct ForwarderConfiguration: Sendable {
     public var vnetHeader = true
     /// Packets per read batch.
     public var batch = 64
+    /// Queues per device (IFF_MULTI_QUEUE when above 1): one worker thread per queue and direction;
+    /// the kernel keeps each flow on one queue.
+    public var queues = 1
     /// ICMP error sources.
     public var icmpSourceV4 = IPv4Address(192, 0, 2, 254)
     /// ICMPv6 error source.
@@ -31,8 +34,8 @@ public struct ForwarderConfiguration: Sendable {
     }
 }
 
-/// The two TUN devices, shared by the two direction threads (one reads a device while the other
-/// writes it; TUN descriptors allow that).
+/// One queue of each TUN device, shared by the two direction threads of that queue (one reads a
+/// device while the other writes it; TUN descriptors allow that).
 final class DevicePair: @unchecked Sendable {
     let ingress: TUNDevice
     let egress: TUNDevice
@@ -52,6 +55,8 @@ public final class Forwarder: @unchecked Sendable {
     /// The settings.
     public let configuration: ForwarderConfiguration
     let devices: DevicePair
+    /// The other queues (IFF_MULTI_QUEUE), after the first.
+    let moreQueues: [DevicePair]
     let logger: Logger
     let stopFlag = Atomic<Bool>(false)
     let snapshots = Mutex<[String: ForwarderStatistics]>([:])
@@ -67,10 +72,22 @@ public final class Forwarder: @unchecked Sendable {
     public init(configuration: ForwarderConfiguration, logger: Logger) throws(TUNError) {
         self.configuration = configuration
         self.logger = logger
-        var ingress = try TUNDevice(name: configuration.ingress, vnetHeader: configuration.vnetHeader)
-        var egress = try TUNDevice(name: configuration.egress, vnetHeader: configuration.vnetHeader)
+        let multiQueue = configuration.queues > 1
+        var ingress = try TUNDevice(name: configuration.ingress, vnetHeader: configuration.vnetHeader,
+                                    multiQueue: multiQueue)
+        var egress = try TUNDevice(name: configuration.egress, vnetHeader: configuration.vnetHeader,
+                                   multiQueue: multiQueue)
         let udp = configuration.gro.udp
         grantedOffloads = (ingress.negotiateOffloads(udp: udp), egress.negotiateOffloads(udp: udp))
+        var others: [DevicePair] = []
+        for _ in 1..<max(1, configuration.queues) {
+            var i = try TUNDevice(name: ingress.name, vnetHeader: configuration.vnetHeader, multiQueue: true)
+            var e = try TUNDevice(name: egress.name, vnetHeader: configuration.vnetHeader, multiQueue: true)
+            i.negotiateOffloads(udp: udp)
+            e.negotiateOffloads(udp: udp)
+            others.append(DevicePair(ingress: i, egress: e))
+        }
+        moreQueues = others
         egressMTU = configuration.egressMTU ?? egress.mtu ?? 1500
         ingressMTU = ingress.mtu ?? 1500
         gsoWritesWork = configuration.vnetHeader ? Self.probeGSOWrite(egress) && Self.probeGSOWrite(ingress) : false
@@ -133,30 +150,42 @@ public final class Forwarder: @unchecked Sendable {
         statistics.sorted { $0.key < $1.key }.map { $0.value.prometheus(direction: $0.key) }.joined()
     }
 
-    /// Runs both directions until ``stop()``; returns when both threads have finished.
+    /// Runs both directions (of every queue) until ``stop()``; returns when all threads have finished.
     public func run() {
         let done = DispatchGroup()
-        for (label, forward) in [("lan_to_wan", true), ("wan_to_lan", false)] {
-            done.enter()
-            let thread = Thread { [self] in
-                var worker = DirectionWorker(label: label, configuration: configuration,
-                                             egressMTU: forward ? egressMTU : ingressMTU, logger: logger)
-                worker.gsoRefused = configuration.vnetHeader && !gsoWritesWork
-                if forward {
-                    worker.run(from: devices.ingress, to: devices.egress, forwarder: self)
-                } else {
-                    worker.run(from: devices.egress, to: devices.ingress, forwarder: self)
+        let pairs = [devices] + moreQueues
+        for (queue, pair) in pairs.enumerated() {
+            for (label, forward) in [("lan_to_wan", true), ("wan_to_lan", false)] {
+                done.enter()
+                let thread = Thread { [self] in
+                    var worker = DirectionWorker(label: label, configuration: configuration,
+                                                 egressMTU: forward ? egressMTU : ingressMTU, logger: logger)
+                    worker.queue = queue
+                    worker.gsoRefused = configuration.vnetHeader && !gsoWritesWork
+                    if forward {
+                        worker.run(from: pair.ingress, to: pair.egress, forwarder: self)
+                    } else {
+                        worker.run(from: pair.egress, to: pair.ingress, forwarder: self)
+                    }
+                    done.leave()
                 }
-                done.leave()
+                thread.name = "offload-\(label)-\(queue)"
+                thread.start()
             }
-            thread.name = "offload-\(label)"
-            thread.start()
         }
         done.wait()
     }
 
-    func publish(_ label: String, _ stats: ForwarderStatistics) {
-        snapshots.withLock { $0[label] = stats }
+    /// Per-queue snapshots, summed per direction on reading.
+    let queueSnapshots = Mutex<[String: ForwarderStatistics]>([:])
+
+    func publish(_ label: String, queue: Int, _ stats: ForwarderStatistics) {
+        let key = "\(label)#\(queue)"
+        let total: ForwarderStatistics = queueSnapshots.withLock { all in
+            all[key] = stats
+            return all.filter { $0.key.hasPrefix(label + "#") }.values.reduce(into: ForwarderStatistics()) { $0.add($1) }
+        }
+        snapshots.withLock { $0[label] = total }
     }
 
     var shouldStop: Bool { stopFlag.load(ordering: .relaxed) }
@@ -173,6 +202,7 @@ struct DirectionWorker: ~Copyable {
     var segmenter = GSOSegmenter()
     var stats = ForwarderStatistics()
     var gsoRefused = false
+    var queue = 0
     var header = [UInt8](repeating: 0, count: 4096)
 
     init(label: String, configuration: ForwarderConfiguration, egressMTU: Int, logger: Logger) {
@@ -196,7 +226,7 @@ struct DirectionWorker: ~Copyable {
         var lastPublish = DispatchTime.now().uptimeNanoseconds
         while !forwarder.shouldStop {
             guard from.waitReadable(milliseconds: 100) else {
-                forwarder.publish(label, stats)
+                forwarder.publish(label, queue: queue, stats)
                 continue
             }
             batch.removeAll()
@@ -222,12 +252,12 @@ struct DirectionWorker: ~Copyable {
             for i in 0..<engine.outputCount { forward(i, to: to, back: from, now: now) }
             stats.gro = engine.statistics
             if now - lastPublish > 50_000_000 {
-                forwarder.publish(label, stats)
+                forwarder.publish(label, queue: queue, stats)
                 lastPublish = now
             }
         }
         stats.gro = engine.statistics
-        forwarder.publish(label, stats)
+        forwarder.publish(label, queue: queue, stats)
     }
 
     /// Sends output packet `i` on, as a router would.

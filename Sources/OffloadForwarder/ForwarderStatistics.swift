@@ -40,6 +40,27 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
     /// Creates zeroed counters.
     public init() {}
 
+    /// Adds another queue's counters.
+    public mutating func add(_ o: ForwarderStatistics) {
+        packetsIn += o.packetsIn
+        bytesIn += o.bytesIn
+        tsoIn += o.tsoIn
+        packetsOut += o.packetsOut
+        bytesOut += o.bytesOut
+        superPacketsOut += o.superPacketsOut
+        segmentsInSuperPackets += o.segmentsInSuperPackets
+        segmentedInSoftware += o.segmentedInSoftware
+        fragmentsOut += o.fragmentsOut
+        icmpSent += o.icmpSent
+        icmpSuppressed += o.icmpSuppressed
+        dropped += o.dropped
+        gsoFallbacks += o.gsoFallbacks
+        virtioRejected += o.virtioRejected
+        writeErrors += o.writeErrors
+        notForwarded += o.notForwarded
+        gro.add(o.gro)
+    }
+
     /// Mean segments per super-packet written (0 when none).
     public var meanSegmentsPerSuperPacket: Double {
         superPacketsOut == 0 ? 0 : Double(segmentsInSuperPackets) / Double(superPacketsOut)

@@ -186,6 +186,20 @@ struct ForwarderNetnsTests {
         #expect(up.gro[.gsoInput] == up.tsoIn)
     }
 
+    @Test("two queues (IFF_MULTI_QUEUE, a worker per queue): transfers intact, counters summed")
+    func multiQueue() throws {
+        if skipWithoutNetns() { return }
+        let lab = try Lab()
+        try lab.startForwarder(["--queues", "2"])
+        let up = try lab.transfer(megabytes: 32, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false)
+        let down = try lab.transfer(megabytes: 32, from: lab.server, to: lab.client, address: "fd77:1::2", ipv6: true)
+        let stats = try lab.stopForwarder()
+        #expect(up.identical && down.identical)
+        let lanToWan = try #require(stats["lan_to_wan"])
+        #expect(lanToWan.packetsIn > 20_000 && lanToWan.meanSegmentsPerSuperPacket >= 8)
+        #expect(lanToWan.writeErrors == 0)
+    }
+
     @Test("Prometheus text on --metrics")
     func metrics() throws {
         if skipWithoutNetns() { return }
