@@ -15,6 +15,8 @@ let package = Package(
         .library(name: "OffloadCapture", targets: ["OffloadCapture"]),
         .library(name: "OffloadTUN", targets: ["OffloadTUN"]),
         .library(name: "OffloadForwarder", targets: ["OffloadForwarder"]),
+        .library(name: "OffloadReport", targets: ["OffloadReport"]),
+        .library(name: "OffloadLab", targets: ["OffloadLab"]),
         .executable(name: "offload", targets: ["OffloadCommand"]),
     ],
     dependencies: [
@@ -41,10 +43,13 @@ let package = Package(
                            .product(name: "SystemPackage", package: "swift-system"),
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
+        .target(name: "OffloadReport", swiftSettings: swiftSettings),
+        .target(name: "OffloadLab", dependencies: ["OffloadForwarder", "OffloadReport"], swiftSettings: swiftSettings),
         .executableTarget(
             name: "OffloadCommand",
             dependencies: [
-                "OffloadWire", "OffloadEngine", "OffloadCapture", "OffloadTUN", "OffloadForwarder",
+                "OffloadWire", "OffloadEngine", "OffloadCapture", "OffloadTUN", "OffloadForwarder", "OffloadReport",
+                "OffloadLab",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -57,6 +62,8 @@ let package = Package(
         .testTarget(name: "OffloadForwarderTests",
                     dependencies: ["OffloadForwarder", "OffloadTUN", "OffloadEngine", "OffloadWire", "OffloadCapture",
                                    "OffloadTestSupport"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "OffloadLabTests", dependencies: ["OffloadLab", "OffloadReport", "OffloadTestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "OffloadCaptureTests",
                     dependencies: ["OffloadCapture", "OffloadEngine", "OffloadWire", "OffloadTestSupport"],

@@ -64,3 +64,10 @@ int offload_interface_up(const char *name, int mtu) {
     ifr.ifr_flags |= IFF_UP;
     return with_ifreq(name, SIOCSIFFLAGS, &ifr);
 }
+
+int offload_interface_set_txqueuelen(const char *name, int length) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_qlen = length;
+    return with_ifreq(name, SIOCSIFTXQLEN, &ifr);
+}

@@ -48,6 +48,8 @@ struct Forward: ParsableCommand {
     var batch = 64
     @Option(help: "Queues per device (IFF_MULTI_QUEUE): one worker thread per queue and direction.")
     var queues = 1
+    @Option(help: "Transmit queue length of both devices: the packets the kernel may queue for the forwarder to read (Linux's TUN default is 500; 0 leaves it).")
+    var txqueuelen = 4096
     @Option(help: "Serve Prometheus text on ADDRESS:PORT (IPv4).")
     var metrics: String?
     @Option(help: "Source address of ICMPv4 errors.")
@@ -70,6 +72,7 @@ struct Forward: ParsableCommand {
         if let m = egressMtu, m < 576 || m > 65_535 { throw ValidationError("--egress-mtu must be 576...65535") }
         guard batch >= 1 && batch <= 1024 else { throw ValidationError("--batch must be 1...1024") }
         guard queues >= 1 && queues <= 16 else { throw ValidationError("--queues must be 1...16") }
+        guard txqueuelen >= 0 && txqueuelen <= 1_000_000 else { throw ValidationError("--txqueuelen must be 0...1000000") }
         guard parseIPv4(icmpSource4) != nil else { throw ValidationError("--icmp-source4: not an IPv4 address") }
         guard parseIPv6(icmpSource6) != nil else { throw ValidationError("--icmp-source6: not an IPv6 address") }
         if let metrics, parseEndpoint(metrics) == nil { throw ValidationError("--metrics wants ADDRESS:PORT") }
@@ -97,6 +100,13 @@ struct Forward: ParsableCommand {
         }
         let names = forwarder.deviceNames
         logger.info("forwarding \(names.ingress) <-> \(names.egress); offloads granted: \(names.ingress): \(forwarder.grantedOffloads.ingress), \(names.egress): \(forwarder.grantedOffloads.egress); egress MTU \(forwarder.egressMTU); mode \(mode.rawValue); GSO writes \(forwarder.gsoWritesWork ? "accepted" : "refused: segmenting")")
+        if txqueuelen > 0 {
+            for name in [names.ingress, names.egress] {
+                do { try TUNDevice.setTransmitQueueLength(name: name, txqueuelen) } catch {
+                    logger.warning("could not set txqueuelen \(txqueuelen) on \(name): \(error)")
+                }
+            }
+        }
         if mode == .lro { logger.warning("--mode lro is the UNSAFE greedy merge: expect black holes behind a smaller MTU") }
         let routing = RoutingSetup()
         if setup {

@@ -19,7 +19,7 @@ struct Offload: ParsableCommand {
 
             Exit codes: 0 success, 1 bad input, 2 usage.
             """,
-        subcommands: [Demo.self, Coalesce.self, Segment.self, Stats.self, Generate.self, Forward.self])
+        subcommands: [Demo.self, Coalesce.self, Segment.self, Stats.self, Generate.self, Forward.self, Lab.self])
 
     static func main() {
         do {

@@ -141,6 +141,15 @@ public struct TUNDevice: ~Copyable {
         if r < 0 { throw TUNError(operation: "SIOCSIFFLAGS", device: name, errno: Errno(rawValue: -r)) }
     }
 
+    /// Sets the transmit queue length of the interface `name`: for a TUN device, the ring of
+    /// packets the kernel has routed into it and the reader has not read yet. Linux's default for
+    /// TUN is 500, which overflows (tail drops, TCP retransmissions) whenever a reader falls behind a
+    /// burst of a few milliseconds.
+    public static func setTransmitQueueLength(name: String, _ length: Int) throws(TUNError) {
+        let r = offload_interface_set_txqueuelen(name, CInt(clamping: length))
+        if r < 0 { throw TUNError(operation: "SIOCSIFTXQLEN", device: name, errno: Errno(rawValue: -r)) }
+    }
+
     /// Waits until a packet can be read, for at most `milliseconds`. Returns whether one can.
     public func waitReadable(milliseconds: Int) -> Bool {
         var p = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)

@@ -34,4 +34,8 @@ int offload_interface_mtu(const char *name);
 /// Sets the MTU of interface `name` (SIOCSIFMTU) and brings it up (SIOCSIFFLAGS). Returns 0 or -errno.
 int offload_interface_up(const char *name, int mtu);
 
+/// Sets the transmit queue length of interface `name` (SIOCSIFTXQLEN). For a TUN device this is
+/// the ring the kernel fills and the reader drains. Returns 0 or -errno.
+int offload_interface_set_txqueuelen(const char *name, int length);
+
 #endif

@@ -1,0 +1,159 @@
+import ArgumentParser
+import Foundation
+import OffloadLab
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+struct Lab: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Reproduce GRO's forwarding failure and its fix with real TCP, side by side (root).",
+        discussion: """
+            Builds client, gateway and server network namespaces (named olab<pid>..., removed after each row, \
+            even on Ctrl-C), and sends --flows parallel iperf3 TCP connections from client to server through the \
+            gateway for each scenario:
+              1  kernel forwarding, GRO off on the gateway (the usual "turn offloads off" advice)
+              2  kernel forwarding, GRO on
+              3  offload forward, offloads off (no virtio headers: no GRO, no GSO)
+              4  offload forward, GRO + GSO
+              5  offload forward --mode lro (the greedy merge that black-holes)
+            each with the gateway's egress MTU equal to the ingress MTU and smaller (--egress-mtu, a tunnel's \
+            overhead; the senders set DF, as Linux does). The table shows per-flow goodput, Jain's fairness \
+            index, retransmissions, the longest stall (no data for whole --interval periods) and the forwarder's \
+            mean segments per super-packet; an explanation follows it.
+
+            Needs root, /dev/net/tun, iproute2 and iperf3 (and tcpdump for --capture).
+
+            Examples:
+              sudo offload lab                                   # all scenarios, IPv4, 5 s each (about 2 minutes)
+              sudo offload lab --scenarios 3,4,5 --seconds 2 --json
+              sudo offload lab --family both --report lab.html --capture lab-captures/
+            """)
+
+    @Option(help: ArgumentHelp("Scenarios to run, comma-separated (1-5).", valueName: "list"))
+    var scenarios = "1,2,3,4,5"
+    @Option(help: "The smaller egress MTU (a tunnel's).")
+    var egressMtu = 1400
+    @Option(help: "Which egress MTUs: both, equal (1500) or smaller (--egress-mtu).")
+    var mtus: MTUCases = .both
+    @Option(help: "Address family: 4, 6 or both.")
+    var family: FamilyOption = .v4
+    @Option(help: "Parallel TCP connections per row.")
+    var flows = 4
+    @Option(help: "Seconds of traffic per row.")
+    var seconds = 5.0
+    @Option(help: "Timeline resolution in seconds (stalls are counted in whole intervals).")
+    var interval = 0.1
+    @Flag(help: "Print the table as JSON instead of text.")
+    var json = false
+    @Option(help: ArgumentHelp("Also write an HTML page with the table and goodput-over-time charts.", valueName: "file.html"))
+    var report: String?
+    @Option(help: ArgumentHelp("Save each row's captures at the gateway's two sides here (tcpdump, headers only).",
+                               valueName: "directory"))
+    var capture: String?
+    @Flag(help: ArgumentHelp("Keep the logs and iperf3 reports (the path is printed).", visibility: .hidden))
+    var keepLogs = false
+
+    enum MTUCases: String, ExpressibleByArgument, CaseIterable { case both, equal, smaller }
+    enum FamilyOption: String, ExpressibleByArgument, CaseIterable {
+        case v4 = "4", v6 = "6", both
+    }
+
+    var parsedScenarios: [LabScenario] {
+        get throws {
+            let parts = scenarios.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            let list = try parts.map { part -> LabScenario in
+                guard let n = Int(part), let s = LabScenario(rawValue: n) else {
+                    throw ValidationError("--scenarios: '\(part)' is not a scenario number 1-5")
+                }
+                return s
+            }
+            guard !list.isEmpty else { throw ValidationError("--scenarios: give at least one") }
+            return list
+        }
+    }
+
+    func validate() throws {
+        _ = try parsedScenarios
+        guard (2...64).contains(flows) || flows == 1 else { throw ValidationError("--flows must be 1...64") }
+        guard seconds >= 1 && seconds <= 600 else { throw ValidationError("--seconds must be 1...600") }
+        guard interval >= 0.05 && interval <= 1 else { throw ValidationError("--interval must be 0.05...1") }
+        guard (1280...1500).contains(egressMtu) else {
+            throw ValidationError("--egress-mtu must be 1280...1500 (IPv6's minimum up to the veths' 1500)")
+        }
+    }
+
+    func run() throws {
+        if let problem = LabRunner.missingPrerequisites(capture: capture != nil) {
+            throw InputError(message: problem)
+        }
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("offload-lab-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer {
+            if keepLogs { FileHandle.standardError.write(Data("lab: logs kept in \(scratch)\n".utf8)) }
+            else { try? FileManager.default.removeItem(atPath: scratch) }
+        }
+        if let capture {
+            do { try FileManager.default.createDirectory(atPath: capture, withIntermediateDirectories: true) } catch {
+                throw InputError(message: "--capture: cannot create \(capture): \(error.localizedDescription)")
+            }
+        }
+        var configuration = LabConfiguration(offloadExecutable: try ownExecutable(), scratch: scratch)
+        configuration.scenarios = try parsedScenarios
+        configuration.egressMTUs = switch mtus {
+        case .both: [1500, egressMtu]
+        case .equal: [1500]
+        case .smaller: [egressMtu]
+        }
+        configuration.families = switch family {
+        case .v4: [4]
+        case .v6: [6]
+        case .both: [4, 6]
+        }
+        configuration.flows = flows
+        configuration.seconds = seconds
+        configuration.intervalSeconds = interval
+        configuration.captureDirectory = capture.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+
+        signal(SIGINT) { _ in labInterruptFlag.store(true, ordering: .relaxed) }
+        signal(SIGTERM) { _ in labInterruptFlag.store(true, ordering: .relaxed) }
+        let started = Date()
+        let runner = LabRunner(configuration) { line in FileHandle.standardError.write(Data("lab: \(line)\n".utf8)) }
+        let rows: [LabRow]
+        do {
+            rows = try runner.run()
+        } catch let error as LabError where error.interrupted {
+            FileHandle.standardError.write(Data("lab: interrupted; namespaces removed\n".utf8))
+            Foundation.exit(130)
+        }
+        FileHandle.standardError.write(Data(String(format: "lab: done in %.0f s\n", Date().timeIntervalSince(started)).utf8))
+        if json {
+            FileHandle.standardOutput.write(try LabPresentation.json(rows, configuration: configuration))
+            print()
+        } else {
+            print(LabPresentation.table(rows))
+            print(LabPresentation.explanation(rows))
+        }
+        if let report {
+            do {
+                try LabPresentation.html(rows, configuration: configuration)
+                    .write(toFile: report, atomically: true, encoding: .utf8)
+            } catch {
+                throw InputError(message: "--report: cannot write \(report): \(error.localizedDescription)")
+            }
+            FileHandle.standardError.write(Data("lab: report written to \(report)\n".utf8))
+        }
+        if let capture {
+            FileHandle.standardError.write(Data("lab: captures in \(capture) (try: offload doctor <lan> <wan>)\n".utf8))
+        }
+    }
+}
+
+/// The path of this executable, for starting `offload forward` inside a namespace.
+func ownExecutable() throws -> String {
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    guard n > 0 else { throw InputError(message: "cannot find this executable's path (/proc/self/exe)") }
+    return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}

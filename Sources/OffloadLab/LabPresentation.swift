@@ -1,0 +1,149 @@
+import Foundation
+import OffloadReport
+
+/// The lab's table, its explanation and its HTML report.
+public enum LabPresentation {
+    /// The column headings, shared by the text table and the HTML one.
+    static let headers = ["#", "scenario", "IP", "MTU in→out", "goodput Mbit/s", "per flow Mbit/s", "Jain",
+                          "retransmits", "longest stall ms", "segs/super-packet", "ICMP sent"]
+
+    /// The cells of one row.
+    static func cells(_ row: LabRow) -> [String] {
+        [
+            "\(row.scenario.rawValue)", row.name, "v\(row.family)", "\(row.ingressMTU)→\(row.egressMTU)",
+            row.error == nil ? mbps(row.totalGoodputMbps) : "n/a",
+            row.flows.map { mbps($0.goodputMbps) }.joined(separator: " / "),
+            row.flows.isEmpty ? "-" : String(format: "%.2f", row.jainIndex),
+            "\(row.retransmits)", "\(row.longestStallMilliseconds)",
+            row.segmentsPerSuperPacket.map { String(format: "%.1f", $0) } ?? "-",
+            row.icmpSent.map { "\($0)" } ?? "-",
+        ]
+    }
+
+    /// Mbit/s with one decimal below 10, none above.
+    static func mbps(_ v: Double) -> String { String(format: v < 10 ? "%.1f" : "%.0f", v) }
+
+    /// The table as aligned plain text.
+    public static func table(_ rows: [LabRow]) -> String {
+        let body = rows.map(cells)
+        let widths = headers.indices.map { i in ([headers[i]] + body.map { $0[i] }).map(\.count).max() ?? 0 }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { i, cell in
+                let pad = String(repeating: " ", count: widths[i] - cell.count)
+                return i == 1 || i == 5 ? cell + pad : pad + cell
+            }.joined(separator: "  ")
+        }
+        var out = line(headers) + "\n"
+        out += widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ") + "\n"
+        for (cellsOfRow, row) in zip(body, rows) {
+            out += line(cellsOfRow) + (row.error.map { "  (\($0))" } ?? "") + "\n"
+        }
+        return out
+    }
+
+    /// Rows that black-hole or crawl: under 10% of the best row with the same family and MTU.
+    public static func crawling(_ rows: [LabRow]) -> [LabRow] {
+        rows.filter { row in
+            let best = rows.filter { $0.family == row.family && $0.egressMTU == row.egressMTU }
+                .map(\.totalGoodputMbps).max() ?? 0
+            return best > 0 && row.totalGoodputMbps < 0.1 * best
+        }
+    }
+
+    /// Two or three sentences on what the numbers mean, then one line per notable row.
+    public static func explanation(_ rows: [LabRow]) -> String {
+        var out = """
+            What it means: GRO merges a flow's packets into one super-packet. A forwarder that keeps the \
+            segment size (Linux, and offload forward with GRO+GSO) checks each original segment against the \
+            egress MTU and sends the very packets it merged, so it is as transparent as forwarding with offloads \
+            off, only faster. A greedy merge (LRO) forgets the segment size: behind a smaller egress MTU its merged \
+            packets are too big with DF set, the gateway drops them and answers with ICMP "fragmentation needed", \
+            but the sender's segments already fit, so lowering its MSS changes nothing and the flow black-holes.
+
+            """
+        for row in crawling(rows) {
+            out += "- Row \(row.scenario.rawValue) (\(row.name), IPv\(row.family), MTU \(row.ingressMTU)→\(row.egressMTU)) "
+                + "black-holes or crawls: \(mbps(row.totalGoodputMbps)) Mbit/s, "
+                + String(format: "%.1f%%", 100 * row.totalGoodputMbps / max(bestGoodput(rows, like: row), 1e-9))
+                + " of the best row with the same MTU"
+            if let icmp = row.icmpSent, icmp > 0 { out += ", \(icmp) ICMP errors sent" }
+            out += ".\n"
+        }
+        for row in rows where row.flows.count > 1 && row.jainIndex < 0.9 && !crawling(rows).contains(row) {
+            out += "- Row \(row.scenario.rawValue) (\(row.name), IPv\(row.family), MTU \(row.ingressMTU)→\(row.egressMTU)) "
+                + String(format: "is unfair: Jain %.2f.\n", row.jainIndex)
+        }
+        for row in rows where row.longestStallMilliseconds >= 200 && !crawling(rows).contains(row) {
+            out += "- Row \(row.scenario.rawValue) (\(row.name), IPv\(row.family), MTU \(row.ingressMTU)→\(row.egressMTU)) "
+                + "has a flow that got no data for \(row.longestStallMilliseconds) ms.\n"
+        }
+        let pairs = Dictionary(grouping: rows) { "\($0.family)/\($0.egressMTU)" }
+        for (_, group) in pairs.sorted(by: { $0.key < $1.key }) {
+            guard let on = group.first(where: { $0.scenario == .forwarderGRO }),
+                let off = group.first(where: { $0.scenario == .forwarderOffloadsOff }), off.totalGoodputMbps > 0
+            else { continue }
+            out += String(format: "- IPv%d, MTU %d→%d: offload forward with GRO+GSO moves %.1f× the goodput of the same "
+                          + "forwarder with offloads off.\n", on.family, on.ingressMTU, on.egressMTU,
+                          on.totalGoodputMbps / off.totalGoodputMbps)
+        }
+        return out
+    }
+
+    static func bestGoodput(_ rows: [LabRow], like row: LabRow) -> Double {
+        rows.filter { $0.family == row.family && $0.egressMTU == row.egressMTU }.map(\.totalGoodputMbps).max() ?? 0
+    }
+
+    /// The table as JSON.
+    public static func json(_ rows: [LabRow], configuration: LabConfiguration) throws -> Data {
+        struct Document: Encodable {
+            var flows: Int, seconds: Double, rows: [LabRow], crawling: [Int]
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let slow = crawling(rows)
+        return try encoder.encode(Document(flows: configuration.flows, seconds: configuration.seconds, rows: rows,
+                                           crawling: rows.indices.filter { slow.contains(rows[$0]) }))
+    }
+
+    /// The HTML page: the table, the explanation, and goodput over time per flow for every row.
+    public static func html(_ rows: [LabRow], configuration: LabConfiguration) -> String {
+        var page = HTMLReport(title: "offload lab")
+        page.paragraph("\(configuration.flows) TCP flows per row for \(formatSeconds(configuration.seconds)) s, "
+            + "client → gateway → server in network namespaces, iperf3 with the kernel's TCP on both ends.")
+        let slow = Set(crawling(rows).map { rows.firstIndex(of: $0)! })
+        page.table(headers: headers, rows: rows.map(cells), highlight: slow)
+        page.heading("What the numbers mean")
+        for paragraph in explanation(rows).split(separator: "\n", omittingEmptySubsequences: true) {
+            page.paragraph(String(paragraph))
+        }
+        page.heading("Goodput over time, per flow")
+        let peak = rows.flatMap { $0.flows.flatMap(\.timelineMbps) }.max() ?? 1
+        page.charts(rows.map { row in
+            var chart = SVGChart(title: "\(row.scenario.rawValue). \(row.name), IPv\(row.family), MTU \(row.ingressMTU)→\(row.egressMTU)",
+                                 xLabel: "seconds", yLabel: "Mbit/s")
+            chart.width = 440
+            chart.height = 220
+            chart.xRange = 0...max(configuration.seconds, 0.1)
+            chart.yRange = 0...max(peak, 1)
+            for (index, flow) in row.flows.enumerated() {
+                chart.series.append(SVGChart.Series(
+                    name: "flow \(index + 1)",
+                    points: flow.timelineMbps.enumerated().map { (Double($0.offset + 1) * row.intervalSeconds, $0.element) }))
+                // Stalls: runs of empty intervals.
+                var start: Int?
+                for (i, v) in (flow.timelineMbps + [1]).enumerated() {
+                    if v <= 0 { start = start ?? i } else if let s = start {
+                        if Double(i - s) * row.intervalSeconds >= 0.2 {
+                            chart.bands.append(SVGChart.Band(
+                                from: Double(s) * row.intervalSeconds, to: Double(i) * row.intervalSeconds,
+                                label: "flow \(index + 1): no data for \(Int(Double(i - s) * row.intervalSeconds * 1000)) ms"))
+                        }
+                        start = nil
+                    }
+                }
+            }
+            return chart
+        })
+        return page.render()
+    }
+}

@@ -1,0 +1,192 @@
+import Foundation
+
+/// The five ways the lab forwards traffic through the gateway.
+public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
+    /// Kernel forwarding with GRO off on the gateway: the usual "turn offloads off" advice.
+    case kernelNoGRO = 1
+    /// Kernel forwarding with GRO on.
+    case kernelGRO = 2
+    /// `offload forward` without virtio headers: no GRO, no GSO.
+    case forwarderOffloadsOff = 3
+    /// `offload forward` with GRO and GSO.
+    case forwarderGRO = 4
+    /// `offload forward --mode lro`: the greedy merge that loses the segment size.
+    case forwarderLRO = 5
+
+    /// A short name for the table.
+    public var name: String {
+        switch self {
+        case .kernelNoGRO: "kernel, GRO off"
+        case .kernelGRO: "kernel, GRO on"
+        case .forwarderOffloadsOff: "offload, offloads off"
+        case .forwarderGRO: "offload, GRO+GSO"
+        case .forwarderLRO: "offload --mode lro"
+        }
+    }
+
+    /// Whether `offload forward` runs on the gateway.
+    public var usesForwarder: Bool { rawValue >= 3 }
+
+    /// The forwarder's extra arguments.
+    var forwarderArguments: [String] {
+        switch self {
+        case .forwarderOffloadsOff: ["--no-vnet-hdr"]
+        case .forwarderLRO: ["--mode", "lro"]
+        default: []
+        }
+    }
+
+    /// Orders by number.
+    public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// One TCP connection's results in one scenario.
+public struct LabFlowResult: Codable, Sendable, Hashable {
+    /// Goodput the receiver saw over the whole test, in Mbit/s.
+    public var goodputMbps: Double
+    /// Segments the sender's kernel retransmitted.
+    public var retransmits: Int
+    /// The longest time the receiver got no new data, in milliseconds (0 when it never paused
+    /// for a whole interval).
+    public var longestStallMilliseconds: Int
+    /// Goodput per interval, in Mbit/s, as the receiver saw it.
+    public var timelineMbps: [Double]
+
+    /// Creates a flow result.
+    public init(goodputMbps: Double, retransmits: Int, longestStallMilliseconds: Int, timelineMbps: [Double]) {
+        self.goodputMbps = goodputMbps
+        self.retransmits = retransmits
+        self.longestStallMilliseconds = longestStallMilliseconds
+        self.timelineMbps = timelineMbps
+    }
+}
+
+/// One row of the lab's table: one scenario, one MTU setting, one address family.
+public struct LabRow: Codable, Sendable, Hashable {
+    /// Which scenario.
+    public var scenario: LabScenario
+    /// Its name.
+    public var name: String
+    /// 4 or 6.
+    public var family: Int
+    /// The MTU of the links towards the gateway.
+    public var ingressMTU: Int
+    /// The MTU of the gateway's egress link.
+    public var egressMTU: Int
+    /// Per-connection results, in connection order.
+    public var flows: [LabFlowResult]
+    /// The sum of the flows' goodput, Mbit/s.
+    public var totalGoodputMbps: Double
+    /// Jain's fairness index over the flows' goodput: 1 is fair, 1/n is one flow taking all.
+    public var jainIndex: Double
+    /// Retransmissions over all flows.
+    public var retransmits: Int
+    /// The longest stall of any flow, milliseconds.
+    public var longestStallMilliseconds: Int
+    /// The length of one timeline interval, seconds.
+    public var intervalSeconds: Double
+    /// The forwarder's mean segments per super-packet towards the server (forwarder scenarios).
+    public var segmentsPerSuperPacket: Double?
+    /// ICMP errors the forwarder sent (forwarder scenarios).
+    public var icmpSent: Int?
+    /// Packets the forwarder dropped or could not forward (forwarder scenarios).
+    public var forwarderDropped: Int?
+    /// Captures of this row, when the lab was asked for them: the gateway's LAN side, then its WAN
+    /// side.
+    public var captures: [String]?
+    /// Set when the row could not be measured (the test did not complete).
+    public var error: String?
+
+    /// Creates a row.
+    public init(scenario: LabScenario, name: String, family: Int, ingressMTU: Int, egressMTU: Int, flows: [LabFlowResult],
+                totalGoodputMbps: Double, jainIndex: Double, retransmits: Int, longestStallMilliseconds: Int,
+                intervalSeconds: Double, segmentsPerSuperPacket: Double? = nil, icmpSent: Int? = nil,
+                forwarderDropped: Int? = nil, captures: [String]? = nil, error: String? = nil) {
+        self.scenario = scenario
+        self.name = name
+        self.family = family
+        self.ingressMTU = ingressMTU
+        self.egressMTU = egressMTU
+        self.flows = flows
+        self.totalGoodputMbps = totalGoodputMbps
+        self.jainIndex = jainIndex
+        self.retransmits = retransmits
+        self.longestStallMilliseconds = longestStallMilliseconds
+        self.intervalSeconds = intervalSeconds
+        self.segmentsPerSuperPacket = segmentsPerSuperPacket
+        self.icmpSent = icmpSent
+        self.forwarderDropped = forwarderDropped
+        self.captures = captures
+        self.error = error
+    }
+}
+
+/// Jain's fairness index, (Σx)² / (n·Σx²): 1 when all are equal, 1/n when one takes everything.
+/// It is 1 for no flows or when all are zero (nothing to be unfair about).
+public func jainIndex(_ values: [Double]) -> Double {
+    let sum = values.reduce(0, +), squares = values.reduce(0) { $0 + $1 * $1 }
+    guard !values.isEmpty, squares > 0 else { return 1 }
+    return sum * sum / (Double(values.count) * squares)
+}
+
+/// The longest run of consecutive intervals with no bytes, in intervals. Leading intervals before
+/// the flow's first byte count too: a flow that never starts stalls for the whole test.
+public func longestZeroRun(_ bytesPerInterval: [Double]) -> Int {
+    var longest = 0, current = 0
+    for b in bytesPerInterval {
+        current = b <= 0 ? current + 1 : 0
+        longest = max(longest, current)
+    }
+    return longest
+}
+
+/// What iperf3's JSON (`-J --get-server-output`, server started with `-J -i`) says, per flow.
+public struct IperfReport: Sendable {
+    /// Per-flow results.
+    public var flows: [LabFlowResult]
+    /// The interval length, seconds.
+    public var intervalSeconds: Double
+    /// iperf3's own error text, if it reported one.
+    public var error: String?
+
+    /// Reads an iperf3 client report. Timelines come from the server's intervals (what arrived),
+    /// or from the client's (what was sent) when the server's are missing.
+    public init(json data: Data) throws {
+        guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw LabError("iperf3 did not print JSON")
+        }
+        error = root["error"] as? String
+        let end = root["end"] as? [String: Any] ?? [:]
+        let streams = end["streams"] as? [[String: Any]] ?? []
+        let server = root["server_output_json"] as? [String: Any]
+        let intervals = (server?["intervals"] as? [[String: Any]]) ?? (root["intervals"] as? [[String: Any]]) ?? []
+        // Interval streams are listed in connection order on both sides; index i is flow i.
+        var perFlow = [[Double]](repeating: [], count: streams.count)
+        var seconds: [Double] = []
+        for interval in intervals {
+            let list = interval["streams"] as? [[String: Any]] ?? []
+            seconds.append((list.first?["seconds"] as? Double) ?? 0)
+            for i in perFlow.indices {
+                perFlow[i].append(i < list.count ? (list[i]["bytes"] as? Double) ?? 0 : 0)
+            }
+        }
+        // The last interval is often a sliver: it is left out, and stalls count whole intervals.
+        let sorted = seconds.sorted()
+        let median = sorted.isEmpty ? 0.1 : sorted[sorted.count / 2]
+        let nominal = median > 0 ? median : 0.1
+        intervalSeconds = nominal
+        let whole = seconds.indices.filter { seconds[$0] >= nominal / 2 }
+        flows = streams.enumerated().map { index, stream in
+            let receiver = stream["receiver"] as? [String: Any] ?? [:]
+            let sender = stream["sender"] as? [String: Any] ?? [:]
+            let bytes = whole.map { perFlow[index][$0] }
+            let timeline = whole.map { perFlow[index][$0] * 8 / seconds[$0] / 1e6 }
+            let stall = longestZeroRun(bytes)
+            return LabFlowResult(
+                goodputMbps: ((receiver["bits_per_second"] as? Double) ?? 0) / 1e6,
+                retransmits: (sender["retransmits"] as? Int) ?? 0,
+                longestStallMilliseconds: Int((Double(stall) * nominal * 1000).rounded()),
+                timelineMbps: timeline)
+        }
+    }
+}

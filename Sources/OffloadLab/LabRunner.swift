@@ -1,0 +1,193 @@
+import Foundation
+import OffloadForwarder
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What the lab runs.
+public struct LabConfiguration: Sendable {
+    /// The scenarios, in order.
+    public var scenarios: [LabScenario] = LabScenario.allCases
+    /// The MTU of the client's link and the gateway's ingress.
+    public var ingressMTU = 1500
+    /// The egress MTUs to try; each scenario runs once per value.
+    public var egressMTUs: [Int] = [1500, 1400]
+    /// The address families (4, 6).
+    public var families: [Int] = [4]
+    /// Parallel TCP connections.
+    public var flows = 4
+    /// Seconds of traffic per row.
+    public var seconds = 5.0
+    /// The timeline resolution, seconds (iperf3 `-i`).
+    public var intervalSeconds = 0.1
+    /// Where to save each row's captures (the gateway's two sides), or nil.
+    public var captureDirectory: String?
+    /// Bytes kept of each captured packet (headers are what the doctor reads).
+    public var captureSnapLength = 200
+    /// The `offload` executable that runs `offload forward` on the gateway.
+    public var offloadExecutable: String
+    /// A directory for logs and counters while the lab runs.
+    public var scratch: String
+
+    /// A configuration with the defaults.
+    public init(offloadExecutable: String, scratch: String) {
+        self.offloadExecutable = offloadExecutable
+        self.scratch = scratch
+    }
+
+    /// How many rows it will produce.
+    public var rowCount: Int { scenarios.count * egressMTUs.count * families.count }
+}
+
+/// Runs the lab: one fresh topology per row, torn down after the row whatever happens.
+public final class LabRunner {
+    let configuration: LabConfiguration
+    let progress: (String) -> Void
+    private var rowIndex = 0
+
+    /// Creates a runner; `progress` receives one line per step.
+    public init(_ configuration: LabConfiguration, progress: @escaping (String) -> Void = { _ in }) {
+        self.configuration = configuration
+        self.progress = progress
+    }
+
+    /// What is missing on this machine for the lab to run, or nil.
+    public static func missingPrerequisites(capture: Bool) -> String? {
+        if getuid() != 0 { return "offload lab needs root: it creates network namespaces and TUN devices (run it with sudo)" }
+        if access("/dev/net/tun", R_OK | W_OK) != 0 { return "offload lab needs /dev/net/tun (modprobe tun)" }
+        for tool in ["ip", "iperf3"] + (capture ? ["tcpdump"] : []) where !isInstalled(tool) {
+            let package = tool == "ip" ? "iproute2" : tool
+            return "offload lab needs \(tool): apt-get install -y \(package)"
+        }
+        return nil
+    }
+
+    /// Runs every row. A row that fails to measure is kept with its error; a Ctrl-C stops the
+    /// lab (the current row's topology is removed first) and throws.
+    public func run() throws -> [LabRow] {
+        let removed = LabTopology.removeStale(scratch: configuration.scratch)
+        if !removed.isEmpty { progress("removed \(removed.count) namespaces left by an earlier lab run") }
+        var rows: [LabRow] = []
+        for family in configuration.families {
+            for mtu in configuration.egressMTUs {
+                for scenario in configuration.scenarios {
+                    rowIndex += 1
+                    progress("[\(rowIndex)/\(configuration.rowCount)] \(scenario.rawValue) \(scenario.name), IPv\(family), "
+                        + "MTU \(configuration.ingressMTU) -> \(mtu), \(configuration.flows) flows, "
+                        + "\(formatSeconds(configuration.seconds))")
+                    let row = try runRow(scenario: scenario, family: family, egressMTU: mtu)
+                    progress("    " + (row.error.map { "not measured: \($0)" }
+                        ?? String(format: "%.0f Mbit/s, Jain %.2f, longest stall %d ms", row.totalGoodputMbps,
+                                  row.jainIndex, row.longestStallMilliseconds)))
+                    rows.append(row)
+                }
+            }
+        }
+        return rows
+    }
+
+    private func runRow(scenario: LabScenario, family: Int, egressMTU: Int) throws -> LabRow {
+        let c = configuration
+        let topology = LabTopology(run: rowIndex)
+        defer { topology.down(scratch: c.scratch) }
+        var row = LabRow(
+            scenario: scenario, name: scenario.name, family: family, ingressMTU: c.ingressMTU, egressMTU: egressMTU,
+            flows: [], totalGoodputMbps: 0, jainIndex: 1, retransmits: 0, longestStallMilliseconds: 0,
+            intervalSeconds: c.intervalSeconds)
+        var children: [BackgroundProcess] = []
+        defer { for child in children.reversed() { child.stop() } }
+        do {
+            try topology.up(egressMTU: egressMTU, gatewayGRO: scenario == .kernelGRO, scratch: c.scratch)
+            let tag = "row\(rowIndex)"
+            let statsPath = "\(c.scratch)/\(tag)-forwarder.json"
+            var forwarder: BackgroundProcess?
+            if scenario.usesForwarder {
+                let f = try BackgroundProcess(
+                    ["ip", "netns", "exec", topology.gateway, c.offloadExecutable, "forward", "--ingress", "ofw0",
+                     "--egress", "ofw1", "--setup", "--lan", "g0", "--wan", "g1", "--egress-mtu", "\(egressMTU)",
+                     "--stats-json", statsPath, "--duration", "\(Int(c.seconds) + 90)"] + scenario.forwarderArguments,
+                    log: "\(c.scratch)/\(tag)-forwarder.log")
+                children.append(f)
+                forwarder = f
+                try waitFor("the forwarder's routing", timeout: 10, log: f) {
+                    (try? runChecked(["ip", "-n", topology.gateway, "rule"], scratch: c.scratch))?.contains("lookup 4101") == true
+                }
+            }
+            if let dir = c.captureDirectory {
+                let slug = "\(scenario.rawValue)-v\(family)-mtu\(egressMTU)"
+                let sides = [("lan", "g0"), ("wan", scenario.usesForwarder ? "ofw1" : "g1")]
+                row.captures = []
+                for (side, device) in sides {
+                    let file = "\(dir)/scenario\(slug)-\(side)-\(device).pcap"
+                    let dump = try BackgroundProcess(
+                        ["ip", "netns", "exec", topology.gateway, "tcpdump", "-i", device, "-s", "\(c.captureSnapLength)",
+                         "-B", "16384", "-n", "-w", file, "tcp or icmp or icmp6"], log: "\(c.scratch)/\(tag)-\(side)-tcpdump.log")
+                    children.append(dump)
+                    row.captures?.append(file)
+                    try waitFor("tcpdump on \(device)", timeout: 5, log: dump) { dump.output.contains("listening on") }
+                }
+            }
+            let interval = String(format: "%.2f", c.intervalSeconds)
+            let server = try BackgroundProcess(
+                ["ip", "netns", "exec", topology.server, "iperf3", "-s", "-1", "-J", "-i", interval, "-p", "5201"],
+                log: "\(c.scratch)/\(tag)-server.json")
+            children.append(server)
+            try waitFor("the iperf3 server", timeout: 5, log: server) {
+                (try? runChecked(["ip", "netns", "exec", topology.server, "ss", "-Htln", "sport = :5201"],
+                                 scratch: c.scratch))?.contains("5201") == true
+            }
+            let report = "\(c.scratch)/\(tag)-client.json"
+            let address = LabTopology.serverAddress(ipv6: family == 6)
+            let (status, output) = try runCommand(
+                ["ip", "netns", "exec", topology.client, "iperf3", "-c", address, "-p", "5201", "-t", formatSeconds(c.seconds),
+                 "-P", "\(c.flows)", "-i", interval, "-J", "--get-server-output", "--connect-timeout", "3000",
+                 "--logfile", report],
+                timeout: c.seconds + 15, scratch: c.scratch)
+            let data = (try? Data(contentsOf: URL(fileURLWithPath: report))) ?? Data()
+            if let parsed = try? IperfReport(json: data), !parsed.flows.isEmpty {
+                row.flows = parsed.flows
+                row.intervalSeconds = parsed.intervalSeconds
+                if let e = parsed.error { row.error = "iperf3: \(e)" }
+            } else {
+                row.error = "iperf3 exited \(status) without results: "
+                    + (String(data: data, encoding: .utf8) ?? output).trimmingCharacters(in: .whitespacesAndNewlines).prefix(300)
+            }
+            if let forwarder {
+                forwarder.stop(grace: 5)
+                if let data = try? Data(contentsOf: URL(fileURLWithPath: statsPath)),
+                    let stats = try? JSONDecoder().decode([String: ForwarderStatistics].self, from: data),
+                    let up = stats["lan_to_wan"]
+                {
+                    row.segmentsPerSuperPacket = up.meanSegmentsPerSuperPacket
+                    row.icmpSent = up.icmpSent
+                    row.forwarderDropped = up.dropped + up.writeErrors
+                } else {
+                    row.error = row.error ?? "the forwarder left no counters: \(forwarder.output.suffix(300))"
+                }
+            }
+        } catch let error as LabError where !error.interrupted {
+            row.error = error.description
+        }
+        row.totalGoodputMbps = row.flows.reduce(0) { $0 + $1.goodputMbps }
+        row.jainIndex = jainIndex(row.flows.map(\.goodputMbps))
+        row.retransmits = row.flows.reduce(0) { $0 + $1.retransmits }
+        row.longestStallMilliseconds = row.flows.map(\.longestStallMilliseconds).max() ?? 0
+        return row
+    }
+
+    private func waitFor(_ what: String, timeout: Double, log: BackgroundProcess, _ ready: () -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while !ready() {
+            if !log.isRunning {
+                throw LabError("\(what) did not start: \(log.output.trimmingCharacters(in: .whitespacesAndNewlines).suffix(400))")
+            }
+            if Date() > deadline { throw LabError("\(what) not ready after \(Int(timeout)) s") }
+            try pause(0.05)
+        }
+    }
+}
+
+func formatSeconds(_ s: Double) -> String {
+    s == s.rounded() ? "\(Int(s))" : String(format: "%.1f", s)
+}

@@ -1,0 +1,91 @@
+import Foundation
+import OffloadLab
+import OffloadTestSupport
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Why `offload lab` cannot run here, or nil.
+func labUnavailable() -> String? {
+    if let problem = LabRunner.missingPrerequisites(capture: false) { return problem }
+    if shell("ip netns add olab-probe-\(getpid()) && ip netns del olab-probe-\(getpid())").status != 0 {
+        return "cannot create network namespaces"
+    }
+    if builtExecutable(named: "offload") == nil { return "the offload executable was not built" }
+    return nil
+}
+
+/// Lab namespaces that exist now.
+func labNamespaces() -> [String] {
+    shell("ip netns list").output.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+        .filter { $0.hasPrefix("olab") }
+}
+
+@Suite("offload lab end to end (root)", .serialized)
+struct LabNetnsTests {
+    @Test("short mode: GRO+GSO is fair and beats offloads off; LRO behind a smaller MTU crawls; nothing is left behind")
+    func shortRun() throws {
+        if let reason = labUnavailable() {
+            print("skipped: \(reason)")
+            return
+        }
+        let offload = builtExecutable(named: "offload")!
+        let json = FileManager.default.temporaryDirectory.appendingPathComponent("lab-\(getpid()).json").path
+        defer { try? FileManager.default.removeItem(atPath: json) }
+        let (status, output) = shell("\(offload) lab --scenarios 3,4,5 --seconds 2 --json > \(json)", timeout: 300)
+        #expect(status == 0, "\(output)")
+        struct Document: Decodable { var rows: [LabRow] }
+        let rows = try JSONDecoder().decode(Document.self, from: Data(contentsOf: URL(fileURLWithPath: json))).rows
+        print(LabPresentation.table(rows))
+        #expect(rows.count == 6)
+        func find(_ s: LabScenario, _ mtu: Int) throws -> LabRow {
+            try #require(rows.first { $0.scenario == s && $0.egressMTU == mtu }, "row \(s) \(mtu)")
+        }
+        for mtu in [1500, 1400] {
+            let gro = try find(.forwarderGRO, mtu), off = try find(.forwarderOffloadsOff, mtu)
+            #expect(gro.error == nil && off.error == nil, "\(gro.error ?? "") \(off.error ?? "")")
+            #expect(gro.jainIndex >= 0.9, "scenario 4 Jain at MTU \(mtu): \(gro.jainIndex)")
+            #expect(gro.totalGoodputMbps > off.totalGoodputMbps, "4 vs 3 at MTU \(mtu)")
+            #expect((gro.segmentsPerSuperPacket ?? 0) >= 8)
+        }
+        let lro = try find(.forwarderLRO, 1400), gro = try find(.forwarderGRO, 1400)
+        #expect(lro.totalGoodputMbps < 0.1 * gro.totalGoodputMbps, "LRO \(lro.totalGoodputMbps) vs GRO \(gro.totalGoodputMbps)")
+        #expect((lro.icmpSent ?? 0) > 10)
+        #expect(try find(.forwarderGRO, 1400).icmpSent ?? 0 > 0, "path MTU discovery happened")
+        #expect(labNamespaces().isEmpty, "left behind: \(labNamespaces())")
+    }
+
+    @Test("Ctrl-C half-way: exit 130 and every namespace removed")
+    func interrupted() throws {
+        if let reason = labUnavailable() {
+            print("skipped: \(reason)")
+            return
+        }
+        let offload = builtExecutable(named: "offload")!
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("lab-int-\(getpid()).log").path
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        // The lab in the background; SIGINT once its second row is under way.
+        let (status, output) = shell("""
+            \(offload) lab --scenarios 4,5 --seconds 5 > \(log) 2>&1 & pid=$!
+            for i in $(seq 1 100); do grep -q '\\[2/4\\]' \(log) && break; sleep 0.1; done
+            sleep 1.5; ip netns list | grep -c '^olab' ; kill -INT $pid; wait $pid; echo "exit=$?"
+            """, timeout: 120)
+        let lines = output.split(separator: "\n").map(String.init)
+        #expect(Int(lines.first ?? "") == 3, "three namespaces while the row ran: \(output)")
+        #expect(lines.last == "exit=130", "\(output)\n\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        #expect(labNamespaces().isEmpty, "left behind: \(labNamespaces())")
+        #expect(shell("pgrep -f '[i]perf3 -s -1 -J'").status != 0, "no iperf3 left running")
+    }
+
+    @Test("without root the lab says so and exits 1")
+    func notRoot() throws {
+        guard getuid() == 0, shell("command -v setpriv").status == 0, let offload = builtExecutable(named: "offload") else {
+            print("skipped: needs root to drop to another user (and setpriv)")
+            return
+        }
+        let (status, output) = shell("setpriv --reuid=65534 --regid=65534 --clear-groups \(offload) lab")
+        #expect(status == 1 && output.contains("needs root"), "\(status) \(output)")
+    }
+}
