@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "OffloadForwarder", targets: ["OffloadForwarder"]),
         .library(name: "OffloadReport", targets: ["OffloadReport"]),
         .library(name: "OffloadLab", targets: ["OffloadLab"]),
+        .library(name: "OffloadDoctor", targets: ["OffloadDoctor"]),
         .executable(name: "offload", targets: ["OffloadCommand"]),
     ],
     dependencies: [
@@ -45,11 +46,13 @@ let package = Package(
             swiftSettings: swiftSettings),
         .target(name: "OffloadReport", swiftSettings: swiftSettings),
         .target(name: "OffloadLab", dependencies: ["OffloadForwarder", "OffloadReport"], swiftSettings: swiftSettings),
+        .target(name: "OffloadDoctor", dependencies: ["OffloadWire", "OffloadCapture", "OffloadReport"],
+                swiftSettings: swiftSettings),
         .executableTarget(
             name: "OffloadCommand",
             dependencies: [
                 "OffloadWire", "OffloadEngine", "OffloadCapture", "OffloadTUN", "OffloadForwarder", "OffloadReport",
-                "OffloadLab",
+                "OffloadLab", "OffloadDoctor",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -64,6 +67,9 @@ let package = Package(
                                    "OffloadTestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "OffloadLabTests", dependencies: ["OffloadLab", "OffloadReport", "OffloadTestSupport"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "OffloadDoctorTests",
+                    dependencies: ["OffloadDoctor", "OffloadCapture", "OffloadWire", "OffloadLab", "OffloadTestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "OffloadCaptureTests",
                     dependencies: ["OffloadCapture", "OffloadEngine", "OffloadWire", "OffloadTestSupport"],

@@ -19,7 +19,7 @@ struct Offload: ParsableCommand {
 
             Exit codes: 0 success, 1 bad input, 2 usage.
             """,
-        subcommands: [Demo.self, Coalesce.self, Segment.self, Stats.self, Generate.self, Forward.self, Lab.self])
+        subcommands: [Demo.self, Coalesce.self, Segment.self, Stats.self, Generate.self, Forward.self, Lab.self, Doctor.self])
 
     static func main() {
         do {

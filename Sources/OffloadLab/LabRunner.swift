@@ -114,6 +114,7 @@ public final class LabRunner {
                     (try? runChecked(["ip", "-n", topology.gateway, "rule"], scratch: c.scratch))?.contains("lookup 4101") == true
                 }
             }
+            var dumps: [BackgroundProcess] = []
             if let dir = c.captureDirectory {
                 let slug = "\(scenario.rawValue)-v\(family)-mtu\(egressMTU)"
                 let sides = [("lan", "g0"), ("wan", scenario.usesForwarder ? "ofw1" : "g1")]
@@ -124,6 +125,7 @@ public final class LabRunner {
                         ["ip", "netns", "exec", topology.gateway, "tcpdump", "-i", device, "-s", "\(c.captureSnapLength)",
                          "-B", "16384", "-n", "-w", file, "tcp or icmp or icmp6"], log: "\(c.scratch)/\(tag)-\(side)-tcpdump.log")
                     children.append(dump)
+                    dumps.append(dump)
                     row.captures?.append(file)
                     try waitFor("tcpdump on \(device)", timeout: 5, log: dump) { dump.output.contains("listening on") }
                 }
@@ -144,6 +146,8 @@ public final class LabRunner {
                  "-P", "\(c.flows)", "-i", interval, "-J", "--get-server-output", "--connect-timeout", "3000",
                  "--logfile", report],
                 timeout: c.seconds + 15, scratch: c.scratch)
+            // Captures end before the forwarder does: its devices vanish with it.
+            for dump in dumps { dump.stop() }
             let data = (try? Data(contentsOf: URL(fileURLWithPath: report))) ?? Data()
             if let parsed = try? IperfReport(json: data), !parsed.flows.isEmpty {
                 row.flows = parsed.flows

@@ -1,0 +1,113 @@
+import Foundation
+import OffloadCapture
+import OffloadDoctor
+import OffloadLab
+import OffloadTestSupport
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+@discardableResult
+func shell(_ command: String, timeout: Int = 60) -> (status: Int32, output: String) {
+    let log = FileManager.default.temporaryDirectory.appendingPathComponent("doctest-\(UUID().uuidString).log").path
+    defer { try? FileManager.default.removeItem(atPath: log) }
+    let quoted = "'" + command.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    let status = system("timeout \(timeout) bash -c \(quoted) > \(log) 2>&1 < /dev/null")
+    return (status == -1 ? -1 : (status >> 8) & 0xFF, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+}
+
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent()
+let corpus = packageRoot.deletingLastPathComponent().appendingPathComponent("shared/corpus/pcap").path
+
+@Suite("offload doctor on real captures")
+struct DoctorIntegrationTests {
+    @Test("runs on every corpus capture: a diagnosis, or for the damaged ones a clear capture error; never a crash")
+    func corpusRuns() throws {
+        guard let files = FileManager.default.enumerator(atPath: corpus)?.compactMap({ $0 as? String })
+            .filter({ $0.hasSuffix(".pcap") || $0.hasSuffix(".pcapng") }).sorted(), !files.isEmpty
+        else {
+            print("skipped: no corpus at \(corpus)")
+            return
+        }
+        var diagnosed = 0
+        for file in files {
+            do {
+                let d = try Doctor.diagnose(paths: ["\(corpus)/\(file)"])
+                diagnosed += 1
+                #expect(!DoctorPresentation.text(d).isEmpty)
+                _ = try DoctorPresentation.json(d)
+                _ = DoctorPresentation.html(d)
+            } catch {
+                #expect(file.hasPrefix("malformed/"), "\(file): \(error)")
+            }
+        }
+        #expect(diagnosed >= files.count - files.filter { $0.hasPrefix("malformed/") }.count)
+        print("doctor: \(diagnosed) of \(files.count) corpus captures diagnosed")
+    }
+
+    @Test("the HTML report renders in headless Chromium with time–sequence points, retransmission marks and stall bands")
+    func chromium() throws {
+        guard let browser = ["chromium", "chromium-browser", "google-chrome"].first(where: { shell("command -v \($0)").status == 0 })
+        else {
+            print("skipped: no Chromium (apt-get install chromium)")
+            return
+        }
+        var trace = Trace()
+        var seq: UInt32 = 1000
+        trace.bulk(from: 0, seq: &seq, count: 100)
+        let lost = seq
+        trace.tcp(0.1, seq: seq, payload: 1448)
+        seq &+= 1448
+        trace.tcp(0.6, seq: lost, payload: 1448)
+        trace.tcp(0.6005, toServer: false, seq: 1, ack: seq)
+        trace.bulk(from: 0.601, seq: &seq, count: 100)
+        let d = try diagnose(trace)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("doctor-\(getpid()).html").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try DoctorPresentation.html(d).write(toFile: path, atomically: true, encoding: .utf8)
+        let (status, dom) = shell("\(browser) --headless --no-sandbox --disable-gpu --dump-dom file://\(path) 2>/dev/null")
+        #expect(status == 0)
+        let points = dom.contains("<g class=\"series\" data-name=\"data\"")
+        #expect(points, "time–sequence points")
+        let marked = dom.contains("<circle class=\"marker\"")
+        #expect(marked, "the retransmission is marked")
+        let shaded = dom.contains("<rect class=\"band\"")
+        #expect(shaded, "the stall is shaded")
+        let lines = dom.contains("<polyline class=\"series\"")
+        #expect(lines, "goodput over time")
+    }
+
+    @Test("on the lab's captures: LRO behind a smaller MTU is named as a merging black hole; GRO+GSO shows no problem")
+    func labCaptures() throws {
+        if let problem = LabRunner.missingPrerequisites(capture: true) {
+            print("skipped: \(problem)")
+            return
+        }
+        guard let offload = builtExecutable(named: "offload") else {
+            print("skipped: the offload executable was not built")
+            return
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("labcap-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (status, output) = shell("\(offload) lab --scenarios 4,5 --mtus smaller --seconds 1 --capture \(dir)", timeout: 240)
+        #expect(status == 0, "\(output)")
+        func pair(_ scenario: Int) throws -> [String] {
+            let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("scenario\(scenario)-") }
+            return ["lan", "wan"].compactMap { side in files.first { $0.contains("-\(side)-") }.map { "\(dir)/\($0)" } }
+        }
+        let lro = try Doctor.diagnose(paths: try pair(5))
+        print(DoctorPresentation.text(lro).split(separator: "\n").prefix(12).joined(separator: "\n"))
+        #expect(lro.findings.first?.kind == "pmtu-black-hole-merging", "\(lro.findings.prefix(3).map(\.title))")
+        #expect(lro.findings.contains { $0.kind == "stall" })
+        let gro = try Doctor.diagnose(paths: try pair(4))
+        print(DoctorPresentation.text(gro).split(separator: "\n").prefix(12).joined(separator: "\n"))
+        let problems = gro.findings.filter { $0.severity != .info && $0.kind != "retransmissions" }
+        #expect(problems.isEmpty, "\(problems.map(\.title))")
+        #expect(gro.findings.contains { $0.kind == "pmtu-working" })
+        #expect((gro.forwarder.first?.meanSegmentsPerPacket ?? 0) >= 8)
+        #expect(gro.forwarder.first?.acksEmittedOrChanged == 0)
+    }
+}

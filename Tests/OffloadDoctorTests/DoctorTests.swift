@@ -1,0 +1,241 @@
+import Foundation
+import OffloadCapture
+import OffloadDoctor
+import OffloadTestSupport
+import OffloadWire
+import Testing
+
+/// Builds captures of TCP conversations, packet by packet, for the doctor to read.
+struct Trace {
+    static let client = IPv4Address(10, 1, 0, 2), server = IPv4Address(10, 2, 0, 2)
+    static let gateway = IPv4Address(10, 1, 0, 1)
+    var packets: [(time: Double, bytes: [UInt8])] = []
+
+    /// A TCP packet; `port` picks the connection (client port), `toServer` the direction.
+    mutating func tcp(_ time: Double, port: UInt16 = 40000, toServer: Bool = true, seq: UInt32, ack: UInt32 = 1,
+                      flags: TCPFlags = .ack, payload: Int = 0, window: UInt16 = 5000, options: [TCPOption] = []) {
+        packets.append((time, Self.tcpPacket(port: port, toServer: toServer, seq: seq, ack: ack, flags: flags,
+                                             payload: payload, window: window, options: options)))
+    }
+
+    static func tcpPacket(port: UInt16, toServer: Bool, seq: UInt32, ack: UInt32, flags: TCPFlags, payload: Int,
+                          window: UInt16, options: [TCPOption]) -> [UInt8] {
+        var l4: [UInt8] = []
+        TCPHeaderRepr(sourcePort: toServer ? port : 5201, destinationPort: toServer ? 5201 : port, sequenceNumber: seq,
+                      acknowledgmentNumber: ack, flags: flags, window: window, options: options).encode(into: &l4)
+        var bytes: [UInt8] = []
+        IPv4HeaderRepr(source: toServer ? client : server, destination: toServer ? server : client, protocolNumber: .tcp,
+                       totalLength: 20 + l4.count + payload).encode(into: &bytes)
+        return bytes + l4 + [UInt8](repeating: 0, count: payload)
+    }
+
+    /// An ICMP "fragmentation needed" from the gateway to the client quoting a packet of `quotedLength`.
+    mutating func fragmentationNeeded(_ time: Double, port: UInt16 = 40000, mtu: Int, quotedLength: Int, seq: UInt32) {
+        var quoted: [UInt8] = []
+        IPv4HeaderRepr(source: Self.client, destination: Self.server, protocolNumber: .tcp, totalLength: quotedLength)
+            .encode(into: &quoted)
+        quoted += Array(Self.tcpPacket(port: port, toServer: true, seq: seq, ack: 1, flags: .ack, payload: 0, window: 1,
+                                       options: [])[20..<28])
+        let icmp: [UInt8] = [3, 4, 0, 0, 0, 0, UInt8(mtu >> 8), UInt8(mtu & 0xFF)] + quoted
+        var bytes: [UInt8] = []
+        IPv4HeaderRepr(source: Self.gateway, destination: Self.client, protocolNumber: .icmp, totalLength: 20 + icmp.count)
+            .encode(into: &bytes)
+        packets.append((time, bytes + icmp))
+    }
+
+    /// A bulk transfer: `count` segments of `size` from `start`, one every `gap` seconds, each
+    /// acknowledged by the server right away (every `ackEvery` segments).
+    mutating func bulk(from start: Double, port: UInt16 = 40000, seq: inout UInt32, count: Int, size: Int = 1448,
+                       gap: Double = 0.001, ackEvery: Int = 2) {
+        for i in 0..<count {
+            let t = start + Double(i) * gap
+            tcp(t, port: port, seq: seq, payload: size)
+            seq &+= UInt32(size)
+            if (i + 1) % ackEvery == 0 { tcp(t + gap / 2, port: port, toServer: false, seq: 1, ack: seq) }
+        }
+    }
+
+    /// Writes a pcap (raw IP) and returns its path.
+    func write(_ name: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("doctor-\(getpid())-\(name).pcap").path
+        var writer = try CaptureWriter(path: path, format: .pcap(nanosecond: true, bigEndian: false),
+                                       interfaces: [CaptureInterface(linkType: .raw)])
+        for p in packets.sorted(by: { $0.time < $1.time }) {
+            try writer.writePacket(p.bytes, timestamp: UInt64((1_700_000_000 + p.time) * 1e9))
+        }
+        try writer.flush()
+        return path
+    }
+}
+
+func diagnose(_ traces: Trace..., name: String = #function) throws -> Diagnosis {
+    let paths = try traces.enumerated().map { try $0.element.write("\(name.prefix(20))-\($0.offset)") }
+    defer { for p in paths { try? FileManager.default.removeItem(atPath: p) } }
+    return try Doctor.diagnose(paths: paths)
+}
+
+extension Diagnosis {
+    func kinds() -> Set<String> { Set(findings.map(\.kind)) }
+    func finding(_ kind: String) -> Finding? { findings.first { $0.kind == kind } }
+}
+
+let syn = TCPFlags.syn
+
+@Suite("offload doctor: each finding appears when the capture shows it, and only then")
+struct DoctorFindingTests {
+    @Test("super-packets acknowledged whole: receiver-side GRO; acknowledged inside: sender-side TSO; none: no finding")
+    func superPackets() throws {
+        var gro = Trace(), tso = Trace(), plain = Trace()
+        var s1: UInt32 = 1000, s2: UInt32 = 1000
+        for i in 0..<30 {
+            let t = Double(i) * 0.001
+            gro.tcp(t, seq: s1, payload: 14480)
+            s1 &+= 14480
+            gro.tcp(t + 0.0001, toServer: false, seq: 1, ack: s1)  // the receiver ACKs each super-packet at its end
+            tso.tcp(t, seq: s2, payload: 14480)
+            for k in 1...5 { tso.tcp(t + 0.0001 * Double(k), toServer: false, seq: 1, ack: s2 &+ UInt32(2896 * k)) }
+            s2 &+= 14480
+        }
+        var s3: UInt32 = 1000
+        plain.bulk(from: 0, seq: &s3, count: 200)
+        let g = try diagnose(gro).finding("super-packets")
+        #expect(g?.title.contains("receiver side") == true, "\(g?.title ?? "none")")
+        #expect(g?.evidence.contains { $0.contains("offload segment --mtu 1500") } == true)
+        let t = try diagnose(tso).finding("super-packets")
+        #expect(t?.title.contains("sender side") == true, "\(t?.title ?? "none")")
+        #expect(try diagnose(plain).finding("super-packets") == nil)
+    }
+
+    @Test("a 500 ms silence with data outstanding, ended by a retransmission, is a stall and a timeout")
+    func stall() throws {
+        var trace = Trace(), smooth = Trace()
+        var seq: UInt32 = 1000
+        trace.bulk(from: 0, seq: &seq, count: 100)
+        trace.tcp(0.1, seq: seq, payload: 1448)  // lost: never acknowledged
+        let lost = seq
+        seq &+= 1448
+        trace.tcp(0.6, seq: lost, payload: 1448)  // the retransmission timer fires
+        trace.tcp(0.6005, toServer: false, seq: 1, ack: seq)
+        trace.bulk(from: 0.601, seq: &seq, count: 100)
+        let d = try diagnose(trace)
+        let stall = try #require(d.finding("stall"))
+        #expect(stall.severity == .warning && stall.title.contains("no new data"), "\(stall.title)")
+        #expect(stall.evidence.contains { $0.contains("ended by a retransmission") })
+        let flow = try #require(d.flows.first)
+        #expect(flow.retransmissions.timeout == 1 && flow.retransmissions.fast == 0 && flow.stalls.count == 1)
+        #expect(abs((flow.stalls.first?.milliseconds ?? 0) - 500) <= 5, "\(flow.stalls)")
+        var s2: UInt32 = 1000
+        smooth.bulk(from: 0, seq: &s2, count: 300)
+        #expect(try diagnose(smooth).finding("stall") == nil)
+    }
+
+    @Test("three duplicate ACKs then a retransmission is a fast retransmit, not a timeout")
+    func fastRetransmit() throws {
+        var trace = Trace()
+        var seq: UInt32 = 1000
+        trace.bulk(from: 0, seq: &seq, count: 50)
+        let hole = seq
+        for i in 0..<5 {
+            trace.tcp(0.06 + Double(i) * 0.001, seq: seq, payload: 1448)
+            seq &+= 1448
+            if i > 0 { trace.tcp(0.0605 + Double(i) * 0.001, toServer: false, seq: 1, ack: hole) }  // dup ACKs
+        }
+        trace.tcp(0.066, seq: hole, payload: 1448)
+        trace.tcp(0.067, toServer: false, seq: 1, ack: seq)
+        let flow = try #require(try diagnose(trace).flows.first)
+        #expect(flow.retransmissions.fast == 1 && flow.retransmissions.timeout == 0, "\(flow.retransmissions)")
+        #expect(flow.stalls.isEmpty)
+    }
+
+    @Test("path MTU: working when the sender shrinks; a merging black hole when ICMP quotes packets it never sent; ignored")
+    func pathMTU() throws {
+        // Working: 1500-byte packets, one ICMP, then 1400-byte packets.
+        var ok = Trace()
+        var seq: UInt32 = 1000
+        ok.bulk(from: 0, seq: &seq, count: 20, size: 1460)
+        ok.fragmentationNeeded(0.021, mtu: 1400, quotedLength: 1500, seq: seq &- 1460)
+        ok.bulk(from: 0.022, seq: &seq, count: 100, size: 1360)
+        let working = try diagnose(ok)
+        #expect(working.finding("pmtu-working") != nil && working.finding("pmtu-black-hole-merging") == nil)
+
+        // Merging: the sender's packets fit (1400), the ICMP errors quote 7000-byte packets, again and again.
+        var merged = Trace()
+        seq = 1000
+        for round in 0..<10 {
+            let t = Double(round) * 0.2
+            for i in 0..<5 { merged.tcp(t + Double(i) * 0.0001, seq: seq &+ UInt32(1360 * i), payload: 1360) }
+            merged.fragmentationNeeded(t + 0.001, mtu: 1400, quotedLength: 6840, seq: seq)
+        }
+        let hole = try diagnose(merged)
+        let finding = try #require(hole.finding("pmtu-black-hole-merging"))
+        #expect(finding.severity == .critical && hole.findings.first?.kind == "pmtu-black-hole-merging")
+        #expect(finding.evidence.contains { $0.contains("6840") && $0.contains("MTU 1400") })
+
+        // Ignored: the sender keeps sending 1500-byte packets after three ICMP errors.
+        var ignored = Trace()
+        seq = 1000
+        for round in 0..<4 {
+            ignored.bulk(from: Double(round) * 0.1, seq: &seq, count: 10, size: 1460)
+            ignored.fragmentationNeeded(Double(round) * 0.1 + 0.011, mtu: 1400, quotedLength: 1500, seq: seq &- 1460)
+        }
+        #expect(try diagnose(ignored).finding("pmtu-ignored")?.severity == .critical)
+    }
+
+    @Test("four flows at 200/200/1/1: unfair, two starved; four equal flows: fair")
+    func fairness() throws {
+        var unfair = Trace(), fair = Trace()
+        for (index, rate) in [200, 200, 1, 1].enumerated() {
+            var seq: UInt32 = 1000
+            // The same duration (1 s) for every flow, with packets spaced to give the rates.
+            let count = max(60, rate * 3)
+            unfair.bulk(from: 0, port: UInt16(40000 + index), seq: &seq, count: count, size: rate >= 200 ? 1448 : 4,
+                        gap: 1.0 / Double(count))
+            var s2: UInt32 = 1000
+            fair.bulk(from: 0, port: UInt16(40000 + index), seq: &s2, count: 200, gap: 0.005)
+        }
+        let u = try diagnose(unfair)
+        let finding = try #require(u.finding("unfair"))
+        #expect(finding.title.contains("2 of 4 flows are starved"), "\(finding.title)")
+        #expect((u.jainIndex ?? 1) < 0.6)
+        let f = try diagnose(fair)
+        #expect(f.finding("unfair") == nil && f.finding("fair") != nil && (f.jainIndex ?? 0) > 0.99)
+    }
+
+    @Test("two sides of a forwarder: merges, hold times and intact ACKs; an emitted ACK; dropped segments")
+    func forwarder() throws {
+        var lan = Trace(), wan = Trace(), emitting = Trace(), dropping = Trace()
+        var seq: UInt32 = 1000
+        var ack: UInt32 = 1
+        for batch in 0..<20 {
+            let t = Double(batch) * 0.01
+            let start = seq
+            for i in 0..<10 {
+                lan.tcp(t + Double(i) * 0.0001, seq: seq, payload: 1448)
+                seq &+= 1448
+            }
+            // Out 200 µs after the last segment came in, as one packet of 10 segments.
+            wan.tcp(t + 0.0011, seq: start, payload: 14480)
+            if batch != 7 { dropping.tcp(t + 0.0011, seq: start, payload: 14480) }
+            // The server's ACK comes in on the WAN side and leaves on the LAN side unchanged.
+            ack = seq
+            wan.tcp(t + 0.002, toServer: false, seq: 1, ack: ack)
+            lan.tcp(t + 0.0021, toServer: false, seq: 1, ack: ack)
+            dropping.tcp(t + 0.002, toServer: false, seq: 1, ack: ack)
+        }
+        emitting = lan
+        emitting.tcp(0.1555, toServer: false, seq: 1, ack: ack &- 100)  // an ACK that never came in
+        let d = try diagnose(lan, wan)
+        let c = try #require(d.forwarder.first)
+        #expect(c.upstream == 0 && c.downstream == 1)
+        #expect(c.merged == 20 && c.meanSegmentsPerPacket == 10 && c.maximumSegmentsPerPacket == 10)
+        #expect(abs((c.holdMicroseconds["p50"] ?? 0) - 1100) < 2, "\(c.holdMicroseconds)")
+        #expect(c.acksIn == 20 && c.acksOut == 20 && c.acksEmittedOrChanged == 0 && c.droppedSegments == 0)
+        #expect(d.finding("ack-intact") != nil && d.finding("ack-emitted") == nil && d.finding("forwarder-dropped") == nil)
+        #expect(!d.findings.contains { $0.severity != .info }, "no problem: \(d.findings.filter { $0.severity != .info }.map(\.title))")
+
+        let e = try diagnose(emitting, wan)
+        #expect(e.finding("ack-emitted")?.severity == .critical && e.forwarder.first?.acksEmittedOrChanged == 1)
+        let x = try diagnose(lan, dropping)
+        #expect(x.forwarder.first?.droppedSegments == 10 && x.finding("forwarder-dropped")?.severity == .warning)
+    }
+}
