@@ -14,8 +14,10 @@ struct Offload: ParsableCommand {
         abstract: "GRO and GSO in user space that stay transparent on a forwarder.",
         discussion: """
             Merges a stream's packets as Linux GRO would (coalesce), splits super-packets back into the \
-            very packets that were merged (segment), shows what offload would do to a capture (stats), and \
-            forwards between two TUN devices with GRO and GSO on (forward). Start with `offload demo`.
+            very packets that were merged (segment), shows what offload would do to a capture (stats), \
+            forwards between two TUN devices with GRO and GSO on (forward), reproduces the forwarding failure \
+            and its fix with real TCP in network namespaces (lab), and reads captures to say what offloads did \
+            to the flows in them (doctor). Start with `offload demo`.
 
             Exit codes: 0 success, 1 bad input, 2 usage.
             """,

@@ -122,3 +122,42 @@ struct CommandLineTests {
         }
     }
 }
+
+@Suite("offload doctor and offload lab on the command line")
+struct DiagnosticCommandTests {
+    @Test("doctor: text and JSON on a generated capture, exit 1 with a clear message on missing or corrupt input")
+    func doctor() throws {
+        guard let offload = offloadBinary else {
+            print("skipped: the offload executable was not found next to the tests")
+            return
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("doctor-cli-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(try run(offload, ["generate", "--megabytes", "1", "\(dir)/g.pcap"]).0 == 0)
+        let (status, text, _) = try run(offload, ["doctor", "\(dir)/g.pcap"])
+        #expect(status == 0 && text.contains("offload doctor: 1 capture") && text.contains("1. ["), "\(text.prefix(400))")
+        let (jsonStatus, json, _) = try run(offload, ["doctor", "--json", "\(dir)/g.pcap"])
+        let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+        #expect(jsonStatus == 0 && (object?["findings"] as? [Any])?.isEmpty == false)
+        let (absent, _, absentError) = try run(offload, ["doctor", "/nonexistent/x.pcap"])
+        #expect(absent == 1 && absentError.contains("no such readable file"))
+        try Data("not a capture at all, just text".utf8).write(to: URL(fileURLWithPath: "\(dir)/bad.pcap"))
+        let (corrupt, _, corruptError) = try run(offload, ["doctor", "\(dir)/bad.pcap"])
+        #expect(corrupt == 1 && corruptError.contains("bad.pcap"), "\(corruptError)")
+        #expect(try run(offload, ["doctor"]).0 == 2)
+        #expect(try run(offload, ["doctor", "--help"]).1.contains("Examples"))
+    }
+
+    @Test("lab: help, and usage errors exit 2 before anything is built")
+    func lab() throws {
+        guard let offload = offloadBinary else {
+            print("skipped: the offload executable was not found next to the tests")
+            return
+        }
+        #expect(try run(offload, ["lab", "--help"]).1.contains("kernel forwarding, GRO off"))
+        #expect(try run(offload, ["lab", "--scenarios", "7"]).0 == 2)
+        #expect(try run(offload, ["lab", "--seconds", "0"]).0 == 2)
+        #expect(try run(offload, ["lab", "--egress-mtu", "1000"]).0 == 2)
+    }
+}
