@@ -1,5 +1,6 @@
 import Foundation
 import OffloadCapture
+import OffloadReport
 
 /// What the doctor found, in plain words, with its evidence.
 public struct Finding: Codable, Sendable, Hashable {
@@ -135,7 +136,7 @@ public enum Doctor {
         var jain: Double?
         if bulk.count >= 2 {
             let rates = bulk.map(\.goodputMbps)
-            let j = jainFairness(rates)
+            let j = jainIndex(rates)
             jain = j
             let fair = rates.reduce(0, +) / Double(rates.count)
             let starved = bulk.filter { $0.goodputMbps < 0.1 * fair }
@@ -491,12 +492,6 @@ public enum Doctor {
     }
 }
 
-/// Jain's fairness index.
-func jainFairness(_ values: [Double]) -> Double {
-    let sum = values.reduce(0, +), squares = values.reduce(0) { $0 + $1 * $1 }
-    guard !values.isEmpty, squares > 0 else { return 1 }
-    return sum * sum / (Double(values.count) * squares)
-}
 
 func seconds(_ t: Double) -> String {
     let s = (t * 1000).rounded() / 1000

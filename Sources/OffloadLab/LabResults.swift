@@ -1,4 +1,5 @@
 import Foundation
+import OffloadReport
 
 /// The five ways the lab forwards traffic through the gateway.
 public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
@@ -121,13 +122,6 @@ public struct LabRow: Codable, Sendable, Hashable {
     }
 }
 
-/// Jain's fairness index, (Σx)² / (n·Σx²): 1 when all are equal, 1/n when one takes everything.
-/// It is 1 for no flows or when all are zero (nothing to be unfair about).
-public func jainIndex(_ values: [Double]) -> Double {
-    let sum = values.reduce(0, +), squares = values.reduce(0) { $0 + $1 * $1 }
-    guard !values.isEmpty, squares > 0 else { return 1 }
-    return sum * sum / (Double(values.count) * squares)
-}
 
 /// The longest run of consecutive intervals with no bytes, in intervals. Leading intervals before
 /// the flow's first byte count too: a flow that never starts stalls for the whole test.

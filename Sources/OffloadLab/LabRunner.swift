@@ -1,5 +1,6 @@
 import Foundation
 import OffloadForwarder
+import OffloadReport
 
 #if canImport(Glibc)
     import Glibc

@@ -9,14 +9,6 @@ import Testing
     import Glibc
 #endif
 
-@discardableResult
-func shell(_ command: String, timeout: Int = 60) -> (status: Int32, output: String) {
-    let log = FileManager.default.temporaryDirectory.appendingPathComponent("doctest-\(UUID().uuidString).log").path
-    defer { try? FileManager.default.removeItem(atPath: log) }
-    let quoted = "'" + command.replacingOccurrences(of: "'", with: "'\\''") + "'"
-    let status = system("timeout \(timeout) bash -c \(quoted) > \(log) 2>&1 < /dev/null")
-    return (status == -1 ? -1 : (status >> 8) & 0xFF, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
-}
 
 let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent()

@@ -8,15 +8,6 @@ import Testing
     import Glibc
 #endif
 
-/// Runs a shell command, bounded in time; returns its status and output (stdout and stderr).
-@discardableResult
-func shell(_ command: String, timeout: Int = 60) -> (status: Int32, output: String) {
-    let log = FileManager.default.temporaryDirectory.appendingPathComponent("labtest-\(UUID().uuidString).log").path
-    defer { try? FileManager.default.removeItem(atPath: log) }
-    let quoted = "'" + command.replacingOccurrences(of: "'", with: "'\\''") + "'"
-    let status = system("timeout \(timeout) bash -c \(quoted) > \(log) 2>&1 < /dev/null")
-    return (status == -1 ? -1 : (status >> 8) & 0xFF, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
-}
 
 /// A row for presentation tests: `flows` flows with these goodputs, a timeline of 10 intervals.
 func row(_ scenario: LabScenario, mtu: Int, goodputs: [Double], icmp: Int? = nil) -> LabRow {

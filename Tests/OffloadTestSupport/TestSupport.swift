@@ -27,3 +27,19 @@ public func builtExecutable(named name: String) -> String? {
     }
     return nil
 }
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Runs a command with bash, bounded by `timeout` seconds (coreutils `timeout`); returns its exit
+/// status and its output (standard output and error together, through a file, so background
+/// children that keep a pipe open cannot hang the caller).
+@discardableResult
+public func shell(_ command: String, timeout: Int = 60) -> (status: Int32, output: String) {
+    let log = FileManager.default.temporaryDirectory.appendingPathComponent("shell-\(UUID().uuidString).log").path
+    defer { try? FileManager.default.removeItem(atPath: log) }
+    let quoted = "'" + command.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    let status = system("timeout \(timeout) bash -c \(quoted) > \(log) 2>&1 < /dev/null")
+    return (status == -1 ? -1 : (status >> 8) & 0xFF, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+}
