@@ -177,7 +177,8 @@ public enum Doctor {
             e.append(String(format: "DF on %.0f%% of data packets; largest packet %d bytes", flow.dontFragmentShare * 100,
                             flow.largestPacket))
             if flow.sackBlocksSeen { e.append("the receiver sent SACK blocks") }
-            return Finding(severity: .info, kind: "flows", title: "Flow \(flow.flow)", evidence: e,
+            return Finding(severity: .info, kind: "flows",
+                           title: "Flow \(flow.flow)" + (paths.count > 1 ? " (capture \(flow.capture))" : ""), evidence: e,
                            capture: flow.capture, flow: flow.flow)
         }
         findings = findings.enumerated().sorted { ($0.element.severity, $0.offset) < ($1.element.severity, $1.offset) }
@@ -251,6 +252,7 @@ public enum Doctor {
     static func flowFindings(_ flow: FlowAnalysis, paths: [String]) -> [Finding] {
         var findings: [Finding] = []
         let file = paths[flow.capture]
+        let name = flow.flow + (paths.count > 1 ? " (capture \(flow.capture))" : "")
         if let first = flow.pathMTUMessages.first {
             let announced = flow.pathMTUMessages.map(\.mtu).min() ?? first.mtu
             let quoted = flow.pathMTUMessages.map(\.quotedLength)
@@ -269,19 +271,20 @@ public enum Doctor {
                 if !flow.stalls.isEmpty { evidence.append("\(flow.stalls.count) stalls follow (see below)") }
                 evidence.append(String(format: "goodput %.2f Mbit/s", flow.goodputMbps))
                 findings.append(Finding(severity: .critical, kind: "pmtu-black-hole-merging",
-                                        title: "Path-MTU black hole caused by merging — \(flow.flow)",
+                                        title: "Path-MTU black hole caused by merging — \(name)",
                                         evidence: evidence, capture: flow.capture, flow: flow.flow))
-            } else if let after = flow.largestAfterPathMTU, after > announced, count >= 3 {
+            } else if let late = flow.oversizeAfterPathMTUSeconds, late > 0.1, count >= 3 {
+                evidence.append("a packet larger than \(announced) bytes was still sent \(Int(late * 1000)) ms after the first message")
                 evidence.append("the sender keeps sending packets larger than the announced MTU: the ICMP messages do not "
                     + "reach it or it ignores them (a black hole)")
                 findings.append(Finding(severity: .critical, kind: "pmtu-ignored",
-                                        title: "Path-MTU messages without effect — \(flow.flow)",
+                                        title: "Path-MTU messages without effect — \(name)",
                                         evidence: evidence, capture: flow.capture, flow: flow.flow))
             } else {
-                evidence.append("the sender then sent packets of at most \(flow.largestAfterPathMTU ?? 0) bytes: "
-                    + "path MTU discovery works")
+                let stop = flow.oversizeAfterPathMTUSeconds.map { " (the last larger one \(Int(($0 * 1000).rounded())) ms after the first message: already in flight)" } ?? ""
+                evidence.append("the sender then kept to the announced MTU\(stop): path MTU discovery works")
                 findings.append(Finding(severity: .info, kind: "pmtu-working",
-                                        title: "Path MTU discovery worked — \(flow.flow)",
+                                        title: "Path MTU discovery worked — \(name)",
                                         evidence: evidence, capture: flow.capture, flow: flow.flow))
             }
         }
@@ -295,7 +298,7 @@ public enum Doctor {
                 evidence.append("\(s.milliseconds) ms at \(seconds(s.start)), after packet #\(s.lastPacketBefore)")
             }
             findings.append(Finding(severity: .warning, kind: "stall",
-                                    title: "Stalls: no new data for up to \(longest.milliseconds) ms — \(flow.flow)",
+                                    title: "Stalls: no new data for up to \(longest.milliseconds) ms — \(name)",
                                     evidence: evidence, capture: flow.capture, flow: flow.flow))
         }
         let r = flow.retransmissions
@@ -303,7 +306,7 @@ public enum Doctor {
             let share = Double(r.total) / Double(max(flow.dataPackets, 1))
             findings.append(Finding(
                 severity: share > 0.01 || r.timeout > 0 ? .warning : .info, kind: "retransmissions",
-                title: String(format: "%d retransmissions (%.2f%% of data packets) — ", r.total, share * 100) + flow.flow,
+                title: String(format: "%d retransmissions (%.2f%% of data packets) — ", r.total, share * 100) + name,
                 evidence: ["fast retransmit (after 3 duplicate ACKs or SACK): \(r.fast)",
                            "after a silence of 200 ms or more (retransmission timeout) and the recovery after it: \(r.timeout)",
                            "within a second of an ICMP path-MTU message (re-sent smaller): \(r.afterPathMTU)",

@@ -64,6 +64,9 @@ public struct FlowAnalysis: Codable, Sendable, Hashable {
     public var pathMTUMessages: [PathMTUEvent] = []
     /// The largest data packet sent after the first path-MTU message.
     public var largestAfterPathMTU: Int?
+    /// How long after the first path-MTU message the sender still sent a packet larger than the
+    /// MTU it announced, seconds (nil: never). Packets already in flight take an RTT to stop.
+    public var oversizeAfterPathMTUSeconds: Double?
     /// Whether the receiver ever advertised a zero window.
     public var zeroWindowSeen = false
 
@@ -74,7 +77,8 @@ public struct FlowAnalysis: Codable, Sendable, Hashable {
     enum CodingKeys: String, CodingKey {
         case flow, key, capture, dataPackets, bytes, firstTime, lastTime, goodputMbps, timelineMbps, binSeconds,
              retransmissions, stalls, mss, windowScale, peerWindowScale, sackPermitted, sackBlocksSeen,
-             dontFragmentShare, largestPacket, overMTU, pathMTUMessages, largestAfterPathMTU, zeroWindowSeen
+             dontFragmentShare, largestPacket, overMTU, pathMTUMessages, largestAfterPathMTU, oversizeAfterPathMTUSeconds,
+             zeroWindowSeen
     }
 
     init(key: FlowKey, capture: Int) {
@@ -194,6 +198,7 @@ struct FlowState {
         if p.ipLength > mtu { analysis.overMTU += 1 }
         if let first = analysis.pathMTUMessages.first, time >= first.time {
             analysis.largestAfterPathMTU = max(analysis.largestAfterPathMTU ?? 0, p.ipLength)
+            if p.ipLength > first.mtu { analysis.oversizeAfterPathMTUSeconds = time - first.time }
         }
         if analysis.dataPackets == 1 { analysis.firstTime = time }
         analysis.lastTime = time

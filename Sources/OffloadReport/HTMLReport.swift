@@ -35,7 +35,11 @@ public struct HTMLReport: Sendable {
             + headers.map { "<th>\(escapeXML($0))</th>" }.joined() + "</tr></thead>\n<tbody>\n"
         for (index, row) in rows.enumerated() {
             body += "<tr\(highlight.contains(index) ? " class=\"warn\"" : "")>"
-                + row.map { "<td>\(escapeXML($0))</td>" }.joined() + "</tr>\n"
+                + row.map { cell in
+                    // Numbers (and "a / b", "1500→1400") align right, words left.
+                    let numeric = !cell.isEmpty && cell.allSatisfy { "0123456789.-/ →".contains($0) }
+                    return "<td\(numeric ? " class=\"num\"" : "")>\(escapeXML(cell))</td>"
+                }.joined() + "</tr>\n"
         }
         body += "</tbody></table>\n"
     }
@@ -58,9 +62,9 @@ public struct HTMLReport: Sendable {
         <style>
         body { font-family: sans-serif; margin: 2em; max-width: 1400px; color: #222; }
         table.results { border-collapse: collapse; font-size: 13px; }
-        table.results th, table.results td { border: 1px solid #bbb; padding: 3px 8px; text-align: right; }
+        table.results th, table.results td { border: 1px solid #bbb; padding: 3px 8px; text-align: left; }
         table.results th { background: #eee; }
-        table.results td:first-child, table.results td:nth-child(2) { text-align: left; }
+        table.results td.num { text-align: right; }
         tr.warn td { background: #fde8e0; }
         div.charts { display: flex; flex-wrap: wrap; gap: 12px; }
         figure { margin: 0; }
