@@ -20,6 +20,9 @@ public enum LabPresentation {
         ]
     }
 
+    /// A percentage with two decimals below 1%, none above.
+    static func percent(_ v: Double) -> String { String(format: v < 1 ? "%.2f%%" : "%.0f%%", v) }
+
     /// Mbit/s with one decimal below 10, none above.
     static func mbps(_ v: Double) -> String { String(format: v < 10 ? "%.1f" : "%.0f", v) }
 
@@ -64,7 +67,7 @@ public enum LabPresentation {
         for row in crawling(rows) {
             out += "- Row \(row.scenario.rawValue) (\(row.name), IPv\(row.family), MTU \(row.ingressMTU)→\(row.egressMTU)) "
                 + "black-holes or crawls: \(mbps(row.totalGoodputMbps)) Mbit/s, "
-                + String(format: "%.1f%%", 100 * row.totalGoodputMbps / max(bestGoodput(rows, like: row), 1e-9))
+                + percent(100 * row.totalGoodputMbps / max(bestGoodput(rows, like: row), 1e-9))
                 + " of the best row with the same MTU"
             if let icmp = row.icmpSent, icmp > 0 { out += ", \(icmp) ICMP errors sent" }
             out += ".\n"

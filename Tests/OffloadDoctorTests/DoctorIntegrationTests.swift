@@ -73,7 +73,8 @@ struct DoctorIntegrationTests {
     }
 
     @Test("on the lab's captures: LRO behind a smaller MTU is named as a merging black hole; GRO+GSO shows no problem")
-    func labCaptures() throws {
+    func labCaptures() throws { try exclusiveNetwork { try labCapturesBody() } }
+    func labCapturesBody() throws {
         if let problem = LabRunner.missingPrerequisites(capture: true) {
             print("skipped: \(problem)")
             return

@@ -121,7 +121,8 @@ struct LabError: Error, CustomStringConvertible {
 @Suite("offload forward between two TUN devices, with the kernel's TCP on both sides", .serialized)
 struct ForwarderNetnsTests {
     @Test("64 MB each way, IPv4 and IPv6, arrive intact; GRO merges at least 8 segments per super-packet")
-    func integrityAndGRO() throws {
+    func integrityAndGRO() throws { try exclusiveNetwork { try integrityAndGROBody() } }
+    func integrityAndGROBody() throws {
         if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder([])
@@ -141,7 +142,8 @@ struct ForwarderNetnsTests {
     }
 
     @Test("path MTU: a smaller egress MTU sends ICMP, the sender lowers its MSS, the transfer completes")
-    func pathMTU() throws {
+    func pathMTU() throws { try exclusiveNetwork { try pathMTUBody() } }
+    func pathMTUBody() throws {
         if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder(["--egress-mtu", "1400"])
@@ -155,7 +157,8 @@ struct ForwarderNetnsTests {
     }
 
     @Test("--mode lro behind a smaller MTU black-holes: the failure the Jool page describes")
-    func lroBlackHole() throws {
+    func lroBlackHole() throws { try exclusiveNetwork { try lroBlackHoleBody() } }
+    func lroBlackHoleBody() throws {
         if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder(["--egress-mtu", "1400", "--mode", "lro"])
@@ -168,7 +171,8 @@ struct ForwarderNetnsTests {
     }
 
     @Test("the kernel's own TSO super-packets (client TSO on) are forwarded whole and arrive intact")
-    func kernelTSO() throws {
+    func kernelTSO() throws { try exclusiveNetwork { try kernelTSOBody() } }
+    func kernelTSOBody() throws {
         if skipWithoutNetns() { return }
         let lab = try Lab()
         try sh("ip netns exec \(lab.client) ethtool -K c0 tso on gso on")
@@ -187,7 +191,8 @@ struct ForwarderNetnsTests {
     }
 
     @Test("two queues (IFF_MULTI_QUEUE, a worker per queue): transfers intact, counters summed")
-    func multiQueue() throws {
+    func multiQueue() throws { try exclusiveNetwork { try multiQueueBody() } }
+    func multiQueueBody() throws {
         if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder(["--queues", "2"])
@@ -201,7 +206,8 @@ struct ForwarderNetnsTests {
     }
 
     @Test("Prometheus text on --metrics")
-    func metrics() throws {
+    func metrics() throws { try exclusiveNetwork { try metricsBody() } }
+    func metricsBody() throws {
         if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder(["--metrics", "127.0.0.1:9101"])

@@ -17,16 +17,22 @@ func labUnavailable() -> String? {
     return nil
 }
 
-/// Lab namespaces that exist now.
-func labNamespaces() -> [String] {
+/// The namespaces of the lab run with process id `pid` that exist now.
+func labNamespaces(of pid: String) -> [String] {
     shell("ip netns list").output.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
-        .filter { $0.hasPrefix("olab") }
+        .filter { $0.hasPrefix("olab\(pid)s") }
+}
+
+/// The `pid=N` line a test's shell printed.
+func labPID(_ output: String) -> String {
+    output.split(separator: "\n").last { $0.hasPrefix("pid=") }.map { String($0.dropFirst(4)) } ?? "unknown"
 }
 
 @Suite("offload lab end to end (root)", .serialized)
 struct LabNetnsTests {
     @Test("short mode: GRO+GSO is fair and beats offloads off; LRO behind a smaller MTU crawls; nothing is left behind")
-    func shortRun() throws {
+    func shortRun() throws { try exclusiveNetwork { try shortRunBody() } }
+    func shortRunBody() throws {
         if let reason = labUnavailable() {
             print("skipped: \(reason)")
             return
@@ -34,7 +40,9 @@ struct LabNetnsTests {
         let offload = builtExecutable(named: "offload")!
         let json = FileManager.default.temporaryDirectory.appendingPathComponent("lab-\(getpid()).json").path
         defer { try? FileManager.default.removeItem(atPath: json) }
-        let (status, output) = shell("\(offload) lab --scenarios 3,4,5 --seconds 2 --json > \(json)", timeout: 300)
+        let (status, output) = shell("\(offload) lab --scenarios 3,4,5 --seconds 2 --json > \(json) & pid=$!; "
+            + "wait $pid; s=$?; echo pid=$pid; exit $s", timeout: 300)
+        let pid = labPID(output)
         #expect(status == 0, "\(output)")
         struct Document: Decodable { var rows: [LabRow] }
         let rows = try JSONDecoder().decode(Document.self, from: Data(contentsOf: URL(fileURLWithPath: json))).rows
@@ -54,11 +62,12 @@ struct LabNetnsTests {
         #expect(lro.totalGoodputMbps < 0.1 * gro.totalGoodputMbps, "LRO \(lro.totalGoodputMbps) vs GRO \(gro.totalGoodputMbps)")
         #expect((lro.icmpSent ?? 0) > 10)
         #expect(try find(.forwarderGRO, 1400).icmpSent ?? 0 > 0, "path MTU discovery happened")
-        #expect(labNamespaces().isEmpty, "left behind: \(labNamespaces())")
+        #expect(labNamespaces(of: pid).isEmpty, "left behind: \(labNamespaces(of: pid))")
     }
 
     @Test("Ctrl-C half-way: exit 130 and every namespace removed")
-    func interrupted() throws {
+    func interrupted() throws { try exclusiveNetwork { try interruptedBody() } }
+    func interruptedBody() throws {
         if let reason = labUnavailable() {
             print("skipped: \(reason)")
             return
@@ -70,12 +79,13 @@ struct LabNetnsTests {
         let (status, output) = shell("""
             \(offload) lab --scenarios 4,5 --seconds 5 > \(log) 2>&1 & pid=$!
             for i in $(seq 1 100); do grep -q '\\[2/4\\]' \(log) && break; sleep 0.1; done
-            sleep 1.5; ip netns list | grep -c '^olab' ; kill -INT $pid; wait $pid; echo "exit=$?"
+            sleep 1.5; ip netns list | grep -c "^olab${pid}s" ; kill -INT $pid; wait $pid; echo "exit=$?"; echo pid=$pid
             """, timeout: 120)
-        let lines = output.split(separator: "\n").map(String.init)
+        let pid = labPID(output)
+        let lines = output.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("pid=") }
         #expect(Int(lines.first ?? "") == 3, "three namespaces while the row ran: \(output)")
         #expect(lines.last == "exit=130", "\(output)\n\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
-        #expect(labNamespaces().isEmpty, "left behind: \(labNamespaces())")
+        #expect(labNamespaces(of: pid).isEmpty, "left behind: \(labNamespaces(of: pid))")
         #expect(shell("pgrep -f '[i]perf3 -s -1 -J'").status != 0, "no iperf3 left running")
     }
 

@@ -43,3 +43,15 @@ public func shell(_ command: String, timeout: Int = 60) -> (status: Int32, outpu
     let status = system("timeout \(timeout) bash -c \(quoted) > \(log) 2>&1 < /dev/null")
     return (status == -1 ? -1 : (status >> 8) & 0xFF, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
 }
+
+/// Tests that build network namespaces and push traffic through them run one at a time, whatever
+/// suite or test target they are in: on a two-core machine two of them at once would measure each
+/// other, and one may count the other's namespaces.
+private let networkLock = NSLock()
+
+/// Runs `body` while no other namespace test runs.
+public func exclusiveNetwork<T>(_ body: () throws -> T) rethrows -> T {
+    networkLock.lock()
+    defer { networkLock.unlock() }
+    return try body()
+}
