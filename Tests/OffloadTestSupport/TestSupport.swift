@@ -55,3 +55,18 @@ public func exclusiveNetwork<T>(_ body: () throws -> T) rethrows -> T {
     defer { networkLock.unlock() }
     return try body()
 }
+
+/// The DOM headless Chromium builds from an HTML page (`--dump-dom`), or nil after printing why
+/// the calling test skips (no Chromium installed).
+public func renderedDOM(ofHTML html: String, name: String) throws -> String? {
+    guard let browser = ["chromium", "chromium-browser", "google-chrome"].first(where: { shell("command -v \($0)").status == 0 })
+    else {
+        print("skipped: no Chromium (apt-get install chromium)")
+        return nil
+    }
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(getpid()).html").path
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    try html.write(toFile: path, atomically: true, encoding: .utf8)
+    let (status, dom) = shell("\(browser) --headless --no-sandbox --disable-gpu --dump-dom file://\(path) 2>/dev/null")
+    return status == 0 ? dom : ""
+}
