@@ -44,6 +44,8 @@ struct Forward: ParsableCommand {
     var udpGro = false
     @Flag(help: "Open the devices without virtio headers: no offloads at all.")
     var noVnetHdr = false
+    @Flag(help: "Keep GRO but segment super-packets in user space before writing (what the forwarder does on kernels that refuse GSO writes).")
+    var noGsoWrites = false
     @Option(help: "Packets per read batch.")
     var batch = 64
     @Option(help: "Queues per device (IFF_MULTI_QUEUE): one worker thread per queue and direction.")
@@ -90,6 +92,7 @@ struct Forward: ParsableCommand {
         config.gro.tcp = !noTcpGro
         config.gro.udp = udpGro
         config.vnetHeader = !noVnetHdr
+        config.gsoWrites = !noGsoWrites
         config.batch = batch
         config.queues = queues
         config.icmpSourceV4 = parseIPv4(icmpSource4)!

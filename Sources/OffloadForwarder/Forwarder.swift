@@ -17,6 +17,10 @@ public struct ForwarderConfiguration: Sendable {
     public var gro = GROConfiguration()
     /// Whether the devices use virtio headers (offloads); false turns all offload off.
     public var vnetHeader = true
+    /// Whether super-packets are written whole with a GSO virtio header (the kernel or the next
+    /// device segments them). False keeps GRO but segments in user space before writing, as the
+    /// forwarder does by itself on kernels that refuse GSO writes.
+    public var gsoWrites = true
     /// Packets per read batch.
     public var batch = 64
     /// Queues per device (IFF_MULTI_QUEUE when above 1): one worker thread per queue and direction;
@@ -90,9 +94,12 @@ public final class Forwarder: @unchecked Sendable {
         moreQueues = others
         egressMTU = configuration.egressMTU ?? egress.mtu ?? 1500
         ingressMTU = ingress.mtu ?? 1500
-        gsoWritesWork = configuration.vnetHeader ? Self.probeGSOWrite(egress) && Self.probeGSOWrite(ingress) : false
+        gsoWritesWork = configuration.vnetHeader && configuration.gsoWrites
+            ? Self.probeGSOWrite(egress) && Self.probeGSOWrite(ingress) : false
         devices = DevicePair(ingress: ingress, egress: egress)
-        if configuration.vnetHeader && !gsoWritesWork {
+        if configuration.vnetHeader && !configuration.gsoWrites {
+            logger.info("GSO writes off: super-packets are segmented in user space before writing")
+        } else if configuration.vnetHeader && !gsoWritesWork {
             logger.warning("the kernel refused a probe GSO write (EINVAL): super-packets will be segmented before writing")
         }
     }

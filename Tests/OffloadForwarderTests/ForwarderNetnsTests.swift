@@ -205,6 +205,24 @@ struct ForwarderNetnsTests {
         #expect(lanToWan.writeErrors == 0)
     }
 
+    @Test("--no-gso-writes: GRO stays on, super-packets are segmented in user space (the EINVAL fallback path); transfers intact")
+    func userSpaceSegmentation() throws { try exclusiveNetwork { try userSpaceSegmentationBody() } }
+    func userSpaceSegmentationBody() throws {
+        if skipWithoutNetns() { return }
+        let lab = try Lab()
+        try lab.startForwarder(["--no-gso-writes", "--egress-mtu", "1400"])
+        let v4 = try lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false)
+        let v6 = try lab.transfer(megabytes: 16, from: lab.server, to: lab.client, address: "fd77:1::2", ipv6: true)
+        let stats = try lab.stopForwarder()
+        #expect(v4.identical && v6.identical)
+        let up = try #require(stats["lan_to_wan"])
+        // Merged, then split before writing: nothing leaves as a super-packet.
+        #expect(up.segmentedInSoftware > 100 && up.superPacketsOut == 0, "\(up.segmentedInSoftware) \(up.superPacketsOut)")
+        #expect(up.writeErrors == 0 && up.icmpSent >= 1)
+        let log = (try? String(contentsOfFile: "\(lab.dir)/forward.log", encoding: .utf8)) ?? ""
+        #expect(log.contains("GSO writes off"))
+    }
+
     @Test("Prometheus text on --metrics")
     func metrics() throws { try exclusiveNetwork { try metricsBody() } }
     func metricsBody() throws {
