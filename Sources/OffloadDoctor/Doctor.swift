@@ -128,7 +128,8 @@ public enum Doctor {
             let analyzed = FlowAnalyzer(stallThreshold: options.stallThreshold, mtu: mtu)
                 .analyze(summary.packets, capture: index, start: start, end: end)
             flows += analyzed
-            pointFindings += capturePoint(summary.packets, flows: analyzed, capture: index, mtu: mtu, inferred: inferred)
+            pointFindings += capturePoint(summary.packets, flows: analyzed, capture: index, mtu: mtu, inferred: inferred,
+                                          named: paths.count > 1)
         }
         for flow in flows { findings += flowFindings(flow, paths: paths) }
         // Fairness over the first capture's bulk flows.
@@ -167,19 +168,26 @@ public enum Doctor {
             }
         }
         findings += pointFindings
-        findings += flows.map { flow in
-            var e: [String] = []
-            e.append(String(format: "%d data packets, %d bytes, %.1f Mbit/s over %.2f s", flow.dataPackets, flow.bytes,
-                            flow.goodputMbps, flow.lastTime - flow.firstTime))
-            e.append("SYN: " + (flow.mss.map { "MSS \($0)" } ?? "not in the capture")
-                + (flow.windowScale.map { ", window scale \($0)" } ?? "") + (flow.peerWindowScale.map { " (peer \($0))" } ?? "")
-                + (flow.sackPermitted.map { $0 ? ", SACK on" : ", SACK off" } ?? ""))
-            e.append(String(format: "DF on %.0f%% of data packets; largest packet %d bytes", flow.dontFragmentShare * 100,
-                            flow.largestPacket))
-            if flow.sackBlocksSeen { e.append("the receiver sent SACK blocks") }
-            return Finding(severity: .info, kind: "flows",
-                           title: "Flow \(flow.flow)" + (paths.count > 1 ? " (capture \(flow.capture))" : ""), evidence: e,
-                           capture: flow.capture, flow: flow.flow)
+        // One summary per capture: a line per flow with its goodput, SYN options and DF.
+        for capture in paths.indices {
+            let mine = flows.filter { $0.capture == capture }
+            guard !mine.isEmpty else { continue }
+            let lines = mine.map { flow -> String in
+                var line = flow.flow + ": "
+                line += String(format: "%d data packets, %d bytes, %.1f Mbit/s over %.2f s; ", flow.dataPackets, flow.bytes,
+                               flow.goodputMbps, flow.lastTime - flow.firstTime)
+                line += "SYN " + (flow.mss.map { "MSS \($0)" } ?? "not in the capture")
+                line += flow.windowScale.map { ", window scale \($0)" } ?? ""
+                line += flow.peerWindowScale.map { " (peer \($0))" } ?? ""
+                line += flow.sackPermitted.map { $0 ? ", SACK on" : ", SACK off" } ?? ""
+                line += flow.sackBlocksSeen ? " (SACK blocks seen)" : ""
+                line += String(format: "; DF on %.0f%% of data packets; largest packet %d bytes", flow.dontFragmentShare * 100,
+                               flow.largestPacket)
+                return line
+            }
+            findings.append(Finding(severity: .info, kind: "flows",
+                                    title: "\(mine.count) TCP data flows in \(paths[capture])", evidence: lines,
+                                    capture: capture, flow: nil))
         }
         findings = findings.enumerated().sorted { ($0.element.severity, $0.offset) < ($1.element.severity, $1.offset) }
             .map(\.element)
@@ -198,8 +206,8 @@ public enum Doctor {
     }
 
     /// Where the capture was taken, from the super-packets in it and the ACKs around them.
-    static func capturePoint(_ packets: [PacketSummary], flows: [FlowAnalysis], capture: Int, mtu: Int, inferred: Bool)
-        -> [Finding]
+    static func capturePoint(_ packets: [PacketSummary], flows: [FlowAnalysis], capture: Int, mtu: Int, inferred: Bool,
+                             named: Bool) -> [Finding]
     {
         var findings: [Finding] = []
         for flow in flows where flow.overMTU > 0 {
@@ -242,7 +250,8 @@ public enum Doctor {
             }
             evidence.append("A capture on a host shows the host's view, not the wire. `offload segment --mtu \(mtu) IN OUT` "
                 + "splits super-packets back into wire-size segments (the wire view)")
-            findings.append(Finding(severity: .info, kind: "super-packets", title: title + " — \(flow.flow)",
+            findings.append(Finding(severity: .info, kind: "super-packets",
+                                    title: title + " — \(flow.flow)" + (named ? " (capture \(capture))" : ""),
                                     evidence: evidence, capture: capture, flow: flow.flow))
         }
         return findings
