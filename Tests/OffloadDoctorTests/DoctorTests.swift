@@ -126,7 +126,8 @@ struct DoctorFindingTests {
         #expect(abs((flow.stalls.first?.milliseconds ?? 0) - 500) <= 5, "\(flow.stalls)")
         var s2: UInt32 = 1000
         smooth.bulk(from: 0, seq: &s2, count: 300)
-        #expect(try diagnose(smooth).finding("stall") == nil)
+        let calm = try diagnose(smooth)
+        #expect(calm.finding("stall") == nil && calm.finding("retransmissions") == nil)
     }
 
     @Test("three duplicate ACKs then a retransmission is a fast retransmit, not a timeout")
@@ -157,6 +158,7 @@ struct DoctorFindingTests {
         ok.bulk(from: 0.022, seq: &seq, count: 100, size: 1360)
         let working = try diagnose(ok)
         #expect(working.finding("pmtu-working") != nil && working.finding("pmtu-black-hole-merging") == nil)
+        #expect(working.finding("pmtu-ignored") == nil)
 
         // Merging: the sender's packets fit (1400), the ICMP errors quote 7000-byte packets, again and again.
         var merged = Trace()
@@ -170,6 +172,7 @@ struct DoctorFindingTests {
         let finding = try #require(hole.finding("pmtu-black-hole-merging"))
         #expect(finding.severity == .critical && hole.findings.first?.kind == "pmtu-black-hole-merging")
         #expect(finding.evidence.contains { $0.contains("6840") && $0.contains("MTU 1400") })
+        #expect(hole.finding("pmtu-working") == nil && hole.finding("pmtu-ignored") == nil)
 
         // Ignored: the sender keeps sending 1500-byte packets after three ICMP errors.
         var ignored = Trace()
@@ -178,7 +181,14 @@ struct DoctorFindingTests {
             ignored.bulk(from: Double(round) * 0.1, seq: &seq, count: 10, size: 1460)
             ignored.fragmentationNeeded(Double(round) * 0.1 + 0.011, mtu: 1400, quotedLength: 1500, seq: seq &- 1460)
         }
-        #expect(try diagnose(ignored).finding("pmtu-ignored")?.severity == .critical)
+        let deaf = try diagnose(ignored)
+        #expect(deaf.finding("pmtu-ignored")?.severity == .critical)
+        #expect(deaf.finding("pmtu-working") == nil && deaf.finding("pmtu-black-hole-merging") == nil)
+        // No ICMP at all: no path-MTU finding of any kind.
+        var none = Trace()
+        seq = 1000
+        none.bulk(from: 0, seq: &seq, count: 100)
+        #expect(!(try diagnose(none).kinds().contains { $0.hasPrefix("pmtu") }))
     }
 
     @Test("four flows at 200/200/1/1: unfair, two starved; four equal flows: fair")
@@ -233,6 +243,10 @@ struct DoctorFindingTests {
         #expect(d.finding("ack-intact") != nil && d.finding("ack-emitted") == nil && d.finding("forwarder-dropped") == nil)
         #expect(!d.findings.contains { $0.severity != .info }, "no problem: \(d.findings.filter { $0.severity != .info }.map(\.title))")
 
+        // The same segments on both sides: passed through, nothing merged, nothing dropped.
+        let through = try diagnose(lan, lan)
+        #expect(through.forwarder.first?.merged == 0 && through.forwarder.first?.droppedSegments == 0)
+        #expect(through.finding("forwarder-merged")?.title.contains("without merging") == true)
         let e = try diagnose(emitting, wan)
         #expect(e.finding("ack-emitted")?.severity == .critical && e.forwarder.first?.acksEmittedOrChanged == 1)
         let x = try diagnose(lan, dropping)
