@@ -67,6 +67,10 @@ public final class LabRunner {
     /// Runs every row. A row that fails to measure is kept with its error; a Ctrl-C stops the
     /// lab (the current row's topology is removed first) and throws.
     public func run() throws -> [LabRow] {
+        if !isInstalled("ethtool") {
+            progress("warning: ethtool is not installed (apt-get install ethtool): GRO and segmentation offloads keep "
+                + "the veths' defaults, so rows 1 and 2 are the same and the forwarder may see super-packets")
+        }
         let removed = LabTopology.removeStale(scratch: configuration.scratch)
         if !removed.isEmpty { progress("removed \(removed.count) namespaces left by an earlier lab run") }
         var rows: [LabRow] = []
