@@ -264,18 +264,15 @@ public func compareCapturesPerFlow(_ a: String, _ b: String) throws(CaptureError
     return result
 }
 
-/// A flow's name: interface, protocol, addresses and ports as far as they can be read.
+/// A flow's name: interface, protocol, addresses and ports as far as they can be read. All
+/// fragments of a datagram share one name (their ports are left out).
 func flowName(_ p: CapturedPacket) -> String {
     guard let layout = try? PacketLayout(parsing: p.bytes.span.bytes, linkType: p.linkType),
-        layout.network == .ipv4 || layout.network == .ipv6
+        var key = FlowKey(p.bytes.span.bytes, layout: layout)
     else { return "if\(p.info.interface) other" }
-    let (proto, source, destination) = p.bytes.withUnsafeBytes { raw in
-        layout.isFragment || !layout.hasTransportHeader
-            ? flowKey(raw, PacketLayout(frameLength: layout.frameLength, networkOffset: layout.networkOffset,
-                                        network: layout.network, transportOffset: layout.transportOffset,
-                                        transport: layout.transport, transportHeaderLength: 0, ipEnd: layout.ipEnd,
-                                        isFragment: layout.isFragment))
-            : flowKey(raw, layout)
+    if layout.isFragment {
+        key.sourcePort = nil
+        key.destinationPort = nil
     }
-    return "if\(p.info.interface) proto \(proto) \(source) -> \(destination)"
+    return "if\(p.info.interface) proto \(key.transport?.rawValue ?? 255) \(key.sourceEndpoint) -> \(key.destinationEndpoint)"
 }

@@ -74,12 +74,7 @@ public func captureStatistics(input: String, mtu: Int = 1500, options: CoalesceO
                                   mtu: mtu)
     var engine = GROEngine(configuration: options.engine)
     var batch = CaptureReader.makeBatch(packets: options.batch)
-    struct Key: Hashable {
-        var proto: UInt8
-        var source: String
-        var destination: String
-    }
-    var flows: [Key: CaptureStatistics.Flow] = [:]
+    var flows: [FlowKey: CaptureStatistics.Flow] = [:]
     var first: UInt64?
     var last: UInt64 = 0
     var done = false
@@ -109,10 +104,9 @@ public func captureStatistics(input: String, mtu: Int = 1500, options: CoalesceO
             let ipLength = layout.ipEnd - layout.networkOffset
             stats.largestIPPacket = max(stats.largestIPPacket, ipLength)
             if ipLength > mtu { stats.overMTU += 1 }
-            let key = flowKey(bytes, layout)
-            let k = Key(proto: key.0, source: key.1, destination: key.2)
-            var flow = flows[k] ?? CaptureStatistics.Flow(protocolName: "\(layout.transport)", source: key.1,
-                                                          destination: key.2)
+            guard let k = FlowKey(bytes.bytes, layout: layout) else { return }
+            var flow = flows[k] ?? CaptureStatistics.Flow(protocolName: "\(layout.transport)", source: k.sourceEndpoint,
+                                                          destination: k.destinationEndpoint)
             flow.packets += 1
             flow.bytes += info.capturedLength
             flow.payloadBytes += layout.hasTransportHeader ? layout.payloadLength : 0
@@ -143,21 +137,3 @@ public func captureStatistics(input: String, mtu: Int = 1500, options: CoalesceO
     return stats
 }
 
-/// Protocol number and `address:port` strings of a parsed packet.
-func flowKey(_ p: UnsafeRawBufferPointer, _ l: PacketLayout) -> (UInt8, String, String) {
-    let n = l.networkOffset
-    func u16(_ o: Int) -> UInt16 { UInt16(p[o]) << 8 | UInt16(p[o + 1]) }
-    let hasPorts = (l.transport == .tcp || l.transport == .udp) && l.hasTransportHeader
-    let sport = hasPorts ? ":\(u16(l.transportOffset))" : ""
-    let dport = hasPorts ? ":\(u16(l.transportOffset + 2))" : ""
-    if l.network == .ipv4 {
-        let s = IPv4Address(p[n + 12], p[n + 13], p[n + 14], p[n + 15])
-        let d = IPv4Address(p[n + 16], p[n + 17], p[n + 18], p[n + 19])
-        return (l.transport.rawValue, "\(s)\(sport)", "\(d)\(dport)")
-    }
-    func v6(_ o: Int) -> String {
-        let groups = (0..<8).map { String(u16(o + 2 * $0), radix: 16) }
-        return "[" + groups.joined(separator: ":") + "]"
-    }
-    return (l.transport.rawValue, v6(n + 8) + sport, v6(n + 24) + dport)
-}

@@ -27,29 +27,25 @@ public enum SyntheticTraffic {
     /// A TCP segment as an Ethernet frame.
     static func tcp(ipv6: Bool, fromClient: Bool, sourcePort: UInt16, destinationPort: UInt16, sequence: UInt32,
                     ack: UInt32, flags: TCPFlags, payload: [UInt8], ipID: UInt16, tsval: UInt32) -> [UInt8] {
-        var frame: [UInt8] = []
-        EthernetHeaderRepr(destination: fromClient ? serverMAC : clientMAC, source: fromClient ? clientMAC : serverMAC,
-                           etherType: ipv6 ? .ipv6 : .ipv4).encode(into: &frame)
-        let header = TCPHeaderRepr(sourcePort: sourcePort, destinationPort: destinationPort, sequenceNumber: sequence,
-                                   acknowledgmentNumber: ack, flags: flags, window: 502,
-                                   options: [.noOperation, .noOperation, .timestamp(value: tsval, echoReply: tsval &- 3)])
-        var l4: [UInt8] = []
+        var b = PacketBuilder()
+        b.sourceMAC = (fromClient ? clientMAC : serverMAC).rawValue
+        b.destinationMAC = (fromClient ? serverMAC : clientMAC).rawValue
         if ipv6 {
-            let (s, d) = fromClient ? (client6, server6) : (server6, client6)
-            header.encode(into: &l4, payload: payload) {
-                InternetChecksum.pseudoHeaderSum(ipv6Source: s, destination: d, nextHeader: .tcp, length: $0)
-            }
-            IPv6HeaderRepr(source: s, destination: d, nextHeader: .tcp, payloadLength: l4.count,
-                           flowLabel: UInt32(sourcePort) << 4).encode(into: &frame)
+            (b.source, b.destination) = fromClient ? (.v6(client6), .v6(server6)) : (.v6(server6), .v6(client6))
+            b.flowLabel = UInt32(sourcePort) << 4
         } else {
-            let (s, d) = fromClient ? (client4, server4) : (server4, client4)
-            header.encode(into: &l4, payload: payload) {
-                InternetChecksum.pseudoHeaderSum(ipv4Source: s, destination: d, protocolNumber: .tcp, length: $0)
-            }
-            IPv4HeaderRepr(source: s, destination: d, protocolNumber: .tcp, totalLength: 20 + l4.count,
-                           identification: ipID).encode(into: &frame)
+            (b.source, b.destination) = fromClient ? (.v4(client4), .v4(server4)) : (.v4(server4), .v4(client4))
+            b.ipID = ipID
         }
-        return frame + l4
+        b.sourcePort = sourcePort
+        b.destinationPort = destinationPort
+        b.sequence = sequence
+        b.ack = ack
+        b.flags = flags
+        b.window = 502
+        b.options = [.noOperation, .noOperation, .timestamp(value: tsval, echoReply: tsval &- 3)]
+        b.payload = payload
+        return b.frame()
     }
 
     /// The data segments and ACKs of one bulk transfer, in sending order.
@@ -106,16 +102,17 @@ public enum SyntheticTraffic {
 
     /// A small UDP datagram.
     static func udp(_ index: Int) -> [UInt8] {
-        var frame: [UInt8] = []
-        EthernetHeaderRepr(destination: serverMAC, source: clientMAC, etherType: .ipv4).encode(into: &frame)
-        let payload = (0..<(40 + index % 3 * 17)).map { UInt8(truncatingIfNeeded: $0 &+ index) }
-        var l4: [UInt8] = []
-        UDPHeaderRepr(sourcePort: 53_000 + UInt16(index), destinationPort: 33_434).encode(into: &l4, payload: payload) {
-            InternetChecksum.pseudoHeaderSum(ipv4Source: client4, destination: server4, protocolNumber: .udp, length: $0)
-        }
-        IPv4HeaderRepr(source: client4, destination: server4, protocolNumber: .udp, totalLength: 20 + l4.count,
-                       identification: UInt16(9000 + index)).encode(into: &frame)
-        return frame + l4
+        var b = PacketBuilder()
+        b.sourceMAC = clientMAC.rawValue
+        b.destinationMAC = serverMAC.rawValue
+        b.source = .v4(client4)
+        b.destination = .v4(server4)
+        b.transport = .udp
+        b.sourcePort = 53_000 + UInt16(index)
+        b.destinationPort = 33_434
+        b.ipID = UInt16(9000 + index)
+        b.payload = (0..<(40 + index % 3 * 17)).map { UInt8(truncatingIfNeeded: $0 &+ index) }
+        return b.frame()
     }
 
     /// Writes about `megabytes` MB of generated traffic to `writer`, one ~1 MB chunk at a time

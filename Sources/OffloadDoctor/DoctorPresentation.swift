@@ -1,3 +1,4 @@
+import OffloadWire
 import Foundation
 import OffloadReport
 

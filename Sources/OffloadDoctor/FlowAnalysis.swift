@@ -1,3 +1,4 @@
+import OffloadWire
 /// One data direction of a TCP connection, as one capture saw it.
 public struct FlowAnalysis: Codable, Sendable, Hashable {
     /// A stall: no new data for at least the threshold while data was outstanding.

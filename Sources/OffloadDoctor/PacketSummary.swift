@@ -1,51 +1,6 @@
 import OffloadCapture
 import OffloadWire
 
-/// An IPv4 or IPv6 address in one comparable form (IPv4 in the low bits, `v4` set).
-public struct HostAddress: Hashable, Sendable, Comparable, Codable, CustomStringConvertible {
-    /// High and low 64 bits (IPv4: high 0, low the address).
-    public var high: UInt64, low: UInt64
-    /// Whether it is IPv4.
-    public var v4: Bool
-
-    /// The usual text form.
-    public var description: String {
-        v4 ? IPv4Address(rawValue: UInt32(truncatingIfNeeded: low)).description
-            : IPv6Address(high: high, low: low).description
-    }
-
-    /// Orders IPv4 first, then by value.
-    public static func < (a: Self, b: Self) -> Bool { (a.v4 ? 0 : 1, a.high, a.low) < (b.v4 ? 0 : 1, b.high, b.low) }
-}
-
-/// One direction of a TCP connection: source to destination.
-public struct FlowKey: Hashable, Sendable, Comparable, Codable, CustomStringConvertible {
-    /// The sender of these packets.
-    public var source: HostAddress
-    /// The receiver.
-    public var destination: HostAddress
-    /// Ports.
-    public var sourcePort: UInt16, destinationPort: UInt16
-
-    /// The other direction.
-    public var reversed: FlowKey {
-        FlowKey(source: destination, destination: source, sourcePort: destinationPort, destinationPort: sourcePort)
-    }
-
-    /// `a:p → b:q` (IPv6 addresses in brackets).
-    public var description: String {
-        func endpoint(_ a: HostAddress, _ p: UInt16) -> String { a.v4 ? "\(a):\(p)" : "[\(a)]:\(p)" }
-        return "\(endpoint(source, sourcePort)) → \(endpoint(destination, destinationPort))"
-    }
-
-    /// Orders by addresses, then ports.
-    public static func < (a: Self, b: Self) -> Bool {
-        (a.source, a.destination) < (b.source, b.destination)
-            || ((a.source, a.destination) == (b.source, b.destination)
-                && (a.sourcePort, a.destinationPort) < (b.sourcePort, b.destinationPort))
-    }
-}
-
 /// The TCP fields the doctor reads from a packet.
 public struct TCPSummary: Hashable, Sendable {
     /// Its direction.
@@ -148,33 +103,60 @@ public struct CaptureSummary: Sendable {
         }
     }
 
-    /// Summarizes one frame, or nil when it is not TCP or a path-MTU ICMP message.
+    /// Summarizes one frame, or nil when it is not TCP or a path-MTU ICMP message. Every field is
+    /// read through the wire layer's views.
     static func summarize(_ bytes: [UInt8], linkType: LinkType, capture: Int, number: Int, time: Double) -> PacketSummary? {
-        guard let layout = try? PacketLayout(validatingEachHeader: bytes.span.bytes, linkType: linkType) else { return nil }
-        let b = ByteReader(bytes)
+        let frame = bytes.span.bytes
+        guard let layout = try? PacketLayout(validatingEachHeader: frame, linkType: linkType),
+            let flow = FlowKey(frame, layout: layout)
+        else { return nil }
         let n = layout.networkOffset
-        let v4 = layout.network == .ipv4
-        var summary = PacketSummary(
-            capture: capture, number: number, time: time, ipLength: layout.ipEnd - n,
-            dontFragment: v4 ? b.u16(n + 6) & 0x4000 != 0 : true, ipID: v4 ? b.u16(n + 4) : 0,
-            ttl: v4 ? b.u8(n + 8) : b.u8(n + 7))
-        let (source, destination) = v4
-            ? (HostAddress(high: 0, low: UInt64(b.u32(n + 12)), v4: true), HostAddress(high: 0, low: UInt64(b.u32(n + 16)), v4: true))
-            : (HostAddress(high: b.u64(n + 8), low: b.u64(n + 16), v4: false),
-               HostAddress(high: b.u64(n + 24), low: b.u64(n + 32), v4: false))
-        let t = layout.transportOffset
+        let ip = frame.extracting(n..<layout.ipEnd)
+        var summary: PacketSummary
+        let isIPv4 = layout.network == .ipv4
+        if isIPv4 {
+            guard let v4 = try? IPv4Packet(validating: ip) else { return nil }
+            summary = PacketSummary(capture: capture, number: number, time: time, ipLength: layout.ipEnd - n,
+                                    dontFragment: v4.dontFragment, ipID: v4.identification, ttl: v4.timeToLive)
+        } else {
+            guard let v6 = try? IPv6Packet(validating: ip) else { return nil }
+            summary = PacketSummary(capture: capture, number: number, time: time, ipLength: layout.ipEnd - n,
+                                    dontFragment: true, ipID: 0, ttl: v6.hopLimit)
+        }
+        let l4 = frame.extracting(layout.transportOffset..<layout.ipEnd)
         switch layout.transport {
         case .tcp where !layout.isFragment && layout.hasTransportHeader:
-            var tcp = TCPSummary(
-                flow: FlowKey(source: source, destination: destination, sourcePort: b.u16(t), destinationPort: b.u16(t + 2)),
-                sequence: b.u32(t + 4), acknowledgment: b.u32(t + 8), flags: TCPFlags(rawValue: b.u16(t + 12)),
-                window: b.u16(t + 14), payloadLength: layout.payloadLength)
-            scanOptions(b, from: t + 20, to: layout.payloadOffset, into: &tcp)
+            guard let segment = try? TCPSegment(validating: l4) else { return nil }
+            var tcp = TCPSummary(flow: flow, sequence: segment.sequenceNumber,
+                                 acknowledgment: segment.acknowledgmentNumber, flags: segment.flags,
+                                 window: segment.window, payloadLength: layout.payloadLength)
+            for option in segment.optionsBeforeFirstError {
+                switch option {
+                case .maximumSegmentSize(let mss): tcp.mss = Int(mss)
+                case .windowScale(let shift): tcp.windowScale = Int(shift)
+                case .sackPermitted: tcp.sackPermitted = true
+                case .sack(let blocks):
+                    tcp.hasSACKBlocks = true
+                    for block in blocks {
+                        if let h = tcp.sackHighest {
+                            tcp.sackHighest = seqGreater(block.right, h) ? block.right : h
+                        } else {
+                            tcp.sackHighest = block.right
+                        }
+                    }
+                default: break
+                }
+            }
             summary.tcp = tcp
-        case .icmp where v4 && b.u8(t) == 3 && b.u8(t + 1) == 4:
-            summary.pathMTU = quoted(b, inner: t + 8, mtu: Int(b.u16(t + 6)), v4: true)
-        case .icmpv6 where !v4 && b.u8(t) == 2:
-            summary.pathMTU = quoted(b, inner: t + 8, mtu: Int(b.u32(t + 4)), v4: false)
+        case .icmp where isIPv4, .icmpv6 where !isIPv4:
+            guard let icmp = try? ICMPMessage(validating: l4, version6: !isIPv4) else { return nil }
+            if isIPv4 && icmp.type == ICMPType.v4DestinationUnreachable && icmp.code == ICMPType.v4FragmentationNeeded {
+                summary.pathMTU = quoted(icmp.body, mtu: Int(icmp.nextHopMTU))
+            } else if !isIPv4 && icmp.type == ICMPType.v6PacketTooBig {
+                summary.pathMTU = quoted(icmp.body, mtu: Int(icmp.mtu))
+            } else {
+                return nil
+            }
         default:
             return nil
         }
@@ -182,73 +164,16 @@ public struct CaptureSummary: Sendable {
     }
 
     /// The packet an ICMP error quotes: its length and, when it is TCP, its direction and sequence.
-    static func quoted(_ b: ByteReader, inner i: Int, mtu: Int, v4: Bool) -> PathMTUMessage {
+    static func quoted(_ body: RawSpan, mtu: Int) -> PathMTUMessage {
         var message = PathMTUMessage(mtu: mtu, quotedFlow: nil, quotedLength: 0, quotedSequence: nil)
-        if v4 {
-            guard b.has(i + 20), b.u8(i) >> 4 == 4 else { return message }
-            message.quotedLength = Int(b.u16(i + 2))
-            let l4 = i + Int(b.u8(i) & 0x0F) * 4
-            if b.u8(i + 9) == 6, b.has(l4 + 8) {
-                message.quotedFlow = FlowKey(
-                    source: HostAddress(high: 0, low: UInt64(b.u32(i + 12)), v4: true),
-                    destination: HostAddress(high: 0, low: UInt64(b.u32(i + 16)), v4: true),
-                    sourcePort: b.u16(l4), destinationPort: b.u16(l4 + 2))
-                message.quotedSequence = b.u32(l4 + 4)
-            }
-        } else {
-            guard b.has(i + 40), b.u8(i) >> 4 == 6 else { return message }
-            message.quotedLength = 40 + Int(b.u16(i + 4))
-            let l4 = i + 40
-            if b.u8(i + 6) == 6, b.has(l4 + 8) {
-                message.quotedFlow = FlowKey(
-                    source: HostAddress(high: b.u64(i + 8), low: b.u64(i + 16), v4: false),
-                    destination: HostAddress(high: b.u64(i + 24), low: b.u64(i + 32), v4: false),
-                    sourcePort: b.u16(l4), destinationPort: b.u16(l4 + 2))
-                message.quotedSequence = b.u32(l4 + 4)
-            }
+        guard let quote = QuotedPacket(body) else { return message }
+        message.quotedLength = quote.ipLength
+        if let sequence = quote.tcpSequenceNumber {
+            message.quotedFlow = quote.flow
+            message.quotedSequence = sequence
         }
         return message
     }
-
-    /// Reads the options the doctor cares about; stops quietly at anything malformed (the
-    /// header views validated the header length, not the options).
-    static func scanOptions(_ b: ByteReader, from start: Int, to end: Int, into tcp: inout TCPSummary) {
-        var o = start
-        while o < end {
-            let kind = b.u8(o)
-            if kind == 0 { break }
-            if kind == 1 { o += 1; continue }
-            guard o + 1 < end else { break }
-            let length = Int(b.u8(o + 1))
-            guard length >= 2, o + length <= end else { break }
-            switch (kind, length) {
-            case (2, 4): tcp.mss = Int(b.u16(o + 2))
-            case (3, 3): tcp.windowScale = Int(b.u8(o + 2))
-            case (4, 2): tcp.sackPermitted = true
-            case (5, _) where length >= 10:
-                tcp.hasSACKBlocks = true
-                var e = o + 2
-                while e + 8 <= o + length {
-                    let right = b.u32(e + 4)
-                    if let h = tcp.sackHighest { tcp.sackHighest = seqGreater(right, h) ? right : h } else { tcp.sackHighest = right }
-                    e += 8
-                }
-            default: break
-            }
-            o += length
-        }
-    }
-}
-
-/// Big-endian reads from a byte array, zero past the end (callers check `has` where it matters).
-struct ByteReader {
-    let bytes: [UInt8]
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
-    func has(_ end: Int) -> Bool { end <= bytes.count }
-    func u8(_ o: Int) -> UInt8 { o < bytes.count ? bytes[o] : 0 }
-    func u16(_ o: Int) -> UInt16 { UInt16(u8(o)) << 8 | UInt16(u8(o + 1)) }
-    func u32(_ o: Int) -> UInt32 { UInt32(u16(o)) << 16 | UInt32(u16(o + 2)) }
-    func u64(_ o: Int) -> UInt64 { UInt64(u32(o)) << 32 | UInt64(u32(o + 4)) }
 }
 
 /// Sequence-space comparison (RFC 1982): whether `a` is after `b`.

@@ -52,15 +52,15 @@ public enum ForwardingDecision: Hashable, Sendable {
         case .other:
             return .passThrough
         case .ipv4:
-            let ttl = headers[n + 8]
+            let ttl = headers[n + IPv4Packet.Field.timeToLive]
             if ttl <= 1 { return .timeExceeded }
-            let df = headers[n + 6] & 0x40 != 0
+            let df = headers[n + IPv4Packet.Field.flagsAndFragmentOffset] & UInt8(IPv4Packet.Flags.dontFragment >> 8) != 0
             if ipLength <= egressMTU || (segmented && segmentLength <= egressMTU) {
                 return segmented && !egressTakesGSO ? .segment : .forward
             }
             return df ? .tooBig(mtu: egressMTU) : .fragment
         case .ipv6:
-            let hopLimit = headers[n + 7]
+            let hopLimit = headers[n + IPv6Packet.Field.hopLimit]
             if hopLimit <= 1 { return .timeExceeded }
             if ipLength <= egressMTU || (segmented && segmentLength <= egressMTU) {
                 return segmented && !egressTakesGSO ? .segment : .forward

@@ -183,7 +183,9 @@ public struct GROEngine: ~Copyable {
         case .ipv4:
             isIPv4 = true
             // Safe: the layout validated at least 20 bytes of IPv4 header at n.
-            if b.u8(n) != 0x45 { return bypass(buffer, metadata, layout, reason: .ipv4Options) }
+            if b.u8(n + IPv4Packet.Field.versionAndHeaderLength) != IPv4Packet.versionAndMinimumHeaderLength {
+                return bypass(buffer, metadata, layout, reason: .ipv4Options)
+            }
             if layout.isFragment { return bypass(buffer, metadata, layout, reason: .fragment) }
             if !Self.ipv4HeaderChecksumIsValid(b, n) { return bypass(buffer, metadata, layout, reason: .badIPChecksum) }
         case .ipv6:
@@ -235,7 +237,7 @@ public struct GROEngine: ~Copyable {
 
         // S-only anomalies (§2.3): trailing bytes, the reserved bit, or a UDP length short of the packet.
         var sFlush = layout.trailingByteCount != 0
-        if isIPv4 && b.u16(n + 6) & 0x8000 != 0 { sFlush = true }
+        if isIPv4 && b.u16(n + IPv4Packet.Field.flagsAndFragmentOffset) & IPv4Packet.Flags.reserved != 0 { sFlush = true }
         if !isTCP && Int(b.u16(layout.transportOffset + 4)) != layout.ipEnd - layout.transportOffset { sFlush = true }
 
         let segment = Segment(base: base, layout: layout, isIPv4: isIPv4, isTCP: isTCP,
@@ -256,9 +258,11 @@ public struct GROEngine: ~Copyable {
         if sFlush { return emitUnchanged(buffer, metadata, layout, reason: .padded) }
         if segment.payloadLength == 0 { return emitUnchanged(buffer, metadata, layout, reason: .zeroPayload) }
         if isTCP {
-            let flags = b.u16(layout.transportOffset + 12) & 0x01FF
-            // URG, PSH, RST, SYN, FIN.
-            if flags & 0x2F != 0 { return emitUnchanged(buffer, metadata, layout, reason: .controlFlags) }
+            // tcp_gro_receive: URG, PSH, RST, SYN or FIN on a packet with nothing held: delivered alone.
+            let flags = TCPFlags(rawValue: b.u16(layout.transportOffset + TCPSegment.Field.flags))
+            if !flags.isDisjoint(with: [.urg, .psh, .rst, .syn, .fin]) {
+                return emitUnchanged(buffer, metadata, layout, reason: .controlFlags)
+            }
         }
         hold(segment, metadata)
     }
@@ -352,7 +356,9 @@ public struct GROEngine: ~Copyable {
         }
         if s.isIPv4 { return true }
         let t = s.layout.transportOffset
-        if configuration.mode == .gro && a.u32(n) & 0xF00F_FFFF != b.u32(n) & 0xF00F_FFFF { return false }
+        // The flow label is part of the GRO identity (`ipv6_gro_receive`); the traffic class is a merge rule.
+        let identity = ~IPv6Packet.Masks.trafficClass
+        if configuration.mode == .gro && a.u32(n) & identity != b.u32(n) & identity { return false }
         return a.equal(n + 40, b, n + 40, count: t - n - 40)
     }
 

@@ -106,7 +106,7 @@ public struct GSOSegmenter: ~Copyable {
         // Safe: every offset below is inside the validated headers [0, payloadOffset).
         let id0 = isIPv4 ? src.u16(n + 4) : 0
         let seq0 = isTCP ? src.u32(t + 4) : 0
-        let flags0 = isTCP ? src.u8(t + 13) : 0
+        let flags0 = isTCP ? src.u8(t + TCPSegment.Field.flagByte) : 0
         let l4Header = h - t
         // Address part of the pseudo-header, shared by every segment.
         let addressSum = isIPv4 ? src.sum(n + 12, count: 8) : src.sum(n + 8, count: 32)
@@ -145,9 +145,9 @@ public struct GSOSegmenter: ~Copyable {
                 let sequence = seq0 &+ UInt32(truncatingIfNeeded: size * i)
                 m.store32(sequence, t + 4)
                 var flags = flags0
-                if i != count - 1 { flags &= ~0x09 }  // FIN, PSH only on the last
-                if i != 0 { flags &= ~0x80 }  // CWR only on the first
-                m.store8(flags, t + 13)
+                if i != count - 1 { flags &= ~TCPFlags([.fin, .psh]).flagByte }  // FIN, PSH only on the last
+                if i != 0 { flags &= ~TCPFlags.cwr.flagByte }  // CWR only on the first
+                m.store8(flags, t + TCPSegment.Field.flagByte)
                 switch checksum {
                 case .partial:
                     m.store16(pseudo.value, t + 16)

@@ -111,23 +111,23 @@ public final class Forwarder: @unchecked Sendable {
     /// reports whether the write was accepted: some kernels accept IFF_VNET_HDR but refuse GSO
     /// writes with EINVAL (tailscale#13041, gluetun#3424), which only a write shows.
     static func probeGSOWrite(_ device: borrowing TUNDevice) -> Bool {
-        let source = IPv4Address(192, 0, 2, 2)
-        let destination = IPv4Address(192, 0, 2, 1)
         var config = GROConfiguration()
         config.outputChecksum = .partial
         var engine = GROEngine(configuration: config)
         var batch = PacketBatch(packetCapacity: 2, byteCapacity: 4096)
+        var probe = PacketBuilder()
+        probe.link = .raw
+        probe.source = .v4(IPv4Address(192, 0, 2, 2))
+        probe.destination = .v4(IPv4Address(192, 0, 2, 1))
+        probe.sourcePort = 9
+        probe.destinationPort = 9
+        probe.options = []
+        probe.ttl = 0
         for i in 0..<2 {
-            var l4: [UInt8] = []
-            TCPHeaderRepr(sourcePort: 9, destinationPort: 9, sequenceNumber: 1 + UInt32(i) * 100)
-                .encode(into: &l4, payload: [UInt8](repeating: 0, count: 100)) {
-                    InternetChecksum.pseudoHeaderSum(ipv4Source: source, destination: destination, protocolNumber: .tcp,
-                                                     length: $0)
-                }
-            var packet: [UInt8] = []
-            IPv4HeaderRepr(source: source, destination: destination, protocolNumber: .tcp, totalLength: 20 + l4.count,
-                           identification: UInt16(i), timeToLive: 0).encode(into: &packet)
-            batch.append(packet + l4, metadata: PacketMetadata(linkType: .raw))
+            probe.sequence = 1 + UInt32(i) * 100
+            probe.ipID = UInt16(i)
+            probe.payload = [UInt8](repeating: 0, count: 100)
+            batch.append(probe.frame(), metadata: PacketMetadata(linkType: .raw))
         }
         engine.coalesce(batch)
         guard engine.outputCount == 1, let gso = engine.output(at: 0).metadata.gso else { return true }

@@ -3,11 +3,13 @@
 // Open structs rather than closed enums: unknown values must round-trip unchanged.
 
 /// An IP protocol / IPv6 next-header number (IANA "Assigned Internet Protocol Numbers").
-public struct IPProtocol: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+public struct IPProtocol: RawRepresentable, Hashable, Sendable, Comparable, Codable, CustomStringConvertible {
     /// The protocol number.
     public var rawValue: UInt8
     /// Wraps a protocol number.
     @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// Orders by number.
+    @inlinable public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
 
     /// IPv6 Hop-by-Hop Options (RFC 8200 §4.3).
     public static let hopByHop = IPProtocol(rawValue: 0)
@@ -109,65 +111,5 @@ public struct LinkType: RawRepresentable, Hashable, Sendable, CustomStringConver
         case .null, .ethernet, .raw, .loop, .linuxSLL, .ipv4, .ipv6, .linuxSLL2: true
         default: false
         }
-    }
-}
-
-// MARK: - Addresses
-
-/// An IPv4 address, stored as the 32-bit number of its dotted quad (`1.2.3.4` is `0x01020304`).
-public struct IPv4Address: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
-    /// The address as a number.
-    public var rawValue: UInt32
-    /// Wraps a number.
-    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
-    /// Builds an address from its four octets.
-    @inlinable public init(_ a: UInt8, _ b: UInt8, _ c: UInt8, _ d: UInt8) {
-        rawValue = UInt32(a) << 24 | UInt32(b) << 16 | UInt32(c) << 8 | UInt32(d)
-    }
-    /// Dotted-quad text.
-    public var description: String {
-        "\(rawValue >> 24).\(rawValue >> 16 & 0xFF).\(rawValue >> 8 & 0xFF).\(rawValue & 0xFF)"
-    }
-}
-
-/// An IPv6 address: two 64-bit halves, each the number of its eight bytes in network order.
-public struct IPv6Address: Hashable, Sendable, CustomStringConvertible {
-    /// Bytes 0..<8 as a big-endian number.
-    public var high: UInt64
-    /// Bytes 8..<16 as a big-endian number.
-    public var low: UInt64
-    /// Builds an address from its halves.
-    @inlinable public init(high: UInt64, low: UInt64) {
-        self.high = high
-        self.low = low
-    }
-    /// Builds an address from eight 16-bit groups, as written in text.
-    public init(_ groups: UInt16...) {
-        precondition(groups.count == 8, "an IPv6 address has eight groups")
-        var h: UInt64 = 0
-        var l: UInt64 = 0
-        for i in 0..<4 { h = h << 16 | UInt64(groups[i]) }
-        for i in 4..<8 { l = l << 16 | UInt64(groups[i]) }
-        self.init(high: h, low: l)
-    }
-    /// The one's complement sum of the address's eight words (for pseudo-headers).
-    @inlinable public var wordSum: OnesComplementSum {
-        var s = OnesComplementSum.zero
-        var h = high
-        var l = low
-        for _ in 0..<4 {
-            s += OnesComplementSum(UInt16(truncatingIfNeeded: h))
-            s += OnesComplementSum(UInt16(truncatingIfNeeded: l))
-            h >>= 16
-            l >>= 16
-        }
-        return s
-    }
-    /// Full (uncompressed) hexadecimal text.
-    public var description: String {
-        var groups: [String] = []
-        for i in (0..<4).reversed() { groups.append(String(UInt16(truncatingIfNeeded: high >> (16 * UInt64(i))), radix: 16)) }
-        for i in (0..<4).reversed() { groups.append(String(UInt16(truncatingIfNeeded: low >> (16 * UInt64(i))), radix: 16)) }
-        return groups.joined(separator: ":")
     }
 }

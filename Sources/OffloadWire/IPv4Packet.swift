@@ -33,46 +33,46 @@ public struct IPv4Packet: ~Escapable {
         guard bytes.byteCount >= headerLength else {
             throw WireError(.ipv4, .truncated(needed: headerLength, available: bytes.byteCount), at: 0)
         }
-        let total = Int(bytes._u16Unchecked(2))
-        guard total >= headerLength else { throw WireError(.ipv4, .lengthFieldTooSmall(total), at: 2) }
+        let total = Int(bytes._u16Unchecked(Field.totalLength))
+        guard total >= headerLength else { throw WireError(.ipv4, .lengthFieldTooSmall(total), at: Field.totalLength) }
         guard total <= bytes.byteCount else {
-            throw WireError(.ipv4, .lengthExceedsBuffer(claimed: total, available: bytes.byteCount), at: 2)
+            throw WireError(.ipv4, .lengthExceedsBuffer(claimed: total, available: bytes.byteCount), at: Field.totalLength)
         }
         self.bytes = bytes
     }
 
     /// The header length in bytes (IHL × 4).
-    @inlinable public var headerLength: Int { Int(bytes._u8Unchecked(0) & 0x0F) * 4 }
+    @inlinable public var headerLength: Int { Int(bytes._u8Unchecked(Field.versionAndHeaderLength) & 0x0F) * 4 }
     /// The type-of-service byte: DSCP (6 bits) and ECN (2 bits).
-    @inlinable public var typeOfService: UInt8 { bytes._u8Unchecked(1) }
+    @inlinable public var typeOfService: UInt8 { bytes._u8Unchecked(Field.typeOfService) }
     /// The ECN codepoint (RFC 3168): 0 not-ECT, 1 ECT(1), 2 ECT(0), 3 CE.
     @inlinable public var ecn: UInt8 { typeOfService & 3 }
     /// The total length field.
-    @inlinable public var totalLength: Int { Int(bytes._u16Unchecked(2)) }
+    @inlinable public var totalLength: Int { Int(bytes._u16Unchecked(Field.totalLength)) }
     /// The identification field.
-    @inlinable public var identification: UInt16 { bytes._u16Unchecked(4) }
+    @inlinable public var identification: UInt16 { bytes._u16Unchecked(Field.identification) }
     /// The flags and fragment offset word.
-    @inlinable public var flagsAndFragmentOffset: UInt16 { bytes._u16Unchecked(6) }
+    @inlinable public var flagsAndFragmentOffset: UInt16 { bytes._u16Unchecked(Field.flagsAndFragmentOffset) }
     /// The reserved ("evil") bit.
-    @inlinable public var reservedFlag: Bool { flagsAndFragmentOffset & 0x8000 != 0 }
+    @inlinable public var reservedFlag: Bool { flagsAndFragmentOffset & Flags.reserved != 0 }
     /// Don't Fragment.
-    @inlinable public var dontFragment: Bool { flagsAndFragmentOffset & 0x4000 != 0 }
+    @inlinable public var dontFragment: Bool { flagsAndFragmentOffset & Flags.dontFragment != 0 }
     /// More Fragments.
-    @inlinable public var moreFragments: Bool { flagsAndFragmentOffset & 0x2000 != 0 }
+    @inlinable public var moreFragments: Bool { flagsAndFragmentOffset & Flags.moreFragments != 0 }
     /// The fragment offset in 8-byte units.
-    @inlinable public var fragmentOffset: Int { Int(flagsAndFragmentOffset & 0x1FFF) }
+    @inlinable public var fragmentOffset: Int { Int(flagsAndFragmentOffset & Flags.fragmentOffsetMask) }
     /// Whether this is a fragment (MF set or a non-zero offset); Linux `ip_is_fragment`.
-    @inlinable public var isFragment: Bool { flagsAndFragmentOffset & 0x3FFF != 0 }
+    @inlinable public var isFragment: Bool { flagsAndFragmentOffset & Flags.fragmentMask != 0 }
     /// Time to live.
-    @inlinable public var timeToLive: UInt8 { bytes._u8Unchecked(8) }
+    @inlinable public var timeToLive: UInt8 { bytes._u8Unchecked(Field.timeToLive) }
     /// The payload protocol.
-    @inlinable public var protocolNumber: IPProtocol { IPProtocol(rawValue: bytes._u8Unchecked(9)) }
+    @inlinable public var protocolNumber: IPProtocol { IPProtocol(rawValue: bytes._u8Unchecked(Field.protocolNumber)) }
     /// The header checksum field.
-    @inlinable public var headerChecksum: UInt16 { bytes._u16Unchecked(10) }
+    @inlinable public var headerChecksum: UInt16 { bytes._u16Unchecked(Field.headerChecksum) }
     /// The source address.
-    @inlinable public var source: IPv4Address { IPv4Address(rawValue: bytes._u32Unchecked(12)) }
+    @inlinable public var source: IPv4Address { IPv4Address(rawValue: bytes._u32Unchecked(Field.source)) }
     /// The destination address.
-    @inlinable public var destination: IPv4Address { IPv4Address(rawValue: bytes._u32Unchecked(16)) }
+    @inlinable public var destination: IPv4Address { IPv4Address(rawValue: bytes._u32Unchecked(Field.destination)) }
     /// Bytes after `totalLength` (Ethernet padding or garbage).
     @inlinable public var trailingByteCount: Int { bytes.byteCount - totalLength }
 
@@ -190,5 +190,51 @@ public struct IPv4HeaderRepr: Hashable, Sendable {
             ~InternetChecksum.unsafeSum($0).value
         }
         buffer.storeBigEndian(checksum, at: start + 10)
+    }
+}
+
+extension IPv4Packet {
+    /// The first byte of a header without options: version 4, IHL 5.
+    public static let versionAndMinimumHeaderLength: UInt8 = 0x45
+
+    /// Byte offsets of the IPv4 header's fields, from the start of the header (RFC 791 §3.1).
+    /// The only place outside the views that may know where a field lies is code that uses these.
+    public enum Field {
+        /// Version (high nibble) and IHL (low nibble, in 32-bit words).
+        public static let versionAndHeaderLength = 0
+        /// DSCP and ECN (the former type-of-service byte).
+        public static let typeOfService = 1
+        /// Total length, header included (16 bits).
+        public static let totalLength = 2
+        /// Identification (16 bits).
+        public static let identification = 4
+        /// Flags (3 bits) and fragment offset (13 bits, in 8-byte units).
+        public static let flagsAndFragmentOffset = 6
+        /// Time to live.
+        public static let timeToLive = 8
+        /// The payload protocol.
+        public static let protocolNumber = 9
+        /// Header checksum (16 bits).
+        public static let headerChecksum = 10
+        /// Source address (32 bits).
+        public static let source = 12
+        /// Destination address (32 bits).
+        public static let destination = 16
+        /// The end of a header without options.
+        public static let minimumHeaderEnd = 20
+    }
+
+    /// Bits of the flags-and-fragment-offset word (``Field/flagsAndFragmentOffset``).
+    public enum Flags {
+        /// The reserved ("evil", RFC 3514) bit.
+        public static let reserved: UInt16 = 0x8000
+        /// Don't Fragment.
+        public static let dontFragment: UInt16 = 0x4000
+        /// More Fragments.
+        public static let moreFragments: UInt16 = 0x2000
+        /// The fragment offset.
+        public static let fragmentOffsetMask: UInt16 = 0x1FFF
+        /// MF or a non-zero offset: the packet is a fragment (Linux `ip_is_fragment`).
+        public static let fragmentMask: UInt16 = 0x3FFF
     }
 }

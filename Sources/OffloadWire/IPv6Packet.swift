@@ -37,11 +37,11 @@ public struct IPv6Packet: ~Escapable {
         try bytes._require(40, .ipv6)
         let version = bytes._u8Unchecked(0) >> 4
         guard version == 6 else { throw WireError(.ipv6, .badVersion(version), at: 0) }
-        let end = 40 + Int(bytes._u16Unchecked(4))
+        let end = 40 + Int(bytes._u16Unchecked(Field.payloadLength))
         guard end <= bytes.byteCount else {
             throw WireError(.ipv6, .lengthExceedsBuffer(claimed: end - 40, available: bytes.byteCount - 40), at: 4)
         }
-        var next = IPProtocol(rawValue: bytes._u8Unchecked(6))
+        var next = IPProtocol(rawValue: bytes._u8Unchecked(Field.nextHeader))
         var offset = 40
         var count = 0
         var fragment: Int? = nil
@@ -86,7 +86,7 @@ public struct IPv6Packet: ~Escapable {
     }
 
     /// The first 32-bit word: version, traffic class, flow label.
-    @inlinable public var versionClassLabel: UInt32 { bytes._u32Unchecked(0) }
+    @inlinable public var versionClassLabel: UInt32 { bytes._u32Unchecked(Field.versionClassLabel) }
     /// The traffic class byte (DSCP and ECN).
     @inlinable public var trafficClass: UInt8 { UInt8(truncatingIfNeeded: versionClassLabel >> 20) }
     /// The ECN codepoint.
@@ -94,11 +94,11 @@ public struct IPv6Packet: ~Escapable {
     /// The 20-bit flow label.
     @inlinable public var flowLabel: UInt32 { versionClassLabel & 0xF_FFFF }
     /// The payload length field (extension headers included).
-    @inlinable public var payloadLength: Int { Int(bytes._u16Unchecked(4)) }
+    @inlinable public var payloadLength: Int { Int(bytes._u16Unchecked(Field.payloadLength)) }
     /// The next-header field of the fixed header.
-    @inlinable public var nextHeader: IPProtocol { IPProtocol(rawValue: bytes._u8Unchecked(6)) }
+    @inlinable public var nextHeader: IPProtocol { IPProtocol(rawValue: bytes._u8Unchecked(Field.nextHeader)) }
     /// The hop limit.
-    @inlinable public var hopLimit: UInt8 { bytes._u8Unchecked(7) }
+    @inlinable public var hopLimit: UInt8 { bytes._u8Unchecked(Field.hopLimit) }
     /// The source address.
     @inlinable public var source: IPv6Address { IPv6Address(high: bytes._u64Unchecked(8), low: bytes._u64Unchecked(16)) }
     /// The destination address.
@@ -171,5 +171,33 @@ public struct IPv6HeaderRepr: Hashable, Sendable {
         buffer.appendBigEndian(source.low)
         buffer.appendBigEndian(destination.high)
         buffer.appendBigEndian(destination.low)
+    }
+}
+
+extension IPv6Packet {
+    /// Byte offsets of the IPv6 fixed header's fields, from the start of the header (RFC 8200 §3).
+    public enum Field {
+        /// Version (4 bits), traffic class (8 bits) and flow label (20 bits), one 32-bit word.
+        public static let versionClassLabel = 0
+        /// Payload length: everything after the fixed header (16 bits).
+        public static let payloadLength = 4
+        /// The next header (an extension header or the upper-layer protocol).
+        public static let nextHeader = 6
+        /// Hop limit.
+        public static let hopLimit = 7
+        /// Source address (128 bits).
+        public static let source = 8
+        /// Destination address (128 bits).
+        public static let destination = 24
+        /// The end of the fixed header.
+        public static let fixedHeaderEnd = 40
+    }
+
+    /// Masks of the first 32-bit word (``Field/versionClassLabel``).
+    public enum Masks {
+        /// The traffic class bits.
+        public static let trafficClass: UInt32 = 0x0FF0_0000
+        /// The flow label bits.
+        public static let flowLabel: UInt32 = 0x000F_FFFF
     }
 }

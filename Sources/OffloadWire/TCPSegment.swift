@@ -24,6 +24,9 @@ public struct TCPFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
     /// Accurate ECN (formerly NS).
     public static let ae = TCPFlags(rawValue: 0x100)
 
+    /// The eight flags CWR … FIN as the byte at ``TCPSegment/Field/flagByte`` holds them.
+    @inlinable public var flagByte: UInt8 { UInt8(truncatingIfNeeded: rawValue) }
+
     /// Letters as tcpdump prints them (F S R P . U E W A).
     public var description: String {
         var s = ""
@@ -64,7 +67,7 @@ public struct TCPSegment: ~Escapable {
     @inlinable @_lifetime(copy bytes)
     public init(validating bytes: RawSpan) throws(WireError) {
         try bytes._require(20, .tcp)
-        let headerLength = Int(bytes._u8Unchecked(12) >> 4) * 4
+        let headerLength = Int(bytes._u8Unchecked(Field.dataOffset) >> 4) * 4
         guard headerLength >= 20 else { throw WireError(.tcp, .headerLengthTooSmall(headerLength), at: 12) }
         guard headerLength <= bytes.byteCount else {
             throw WireError(.tcp, .lengthExceedsBuffer(claimed: headerLength, available: bytes.byteCount), at: 12)
@@ -73,25 +76,25 @@ public struct TCPSegment: ~Escapable {
     }
 
     /// Source port.
-    @inlinable public var sourcePort: UInt16 { bytes._u16Unchecked(0) }
+    @inlinable public var sourcePort: UInt16 { bytes._u16Unchecked(Field.sourcePort) }
     /// Destination port.
-    @inlinable public var destinationPort: UInt16 { bytes._u16Unchecked(2) }
+    @inlinable public var destinationPort: UInt16 { bytes._u16Unchecked(Field.destinationPort) }
     /// Sequence number.
-    @inlinable public var sequenceNumber: UInt32 { bytes._u32Unchecked(4) }
+    @inlinable public var sequenceNumber: UInt32 { bytes._u32Unchecked(Field.sequenceNumber) }
     /// Acknowledgment number.
-    @inlinable public var acknowledgmentNumber: UInt32 { bytes._u32Unchecked(8) }
+    @inlinable public var acknowledgmentNumber: UInt32 { bytes._u32Unchecked(Field.acknowledgmentNumber) }
     /// Header length in bytes (data offset × 4).
-    @inlinable public var headerLength: Int { Int(bytes._u8Unchecked(12) >> 4) * 4 }
+    @inlinable public var headerLength: Int { Int(bytes._u8Unchecked(Field.dataOffset) >> 4) * 4 }
     /// The control bits.
-    @inlinable public var flags: TCPFlags { TCPFlags(rawValue: bytes._u16Unchecked(12)) }
+    @inlinable public var flags: TCPFlags { TCPFlags(rawValue: bytes._u16Unchecked(Field.flags)) }
     /// The 32-bit word at offset 12: data offset, flags and window (Linux `tcp_flag_word`).
-    @inlinable public var flagWord: UInt32 { bytes._u32Unchecked(12) }
+    @inlinable public var flagWord: UInt32 { bytes._u32Unchecked(Field.dataOffset) }
     /// Receive window (unscaled).
-    @inlinable public var window: UInt16 { bytes._u16Unchecked(14) }
+    @inlinable public var window: UInt16 { bytes._u16Unchecked(Field.window) }
     /// Checksum field.
-    @inlinable public var checksum: UInt16 { bytes._u16Unchecked(16) }
+    @inlinable public var checksum: UInt16 { bytes._u16Unchecked(Field.checksum) }
     /// Urgent pointer.
-    @inlinable public var urgentPointer: UInt16 { bytes._u16Unchecked(18) }
+    @inlinable public var urgentPointer: UInt16 { bytes._u16Unchecked(Field.urgentPointer) }
     /// Payload length.
     @inlinable public var payloadLength: Int { bytes.byteCount - headerLength }
     /// The option bytes.
@@ -113,6 +116,19 @@ public struct TCPSegment: ~Escapable {
     /// - Throws: ``WireError`` with layer `.tcpOption`, offset counted from the TCP header start.
     public func parsedOptions() throws(WireError) -> [TCPOption] {
         var result: [TCPOption] = []
+        try parseOptions(into: &result)
+        return result
+    }
+
+    /// The options before the first malformed one (all of them when the list is well formed):
+    /// what a diagnostic tool reads from a packet it must not reject.
+    public var optionsBeforeFirstError: [TCPOption] {
+        var result: [TCPOption] = []
+        try? parseOptions(into: &result)
+        return result
+    }
+
+    func parseOptions(into result: inout [TCPOption]) throws(WireError) {
         let end = headerLength
         var o = 20
         while o < end {
@@ -120,7 +136,7 @@ public struct TCPSegment: ~Escapable {
             switch kind {
             case 0:
                 result.append(.endOfList)
-                return result
+                return
             case 1:
                 result.append(.noOperation)
                 o += 1
@@ -169,7 +185,6 @@ public struct TCPSegment: ~Escapable {
             }
             o += length
         }
-        return result
     }
 
     /// Checks the options without keeping them. See ``parsedOptions()``.
@@ -312,5 +327,48 @@ public struct TCPHeaderRepr: Hashable, Sendable {
             InternetChecksum.unsafeSum($0, initial: pseudoHeader(length))
         }
         buffer.storeBigEndian(sum.checksum, at: start + 16)
+    }
+}
+
+extension TCPSegment {
+    /// Byte offsets of the TCP header's fields (RFC 9293 §3.1).
+    public enum Field {
+        /// Source port.
+        public static let sourcePort = 0
+        /// Destination port.
+        public static let destinationPort = 2
+        /// Sequence number (32 bits).
+        public static let sequenceNumber = 4
+        /// Acknowledgment number (32 bits).
+        public static let acknowledgmentNumber = 8
+        /// Data offset (high nibble, in 32-bit words); it starts the 32-bit word of offset, flags
+        /// and window that GRO compares as one (see ``TCPSegment/FlagWord``).
+        public static let dataOffset = 12
+        /// The 9 flag bits, read as the low bits of the 16-bit word at offset 12.
+        public static let flags = 12
+        /// The byte of the eight flags CWR … FIN (AE is the low bit of byte 12).
+        public static let flagByte = 13
+        /// Window (16 bits).
+        public static let window = 14
+        /// Checksum (16 bits).
+        public static let checksum = 16
+        /// Urgent pointer (16 bits).
+        public static let urgentPointer = 18
+        /// The end of a header without options; options follow.
+        public static let options = 20
+    }
+
+    /// Masks of the 32-bit word at ``Field/dataOffset``: data offset, flags and window, as GRO
+    /// compares them in one load (Linux `tcp_flag_word`).
+    public enum FlagWord {
+        /// Where the flags sit in the word.
+        @inlinable public static func flags(_ f: TCPFlags) -> UInt32 { UInt32(f.rawValue) << 16 }
+        /// CWR.
+        public static let cwr = flags(.cwr)
+        /// The flags that may differ between segments of one super-packet: CWR, PSH, FIN
+        /// (Linux `tcp_gro_receive`: `flush |= (flags ^ flags2) & ~(CWR | FIN | PSH)`).
+        public static let mayDiffer = flags([.cwr, .psh, .fin])
+        /// PSH or FIN: the segment ends a super-packet.
+        public static let pushOrFin = flags([.psh, .fin])
     }
 }

@@ -17,7 +17,7 @@ public struct UDPDatagram: ~Escapable {
     @inlinable @_lifetime(copy bytes)
     public init(validating bytes: RawSpan) throws(WireError) {
         try bytes._require(8, .udp)
-        let length = Int(bytes._u16Unchecked(4))
+        let length = Int(bytes._u16Unchecked(Field.length))
         guard length >= 8 else { throw WireError(.udp, .lengthFieldTooSmall(length), at: 4) }
         guard length <= bytes.byteCount else {
             throw WireError(.udp, .lengthExceedsBuffer(claimed: length, available: bytes.byteCount), at: 4)
@@ -26,13 +26,13 @@ public struct UDPDatagram: ~Escapable {
     }
 
     /// Source port.
-    @inlinable public var sourcePort: UInt16 { bytes._u16Unchecked(0) }
+    @inlinable public var sourcePort: UInt16 { bytes._u16Unchecked(Field.sourcePort) }
     /// Destination port.
-    @inlinable public var destinationPort: UInt16 { bytes._u16Unchecked(2) }
+    @inlinable public var destinationPort: UInt16 { bytes._u16Unchecked(Field.destinationPort) }
     /// Length field (header plus payload).
-    @inlinable public var length: Int { Int(bytes._u16Unchecked(4)) }
+    @inlinable public var length: Int { Int(bytes._u16Unchecked(Field.length)) }
     /// Checksum field (0: none, IPv4 only).
-    @inlinable public var checksum: UInt16 { bytes._u16Unchecked(6) }
+    @inlinable public var checksum: UInt16 { bytes._u16Unchecked(Field.checksum) }
     /// Bytes beyond the length field.
     @inlinable public var trailingByteCount: Int { bytes.byteCount - length }
     /// The payload, as the length field bounds it.
@@ -98,13 +98,13 @@ public struct ICMPMessage: ~Escapable {
         self.isVersion6 = version6
     }
     /// Message type.
-    @inlinable public var type: UInt8 { bytes._u8Unchecked(0) }
+    @inlinable public var type: UInt8 { bytes._u8Unchecked(Field.type) }
     /// Message code.
-    @inlinable public var code: UInt8 { bytes._u8Unchecked(1) }
+    @inlinable public var code: UInt8 { bytes._u8Unchecked(Field.code) }
     /// Checksum field.
-    @inlinable public var checksum: UInt16 { bytes._u16Unchecked(2) }
+    @inlinable public var checksum: UInt16 { bytes._u16Unchecked(Field.checksum) }
     /// The second 32-bit word (identifier/sequence, next-hop MTU, pointer, ...).
-    @inlinable public var restOfHeader: UInt32 { bytes._u32Unchecked(4) }
+    @inlinable public var restOfHeader: UInt32 { bytes._u32Unchecked(Field.restOfHeader) }
     /// For ICMPv4 "fragmentation needed": the next-hop MTU (RFC 1191 §4).
     @inlinable public var nextHopMTU: UInt16 { UInt16(truncatingIfNeeded: restOfHeader) }
     /// For ICMPv6 "packet too big": the MTU (RFC 4443 §3.2).
@@ -131,4 +131,36 @@ public enum ICMPType {
     public static let v6PacketTooBig: UInt8 = 2
     /// ICMPv6 Time Exceeded (type 3); code 0 is "hop limit exceeded in transit".
     public static let v6TimeExceeded: UInt8 = 3
+}
+
+extension UDPDatagram {
+    /// Byte offsets of the UDP header's fields (RFC 768).
+    public enum Field {
+        /// Source port.
+        public static let sourcePort = 0
+        /// Destination port.
+        public static let destinationPort = 2
+        /// Length: header and payload (16 bits).
+        public static let length = 4
+        /// Checksum (16 bits; 0 means none over IPv4).
+        public static let checksum = 6
+        /// The header's length.
+        public static let headerLength = 8
+    }
+}
+
+extension ICMPMessage {
+    /// Byte offsets of the ICMP and ICMPv6 header's fields (RFC 792, RFC 4443 §2.1).
+    public enum Field {
+        /// Message type.
+        public static let type = 0
+        /// Message code.
+        public static let code = 1
+        /// Checksum (16 bits).
+        public static let checksum = 2
+        /// The second 32-bit word: identifier/sequence, next-hop MTU, pointer, ...
+        public static let restOfHeader = 4
+        /// The header's length; an error's quote starts here.
+        public static let headerLength = 8
+    }
 }

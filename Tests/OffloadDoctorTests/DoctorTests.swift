@@ -18,29 +18,43 @@ struct Trace {
                                              payload: payload, window: window, options: options)))
     }
 
-    static func tcpPacket(port: UInt16, toServer: Bool, seq: UInt32, ack: UInt32, flags: TCPFlags, payload: Int,
-                          window: UInt16, options: [TCPOption]) -> [UInt8] {
-        var l4: [UInt8] = []
-        TCPHeaderRepr(sourcePort: toServer ? port : 5201, destinationPort: toServer ? 5201 : port, sequenceNumber: seq,
-                      acknowledgmentNumber: ack, flags: flags, window: window, options: options).encode(into: &l4)
-        var bytes: [UInt8] = []
-        IPv4HeaderRepr(source: toServer ? client : server, destination: toServer ? server : client, protocolNumber: .tcp,
-                       totalLength: 20 + l4.count + payload).encode(into: &bytes)
-        return bytes + l4 + [UInt8](repeating: 0, count: payload)
+    static func builder(port: UInt16, toServer: Bool) -> PacketBuilder {
+        var b = PacketBuilder()
+        b.link = .raw
+        b.source = .v4(toServer ? client : server)
+        b.destination = .v4(toServer ? server : client)
+        b.sourcePort = toServer ? port : 5201
+        b.destinationPort = toServer ? 5201 : port
+        b.ipID = 0
+        return b
     }
 
-    /// An ICMP "fragmentation needed" from the gateway to the client quoting a packet of `quotedLength`.
+    static func tcpPacket(port: UInt16, toServer: Bool, seq: UInt32, ack: UInt32, flags: TCPFlags, payload: Int,
+                          window: UInt16, options: [TCPOption]) -> [UInt8] {
+        var b = builder(port: port, toServer: toServer)
+        b.sequence = seq
+        b.ack = ack
+        b.flags = flags
+        b.window = window
+        b.options = options
+        b.payload = [UInt8](repeating: 0, count: payload)
+        return b.frame()
+    }
+
+    /// An ICMP "fragmentation needed" from the gateway to the client quoting a packet of `quotedLength`
+    /// (its IP header and the first 8 bytes of its TCP header, as RFC 792 asks).
     mutating func fragmentationNeeded(_ time: Double, port: UInt16 = 40000, mtu: Int, quotedLength: Int, seq: UInt32) {
-        var quoted: [UInt8] = []
-        IPv4HeaderRepr(source: Self.client, destination: Self.server, protocolNumber: .tcp, totalLength: quotedLength)
-            .encode(into: &quoted)
-        quoted += Array(Self.tcpPacket(port: port, toServer: true, seq: seq, ack: 1, flags: .ack, payload: 0, window: 1,
-                                       options: [])[20..<28])
-        let icmp: [UInt8] = [3, 4, 0, 0, 0, 0, UInt8(mtu >> 8), UInt8(mtu & 0xFF)] + quoted
-        var bytes: [UInt8] = []
-        IPv4HeaderRepr(source: Self.gateway, destination: Self.client, protocolNumber: .icmp, totalLength: 20 + icmp.count)
-            .encode(into: &bytes)
-        packets.append((time, bytes + icmp))
+        let quoted = Self.tcpPacket(port: port, toServer: true, seq: seq, ack: 1, flags: .ack, payload: quotedLength - 40,
+                                    window: 1, options: [])
+        var b = PacketBuilder()
+        b.link = .raw
+        b.source = .v4(Self.gateway)
+        b.destination = .v4(Self.client)
+        b.ipID = 0
+        b.transport = .icmp(type: ICMPType.v4DestinationUnreachable, code: ICMPType.v4FragmentationNeeded,
+                            restOfHeader: UInt32(mtu))
+        b.payload = Array(quoted[0..<28])
+        packets.append((time, b.frame()))
     }
 
     /// A bulk transfer: `count` segments of `size` from `start`, one every `gap` seconds, each

@@ -5,7 +5,7 @@ import Testing
 @Suite("Forwarding decision (gro-spec §6, scenario 39)")
 struct ForwardingTests {
     /// A GRO super-packet of `count` 1448-byte segments (raw IP), and its inputs.
-    func superPacket(_ count: Int = 3, _ customize: (Int, inout PacketSpec) -> Void = { _, _ in })
+    func superPacket(_ count: Int = 3, _ customize: (Int, inout PacketBuilder) -> Void = { _, _ in })
         -> (Emitted, [[UInt8]])
     {
         let inputs = stream(count) { i, s in
@@ -60,7 +60,7 @@ struct ForwardingTests {
         let icmp = try #require(out.toSource.first)
         #expect(checksumsAreValidICMP(icmp))
         #expect(icmp[9] == 1)  // ICMP
-        #expect(icmp.loadBigEndian(UInt32.self, at: 16) == PacketSpec.v4Source.rawValue)
+        #expect(icmp.loadBigEndian(UInt32.self, at: 16) == PacketBuilder.v4Source.rawValue)
         #expect(icmp[20] == 3 && icmp[21] == 4)
         #expect(icmp.loadBigEndian(UInt16.self, at: 26) == 1400)
         // The quote is the first segment as the source sent it: length 1500, not 4396.

@@ -6,7 +6,7 @@ import Testing
 /// differs (per-flow order), what it delivers instead.
 @Suite("GRO scenarios (gro-spec §8)")
 struct GROScenarioTests {
-    func run(_ specs: [PacketSpec], _ configuration: GROConfiguration = GROConfiguration(),
+    func run(_ specs: [PacketBuilder], _ configuration: GROConfiguration = GROConfiguration(),
              checksum: ChecksumState = .unverified) -> [Emitted] {
         runGRO(specs.map { $0.frame() }, configuration: configuration, checksum: checksum)
     }
@@ -38,7 +38,7 @@ struct GROScenarioTests {
         let out = run(stream(3), config)
         #expect(out.count == 1 && out[0].checksum == .partial)
         let pseudo = InternetChecksum.pseudoHeaderSum(
-            ipv4Source: PacketSpec.v4Source, destination: PacketSpec.v4Destination, protocolNumber: .tcp,
+            ipv4Source: PacketBuilder.v4Source, destination: PacketBuilder.v4Destination, protocolNumber: .tcp,
             length: 32 + 4344)
         #expect(out[0].bytes.loadBigEndian(UInt16.self, at: 14 + 20 + 16) == pseudo.value)
         // Finishing the partial checksum gives the complete one.
@@ -46,6 +46,35 @@ struct GROScenarioTests {
         let value = finished.span.bytes.extracting(34...).withUnsafeBytes { ~InternetChecksum.unsafeSum($0).value }
         finished.storeBigEndian(value, at: 34 + 16)
         #expect(checksumsAreValid(finished, linkType: .ethernet))
+    }
+
+    @Test("a UDP datagram between two TCP segments with the same addresses and ports does not split the merge")
+    func udpBetweenTCPSegmentsOfTheSamePorts() throws {
+        // With UDP GRO off, the datagram bypasses GRO. Linux keeps TCP and UDP in separate flows, so
+        // the TCP segments merge across it; the bypass rule must compare the protocol too.
+        var specs = stream(2)
+        for i in specs.indices {
+            specs[i].source = .v4(IPv4Address(192, 0, 2, 1))
+            specs[i].destination = .v4(IPv4Address(192, 0, 2, 2))
+            specs[i].sourcePort = 1
+            specs[i].destinationPort = 1
+        }
+        var udp = specs[0]
+        udp.transport = .udp
+        udp.payloadLength = 100
+        var statistics = GROStatistics()
+        let out = runGRO([specs[0].frame(), udp.frame(), specs[1].frame()], statistics: &statistics)
+        #expect(out.count == 2)
+        #expect(out.contains { $0.reason == .udpDisabled && $0.payloadLength == 100 })
+        let merged = try #require(out.first { $0.gso != nil })
+        #expect(merged.gso?.segmentCount == 2 && merged.payloadLength == 2 * 1448)
+        #expect(statistics[.flowBypass] == 0)
+        // A TCP packet of the same connection that bypasses (a bad checksum) still completes it first.
+        var bad = specs[1]
+        bad.sequence &+= 1448
+        bad.corruptChecksum = true
+        let ordered = runGRO([specs[0].frame(), specs[1].frame(), bad.frame()])
+        #expect(ordered.map(\.reason) == [.flowBypass, .badChecksum])
     }
 
     @Test("2: a short last segment ends the chain")
@@ -364,9 +393,9 @@ struct GROScenarioTests {
     func udpGRO() {
         var config = GROConfiguration()
         config.udp = true
-        func udp(_ sizes: [Int], _ customize: (Int, inout PacketSpec) -> Void = { _, _ in }) -> [PacketSpec] {
+        func udp(_ sizes: [Int], _ customize: (Int, inout PacketBuilder) -> Void = { _, _ in }) -> [PacketBuilder] {
             sizes.enumerated().map { i, n in
-                var s = PacketSpec()
+                var s = PacketBuilder()
                 s.udp = true
                 s.payloadLength = n
                 s.ipID = 8 &+ UInt16(i)

@@ -12,7 +12,7 @@ struct StreamGenerator {
 
     /// One flow's packets, in its own order.
     mutating func flow(index: Int, udpAllowed: Bool) -> [[UInt8]] {
-        var base = PacketSpec()
+        var base = PacketBuilder()
         base.ipv6 = chance(40)
         base.udp = udpAllowed && chance(20)
         base.sourcePort = 30000 + UInt16(index)
@@ -89,51 +89,6 @@ struct StreamGenerator {
     }
 }
 
-/// Addresses and ports as far as they can be read: the loosest flow identity.
-struct LooseKey: Hashable {
-    var addresses: [UInt8]
-    var ports: UInt32?
-
-    init?(_ frame: [UInt8]) {
-        if let l = try? PacketLayout(parsing: frame.span.bytes, linkType: .ethernet) {
-            switch l.network {
-            case .ipv4: addresses = Array(frame[(l.networkOffset + 12)..<(l.networkOffset + 20)])
-            case .ipv6: addresses = Array(frame[(l.networkOffset + 8)..<(l.networkOffset + 40)])
-            case .other: return nil
-            }
-            if (l.transport == .tcp || l.transport == .udp) && l.hasTransportHeader {
-                ports = frame.loadBigEndian(UInt32.self, at: l.transportOffset)
-            }
-            return
-        }
-        guard frame.count >= 15, frame[12] == 0x08 && frame[13] == 0x00 || frame[12] == 0x86 && frame[13] == 0xDD
-        else { return nil }
-        let n = 14
-        switch frame[n] >> 4 {
-        case 4:
-            guard frame.count >= n + 20 else { return nil }
-            addresses = Array(frame[(n + 12)..<(n + 20)])
-            let ihl = Int(frame[n] & 0x0F) * 4
-            let notFirst = frame.loadBigEndian(UInt16.self, at: n + 6) & 0x1FFF != 0
-            if !notFirst && ihl >= 20 && frame.count >= n + ihl + 4 { ports = frame.loadBigEndian(UInt32.self, at: n + ihl) }
-        case 6:
-            guard frame.count >= n + 40 else { return nil }
-            addresses = Array(frame[(n + 8)..<(n + 40)])
-            if (frame[n + 6] == 6 || frame[n + 6] == 17) && frame.count >= n + 44 {
-                ports = frame.loadBigEndian(UInt32.self, at: n + 40)
-            }
-        default:
-            return nil
-        }
-    }
-
-    func related(_ other: LooseKey) -> Bool {
-        addresses == other.addresses && (ports == nil || other.ports == nil || ports == other.ports)
-    }
-}
-
-/// Checks segment(coalesce(x)) == x: the same packets, byte for byte, each flow in its order.
-/// Returns a description of the first violation, or nil.
 func roundTripViolation(input: [[UInt8]], output: [[UInt8]]) -> String? {
     guard input.count == output.count else { return "packet count \(input.count) in, \(output.count) out" }
     var queues: [[UInt8]: [Int]] = [:]
@@ -144,11 +99,13 @@ func roundTripViolation(input: [[UInt8]], output: [[UInt8]]) -> String? {
         position[q.removeFirst()] = p
         queues[f] = q
     }
-    let keys = input.map(LooseKey.init)
+    // The flow identity as far as each packet lets it be read: packets that may share a flow
+    // (FlowKey.mayShareFlow: protocol and ports compared wherever both are readable) keep their order.
+    let keys = input.map { FlowKey(loosely: $0.span.bytes, linkType: .ethernet) }
     for i in 0..<input.count {
         guard let ki = keys[i] else { continue }
         for j in (i + 1)..<input.count {
-            guard let kj = keys[j], ki.related(kj) else { continue }
+            guard let kj = keys[j], ki.mayShareFlow(with: kj) else { continue }
             if position[i] > position[j] { return "inputs \(i) and \(j) of one flow left in the wrong order" }
         }
     }

@@ -5,39 +5,28 @@ import OffloadWire
     import Glibc
 #endif
 
-/// The packets the DPDK anchor (`../shared/anchors/dpdk-gro/bench.c`) uses: Ethernet + IPv4 (DF,
+/// The packets the DPDK anchor (the dpdk-gro harness's `bench.c`) uses: Ethernet + IPv4 (DF,
 /// incrementing ID, TTL 64) + TCP with NOP,NOP,timestamp (32-byte header, ACK) + 1448-byte
 /// payload = 1514-byte frames, correct checksums, flows interleaved round-robin.
 public enum Workload {
     /// One frame of flow `flow`.
     public static func frame(flow: Int, sequence: UInt32, identification: UInt16, payload: Int = 1448,
                              push: Bool = false, ipv6: Bool = false) -> [UInt8] {
-        var bytes: [UInt8] = []
-        EthernetHeaderRepr(destination: MACAddress(rawValue: 0x02_00_00_00_00_02),
-                           source: MACAddress(rawValue: 0x02_00_00_00_00_01),
-                           etherType: ipv6 ? .ipv6 : .ipv4).encode(into: &bytes)
-        let data = (0..<payload).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
-        let tcp = TCPHeaderRepr(sourcePort: UInt16(truncatingIfNeeded: 10_000 + flow), destinationPort: 5201,
-                                sequenceNumber: sequence, acknowledgmentNumber: 1, flags: push ? [.ack, .psh] : .ack,
-                                window: 1024, options: [.noOperation, .noOperation, .timestamp(value: 7, echoReply: 9)])
-        var l4: [UInt8] = []
-        if ipv6 {
-            let s = IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)
-            let d = IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2)
-            tcp.encode(into: &l4, payload: data) {
-                InternetChecksum.pseudoHeaderSum(ipv6Source: s, destination: d, nextHeader: .tcp, length: $0)
-            }
-            IPv6HeaderRepr(source: s, destination: d, nextHeader: .tcp, payloadLength: l4.count).encode(into: &bytes)
-        } else {
-            let s = IPv4Address(10, 0, 0, 1)
-            let d = IPv4Address(10, 0, 0, 2)
-            tcp.encode(into: &l4, payload: data) {
-                InternetChecksum.pseudoHeaderSum(ipv4Source: s, destination: d, protocolNumber: .tcp, length: $0)
-            }
-            IPv4HeaderRepr(source: s, destination: d, protocolNumber: .tcp, totalLength: 20 + l4.count,
-                           identification: identification).encode(into: &bytes)
+        var b = PacketBuilder()
+        b.ipv6 = ipv6
+        if !ipv6 {
+            b.source = .v4(IPv4Address(10, 0, 0, 1))
+            b.destination = .v4(IPv4Address(10, 0, 0, 2))
         }
-        return bytes + l4
+        b.ipID = identification
+        b.sourcePort = UInt16(truncatingIfNeeded: 10_000 + flow)
+        b.destinationPort = 5201
+        b.sequence = sequence
+        b.ack = 1
+        b.flags = push ? [.ack, .psh] : .ack
+        b.options = [.noOperation, .noOperation, .timestamp(value: 7, echoReply: 9)]
+        b.payload = (0..<payload).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        return b.frame()
     }
 
     /// `count` batches of `burst` frames, flows interleaved round-robin (train 1), each flow's
