@@ -97,69 +97,32 @@ struct Forward: ParsableCommand {
         config.queues = queues
         config.icmpSourceV4 = parseIPv4(icmpSource4)!
         config.icmpSourceV6 = parseIPv6(icmpSource6)!
-        let forwarder: Forwarder
+        let forwarder: Forwarder<IdentityStage>
         do { forwarder = try Forwarder(configuration: config, logger: logger) } catch {
             throw InputError(message: "\(error)")
         }
         let names = forwarder.deviceNames
         logger.info("forwarding \(names.ingress) <-> \(names.egress); offloads granted: \(names.ingress): \(forwarder.grantedOffloads.ingress), \(names.egress): \(forwarder.grantedOffloads.egress); egress MTU \(forwarder.egressMTU); mode \(mode.rawValue); GSO writes \(forwarder.gsoWritesWork ? "accepted" : "refused: segmenting")")
-        if txqueuelen > 0 {
-            for name in [names.ingress, names.egress] {
-                do { try TUNDevice.setTransmitQueueLength(name: name, txqueuelen) } catch {
-                    logger.warning("could not set txqueuelen \(txqueuelen) on \(name): \(error)")
-                }
-            }
-        }
         if mode == .lro { logger.warning("--mode lro is the UNSAFE greedy merge: expect black holes behind a smaller MTU") }
-        let routing = RoutingSetup()
-        if setup {
-            do {
-                try TUNDevice.bringUp(name: names.ingress)
-                try TUNDevice.bringUp(name: names.egress)
-                try routing.apply(ingress: names.ingress, egress: names.egress, lan: lan!, wan: wan!)
-            } catch {
-                routing.teardown()
-                throw InputError(message: "setup failed: \(error)")
+        var settings = ForwarderLifecycleSettings()
+        settings.txqueuelen = txqueuelen
+        if setup, let lan, let wan { settings.routing = (lan, wan) }
+        settings.metrics = metrics.flatMap(parseEndpoint)
+        settings.duration = duration
+        settings.statisticsPath = statsJson
+        let lifecycle: ForwarderLifecycle<IdentityStage>
+        do {
+            lifecycle = try ForwarderLifecycle(forwarder: forwarder, settings: settings, logger: logger) { stats in
+                FileHandle.standardError.write(Data(summary(stats).utf8))
             }
-            logger.info("setup: \(routing.applied.joined(separator: "; "))")
+        } catch {
+            throw InputError(message: "\(error)")
         }
-        var server: MetricsServer?
-        if let metrics, let (address, port) = parseEndpoint(metrics) {
-            server = try MetricsServer(address: address, port: port) { forwarder.prometheusText() }
-            logger.info("metrics on http://\(address):\(server!.port)/metrics")
-        }
-        // Signals only set a flag (async-signal-safe); a watcher thread acts on it.
-        signal(SIGINT) { _ in signalFlags.bitwiseOr(1, ordering: .relaxed) }
-        signal(SIGTERM) { _ in signalFlags.bitwiseOr(1, ordering: .relaxed) }
-        signal(SIGUSR1) { _ in signalFlags.bitwiseOr(2, ordering: .relaxed) }
-        let deadline = duration.map { Date().addingTimeInterval($0) }
-        let watcher = Thread {
-            while true {
-                let flags = signalFlags.exchange(0, ordering: .relaxed)
-                if flags & 2 != 0 { FileHandle.standardError.write(Data(summary(forwarder.statistics).utf8)) }
-                if flags & 1 != 0 || deadline.map({ Date() >= $0 }) == true {
-                    forwarder.stop()
-                    return
-                }
-                Thread.sleep(forTimeInterval: 0.05)
-            }
-        }
-        watcher.start()
-        forwarder.run()
-        server?.stop()
-        routing.teardown()
-        let stats = forwarder.statistics
+        let stats = try lifecycle.run()
         print(summary(stats), terminator: "")
-        if let statsJson {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try encoder.encode(stats).write(to: URL(fileURLWithPath: statsJson))
-        }
     }
 }
 
-/// Bits set by the signal handlers: 1 stop, 2 print counters.
-let signalFlags = Atomic<Int>(0)
 
 func summary(_ stats: [String: ForwarderStatistics]) -> String {
     var text = ""

@@ -100,6 +100,35 @@ public enum RouterHeaders {
         }
     }
 
+    /// Sets the IPv4 type-of-service byte (updating the header checksum, RFC 1624) or the IPv6
+    /// traffic class, in place: DSCP and ECN together.
+    /// - Returns: `false` when the buffer does not hold an IP header there.
+    @discardableResult
+    public static func setTrafficClass(_ value: UInt8, in frame: UnsafeMutableRawBufferPointer, networkOffset n: Int) -> Bool {
+        guard frame.count >= n + 20 else { return false }
+        switch frame[n] >> 4 {
+        case 4:
+            let tos = n + IPv4Packet.Field.typeOfService
+            let oldWord = UInt16(frame[tos - 1]) << 8 | UInt16(frame[tos])
+            frame[tos] = value
+            let newWord = UInt16(frame[tos - 1]) << 8 | UInt16(frame[tos])
+            let c = n + IPv4Packet.Field.headerChecksum
+            let updated = InternetChecksum.update(UInt16(frame[c]) << 8 | UInt16(frame[c + 1]), replacing: oldWord,
+                                                  with: newWord)
+            frame[c] = UInt8(updated >> 8)
+            frame[c + 1] = UInt8(updated & 0xFF)
+            return true
+        case 6:
+            guard frame.count >= n + 40 else { return false }
+            // The traffic class spans the low nibble of byte 0 and the high nibble of byte 1.
+            frame[n] = frame[n] & 0xF0 | value >> 4
+            frame[n + 1] = frame[n + 1] & 0x0F | value << 4
+            return true
+        default:
+            return false
+        }
+    }
+
     /// Decrements the TTL or hop limit of an IP packet held in an array.
     @discardableResult
     public static func decrementTTL(_ frame: inout [UInt8], networkOffset: Int) -> Bool {

@@ -54,6 +54,21 @@ public struct RouterStatistics: Hashable, Sendable {
     public var passedThrough = 0
     /// Creates zeroed counters.
     public init() {}
+
+    /// Adds another set of counters to these.
+    public mutating func add(_ o: RouterStatistics) {
+        packetsIn += o.packetsIn
+        forwarded += o.forwarded
+        segmented += o.segmented
+        segmentsOut += o.segmentsOut
+        fragmented += o.fragmented
+        fragmentsOut += o.fragmentsOut
+        icmpTooBig += o.icmpTooBig
+        icmpTimeExceeded += o.icmpTimeExceeded
+        icmpSuppressed += o.icmpSuppressed
+        dropped += o.dropped
+        passedThrough += o.passedThrough
+    }
 }
 
 /// A packet leaving a ``Router``.
@@ -72,6 +87,9 @@ public struct RouterOutput: Hashable, Sendable {
     public var egress: [RoutedPacket] = []
     /// ICMP errors for the ingress (back to the source).
     public var toSource: [[UInt8]] = []
+    /// What this one packet added to the router's counters (a caller sums these instead of
+    /// diffing ``Router/statistics``).
+    public var counts = RouterStatistics()
 }
 
 /// A router's forwarding step for one packet or super-packet: TTL, the MTU decision, and what
@@ -101,14 +119,36 @@ public struct Router: ~Copyable {
     ///   - gso: its GSO facts when it is a super-packet.
     ///   - now: the clock for the ICMP rate limit, in nanoseconds.
     public mutating func route(_ frame: [UInt8], linkType: LinkType, gso: GSOInfo?, now: UInt64) -> RouterOutput {
-        statistics.packetsIn += 1
         let decision = ForwardingDecision.decide(frame.span.bytes, linkType: linkType, gso: gso,
                                                  egressMTU: configuration.egressMTU,
                                                  egressTakesGSO: configuration.egressTakesGSO)
+        return apply(decision, to: frame, linkType: linkType, gso: gso, now: now)
+    }
+
+    /// Carries out a decision already made (by a dataplane that decided on the headers alone):
+    /// forward, segment, fragment, or answer with an ICMP error. The decision is not made again.
+    /// - Parameters:
+    ///   - decision: what ``ForwardingDecision/decide(layout:headers:gso:egressMTU:egressTakesGSO:)`` said;
+    ///     a ``ForwardingDecision/tooBig(mtu:)`` error announces the MTU it carries.
+    ///   - frame: the frame, link header included; an ICMP error quotes its first segment.
+    ///   - linkType: its link type.
+    ///   - gso: its GSO facts when it is a super-packet.
+    ///   - now: the clock for the ICMP rate limit, in nanoseconds.
+    /// - Returns: the packets to send and what they added to the counters.
+    public mutating func apply(_ decision: ForwardingDecision, to frame: [UInt8], linkType: LinkType, gso: GSOInfo?,
+                               now: UInt64) -> RouterOutput {
+        let output = applyCounting(decision, to: frame, linkType: linkType, gso: gso, now: now)
+        statistics.add(output.counts)
+        return output
+    }
+
+    mutating func applyCounting(_ decision: ForwardingDecision, to frame: [UInt8], linkType: LinkType, gso: GSOInfo?,
+                                now: UInt64) -> RouterOutput {
         var output = RouterOutput(decision: decision)
+        output.counts.packetsIn += 1
         guard decision != .passThrough, let layout = try? PacketLayout(parsing: frame.span.bytes, linkType: linkType)
         else {
-            statistics.passedThrough += 1
+            output.counts.passedThrough += 1
             output.egress.append(RoutedPacket(bytes: frame, gso: gso))
             return output
         }
@@ -118,29 +158,30 @@ public struct Router: ~Copyable {
         case .passThrough:
             break
         case .timeExceeded:
-            statistics.dropped += 1
+            output.counts.dropped += 1
             let type = isIPv4 ? ICMPType.v4TimeExceeded : ICMPType.v6TimeExceeded
             // Quote the first segment: what the source sent, not the merged packet.
             let quoted = firstSegment(frame, linkType: linkType, gso: gso)
-            if let icmp = makeError(type: type, code: 0, rest: 0, quoting: quoted, from: frame, layout: layout, now: now) {
-                statistics.icmpTimeExceeded += 1
+            if let icmp = makeError(type: type, code: 0, rest: 0, quoting: quoted, from: frame, layout: layout, now: now,
+                                    counts: &output.counts) {
+                output.counts.icmpTimeExceeded += 1
                 output.toSource.append(icmp)
             }
         case .tooBig(let mtu):
-            statistics.dropped += 1
+            output.counts.dropped += 1
             let quoted = firstSegment(frame, linkType: linkType, gso: gso)
             let (type, code) = isIPv4
                 ? (ICMPType.v4DestinationUnreachable, ICMPType.v4FragmentationNeeded) : (ICMPType.v6PacketTooBig, 0)
             if let icmp = makeError(type: type, code: code, rest: UInt32(mtu), quoting: quoted, from: frame,
-                                    layout: layout, now: now)
+                                    layout: layout, now: now, counts: &output.counts)
             {
-                statistics.icmpTooBig += 1
+                output.counts.icmpTooBig += 1
                 output.toSource.append(icmp)
             }
         case .forward:
             var copy = frame
             RouterHeaders.decrementTTL(&copy, networkOffset: n)
-            statistics.forwarded += 1
+            output.counts.forwarded += 1
             output.egress.append(RoutedPacket(bytes: copy, gso: gso))
         case .segment, .fragment:
             var copy = frame
@@ -154,8 +195,8 @@ public struct Router: ~Copyable {
                                               checksum: configuration.segmentChecksum)
                     }
                     pieces = (0..<segmenter.segmentCount).map { segmenter.segmentBytes(at: $0) }
-                    statistics.segmented += 1
-                    statistics.segmentsOut += pieces.count
+                    output.counts.segmented += 1
+                    output.counts.segmentsOut += pieces.count
                 } catch {
                     pieces = [copy]
                 }
@@ -169,11 +210,11 @@ public struct Router: ~Copyable {
                 if let fragments = try? IPv4Fragmenter.fragment(piece.span.bytes.extracting(droppingFirst: n),
                                                                 mtu: configuration.egressMTU)
                 {
-                    statistics.fragmented += 1
-                    statistics.fragmentsOut += fragments.count
+                    output.counts.fragmented += 1
+                    output.counts.fragmentsOut += fragments.count
                     output.egress += fragments.map { RoutedPacket(bytes: link + $0, gso: nil) }
                 } else {
-                    statistics.dropped += 1
+                    output.counts.dropped += 1
                 }
             }
         }
@@ -191,7 +232,7 @@ public struct Router: ~Copyable {
 
     /// Builds an ICMP error with the reversed link header, subject to the rate limit.
     mutating func makeError(type: UInt8, code: UInt8, rest: UInt32, quoting quoted: [UInt8], from frame: [UInt8],
-                            layout: PacketLayout, now: UInt64) -> [UInt8]? {
+                            layout: PacketLayout, now: UInt64, counts: inout RouterStatistics) -> [UInt8]? {
         let n = layout.networkOffset
         let ip = quoted.span.bytes.extracting(droppingFirst: n)
         icmpID &+= 1
@@ -201,7 +242,7 @@ public struct Router: ~Copyable {
             : ICMPErrorBuilder.ipv6(type: type, code: code, restOfHeader: rest, quoting: ip,
                                     source: configuration.icmpSourceV6)
         guard let packet, limiter.allow(now: now) else {
-            statistics.icmpSuppressed += 1
+            counts.icmpSuppressed += 1
             return nil
         }
         var link = Array(frame[0..<n])

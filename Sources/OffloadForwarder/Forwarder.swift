@@ -50,20 +50,22 @@ final class DevicePair: @unchecked Sendable {
     }
 }
 
-/// A forwarding stage between two TUN devices, in both directions: read a batch, GRO it (keep
-/// the kernel's TSO super-packets whole), act as a router (TTL − 1, the MTU decision of
-/// `ip_forward`), and write super-packets with their virtio header when their segments fit,
-/// segments when the egress cannot take them, ICMP errors back to the source when they do not fit
-/// and DF is set, fragments when DF is clear.
-public final class Forwarder: @unchecked Sendable {
+/// A forwarder between two TUN devices, in both directions: read a batch, GRO it (keep the
+/// kernel's TSO super-packets whole), run the ``Stage`` on each packet or super-packet, act as a
+/// router (TTL − 1, the MTU decision of `ip_forward` on what the stage produced), and write
+/// super-packets with their virtio header when their segments fit, segments when the egress
+/// cannot take them, ICMP errors back to the source when they do not fit and DF is set, fragments
+/// when DF is clear. Each direction and queue has its own ``ForwardingPipeline``.
+public final class Forwarder<S: Stage>: @unchecked Sendable {
     /// The settings.
     public let configuration: ForwarderConfiguration
     let devices: DevicePair
     /// The other queues (IFF_MULTI_QUEUE), after the first.
     let moreQueues: [DevicePair]
     let logger: Logger
+    let makeStage: @Sendable (Direction) -> S
     let stopFlag = Atomic<Bool>(false)
-    let snapshots = Mutex<[String: ForwarderStatistics]>([:])
+    let snapshots = Mutex<[Direction: ForwarderStatistics]>([:])
     /// Offloads the kernel granted on each device.
     public let grantedOffloads: (ingress: TUNOffloads, egress: TUNOffloads)
     /// The egress MTU in use.
@@ -72,10 +74,16 @@ public final class Forwarder: @unchecked Sendable {
     public let ingressMTU: Int
 
     /// Opens (creating if needed) both TUN devices and negotiates offloads.
+    /// - Parameters:
+    ///   - configuration: the devices and settings.
+    ///   - logger: where warnings go.
+    ///   - makeStage: makes the stage of each direction and queue (each thread owns its own).
     /// - Throws: ``TUNError``.
-    public init(configuration: ForwarderConfiguration, logger: Logger) throws(TUNError) {
+    public init(configuration: ForwarderConfiguration, logger: Logger,
+                makeStage: @escaping @Sendable (Direction) -> S) throws(TUNError) {
         self.configuration = configuration
         self.logger = logger
+        self.makeStage = makeStage
         let multiQueue = configuration.queues > 1
         var ingress = try TUNDevice(name: configuration.ingress, vnetHeader: configuration.vnetHeader,
                                     multiQueue: multiQueue)
@@ -95,7 +103,7 @@ public final class Forwarder: @unchecked Sendable {
         egressMTU = configuration.egressMTU ?? egress.mtu ?? 1500
         ingressMTU = ingress.mtu ?? 1500
         gsoWritesWork = configuration.vnetHeader && configuration.gsoWrites
-            ? Self.probeGSOWrite(egress) && Self.probeGSOWrite(ingress) : false
+            ? probeGSOWrite(egress) && probeGSOWrite(ingress) : false
         devices = DevicePair(ingress: ingress, egress: egress)
         if configuration.vnetHeader && !configuration.gsoWrites {
             logger.info("GSO writes off: super-packets are segmented in user space before writing")
@@ -107,54 +115,24 @@ public final class Forwarder: @unchecked Sendable {
     /// Whether the kernel accepts GSO writes on the devices (checked at start by a probe).
     public let gsoWritesWork: Bool
 
-    /// Writes one two-segment TCP super-packet with TTL 0 (the kernel drops it when routing) and
-    /// reports whether the write was accepted: some kernels accept IFF_VNET_HDR but refuse GSO
-    /// writes with EINVAL (tailscale#13041, gluetun#3424), which only a write shows.
-    static func probeGSOWrite(_ device: borrowing TUNDevice) -> Bool {
-        var config = GROConfiguration()
-        config.outputChecksum = .partial
-        var engine = GROEngine(configuration: config)
-        var batch = PacketBatch(packetCapacity: 2, byteCapacity: 4096)
-        var probe = PacketBuilder()
-        probe.link = .raw
-        probe.source = .v4(IPv4Address(192, 0, 2, 2))
-        probe.destination = .v4(IPv4Address(192, 0, 2, 1))
-        probe.sourcePort = 9
-        probe.destinationPort = 9
-        probe.options = []
-        probe.ttl = 0
-        for i in 0..<2 {
-            probe.sequence = 1 + UInt32(i) * 100
-            probe.ipID = UInt16(i)
-            probe.payload = [UInt8](repeating: 0, count: 100)
-            batch.append(probe.frame(), metadata: PacketMetadata(linkType: .raw))
-        }
-        engine.coalesce(batch)
-        guard engine.outputCount == 1, let gso = engine.output(at: 0).metadata.gso else { return true }
-        let bytes = engine.outputBytes(at: 0)
-        guard let header = VirtioPacketInfo.header(for: gso, checksum: .partial, packet: bytes.span.bytes) else {
-            return true
-        }
-        do {
-            try device.write(header: header, packet: bytes)
-            return true
-        } catch {
-            return error.errno != .invalidArgument
-        }
-    }
-
     /// The device names.
     public var deviceNames: (ingress: String, egress: String) { (devices.ingress.name, devices.egress.name) }
 
     /// Asks the forwarding threads to stop (safe from any thread or a signal source).
     public func stop() { stopFlag.store(true, ordering: .relaxed) }
 
-    /// Current counters per direction (`lan_to_wan`, `wan_to_lan`).
-    public var statistics: [String: ForwarderStatistics] { snapshots.withLock { $0 } }
+    /// Current counters per direction.
+    public var countersByDirection: [Direction: ForwarderStatistics] { snapshots.withLock { $0 } }
+
+    /// Current counters keyed by direction label (`lan_to_wan`, `wan_to_lan`), as `--stats-json` writes them.
+    public var statistics: [String: ForwarderStatistics] {
+        Dictionary(uniqueKeysWithValues: countersByDirection.map { ($0.key.label, $0.value) })
+    }
 
     /// Prometheus text for all counters.
     public func prometheusText() -> String {
-        statistics.sorted { $0.key < $1.key }.map { $0.value.prometheus(direction: $0.key) }.joined()
+        countersByDirection.sorted { $0.key.label < $1.key.label }.map { $0.value.prometheus(direction: $0.key.label) }
+            .joined()
     }
 
     /// Runs both directions (of every queue) until ``stop()``; returns when all threads have finished.
@@ -162,21 +140,26 @@ public final class Forwarder: @unchecked Sendable {
         let done = DispatchGroup()
         let pairs = [devices] + moreQueues
         for (queue, pair) in pairs.enumerated() {
-            for (label, forward) in [("lan_to_wan", true), ("wan_to_lan", false)] {
+            for direction in Direction.allCases {
                 done.enter()
                 let thread = Thread { [self] in
-                    var worker = DirectionWorker(label: label, configuration: configuration,
-                                                 egressMTU: forward ? egressMTU : ingressMTU, logger: logger)
-                    worker.queue = queue
-                    worker.gsoRefused = configuration.vnetHeader && !gsoWritesWork
-                    if forward {
+                    var worker = DirectionWorker(
+                        queue: queue,
+                        pipeline: ForwardingPipeline(
+                            direction: direction, gro: configuration.gro,
+                            egressMTU: direction == .lanToWan ? egressMTU : ingressMTU,
+                            icmpSourceV4: configuration.icmpSourceV4, icmpSourceV6: configuration.icmpSourceV6,
+                            virtioHeaders: configuration.vnetHeader, stage: makeStage(direction), logger: logger),
+                        batchSize: configuration.batch)
+                    worker.pipeline.gsoRefused = configuration.vnetHeader && !gsoWritesWork
+                    if direction == .lanToWan {
                         worker.run(from: pair.ingress, to: pair.egress, forwarder: self)
                     } else {
                         worker.run(from: pair.egress, to: pair.ingress, forwarder: self)
                     }
                     done.leave()
                 }
-                thread.name = "offload-\(label)-\(queue)"
+                thread.name = "offload-\(direction.label)-\(queue)"
                 thread.start()
             }
         }
@@ -184,56 +167,80 @@ public final class Forwarder: @unchecked Sendable {
     }
 
     /// Per-queue snapshots, summed per direction on reading.
-    let queueSnapshots = Mutex<[String: ForwarderStatistics]>([:])
+    let queueSnapshots = Mutex<[Direction: [Int: ForwarderStatistics]]>([:])
 
-    func publish(_ label: String, queue: Int, _ stats: ForwarderStatistics) {
-        let key = "\(label)#\(queue)"
+    func publish(_ direction: Direction, queue: Int, _ stats: ForwarderStatistics) {
         let total: ForwarderStatistics = queueSnapshots.withLock { all in
-            all[key] = stats
-            return all.filter { $0.key.hasPrefix(label + "#") }.values.reduce(into: ForwarderStatistics()) { $0.add($1) }
+            all[direction, default: [:]][queue] = stats
+            return all[direction, default: [:]].values.reduce(into: ForwarderStatistics()) { $0.add($1) }
         }
-        snapshots.withLock { $0[label] = total }
+        snapshots.withLock { $0[direction] = total }
     }
 
     var shouldStop: Bool { stopFlag.load(ordering: .relaxed) }
 }
 
-/// One direction: its own engine, batch, router and counters (like a NAPI instance per queue).
-struct DirectionWorker: ~Copyable {
-    let label: String
-    let egressMTU: Int
-    let logger: Logger
-    var engine: GROEngine
-    var batch: PacketBatch
-    var router: Router
-    var segmenter = GSOSegmenter()
-    var stats = ForwarderStatistics()
-    var gsoRefused = false
-    var queue = 0
-    var header = [UInt8](repeating: 0, count: 4096)
+extension Forwarder where S == IdentityStage {
+    /// A forwarder that forwards packets unchanged (the identity stage): `offload forward`.
+    public convenience init(configuration: ForwarderConfiguration, logger: Logger) throws(TUNError) {
+        try self.init(configuration: configuration, logger: logger) { _ in IdentityStage() }
+    }
+}
 
-    init(label: String, configuration: ForwarderConfiguration, egressMTU: Int, logger: Logger) {
-        self.label = label
-        self.egressMTU = egressMTU
-        self.logger = logger
-        var gro = configuration.gro
-        // A TUN write finishes partial checksums (NEEDS_CSUM); without virtio headers they must be whole.
-        gro.outputChecksum = configuration.vnetHeader ? .partial : .complete
-        engine = GROEngine(configuration: gro)
-        batch = PacketBatch(packetCapacity: configuration.batch,
-                            byteCapacity: configuration.batch * TUNDevice.maximumPacket)
-        var routing = RouterConfiguration(egressMTU: egressMTU, egressTakesGSO: false,
-                                          icmpSourceV4: configuration.icmpSourceV4,
-                                          icmpSourceV6: configuration.icmpSourceV6)
-        routing.segmentChecksum = .complete
-        router = Router(configuration: routing)
+/// Writes one two-segment TCP super-packet with TTL 0 (the kernel drops it when routing) and
+/// reports whether the write was accepted: some kernels accept IFF_VNET_HDR but refuse GSO
+/// writes with EINVAL (tailscale#13041, gluetun#3424), which only a write shows.
+func probeGSOWrite(_ device: borrowing TUNDevice) -> Bool {
+    var config = GROConfiguration()
+    config.outputChecksum = .partial
+    var engine = GROEngine(configuration: config)
+    var batch = PacketBatch(packetCapacity: 2, byteCapacity: 4096)
+    var probe = PacketBuilder()
+    probe.link = .raw
+    probe.source = .v4(IPv4Address(192, 0, 2, 2))
+    probe.destination = .v4(IPv4Address(192, 0, 2, 1))
+    probe.sourcePort = 9
+    probe.destinationPort = 9
+    probe.options = []
+    probe.ttl = 0
+    for i in 0..<2 {
+        probe.sequence = 1 + UInt32(i) * 100
+        probe.ipID = UInt16(i)
+        probe.payload = [UInt8](repeating: 0, count: 100)
+        batch.append(probe.frame(), metadata: PacketMetadata(linkType: .raw))
+    }
+    engine.coalesce(batch)
+    guard engine.outputCount == 1, let gso = engine.output(at: 0).metadata.gso else { return true }
+    let bytes = engine.outputBytes(at: 0)
+    guard let header = VirtioPacketInfo.header(for: gso, checksum: .partial, packet: bytes.span.bytes) else {
+        return true
+    }
+    do {
+        try device.write(header: header, packet: bytes)
+        return true
+    } catch {
+        return error.errno != .invalidArgument
+    }
+}
+
+/// One direction of one queue: the read loop around its ``ForwardingPipeline``.
+struct DirectionWorker<S: Stage>: ~Copyable {
+    let queue: Int
+    var pipeline: ForwardingPipeline<S>
+    var batch: PacketBatch
+
+    init(queue: Int, pipeline: consuming ForwardingPipeline<S>, batchSize: Int) {
+        self.queue = queue
+        self.pipeline = pipeline
+        batch = PacketBatch(packetCapacity: batchSize, byteCapacity: batchSize * TUNDevice.maximumPacket)
     }
 
-    mutating func run(from: borrowing TUNDevice, to: borrowing TUNDevice, forwarder: Forwarder) {
+    mutating func run(from: borrowing TUNDevice, to: borrowing TUNDevice, forwarder: Forwarder<S>) {
+        let direction = pipeline.direction
         var lastPublish = DispatchTime.now().uptimeNanoseconds
         while !forwarder.shouldStop {
             guard from.waitReadable(milliseconds: 100) else {
-                forwarder.publish(label, queue: queue, stats)
+                forwarder.publish(direction, queue: queue, pipeline.statistics)
                 continue
             }
             batch.removeAll()
@@ -242,163 +249,27 @@ struct DirectionWorker: ~Copyable {
                 do {
                     switch try from.read(into: &batch, timestamp: now) {
                     case .packet:
-                        stats.packetsIn += 1
-                        stats.bytesIn += batch.unsafeBuffer(at: batch.count - 1).count
-                        if batch.metadata(at: batch.count - 1).gso != nil { stats.tsoIn += 1 }
+                        pipeline.statistics.packetsIn += 1
+                        pipeline.statistics.bytesIn += batch.unsafeBuffer(at: batch.count - 1).count
+                        if batch.metadata(at: batch.count - 1).gso != nil { pipeline.statistics.tsoIn += 1 }
                     case .wouldBlock, .batchFull: break reading
                     case .rejected(let error):
-                        stats.virtioRejected += 1
-                        if stats.virtioRejected == 1 { logger.warning("\(label): dropped a packet: \(error)") }
+                        pipeline.statistics.virtioRejected += 1
+                        if pipeline.statistics.virtioRejected == 1 {
+                            pipeline.logger.warning("\(direction.label): dropped a packet: \(error)")
+                        }
                     }
                 } catch {
-                    logger.error("\(label): \(error)")
+                    pipeline.logger.error("\(direction.label): \(error)")
                     break reading
                 }
             }
-            engine.coalesce(batch, now: now)
-            for i in 0..<engine.outputCount { forward(i, to: to, back: from, now: now) }
-            stats.gro = engine.statistics
+            pipeline.process(batch, now: now, egress: to, back: from)
             if now - lastPublish > 50_000_000 {
-                forwarder.publish(label, queue: queue, stats)
+                forwarder.publish(direction, queue: queue, pipeline.statistics)
                 lastPublish = now
             }
         }
-        stats.gro = engine.statistics
-        forwarder.publish(label, queue: queue, stats)
-    }
-
-    /// Sends output packet `i` on, as a router would.
-    mutating func forward(_ i: Int, to egress: borrowing TUNDevice, back ingress: borrowing TUNDevice, now: UInt64) {
-        let packet = engine.output(at: i)
-        let gso = packet.metadata.gso
-        var first = UnsafeRawBufferPointer(start: nil, count: 0)
-        var pieceCount = 0
-        engine.withOutputFragments(at: i) { piece in
-            if pieceCount == 0 { first = piece }
-            pieceCount += 1
-        }
-        if Self.isLinkScope(first) {
-            stats.notForwarded += 1  // multicast or link-local: a router does not forward it (RFC 1812, RFC 4291)
-            return
-        }
-        guard let layout = packet.layout, layout.payloadOffset <= header.count else {
-            slowPath(i, packet, to: egress, back: ingress, now: now)
-            return
-        }
-        let decision = ForwardingDecision.decide(layout: layout, headers: first, gso: gso, egressMTU: egressMTU,
-                                                 egressTakesGSO: egress.vnetHeader && !gsoRefused)
-        guard decision == .forward else {
-            slowPath(i, packet, to: egress, back: ingress, now: now)
-            return
-        }
-        let vhdr = VirtioPacketInfo.header(for: gso, checksum: packet.metadata.checksum, layout: layout)
-        if (gso != nil && (vhdr == nil || !egress.vnetHeader)) || (packet.metadata.checksum == .partial && !egress.vnetHeader) {
-            slowPath(i, packet, to: egress, back: ingress, now: now)
-            return
-        }
-        // The header is copied (a few dozen bytes) so the TTL can change; payloads go out in place.
-        let h = layout.payloadOffset
-        header.withUnsafeMutableBytes { dst in
-            dst.baseAddress!.copyMemory(from: first.baseAddress!, byteCount: h)
-            RouterHeaders.decrementTTL(UnsafeMutableRawBufferPointer(rebasing: dst[0..<h]), networkOffset: layout.networkOffset)
-        }
-        var failure: TUNError?
-        header.withUnsafeBytes { headerBytes in
-            withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: pieceCount + 1) { pieces in
-                var k = 0
-                pieces[k] = UnsafeRawBufferPointer(rebasing: headerBytes[0..<h])
-                k += 1
-                var index = 0
-                engine.withOutputFragments(at: i) { piece in
-                    if index == 0 {
-                        if piece.count > h {
-                            pieces[k] = UnsafeRawBufferPointer(rebasing: piece[h...])
-                            k += 1
-                        }
-                    } else {
-                        pieces[k] = piece
-                        k += 1
-                    }
-                    index += 1
-                }
-                do throws(TUNError) {
-                    try egress.write(header: vhdr, pieces: UnsafeBufferPointer(rebasing: pieces[0..<k]))
-                } catch { failure = error }
-            }
-        }
-        if let failure {
-            if gso != nil && failure.errno == .invalidArgument {
-                // Some kernels refuse GSO writes (tailscale#13041): segment from now on, and say so once.
-                stats.gsoFallbacks += 1
-                if !gsoRefused { logger.warning("\(label): the kernel refused a GSO write (\(failure)); segmenting instead") }
-                gsoRefused = true
-                slowPath(i, packet, to: egress, back: ingress, now: now)
-            } else {
-                stats.writeErrors += 1
-                if stats.writeErrors == 1 { logger.warning("\(label): \(failure)") }
-            }
-            return
-        }
-        stats.packetsOut += 1
-        stats.bytesOut += packet.length
-        if let gso, gso.segmentCount > 1 {
-            stats.superPacketsOut += 1
-            stats.segmentsInSuperPackets += gso.segmentCount
-        }
-    }
-
-    /// Whether an IP packet (raw, from the IP header) is multicast, broadcast or link-local.
-    static func isLinkScope(_ p: UnsafeRawBufferPointer) -> Bool {
-        guard p.count >= 1 else { return false }
-        switch p[0] >> 4 {
-        case 4:
-            guard p.count >= 20 else { return false }
-            let linkLocal = (p[12] == 169 && p[13] == 254) || (p[16] == 169 && p[17] == 254)
-            return p[16] >= 224 || linkLocal
-        case 6:
-            guard p.count >= 40 else { return false }
-            let sourceLinkLocal = p[8] == 0xFE && p[9] & 0xC0 == 0x80
-            let destinationLinkLocal = p[24] == 0xFE && p[25] & 0xC0 == 0x80
-            return p[24] == 0xFF || sourceLinkLocal || destinationLinkLocal
-        default:
-            return false
-        }
-    }
-
-    /// Everything but "forward whole": gathered into one buffer and handed to the reference
-    /// ``Router`` (segmentation, fragmentation, ICMP errors).
-    mutating func slowPath(_ i: Int, _ packet: GROOutputPacket, to egress: borrowing TUNDevice,
-                           back ingress: borrowing TUNDevice, now: UInt64) {
-        var frame = engine.outputBytes(at: i)
-        if packet.metadata.checksum == .partial, let layout = packet.layout, layout.hasTransportHeader {
-            let offset = layout.transport == .tcp ? 16 : 6
-            frame.withUnsafeMutableBytes {
-                try? VirtioPacketInfo.finishPartialChecksum($0, start: layout.transportOffset, offset: offset)
-            }
-        }
-        let before = router.statistics
-        let output = router.route(frame, linkType: .raw, gso: packet.metadata.gso, now: now)
-        let after = router.statistics
-        stats.segmentedInSoftware += after.segmented - before.segmented
-        stats.fragmentsOut += after.fragmentsOut - before.fragmentsOut
-        stats.icmpSuppressed += after.icmpSuppressed - before.icmpSuppressed
-        stats.dropped += after.dropped - before.dropped
-        for out in output.egress {
-            do {
-                try egress.write(header: nil, packet: out.bytes)
-                stats.packetsOut += 1
-                stats.bytesOut += out.bytes.count
-            } catch {
-                stats.writeErrors += 1
-            }
-        }
-        for icmp in output.toSource {
-            do {
-                try ingress.write(header: nil, packet: icmp)
-                stats.icmpSent += 1
-            } catch {
-                stats.writeErrors += 1
-            }
-        }
+        forwarder.publish(direction, queue: queue, pipeline.statistics)
     }
 }

@@ -34,6 +34,10 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
     public var writeErrors = 0
     /// Multicast, broadcast or link-local packets, which a router does not forward.
     public var notForwarded = 0
+    /// Packets the stage dropped.
+    public var stageDropped = 0
+    /// Packets the stage answered (an ICMP error back to the source) instead of forwarding.
+    public var stageReplies = 0
     /// The GRO engine's counters.
     public var gro = GROStatistics()
 
@@ -58,6 +62,8 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
         virtioRejected += o.virtioRejected
         writeErrors += o.writeErrors
         notForwarded += o.notForwarded
+        stageDropped += o.stageDropped
+        stageReplies += o.stageReplies
         gro.add(o.gro)
     }
 
@@ -91,6 +97,8 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
         counter("virtio_rejected_total", "Packets whose virtio header did not fit them.", virtioRejected)
         counter("write_errors_total", "Failed writes.", writeErrors)
         counter("not_forwarded_total", "Multicast, broadcast or link-local packets.", notForwarded)
+        counter("stage_dropped_total", "Packets the stage dropped.", stageDropped)
+        counter("stage_replies_total", "Packets the stage answered with an error to the source.", stageReplies)
         lines.append("# HELP offload_gro_total GRO completions and bypasses by reason.")
         lines.append("# TYPE offload_gro_total counter")
         for reason in GROReason.allCases where gro[reason] > 0 {

@@ -19,8 +19,16 @@ public final class RoutingSetup: @unchecked Sendable {
     /// Creates an empty setup.
     public init() {}
 
+    /// The routing table for traffic from the LAN (the WAN's is the next one).
+    public static let defaultTable = 4100
+
+    /// Whether `ip rule` output shows a forwarder's rules in place (the WAN-side rule is added last).
+    public static func isApplied(ruleListing: String, table: Int = defaultTable) -> Bool {
+        ruleListing.contains("lookup \(table + 1)")
+    }
+
     /// The commands for these interfaces, without running them.
-    public static func commands(ingress: String, egress: String, lan: String, wan: String, table: Int = 4100)
+    public static func commands(ingress: String, egress: String, lan: String, wan: String, table: Int = defaultTable)
         -> [[String]]
     {
         var c: [[String]] = []
@@ -36,7 +44,7 @@ public final class RoutingSetup: @unchecked Sendable {
     /// Applies the routing for a forwarder between `ingress` and `egress` TUN devices, with
     /// traffic arriving from the `lan` and `wan` interfaces.
     /// - Throws: when a command fails (what was done so far is still undone by ``teardown()``).
-    public func apply(ingress: String, egress: String, lan: String, wan: String, table: Int = 4100) throws {
+    public func apply(ingress: String, egress: String, lan: String, wan: String, table: Int = defaultTable) throws {
         try writeSysctl("net/ipv4/ip_forward", "1")
         try writeSysctl("net/ipv6/conf/all/forwarding", "1")
         for name in ["all", "default", ingress, egress, lan, wan] {

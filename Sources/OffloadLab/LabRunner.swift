@@ -116,7 +116,7 @@ public final class LabRunner {
                 children.append(f)
                 forwarder = f
                 try waitFor("the forwarder's routing", timeout: 10, log: f) {
-                    (try? runChecked(["ip", "-n", topology.gateway, "rule"], scratch: c.scratch))?.contains("lookup 4101") == true
+                    RoutingSetup.isApplied(ruleListing: (try? runChecked(["ip", "-n", topology.gateway, "rule"], scratch: c.scratch)) ?? "")
                 }
             }
             var dumps: [BackgroundProcess] = []
@@ -166,7 +166,7 @@ public final class LabRunner {
                 forwarder.stop(grace: 5)
                 if let data = try? Data(contentsOf: URL(fileURLWithPath: statsPath)),
                     let stats = try? JSONDecoder().decode([String: ForwarderStatistics].self, from: data),
-                    let up = stats["lan_to_wan"]
+                    let up = stats[Direction.lanToWan.label]
                 {
                     row.segmentsPerSuperPacket = up.meanSegmentsPerSuperPacket
                     row.icmpSent = up.icmpSent

@@ -211,14 +211,16 @@ public struct TUNDevice: ~Copyable {
     /// - Throws: ``TUNError``; EINVAL on a GSO write means the kernel refused it (see the
     ///   forwarder's fallback).
     public func write(header: VirtioNetHeader?, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError) {
-        var vhdr = [UInt8](repeating: 0, count: Self.vnetHeaderSize)
-        if let header { vhdr.withUnsafeMutableBytes { header.encode(into: $0) } }
         let count = pieces.count + (vnetHeader ? 1 : 0)
-        let written: Int = vhdr.withUnsafeBytes { h in
-            withUnsafeTemporaryAllocation(of: iovec.self, capacity: count) { iov in
+        // The virtio header and the iovec array live on the stack: a write allocates nothing. (Two
+        // threads write each device, one per direction, so a buffer kept in the device would race.)
+        let written: Int = withUnsafeTemporaryAllocation(byteCount: Self.vnetHeaderSize, alignment: 8) { h in
+            h.initializeMemory(as: UInt8.self, repeating: 0)
+            if let header { header.encode(into: h) }
+            return withUnsafeTemporaryAllocation(of: iovec.self, capacity: count) { iov in
                 var k = 0
                 if vnetHeader {
-                    iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: h.baseAddress), iov_len: h.count)
+                    iov[0] = iovec(iov_base: h.baseAddress, iov_len: h.count)
                     k = 1
                 }
                 for piece in pieces {
@@ -237,8 +239,11 @@ public struct TUNDevice: ~Copyable {
     public func write(header: VirtioNetHeader?, packet: [UInt8]) throws(TUNError) {
         var failure: TUNError?
         packet.withUnsafeBytes { raw in
-            [raw].withUnsafeBufferPointer { pieces in
-                do throws(TUNError) { try write(header: header, pieces: pieces) } catch { failure = error }
+            withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 1) { pieces in
+                pieces[0] = raw
+                do throws(TUNError) { try write(header: header, pieces: UnsafeBufferPointer(pieces)) } catch {
+                    failure = error
+                }
             }
         }
         if let failure { throw failure }

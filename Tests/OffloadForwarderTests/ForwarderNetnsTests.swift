@@ -65,7 +65,7 @@ final class Lab {
         try sh(command.joined(separator: " ") + " > \(dir)/forward.log 2>&1 < /dev/null &")
         // Ready when the policy rules are in place.
         for _ in 0..<100 {
-            if let (_, rules) = try? sh("ip -n \(gateway) rule"), rules.contains("lookup 4101") { return }
+            if let (_, rules) = try? sh("ip -n \(gateway) rule"), RoutingSetup.isApplied(ruleListing: rules) { return }
             Thread.sleep(forTimeInterval: 0.05)
         }
         throw LabError("forwarder did not start: \((try? String(contentsOfFile: "\(dir)/forward.log", encoding: .utf8)) ?? "")")

@@ -1,0 +1,135 @@
+import Foundation
+import Logging
+import OffloadTUN
+import Synchronization
+
+/// What a forwarder process does around its dataplane: set the devices up (transmit queue
+/// length, link up, policy routing), serve metrics, run until a signal or a deadline, and undo
+/// the routing on the way out. `offload forward` parses its arguments into these settings and
+/// calls ``run()``; tests drive the same steps.
+public struct ForwarderLifecycleSettings: Sendable {
+    /// Transmit queue length for both devices (0 leaves the kernel's).
+    public var txqueuelen = 4096
+    /// With a value: apply the policy routing for traffic arriving on these LAN and WAN interfaces.
+    public var routing: (lan: String, wan: String)?
+    /// Serve Prometheus text on this IPv4 address and port.
+    public var metrics: (address: String, port: UInt16)?
+    /// Stop after this many seconds (nil: until ``ForwarderLifecycle/requestStop()`` or SIGINT/SIGTERM).
+    public var duration: Double?
+    /// Write the final counters as JSON here.
+    public var statisticsPath: String?
+    /// Whether SIGINT/SIGTERM stop the forwarder and SIGUSR1 prints its counters.
+    public var handleSignals = true
+    /// Creates the defaults.
+    public init() {}
+}
+
+/// Runs a ``Forwarder`` from start to teardown (see ``ForwarderLifecycleSettings``).
+public final class ForwarderLifecycle<S: Stage>: @unchecked Sendable {
+    /// The forwarder.
+    public let forwarder: Forwarder<S>
+    /// The settings.
+    public let settings: ForwarderLifecycleSettings
+    let logger: Logger
+    let routing = RoutingSetup()
+    var server: MetricsServer?
+    /// Prints counters on SIGUSR1.
+    let printCounters: @Sendable ([String: ForwarderStatistics]) -> Void
+
+    /// Sets the devices and the routing up, and starts the metrics server.
+    /// - Throws: ``ForwarderSetupError`` naming the step that failed (what was done is undone).
+    public init(forwarder: Forwarder<S>, settings: ForwarderLifecycleSettings, logger: Logger,
+                printCounters: @escaping @Sendable ([String: ForwarderStatistics]) -> Void = { _ in }) throws {
+        self.forwarder = forwarder
+        self.settings = settings
+        self.logger = logger
+        self.printCounters = printCounters
+        let names = forwarder.deviceNames
+        if settings.txqueuelen > 0 {
+            for name in [names.ingress, names.egress] {
+                do { try TUNDevice.setTransmitQueueLength(name: name, settings.txqueuelen) } catch {
+                    logger.warning("could not set txqueuelen \(settings.txqueuelen) on \(name): \(error)")
+                }
+            }
+        }
+        if let (lan, wan) = settings.routing {
+            do {
+                try TUNDevice.bringUp(name: names.ingress)
+                try TUNDevice.bringUp(name: names.egress)
+                try routing.apply(ingress: names.ingress, egress: names.egress, lan: lan, wan: wan)
+            } catch {
+                routing.teardown()
+                throw ForwarderSetupError(step: "setup", reason: "\(error)")
+            }
+            logger.info("setup: \(routing.applied.joined(separator: "; "))")
+        }
+        if let (address, port) = settings.metrics {
+            do {
+                server = try MetricsServer(address: address, port: port) { [forwarder] in forwarder.prometheusText() }
+            } catch {
+                routing.teardown()
+                throw ForwarderSetupError(step: "metrics", reason: "\(error)")
+            }
+            logger.info("metrics on http://\(address):\(server!.port)/metrics")
+        }
+    }
+
+    /// Asks the forwarder to stop (any thread).
+    public func requestStop() { forwarder.stop() }
+
+    /// Runs until a signal, ``requestStop()`` or the duration; then stops the metrics server,
+    /// removes the routing and writes the counters. Returns the final counters.
+    @discardableResult
+    public func run() throws -> [String: ForwarderStatistics] {
+        if settings.handleSignals {
+            // Signals only set a flag (async-signal-safe); the watcher thread acts on it.
+            signal(SIGINT) { _ in forwarderSignalFlags.bitwiseOr(1, ordering: .relaxed) }
+            signal(SIGTERM) { _ in forwarderSignalFlags.bitwiseOr(1, ordering: .relaxed) }
+            signal(SIGUSR1) { _ in forwarderSignalFlags.bitwiseOr(2, ordering: .relaxed) }
+        }
+        let deadline = settings.duration.map { Date().addingTimeInterval($0) }
+        let finished = Atomic<Bool>(false)
+        let watcher = Thread { [forwarder, printCounters, settings] in
+            while !finished.load(ordering: .relaxed) {
+                let flags = settings.handleSignals ? forwarderSignalFlags.exchange(0, ordering: .relaxed) : 0
+                if flags & 2 != 0 { printCounters(forwarder.statistics) }
+                if flags & 1 != 0 || deadline.map({ Date() >= $0 }) == true {
+                    forwarder.stop()
+                    return
+                }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
+        watcher.start()
+        forwarder.run()
+        finished.store(true, ordering: .relaxed)
+        teardown()
+        let stats = forwarder.statistics
+        if let path = settings.statisticsPath {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(stats).write(to: URL(fileURLWithPath: path))
+        }
+        return stats
+    }
+
+    /// Stops the metrics server and removes the routing (safe to call twice).
+    public func teardown() {
+        server?.stop()
+        server = nil
+        routing.teardown()
+    }
+}
+
+/// A step of the forwarder's setup failed.
+public struct ForwarderSetupError: Error, CustomStringConvertible {
+    /// Which step.
+    public var step: String
+    /// Why.
+    public var reason: String
+    /// `setup failed: ...`.
+    public var description: String { "\(step) failed: \(reason)" }
+}
+
+/// Bits set by the signal handlers: 1 stop, 2 print counters.
+let forwarderSignalFlags = Atomic<Int>(0)

@@ -1,0 +1,304 @@
+import Logging
+import OffloadEngine
+import OffloadTUN
+import OffloadWire
+
+/// Where a ``ForwardingPipeline`` writes: a TUN device, or a test's recorder.
+public protocol PacketSink: ~Copyable {
+    /// Whether writes carry a virtio header (super-packets and partial checksums can be written).
+    var takesVirtioHeaders: Bool { get }
+    /// Writes one packet from pieces, after `header` when the sink takes virtio headers.
+    func write(header: VirtioNetHeader?, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError)
+}
+
+extension TUNDevice: PacketSink {
+    /// Whether the device was opened with IFF_VNET_HDR.
+    public var takesVirtioHeaders: Bool { vnetHeader }
+}
+
+/// One direction's dataplane after the read: GRO, the stage, the forwarding decision, and the
+/// write (whole super-packets with their GSO facts, or through the reference ``Router`` for
+/// segmentation, fragmentation and ICMP errors). Owned by one thread, like a NAPI instance.
+///
+/// ```text
+/// read ─▶ GRO ─▶ stage ─▶ decision (egress MTU, per segment, after the stage) ─▶ write whole (GSO)
+///                  │                        │
+///                  └─ drop / reply          └─ segment · fragment · ICMP error (Router) ─▶ write
+/// ```
+public struct ForwardingPipeline<S: Stage>: ~Copyable {
+    /// The direction.
+    public let direction: Direction
+    /// The egress MTU of the forwarding decision.
+    public let egressMTU: Int
+    /// The GRO engine.
+    public var engine: GROEngine
+    /// The stage.
+    public var stage: S
+    /// Counters.
+    public var statistics = ForwarderStatistics()
+    /// Whether super-packets must be segmented before writing (the kernel refused a GSO write).
+    public var gsoRefused = false
+    let logger: Logger
+    var router: Router
+    /// The header buffer a stage rewrites (the headers of one packet, plus the stage's growth).
+    let header: UnsafeMutableRawBufferPointer
+
+    /// Creates a pipeline.
+    /// - Parameters:
+    ///   - direction: its direction (names the counters).
+    ///   - gro: GRO settings; output checksums are partial when `virtioHeaders`.
+    ///   - egressMTU: the MTU of the device it writes to.
+    ///   - icmpSourceV4: the source of ICMP errors it sends.
+    ///   - icmpSourceV6: the source of ICMPv6 errors.
+    ///   - virtioHeaders: whether the devices carry virtio headers.
+    ///   - stage: the stage.
+    ///   - logger: where one-time warnings go.
+    public init(direction: Direction, gro: GROConfiguration, egressMTU: Int, icmpSourceV4: IPv4Address,
+                icmpSourceV6: IPv6Address, virtioHeaders: Bool, stage: S, logger: Logger) {
+        self.direction = direction
+        self.egressMTU = egressMTU
+        self.logger = logger
+        self.stage = stage
+        var gro = gro
+        // A TUN write finishes partial checksums (NEEDS_CSUM); without virtio headers they must be whole.
+        gro.outputChecksum = virtioHeaders ? .partial : .complete
+        engine = GROEngine(configuration: gro)
+        var routing = RouterConfiguration(egressMTU: egressMTU, egressTakesGSO: false, icmpSourceV4: icmpSourceV4,
+                                          icmpSourceV6: icmpSourceV6)
+        routing.segmentChecksum = .complete
+        router = Router(configuration: routing)
+        header = .allocate(byteCount: gro.maximumHeaderLength + max(0, stage.headerGrowth) + 64, alignment: 16)
+    }
+
+    deinit { header.deallocate() }
+
+    /// GROs one batch and sends every output packet on.
+    /// - Parameters:
+    ///   - batch: the packets read.
+    ///   - now: the clock (nanoseconds) for GRO timeouts and the ICMP rate limit.
+    ///   - egress: where forwarded packets go.
+    ///   - back: where ICMP errors go (the device the packets came from).
+    public mutating func process<E: PacketSink & ~Copyable, B: PacketSink & ~Copyable>(
+        _ batch: borrowing PacketBatch, now: UInt64, egress: borrowing E, back: borrowing B
+    ) {
+        engine.coalesce(batch, now: now)
+        for i in 0..<engine.outputCount { forward(i, to: egress, back: back, now: now) }
+        statistics.gro = engine.statistics
+    }
+
+    /// Sends output packet `i` on, as a router would, after the stage.
+    mutating func forward<E: PacketSink & ~Copyable, B: PacketSink & ~Copyable>(
+        _ i: Int, to egress: borrowing E, back ingress: borrowing B, now: UInt64
+    ) {
+        let packet = engine.output(at: i)
+        var first = UnsafeRawBufferPointer(start: nil, count: 0)
+        var pieceCount = 0
+        engine.withOutputFragments(at: i) { piece in
+            if pieceCount == 0 { first = piece }
+            pieceCount += 1
+        }
+        guard let layout = packet.layout, layout.payloadOffset <= first.count, layout.payloadOffset + max(0, stage.headerGrowth) <= header.count
+        else {
+            // Not understood (or headers too long to stage): forwarded unchanged, as the kernel would.
+            writeUnchanged(i, packet, to: egress)
+            return
+        }
+        if case .other = layout.network {
+            writeUnchanged(i, packet, to: egress)
+            return
+        }
+        if let key = FlowKey(first.bytes, layout: layout),
+            key.destination.isMulticast || key.destination.isLinkLocal || key.source.isLinkLocal
+                || key.destination == .v4(IPv4Address(rawValue: 0xFFFF_FFFF))
+        {
+            statistics.notForwarded += 1  // multicast, broadcast or link-local: not routed (RFC 1812, RFC 4291)
+            return
+        }
+        // The stage works on a copy of the headers (a few dozen bytes); payloads stay in place.
+        let originalHeaderLength = layout.payloadOffset
+        header.baseAddress!.copyMemory(from: first.baseAddress!, byteCount: originalHeaderLength)
+        var staged = StagePacket(direction: direction, _headers: header, headerLength: originalHeaderLength,
+                                 layout: layout, gso: packet.metadata.gso, checksum: packet.metadata.checksum,
+                                 payloadLength: packet.length - originalHeaderLength)
+        switch stage.process(&staged) {
+        case .forward:
+            break
+        case .drop:
+            statistics.stageDropped += 1
+            return
+        case .reply(let bytes):
+            statistics.stageReplies += 1
+            writeWhole(bytes, to: ingress, icmp: true)
+            return
+        }
+        let headers = UnsafeMutableRawBufferPointer(rebasing: header[0..<staged.headerLength])
+        let gso = staged.gso
+        let decision = ForwardingDecision.decide(layout: staged.layout, headers: UnsafeRawBufferPointer(headers),
+                                                 gso: gso, egressMTU: egressMTU,
+                                                 egressTakesGSO: egress.takesVirtioHeaders && !gsoRefused)
+        switch decision {
+        case .forward:
+            let vhdr = VirtioPacketInfo.header(for: gso, checksum: staged.checksum, layout: staged.layout)
+            let needsVirtio = gso != nil || staged.checksum == .partial
+            if needsVirtio && (!egress.takesVirtioHeaders || (gso != nil && vhdr == nil)) {
+                // A fixed-ID chain (no virtio bit for it) or an egress without virtio headers: segment here.
+                routeInSoftware(i, staged, decision: gso == nil ? .forward : .segment, to: egress, back: ingress, now: now)
+                return
+            }
+            // Bytes 4..<12 of the IP header hold the TTL and header checksum (IPv4) or the hop limit
+            // (IPv6): kept, so that a refused GSO write can be segmented from the headers as staged.
+            let n = staged.layout.networkOffset
+            let kept = headers.loadUnaligned(fromByteOffset: n + 4, as: UInt64.self)
+            RouterHeaders.decrementTTL(headers, networkOffset: n)
+            if writePieces(i, headers: UnsafeRawBufferPointer(headers), skip: originalHeaderLength, pieceCount: pieceCount,
+                           vhdr: vhdr, to: egress)
+            {
+                statistics.packetsOut += 1
+                statistics.bytesOut += staged.headerLength + staged.payloadLength
+                if let gso, gso.segmentCount > 1 {
+                    statistics.superPacketsOut += 1
+                    statistics.segmentsInSuperPackets += gso.segmentCount
+                }
+            } else if gsoRefused && gso != nil {
+                headers.storeBytes(of: kept, toByteOffset: n + 4, as: UInt64.self)
+                routeInSoftware(i, staged, decision: .segment, to: egress, back: ingress, now: now)
+            }
+        case .passThrough:
+            writeUnchanged(i, packet, to: egress)
+        case .tooBig(let mtu):
+            // The error goes to the source, about the packet it sent: quote the original headers
+            // and announce the MTU its packets must have for the stage's output to fit.
+            let growth = staged.headerLength - originalHeaderLength
+            let announced = packet.layout?.network == .ipv6 ? max(1280, mtu - growth) : max(68, mtu - growth)
+            routeOriginal(i, packet, decision: .tooBig(mtu: announced), back: ingress, now: now)
+        case .timeExceeded:
+            routeOriginal(i, packet, decision: .timeExceeded, back: ingress, now: now)
+        case .segment, .fragment:
+            routeInSoftware(i, staged, decision: decision, to: egress, back: ingress, now: now)
+        }
+    }
+
+    /// One `writev`: virtio header, the (rewritten) headers, then the payload pieces in place.
+    /// Returns false on failure (counted; a refused GSO write switches to software segmentation).
+    mutating func writePieces<E: PacketSink & ~Copyable>(
+        _ i: Int, headers: UnsafeRawBufferPointer, skip: Int, pieceCount: Int, vhdr: VirtioNetHeader?, to egress: borrowing E
+    ) -> Bool {
+        var failure: TUNError?
+        withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: pieceCount + 1) { pieces in
+            var k = 0
+            pieces[k] = headers
+            k += 1
+            var index = 0
+            engine.withOutputFragments(at: i) { piece in
+                if index == 0 {
+                    if piece.count > skip {
+                        pieces[k] = UnsafeRawBufferPointer(rebasing: piece[skip...])
+                        k += 1
+                    }
+                } else {
+                    pieces[k] = piece
+                    k += 1
+                }
+                index += 1
+            }
+            do throws(TUNError) {
+                try egress.write(header: vhdr, pieces: UnsafeBufferPointer(rebasing: pieces[0..<k]))
+            } catch { failure = error }
+        }
+        guard let failure else { return true }
+        if vhdr?.gsoType != nil && vhdr?.gsoType != VirtioNetHeader.gsoNone && failure.errno == .invalidArgument {
+            // Some kernels refuse GSO writes (tailscale#13041): segment from now on, and say so once.
+            statistics.gsoFallbacks += 1
+            if !gsoRefused { logger.warning("\(direction.label): the kernel refused a GSO write (\(failure)); segmenting instead") }
+            gsoRefused = true
+        } else {
+            statistics.writeErrors += 1
+            if statistics.writeErrors == 1 { logger.warning("\(direction.label): \(failure)") }
+        }
+        return false
+    }
+
+    /// A packet the pipeline does not route (not IP, not understood): written as it came.
+    mutating func writeUnchanged<E: PacketSink & ~Copyable>(_ i: Int, _ packet: GROOutputPacket, to egress: borrowing E) {
+        var frame = engine.outputBytes(at: i)
+        finishPartialChecksum(&frame, layout: packet.layout, checksum: packet.metadata.checksum)
+        writeWhole(frame, to: egress, icmp: false)
+    }
+
+    /// The slow path on the stage's output: the headers and the payload gathered into one buffer
+    /// and handed to the reference ``Router`` with the decision already made.
+    mutating func routeInSoftware<E: PacketSink & ~Copyable, B: PacketSink & ~Copyable>(
+        _ i: Int, _ staged: StagePacket, decision: ForwardingDecision, to egress: borrowing E, back ingress: borrowing B,
+        now: UInt64
+    ) {
+        var frame = [UInt8](UnsafeRawBufferPointer(rebasing: header[0..<staged.headerLength]))
+        frame.reserveCapacity(staged.headerLength + staged.payloadLength)
+        let skip = engine.output(at: i).layout?.payloadOffset ?? 0
+        var index = 0
+        engine.withOutputFragments(at: i) { piece in
+            if index == 0 {
+                if piece.count > skip { frame += UnsafeRawBufferPointer(rebasing: piece[skip...]) }
+            } else {
+                frame += piece
+            }
+            index += 1
+        }
+        finishPartialChecksum(&frame, layout: staged.layout, checksum: staged.checksum)
+        send(router.apply(decision, to: frame, linkType: .raw, gso: staged.gso, now: now), to: egress, back: ingress)
+    }
+
+    /// The slow path on the packet as it came in (ICMP errors quote what the source sent).
+    mutating func routeOriginal<B: PacketSink & ~Copyable>(
+        _ i: Int, _ packet: GROOutputPacket, decision: ForwardingDecision, back ingress: borrowing B, now: UInt64
+    ) {
+        var frame = engine.outputBytes(at: i)
+        finishPartialChecksum(&frame, layout: packet.layout, checksum: packet.metadata.checksum)
+        let output = router.apply(decision, to: frame, linkType: .raw, gso: packet.metadata.gso, now: now)
+        add(output.counts)
+        for icmp in output.toSource { writeWhole(icmp, to: ingress, icmp: true) }
+    }
+
+    mutating func send<E: PacketSink & ~Copyable, B: PacketSink & ~Copyable>(
+        _ output: RouterOutput, to egress: borrowing E, back ingress: borrowing B
+    ) {
+        add(output.counts)
+        for out in output.egress { writeWhole(out.bytes, to: egress, icmp: false) }
+        for icmp in output.toSource { writeWhole(icmp, to: ingress, icmp: true) }
+    }
+
+    mutating func add(_ counts: RouterStatistics) {
+        statistics.segmentedInSoftware += counts.segmented
+        statistics.fragmentsOut += counts.fragmentsOut
+        statistics.icmpSuppressed += counts.icmpSuppressed
+        statistics.dropped += counts.dropped
+    }
+
+    mutating func writeWhole<E: PacketSink & ~Copyable>(_ bytes: [UInt8], to sink: borrowing E, icmp: Bool) {
+        var failure: TUNError?
+        bytes.withUnsafeBytes { raw in
+            withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 1) { pieces in
+                pieces[0] = raw
+                do throws(TUNError) { try sink.write(header: nil, pieces: UnsafeBufferPointer(pieces)) } catch {
+                    failure = error
+                }
+            }
+        }
+        if failure != nil {
+            statistics.writeErrors += 1
+        } else if icmp {
+            statistics.icmpSent += 1
+        } else {
+            statistics.packetsOut += 1
+            statistics.bytesOut += bytes.count
+        }
+    }
+
+    /// Completes a partial L4 checksum in a gathered frame (a write without GSO facts must be whole).
+    func finishPartialChecksum(_ frame: inout [UInt8], layout: PacketLayout?, checksum: ChecksumState) {
+        guard checksum == .partial, let layout, layout.hasTransportHeader else { return }
+        let offset = layout.transport == .tcp ? TCPSegment.Field.checksum : UDPDatagram.Field.checksum
+        frame.withUnsafeMutableBytes {
+            try? VirtioPacketInfo.finishPartialChecksum($0, start: layout.transportOffset, offset: offset)
+        }
+    }
+}

@@ -1,0 +1,104 @@
+import OffloadEngine
+import OffloadWire
+
+/// Which way packets go through a ``Forwarder``.
+public enum Direction: String, CaseIterable, Hashable, Sendable, Codable {
+    /// From the LAN side (the ingress device) to the WAN side (the egress device).
+    case lanToWan = "lan_to_wan"
+    /// Back: from the egress device to the ingress device.
+    case wanToLan = "wan_to_lan"
+
+    /// The name in counters, metrics and JSON (`lan_to_wan`, `wan_to_lan`).
+    public var label: String { rawValue }
+}
+
+/// One packet or super-packet passing through a ``Stage``: its headers in a buffer the stage may
+/// rewrite, its GSO facts and checksum state, and the length of the payload, which stays where it
+/// is (the stage never copies or sees it: a super-packet's payload is a list of pieces in place).
+///
+/// ```text
+///  headers (rewritable, up to headerCapacity)      payload pieces (read-only, in place)
+/// +-----------------------------------------+     +--------+--------+-----+
+/// | link | IP | TCP/UDP                     | ... | seg 1  | seg 2  | ... |
+/// +-----------------------------------------+     +--------+--------+-----+
+///  0                            headerLength        payloadLength bytes in all
+/// ```
+public struct StagePacket {
+    /// The direction the packet travels.
+    public let direction: Direction
+    /// Where the headers lie; valid only during ``Stage/process(_:)``.
+    let _headers: UnsafeMutableRawBufferPointer
+    /// The header bytes in use (link, IP and transport headers).
+    public var headerLength: Int
+    /// The packet's layout (offsets into the headers; `ipEnd` counts the payload too). A stage
+    /// that changes the header lengths updates it.
+    public var layout: PacketLayout
+    /// GSO facts of a super-packet (a stage that changes the family changes the kind).
+    public var gso: GSOInfo?
+    /// The L4 checksum's state (`.partial`: the field holds the pseudo-header sum only).
+    public var checksum: ChecksumState
+    /// The payload bytes after the headers.
+    public let payloadLength: Int
+
+    /// The most header bytes the buffer can hold.
+    public var headerCapacity: Int { _headers.count }
+
+    /// Gives the stage the header buffer (all of ``headerCapacity``; bytes past ``headerLength``
+    /// are free room for headers that grow). Do not keep the pointer beyond the call.
+    public mutating func withUnsafeMutableHeaders<R, E: Error>(
+        _ body: (UnsafeMutableRawBufferPointer) throws(E) -> R
+    ) throws(E) -> R {
+        try body(_headers)
+    }
+
+    /// The header bytes in use, for reading.
+    public var headers: RawSpan {
+        @_lifetime(borrow self) get {
+            let view = UnsafeRawBufferPointer(rebasing: _headers[0..<headerLength]).bytes
+            return _overrideLifetime(view, borrowing: self)
+        }
+    }
+}
+
+/// What a stage decided for a packet.
+public enum StageVerdict: Hashable, Sendable {
+    /// Send it on (with the headers as the stage left them): the forwarding decision, GSO and
+    /// the write follow.
+    case forward
+    /// Drop it; counted as `stage_dropped`.
+    case drop
+    /// Drop it and send these bytes back out of the device it came from (an ICMP error the
+    /// stage built, say for a packet it cannot translate); counted as `stage_replies`.
+    case reply([UInt8])
+}
+
+/// A transformation a ``Forwarder`` applies to every packet and super-packet between GRO and the
+/// forwarding decision: translation, encapsulation, marking. A stage sees each super-packet once,
+/// as headers plus payload pieces, so its cost is per super-packet, not per wire packet.
+///
+/// To add a stage, implement ``process(_:)`` (rewrite the headers in place, update
+/// ``StagePacket/layout``, ``StagePacket/gso`` and ``StagePacket/checksum`` when they change) and
+/// declare ``headerGrowth``. The forwarder then applies the egress MTU to what the stage produced,
+/// per segment, answers too-big packets with an ICMP error that quotes the packet as it came in
+/// (announcing the egress MTU less the stage's growth), decrements the TTL and writes the result
+/// with its GSO facts. A stage never sees packets the GRO engine did not understand that are not
+/// IP; it does see every IP packet, merged or not.
+public protocol Stage {
+    /// The most the stage adds to a packet's headers, in bytes (negative when it only removes):
+    /// the forwarder keeps this much room after the headers and lowers the MTU it announces in
+    /// ICMP errors by it.
+    var headerGrowth: Int { get }
+
+    /// Processes one packet or super-packet.
+    mutating func process(_ packet: inout StagePacket) -> StageVerdict
+}
+
+/// The stage that changes nothing: `offload forward` as a plain router.
+public struct IdentityStage: Stage {
+    /// Creates the stage.
+    public init() {}
+    /// It adds nothing.
+    public var headerGrowth: Int { 0 }
+    /// Forwards every packet unchanged.
+    @inlinable public mutating func process(_ packet: inout StagePacket) -> StageVerdict { .forward }
+}
