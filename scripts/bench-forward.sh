@@ -3,6 +3,8 @@
 #   kernel forwarding (GRO on and off on the gateway), `offload forward` with offloads, and
 #   `offload forward --no-vnet-hdr` (no GRO/GSO). Root, iperf3 and socat needed.
 # Usage: scripts/bench-forward.sh [seconds]   (default 5)
+# OFFLOAD_BASELINE=/path/to/an/older/offload adds a column: that binary's `offload forward` with
+# offloads, measured in the same run right after this tree's (a before/after comparison).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 secs="${1:-5}"
@@ -20,7 +22,8 @@ measure() { # family streams -> Gbit/s
   ip netns exec "$p-client" iperf3 -c "$addr" -p 5299 -t "$secs" -P "$2" -J 2>/dev/null |
     python3 -c "import json,sys; print(f\"{json.load(sys.stdin)['end']['sum_received']['bits_per_second']/1e9:.2f}\")"
 }
-forwarder() { ip netns exec "$p-gw" setsid "$bin" forward --ingress ofw0 --egress ofw1 --setup --lan g0 --wan g1 \
+baseline="${OFFLOAD_BASELINE:-}"
+forwarder() { ip netns exec "$p-gw" setsid "${FORWARDER_BIN:-$bin}" forward --ingress ofw0 --egress ofw1 --setup --lan g0 --wan g1 \
   --stats-json "/tmp/$p.json" "$@" >/dev/null 2>&1 < /dev/null & sleep 1.5; }
 stop() { pkill -TERM -f "[s]tats-json /tmp/$p" || true; sleep 1; }
 declare -A r
@@ -30,8 +33,15 @@ for fam in 4 6; do for n in 1 4; do
   ip netns exec "$p-gw" ethtool -K g0 gro off >/dev/null 2>&1 || true
   r[k,$fam,$n]=$(measure $fam $n)
   forwarder; r[f,$fam,$n]=$(measure $fam $n); stop
+  if [ -n "$baseline" ]; then FORWARDER_BIN="$baseline" forwarder; r[b,$fam,$n]=$(measure $fam $n); stop; fi
   forwarder --no-vnet-hdr; r[fn,$fam,$n]=$(measure $fam $n); stop
 done; done
+if [ -n "$baseline" ]; then
+  printf "\n%-8s %-8s %14s %14s %10s\n" family streams offload+GSO baseline+GSO new/base
+  for fam in 4 6; do for n in 1 4; do
+    python3 -c "c,b=${r[f,$fam,$n]},${r[b,$fam,$n]}; print(f'IPv$fam     {$n:<8} {c:11.2f} Gb/s {b:11.2f} Gb/s {c/max(b,1e-9):9.2f}x')"
+  done; done
+fi
 printf "\n%-8s %-8s %12s %12s %14s %14s %10s %10s\n" family streams kernel+GRO kernel-noGRO offload+GSO offload-off on/off on/kernel
 for fam in 4 6; do for n in 1 4; do
   python3 -c "a,b,c,d=${r[kgro,$fam,$n]},${r[k,$fam,$n]},${r[f,$fam,$n]},${r[fn,$fam,$n]}; print(f'IPv$fam     {$n:<8} {a:9.2f} Gb/s {b:9.2f} Gb/s {c:11.2f} Gb/s {d:11.2f} Gb/s {c/max(d,1e-9):9.2f}x {c/max(a,1e-9):9.2f}x')"

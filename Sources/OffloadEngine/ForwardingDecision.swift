@@ -1,6 +1,6 @@
 import OffloadWire
 
-/// What a router does with one packet or super-packet at an egress MTU (gro-spec §6).
+/// What a router does with one packet or super-packet at an egress MTU (docs/linux-gro-rules.md §6).
 ///
 /// Linux: `ip_forward` / `ip_exceeds_mtu` (net/ipv4/ip_forward.c), `ip6_forward` /
 /// `ip6_pkt_too_big` (net/ipv6/ip6_output.c), `skb_gso_validate_network_len` (net/core/gso.c).

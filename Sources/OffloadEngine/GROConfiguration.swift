@@ -73,7 +73,7 @@ public enum GROMode: String, Hashable, Sendable, CaseIterable {
     case unsafeLRO = "lro"
 }
 
-/// The IPv4 rule for a constant ("fixed") IP ID (gro-spec §2.3).
+/// The IPv4 rule for a constant ("fixed") IP ID (docs/linux-gro-rules.md §2.3).
 public enum IPIDRule: String, Hashable, Sendable, CaseIterable {
     /// Current mainline (≈6.18+): a fixed ID may merge whatever DF says.
     case mainline

@@ -1,7 +1,7 @@
 import OffloadWire
 
 /// Generic Receive Offload in user space: merges a batch of packets into super-packets by Linux's
-/// rules (gro-spec.md §1–§4), so that ``GSOSegmenter`` can split them back byte for byte.
+/// rules (docs/linux-gro-rules.md §1–§4), so that ``GSOSegmenter`` can split them back byte for byte.
 ///
 /// ## Use
 /// ```swift
@@ -158,7 +158,7 @@ public struct GROEngine: ~Copyable {
 
     // MARK: - One packet
 
-    /// Offers one packet (gro-spec §2.9).
+    /// Offers one packet (docs/linux-gro-rules.md §1.3, §2).
     mutating func offer(_ buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata) {
         statistics.packetsIn += 1
         guard let base = buffer.baseAddress, buffer.count > 0 else {

@@ -24,7 +24,7 @@ public enum GSOError: Error, Hashable, Sendable, CustomStringConvertible {
 
 /// Generic Segmentation Offload in user space: splits a TCP or UDP super-packet into wire-size
 /// segments, exactly as Linux's `tcp_gso_segment` / `__udp_gso_segment` / `inet_gso_segment` /
-/// `ipv6_gso_segment` do (gro-spec §5).
+/// `ipv6_gso_segment` do (docs/linux-gro-rules.md §5).
 ///
 /// For a super-packet built by ``GROEngine`` with its recorded ``GSOInfo``, the segments are the
 /// very packets that were merged, byte for byte.

@@ -61,7 +61,7 @@ public struct VirtioPacketInfo: Hashable, Sendable {
     /// The most UDP segments in one packet (Linux `UDP_MAX_SEGMENTS`, 128 since 6.x; 64 before).
     public static let maximumUDPSegments = 128
 
-    /// Checks a header read from the kernel against its packet (gro-spec §7.3; wireguard-go and
+    /// Checks a header read from the kernel against its packet (docs/linux-gro-rules.md §7.3; wireguard-go and
     /// Tailscale lessons): known type, type matches the packet's family and protocol, non-zero
     /// size, checksum location inside the packet and on the L4 checksum, a bounded segment count.
     /// `hdr_len` is ignored: header lengths are taken from the packet itself.

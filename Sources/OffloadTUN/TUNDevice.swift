@@ -7,7 +7,7 @@ import SystemPackage
     import Glibc
 #endif
 
-/// Offloads a TUN device was granted (`TUNSETOFFLOAD`, gro-spec §7.2).
+/// Offloads a TUN device was granted (`TUNSETOFFLOAD`, docs/linux-gro-rules.md §7.2).
 public struct TUNOffloads: OptionSet, Hashable, Sendable, CustomStringConvertible {
     /// The flag bits as `TUN_F_*`.
     public var rawValue: UInt32

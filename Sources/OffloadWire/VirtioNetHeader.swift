@@ -1,5 +1,5 @@
 /// The `struct virtio_net_hdr` that a TUN device with `IFF_VNET_HDR` puts before every packet
-/// (include/uapi/linux/virtio_net.h; gro-spec §7). Multi-byte fields are little-endian.
+/// (include/uapi/linux/virtio_net.h; docs/linux-gro-rules.md §7). Multi-byte fields are little-endian.
 ///
 /// ```text
 ///  0       1        2          4          6            8             10

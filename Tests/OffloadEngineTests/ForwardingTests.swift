@@ -2,7 +2,7 @@ import OffloadEngine
 import OffloadWire
 import Testing
 
-@Suite("Forwarding decision (gro-spec §6, scenario 39)")
+@Suite("Forwarding decision (docs/linux-gro-rules.md §6, scenario 39)")
 struct ForwardingTests {
     /// A GRO super-packet of `count` 1448-byte segments (raw IP), and its inputs.
     func superPacket(_ count: Int = 3, _ customize: (Int, inout PacketBuilder) -> Void = { _, _ in })

@@ -2,9 +2,9 @@ import OffloadEngine
 import OffloadWire
 import Testing
 
-/// gro-spec.md §8, scenarios 1–38: what Linux delivers, and where swift-offload deliberately
+/// The scenarios of Linux's rules (docs/linux-gro-rules.md): what Linux delivers, and where swift-offload deliberately
 /// differs (per-flow order), what it delivers instead.
-@Suite("GRO scenarios (gro-spec §8)")
+@Suite("GRO scenarios (docs/linux-gro-rules.md §1–§4)")
 struct GROScenarioTests {
     func run(_ specs: [PacketBuilder], _ configuration: GROConfiguration = GROConfiguration(),
              checksum: ChecksumState = .unverified) -> [Emitted] {

@@ -10,7 +10,7 @@ func validateVirtio(_ header: VirtioNetHeader, _ packet: [UInt8]) throws(VirtioE
     try VirtioPacketInfo.validate(header, packet: packet.span.bytes)
 }
 
-@Suite("virtio_net_hdr (gro-spec §7)")
+@Suite("virtio_net_hdr (docs/linux-gro-rules.md §7)")
 struct VirtioTests {
     @Test("the ten bytes round-trip, little-endian")
     func codec() throws {
