@@ -23,6 +23,35 @@ struct DSCPRewriteStage: Stage {
     }
 }
 
+/// A stage that grows the headers: it inserts an 8-byte IPv6 Destination Options header (one PadN
+/// option) behind the fixed header of every IPv6 packet, leaving IPv4 alone.
+struct DestinationOptionsStage: Stage {
+    var headerGrowth: Int { 8 }
+
+    mutating func process(_ packet: inout StagePacket) -> StageVerdict {
+        guard packet.layout.network == .ipv6 else { return .forward }
+        let n = packet.layout.networkOffset
+        let t = packet.layout.transportOffset
+        let end = packet.headerLength
+        guard end + 8 <= packet.headerCapacity else { return .drop }
+        packet.withUnsafeMutableHeaders { h in
+            let base = h.baseAddress!
+            (base + t + 8).copyMemory(from: base + t, byteCount: end - t)  // the regions overlap: memmove
+            let next = h[n + IPv6Packet.Field.nextHeader]
+            h[n + IPv6Packet.Field.nextHeader] = IPProtocol.ipv6DestinationOptions.rawValue
+            for (k, byte) in [next, 0, 1, 4, 0, 0, 0, 0].enumerated() { h[t + k] = byte }
+            let length = (Int(h[n + 4]) << 8 | Int(h[n + 5])) + 8
+            h[n + 4] = UInt8(length >> 8)
+            h[n + 5] = UInt8(length & 0xFF)
+        }
+        packet.headerLength += 8
+        packet.layout.transportOffset += 8
+        packet.layout.ipEnd += 8
+        packet.layout.frameLength += 8
+        return .forward
+    }
+}
+
 /// A stage that drops everything to one port and answers nothing.
 struct PortFilterStage: Stage {
     var blockedPort: UInt16
@@ -112,6 +141,29 @@ struct StagePipelineTests {
         let quote = try #require(read)
         #expect(quote.ipLength == 20 + 32 + 1448 && quote.tcpSequenceNumber == 1000)  // the first segment
         #expect(icmp.body.withUnsafeBytes { $0[IPv4Packet.Field.typeOfService] } == 0x01)  // not the rewritten DSCP
+    }
+
+    @Test("a stage that grows the headers: the MTU applies after it, and the error announces the MTU less its growth")
+    func growthMovesTheMTU() throws {
+        // 40 + 32 + 1448 = 1520 bytes per segment as sent; 1528 after the stage.
+        let tooBig = run(segments(3, ipv6: true), stage: DestinationOptionsStage(), egressMTU: 1520)
+        #expect(tooBig.egress.writes.isEmpty && tooBig.statistics.icmpSent == 1)
+        let icmpBytes = try #require(tooBig.back.writes.first?.bytes)
+        let layout = try PacketLayout(parsing: icmpBytes.span.bytes, linkType: .raw)
+        let icmp = try ICMPMessage(validating: icmpBytes.span.bytes.extracting(layout.transportOffset..<layout.ipEnd),
+                                   version6: true)
+        #expect(icmp.type == ICMPType.v6PacketTooBig && icmp.mtu == 1512)
+        let read = QuotedPacket(icmp.body)
+        let quote = try #require(read)
+        #expect(quote.flow.transport == .tcp && quote.ipLength == 1520)  // the packet as the source sent it
+
+        let fits = run(segments(3, ipv6: true), stage: DestinationOptionsStage(), egressMTU: 1528)
+        #expect(fits.back.writes.isEmpty && fits.egress.writes.count == 1)
+        let written = try #require(fits.egress.writes.first)
+        #expect(written.header?.gsoSize == 1448 && written.header?.checksumStart == 48)
+        let out = try PacketLayout(parsing: written.bytes.span.bytes, linkType: .raw)
+        #expect(out.transport == .tcp && out.transportOffset == 48 && out.payloadLength == 3 * 1448)
+        #expect(try IPv6Packet(validating: written.bytes.span.bytes).extensionHeaderCount == 1)
     }
 
     @Test("a stage's drop is counted and nothing is written; other flows pass")
