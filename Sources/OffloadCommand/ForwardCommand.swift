@@ -75,8 +75,8 @@ struct Forward: ParsableCommand {
         guard batch >= 1 && batch <= 1024 else { throw ValidationError("--batch must be 1...1024") }
         guard queues >= 1 && queues <= 16 else { throw ValidationError("--queues must be 1...16") }
         guard txqueuelen >= 0 && txqueuelen <= 1_000_000 else { throw ValidationError("--txqueuelen must be 0...1000000") }
-        guard parseIPv4(icmpSource4) != nil else { throw ValidationError("--icmp-source4: not an IPv4 address") }
-        guard parseIPv6(icmpSource6) != nil else { throw ValidationError("--icmp-source6: not an IPv6 address") }
+        guard IPv4Address(icmpSource4) != nil else { throw ValidationError("--icmp-source4: not an IPv4 address") }
+        guard IPv6Address(icmpSource6) != nil else { throw ValidationError("--icmp-source6: not an IPv6 address") }
         if let metrics, parseEndpoint(metrics) == nil { throw ValidationError("--metrics wants ADDRESS:PORT") }
     }
 
@@ -95,8 +95,8 @@ struct Forward: ParsableCommand {
         config.gsoWrites = !noGsoWrites
         config.batch = batch
         config.queues = queues
-        config.icmpSourceV4 = parseIPv4(icmpSource4)!
-        config.icmpSourceV6 = parseIPv6(icmpSource6)!
+        config.icmpSourceV4 = IPv4Address(icmpSource4)!
+        config.icmpSourceV6 = IPv6Address(icmpSource6)!
         let forwarder: Forwarder<IdentityStage>
         do { forwarder = try Forwarder(configuration: config, logger: logger) } catch {
             throw InputError(message: "\(error)")
@@ -135,24 +135,9 @@ func summary(_ stats: [String: ForwarderStatistics]) -> String {
     return text
 }
 
-func parseIPv4(_ text: String) -> IPv4Address? {
-    var a = in_addr()
-    guard inet_pton(AF_INET, text, &a) == 1 else { return nil }
-    return IPv4Address(rawValue: UInt32(bigEndian: a.s_addr))
-}
-
-func parseIPv6(_ text: String) -> IPv6Address? {
-    var a = in6_addr()
-    guard inet_pton(AF_INET6, text, &a) == 1 else { return nil }
-    return withUnsafeBytes(of: &a) { raw in
-        IPv6Address(high: UInt64(bigEndian: raw.loadUnaligned(as: UInt64.self)),
-                    low: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
-    }
-}
-
 func parseEndpoint(_ text: String) -> (String, UInt16)? {
     guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]),
-        parseIPv4(String(text[..<colon])) != nil
+        IPv4Address(text[..<colon]) != nil
     else { return nil }
     return (String(text[..<colon]), port)
 }

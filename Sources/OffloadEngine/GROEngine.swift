@@ -211,7 +211,7 @@ public struct GROEngine: ~Copyable {
             return bypass(buffer, metadata, layout, reason: .headerTooLong)
         }
 
-        if !isTCP && b.u16(layout.transportOffset + 6) == 0 {
+        if !isTCP && b.u16(layout.transportOffset + UDPDatagram.Field.checksum) == 0 {
             // UDP without a checksum: Linux never merges it (§3.2).
             completeFlow(of: buffer, metadata, layout, reason: .flowBypass)
             emitUnchanged(buffer, metadata, layout, reason: .udpZeroChecksum)
@@ -238,7 +238,9 @@ public struct GROEngine: ~Copyable {
         // S-only anomalies (§2.3): trailing bytes, the reserved bit, or a UDP length short of the packet.
         var sFlush = layout.trailingByteCount != 0
         if isIPv4 && b.u16(n + IPv4Packet.Field.flagsAndFragmentOffset) & IPv4Packet.Flags.reserved != 0 { sFlush = true }
-        if !isTCP && Int(b.u16(layout.transportOffset + 4)) != layout.ipEnd - layout.transportOffset { sFlush = true }
+        if !isTCP && Int(b.u16(layout.transportOffset + UDPDatagram.Field.length)) != layout.ipEnd - layout.transportOffset {
+            sFlush = true
+        }
 
         let segment = Segment(base: base, layout: layout, isIPv4: isIPv4, isTCP: isTCP,
                               hash: connectionHash(b, layout, metadata), interface: metadata.interface,

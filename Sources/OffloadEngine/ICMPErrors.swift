@@ -19,7 +19,7 @@ public enum ICMPErrorBuilder {
         guard let original = try? IPv4Packet(validating: invoking) else { return nil }
         if original.fragmentOffset != 0 { return nil }
         let origin = original.source
-        if origin.rawValue == 0 || origin.rawValue >> 28 == 0xE || origin.rawValue == 0xFFFF_FFFF { return nil }
+        if origin.isUnspecified || origin.isMulticast || origin.isLimitedBroadcast { return nil }
         if original.protocolNumber == .icmp {
             let icmpType = original.payload.byteCount > 0 ? original.payload.withUnsafeBytes { $0[0] } : 0
             if [3, 4, 5, 11, 12].contains(icmpType) { return nil }  // never an error about an error
@@ -41,7 +41,7 @@ public enum ICMPErrorBuilder {
                             source: IPv6Address) -> [UInt8]? {
         guard let original = try? IPv6Packet(validating: invoking) else { return nil }
         let origin = original.source
-        if (origin.high == 0 && origin.low == 0) || origin.high >> 56 == 0xFF { return nil }
+        if origin.isUnspecified || origin.isMulticast { return nil }
         if original.upperLayerProtocol == .icmpv6, original.upperLayerPayload.byteCount > 0,
             original.upperLayerPayload.withUnsafeBytes({ $0[0] }) < 128
         {

@@ -97,21 +97,15 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
             if pieceCount == 0 { first = piece }
             pieceCount += 1
         }
-        guard let layout = packet.layout, layout.payloadOffset <= first.count, layout.payloadOffset + max(0, stage.headerGrowth) <= header.count
+        guard let layout = packet.layout, layout.isIP, layout.payloadOffset <= first.count,
+            layout.payloadOffset + max(0, stage.headerGrowth) <= header.count
         else {
-            // Not understood (or headers too long to stage): forwarded unchanged, as the kernel would.
+            // Not IP, not understood, or headers too long to stage: forwarded unchanged, as the kernel would.
             writeUnchanged(i, packet, to: egress)
             return
         }
-        if case .other = layout.network {
-            writeUnchanged(i, packet, to: egress)
-            return
-        }
-        if let key = FlowKey(first.bytes, layout: layout),
-            key.destination.isMulticast || key.destination.isLinkLocal || key.source.isLinkLocal
-                || key.destination == .v4(IPv4Address(rawValue: 0xFFFF_FFFF))
-        {
-            statistics.notForwarded += 1  // multicast, broadcast or link-local: not routed (RFC 1812, RFC 4291)
+        if FlowKey(first.bytes, layout: layout)?.staysOnLink == true {
+            statistics.notForwarded += 1  // multicast, broadcast or link-local: not routed
             return
         }
         // The stage works on a copy of the headers (a few dozen bytes); payloads stay in place.
@@ -142,7 +136,7 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
             let needsVirtio = gso != nil || staged.checksum == .partial
             if needsVirtio && (!egress.takesVirtioHeaders || (gso != nil && vhdr == nil)) {
                 // A fixed-ID chain (no virtio bit for it) or an egress without virtio headers: segment here.
-                routeInSoftware(i, staged, decision: gso == nil ? .forward : .segment, to: egress, back: ingress, now: now)
+                routeInSoftware(i, staged, skip: originalHeaderLength, decision: gso == nil ? .forward : .segment, to: egress, back: ingress, now: now)
                 return
             }
             // Bytes 4..<12 of the IP header hold the TTL and header checksum (IPv4) or the hop limit
@@ -161,7 +155,7 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
                 }
             } else if gsoRefused && gso != nil {
                 headers.storeBytes(of: kept, toByteOffset: n + 4, as: UInt64.self)
-                routeInSoftware(i, staged, decision: .segment, to: egress, back: ingress, now: now)
+                routeInSoftware(i, staged, skip: originalHeaderLength, decision: .segment, to: egress, back: ingress, now: now)
             }
         case .passThrough:
             writeUnchanged(i, packet, to: egress)
@@ -169,12 +163,12 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
             // The error goes to the source, about the packet it sent: quote the original headers
             // and announce the MTU its packets must have for the stage's output to fit.
             let growth = staged.headerLength - originalHeaderLength
-            let announced = packet.layout?.network == .ipv6 ? max(1280, mtu - growth) : max(68, mtu - growth)
+            let announced = layout.network == .ipv6 ? max(1280, mtu - growth) : max(68, mtu - growth)
             routeOriginal(i, packet, decision: .tooBig(mtu: announced), back: ingress, now: now)
         case .timeExceeded:
             routeOriginal(i, packet, decision: .timeExceeded, back: ingress, now: now)
         case .segment, .fragment:
-            routeInSoftware(i, staged, decision: decision, to: egress, back: ingress, now: now)
+            routeInSoftware(i, staged, skip: originalHeaderLength, decision: decision, to: egress, back: ingress, now: now)
         }
     }
 
@@ -206,7 +200,7 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
             } catch { failure = error }
         }
         guard let failure else { return true }
-        if vhdr?.gsoType != nil && vhdr?.gsoType != VirtioNetHeader.gsoNone && failure.errno == .invalidArgument {
+        if (vhdr?.gsoType ?? VirtioNetHeader.gsoNone) != VirtioNetHeader.gsoNone && failure.errno == .invalidArgument {
             // Some kernels refuse GSO writes (tailscale#13041): segment from now on, and say so once.
             statistics.gsoFallbacks += 1
             if !gsoRefused { logger.warning("\(direction.label): the kernel refused a GSO write (\(failure)); segmenting instead") }
@@ -226,14 +220,14 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
     }
 
     /// The slow path on the stage's output: the headers and the payload gathered into one buffer
-    /// and handed to the reference ``Router`` with the decision already made.
+    /// and handed to the reference ``Router`` with the decision already made. `skip` is the length
+    /// of the original headers at the start of the first output piece (replaced by the stage's).
     mutating func routeInSoftware<E: PacketSink & ~Copyable, B: PacketSink & ~Copyable>(
-        _ i: Int, _ staged: StagePacket, decision: ForwardingDecision, to egress: borrowing E, back ingress: borrowing B,
-        now: UInt64
+        _ i: Int, _ staged: StagePacket, skip: Int, decision: ForwardingDecision, to egress: borrowing E,
+        back ingress: borrowing B, now: UInt64
     ) {
         var frame = [UInt8](UnsafeRawBufferPointer(rebasing: header[0..<staged.headerLength]))
         frame.reserveCapacity(staged.headerLength + staged.payloadLength)
-        let skip = engine.output(at: i).layout?.payloadOffset ?? 0
         var index = 0
         engine.withOutputFragments(at: i) { piece in
             if index == 0 {

@@ -116,6 +116,13 @@ public struct FlowKey: Hashable, Sendable, Comparable, Codable, CustomStringConv
         IPv6Address(high: bytes._u64Unchecked(o), low: bytes._u64Unchecked(o + 8))
     }
 
+    /// Whether a router keeps the packet on its link (RFC 1812 §5.3.5, RFC 4291 §2.5.6, §2.7):
+    /// to a multicast, link-local or limited-broadcast address, or from a link-local one.
+    public var staysOnLink: Bool {
+        destination.isMulticast || destination.isLinkLocal || source.isLinkLocal
+            || destination == .v4(IPv4Address(rawValue: 0xFFFF_FFFF))
+    }
+
     /// The other direction.
     public var reversed: FlowKey {
         FlowKey(source: destination, destination: source, transport: transport, sourcePort: destinationPort,

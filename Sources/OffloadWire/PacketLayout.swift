@@ -50,6 +50,8 @@ public struct PacketLayout: Hashable, Sendable {
         self.isFragment = isFragment
     }
 
+    /// Whether the network protocol is IPv4 or IPv6.
+    @inlinable public var isIP: Bool { if case .other = network { false } else { true } }
     /// The offset of the L4 payload.
     @inlinable public var payloadOffset: Int { transportOffset + transportHeaderLength }
     /// The L4 payload length.
