@@ -296,3 +296,29 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         }
     }
 }
+
+/// A ``PacketSink`` that keeps everything written to it: for tests, and for offline runs of the
+/// pipeline (`offload demo`). Copies of it share one record.
+public struct RecordingSink: PacketSink {
+    /// The shared record.
+    public final class Record: @unchecked Sendable {
+        /// Each write: its virtio header and its bytes, gathered.
+        public var writes: [(header: VirtioNetHeader?, bytes: [UInt8])] = []
+    }
+
+    /// The record the writes go to.
+    public let record = Record()
+    /// Whether the sink behaves like a TUN device with virtio headers.
+    public var takesVirtioHeaders: Bool
+
+    /// Creates an empty recorder.
+    public init(takesVirtioHeaders: Bool = true) { self.takesVirtioHeaders = takesVirtioHeaders }
+
+    /// What was written so far.
+    public var writes: [(header: VirtioNetHeader?, bytes: [UInt8])] { record.writes }
+
+    /// Keeps the packet.
+    public func write(header: VirtioNetHeader?, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError) {
+        record.writes.append((header, pieces.flatMap { Array($0) }))
+    }
+}

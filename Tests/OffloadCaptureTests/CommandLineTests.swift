@@ -64,6 +64,13 @@ struct CommandLineTests {
         let dir = temporaryPath("demo")
         let (status, out, _) = try run(offload, ["demo", "--directory", dir])
         #expect(status == 0 && out.contains("segment(coalesce(x)) == x"), "\(out)")
+        // The forwarding pipeline, offline: at the capture's own MTU the super-packets go out whole and
+        // nothing is refused; behind a smaller MTU, DF-set packets are answered with ICMP, never lost silently.
+        let forwardLines = out.split(separator: "\n").filter { $0.hasPrefix("forward (stage pipeline") }
+        #expect(forwardLines.count == 2)
+        #expect(forwardLines.first?.contains("egress MTU 1500): 1124 packets in, 515 written (130 super-packets") == true)
+        #expect(forwardLines.first?.contains("0 too big") == true)
+        #expect(forwardLines.last?.contains("egress MTU 1400") == true && forwardLines.last?.contains(" 0 too big") == false)
         let input = dir + "/demo-input.pcap"
         let merged = temporaryPath("m.pcapng")
         #expect(try run(offload, ["coalesce", "--quiet", input, merged]).0 == 0)

@@ -62,19 +62,6 @@ struct PortFilterStage: Stage {
     }
 }
 
-/// Records what a pipeline writes.
-final class Recorder: @unchecked Sendable {
-    var writes: [(header: VirtioNetHeader?, bytes: [UInt8])] = []
-}
-
-struct RecordingSink: PacketSink {
-    let recorder: Recorder
-    var takesVirtioHeaders = true
-    func write(header: VirtioNetHeader?, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError) {
-        recorder.writes.append((header, pieces.flatMap { Array($0) }))
-    }
-}
-
 @Suite("Stages: a stage added from outside runs in the forwarding pipeline")
 struct StagePipelineTests {
     func segments(_ count: Int, ipv6: Bool = false, port: UInt16 = 5201) -> [[UInt8]] {
@@ -91,7 +78,7 @@ struct StagePipelineTests {
     }
 
     func run<S: Stage>(_ frames: [[UInt8]], stage: S, egressMTU: Int = 1500)
-        -> (egress: Recorder, back: Recorder, statistics: ForwarderStatistics)
+        -> (egress: RecordingSink, back: RecordingSink, statistics: ForwarderStatistics)
     {
         var pipeline = ForwardingPipeline(direction: .lanToWan, gro: GROConfiguration(), egressMTU: egressMTU,
                                           icmpSourceV4: IPv4Address(192, 0, 2, 254),
@@ -99,9 +86,9 @@ struct StagePipelineTests {
                                           virtioHeaders: true, stage: stage, logger: Logger(label: "test"))
         var batch = PacketBatch(packetCapacity: frames.count, byteCapacity: 1 << 20)
         for f in frames { batch.append(f, metadata: PacketMetadata(linkType: .raw, checksum: .verified)) }
-        let egress = Recorder()
-        let back = Recorder()
-        pipeline.process(batch, now: 1, egress: RecordingSink(recorder: egress), back: RecordingSink(recorder: back))
+        let egress = RecordingSink()
+        let back = RecordingSink()
+        pipeline.process(batch, now: 1, egress: egress, back: back)
         return (egress, back, pipeline.statistics)
     }
 
