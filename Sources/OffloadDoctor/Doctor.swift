@@ -3,31 +3,6 @@ import Foundation
 import OffloadCapture
 import OffloadReport
 
-/// What the doctor found, in plain words, with its evidence.
-public struct Finding: Codable, Sendable, Hashable {
-    /// How much it matters.
-    public enum Severity: String, Codable, Sendable, Comparable {
-        case critical, warning, info
-        var rank: Int { self == .critical ? 0 : self == .warning ? 1 : 2 }
-        /// Most severe first.
-        public static func < (a: Self, b: Self) -> Bool { a.rank < b.rank }
-    }
-
-    /// How much it matters.
-    public var severity: Severity
-    /// A stable name for machines: `pmtu-black-hole-merging`, `pmtu-ignored`, `pmtu-working`, `ack-emitted`,
-    /// `stall`, `forwarder-dropped`, `unfair`, `retransmissions`, `super-packets`, `forwarder-merged`, `flows`.
-    public var kind: String
-    /// One sentence.
-    public var title: String
-    /// Evidence: flows, packet numbers, times, counts.
-    public var evidence: [String]
-    /// The capture it is about (index into ``Diagnosis/captures``), if one.
-    public var capture: Int?
-    /// The flow it is about, if one.
-    public var flow: String?
-}
-
 /// What the doctor knows about one capture file.
 public struct CaptureFacts: Codable, Sendable, Hashable {
     /// The file.
@@ -129,10 +104,9 @@ public enum Doctor {
             let analyzed = FlowAnalyzer(stallThreshold: options.stallThreshold, mtu: mtu)
                 .analyze(summary.packets, capture: index, start: start, end: end)
             flows += analyzed
-            pointFindings += capturePoint(summary.packets, flows: analyzed, capture: index, mtu: mtu, inferred: inferred,
-                                          named: paths.count > 1)
+            pointFindings += capturePoint(summary.packets, flows: analyzed, capture: index, mtu: mtu, inferred: inferred)
         }
-        for flow in flows { findings += flowFindings(flow, paths: paths) }
+        for flow in flows { findings += flowFindings(flow) }
         // Fairness over the first capture's bulk flows.
         let bulk = flows.filter { $0.capture == 0 && $0.dataPackets >= options.bulkFlowMinimumPackets }
         var jain: Double?
@@ -141,54 +115,28 @@ public enum Doctor {
             let j = jainIndex(rates)
             jain = j
             let fair = rates.reduce(0, +) / Double(rates.count)
-            let starved = bulk.filter { $0.goodputMbps < 0.1 * fair }
-            var evidence: [String] = bulk.map { (f: FlowAnalysis) -> String in
-                f.flow + ": " + String(format: "%.1f Mbit/s", f.goodputMbps)
-            }
-            let floor = 1 / Double(bulk.count)
-            evidence.append(String(format: "Jain's index %.2f over %d bulk flows (1 is fair, %.2f is one flow taking all)",
-                                   j, bulk.count, floor))
-            if j < 0.9 || !starved.isEmpty {
-                findings.append(Finding(
-                    severity: .warning, kind: "unfair",
-                    title: starved.isEmpty ? String(format: "The flows do not share fairly (Jain %.2f)", j)
-                        : "\(starved.count) of \(bulk.count) flows are starved (under 10% of a fair share)",
-                    evidence: evidence, capture: 0, flow: nil))
-            } else {
-                findings.append(Finding(severity: .info, kind: "fair",
-                                        title: String(format: "The %d bulk flows share fairly (Jain %.2f)", bulk.count, j),
-                                        evidence: evidence, capture: 0, flow: nil))
-            }
+            let starved = bulk.filter { $0.goodputMbps < 0.1 * fair }.count
+            let evidence = Finding.FairnessEvidence(flows: bulk.map(\.flow), goodputMbps: rates, jainIndex: j,
+                                                    starved: starved)
+            let unfair = j < 0.9 || starved > 0
+            findings.append(Finding(severity: unfair ? .warning : .info, kind: unfair ? .unfair : .fair,
+                                    evidence: .fairness(evidence), capture: 0, flow: nil))
         }
         var comparisons: [ForwarderComparison] = []
         if summaries.count >= 2 {
             for i in 0..<(summaries.count - 1) {
                 guard let c = compare(summaries[i].packets, summaries[i + 1].packets, first: i, second: i + 1) else { continue }
                 comparisons.append(c)
-                findings += forwarderFindings(c, paths: paths)
+                findings += forwarderFindings(c)
             }
         }
         findings += pointFindings
-        // One summary per capture: a line per flow with its goodput, SYN options and DF.
+        // One summary per capture (the flows themselves are in the diagnosis).
         for capture in paths.indices {
-            let mine = flows.filter { $0.capture == capture }
-            guard !mine.isEmpty else { continue }
-            let lines = mine.map { flow -> String in
-                var line = flow.flow + ": "
-                line += String(format: "%d data packets, %d bytes, %.1f Mbit/s over %.2f s; ", flow.dataPackets, flow.bytes,
-                               flow.goodputMbps, flow.lastTime - flow.firstTime)
-                line += "SYN " + (flow.mss.map { "MSS \($0)" } ?? "not in the capture")
-                line += flow.windowScale.map { ", window scale \($0)" } ?? ""
-                line += flow.peerWindowScale.map { " (peer \($0))" } ?? ""
-                line += flow.sackPermitted.map { $0 ? ", SACK on" : ", SACK off" } ?? ""
-                line += flow.sackBlocksSeen ? " (SACK blocks seen)" : ""
-                line += String(format: "; DF on %.0f%% of data packets; largest packet %d bytes", flow.dontFragmentShare * 100,
-                               flow.largestPacket)
-                return line
-            }
-            findings.append(Finding(severity: .info, kind: "flows",
-                                    title: "\(mine.count) TCP data flows in \(paths[capture])", evidence: lines,
-                                    capture: capture, flow: nil))
+            let count = flows.filter { $0.capture == capture }.count
+            guard count > 0 else { continue }
+            findings.append(Finding(severity: .info, kind: .flows, evidence: .flows(count: count), capture: capture,
+                                    flow: nil))
         }
         findings = findings.enumerated().sorted { ($0.element.severity, $0.offset) < ($1.element.severity, $1.offset) }
             .map(\.element)
@@ -207,8 +155,8 @@ public enum Doctor {
     }
 
     /// Where the capture was taken, from the super-packets in it and the ACKs around them.
-    static func capturePoint(_ packets: [PacketSummary], flows: [FlowAnalysis], capture: Int, mtu: Int, inferred: Bool,
-                             named: Bool) -> [Finding]
+    static func capturePoint(_ packets: [PacketSummary], flows: [FlowAnalysis], capture: Int, mtu: Int, inferred: Bool)
+        -> [Finding]
     {
         var findings: [Finding] = []
         for flow in flows where flow.overMTU > 0 {
@@ -231,152 +179,71 @@ public enum Doctor {
                 }
             }
             let share = aligned + inside > 0 ? Double(aligned) / Double(aligned + inside) : -1
-            var evidence = [
-                "\(flow.overMTU) of \(flow.dataPackets) data packets are larger than the \(inferred ? "inferred " : "")MTU "
-                    + "\(mtu) (largest \(flow.largestPacket) bytes; first is packet #\(firstNumber ?? 0))",
-            ]
-            let title: String
-            if aligned + inside >= 10 && share >= 0.9 {
-                title = "Super-packets arriving: GRO/LRO merged them before this capture point (receiver side)"
-                evidence.append("\(aligned) of \(aligned + inside) ACKs from the receiver acknowledge a super-packet exactly at its "
-                    + "end: it received them whole, so the capture shows the receiving host's view after GRO")
-            } else if aligned + inside >= 10 && share <= 0.7 {
-                title = "Super-packets leaving: the sender's TSO/GSO splits them after this capture point (sender side)"
-                evidence.append("\(inside) of \(aligned + inside) ACKs from the receiver point inside a super-packet: "
-                    + "on the wire they were separate segments, so the capture shows the sending host's view before segmentation")
-            } else {
-                title = "Super-packets larger than the link MTU (direction of the merge unclear)"
-                evidence.append(aligned + inside == 0 ? "no ACKs for them in this capture"
-                    : "\(aligned) ACKs at super-packet ends, \(inside) inside: too few or mixed to tell GRO from TSO")
-            }
-            evidence.append("A capture on a host shows the host's view, not the wire. `offload segment --mtu \(mtu) IN OUT` "
-                + "splits super-packets back into wire-size segments (the wire view)")
-            findings.append(Finding(severity: .info, kind: "super-packets",
-                                    title: title + " — \(flow.flow)" + (named ? " (capture \(capture))" : ""),
-                                    evidence: evidence, capture: capture, flow: flow.flow))
+            let point: Finding.CapturePoint = aligned + inside < 10 ? .unclear
+                : share >= 0.9 ? .afterMerge : share <= 0.7 ? .beforeSegmentation : .unclear
+            let evidence = Finding.SuperPacketEvidence(
+                overMTU: flow.overMTU, dataPackets: flow.dataPackets, mtu: mtu, mtuInferred: inferred,
+                largest: flow.largestPacket, firstPacket: firstNumber ?? 0, acksAtEnd: aligned, acksInside: inside,
+                capturePoint: point)
+            findings.append(Finding(severity: .info, kind: .superPackets, evidence: .superPackets(evidence),
+                                    capture: capture, flow: flow.flow))
         }
         return findings
     }
 
     /// Path-MTU, stall and retransmission findings for one flow.
-    static func flowFindings(_ flow: FlowAnalysis, paths: [String]) -> [Finding] {
+    static func flowFindings(_ flow: FlowAnalysis) -> [Finding] {
         var findings: [Finding] = []
-        let file = paths[flow.capture]
-        let name = flow.flow + (paths.count > 1 ? " (capture \(flow.capture))" : "")
+        func finding(_ severity: Finding.Severity, _ kind: Finding.Kind, _ evidence: Finding.Evidence) -> Finding {
+            Finding(severity: severity, kind: kind, evidence: evidence, capture: flow.capture, flow: flow.flow)
+        }
         if let first = flow.pathMTUMessages.first {
-            let announced = flow.pathMTUMessages.map(\.mtu).min() ?? first.mtu
             let quoted = flow.pathMTUMessages.map(\.quotedLength)
-            let quotedRange = "\(quoted.min()!)–\(quoted.max()!) bytes"
-            let count = flow.pathMTUMessages.count
-            var evidence = [
-                "\(count) ICMP path-MTU messages in \(file) (first packet #\(first.packet) at \(seconds(first.time))), "
-                    + "announcing MTU \(announced), quoting packets of \(quotedRange)",
-            ]
-            if let after = flow.largestAfterPathMTU { evidence.append("largest data packet after the first: \(after) bytes") }
-            evidence.append("largest data packet the sender sent in this capture: \(flow.largestPacket) bytes")
-            if quoted.max()! > flow.largestPacket && quoted.max()! > announced {
-                evidence.append("the quoted packets are larger than anything the sender sent: a device on the path merged "
-                    + "segments (LRO, or GRO without keeping the segment size) and then refused its own merged packet. "
-                    + "Lowering the MSS cannot help: the merge rebuilds packets too big for the MTU, a black hole")
-                if !flow.stalls.isEmpty { evidence.append("\(flow.stalls.count) stalls follow (see below)") }
-                evidence.append(String(format: "goodput %.2f Mbit/s", flow.goodputMbps))
-                findings.append(Finding(severity: .critical, kind: "pmtu-black-hole-merging",
-                                        title: "Path-MTU black hole caused by merging — \(name)",
-                                        evidence: evidence, capture: flow.capture, flow: flow.flow))
-            } else if let late = flow.oversizeAfterPathMTUSeconds, late > 0.1, count >= 3 {
-                evidence.append("a packet larger than \(announced) bytes was still sent \(Int(late * 1000)) ms after the first message")
-                evidence.append("the sender keeps sending packets larger than the announced MTU: the ICMP messages do not "
-                    + "reach it or it ignores them (a black hole)")
-                findings.append(Finding(severity: .critical, kind: "pmtu-ignored",
-                                        title: "Path-MTU messages without effect — \(name)",
-                                        evidence: evidence, capture: flow.capture, flow: flow.flow))
+            let evidence = Finding.PathMTUEvidence(
+                messages: flow.pathMTUMessages.count, first: first,
+                announcedMTU: flow.pathMTUMessages.map(\.mtu).min() ?? first.mtu,
+                quotedSmallest: quoted.min()!, quotedLargest: quoted.max()!, largestAfter: flow.largestAfterPathMTU,
+                largestSent: flow.largestPacket,
+                oversizeAfterMilliseconds: flow.oversizeAfterPathMTUSeconds.map { Int(($0 * 1000).rounded()) },
+                stalls: flow.stalls.count, goodputMbps: flow.goodputMbps)
+            if evidence.quotedLargest > evidence.largestSent && evidence.quotedLargest > evidence.announcedMTU {
+                // The quoted packets are larger than anything the sender sent: merged on the path.
+                findings.append(finding(.critical, .pmtuBlackHoleMerging, .pathMTU(evidence)))
+            } else if let late = flow.oversizeAfterPathMTUSeconds, late > 0.1, evidence.messages >= 3 {
+                findings.append(finding(.critical, .pmtuIgnored, .pathMTU(evidence)))
             } else {
-                let stop = flow.oversizeAfterPathMTUSeconds.map { " (the last larger one \(Int(($0 * 1000).rounded())) ms after the first message: already in flight)" } ?? ""
-                evidence.append("the sender then kept to the announced MTU\(stop): path MTU discovery works")
-                findings.append(Finding(severity: .info, kind: "pmtu-working",
-                                        title: "Path MTU discovery worked — \(name)",
-                                        evidence: evidence, capture: flow.capture, flow: flow.flow))
+                findings.append(finding(.info, .pmtuWorking, .pathMTU(evidence)))
             }
         }
-        if !flow.stalls.isEmpty {
-            let longest = flow.stalls.max { $0.milliseconds < $1.milliseconds }!
-            var evidence = ["\(flow.stalls.count) stalls of at least 200 ms with data outstanding; longest "
-                + "\(longest.milliseconds) ms from \(seconds(longest.start)) (after packet #\(longest.lastPacketBefore))"
-                + (longest.firstPacketAfter.map { " to packet #\($0)" } ?? "")]
-            evidence.append("the longest was \(longest.cause)")
-            for s in flow.stalls.prefix(5) where s != longest {
-                evidence.append("\(s.milliseconds) ms at \(seconds(s.start)), after packet #\(s.lastPacketBefore)")
-            }
-            findings.append(Finding(severity: .warning, kind: "stall",
-                                    title: "Stalls: no new data for up to \(longest.milliseconds) ms — \(name)",
-                                    evidence: evidence, capture: flow.capture, flow: flow.flow))
+        if let longest = flow.stalls.max(by: { $0.milliseconds < $1.milliseconds }) {
+            findings.append(finding(.warning, .stall, .stalls(Finding.StallEvidence(stalls: flow.stalls, longest: longest))))
         }
         let r = flow.retransmissions
         if r.total > 0 {
             let share = Double(r.total) / Double(max(flow.dataPackets, 1))
-            findings.append(Finding(
-                severity: share > 0.01 || r.timeout > 0 ? .warning : .info, kind: "retransmissions",
-                title: String(format: "%d retransmissions (%.2f%% of data packets) — ", r.total, share * 100) + name,
-                evidence: ["fast retransmit (after 3 duplicate ACKs or SACK): \(r.fast)",
-                           "after a silence of 200 ms or more (retransmission timeout) and the recovery after it: \(r.timeout)",
-                           "within a second of an ICMP path-MTU message (re-sent smaller): \(r.afterPathMTU)",
-                           "other (tail-loss probes and the like): \(r.other)"],
-                capture: flow.capture, flow: flow.flow))
+            findings.append(finding(share > 0.01 || r.timeout > 0 ? .warning : .info, .retransmissions,
+                                    .retransmissions(r, dataPackets: flow.dataPackets)))
         }
         return findings
     }
 
-    static func forwarderFindings(_ c: ForwarderComparison, paths: [String]) -> [Finding] {
+    static func forwarderFindings(_ c: ForwarderComparison) -> [Finding] {
         var findings: [Finding] = []
-        let sides = "between \(paths[c.upstream]) (in) and \(paths[c.downstream]) (out)"
         if c.acksEmittedOrChanged > 0 {
-            findings.append(Finding(
-                severity: .critical, kind: "ack-emitted",
-                title: "The forwarder emitted or changed \(c.acksEmittedOrChanged) ACKs that did not come in",
-                evidence: ["\(c.acksOut) pure ACKs left, \(c.acksIn) came in, \(sides)",
-                           "first such ACKs in \(paths[c.upstream]): packets " + c.emittedExamples.map { "#\($0)" }.joined(separator: ", "),
-                           "a transparent forwarder never creates or edits ACKs (if the capture dropped packets, some may be missing copies)"],
-                capture: c.upstream, flow: nil))
+            findings.append(Finding(severity: .critical, kind: .ackEmitted, evidence: .forwarder(c), capture: c.upstream,
+                                    flow: nil))
         } else if c.acksOut > 0 {
-            findings.append(Finding(severity: .info, kind: "ack-intact",
-                                    title: "Every ACK the forwarder sent came in unchanged (\(c.acksOut) ACKs)",
-                                    evidence: ["matched on sequence, acknowledgment, window and flags, \(sides)"]
-                                        + (c.acksSwallowed > 0 ? ["\(c.acksSwallowed) ACKs came in and did not leave"] : []),
-                                    capture: c.upstream, flow: nil))
+            findings.append(Finding(severity: .info, kind: .ackIntact, evidence: .forwarder(c), capture: c.upstream,
+                                    flow: nil))
         }
         if c.droppedSegments > 0 {
             // A handful in a bulk transfer is a queue overflowing now and then; more is a problem.
             let share = Double(c.droppedSegments) / Double(max(c.dataPacketsIn, 1))
-            findings.append(Finding(
-                severity: share > 0.001 ? .warning : .info, kind: "forwarder-dropped",
-                title: "The forwarder dropped \(c.droppedSegments) data segments (\(c.droppedBytes) bytes, "
-                    + String(format: "%.3f%% of those in)", share * 100),
-                evidence: ["\(c.dataPacketsIn) data packets in, \(c.dataPacketsOut) out, \(sides)",
-                           "segments seen coming in whose bytes never left and that no ICMP error quoted: dropped by the "
-                               + "forwarder or a queue before it, or missed by a capture (tcpdump drops packets under load)"]
-                    + (c.refusedWithICMP > 0 ? ["besides, \(c.refusedWithICMP) segments were refused with an ICMP error (too big)"] : []),
-                capture: c.downstream, flow: nil))
+            findings.append(Finding(severity: share > 0.001 ? .warning : .info, kind: .forwarderDropped,
+                                    evidence: .forwarder(c), capture: c.downstream, flow: nil))
         }
-        let hold = c.holdMicroseconds
-        var evidence = ["\(c.dataPacketsIn) data packets in, \(c.dataPacketsOut) out, \(sides)"]
-        if c.merged > 0 {
-            evidence.append(String(format: "%d packets out were merged from several: %.1f segments per packet on average, at most %d",
-                                   c.merged, c.meanSegmentsPerPacket, c.maximumSegmentsPerPacket))
-        }
-        if c.split > 0 { evidence.append("\(c.split) packets out are pieces of larger packets in (split)") }
-        if c.refusedWithICMP > 0 && c.droppedSegments == 0 {
-            evidence.append("\(c.refusedWithICMP) segments were refused with an ICMP error (too big for the egress MTU)")
-        }
-        if let p50 = hold["p50"], let p90 = hold["p90"], let p99 = hold["p99"], let max = hold["max"] {
-            evidence.append(String(format: "held from the first segment seen coming in to the packet out: median %.0f µs, "
-                                   + "90%% %.0f µs, 99%% %.0f µs, longest %.0f µs (this includes any queue between the capture "
-                                   + "point and the forwarder, e.g. a TUN device's)", p50, p90, p99, max))
-        }
-        findings.append(Finding(
-            severity: .info, kind: "forwarder-merged",
-            title: c.merged > 0 ? String(format: "The forwarder merged segments (%.1f per packet out)", c.meanSegmentsPerPacket)
-                : "The forwarder passed segments through without merging",
-            evidence: evidence, capture: c.downstream, flow: nil))
+        findings.append(Finding(severity: .info, kind: .forwarderMerged, evidence: .forwarder(c), capture: c.downstream,
+                                flow: nil))
         return findings
     }
 

@@ -16,8 +16,8 @@ public enum DoctorPresentation {
         }
         out += "\n"
         for (i, f) in d.findings.enumerated() {
-            out += "\(i + 1). [\(f.severity.rawValue)] \(f.title)\n"
-            for e in f.evidence { out += "   - \(e)\n" }
+            out += "\(i + 1). [\(f.severity.rawValue)] \(title(f, in: d))\n"
+            for e in evidence(f, in: d) { out += "   - \(e)\n" }
         }
         return out
     }
@@ -36,11 +36,11 @@ public enum DoctorPresentation {
         page.preformatted(d.captures.enumerated().map { "capture \($0.offset): \($0.element.path)" }.joined(separator: "\n"))
         page.heading("Findings")
         page.table(headers: ["#", "severity", "finding"],
-                   rows: d.findings.enumerated().map { ["\($0.offset + 1)", $0.element.severity.rawValue, $0.element.title] },
+                   rows: d.findings.enumerated().map { ["\($0.offset + 1)", $0.element.severity.rawValue, title($0.element, in: d)] },
                    highlight: Set(d.findings.indices.filter { d.findings[$0].severity == .critical }))
-        for (i, f) in d.findings.enumerated() where f.kind != "flows" {
-            page.heading("\(i + 1). \(f.title)", level: 3)
-            page.list(f.evidence)
+        for (i, f) in d.findings.enumerated() where f.kind != .flows {
+            page.heading("\(i + 1). \(title(f, in: d))", level: 3)
+            page.list(evidence(f, in: d))
         }
         for capture in d.captures.indices {
             let flows = d.flows.filter { $0.capture == capture && $0.dataPackets > 0 }
@@ -64,11 +64,194 @@ public enum DoctorPresentation {
                     SVGChart.Marker(x: $0.time, y: $0.sequence, label: "retransmission at \(seconds($0.time))")
                 }
                 chart.bands = f.stalls.map {
-                    SVGChart.Band(from: $0.start, to: $0.end, label: "stall \($0.milliseconds) ms: \($0.cause)")
+                    SVGChart.Band(from: $0.start, to: $0.end, label: "stall \($0.milliseconds) ms: \(describe($0.context))")
                 }
                 return chart
             })
         }
         return page.render()
+    }
+
+    // MARK: - Wording
+
+    /// A finding in one sentence.
+    public static func title(_ f: Finding, in d: Diagnosis) -> String {
+        let name = (f.flow ?? "") + (d.captures.count > 1 && f.flow != nil ? " (capture \(f.capture ?? 0))" : "")
+        switch (f.kind, f.evidence) {
+        case (.pmtuBlackHoleMerging, _): return "Path-MTU black hole caused by merging — \(name)"
+        case (.pmtuIgnored, _): return "Path-MTU messages without effect — \(name)"
+        case (.pmtuWorking, _): return "Path MTU discovery worked — \(name)"
+        case (.stall, .stalls(let e)): return "Stalls: no new data for up to \(e.longest.milliseconds) ms — \(name)"
+        case (.retransmissions, .retransmissions(let r, let packets)):
+            return String(format: "%d retransmissions (%.2f%% of data packets) — ", r.total,
+                          Double(r.total) / Double(max(packets, 1)) * 100) + name
+        case (.unfair, .fairness(let e)):
+            return e.starved == 0 ? String(format: "The flows do not share fairly (Jain %.2f)", e.jainIndex)
+                : "\(e.starved) of \(e.flows.count) flows are starved (under 10% of a fair share)"
+        case (.fair, .fairness(let e)):
+            return String(format: "The %d bulk flows share fairly (Jain %.2f)", e.flows.count, e.jainIndex)
+        case (.ackEmitted, .forwarder(let c)):
+            return "The forwarder emitted or changed \(c.acksEmittedOrChanged) ACKs that did not come in"
+        case (.ackIntact, .forwarder(let c)): return "Every ACK the forwarder sent came in unchanged (\(c.acksOut) ACKs)"
+        case (.forwarderDropped, .forwarder(let c)):
+            let share = Double(c.droppedSegments) / Double(max(c.dataPacketsIn, 1))
+            return "The forwarder dropped \(c.droppedSegments) data segments (\(c.droppedBytes) bytes, "
+                + String(format: "%.3f%% of those in)", share * 100)
+        case (.forwarderMerged, .forwarder(let c)):
+            return c.merged > 0 ? String(format: "The forwarder merged segments (%.1f per packet out)", c.meanSegmentsPerPacket)
+                : "The forwarder passed segments through without merging"
+        case (.superPackets, .superPackets(let e)):
+            let what = switch e.capturePoint {
+            case .afterMerge: "Super-packets arriving: GRO/LRO merged them before this capture point (receiver side)"
+            case .beforeSegmentation: "Super-packets leaving: the sender's TSO/GSO splits them after this capture point (sender side)"
+            case .unclear: "Super-packets larger than the link MTU (direction of the merge unclear)"
+            }
+            return what + " — \(name)"
+        case (.flows, .flows(let count)):
+            return "\(count) TCP data flows in \(path(f.capture, d))"
+        default:
+            return f.kind.rawValue
+        }
+    }
+
+    /// A finding's evidence, one line per fact.
+    public static func evidence(_ f: Finding, in d: Diagnosis) -> [String] {
+        switch f.evidence {
+        case .pathMTU(let e):
+            var lines = ["\(e.messages) ICMP path-MTU messages in \(path(f.capture, d)) (first packet #\(e.first.packet) at "
+                + "\(seconds(e.first.time))), announcing MTU \(e.announcedMTU), quoting packets of "
+                + "\(e.quotedSmallest)–\(e.quotedLargest) bytes"]
+            if let after = e.largestAfter { lines.append("largest data packet after the first: \(after) bytes") }
+            lines.append("largest data packet the sender sent in this capture: \(e.largestSent) bytes")
+            switch f.kind {
+            case .pmtuBlackHoleMerging:
+                lines.append("the quoted packets are larger than anything the sender sent: a device on the path merged "
+                    + "segments (LRO, or GRO without keeping the segment size) and then refused its own merged packet. "
+                    + "Lowering the MSS cannot help: the merge rebuilds packets too big for the MTU, a black hole")
+                if e.stalls > 0 { lines.append("\(e.stalls) stalls follow (see below)") }
+                lines.append(String(format: "goodput %.2f Mbit/s", e.goodputMbps))
+            case .pmtuIgnored:
+                lines.append("a packet larger than \(e.announcedMTU) bytes was still sent \(e.oversizeAfterMilliseconds ?? 0) ms "
+                    + "after the first message")
+                lines.append("the sender keeps sending packets larger than the announced MTU: the ICMP messages do not "
+                    + "reach it or it ignores them (a black hole)")
+            default:
+                let stop = e.oversizeAfterMilliseconds.map {
+                    " (the last larger one \($0) ms after the first message: already in flight)"
+                } ?? ""
+                lines.append("the sender then kept to the announced MTU\(stop): path MTU discovery works")
+            }
+            return lines
+        case .stalls(let e):
+            let longest = e.longest
+            var lines = ["\(e.stalls.count) stalls of at least 200 ms with data outstanding; longest "
+                + "\(longest.milliseconds) ms from \(seconds(longest.start)) (after packet #\(longest.lastPacketBefore))"
+                + (longest.firstPacketAfter.map { " to packet #\($0)" } ?? "")]
+            lines.append("the longest was \(describe(longest.context))")
+            for s in e.stalls.prefix(5) where s != longest {
+                lines.append("\(s.milliseconds) ms at \(seconds(s.start)), after packet #\(s.lastPacketBefore)")
+            }
+            return lines
+        case .retransmissions(let r, _):
+            return ["fast retransmit (after 3 duplicate ACKs or SACK): \(r.fast)",
+                    "after a silence of 200 ms or more (retransmission timeout) and the recovery after it: \(r.timeout)",
+                    "within a second of an ICMP path-MTU message (re-sent smaller): \(r.afterPathMTU)",
+                    "other (tail-loss probes and the like): \(r.other)"]
+        case .fairness(let e):
+            return zip(e.flows, e.goodputMbps).map { $0 + ": " + String(format: "%.1f Mbit/s", $1) }
+                + [String(format: "Jain's index %.2f over %d bulk flows (1 is fair, %.2f is one flow taking all)",
+                          e.jainIndex, e.flows.count, 1 / Double(max(e.flows.count, 1)))]
+        case .forwarder(let c):
+            return forwarderEvidence(f.kind, c, d)
+        case .superPackets(let e):
+            var lines = ["\(e.overMTU) of \(e.dataPackets) data packets are larger than the \(e.mtuInferred ? "inferred " : "")MTU "
+                + "\(e.mtu) (largest \(e.largest) bytes; first is packet #\(e.firstPacket))"]
+            let acks = e.acksAtEnd + e.acksInside
+            switch e.capturePoint {
+            case .afterMerge:
+                lines.append("\(e.acksAtEnd) of \(acks) ACKs from the receiver acknowledge a super-packet exactly at its "
+                    + "end: it received them whole, so the capture shows the receiving host's view after GRO")
+            case .beforeSegmentation:
+                lines.append("\(e.acksInside) of \(acks) ACKs from the receiver point inside a super-packet: "
+                    + "on the wire they were separate segments, so the capture shows the sending host's view before segmentation")
+            case .unclear:
+                lines.append(acks == 0 ? "no ACKs for them in this capture"
+                    : "\(e.acksAtEnd) ACKs at super-packet ends, \(e.acksInside) inside: too few or mixed to tell GRO from TSO")
+            }
+            lines.append("A capture on a host shows the host's view, not the wire. `offload segment --mtu \(e.mtu) IN OUT` "
+                + "splits super-packets back into wire-size segments (the wire view)")
+            return lines
+        case .flows:
+            return d.flows.filter { $0.capture == f.capture }.map(flowLine)
+        }
+    }
+
+    static func forwarderEvidence(_ kind: Finding.Kind, _ c: ForwarderComparison, _ d: Diagnosis) -> [String] {
+        let sides = "between \(path(c.upstream, d)) (in) and \(path(c.downstream, d)) (out)"
+        switch kind {
+        case .ackEmitted:
+            return ["\(c.acksOut) pure ACKs left, \(c.acksIn) came in, \(sides)",
+                    "first such ACKs in \(path(c.upstream, d)): packets " + c.emittedExamples.map { "#\($0)" }.joined(separator: ", "),
+                    "a transparent forwarder never creates or edits ACKs (if the capture dropped packets, some may be missing copies)"]
+        case .ackIntact:
+            return ["matched on sequence, acknowledgment, window and flags, \(sides)"]
+                + (c.acksSwallowed > 0 ? ["\(c.acksSwallowed) ACKs came in and did not leave"] : [])
+        case .forwarderDropped:
+            return ["\(c.dataPacketsIn) data packets in, \(c.dataPacketsOut) out, \(sides)",
+                    "segments seen coming in whose bytes never left and that no ICMP error quoted: dropped by the "
+                        + "forwarder or a queue before it, or missed by a capture (tcpdump drops packets under load)"]
+                + (c.refusedWithICMP > 0 ? ["besides, \(c.refusedWithICMP) segments were refused with an ICMP error (too big)"] : [])
+        default:
+            var lines = ["\(c.dataPacketsIn) data packets in, \(c.dataPacketsOut) out, \(sides)"]
+            if c.merged > 0 {
+                lines.append(String(format: "%d packets out were merged from several: %.1f segments per packet on average, at most %d",
+                                    c.merged, c.meanSegmentsPerPacket, c.maximumSegmentsPerPacket))
+            }
+            if c.split > 0 { lines.append("\(c.split) packets out are pieces of larger packets in (split)") }
+            if c.refusedWithICMP > 0 && c.droppedSegments == 0 {
+                lines.append("\(c.refusedWithICMP) segments were refused with an ICMP error (too big for the egress MTU)")
+            }
+            let hold = c.holdMicroseconds
+            if let p50 = hold["p50"], let p90 = hold["p90"], let p99 = hold["p99"], let max = hold["max"] {
+                lines.append(String(format: "held from the first segment seen coming in to the packet out: median %.0f µs, "
+                                    + "90%% %.0f µs, 99%% %.0f µs, longest %.0f µs (this includes any queue between the capture "
+                                    + "point and the forwarder, e.g. a TUN device's)", p50, p90, p99, max))
+            }
+            return lines
+        }
+    }
+
+    /// One flow: goodput, SYN options, DF.
+    static func flowLine(_ flow: FlowAnalysis) -> String {
+        var line = flow.flow + ": "
+        line += String(format: "%d data packets, %d bytes, %.1f Mbit/s over %.2f s; ", flow.dataPackets, flow.bytes,
+                       flow.goodputMbps, flow.lastTime - flow.firstTime)
+        line += "SYN " + (flow.mss.map { "MSS \($0)" } ?? "not in the capture")
+        line += flow.windowScale.map { ", window scale \($0)" } ?? ""
+        line += flow.peerWindowScale.map { " (peer \($0))" } ?? ""
+        line += flow.sackPermitted.map { $0 ? ", SACK on" : ", SACK off" } ?? ""
+        line += flow.sackBlocksSeen ? " (SACK blocks seen)" : ""
+        line += String(format: "; DF on %.0f%% of data packets; largest packet %d bytes", flow.dontFragmentShare * 100,
+                       flow.largestPacket)
+        return line
+    }
+
+    /// What preceded a stall and what ended it, in words.
+    public static func describe(_ c: StallContext) -> String {
+        var parts: [String] = []
+        if let m = c.pathMTUMessage {
+            parts.append("an ICMP path-MTU message (MTU \(m.mtu), quoting a \(m.quotedLength)-byte packet, packet #\(m.packet))")
+        }
+        if c.zeroWindowSeen { parts.append("the receiver advertised a zero window at some point (flow control)") }
+        if c.duplicateAcks >= 3 { parts.append("\(c.duplicateAcks) duplicate ACKs") }
+        let preceded = parts.isEmpty ? "nothing visible in this capture (a loss after this point, or a delay elsewhere)"
+            : parts.joined(separator: "; ")
+        return "preceded by \(preceded)" + (c.lastedUntilCaptureEnd ? "; it lasted until the capture ended" : "")
+            + (c.endedByRetransmission ? "; ended by a retransmission (the retransmission timer)" : "")
+    }
+
+    static func path(_ capture: Int?, _ d: Diagnosis) -> String {
+        guard let capture, d.captures.indices.contains(capture) else { return "?" }
+        return d.captures[capture].path
     }
 }

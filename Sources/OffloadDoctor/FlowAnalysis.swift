@@ -9,8 +9,8 @@ public struct FlowAnalysis: Codable, Sendable, Hashable {
         public var end: Double
         /// The packet numbers around it.
         public var lastPacketBefore: Int, firstPacketAfter: Int?
-        /// What came just before it and what ended it, in words.
-        public var cause: String
+        /// What came just before it and what ended it.
+        public var context: StallContext
         /// Its length in milliseconds.
         public var milliseconds: Int { Int(((end - start) * 1000).rounded()) }
     }
@@ -97,7 +97,21 @@ public struct FlowAnalysis: Codable, Sendable, Hashable {
     }
 }
 
-/// A path-MTU message about a flow.
+/// What came just before a stall and what ended it.
+public struct StallContext: Codable, Sendable, Hashable {
+    /// An ICMP path-MTU message seen just before or during it.
+    public var pathMTUMessage: PathMTUEvent?
+    /// Whether the receiver advertised a zero window at some point (flow control).
+    public var zeroWindowSeen = false
+    /// Duplicate ACKs just before it (0 when fewer than 3).
+    public var duplicateAcks = 0
+    /// Whether a retransmission ended it (the retransmission timer).
+    public var endedByRetransmission = false
+    /// Whether it lasted until the capture ended.
+    public var lastedUntilCaptureEnd = false
+}
+
+/// An ICMP "fragmentation needed" / "packet too big" about a flow.
 public struct PathMTUEvent: Codable, Sendable, Hashable {
     /// Seconds from the capture's start.
     public var time: Double
@@ -214,7 +228,7 @@ struct FlowState {
             if let last = lastNewData, min(allAckedAt ?? time, time) - last.time >= threshold {
                 analysis.stalls.append(FlowAnalysis.Stall(
                     start: last.time, end: time, lastPacketBefore: last.number, firstPacketAfter: p.number,
-                    cause: cause(from: last.time, to: time)))
+                    context: context(from: last.time, to: time)))
             }
             highestEnd = end
             allAckedAt = nil
@@ -262,16 +276,9 @@ struct FlowState {
         lastAckWindow = t.window
     }
 
-    func cause(from: Double, to: Double) -> String {
-        var parts: [String] = []
-        if let m = analysis.pathMTUMessages.first(where: { $0.time >= from - 0.05 && $0.time <= to }) {
-            parts.append("an ICMP path-MTU message (MTU \(m.mtu), quoting a \(m.quotedLength)-byte packet, packet #\(m.packet))")
-        }
-        if analysis.zeroWindowSeen { parts.append("the receiver advertised a zero window at some point (flow control)") }
-        if duplicateAcks >= 3 { parts.append("\(duplicateAcks) duplicate ACKs") }
-        let preceded = parts.isEmpty ? "nothing visible in this capture (a loss after this point, or a delay elsewhere)"
-            : parts.joined(separator: "; ")
-        return "preceded by \(preceded)"
+    func context(from: Double, to: Double) -> StallContext {
+        StallContext(pathMTUMessage: analysis.pathMTUMessages.first { $0.time >= from - 0.05 && $0.time <= to },
+                     zeroWindowSeen: analysis.zeroWindowSeen, duplicateAcks: duplicateAcks >= 3 ? duplicateAcks : 0)
     }
 
     mutating func finish(start: Double, end: Double, threshold: Double) {
@@ -281,13 +288,13 @@ struct FlowState {
         {
             analysis.stalls.append(FlowAnalysis.Stall(
                 start: last.time, end: end - start, lastPacketBefore: last.number, firstPacketAfter: nil,
-                cause: cause(from: last.time, to: end - start) + "; it lasted until the capture ended"))
+                context: { var c = context(from: last.time, to: end - start); c.lastedUntilCaptureEnd = true; return c }()))
         }
         // Stalls ended by a retransmission after the silence were timeouts.
         for i in analysis.stalls.indices where analysis.stalls[i].firstPacketAfter != nil {
             let s = analysis.stalls[i]
             let retransmittedInside = analysis.sequencePoints.contains { $0.retransmission && $0.time > s.start && $0.time <= s.end }
-            if retransmittedInside { analysis.stalls[i].cause += "; ended by a retransmission (the retransmission timer)" }
+            if retransmittedInside { analysis.stalls[i].context.endedByRetransmission = true }
         }
         let life = max(a.lastTime - a.firstTime, 1e-6)
         analysis.goodputMbps = Double(a.bytes) * 8 / life / 1e6

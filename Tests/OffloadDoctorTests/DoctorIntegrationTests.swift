@@ -85,13 +85,13 @@ struct DoctorIntegrationTests {
         }
         let lro = try Doctor.diagnose(paths: try pair(5))
         print(DoctorPresentation.text(lro).split(separator: "\n").prefix(12).joined(separator: "\n"))
-        #expect(lro.findings.first?.kind == "pmtu-black-hole-merging", "\(lro.findings.prefix(3).map(\.title))")
-        #expect(lro.findings.contains { $0.kind == "stall" })
+        #expect(lro.findings.first?.kind == .pmtuBlackHoleMerging, "\(lro.titles(Array(lro.findings.prefix(3))))")
+        #expect(lro.findings.contains { $0.kind == .stall })
         let gro = try Doctor.diagnose(paths: try pair(4))
         print(DoctorPresentation.text(gro).split(separator: "\n").prefix(12).joined(separator: "\n"))
-        let problems = gro.findings.filter { $0.severity != .info && $0.kind != "retransmissions" }
-        #expect(problems.isEmpty, "\(problems.map(\.title))")
-        #expect(gro.findings.contains { $0.kind == "pmtu-working" })
+        let problems = gro.findings.filter { $0.severity != .info && $0.kind != .retransmissions }
+        #expect(problems.isEmpty, "\(gro.titles(problems))")
+        #expect(gro.findings.contains { $0.kind == .pmtuWorking })
         #expect((gro.forwarder.first?.meanSegmentsPerPacket ?? 0) >= 8)
         #expect(gro.forwarder.first?.acksEmittedOrChanged == 0)
     }

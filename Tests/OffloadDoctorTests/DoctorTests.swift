@@ -89,8 +89,17 @@ func diagnose(_ traces: Trace..., name: String = #function) throws -> Diagnosis 
 }
 
 extension Diagnosis {
-    func kinds() -> Set<String> { Set(findings.map(\.kind)) }
-    func finding(_ kind: String) -> Finding? { findings.first { $0.kind == kind } }
+    func kinds() -> Set<Finding.Kind> { Set(findings.map(\.kind)) }
+    func finding(_ kind: Finding.Kind) -> Finding? { findings.first { $0.kind == kind } }
+    func titles(_ findings: [Finding]) -> [String] { findings.map { DoctorPresentation.title($0, in: self) } }
+}
+
+extension Finding {
+    var superPackets: SuperPacketEvidence? { if case .superPackets(let e) = evidence { e } else { nil } }
+    var pathMTU: PathMTUEvidence? { if case .pathMTU(let e) = evidence { e } else { nil } }
+    var stalls: StallEvidence? { if case .stalls(let e) = evidence { e } else { nil } }
+    var fairness: FairnessEvidence? { if case .fairness(let e) = evidence { e } else { nil } }
+    var comparison: ForwarderComparison? { if case .forwarder(let c) = evidence { c } else { nil } }
 }
 
 let syn = TCPFlags.syn
@@ -112,12 +121,16 @@ struct DoctorFindingTests {
         }
         var s3: UInt32 = 1000
         plain.bulk(from: 0, seq: &s3, count: 200)
-        let g = try diagnose(gro).finding("super-packets")
-        #expect(g?.title.contains("receiver side") == true, "\(g?.title ?? "none")")
-        #expect(g?.evidence.contains { $0.contains("offload segment --mtu 1500") } == true)
-        let t = try diagnose(tso).finding("super-packets")
-        #expect(t?.title.contains("sender side") == true, "\(t?.title ?? "none")")
-        #expect(try diagnose(plain).finding("super-packets") == nil)
+        let gd = try diagnose(gro)
+        let g = try #require(gd.finding(.superPackets)?.superPackets)
+        #expect(g.capturePoint == .afterMerge && g.acksAtEnd == 30 && g.acksInside == 0 && g.overMTU == 30 && g.mtu == 1500)
+        // The wording says so, and gives the command that restores the wire view.
+        #expect(gd.titles(gd.findings.filter { $0.kind == .superPackets }).first?.contains("receiver side") == true)
+        let gEvidence = gd.finding(.superPackets).map { DoctorPresentation.evidence($0, in: gd) } ?? []
+        #expect(gEvidence.contains { $0.contains("offload segment --mtu 1500") })
+        let t = try #require(try diagnose(tso).finding(.superPackets)?.superPackets)
+        #expect(t.capturePoint == .beforeSegmentation && t.acksInside >= 10, "\(t)")
+        #expect(try diagnose(plain).finding(.superPackets) == nil)
     }
 
     @Test("a 500 ms silence with data outstanding, ended by a retransmission, is a stall and a timeout")
@@ -132,16 +145,18 @@ struct DoctorFindingTests {
         trace.tcp(0.6005, toServer: false, seq: 1, ack: seq)
         trace.bulk(from: 0.601, seq: &seq, count: 100)
         let d = try diagnose(trace)
-        let stall = try #require(d.finding("stall"))
-        #expect(stall.severity == .warning && stall.title.contains("no new data"), "\(stall.title)")
-        #expect(stall.evidence.contains { $0.contains("ended by a retransmission") })
+        let stall = try #require(d.finding(.stall))
+        let stalls = try #require(stall.stalls)
+        #expect(stall.severity == .warning && stalls.stalls.count == 1)
+        #expect(stalls.longest.context.endedByRetransmission && !stalls.longest.context.lastedUntilCaptureEnd)
+        #expect(DoctorPresentation.evidence(stall, in: d).contains { $0.contains("ended by a retransmission") })
         let flow = try #require(d.flows.first)
         #expect(flow.retransmissions.timeout == 1 && flow.retransmissions.fast == 0 && flow.stalls.count == 1)
         #expect(abs((flow.stalls.first?.milliseconds ?? 0) - 500) <= 5, "\(flow.stalls)")
         var s2: UInt32 = 1000
         smooth.bulk(from: 0, seq: &s2, count: 300)
         let calm = try diagnose(smooth)
-        #expect(calm.finding("stall") == nil && calm.finding("retransmissions") == nil)
+        #expect(calm.finding(.stall) == nil && calm.finding(.retransmissions) == nil)
     }
 
     @Test("three duplicate ACKs then a retransmission is a fast retransmit, not a timeout")
@@ -171,8 +186,9 @@ struct DoctorFindingTests {
         ok.fragmentationNeeded(0.021, mtu: 1400, quotedLength: 1500, seq: seq &- 1460)
         ok.bulk(from: 0.022, seq: &seq, count: 100, size: 1360)
         let working = try diagnose(ok)
-        #expect(working.finding("pmtu-working") != nil && working.finding("pmtu-black-hole-merging") == nil)
-        #expect(working.finding("pmtu-ignored") == nil)
+        #expect(working.finding(.pmtuWorking) != nil && working.finding(.pmtuBlackHoleMerging) == nil)
+        #expect(working.finding(.pmtuIgnored) == nil)
+        #expect(working.finding(.pmtuWorking)?.pathMTU?.largestAfter == 1400)
 
         // Merging: the sender's packets fit (1400), the ICMP errors quote 7000-byte packets, again and again.
         var merged = Trace()
@@ -183,10 +199,12 @@ struct DoctorFindingTests {
             merged.fragmentationNeeded(t + 0.001, mtu: 1400, quotedLength: 6840, seq: seq)
         }
         let hole = try diagnose(merged)
-        let finding = try #require(hole.finding("pmtu-black-hole-merging"))
-        #expect(finding.severity == .critical && hole.findings.first?.kind == "pmtu-black-hole-merging")
-        #expect(finding.evidence.contains { $0.contains("6840") && $0.contains("MTU 1400") })
-        #expect(hole.finding("pmtu-working") == nil && hole.finding("pmtu-ignored") == nil)
+        let finding = try #require(hole.finding(.pmtuBlackHoleMerging))
+        #expect(finding.severity == .critical && hole.findings.first?.kind == .pmtuBlackHoleMerging)
+        let evidence = try #require(finding.pathMTU)
+        #expect(evidence.quotedLargest == 6840 && evidence.announcedMTU == 1400 && evidence.messages == 10)
+        #expect(evidence.largestSent < evidence.quotedLargest)
+        #expect(hole.finding(.pmtuWorking) == nil && hole.finding(.pmtuIgnored) == nil)
 
         // Ignored: the sender keeps sending 1500-byte packets after three ICMP errors.
         var ignored = Trace()
@@ -196,13 +214,14 @@ struct DoctorFindingTests {
             ignored.fragmentationNeeded(Double(round) * 0.1 + 0.011, mtu: 1400, quotedLength: 1500, seq: seq &- 1460)
         }
         let deaf = try diagnose(ignored)
-        #expect(deaf.finding("pmtu-ignored")?.severity == .critical)
-        #expect(deaf.finding("pmtu-working") == nil && deaf.finding("pmtu-black-hole-merging") == nil)
+        #expect(deaf.finding(.pmtuIgnored)?.severity == .critical)
+        #expect((deaf.finding(.pmtuIgnored)?.pathMTU?.oversizeAfterMilliseconds ?? 0) > 100)
+        #expect(deaf.finding(.pmtuWorking) == nil && deaf.finding(.pmtuBlackHoleMerging) == nil)
         // No ICMP at all: no path-MTU finding of any kind.
         var none = Trace()
         seq = 1000
         none.bulk(from: 0, seq: &seq, count: 100)
-        #expect(!(try diagnose(none).kinds().contains { $0.hasPrefix("pmtu") }))
+        #expect(try diagnose(none).kinds().isDisjoint(with: [.pmtuWorking, .pmtuIgnored, .pmtuBlackHoleMerging]))
     }
 
     @Test("four flows at 200/200/1/1: unfair, two starved; four equal flows: fair")
@@ -218,11 +237,11 @@ struct DoctorFindingTests {
             fair.bulk(from: 0, port: UInt16(40000 + index), seq: &s2, count: 200, gap: 0.005)
         }
         let u = try diagnose(unfair)
-        let finding = try #require(u.finding("unfair"))
-        #expect(finding.title.contains("2 of 4 flows are starved"), "\(finding.title)")
+        let finding = try #require(u.finding(.unfair)?.fairness)
+        #expect(finding.starved == 2 && finding.flows.count == 4, "\(finding)")
         #expect((u.jainIndex ?? 1) < 0.6)
         let f = try diagnose(fair)
-        #expect(f.finding("unfair") == nil && f.finding("fair") != nil && (f.jainIndex ?? 0) > 0.99)
+        #expect(f.finding(.unfair) == nil && f.finding(.fair) != nil && (f.jainIndex ?? 0) > 0.99)
     }
 
     @Test("two sides of a forwarder: merges, hold times and intact ACKs; an emitted ACK; dropped segments")
@@ -254,16 +273,16 @@ struct DoctorFindingTests {
         #expect(c.merged == 20 && c.meanSegmentsPerPacket == 10 && c.maximumSegmentsPerPacket == 10)
         #expect(abs((c.holdMicroseconds["p50"] ?? 0) - 1100) < 2, "\(c.holdMicroseconds)")
         #expect(c.acksIn == 20 && c.acksOut == 20 && c.acksEmittedOrChanged == 0 && c.droppedSegments == 0)
-        #expect(d.finding("ack-intact") != nil && d.finding("ack-emitted") == nil && d.finding("forwarder-dropped") == nil)
-        #expect(!d.findings.contains { $0.severity != .info }, "no problem: \(d.findings.filter { $0.severity != .info }.map(\.title))")
+        #expect(d.finding(.ackIntact) != nil && d.finding(.ackEmitted) == nil && d.finding(.forwarderDropped) == nil)
+        #expect(!d.findings.contains { $0.severity != .info }, "no problem: \(d.titles(d.findings.filter { $0.severity != .info }))")
 
         // The same segments on both sides: passed through, nothing merged, nothing dropped.
         let through = try diagnose(lan, lan)
         #expect(through.forwarder.first?.merged == 0 && through.forwarder.first?.droppedSegments == 0)
-        #expect(through.finding("forwarder-merged")?.title.contains("without merging") == true)
+        #expect(through.finding(.forwarderMerged)?.comparison?.merged == 0)
         let e = try diagnose(emitting, wan)
-        #expect(e.finding("ack-emitted")?.severity == .critical && e.forwarder.first?.acksEmittedOrChanged == 1)
+        #expect(e.finding(.ackEmitted)?.severity == .critical && e.forwarder.first?.acksEmittedOrChanged == 1)
         let x = try diagnose(lan, dropping)
-        #expect(x.forwarder.first?.droppedSegments == 10 && x.finding("forwarder-dropped")?.severity == .warning)
+        #expect(x.forwarder.first?.droppedSegments == 10 && x.finding(.forwarderDropped)?.severity == .warning)
     }
 }
