@@ -63,7 +63,6 @@ public struct CaptureReader: ~Copyable {
 
     deinit {
         if ownsDescriptor { try? input.fd.close() }
-        input.free()
     }
 
     /// Bytes consumed so far (for progress).
@@ -402,11 +401,13 @@ enum BlockResult {
 }
 
 /// A read buffer over a file descriptor.
-struct InputBuffer {
+struct InputBuffer: ~Copyable {
     let fd: FileDescriptor
     let path: String
-    var storage: UnsafeMutableRawPointer
-    var capacity: Int
+    /// Grown only for a record larger than it (16 MiB at most).
+    var buffer = GrowableBuffer<UInt8>(capacity: 1 << 20)
+    var storage: UnsafeMutableRawPointer { buffer.rawBase }
+    var capacity: Int { buffer.capacity }
     var start = 0
     var end = 0
     var consumedBefore = 0
@@ -415,11 +416,7 @@ struct InputBuffer {
     init(_ fd: FileDescriptor, path: String) {
         self.fd = fd
         self.path = path
-        capacity = 1 << 20
-        storage = .allocate(byteCount: capacity, alignment: 16)
     }
-
-    func free() { storage.deallocate() }
 
     var available: Int { end - start }
     /// The file offset of the first unconsumed byte.
@@ -434,13 +431,7 @@ struct InputBuffer {
             end -= start
             start = 0
         }
-        if count > capacity {
-            let bigger = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 16)
-            bigger.copyMemory(from: storage, byteCount: end)
-            storage.deallocate()
-            storage = bigger
-            capacity = count
-        }
+        buffer.reserve(count, preserving: end)
         while end < count && !atEOF {
             let room = UnsafeMutableRawBufferPointer(start: storage + end, count: capacity - end)
             let n: Int

@@ -93,12 +93,14 @@ extension GROEngine {
             for k in (first + 1)..<(first + f.count) { needed += (fragments[k].length + 15) & ~15 }
             slot = f.next
         }
-        if carryCapacity[g] < needed {
-            carry[g]?.deallocate()
-            carryCapacity[g] = max(needed, 2 * carryCapacity[g])
-            carry[g] = .allocate(byteCount: carryCapacity[g], alignment: 16)
+        let arena: UnsafeMutableRawPointer
+        if g == 0 {
+            carryEven.reserve(needed)
+            arena = carryEven.rawBase
+        } else {
+            carryOdd.reserve(needed)
+            arena = carryOdd.rawBase
         }
-        let arena = carry[g]!
         var used = 0
         slot = oldest
         while slot >= 0 {

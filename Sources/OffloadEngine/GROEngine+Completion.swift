@@ -34,7 +34,7 @@ extension GROEngine {
         let count = f.pointee.count
         let totalPayload = f.pointee.totalPayload
         reserveHeaderSpace(headerLength)
-        let dst = headerArena + headerUsed
+        let dst = headerArena.rawBase + headerUsed
         dst.copyMemory(from: f.pointee.base, byteCount: headerLength)
         let m = _UnsafeMutableBytes(dst)
         let r = m.readOnly
@@ -108,48 +108,30 @@ extension GROEngine {
 
     /// Grows the header arena when needed. Records keep offsets, so moving the arena is safe.
     mutating func reserveHeaderSpace(_ n: Int) {
-        guard headerUsed + n > headerCapacity else { return }
-        let newCapacity = max(headerCapacity * 2, headerUsed + n + 4096)
-        let arena = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 16)
-        arena.copyMemory(from: headerArena, byteCount: headerUsed)
-        headerArena.deallocate()
-        headerArena = arena
-        headerCapacity = newCapacity
+        headerArena.reserve(headerUsed + n, preserving: headerUsed)
     }
 
     mutating func emitRecord(header: (Int, Int)?, fragmentStart: Int, fragmentCount: Int,
                              whole: UnsafeRawBufferPointer?, _ metadata: PacketMetadata, _ reason: GROReason?,
                              layout: PacketLayout?) {
         let pieces = whole == nil ? fragmentCount : 1
-        if outFragmentCount + pieces > outFragmentCapacity {
-            let bigger = UnsafeMutablePointer<UnsafeRawBufferPointer>.allocate(capacity: 2 * (outFragmentCount + pieces))
-            bigger.moveInitialize(from: outFragments, count: outFragmentCount)
-            outFragments.deallocate()
-            outFragments = bigger
-            outFragmentCapacity = 2 * (outFragmentCount + pieces)
-        }
-        if outCount == outCapacity {
-            let bigger = UnsafeMutablePointer<OutputRecord>.allocate(capacity: 2 * outCapacity)
-            bigger.moveInitialize(from: out, count: outCount)
-            out.deallocate()
-            out = bigger
-            outCapacity *= 2
-        }
+        outFragments.reserve(outFragmentCount + pieces, preserving: outFragmentCount)
+        out.reserve(outCount + 1, preserving: outCount)
         let start = outFragmentCount
         var length = header?.1 ?? 0
         if let whole {
-            outFragments[outFragmentCount] = whole
+            outFragments.base[outFragmentCount] = whole
             outFragmentCount += 1
             length += whole.count
         } else {
             for k in fragmentStart..<(fragmentStart + fragmentCount) {
                 let piece = fragments[k]
-                outFragments[outFragmentCount] = UnsafeRawBufferPointer(start: piece.base, count: piece.length)
+                outFragments.base[outFragmentCount] = UnsafeRawBufferPointer(start: piece.base, count: piece.length)
                 outFragmentCount += 1
                 length += piece.length
             }
         }
-        (out + outCount).initialize(to: OutputRecord(
+        (out.base + outCount).initialize(to: OutputRecord(
             layout: layout, headerOffset: header?.0 ?? 0, headerLength: header?.1 ?? 0, fragmentStart: start,
             fragmentCount: outFragmentCount - start, length: length, metadata: metadata, reason: reason))
         outCount += 1

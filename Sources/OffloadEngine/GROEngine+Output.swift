@@ -26,7 +26,7 @@ extension GROEngine {
     /// What packet `index` of the last call's output is.
     public func output(at index: Int) -> GROOutputPacket {
         precondition(index >= 0 && index < outCount, "output index out of range")
-        let r = out[index]
+        let r = out.base[index]
         return GROOutputPacket(length: r.length, metadata: r.metadata, reason: r.reason,
                                wasInputSuperPacket: r.reason == .gsoInput, layout: r.layout)
     }
@@ -41,11 +41,11 @@ extension GROEngine {
         throws(E)
     {
         precondition(index >= 0 && index < outCount, "output index out of range")
-        let r = out[index]
+        let r = out.base[index]
         if r.headerLength > 0 {
-            try body(UnsafeRawBufferPointer(start: headerArena + r.headerOffset, count: r.headerLength))
+            try body(UnsafeRawBufferPointer(start: headerArena.rawBase + r.headerOffset, count: r.headerLength))
         }
-        for k in r.fragmentStart..<(r.fragmentStart + r.fragmentCount) { try body(outFragments[k]) }
+        for k in r.fragmentStart..<(r.fragmentStart + r.fragmentCount) { try body(outFragments.base[k]) }
     }
 
     /// Copies output packet `index` into one array (for files, tests and tools; allocates).

@@ -45,19 +45,17 @@ public struct GROEngine: ~Copyable {
     let seed: UInt64
 
     // Output of the last call (grown when needed, never shrunk).
-    var out: UnsafeMutablePointer<OutputRecord>
-    var outCapacity: Int
+    var out = GrowableBuffer<OutputRecord>(capacity: 256)
     var outCount = 0
-    var outFragments: UnsafeMutablePointer<UnsafeRawBufferPointer>
-    var outFragmentCapacity: Int
+    var outFragments = GrowableBuffer<UnsafeRawBufferPointer>(capacity: 1024)
     var outFragmentCount = 0
-    var headerArena: UnsafeMutableRawPointer
-    var headerCapacity: Int
+    /// Headers of completed super-packets; records keep offsets into it, so it may move.
+    var headerArena = GrowableBuffer<UInt8>(capacity: 64 * 1024)
     var headerUsed = 0
 
     // Two arenas that hold carried packets across batches (flush-timeout mode only).
-    var carry: [UnsafeMutableRawPointer?] = [nil, nil]
-    var carryCapacity: [Int] = [0, 0]
+    var carryEven = GrowableBuffer<UInt8>(capacity: 1)
+    var carryOdd = GrowableBuffer<UInt8>(capacity: 1)
     var carryGeneration = 0
 
     /// Creates an engine.
@@ -83,12 +81,6 @@ public struct GROEngine: ~Copyable {
         fragments.initialize(repeating: Fragment(), count: fragmentCount)
         var g = SystemRandomNumberGenerator()
         seed = g.next()
-        headerCapacity = 64 * 1024
-        headerArena = .allocate(byteCount: headerCapacity, alignment: 16)
-        outCapacity = 256
-        out = .allocate(capacity: outCapacity)
-        outFragmentCapacity = 1024
-        outFragments = .allocate(capacity: outFragmentCapacity)
     }
 
     deinit {
@@ -97,11 +89,7 @@ public struct GROEngine: ~Copyable {
         freeSlots.deallocate()
         index.deallocate()
         fragments.deallocate()
-        out.deinitialize(count: outCount)
-        out.deallocate()
-        outFragments.deallocate()
-        headerArena.deallocate()
-        for c in carry { c?.deallocate() }
+        out.base.deinitialize(count: outCount)
     }
 
     /// The number of flows holding a packet now.
@@ -150,7 +138,7 @@ public struct GROEngine: ~Copyable {
     }
 
     mutating func resetOutput() {
-        out.deinitialize(count: outCount)
+        out.base.deinitialize(count: outCount)
         outCount = 0
         outFragmentCount = 0
         headerUsed = 0

@@ -39,20 +39,17 @@ public struct GSOSegmenter: ~Copyable {
     /// The most segments one call produces.
     public static let maximumSegments = 65_535
 
-    var arena: UnsafeMutableRawPointer
-    var arenaCapacity: Int
+    /// Segment headers, one per `headerStride`.
+    var arena = GrowableBuffer<UInt8>(capacity: 64 * 128)
     var headerStride = 0
     var headerLength = 0
     var payloads: [UnsafeRawBufferPointer] = []
 
     /// Creates a segmenter.
     public init() {
-        arenaCapacity = 64 * 128
-        arena = .allocate(byteCount: arenaCapacity, alignment: 16)
         payloads.reserveCapacity(64)
     }
 
-    deinit { arena.deallocate() }
 
     /// The number of segments the last call produced.
     public var segmentCount: Int { payloads.count }
@@ -94,11 +91,7 @@ public struct GSOSegmenter: ~Copyable {
         let h = layout.payloadOffset
         headerLength = h
         headerStride = (h + 15) & ~15
-        if headerStride * count > arenaCapacity {
-            arena.deallocate()
-            arenaCapacity = max(headerStride * count, arenaCapacity * 2)
-            arena = .allocate(byteCount: arenaCapacity, alignment: 16)
-        }
+        arena.reserve(headerStride * count)
         let src = _UnsafeBytes(base)
         let n = layout.networkOffset
         let t = layout.transportOffset
@@ -125,7 +118,7 @@ public struct GSOSegmenter: ~Copyable {
         let wordAt12 = isTCP ? src.u16(t + 12) & 0xFF00 : 0
         for i in 0..<count {
             let length = i == count - 1 ? total - size * i : size
-            let dst = arena + headerStride * i
+            let dst = arena.rawBase + headerStride * i
             dst.copyMemory(from: base, byteCount: h)
             let m = _UnsafeMutableBytes(dst)
             let l4Length = l4Header + length
@@ -176,7 +169,7 @@ public struct GSOSegmenter: ~Copyable {
         throws(E)
     {
         if headerLength > 0 {
-            try body(UnsafeRawBufferPointer(start: arena + headerStride * index, count: headerLength))
+            try body(UnsafeRawBufferPointer(start: arena.rawBase + headerStride * index, count: headerLength))
         }
         try body(payloads[index])
     }

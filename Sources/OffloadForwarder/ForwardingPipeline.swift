@@ -41,7 +41,10 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
     let logger: Logger
     var router: Router
     /// The header buffer a stage rewrites (the headers of one packet, plus the stage's growth).
-    let header: UnsafeMutableRawBufferPointer
+    let headerStorage: GrowableBuffer<UInt8>
+    var header: UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: headerStorage.rawBase, count: headerStorage.capacity)
+    }
 
     /// Creates a pipeline.
     /// - Parameters:
@@ -67,10 +70,8 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
                                           icmpSourceV6: icmpSourceV6)
         routing.segmentChecksum = .complete
         router = Router(configuration: routing)
-        header = .allocate(byteCount: gro.maximumHeaderLength + max(0, stage.headerGrowth) + 64, alignment: 16)
+        headerStorage = GrowableBuffer(capacity: gro.maximumHeaderLength + max(0, stage.headerGrowth) + 64)
     }
-
-    deinit { header.deallocate() }
 
     /// GROs one batch and sends every output packet on.
     /// - Parameters:
