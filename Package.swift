@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .target(name: "OffloadWire", swiftSettings: swiftSettings),
@@ -42,7 +43,8 @@ let package = Package(
             name: "OffloadForwarder",
             dependencies: ["OffloadWire", "OffloadEngine", "OffloadTUN",
                            .product(name: "SystemPackage", package: "swift-system"),
-                           .product(name: "Logging", package: "swift-log")],
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Prometheus", package: "swift-prometheus")],
             swiftSettings: swiftSettings),
         .target(name: "OffloadReport", swiftSettings: swiftSettings),
         .target(name: "OffloadLab", dependencies: ["OffloadForwarder", "OffloadReport"], swiftSettings: swiftSettings),

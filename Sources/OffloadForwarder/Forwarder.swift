@@ -129,11 +129,10 @@ public final class Forwarder<S: Stage>: @unchecked Sendable {
         Dictionary(uniqueKeysWithValues: countersByDirection.map { ($0.key.label, $0.value) })
     }
 
+    let metrics = ForwarderMetrics()
+
     /// Prometheus text for all counters.
-    public func prometheusText() -> String {
-        countersByDirection.sorted { $0.key.label < $1.key.label }.map { $0.value.prometheus(direction: $0.key.label) }
-            .joined()
-    }
+    public func prometheusText() -> String { metrics.exposition(countersByDirection) }
 
     /// Runs both directions (of every queue) until ``stop()``; returns when all threads have finished.
     public func run() {

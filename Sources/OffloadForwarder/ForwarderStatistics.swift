@@ -72,41 +72,27 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
         superPacketsOut == 0 ? 0 : Double(segmentsInSuperPackets) / Double(superPacketsOut)
     }
 
-    /// Prometheus text exposition lines for this direction.
-    public func prometheus(direction: String) -> String {
-        let label = "direction=\"\(direction)\""
-        var lines: [String] = []
-        func counter(_ name: String, _ help: String, _ value: Int) {
-            lines.append("# HELP offload_\(name) \(help)")
-            lines.append("# TYPE offload_\(name) counter")
-            lines.append("offload_\(name){\(label)} \(value)")
-        }
-        counter("packets_in_total", "Packets read from the ingress device.", packetsIn)
-        counter("bytes_in_total", "Bytes read from the ingress device.", bytesIn)
-        counter("tso_in_total", "TSO super-packets handed over by the kernel.", tsoIn)
-        counter("packets_out_total", "Packets written to the egress device.", packetsOut)
-        counter("bytes_out_total", "Bytes written to the egress device.", bytesOut)
-        counter("super_packets_out_total", "Super-packets written with a virtio header.", superPacketsOut)
-        counter("super_packet_segments_total", "Segments inside super-packets written.", segmentsInSuperPackets)
-        counter("segmented_in_software_total", "Super-packets segmented before writing.", segmentedInSoftware)
-        counter("fragments_out_total", "IPv4 fragments written.", fragmentsOut)
-        counter("icmp_sent_total", "ICMP errors sent to sources.", icmpSent)
-        counter("icmp_suppressed_total", "ICMP errors not sent (rate limit).", icmpSuppressed)
-        counter("dropped_total", "Packets dropped (too big with DF, TTL expired).", dropped)
-        counter("gso_fallbacks_total", "GSO writes refused by the kernel.", gsoFallbacks)
-        counter("virtio_rejected_total", "Packets whose virtio header did not fit them.", virtioRejected)
-        counter("write_errors_total", "Failed writes.", writeErrors)
-        counter("not_forwarded_total", "Multicast, broadcast or link-local packets.", notForwarded)
-        counter("stage_dropped_total", "Packets the stage dropped.", stageDropped)
-        counter("stage_replies_total", "Packets the stage answered with an error to the source.", stageReplies)
-        lines.append("# HELP offload_gro_total GRO completions and bypasses by reason.")
-        lines.append("# TYPE offload_gro_total counter")
-        for reason in GROReason.allCases where gro[reason] > 0 {
-            lines.append("offload_gro_total{\(label),group=\"\(reason.group)\",reason=\"\(reason)\"} \(gro[reason])")
-        }
-        lines.append("# HELP offload_segments_per_super_packet Mean segments per super-packet written.")
-        lines.append("# TYPE offload_segments_per_super_packet gauge")
-        lines.append("offload_segments_per_super_packet{\(label)} \(meanSegmentsPerSuperPacket)")
-        return lines.joined(separator: "\n") + "\n"
+    /// Every counter with its Prometheus name and help text: what ``ForwarderMetrics`` publishes.
+    public var counters: [(name: String, help: String, value: Int)] {
+        [
+            ("offload_packets_in_total", "Packets read from the ingress device.", packetsIn),
+            ("offload_bytes_in_total", "Bytes read from the ingress device.", bytesIn),
+            ("offload_tso_in_total", "TSO super-packets handed over by the kernel.", tsoIn),
+            ("offload_packets_out_total", "Packets written to the egress device.", packetsOut),
+            ("offload_bytes_out_total", "Bytes written to the egress device.", bytesOut),
+            ("offload_super_packets_out_total", "Super-packets written with a virtio header.", superPacketsOut),
+            ("offload_super_packet_segments_total", "Segments inside super-packets written.", segmentsInSuperPackets),
+            ("offload_segmented_in_software_total", "Super-packets segmented before writing.", segmentedInSoftware),
+            ("offload_fragments_out_total", "IPv4 fragments written.", fragmentsOut),
+            ("offload_icmp_sent_total", "ICMP errors sent to sources.", icmpSent),
+            ("offload_icmp_suppressed_total", "ICMP errors not sent (rate limit).", icmpSuppressed),
+            ("offload_dropped_total", "Packets dropped (too big with DF, TTL expired).", dropped),
+            ("offload_gso_fallbacks_total", "GSO writes refused by the kernel.", gsoFallbacks),
+            ("offload_virtio_rejected_total", "Packets whose virtio header did not fit them.", virtioRejected),
+            ("offload_write_errors_total", "Failed writes.", writeErrors),
+            ("offload_not_forwarded_total", "Multicast, broadcast or link-local packets.", notForwarded),
+            ("offload_stage_dropped_total", "Packets the stage dropped.", stageDropped),
+            ("offload_stage_replies_total", "Packets the stage answered with an error to the source.", stageReplies),
+        ]
     }
 }

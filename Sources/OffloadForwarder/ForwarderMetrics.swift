@@ -1,0 +1,47 @@
+import OffloadEngine
+import Prometheus
+import Synchronization
+
+/// The forwarder's counters in the Prometheus text format, through swift-prometheus's registry.
+///
+/// The dataplane keeps plain per-thread counters (``ForwarderStatistics``) and publishes snapshots
+/// every 50 ms; nothing on the hot path touches an atomic or a lock for metrics. At each scrape the
+/// registry's counters are advanced by what the snapshots gained since the last scrape, and the
+/// registry writes the exposition (one `# HELP`/`# TYPE` per family, label escaping).
+public final class ForwarderMetrics: Sendable {
+    let registry = PrometheusCollectorRegistry()
+    /// What each series showed at the last scrape.
+    let published = Mutex<[String: Int]>([:])
+
+    /// Creates an empty registry.
+    public init() {}
+
+    /// The exposition for these counters.
+    public func exposition(_ statistics: [Direction: ForwarderStatistics]) -> String {
+        published.withLock { last in
+            for (direction, s) in statistics.sorted(by: { $0.key.label < $1.key.label }) {
+                let label = ("direction", direction.label)
+                for counter in s.counters {
+                    advance(counter.name, help: counter.help, labels: [label], to: counter.value, &last)
+                }
+                for reason in GROReason.allCases where s.gro[reason] > 0 {
+                    advance("offload_gro_total", help: "GRO completions and bypasses by reason.",
+                            labels: [label, ("group", "\(reason.group)"), ("reason", "\(reason)")], to: s.gro[reason],
+                            &last)
+                }
+                registry.makeGauge(name: "offload_segments_per_super_packet", labels: [label],
+                                   help: "Mean segments per super-packet written.")
+                    .set(to: s.meanSegmentsPerSuperPacket)
+            }
+        }
+        return registry.emitToString()
+    }
+
+    func advance(_ name: String, help: String, labels: [(String, String)], to value: Int, _ last: inout [String: Int]) {
+        let counter = registry.makeCounter(name: name, labels: labels, help: help)
+        let key = name + labels.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
+        let delta = value - last[key, default: 0]
+        if delta > 0 { counter.increment(by: Int64(delta)) }
+        last[key] = max(value, last[key, default: 0])
+    }
+}
