@@ -7,12 +7,13 @@ import OffloadEngine
 import OffloadForwarder
 import OffloadTUN
 import OffloadWire
+import ServiceLifecycle
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
-struct Forward: ParsableCommand {
+struct Forward: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Forward between two TUN devices with GRO and GSO on (root).",
         discussion: """
@@ -80,7 +81,7 @@ struct Forward: ParsableCommand {
         if let metrics, parseEndpoint(metrics) == nil { throw ValidationError("--metrics wants ADDRESS:PORT") }
     }
 
-    func run() throws {
+    func run() async throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         let logger = Logger(label: "offload.forward")
         guard getuid() == 0 || FileManager.default.isWritableFile(atPath: "/dev/net/tun") else {
@@ -118,8 +119,11 @@ struct Forward: ParsableCommand {
         } catch {
             throw InputError(message: "\(error)")
         }
-        let stats = try lifecycle.run()
-        print(summary(stats), terminator: "")
+        // SIGINT and SIGTERM are a graceful shutdown: the forwarder stops, tears down and writes its counters.
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [.init(service: lifecycle)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        print(summary(lifecycle.finalStatistics), terminator: "")
     }
 }
 

@@ -10,7 +10,7 @@ import OffloadWire
 ///
 /// Exit codes: 0 success, 1 bad input (unreadable or corrupt capture), 2 usage.
 @main
-struct Offload: ParsableCommand {
+struct Offload: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "offload",
         abstract: "GRO and GSO in user space that stay transparent on a forwarder.",
@@ -25,10 +25,14 @@ struct Offload: ParsableCommand {
             """,
         subcommands: [Demo.self, Coalesce.self, Segment.self, Stats.self, Generate.self, Forward.self, Lab.self, Doctor.self])
 
-    static func main() {
+    static func main() async {
         do {
             var command = try parseAsRoot()
-            try command.run()
+            if var asynchronous = command as? AsyncParsableCommand {
+                try await asynchronous.run()
+            } else {
+                try command.run()
+            }
         } catch let error as CaptureError {
             FileHandle.standardError.write(Data("offload: \(error)\n".utf8))
             Foundation.exit(1)

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import OffloadTUN
+import ServiceLifecycle
 import Synchronization
 
 /// What a forwarder process does around its dataplane: set the devices up (transmit queue
@@ -18,14 +19,20 @@ public struct ForwarderLifecycleSettings: Sendable {
     public var duration: Double?
     /// Write the final counters as JSON here.
     public var statisticsPath: String?
-    /// Whether SIGINT/SIGTERM stop the forwarder and SIGUSR1 prints its counters.
+    /// Whether SIGUSR1 prints the counters (SIGINT and SIGTERM are the service group's: a
+    /// graceful shutdown).
     public var handleSignals = true
     /// Creates the defaults.
     public init() {}
 }
 
 /// Runs a ``Forwarder`` from start to teardown (see ``ForwarderLifecycleSettings``).
-public final class ForwarderLifecycle<S: Stage>: @unchecked Sendable {
+///
+/// It is a swift-service-lifecycle `Service`: in a `ServiceGroup` configured with graceful-shutdown
+/// signals (`offload forward` uses SIGINT and SIGTERM), a graceful shutdown stops the forwarder,
+/// which then tears down and writes its counters. Run alone, ``runUntilStopped()`` blocks until
+/// ``requestStop()`` or the duration.
+public final class ForwarderLifecycle<S: Stage>: Service, @unchecked Sendable {
     /// The forwarder.
     public let forwarder: Forwarder<S>
     /// The settings.
@@ -77,14 +84,36 @@ public final class ForwarderLifecycle<S: Stage>: @unchecked Sendable {
     /// Asks the forwarder to stop (any thread).
     public func requestStop() { forwarder.stop() }
 
-    /// Runs until a signal, ``requestStop()`` or the duration; then stops the metrics server,
-    /// removes the routing and writes the counters. Returns the final counters.
+    /// The counters when the forwarder stopped (after ``runUntilStopped()`` or ``run()`` returned).
+    public var finalStatistics: [String: ForwarderStatistics] { final.withLock { $0 } }
+    let final = Mutex<[String: ForwarderStatistics]>([:])
+
+    /// The service: runs the forwarder's threads until a graceful shutdown (or ``requestStop()``
+    /// or the duration), then tears down. Errors writing the counters are thrown.
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
+                // The dataplane has threads of its own; this one only waits for them.
+                Thread { [self] in
+                    do {
+                        _ = try runUntilStopped()
+                        done.resume()
+                    } catch {
+                        done.resume(throwing: error)
+                    }
+                }.start()
+            }
+        } onGracefulShutdown: { [self] in
+            requestStop()
+        }
+    }
+
+    /// Runs until ``requestStop()`` or the duration; then stops the metrics server, removes the
+    /// routing and writes the counters. Returns the final counters.
     @discardableResult
-    public func run() throws -> [String: ForwarderStatistics] {
+    public func runUntilStopped() throws -> [String: ForwarderStatistics] {
         if settings.handleSignals {
-            // Signals only set a flag (async-signal-safe); the watcher thread acts on it.
-            signal(SIGINT) { _ in forwarderSignalFlags.bitwiseOr(1, ordering: .relaxed) }
-            signal(SIGTERM) { _ in forwarderSignalFlags.bitwiseOr(1, ordering: .relaxed) }
+            // The handler only sets a flag (async-signal-safe); the watcher thread acts on it.
             signal(SIGUSR1) { _ in forwarderSignalFlags.bitwiseOr(2, ordering: .relaxed) }
         }
         let deadline = settings.duration.map { Date().addingTimeInterval($0) }
@@ -105,6 +134,7 @@ public final class ForwarderLifecycle<S: Stage>: @unchecked Sendable {
         finished.store(true, ordering: .relaxed)
         teardown()
         let stats = forwarder.statistics
+        final.withLock { $0 = stats }
         if let path = settings.statisticsPath {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -131,5 +161,5 @@ public struct ForwarderSetupError: Error, CustomStringConvertible {
     public var description: String { "\(step) failed: \(reason)" }
 }
 
-/// Bits set by the signal handlers: 1 stop, 2 print counters.
+/// Bits set by the signal handler: 2 print counters.
 let forwarderSignalFlags = Atomic<Int>(0)

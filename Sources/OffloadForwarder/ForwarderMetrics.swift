@@ -25,20 +25,22 @@ public final class ForwarderMetrics: Sendable {
                     advance(counter.name, help: counter.help, labels: [label], to: counter.value, &last)
                 }
                 for reason in GROReason.allCases where s.gro[reason] > 0 {
-                    advance("offload_gro_total", help: "GRO completions and bypasses by reason.",
+                    advance("gro", help: "GRO completions and bypasses by reason.",
                             labels: [label, ("group", "\(reason.group)"), ("reason", "\(reason)")], to: s.gro[reason],
                             &last)
                 }
-                registry.makeGauge(name: "offload_segments_per_super_packet", labels: [label],
-                                   help: "Mean segments per super-packet written.")
-                    .set(to: s.meanSegmentsPerSuperPacket)
+                let mean = MetricNameDescriptor(namespace: "offload", metricName: "segments_per_super_packet", unitName: "",
+                                                helpText: "Mean segments per super-packet written.")
+                registry.makeGauge(descriptor: mean, labels: [label]).set(to: s.meanSegmentsPerSuperPacket)
             }
         }
         return registry.emitToString()
     }
 
+    /// Advances the counter `offload_<name>_total` with these labels to `value`.
     func advance(_ name: String, help: String, labels: [(String, String)], to value: Int, _ last: inout [String: Int]) {
-        let counter = registry.makeCounter(name: name, labels: labels, help: help)
+        let descriptor = MetricNameDescriptor(namespace: "offload", metricName: name, unitName: "total", helpText: help)
+        let counter = registry.makeCounter(descriptor: descriptor, labels: labels)
         let key = name + labels.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
         let delta = value - last[key, default: 0]
         if delta > 0 { counter.increment(by: Int64(delta)) }

@@ -72,27 +72,28 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
         superPacketsOut == 0 ? 0 : Double(segmentsInSuperPackets) / Double(superPacketsOut)
     }
 
-    /// Every counter with its Prometheus name and help text: what ``ForwarderMetrics`` publishes.
+    /// Every counter with its name (published as `offload_<name>_total`) and help text: what
+    /// ``ForwarderMetrics`` publishes.
     public var counters: [(name: String, help: String, value: Int)] {
         [
-            ("offload_packets_in_total", "Packets read from the ingress device.", packetsIn),
-            ("offload_bytes_in_total", "Bytes read from the ingress device.", bytesIn),
-            ("offload_tso_in_total", "TSO super-packets handed over by the kernel.", tsoIn),
-            ("offload_packets_out_total", "Packets written to the egress device.", packetsOut),
-            ("offload_bytes_out_total", "Bytes written to the egress device.", bytesOut),
-            ("offload_super_packets_out_total", "Super-packets written with a virtio header.", superPacketsOut),
-            ("offload_super_packet_segments_total", "Segments inside super-packets written.", segmentsInSuperPackets),
-            ("offload_segmented_in_software_total", "Super-packets segmented before writing.", segmentedInSoftware),
-            ("offload_fragments_out_total", "IPv4 fragments written.", fragmentsOut),
-            ("offload_icmp_sent_total", "ICMP errors sent to sources.", icmpSent),
-            ("offload_icmp_suppressed_total", "ICMP errors not sent (rate limit).", icmpSuppressed),
-            ("offload_dropped_total", "Packets dropped (too big with DF, TTL expired).", dropped),
-            ("offload_gso_fallbacks_total", "GSO writes refused by the kernel.", gsoFallbacks),
-            ("offload_virtio_rejected_total", "Packets whose virtio header did not fit them.", virtioRejected),
-            ("offload_write_errors_total", "Failed writes.", writeErrors),
-            ("offload_not_forwarded_total", "Multicast, broadcast or link-local packets.", notForwarded),
-            ("offload_stage_dropped_total", "Packets the stage dropped.", stageDropped),
-            ("offload_stage_replies_total", "Packets the stage answered with an error to the source.", stageReplies),
+            ("packets_in", "Packets read from the ingress device.", packetsIn),
+            ("bytes_in", "Bytes read from the ingress device.", bytesIn),
+            ("tso_in", "TSO super-packets handed over by the kernel.", tsoIn),
+            ("packets_out", "Packets written to the egress device.", packetsOut),
+            ("bytes_out", "Bytes written to the egress device.", bytesOut),
+            ("super_packets_out", "Super-packets written with a virtio header.", superPacketsOut),
+            ("super_packet_segments", "Segments inside super-packets written.", segmentsInSuperPackets),
+            ("segmented_in_software", "Super-packets segmented before writing.", segmentedInSoftware),
+            ("fragments_out", "IPv4 fragments written.", fragmentsOut),
+            ("icmp_sent", "ICMP errors sent to sources.", icmpSent),
+            ("icmp_suppressed", "ICMP errors not sent (rate limit).", icmpSuppressed),
+            ("dropped", "Packets dropped (too big with DF, TTL expired).", dropped),
+            ("gso_fallbacks", "GSO writes refused by the kernel.", gsoFallbacks),
+            ("virtio_rejected", "Packets whose virtio header did not fit them.", virtioRejected),
+            ("write_errors", "Failed writes.", writeErrors),
+            ("not_forwarded", "Multicast, broadcast or link-local packets.", notForwarded),
+            ("stage_dropped", "Packets the stage dropped.", stageDropped),
+            ("stage_replies", "Packets the stage answered with an error to the source.", stageReplies),
         ]
     }
 }
