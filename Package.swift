@@ -1,4 +1,4 @@
-// swift-tools-version: 6.1
+// swift-tools-version: 6.2
 import PackageDescription
 
 /// Settings shared by every Swift target. `Lifetimes` is needed for the `~Escapable` header views
@@ -6,6 +6,11 @@ import PackageDescription
 let swiftSettings: [SwiftSetting] = [
     .enableExperimentalFeature("Lifetimes"),
 ]
+
+/// The modules that do pointer work (the wire layer, the engine, the capture buffers, TUN I/O, the
+/// forwarding pipeline) check memory safety strictly: every use of an unsafe construct is marked
+/// `unsafe` (SE-0458). The marker is compile-time only; the generated code is the same.
+let strictSettings: [SwiftSetting] = swiftSettings + [.strictMemorySafety()]
 
 let package = Package(
     name: "swift-offload",
@@ -28,18 +33,18 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
-        .target(name: "OffloadWire", swiftSettings: swiftSettings),
-        .target(name: "OffloadEngine", dependencies: ["OffloadWire"], swiftSettings: swiftSettings),
+        .target(name: "OffloadWire", swiftSettings: strictSettings),
+        .target(name: "OffloadEngine", dependencies: ["OffloadWire"], swiftSettings: strictSettings),
         .target(
             name: "OffloadCapture",
             dependencies: ["OffloadWire", "OffloadEngine", .product(name: "SystemPackage", package: "swift-system")],
-            swiftSettings: swiftSettings),
+            swiftSettings: strictSettings),
         .target(name: "COffloadShims"),
         .target(
             name: "OffloadTUN",
             dependencies: ["OffloadWire", "OffloadEngine", "COffloadShims",
                            .product(name: "SystemPackage", package: "swift-system")],
-            swiftSettings: swiftSettings),
+            swiftSettings: strictSettings),
         .target(
             name: "OffloadForwarder",
             dependencies: ["OffloadWire", "OffloadEngine", "OffloadTUN",
@@ -47,7 +52,7 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "Prometheus", package: "swift-prometheus"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
-            swiftSettings: swiftSettings),
+            swiftSettings: strictSettings),
         .target(name: "OffloadReport", swiftSettings: swiftSettings),
         .target(name: "OffloadLab", dependencies: ["OffloadForwarder", "OffloadReport"], swiftSettings: swiftSettings),
         .target(name: "OffloadDoctor", dependencies: ["OffloadWire", "OffloadCapture", "OffloadReport"],

@@ -78,7 +78,7 @@ public func coalesceCapture(input: String, output: String, options: CoalesceOpti
     var failure: CaptureError?
     while !done {
         batch.removeAll()
-        let result = reader.fill(&batch, checksum: options.checksums) { info, _ in
+        let result = unsafe reader.fill(&batch, checksum: options.checksums) { info, _ in
             report.packetsIn += 1
             report.bytesIn += info.capturedLength
             clock = max(clock, info.timestamp)
@@ -126,9 +126,9 @@ func write(_ engine: inout GROEngine, _ writer: inout CaptureWriter,
             report.superPackets += 1
             report.segments += gso.segmentCount
         }
-        try writer.writePacket(timestamp: meta.timestamp, interface: Int(meta.interface), length: packet.length,
+        unsafe try writer.writePacket(timestamp: meta.timestamp, interface: Int(meta.interface), length: packet.length,
                                originalLength: originalLength, options: options) { sink in
-            engine.withOutputFragments(at: i, sink)
+            unsafe engine.withOutputFragments(at: i, sink)
         }
         report.packetsOut += 1
         report.bytesOut += packet.length
@@ -176,8 +176,8 @@ public func segmentCapture(input: String, output: String, options: SegmentOption
             report.bytesOut += packet.bytes.count
         case .split(let gso, let size, let recorded):
             // (A typed-throws closure here crashes the 6.3.1 compiler; the error is carried out instead.)
-            let split: Bool = packet.bytes.withUnsafeBytes { buffer in
-                (try? segmenter.segment(buffer, linkType: packet.linkType, gso: gso, segmentSize: size)) != nil
+            let split: Bool = unsafe packet.bytes.withUnsafeBytes { buffer in
+                unsafe (try? segmenter.segment(buffer, linkType: packet.linkType, gso: gso, segmentSize: size)) != nil
             }
             if !split {
                 report.leftWhole += 1
@@ -193,8 +193,8 @@ public func segmentCapture(input: String, output: String, options: SegmentOption
             let kept = packet.info.options.filter { $0.gsoInfo == nil && $0.commentText?.hasPrefix("swift-offload") != true }
             for s in 0..<segmenter.segmentCount {
                 let length = segmenter.segmentLength(at: s)
-                try writer.writePacket(timestamp: packet.info.timestamp, interface: packet.info.interface, length: length,
-                                       options: kept) { sink in segmenter.withSegmentFragments(at: s, sink) }
+                unsafe try writer.writePacket(timestamp: packet.info.timestamp, interface: packet.info.interface, length: length,
+                                       options: kept) { sink in unsafe segmenter.withSegmentFragments(at: s, sink) }
                 report.packetsOut += 1
                 report.bytesOut += length
             }
@@ -215,7 +215,7 @@ enum SegmentationPlan {
 
 func segmentationPlan(_ packet: CapturedPacket, options: SegmentOptions) -> SegmentationPlan {
     if let gso = packet.info.gso { return .split(gso, size: nil, recorded: true) }
-    guard !packet.info.isSnapped, let layout = try? PacketLayout(parsing: packet.bytes.span.bytes, linkType: packet.linkType)
+    guard !packet.info.isSnapped, let layout = unsafe try? PacketLayout(parsing: packet.bytes.span.bytes, linkType: packet.linkType)
     else { return .unchanged(tooBig: packet.bytes.count > options.mtu + 64) }
     let ipLength = layout.ipEnd - layout.networkOffset
     guard ipLength > options.mtu else { return .unchanged(tooBig: false) }
@@ -267,8 +267,8 @@ public func compareCapturesPerFlow(_ a: String, _ b: String) throws(CaptureError
 /// A flow's name: interface, protocol, addresses and ports as far as they can be read. All
 /// fragments of a datagram share one name (their ports are left out).
 func flowName(_ p: CapturedPacket) -> String {
-    guard let layout = try? PacketLayout(parsing: p.bytes.span.bytes, linkType: p.linkType),
-        var key = FlowKey(p.bytes.span.bytes, layout: layout)
+    guard let layout = unsafe try? PacketLayout(parsing: p.bytes.span.bytes, linkType: p.linkType),
+        var key = unsafe FlowKey(p.bytes.span.bytes, layout: layout)
     else { return "if\(p.info.interface) other" }
     if layout.isFragment {
         key.sourcePort = nil

@@ -89,8 +89,8 @@ public struct CaptureReader: ~Copyable {
         let linkType = interfaces[info.interface].linkType
         let metadata = PacketMetadata(linkType: linkType, checksum: checksum, timestamp: info.timestamp,
                                       interface: UInt32(info.interface), gso: info.gso, tag: UInt64(info.record))
-        let data = input.bytes(at: dataOffset, count: info.capturedLength)
-        guard batch.append(data.bytes, metadata: metadata) else {
+        let data = unsafe input.bytes(at: dataOffset, count: info.capturedLength)
+        guard unsafe batch.append(data.bytes, metadata: metadata) else {
             pendingRecord = (info, dataOffset)
             return .batchFull
         }
@@ -116,7 +116,7 @@ public struct CaptureReader: ~Copyable {
         while batch.count < batch.packetCapacity {
             do {
                 switch try read(into: &batch, checksum: checksum) {
-                case .packet(let info): each(info, batch.unsafeBuffer(at: batch.count - 1))
+                case .packet(let info): unsafe each(info, batch.unsafeBuffer(at: batch.count - 1))
                 case .batchFull: return .more
                 case .end: return .end
                 }
@@ -136,7 +136,7 @@ public struct CaptureReader: ~Copyable {
     /// Reads the next packet into a fresh array (allocates; for tools and tests).
     public mutating func next() throws(CaptureError) -> CapturedPacket? {
         guard let (info, dataOffset) = try nextRecord() else { return nil }
-        let bytes = Array(input.bytes(at: dataOffset, count: info.capturedLength))
+        let bytes = unsafe Array(input.bytes(at: dataOffset, count: info.capturedLength))
         finishRecord()
         return CapturedPacket(info: info, linkType: interfaces[info.interface].linkType, bytes: bytes)
     }
@@ -167,12 +167,12 @@ public struct CaptureReader: ~Copyable {
     }
 
     func u16(_ p: UnsafeRawBufferPointer, _ o: Int) -> UInt16 {
-        let v = p.loadUnaligned(fromByteOffset: o, as: UInt16.self)
+        let v = unsafe p.loadUnaligned(fromByteOffset: o, as: UInt16.self)
         return bigEndian ? UInt16(bigEndian: v) : UInt16(littleEndian: v)
     }
 
     func u32(_ p: UnsafeRawBufferPointer, _ o: Int) -> UInt32 {
-        let v = p.loadUnaligned(fromByteOffset: o, as: UInt32.self)
+        let v = unsafe p.loadUnaligned(fromByteOffset: o, as: UInt32.self)
         return bigEndian ? UInt32(bigEndian: v) : UInt32(littleEndian: v)
     }
 
@@ -182,7 +182,7 @@ public struct CaptureReader: ~Copyable {
         guard try input.ensure(4) else {
             throw error(.truncated(needed: 4, available: input.available), record: 0, offset: 0)
         }
-        let magic = UInt32(littleEndian: input.bytes(at: 0, count: 4).loadUnaligned(as: UInt32.self))
+        let magic = unsafe UInt32(littleEndian: input.bytes(at: 0, count: 4).loadUnaligned(as: UInt32.self))
         switch magic {
         case 0xA1B2_C3D4, 0xA1B2_3C4D, 0xD4C3_B2A1, 0x4D3C_B2A1:
             let nanosecond = magic == 0xA1B2_3C4D || magic == 0x4D3C_B2A1
@@ -191,12 +191,12 @@ public struct CaptureReader: ~Copyable {
             guard try input.ensure(24) else {
                 throw error(.truncated(needed: 24, available: input.available), record: 0, offset: 0)
             }
-            let h = input.bytes(at: 0, count: 24)
-            let major = u16(h, 4)
-            let minor = u16(h, 6)
+            let h = unsafe input.bytes(at: 0, count: 24)
+            let major = unsafe u16(h, 4)
+            let minor = unsafe u16(h, 6)
             guard major == 2 else { throw error(.unsupportedVersion(major: major, minor: minor), record: 0, offset: 4) }
-            let snap = u32(h, 16)
-            let network = u32(h, 20) & 0x03FF_FFFF  // upper bits carry FCS information
+            let snap = unsafe u32(h, 16)
+            let network = unsafe u32(h, 20) & 0x03FF_FFFF  // upper bits carry FCS information
             interfaces = [CaptureInterface(linkType: LinkType(rawValue: network), snapLength: snap,
                                            unitsPerSecond: nanosecond ? 1_000_000_000 : 1_000_000)]
             input.consume(24)
@@ -209,7 +209,7 @@ public struct CaptureReader: ~Copyable {
             // Read the interface descriptions (and other blocks) before the first packet, so that
             // `interfaces` is complete for a writer created right after opening.
             while try input.ensure(8) {
-                let type = u32(input.bytes(at: 0, count: 8), 0)
+                let type = unsafe u32(input.bytes(at: 0, count: 8), 0)
                 if type == 6 || type == 3 || type == 2 || type == 0x0A0D_0D0A { break }
                 guard try readPcapngBlock(expectSection: false) != nil else { break }
             }
@@ -226,11 +226,11 @@ public struct CaptureReader: ~Copyable {
             if input.available == 0 { return nil }
             throw error(.truncated(needed: 16, available: input.available), offset: start)
         }
-        let h = input.bytes(at: 0, count: 16)
-        let seconds = UInt64(u32(h, 0))
-        let fraction = UInt64(u32(h, 4))
-        let captured = Int(u32(h, 8))
-        let original = Int(u32(h, 12))
+        let h = unsafe input.bytes(at: 0, count: 16)
+        let seconds = unsafe UInt64(u32(h, 0))
+        let fraction = unsafe UInt64(u32(h, 4))
+        let captured = unsafe Int(u32(h, 8))
+        let original = unsafe Int(u32(h, 12))
         guard captured <= Self.maximumRecordLength else {
             throw error(.badLength("captured length \(captured) is larger than \(Self.maximumRecordLength)"),
                         offset: start)
@@ -265,48 +265,48 @@ public struct CaptureReader: ~Copyable {
             if input.available == 0 { return nil }
             throw error(.truncated(needed: 12, available: input.available), offset: start)
         }
-        var head = input.bytes(at: 0, count: 12)
-        let rawType = UInt32(littleEndian: head.loadUnaligned(as: UInt32.self))
+        var head = unsafe input.bytes(at: 0, count: 12)
+        let rawType = unsafe UInt32(littleEndian: head.loadUnaligned(as: UInt32.self))
         if rawType == 0x0A0D_0D0A {
             // The byte-order magic decides how this section is read.
-            let bom = UInt32(littleEndian: head.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+            let bom = unsafe UInt32(littleEndian: head.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
             switch bom {
             case 0x1A2B_3C4D: bigEndian = false
             case 0x4D3C_2B1A: bigEndian = true
             default: throw error(.notACapture(bom), offset: start + 8)
             }
-            head = input.bytes(at: 0, count: 12)
+            unsafe head = unsafe input.bytes(at: 0, count: 12)
         } else if expectSection {
             throw error(.blockOutsideSection, offset: start)
         }
-        let type = u32(head, 0)
-        let length = Int(u32(head, 4))
+        let type = unsafe u32(head, 0)
+        let length = unsafe Int(u32(head, 4))
         guard length >= 12, length % 4 == 0, length <= Self.maximumRecordLength else {
             throw error(.badLength("block length \(length)"), offset: start + 4)
         }
         guard try input.ensure(length) else {
             throw error(.truncated(needed: length, available: input.available), offset: start)
         }
-        let block = input.bytes(at: 0, count: length)
-        guard Int(u32(block, length - 4)) == length else {
-            throw error(.badLength("trailing block length \(u32(block, length - 4)) differs from \(length)"),
+        let block = unsafe input.bytes(at: 0, count: length)
+        guard unsafe Int(u32(block, length - 4)) == length else {
+            throw error(.badLength(unsafe "trailing block length \(u32(block, length - 4)) differs from \(length)"),
                         offset: start + length - 4)
         }
         switch type {
         case 0x0A0D_0D0A:
             guard length >= 28 else { throw error(.badLength("section header of \(length) bytes"), offset: start + 4) }
-            let major = u16(block, 12)
+            let major = unsafe u16(block, 12)
             guard major == 1 else {
-                throw error(.unsupportedVersion(major: major, minor: u16(block, 14)), offset: start + 12)
+                throw unsafe error(.unsupportedVersion(major: major, minor: u16(block, 14)), offset: start + 12)
             }
             sectionBase = interfaces.count
             input.consume(length)
             return .other
         case 1:  // Interface Description Block
             guard length >= 20 else { throw error(.badLength("interface block of \(length) bytes"), offset: start + 4) }
-            var interface = CaptureInterface(linkType: LinkType(rawValue: UInt32(u16(block, 8))),
+            var interface = unsafe CaptureInterface(linkType: LinkType(rawValue: UInt32(u16(block, 8))),
                                              snapLength: u32(block, 12))
-            for option in try options(block, from: 16, to: length - 4, blockStart: start) {
+            for option in unsafe try options(block, from: 16, to: length - 4, blockStart: start) {
                 if option.code == 9, let resolution = option.value.first {
                     interface.unitsPerSecond = Self.unitsPerSecond(resolution)
                 } else {
@@ -318,9 +318,9 @@ public struct CaptureReader: ~Copyable {
             return .other
         case 6, 2:  // Enhanced Packet Block, obsolete Packet Block
             guard length >= 32 else { throw error(.badLength("packet block of \(length) bytes"), offset: start + 4) }
-            let interface = sectionBase + (type == 6 ? Int(u32(block, 8)) : Int(u16(block, 8)))
-            let captured = Int(u32(block, 20))
-            let original = Int(u32(block, 24))
+            let interface = unsafe sectionBase + (type == 6 ? Int(u32(block, 8)) : Int(u16(block, 8)))
+            let captured = unsafe Int(u32(block, 20))
+            let original = unsafe Int(u32(block, 24))
             guard 28 + captured <= length - 4 else {
                 throw error(.badLength("captured length \(captured) runs past the \(length)-byte block"),
                             offset: start + 20)
@@ -328,9 +328,9 @@ public struct CaptureReader: ~Copyable {
             guard interface < interfaces.count else {
                 throw error(.unknownInterface(interface - sectionBase), offset: start + 8)
             }
-            let units = UInt64(u32(block, 12)) << 32 | UInt64(u32(block, 16))
+            let units = unsafe UInt64(u32(block, 12)) << 32 | UInt64(u32(block, 16))
             let padded = (captured + 3) & ~3
-            let opts = try options(block, from: 28 + padded, to: length - 4, blockStart: start)
+            let opts = unsafe try options(block, from: 28 + padded, to: length - 4, blockStart: start)
             pendingLength = length
             let info = CaptureRecordInfo(record: recordCount + 1, offset: start,
                                          timestamp: Self.nanoseconds(units, interfaces[interface].unitsPerSecond),
@@ -340,7 +340,7 @@ public struct CaptureReader: ~Copyable {
         case 3:  // Simple Packet Block: the section's interface 0, no timestamp
             guard sectionBase < interfaces.count else { throw error(.unknownInterface(0), offset: start) }
             let first = interfaces[sectionBase]
-            let original = Int(u32(block, 8))
+            let original = unsafe Int(u32(block, 8))
             let room = length - 16
             let captured = min(original, room, first.snapLength == 0 ? Int.max : Int(first.snapLength))
             pendingLength = length
@@ -361,13 +361,13 @@ public struct CaptureReader: ~Copyable {
         var result: [PcapngOption] = []
         var o = from
         while o + 4 <= end {
-            let code = u16(block, o)
-            let length = Int(u16(block, o + 2))
+            let code = unsafe u16(block, o)
+            let length = unsafe Int(u16(block, o + 2))
             if code == 0 { break }
             guard o + 4 + length <= end else {
                 throw error(.badLength("option \(code) of \(length) bytes runs past its block"), offset: blockStart + o)
             }
-            result.append(PcapngOption(code: code, value: Array(UnsafeRawBufferPointer(rebasing: block[(o + 4)..<(o + 4 + length)]))))
+            unsafe result.append(PcapngOption(code: code, value: Array(UnsafeRawBufferPointer(rebasing: block[(o + 4)..<(o + 4 + length)]))))
             o += 4 + ((length + 3) & ~3)
         }
         return result
@@ -406,7 +406,7 @@ struct InputBuffer: ~Copyable {
     let path: String
     /// Grown only for a record larger than it (16 MiB at most).
     var buffer = GrowableBuffer<UInt8>(capacity: 1 << 20)
-    var storage: UnsafeMutableRawPointer { buffer.rawBase }
+    var storage: UnsafeMutableRawPointer { unsafe buffer.rawBase }
     var capacity: Int { buffer.capacity }
     var start = 0
     var end = 0
@@ -426,16 +426,16 @@ struct InputBuffer: ~Copyable {
     mutating func ensure(_ count: Int) throws(CaptureError) -> Bool {
         if available >= count { return true }
         if start > 0 {
-            (storage).copyMemory(from: storage + start, byteCount: available)
+            unsafe (storage).copyMemory(from: storage + start, byteCount: available)
             consumedBefore += start
             end -= start
             start = 0
         }
         buffer.reserve(count, preserving: end)
         while end < count && !atEOF {
-            let room = UnsafeMutableRawBufferPointer(start: storage + end, count: capacity - end)
+            let room = unsafe UnsafeMutableRawBufferPointer(start: storage + end, count: capacity - end)
             let n: Int
-            do { n = try fd.read(into: room) } catch {
+            do { n = unsafe try fd.read(into: room) } catch {
                 throw CaptureError(.io(error as? Errno ?? .ioError, "read"), path: path, record: 0, offset: position)
             }
             if n == 0 { atEOF = true }
@@ -447,7 +447,7 @@ struct InputBuffer: ~Copyable {
     /// `count` bytes at `offset` from the first unconsumed byte.
     /// - Precondition: `ensure(offset + count)` returned true.
     func bytes(at offset: Int, count: Int) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(start: storage + start + offset, count: count)
+        unsafe UnsafeRawBufferPointer(start: storage + start + offset, count: count)
     }
 
     mutating func consume(_ count: Int) { start += count }

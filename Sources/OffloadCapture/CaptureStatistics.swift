@@ -82,14 +82,14 @@ public func captureStatistics(input: String, mtu: Int = 1500, options: CoalesceO
     while !done {
         batch.removeAll()
         let interfaces = reader.interfaces
-        let result = reader.fill(&batch, checksum: options.checksums) { info, bytes in
+        let result = unsafe reader.fill(&batch, checksum: options.checksums) { info, bytes in
             stats.packets += 1
             stats.bytes += info.capturedLength
             if info.isSnapped { stats.snapped += 1 }
             first = first ?? info.timestamp
             last = max(last, info.timestamp)
             let linkType = interfaces[info.interface].linkType
-            guard let layout = try? PacketLayout(parsing: bytes.bytes, linkType: linkType) else {
+            guard let layout = unsafe try? PacketLayout(parsing: bytes.bytes, linkType: linkType) else {
                 stats.malformed += 1
                 return
             }
@@ -104,7 +104,7 @@ public func captureStatistics(input: String, mtu: Int = 1500, options: CoalesceO
             let ipLength = layout.ipEnd - layout.networkOffset
             stats.largestIPPacket = max(stats.largestIPPacket, ipLength)
             if ipLength > mtu { stats.overMTU += 1 }
-            guard let k = FlowKey(bytes.bytes, layout: layout) else { return }
+            guard let k = unsafe FlowKey(bytes.bytes, layout: layout) else { return }
             var flow = flows[k] ?? CaptureStatistics.Flow(protocolName: "\(layout.transport)", source: k.sourceEndpoint,
                                                           destination: k.destinationEndpoint)
             flow.packets += 1

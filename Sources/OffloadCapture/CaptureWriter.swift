@@ -52,15 +52,15 @@ public struct CaptureWriter: ~Copyable {
         self.fd = fileDescriptor
         self.ownsDescriptor = closeOnDeinit
         self.interfaces = interfaces
-        buffer = .allocate(byteCount: 4 << 20, alignment: 16)
+        unsafe buffer = .allocate(byteCount: 4 << 20, alignment: 16)
         writeHeader()
     }
 
     deinit {
         // Best effort: call flush() to see write errors.
-        _ = try? fd.writeAll(UnsafeRawBufferPointer(start: buffer, count: used))
+        _ = unsafe try? fd.writeAll(UnsafeRawBufferPointer(start: buffer, count: used))
         if ownsDescriptor { try? fd.close() }
-        buffer.deallocate()
+        unsafe buffer.deallocate()
     }
 
     // MARK: - Writing
@@ -84,7 +84,7 @@ public struct CaptureWriter: ~Copyable {
             let fraction = UInt32(truncatingIfNeeded: nanosecond ? timestamp % 1_000_000_000 : (timestamp % 1_000_000_000) / 1000)
             for v in [seconds, fraction, UInt32(length), UInt32(original)] { append32(&header, v, big) }
             try append(header)
-            try appendPieces(length, produce)
+            unsafe try appendPieces(length, produce)
         case .pcapng:
             let padded = (length + 3) & ~3
             let optionBytes = encode(options)
@@ -98,7 +98,7 @@ public struct CaptureWriter: ~Copyable {
             append32(&header, UInt32(length), false)
             append32(&header, UInt32(original), false)
             try append(header)
-            try appendPieces(length, produce)
+            unsafe try appendPieces(length, produce)
             var trailer = [UInt8](repeating: 0, count: padded - length)
             trailer += optionBytes
             append32(&trailer, UInt32(total), false)
@@ -110,8 +110,8 @@ public struct CaptureWriter: ~Copyable {
     /// Writes one packet from an array.
     public mutating func writePacket(_ bytes: [UInt8], timestamp: UInt64, interface: Int = 0,
                                      originalLength: Int? = nil, options: [PcapngOption] = []) throws(CaptureError) {
-        try writePacket(timestamp: timestamp, interface: interface, length: bytes.count, originalLength: originalLength,
-                        options: options) { sink in bytes.withUnsafeBytes { sink($0) } }
+        unsafe try writePacket(timestamp: timestamp, interface: interface, length: bytes.count, originalLength: originalLength,
+                        options: options) { sink in unsafe bytes.withUnsafeBytes { unsafe sink($0) } }
     }
 
     /// Declares interfaces that appeared after the writer was created (a reader meets them
@@ -152,7 +152,7 @@ public struct CaptureWriter: ~Copyable {
         var offset = 0
         while offset < used {
             do {
-                offset += try fd.write(UnsafeRawBufferPointer(start: buffer + offset, count: used - offset))
+                unsafe offset += try fd.write(UnsafeRawBufferPointer(start: buffer + offset, count: used - offset))
             } catch {
                 throw CaptureError(.io(error as? Errno ?? .ioError, "write"), path: path, record: packetCount,
                                    offset: byteCount - used + offset)
@@ -188,7 +188,7 @@ public struct CaptureWriter: ~Copyable {
             for interface in interfaces { appendInterfaceBlock(&h, interface) }
         }
         precondition(h.count <= capacity, "interface descriptions larger than the write buffer")
-        h.withUnsafeBytes { (buffer + used).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        unsafe h.withUnsafeBytes { unsafe (buffer + used).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         used += h.count
         byteCount += h.count
     }
@@ -209,18 +209,18 @@ public struct CaptureWriter: ~Copyable {
 
     func append32(_ b: inout [UInt8], _ v: UInt32, _ big: Bool) {
         let x = big ? v.bigEndian : v.littleEndian
-        withUnsafeBytes(of: x) { b.append(contentsOf: $0) }
+        unsafe withUnsafeBytes(of: x) { unsafe b.append(contentsOf: $0) }
     }
 
     func append16(_ b: inout [UInt8], _ v: UInt16, _ big: Bool) {
         let x = big ? v.bigEndian : v.littleEndian
-        withUnsafeBytes(of: x) { b.append(contentsOf: $0) }
+        unsafe withUnsafeBytes(of: x) { unsafe b.append(contentsOf: $0) }
     }
 
     mutating func append(_ bytes: [UInt8]) throws(CaptureError) {
         var failure: CaptureError?
-        bytes.withUnsafeBytes { raw in
-            do throws(CaptureError) { try append(raw) } catch { failure = error }
+        unsafe bytes.withUnsafeBytes { raw in
+            do throws(CaptureError) { unsafe try append(raw) } catch { failure = error }
         }
         if let failure { throw failure }
     }
@@ -231,14 +231,14 @@ public struct CaptureWriter: ~Copyable {
         if bytes.count > capacity {
             var offset = 0
             while offset < bytes.count {
-                do { offset += try fd.write(UnsafeRawBufferPointer(rebasing: bytes[offset...])) } catch {
+                do { unsafe offset += try fd.write(UnsafeRawBufferPointer(rebasing: bytes[offset...])) } catch {
                     throw CaptureError(.io(error as? Errno ?? .ioError, "write"), path: path, record: packetCount,
                                        offset: byteCount)
                 }
             }
             return
         }
-        if let base = bytes.baseAddress, bytes.count > 0 { (buffer + used).copyMemory(from: base, byteCount: bytes.count) }
+        if let base = bytes.baseAddress, bytes.count > 0 { unsafe (buffer + used).copyMemory(from: base, byteCount: bytes.count) }
         used += bytes.count
     }
 
@@ -247,9 +247,9 @@ public struct CaptureWriter: ~Copyable {
     {
         var failure: CaptureError?
         var written = 0
-        produce { piece in
+        unsafe produce { piece in
             guard failure == nil else { return }
-            do throws(CaptureError) { try append(piece) } catch { failure = error }
+            do throws(CaptureError) { unsafe try append(piece) } catch { failure = error }
             written += piece.count
         }
         if let failure { throw failure }

@@ -34,8 +34,8 @@ public enum ForwardingDecision: Hashable, Sendable {
     public static func decide(_ packet: RawSpan, linkType: LinkType, gso: GSOInfo?, egressMTU: Int,
                               egressTakesGSO: Bool) -> ForwardingDecision {
         guard let layout = try? PacketLayout(parsing: packet, linkType: linkType) else { return .passThrough }
-        return packet.withUnsafeBytes {
-            decide(layout: layout, headers: $0, gso: gso, egressMTU: egressMTU, egressTakesGSO: egressTakesGSO)
+        return unsafe packet.withUnsafeBytes {
+            unsafe decide(layout: layout, headers: $0, gso: gso, egressMTU: egressMTU, egressTakesGSO: egressTakesGSO)
         }
     }
 
@@ -52,15 +52,15 @@ public enum ForwardingDecision: Hashable, Sendable {
         case .other:
             return .passThrough
         case .ipv4:
-            let ttl = headers[n + IPv4Packet.Field.timeToLive]
+            let ttl = unsafe headers[n + IPv4Packet.Field.timeToLive]
             if ttl <= 1 { return .timeExceeded }
-            let df = headers[n + IPv4Packet.Field.flagsAndFragmentOffset] & UInt8(IPv4Packet.Flags.dontFragment >> 8) != 0
+            let df = unsafe headers[n + IPv4Packet.Field.flagsAndFragmentOffset] & UInt8(IPv4Packet.Flags.dontFragment >> 8) != 0
             if ipLength <= egressMTU || (segmented && segmentLength <= egressMTU) {
                 return segmented && !egressTakesGSO ? .segment : .forward
             }
             return df ? .tooBig(mtu: egressMTU) : .fragment
         case .ipv6:
-            let hopLimit = headers[n + IPv6Packet.Field.hopLimit]
+            let hopLimit = unsafe headers[n + IPv6Packet.Field.hopLimit]
             if hopLimit <= 1 { return .timeExceeded }
             if ipLength <= egressMTU || (segmented && segmentLength <= egressMTU) {
                 return segmented && !egressTakesGSO ? .segment : .forward
@@ -81,19 +81,19 @@ public enum RouterHeaders {
     @discardableResult
     public static func decrementTTL(_ frame: UnsafeMutableRawBufferPointer, networkOffset n: Int) -> Bool {
         guard frame.count >= n + 20 else { return false }
-        switch frame[n] >> 4 {
+        switch unsafe frame[n] >> 4 {
         case 4:
-            let oldWord = UInt16(frame[n + 8]) << 8 | UInt16(frame[n + 9])
-            frame[n + 8] &-= 1
-            let newWord = UInt16(frame[n + 8]) << 8 | UInt16(frame[n + 9])
-            let check = UInt16(frame[n + 10]) << 8 | UInt16(frame[n + 11])
+            let oldWord = unsafe UInt16(frame[n + 8]) << 8 | UInt16(frame[n + 9])
+            unsafe frame[n + 8] &-= 1
+            let newWord = unsafe UInt16(frame[n + 8]) << 8 | UInt16(frame[n + 9])
+            let check = unsafe UInt16(frame[n + 10]) << 8 | UInt16(frame[n + 11])
             let updated = InternetChecksum.update(check, replacing: oldWord, with: newWord)
-            frame[n + 10] = UInt8(updated >> 8)
-            frame[n + 11] = UInt8(updated & 0xFF)
+            unsafe frame[n + 10] = UInt8(updated >> 8)
+            unsafe frame[n + 11] = UInt8(updated & 0xFF)
             return true
         case 6:
             guard frame.count >= n + 40 else { return false }
-            frame[n + 7] &-= 1
+            unsafe frame[n + 7] &-= 1
             return true
         default:
             return false
@@ -106,23 +106,23 @@ public enum RouterHeaders {
     @discardableResult
     public static func setTrafficClass(_ value: UInt8, in frame: UnsafeMutableRawBufferPointer, networkOffset n: Int) -> Bool {
         guard frame.count >= n + 20 else { return false }
-        switch frame[n] >> 4 {
+        switch unsafe frame[n] >> 4 {
         case 4:
             let tos = n + IPv4Packet.Field.typeOfService
-            let oldWord = UInt16(frame[tos - 1]) << 8 | UInt16(frame[tos])
-            frame[tos] = value
-            let newWord = UInt16(frame[tos - 1]) << 8 | UInt16(frame[tos])
+            let oldWord = unsafe UInt16(frame[tos - 1]) << 8 | UInt16(frame[tos])
+            unsafe frame[tos] = value
+            let newWord = unsafe UInt16(frame[tos - 1]) << 8 | UInt16(frame[tos])
             let c = n + IPv4Packet.Field.headerChecksum
-            let updated = InternetChecksum.update(UInt16(frame[c]) << 8 | UInt16(frame[c + 1]), replacing: oldWord,
+            let updated = unsafe InternetChecksum.update(UInt16(frame[c]) << 8 | UInt16(frame[c + 1]), replacing: oldWord,
                                                   with: newWord)
-            frame[c] = UInt8(updated >> 8)
-            frame[c + 1] = UInt8(updated & 0xFF)
+            unsafe frame[c] = UInt8(updated >> 8)
+            unsafe frame[c + 1] = UInt8(updated & 0xFF)
             return true
         case 6:
             guard frame.count >= n + 40 else { return false }
             // The traffic class spans the low nibble of byte 0 and the high nibble of byte 1.
-            frame[n] = frame[n] & 0xF0 | value >> 4
-            frame[n + 1] = frame[n + 1] & 0x0F | value << 4
+            unsafe frame[n] = unsafe frame[n] & 0xF0 | value >> 4
+            unsafe frame[n + 1] = unsafe frame[n + 1] & 0x0F | value << 4
             return true
         default:
             return false
@@ -132,6 +132,6 @@ public enum RouterHeaders {
     /// Decrements the TTL or hop limit of an IP packet held in an array.
     @discardableResult
     public static func decrementTTL(_ frame: inout [UInt8], networkOffset: Int) -> Bool {
-        frame.withUnsafeMutableBytes { decrementTTL($0, networkOffset: networkOffset) }
+        unsafe frame.withUnsafeMutableBytes { unsafe decrementTTL($0, networkOffset: networkOffset) }
     }
 }

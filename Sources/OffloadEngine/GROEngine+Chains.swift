@@ -8,40 +8,40 @@ extension GROEngine {
     mutating func hold(_ s: Segment, _ metadata: PacketMetadata) {
         if freeCount == 0 { complete(oldest, .tableFull) }
         freeCount -= 1
-        let slot = freeSlots[freeCount]
-        let b = _UnsafeBytes(s.base)
+        let slot = unsafe freeSlots[freeCount]
+        let b = unsafe _UnsafeBytes(s.base)
         let t = s.layout.transportOffset
-        let f = flows + Int(slot)
-        f.pointee.hash = s.hash
-        f.pointee.base = s.base
-        f.pointee.frameLength = s.layout.frameLength
-        f.pointee.layout = s.layout
-        f.pointee.metadata = metadata
-        f.pointee.isIPv4 = s.isIPv4
-        f.pointee.isTCP = s.isTCP
-        f.pointee.segmentSize = s.payloadLength
-        f.pointee.count = 1
-        f.pointee.totalPayload = s.payloadLength
-        f.pointee.fixedID = false
-        f.pointee.orFlags = 0
+        let f = unsafe flows + Int(slot)
+        unsafe f.pointee.hash = s.hash
+        unsafe f.pointee.base = unsafe s.base
+        unsafe f.pointee.frameLength = s.layout.frameLength
+        unsafe f.pointee.layout = s.layout
+        unsafe f.pointee.metadata = metadata
+        unsafe f.pointee.isIPv4 = s.isIPv4
+        unsafe f.pointee.isTCP = s.isTCP
+        unsafe f.pointee.segmentSize = s.payloadLength
+        unsafe f.pointee.count = 1
+        unsafe f.pointee.totalPayload = s.payloadLength
+        unsafe f.pointee.fixedID = false
+        unsafe f.pointee.orFlags = 0
         if s.isTCP {
-            f.pointee.nextSequence = b.u32(t + 4) &+ UInt32(truncatingIfNeeded: s.payloadLength)
-            f.pointee.lastAck = b.u32(t + 8)
-            f.pointee.lastWindow = b.u16(t + 14)
+            unsafe f.pointee.nextSequence = b.u32(t + 4) &+ UInt32(truncatingIfNeeded: s.payloadLength)
+            unsafe f.pointee.lastAck = b.u32(t + 8)
+            unsafe f.pointee.lastWindow = b.u16(t + 14)
         }
-        if s.isIPv4 { f.pointee.firstID = b.u16(s.layout.networkOffset + 4) }
-        f.pointee.prev = newest
-        f.pointee.next = -1
-        if newest >= 0 { flows[Int(newest)].next = slot } else { oldest = slot }
+        if s.isIPv4 { unsafe f.pointee.firstID = b.u16(s.layout.networkOffset + 4) }
+        unsafe f.pointee.prev = newest
+        unsafe f.pointee.next = -1
+        if newest >= 0 { unsafe flows[Int(newest)].next = slot } else { oldest = slot }
         newest = slot
-        fragments[Int(slot) * configuration.maximumSegments] = fragment(of: s)
+        unsafe fragments[Int(slot) * configuration.maximumSegments] = fragment(of: s)
         indexInsert(slot, hash: s.hash)
     }
 
     /// S's payload piece, with the header words that let completion derive its sum.
     @inline(__always)
     func fragment(of s: Segment) -> Fragment {
-        let b = _UnsafeBytes(s.base)
+        let b = unsafe _UnsafeBytes(s.base)
         let t = s.layout.transportOffset
         // Safe: the words read lie inside the validated L4 header. At most five 16-bit words:
         // the 32-bit sum cannot overflow before the fold.
@@ -51,28 +51,28 @@ extension GROEngine {
         }
         wide = (wide & 0xFFFF) &+ (wide >> 16)
         let varying = OnesComplementSum(UInt16(truncatingIfNeeded: (wide & 0xFFFF) &+ (wide >> 16)))
-        return Fragment(base: s.base + s.layout.payloadOffset, length: s.payloadLength, varyingSum: varying,
+        return unsafe Fragment(base: s.base + s.layout.payloadOffset, length: s.payloadLength, varyingSum: varying,
                         derivable: s.payloadSumDerivable && configuration.mode == .gro)
     }
 
     /// Appends S's payload to P (§2.5 "Merged").
     @inline(__always)
     mutating func append(_ s: Segment, to slot: Int32) {
-        let b = _UnsafeBytes(s.base)
+        let b = unsafe _UnsafeBytes(s.base)
         let t = s.layout.transportOffset
-        let f = flows + Int(slot)
-        let count = f.pointee.count
-        fragments[Int(slot) * configuration.maximumSegments + count] = fragment(of: s)
-        if s.isIPv4 && count == 1 && configuration.mode == .gro && b.u16(s.layout.networkOffset + 4) == f.pointee.firstID {
-            f.pointee.fixedID = true
+        let f = unsafe flows + Int(slot)
+        let count = unsafe f.pointee.count
+        unsafe fragments[Int(slot) * configuration.maximumSegments + count] = fragment(of: s)
+        if unsafe s.isIPv4 && count == 1 && configuration.mode == .gro && b.u16(s.layout.networkOffset + 4) == f.pointee.firstID {
+            unsafe f.pointee.fixedID = true
         }
-        f.pointee.count = count + 1
-        f.pointee.totalPayload += s.payloadLength
+        unsafe f.pointee.count = count + 1
+        unsafe f.pointee.totalPayload += s.payloadLength
         if s.isTCP {
-            f.pointee.nextSequence &+= UInt32(truncatingIfNeeded: s.payloadLength)
-            f.pointee.orFlags |= UInt16(b.u8(t + TCPSegment.Field.flagByte) & TCPFlags([.psh, .fin]).flagByte)
-            f.pointee.lastAck = b.u32(t + 8)
-            f.pointee.lastWindow = b.u16(t + 14)
+            unsafe f.pointee.nextSequence &+= UInt32(truncatingIfNeeded: s.payloadLength)
+            unsafe f.pointee.orFlags |= UInt16(b.u8(t + TCPSegment.Field.flagByte) & TCPFlags([.psh, .fin]).flagByte)
+            unsafe f.pointee.lastAck = b.u32(t + 8)
+            unsafe f.pointee.lastWindow = b.u16(t + 14)
         }
     }
 
@@ -87,36 +87,36 @@ extension GROEngine {
         var needed = 0
         var slot = oldest
         while slot >= 0 {
-            let f = flows[Int(slot)]
+            let f = unsafe flows[Int(slot)]
             needed += (f.frameLength + 15) & ~15
             let first = Int(slot) * configuration.maximumSegments
-            for k in (first + 1)..<(first + f.count) { needed += (fragments[k].length + 15) & ~15 }
+            for k in (first + 1)..<(first + f.count) { unsafe needed += (fragments[k].length + 15) & ~15 }
             slot = f.next
         }
         let arena: UnsafeMutableRawPointer
         if g == 0 {
             carryEven.reserve(needed)
-            arena = carryEven.rawBase
+            unsafe arena = unsafe carryEven.rawBase
         } else {
             carryOdd.reserve(needed)
-            arena = carryOdd.rawBase
+            unsafe arena = unsafe carryOdd.rawBase
         }
         var used = 0
         slot = oldest
         while slot >= 0 {
             let i = Int(slot)
-            let f = flows[i]
-            let head = arena + used
-            head.copyMemory(from: f.base, byteCount: f.frameLength)
+            let f = unsafe flows[i]
+            let head = unsafe arena + used
+            unsafe head.copyMemory(from: f.base, byteCount: f.frameLength)
             used += (f.frameLength + 15) & ~15
-            flows[i].base = UnsafeRawPointer(head)
+            unsafe flows[i].base = UnsafeRawPointer(head)
             let first = i * configuration.maximumSegments
-            fragments[first].base = UnsafeRawPointer(head + f.layout.payloadOffset)
+            unsafe fragments[first].base = unsafe UnsafeRawPointer(head + f.layout.payloadOffset)
             for k in (first + 1)..<(first + f.count) {
-                let piece = arena + used
-                piece.copyMemory(from: fragments[k].base, byteCount: fragments[k].length)
-                fragments[k].base = UnsafeRawPointer(piece)
-                used += (fragments[k].length + 15) & ~15
+                let piece = unsafe arena + used
+                unsafe piece.copyMemory(from: fragments[k].base, byteCount: fragments[k].length)
+                unsafe fragments[k].base = UnsafeRawPointer(piece)
+                unsafe used += (fragments[k].length + 15) & ~15
             }
             slot = f.next
         }

@@ -7,36 +7,36 @@ extension GROEngine {
     /// Completes the packet held in `slot` and emits it.
     mutating func complete(_ slot: Int32, _ reason: GROReason) {
         let i = Int(slot)
-        let f = flows + i
+        let f = unsafe flows + i
         statistics[reason] += 1
-        if f.pointee.count == 1 {
-            emitRecord(header: nil, fragmentStart: 0, fragmentCount: 0,
+        if unsafe f.pointee.count == 1 {
+            unsafe emitRecord(header: nil, fragmentStart: 0, fragmentCount: 0,
                        whole: UnsafeRawBufferPointer(start: f.pointee.base, count: f.pointee.frameLength),
                        f.pointee.metadata, reason, layout: f.pointee.layout)
         } else {
-            buildSuperPacket(f, slot: i, reason)
+            unsafe buildSuperPacket(f, slot: i, reason)
         }
-        indexRemove(slot, hash: f.pointee.hash)
-        let prev = f.pointee.prev
-        let next = f.pointee.next
-        if prev >= 0 { flows[Int(prev)].next = next } else { oldest = next }
-        if next >= 0 { flows[Int(next)].prev = prev } else { newest = prev }
-        freeSlots[freeCount] = slot
+        unsafe indexRemove(slot, hash: f.pointee.hash)
+        let prev = unsafe f.pointee.prev
+        let next = unsafe f.pointee.next
+        if prev >= 0 { unsafe flows[Int(prev)].next = next } else { oldest = next }
+        if next >= 0 { unsafe flows[Int(next)].prev = prev } else { newest = prev }
+        unsafe freeSlots[freeCount] = slot
         freeCount += 1
     }
 
     /// Writes a super-packet's headers (from the first segment) and lists its payload pieces.
     mutating func buildSuperPacket(_ f: UnsafeMutablePointer<HeldFlow>, slot: Int, _ reason: GROReason) {
-        let layout = f.pointee.layout
+        let layout = unsafe f.pointee.layout
         let headerLength = layout.payloadOffset
-        let isTCP = f.pointee.isTCP
-        let isIPv4 = f.pointee.isIPv4
-        let count = f.pointee.count
-        let totalPayload = f.pointee.totalPayload
+        let isTCP = unsafe f.pointee.isTCP
+        let isIPv4 = unsafe f.pointee.isIPv4
+        let count = unsafe f.pointee.count
+        let totalPayload = unsafe f.pointee.totalPayload
         reserveHeaderSpace(headerLength)
-        let dst = headerArena.rawBase + headerUsed
-        dst.copyMemory(from: f.pointee.base, byteCount: headerLength)
-        let m = _UnsafeMutableBytes(dst)
+        let dst = unsafe headerArena.rawBase + headerUsed
+        unsafe dst.copyMemory(from: f.pointee.base, byteCount: headerLength)
+        let m = unsafe _UnsafeMutableBytes(dst)
         let r = m.readOnly
         let n = layout.networkOffset
         let t = layout.transportOffset
@@ -49,7 +49,7 @@ extension GROEngine {
         // K = addresses + protocol + the L4 header words common to the chain: the head's header
         // sum minus its varying words (which include its pseudo-header length).
         let headHeaderSum = r.sum(t, count: l4Header)
-        let chainConstant = addressSum + protocolSum + headHeaderSum - fragments[first].varyingSum
+        let chainConstant = unsafe addressSum + protocolSum + headHeaderSum - fragments[first].varyingSum
             + OnesComplementSum(UInt16(truncatingIfNeeded: layout.ipEnd - t))
         if isIPv4 {
             m.store16(UInt16(truncatingIfNeeded: t - n + l4Length), n + 2)
@@ -60,10 +60,10 @@ extension GROEngine {
         }
         let checksumOffset: Int
         if isTCP {
-            m.store8(r.u8(t + TCPSegment.Field.flagByte) | UInt8(truncatingIfNeeded: f.pointee.orFlags), t + TCPSegment.Field.flagByte)
+            unsafe m.store8(r.u8(t + TCPSegment.Field.flagByte) | UInt8(truncatingIfNeeded: f.pointee.orFlags), t + TCPSegment.Field.flagByte)
             if configuration.mode == .unsafeLRO {
-                m.store32(f.pointee.lastAck, t + 8)
-                m.store16(f.pointee.lastWindow, t + 14)
+                unsafe m.store32(f.pointee.lastAck, t + 8)
+                unsafe m.store16(f.pointee.lastWindow, t + 14)
             }
             checksumOffset = t + 16
         } else {
@@ -79,9 +79,9 @@ extension GROEngine {
             var sum = pseudo + r.sum(t, count: l4Header)
             var offset = l4Header
             for k in first..<(first + count) {
-                let piece = fragments[k]
+                let piece = unsafe fragments[k]
                 // With a good checksum field: payload sum = ~(K + varying words). Otherwise sum it.
-                let pieceSum = piece.derivable
+                let pieceSum = unsafe piece.derivable
                     ? OnesComplementSum(~(chainConstant + piece.varyingSum).value)
                     : InternetChecksum.unsafeSum(UnsafeRawBufferPointer(start: piece.base, count: piece.length))
                 sum += pieceSum.placed(atOffset: offset)
@@ -92,14 +92,14 @@ extension GROEngine {
         }
         let kind: GSOInfo.Kind = isTCP ? (isIPv4 ? .tcpv4 : .tcpv6) : (isIPv4 ? .udpv4 : .udpv6)
         let ecn = isTCP && r.u8(t + TCPSegment.Field.flagByte) & TCPFlags.cwr.flagByte != 0
-        var metadata = f.pointee.metadata
+        var metadata = unsafe f.pointee.metadata
         metadata.checksum = configuration.outputChecksum == .partial ? .partial : .verified
-        metadata.gso = GSOInfo(kind: kind, segmentSize: configuration.mode == .unsafeLRO ? 0 : f.pointee.segmentSize,
+        metadata.gso = unsafe GSOInfo(kind: kind, segmentSize: configuration.mode == .unsafeLRO ? 0 : f.pointee.segmentSize,
                                segmentCount: count, fixedID: f.pointee.fixedID, ecn: ecn)
         var merged = layout
         merged.ipEnd = headerLength + totalPayload
         merged.frameLength = merged.ipEnd
-        emitRecord(header: (headerUsed, headerLength), fragmentStart: first, fragmentCount: count, whole: nil,
+        unsafe emitRecord(header: (headerUsed, headerLength), fragmentStart: first, fragmentCount: count, whole: nil,
                    metadata, reason, layout: merged)
         headerUsed += (headerLength + 15) & ~15
         statistics.superPackets += 1
@@ -114,24 +114,24 @@ extension GROEngine {
     mutating func emitRecord(header: (Int, Int)?, fragmentStart: Int, fragmentCount: Int,
                              whole: UnsafeRawBufferPointer?, _ metadata: PacketMetadata, _ reason: GROReason?,
                              layout: PacketLayout?) {
-        let pieces = whole == nil ? fragmentCount : 1
-        outFragments.reserve(outFragmentCount + pieces, preserving: outFragmentCount)
+        let pieces = unsafe whole == nil ? fragmentCount : 1
+        unsafe outFragments.reserve(outFragmentCount + pieces, preserving: outFragmentCount)
         out.reserve(outCount + 1, preserving: outCount)
         let start = outFragmentCount
         var length = header?.1 ?? 0
-        if let whole {
-            outFragments.base[outFragmentCount] = whole
+        if let whole = unsafe whole {
+            unsafe outFragments.base[outFragmentCount] = unsafe whole
             outFragmentCount += 1
             length += whole.count
         } else {
             for k in fragmentStart..<(fragmentStart + fragmentCount) {
-                let piece = fragments[k]
-                outFragments.base[outFragmentCount] = UnsafeRawBufferPointer(start: piece.base, count: piece.length)
+                let piece = unsafe fragments[k]
+                unsafe outFragments.base[outFragmentCount] = unsafe UnsafeRawBufferPointer(start: piece.base, count: piece.length)
                 outFragmentCount += 1
                 length += piece.length
             }
         }
-        (out.base + outCount).initialize(to: OutputRecord(
+        unsafe (out.base + outCount).initialize(to: OutputRecord(
             layout: layout, headerOffset: header?.0 ?? 0, headerLength: header?.1 ?? 0, fragmentStart: start,
             fragmentCount: outFragmentCount - start, length: length, metadata: metadata, reason: reason))
         outCount += 1
@@ -142,15 +142,15 @@ extension GROEngine {
     mutating func emitUnchanged(_ buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata, _ layout: PacketLayout?,
                                 reason: GROReason) {
         statistics[reason] += 1
-        emitRecord(header: nil, fragmentStart: 0, fragmentCount: 0, whole: buffer, metadata, reason, layout: layout)
+        unsafe emitRecord(header: nil, fragmentStart: 0, fragmentCount: 0, whole: buffer, metadata, reason, layout: layout)
     }
 
     /// A packet that stays out of GRO: its own flow's held packet leaves first (deliberate
     /// difference 1 in docs/linux-gro-rules.md: per-flow order is kept), then the packet, unchanged.
     mutating func bypass(_ buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata, _ layout: PacketLayout?,
                          reason: GROReason) {
-        completeFlow(of: buffer, metadata, layout, reason: .flowBypass)
-        emitUnchanged(buffer, metadata, layout, reason: reason)
+        unsafe completeFlow(of: buffer, metadata, layout, reason: .flowBypass)
+        unsafe emitUnchanged(buffer, metadata, layout, reason: reason)
     }
 
     /// Completes every held packet that may share a flow with `buffer` (``FlowKey/mayShareFlow(with:)``:
@@ -160,15 +160,15 @@ extension GROEngine {
     mutating func completeFlow(of buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata, _ layout: PacketLayout?,
                                reason: GROReason) {
         guard oldest >= 0 else { return }
-        let key = layout.flatMap { FlowKey(buffer.bytes, layout: $0) }
+        let key = unsafe layout.flatMap { unsafe FlowKey(buffer.bytes, layout: $0) }
             ?? FlowKey(loosely: buffer.bytes, linkType: metadata.linkType)
         guard let key else { return }
         var slot = oldest
         while slot >= 0 {
-            let f = flows + Int(slot)
-            let next = f.pointee.next
-            if f.pointee.metadata.interface == metadata.interface,
-                let held = FlowKey(UnsafeRawBufferPointer(start: f.pointee.base, count: f.pointee.frameLength).bytes,
+            let f = unsafe flows + Int(slot)
+            let next = unsafe f.pointee.next
+            if unsafe f.pointee.metadata.interface == metadata.interface,
+                let held = unsafe FlowKey(UnsafeRawBufferPointer(start: f.pointee.base, count: f.pointee.frameLength).bytes,
                                    layout: f.pointee.layout),
                 held.mayShareFlow(with: key)
             {
@@ -187,8 +187,8 @@ extension GROEngine {
     mutating func completeOlder(than now: UInt64) {
         var slot = oldest
         while slot >= 0 {
-            let next = flows[Int(slot)].next
-            let held = flows[Int(slot)].metadata.timestamp
+            let next = unsafe flows[Int(slot)].next
+            let held = unsafe flows[Int(slot)].metadata.timestamp
             if now >= held && now - held >= configuration.flushTimeout { complete(slot, .timeout) }
             slot = next
         }

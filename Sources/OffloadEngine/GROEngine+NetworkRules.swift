@@ -7,8 +7,8 @@ extension GROEngine {
     /// Linux: `gro_receive_network_flush` → `inet_gro_flush` / `ipv6_gro_flush`.
     @inline(__always)
     func networkMismatch(_ f: UnsafeMutablePointer<HeldFlow>, _ s: Segment) -> GROReason? {
-        let a = _UnsafeBytes(f.pointee.base)
-        let b = _UnsafeBytes(s.base)
+        let a = unsafe _UnsafeBytes(f.pointee.base)
+        let b = unsafe _UnsafeBytes(s.base)
         let n = s.layout.networkOffset
         if s.isIPv4 {
             typealias IP = IPv4Packet.Field
@@ -21,15 +21,15 @@ extension GROEngine {
             if a.u16(n + IP.flagsAndFragmentOffset) & IPv4Packet.Flags.dontFragment != dfS { return .dfMismatch }
             // inet_gro_flush: the ID must go up by one per segment, or stay fixed (is_atomic /
             // the fixed-ID rule of this kernel generation, GROConfiguration.ipIDRule).
-            let offset = b.u16(n + IP.identification) &- f.pointee.firstID
-            let count = f.pointee.count
+            let offset = unsafe b.u16(n + IP.identification) &- f.pointee.firstID
+            let count = unsafe f.pointee.count
             if count == 1 {
                 if offset == 0 {
                     if configuration.ipIDRule == .legacy && dfS == 0 { return .ipIDMismatch }
                 } else if offset != 1 {
                     return .ipIDMismatch
                 }
-            } else if f.pointee.fixedID ? offset != 0 : offset != UInt16(truncatingIfNeeded: count) {
+            } else if unsafe f.pointee.fixedID ? offset != 0 : offset != UInt16(truncatingIfNeeded: count) {
                 return .ipIDMismatch
             }
         } else {
@@ -48,9 +48,9 @@ extension GROEngine {
     /// segment cap (deliberate difference 6).
     @inline(__always)
     func limitReason(_ f: UnsafeMutablePointer<HeldFlow>, _ length: Int) -> GROReason? {
-        let ipLength = f.pointee.layout.payloadOffset - f.pointee.layout.networkOffset + f.pointee.totalPayload + length
+        let ipLength = unsafe f.pointee.layout.payloadOffset - f.pointee.layout.networkOffset + f.pointee.totalPayload + length
         if ipLength > configuration.maximumIPLength { return .sizeLimit }
-        if f.pointee.count >= configuration.maximumSegments { return .segmentLimit }
+        if unsafe f.pointee.count >= configuration.maximumSegments { return .segmentLimit }
         return nil
     }
 }

@@ -26,7 +26,7 @@ extension GROEngine {
     /// What packet `index` of the last call's output is.
     public func output(at index: Int) -> GROOutputPacket {
         precondition(index >= 0 && index < outCount, "output index out of range")
-        let r = out.base[index]
+        let r = unsafe out.base[index]
         return GROOutputPacket(length: r.length, metadata: r.metadata, reason: r.reason,
                                wasInputSuperPacket: r.reason == .gsoInput, layout: r.layout)
     }
@@ -41,18 +41,18 @@ extension GROEngine {
         throws(E)
     {
         precondition(index >= 0 && index < outCount, "output index out of range")
-        let r = out.base[index]
+        let r = unsafe out.base[index]
         if r.headerLength > 0 {
-            try body(UnsafeRawBufferPointer(start: headerArena.rawBase + r.headerOffset, count: r.headerLength))
+            unsafe try body(UnsafeRawBufferPointer(start: headerArena.rawBase + r.headerOffset, count: r.headerLength))
         }
-        for k in r.fragmentStart..<(r.fragmentStart + r.fragmentCount) { try body(outFragments.base[k]) }
+        for k in r.fragmentStart..<(r.fragmentStart + r.fragmentCount) { unsafe try body(outFragments.base[k]) }
     }
 
     /// Copies output packet `index` into one array (for files, tests and tools; allocates).
     public func outputBytes(at index: Int) -> [UInt8] {
         var result: [UInt8] = []
         result.reserveCapacity(output(at: index).length)
-        withOutputFragments(at: index) { result.append(contentsOf: $0) }
+        unsafe withOutputFragments(at: index) { unsafe result.append(contentsOf: $0) }
         return result
     }
 
@@ -61,9 +61,9 @@ extension GROEngine {
     public func copyOutput(at index: Int, into destination: UnsafeMutableRawBufferPointer) -> Int {
         precondition(destination.count >= output(at: index).length, "destination too small for the output packet")
         var offset = 0
-        withOutputFragments(at: index) { piece in
+        unsafe withOutputFragments(at: index) { piece in
             if let src = piece.baseAddress, piece.count > 0 {
-                (destination.baseAddress! + offset).copyMemory(from: src, byteCount: piece.count)
+                unsafe (destination.baseAddress! + offset).copyMemory(from: src, byteCount: piece.count)
             }
             offset += piece.count
         }

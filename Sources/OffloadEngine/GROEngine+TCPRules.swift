@@ -10,14 +10,14 @@ extension GROEngine {
     @inline(__always)
     func decideTCP(_ slot: Int32, _ s: Segment, sFlush: Bool) -> Verdict {
         typealias TCP = TCPSegment.Field
-        let f = flows + Int(slot)
-        let a = _UnsafeBytes(f.pointee.base)
-        let b = _UnsafeBytes(s.base)
+        let f = unsafe flows + Int(slot)
+        let a = unsafe _UnsafeBytes(f.pointee.base)
+        let b = unsafe _UnsafeBytes(s.base)
         let t = s.layout.transportOffset
         let length = s.payloadLength
         // Safe throughout: both packets validated the same header offsets (sameFlow checked them).
         let word = b.u32(t + TCP.dataOffset)
-        if configuration.mode == .unsafeLRO { return decideLRO(f, s, sFlush: sFlush, word: word) }
+        if configuration.mode == .unsafeLRO { return unsafe decideLRO(f, s, sFlush: sFlush, word: word) }
         // dev_gro_receive / tcp_gro_receive: a packet flagged for flush never merges.
         if sFlush { return .refused(.unmergeableFollower) }
         // tcp_gro_receive: `flush = NAPI_GRO_CB(p)->flush | (flags & TCP_FLAG_CWR)`.
@@ -37,18 +37,18 @@ extension GROEngine {
         // Not in Linux (deliberate difference 5): GSO would copy the first urgent pointer.
         if a.u16(t + TCP.urgentPointer) != b.u16(t + TCP.urgentPointer) { return .refused(.urgentPointerMismatch) }
         // gro_receive_network_flush: TTL, TOS, DF, IP ID.
-        if let r = networkMismatch(f, s) { return .refused(r) }
+        if let r = unsafe networkMismatch(f, s) { return .refused(r) }
         // tcp_gro_receive: `flush |= (len - 1) >= mss` and a zero-length S never merges.
         if length == 0 { return .refused(.unmergeableFollower) }
-        if length > f.pointee.segmentSize { return .refused(.largerSegment) }
+        if unsafe length > f.pointee.segmentSize { return .refused(.largerSegment) }
         // tcp_gro_receive: `flush |= (ntohl(th2->seq) + skb_gro_len(p)) ^ ntohl(th->seq)`.
-        if b.u32(t + TCP.sequenceNumber) != f.pointee.nextSequence { return .refused(.sequenceGap) }
+        if unsafe b.u32(t + TCP.sequenceNumber) != f.pointee.nextSequence { return .refused(.sequenceGap) }
         // skb_gro_receive: the 64 KiB limit (and the segment cap).
-        if let r = limitReason(f, length) { return .refused(r) }
+        if let r = unsafe limitReason(f, length) { return .refused(r) }
         // tcp_gro_receive, out_check_final: a short segment, PSH or FIN ends the super-packet.
-        if length < f.pointee.segmentSize { return .merged(complete: .shortSegment) }
+        if unsafe length < f.pointee.segmentSize { return .merged(complete: .shortSegment) }
         if word & TCPSegment.FlagWord.pushOrFin != 0 { return .merged(complete: .pushOrFin) }
-        if f.pointee.count + 1 >= configuration.maximumSegments { return .merged(complete: .segmentLimit) }
+        if unsafe f.pointee.count + 1 >= configuration.maximumSegments { return .merged(complete: .segmentLimit) }
         return .merged(complete: nil)
     }
 
@@ -57,14 +57,14 @@ extension GROEngine {
     @inline(__always)
     func decideLRO(_ f: UnsafeMutablePointer<HeldFlow>, _ s: Segment, sFlush: Bool, word: UInt32) -> Verdict {
         let length = s.payloadLength
-        let b = _UnsafeBytes(s.base)
+        let b = unsafe _UnsafeBytes(s.base)
         let t = s.layout.transportOffset
         if sFlush || length == 0 { return .refused(.unmergeableFollower) }
         if word & TCPSegment.FlagWord.flags([.urg, .rst, .syn]) != 0 { return .refused(.flagsOrWindowMismatch) }
-        if b.u32(t + TCPSegment.Field.sequenceNumber) != f.pointee.nextSequence { return .refused(.sequenceGap) }
-        if let r = limitReason(f, length) { return .refused(r) }
+        if unsafe b.u32(t + TCPSegment.Field.sequenceNumber) != f.pointee.nextSequence { return .refused(.sequenceGap) }
+        if let r = unsafe limitReason(f, length) { return .refused(r) }
         let pushOrFin = word & TCPSegment.FlagWord.pushOrFin != 0
-        return .merged(complete: pushOrFin ? .pushOrFin : f.pointee.count + 1 >= configuration.maximumSegments
+        return unsafe .merged(complete: pushOrFin ? .pushOrFin : f.pointee.count + 1 >= configuration.maximumSegments
             ? .segmentLimit : nil)
     }
 }

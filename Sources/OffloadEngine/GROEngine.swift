@@ -47,7 +47,7 @@ public struct GROEngine: ~Copyable {
     // Output of the last call (grown when needed, never shrunk).
     var out = GrowableBuffer<OutputRecord>(capacity: 256)
     var outCount = 0
-    var outFragments = GrowableBuffer<UnsafeRawBufferPointer>(capacity: 1024)
+    var outFragments = unsafe GrowableBuffer<UnsafeRawBufferPointer>(capacity: 1024)
     var outFragmentCount = 0
     /// Headers of completed super-packets; records keep offsets into it, so it may move.
     var headerArena = GrowableBuffer<UInt8>(capacity: 64 * 1024)
@@ -66,30 +66,30 @@ public struct GROEngine: ~Copyable {
         precondition(configuration.maximumIPLength <= 65_535, "merged IP packets are at most 65535 bytes")
         self.configuration = configuration
         let capacity = configuration.flowCapacity
-        flows = .allocate(capacity: capacity)
-        flows.initialize(repeating: HeldFlow(), count: capacity)
-        freeSlots = .allocate(capacity: capacity)
-        for i in 0..<capacity { freeSlots[i] = Int32(capacity - 1 - i) }
+        unsafe flows = .allocate(capacity: capacity)
+        unsafe flows.initialize(repeating: HeldFlow(), count: capacity)
+        unsafe freeSlots = .allocate(capacity: capacity)
+        for i in 0..<capacity { unsafe freeSlots[i] = Int32(capacity - 1 - i) }
         freeCount = capacity
         var size = 16
         while size < capacity * 2 { size <<= 1 }
-        index = .allocate(capacity: size)
-        index.initialize(repeating: -1, count: size)
+        unsafe index = .allocate(capacity: size)
+        unsafe index.initialize(repeating: -1, count: size)
         indexMask = size - 1
         let fragmentCount = capacity * configuration.maximumSegments
-        fragments = .allocate(capacity: fragmentCount)
-        fragments.initialize(repeating: Fragment(), count: fragmentCount)
+        unsafe fragments = .allocate(capacity: fragmentCount)
+        unsafe fragments.initialize(repeating: Fragment(), count: fragmentCount)
         var g = SystemRandomNumberGenerator()
         seed = g.next()
     }
 
     deinit {
-        flows.deinitialize(count: configuration.flowCapacity)
-        flows.deallocate()
-        freeSlots.deallocate()
-        index.deallocate()
-        fragments.deallocate()
-        out.base.deinitialize(count: outCount)
+        unsafe flows.deinitialize(count: configuration.flowCapacity)
+        unsafe flows.deallocate()
+        unsafe freeSlots.deallocate()
+        unsafe index.deallocate()
+        unsafe fragments.deallocate()
+        unsafe out.base.deinitialize(count: outCount)
     }
 
     /// The number of flows holding a packet now.
@@ -110,10 +110,10 @@ public struct GROEngine: ~Copyable {
         resetOutput()
         var clock: UInt64 = 0
         for i in 0..<batch.count {
-            let buffer = batch.unsafeBuffer(at: i)
+            let buffer = unsafe batch.unsafeBuffer(at: i)
             let metadata = batch._metadata[i]
             clock = max(clock, metadata.timestamp)
-            offer(buffer, metadata)
+            unsafe offer(buffer, metadata)
         }
         if configuration.flushTimeout == 0 {
             completeAll(.batchEnd)
@@ -138,7 +138,7 @@ public struct GROEngine: ~Copyable {
     }
 
     mutating func resetOutput() {
-        out.base.deinitialize(count: outCount)
+        unsafe out.base.deinitialize(count: outCount)
         outCount = 0
         outFragmentCount = 0
         headerUsed = 0
@@ -150,59 +150,59 @@ public struct GROEngine: ~Copyable {
     mutating func offer(_ buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata) {
         statistics.packetsIn += 1
         guard let base = buffer.baseAddress, buffer.count > 0 else {
-            emitUnchanged(buffer, metadata, nil, reason: .malformed)
+            unsafe emitUnchanged(buffer, metadata, nil, reason: .malformed)
             return
         }
         let layout: PacketLayout
         do {
-            layout = try PacketLayout(parsing: buffer.bytes, linkType: metadata.linkType)
+            layout = unsafe try PacketLayout(parsing: buffer.bytes, linkType: metadata.linkType)
         } catch {
-            bypass(buffer, metadata, nil, reason: .malformed)
+            unsafe bypass(buffer, metadata, nil, reason: .malformed)
             return
         }
-        if metadata.gso != nil { return bypass(buffer, metadata, layout, reason: .gsoInput) }
-        let b = _UnsafeBytes(base)
+        if metadata.gso != nil { return unsafe bypass(buffer, metadata, layout, reason: .gsoInput) }
+        let b = unsafe _UnsafeBytes(base)
         let n = layout.networkOffset
         let isIPv4: Bool
         switch layout.network {
         case .other:
-            emitUnchanged(buffer, metadata, layout, reason: .notIP)
+            unsafe emitUnchanged(buffer, metadata, layout, reason: .notIP)
             return
         case .ipv4:
             isIPv4 = true
             // Safe: the layout validated at least 20 bytes of IPv4 header at n.
             if b.u8(n + IPv4Packet.Field.versionAndHeaderLength) != IPv4Packet.versionAndMinimumHeaderLength {
-                return bypass(buffer, metadata, layout, reason: .ipv4Options)
+                return unsafe bypass(buffer, metadata, layout, reason: .ipv4Options)
             }
-            if layout.isFragment { return bypass(buffer, metadata, layout, reason: .fragment) }
-            if !Self.ipv4HeaderChecksumIsValid(b, n) { return bypass(buffer, metadata, layout, reason: .badIPChecksum) }
+            if layout.isFragment { return unsafe bypass(buffer, metadata, layout, reason: .fragment) }
+            if !Self.ipv4HeaderChecksumIsValid(b, n) { return unsafe bypass(buffer, metadata, layout, reason: .badIPChecksum) }
         case .ipv6:
             isIPv4 = false
-            if layout.isFragment { return bypass(buffer, metadata, layout, reason: .fragment) }
+            if layout.isFragment { return unsafe bypass(buffer, metadata, layout, reason: .fragment) }
             if !Self.extensionHeadersAreSkippable(b, layout) {
-                return bypass(buffer, metadata, layout, reason: .unsupportedProtocol)
+                return unsafe bypass(buffer, metadata, layout, reason: .unsupportedProtocol)
             }
         }
         let isTCP: Bool
         switch layout.transport {
         case .tcp:
-            guard configuration.tcp else { return bypass(buffer, metadata, layout, reason: .tcpDisabled) }
+            guard configuration.tcp else { return unsafe bypass(buffer, metadata, layout, reason: .tcpDisabled) }
             isTCP = true
         case .udp:
-            guard configuration.udp else { return bypass(buffer, metadata, layout, reason: .udpDisabled) }
+            guard configuration.udp else { return unsafe bypass(buffer, metadata, layout, reason: .udpDisabled) }
             isTCP = false
         default:
-            return bypass(buffer, metadata, layout, reason: .unsupportedProtocol)
+            return unsafe bypass(buffer, metadata, layout, reason: .unsupportedProtocol)
         }
-        guard layout.hasTransportHeader else { return bypass(buffer, metadata, layout, reason: .malformed) }
+        guard layout.hasTransportHeader else { return unsafe bypass(buffer, metadata, layout, reason: .malformed) }
         if layout.payloadOffset > configuration.maximumHeaderLength {
-            return bypass(buffer, metadata, layout, reason: .headerTooLong)
+            return unsafe bypass(buffer, metadata, layout, reason: .headerTooLong)
         }
 
         if !isTCP && b.u16(layout.transportOffset + UDPDatagram.Field.checksum) == 0 {
             // UDP without a checksum: Linux never merges it (§3.2).
-            completeFlow(of: buffer, metadata, layout, reason: .flowBypass)
-            emitUnchanged(buffer, metadata, layout, reason: .udpZeroChecksum)
+            unsafe completeFlow(of: buffer, metadata, layout, reason: .flowBypass)
+            unsafe emitUnchanged(buffer, metadata, layout, reason: .udpZeroChecksum)
             return
         }
         // Checksum (§2.7). A good (or trusted) checksum field lets completion derive the
@@ -214,7 +214,7 @@ public struct GROEngine: ~Copyable {
             let pseudo = Segment.pseudoHeaderSum(b, layout: layout, isIPv4: isIPv4, isTCP: isTCP,
                                                  length: layout.ipEnd - layout.transportOffset)
             if pseudo + sum != OnesComplementSum(0xFFFF) {
-                return bypass(buffer, metadata, layout, reason: .badChecksum)
+                return unsafe bypass(buffer, metadata, layout, reason: .badChecksum)
             }
             derivable = true
         case .verified:
@@ -230,7 +230,7 @@ public struct GROEngine: ~Copyable {
             sFlush = true
         }
 
-        let segment = Segment(base: base, layout: layout, isIPv4: isIPv4, isTCP: isTCP,
+        let segment = unsafe Segment(base: base, layout: layout, isIPv4: isIPv4, isTCP: isTCP,
                               hash: connectionHash(b, layout, metadata), interface: metadata.interface,
                               linkType: metadata.linkType, payloadSumDerivable: derivable)
         if let slot = findFlow(segment) {
@@ -245,13 +245,13 @@ public struct GROEngine: ~Copyable {
             }
         }
         // No held packet for the flow (§2.5, "No P"): hold S, or deliver it alone.
-        if sFlush { return emitUnchanged(buffer, metadata, layout, reason: .padded) }
-        if segment.payloadLength == 0 { return emitUnchanged(buffer, metadata, layout, reason: .zeroPayload) }
+        if sFlush { return unsafe emitUnchanged(buffer, metadata, layout, reason: .padded) }
+        if segment.payloadLength == 0 { return unsafe emitUnchanged(buffer, metadata, layout, reason: .zeroPayload) }
         if isTCP {
             // tcp_gro_receive: URG, PSH, RST, SYN or FIN on a packet with nothing held: delivered alone.
             let flags = TCPFlags(rawValue: b.u16(layout.transportOffset + TCPSegment.Field.flags))
             if !flags.isDisjoint(with: [.urg, .psh, .rst, .syn, .fin]) {
-                return emitUnchanged(buffer, metadata, layout, reason: .controlFlags)
+                return unsafe emitUnchanged(buffer, metadata, layout, reason: .controlFlags)
             }
         }
         hold(segment, metadata)
@@ -314,17 +314,17 @@ public struct GROEngine: ~Copyable {
     /// Whether `f` and `s` are the same connection: interface, protocol, addresses and ports.
     @inline(__always)
     func sameConnection(_ f: UnsafeMutablePointer<HeldFlow>, _ s: Segment) -> Bool {
-        guard f.pointee.metadata.interface == s.interface, f.pointee.isTCP == s.isTCP,
-            f.pointee.isIPv4 == s.isIPv4
+        guard unsafe f.pointee.metadata.interface == s.interface, unsafe f.pointee.isTCP == s.isTCP,
+            unsafe f.pointee.isIPv4 == s.isIPv4
         else {
             return false
         }
-        let a = _UnsafeBytes(f.pointee.base)
-        let b = _UnsafeBytes(s.base)
-        let fn = f.pointee.layout.networkOffset
+        let a = unsafe _UnsafeBytes(f.pointee.base)
+        let b = unsafe _UnsafeBytes(s.base)
+        let fn = unsafe f.pointee.layout.networkOffset
         let sn = s.layout.networkOffset
         let same = s.isIPv4 ? a.equal(fn + 12, b, sn + 12, count: 8) : a.equal(fn + 8, b, sn + 8, count: 32)
-        return same && a.rawU32(f.pointee.layout.transportOffset) == b.rawU32(s.layout.transportOffset)
+        return unsafe same && a.rawU32(f.pointee.layout.transportOffset) == b.rawU32(s.layout.transportOffset)
     }
 
     /// Whether segment `s`, already known to be the same connection (``sameConnection(_:_:)``),
@@ -332,11 +332,11 @@ public struct GROEngine: ~Copyable {
     /// flow label and extension-header bytes.
     @inline(__always)
     func sameFlow(_ f: UnsafeMutablePointer<HeldFlow>, _ s: Segment) -> Bool {
-        let a = _UnsafeBytes(f.pointee.base)
-        let b = _UnsafeBytes(s.base)
+        let a = unsafe _UnsafeBytes(f.pointee.base)
+        let b = unsafe _UnsafeBytes(s.base)
         let n = s.layout.networkOffset
-        guard f.pointee.metadata.linkType == s.linkType, f.pointee.layout.networkOffset == n,
-            f.pointee.layout.transportOffset == s.layout.transportOffset
+        guard unsafe f.pointee.metadata.linkType == s.linkType, unsafe f.pointee.layout.networkOffset == n,
+            unsafe f.pointee.layout.transportOffset == s.layout.transportOffset
         else { return false }
         // Safe: both packets validated the same header offsets.
         if n == 14 {
@@ -360,11 +360,11 @@ public struct GROEngine: ~Copyable {
     mutating func findFlow(_ segment: Segment) -> Int32? {
         var i = Int(truncatingIfNeeded: segment.hash) & indexMask
         while true {
-            let slot = index[i]
+            let slot = unsafe index[i]
             if slot < 0 { return nil }
-            let f = flows + Int(slot)
-            if f.pointee.hash == segment.hash && sameConnection(f, segment) {
-                if sameFlow(f, segment) { return slot }
+            let f = unsafe flows + Int(slot)
+            if unsafe f.pointee.hash == segment.hash && sameConnection(f, segment) {
+                if unsafe sameFlow(f, segment) { return slot }
                 complete(slot, .flowIdentityChange)
                 return nil
             }
@@ -374,28 +374,28 @@ public struct GROEngine: ~Copyable {
 
     mutating func indexInsert(_ slot: Int32, hash: UInt64) {
         var i = Int(truncatingIfNeeded: hash) & indexMask
-        while index[i] >= 0 { i = (i + 1) & indexMask }
-        index[i] = slot
+        while unsafe index[i] >= 0 { i = (i + 1) & indexMask }
+        unsafe index[i] = slot
     }
 
     /// Linear-probing removal with backward shift (no tombstones).
     mutating func indexRemove(_ slot: Int32, hash: UInt64) {
         var i = Int(truncatingIfNeeded: hash) & indexMask
-        while index[i] != slot { i = (i + 1) & indexMask }
+        while unsafe index[i] != slot { i = (i + 1) & indexMask }
         var hole = i
         var j = (i + 1) & indexMask
-        while index[j] >= 0 {
-            let home = Int(truncatingIfNeeded: flows[Int(index[j])].hash) & indexMask
+        while unsafe index[j] >= 0 {
+            let home = unsafe Int(truncatingIfNeeded: flows[Int(index[j])].hash) & indexMask
             // Move j into the hole when its home is not in (hole, j] cyclically.
             let distanceToJ = (j - home) & indexMask
             let distanceToHole = (hole - home) & indexMask
             if distanceToHole < distanceToJ {
-                index[hole] = index[j]
+                unsafe index[hole] = unsafe index[j]
                 hole = j
             }
             j = (j + 1) & indexMask
         }
-        index[hole] = -1
+        unsafe index[hole] = -1
     }
 }
 
@@ -431,7 +431,7 @@ struct Segment {
 /// A flow's held packet (P): its head segment and what has been merged into it.
 struct HeldFlow {
     var hash: UInt64 = 0
-    var base = UnsafeRawPointer(bitPattern: 1)!
+    var base = unsafe UnsafeRawPointer(bitPattern: 1)!
     var frameLength = 0
     var layout = PacketLayout(frameLength: 0, networkOffset: 0, network: .ipv4, transportOffset: 0, transport: .tcp,
                               transportHeaderLength: 0, ipEnd: 0, isFragment: false)
@@ -457,7 +457,7 @@ struct HeldFlow {
 
 /// One payload piece of a held packet.
 struct Fragment {
-    var base = UnsafeRawPointer(bitPattern: 1)!
+    var base = unsafe UnsafeRawPointer(bitPattern: 1)!
     var length = 0
     /// The sum of the L4 header words that differ between segments of a chain (TCP: sequence
     /// number, offset/flags word, checksum; UDP: length, checksum) plus the pseudo-header length:

@@ -43,16 +43,16 @@ public struct GSOSegmenter: ~Copyable {
     var arena = GrowableBuffer<UInt8>(capacity: 64 * 128)
     var headerStride = 0
     var headerLength = 0
-    var payloads: [UnsafeRawBufferPointer] = []
+    var payloads: [UnsafeRawBufferPointer] = unsafe []
 
     /// Creates a segmenter.
     public init() {
-        payloads.reserveCapacity(64)
+        unsafe payloads.reserveCapacity(64)
     }
 
 
     /// The number of segments the last call produced.
-    public var segmentCount: Int { payloads.count }
+    public var segmentCount: Int { unsafe payloads.count }
 
     /// Splits `packet` into segments.
     ///
@@ -68,9 +68,9 @@ public struct GSOSegmenter: ~Copyable {
         _ packet: UnsafeRawBufferPointer, linkType: LinkType, gso: GSOInfo, segmentSize: Int? = nil,
         checksum: OutputChecksum = .complete
     ) throws(GSOError) {
-        payloads.removeAll(keepingCapacity: true)
+        unsafe payloads.removeAll(keepingCapacity: true)
         let layout: PacketLayout
-        do { layout = try PacketLayout(parsing: packet.bytes, linkType: linkType) } catch { throw .malformed(error) }
+        do { layout = unsafe try PacketLayout(parsing: packet.bytes, linkType: linkType) } catch { throw .malformed(error) }
         let isIPv4 = layout.network == .ipv4
         guard isIPv4 || layout.network == .ipv6 else { throw .kindMismatch("not IP") }
         guard isIPv4 == gso.kind.isIPv4 else { throw .kindMismatch("\(gso.kind) on an IPv\(isIPv4 ? 4 : 6) packet") }
@@ -83,7 +83,7 @@ public struct GSOSegmenter: ~Copyable {
         let total = layout.payloadLength
         if total <= size {
             headerLength = 0
-            payloads.append(packet)
+            unsafe payloads.append(packet)
             return
         }
         let count = (total + size - 1) / size
@@ -92,7 +92,7 @@ public struct GSOSegmenter: ~Copyable {
         headerLength = h
         headerStride = (h + 15) & ~15
         arena.reserve(headerStride * count)
-        let src = _UnsafeBytes(base)
+        let src = unsafe _UnsafeBytes(base)
         let n = layout.networkOffset
         let t = layout.transportOffset
         let isTCP = gso.kind.isTCP
@@ -118,9 +118,9 @@ public struct GSOSegmenter: ~Copyable {
         let wordAt12 = isTCP ? src.u16(t + 12) & 0xFF00 : 0
         for i in 0..<count {
             let length = i == count - 1 ? total - size * i : size
-            let dst = arena.rawBase + headerStride * i
-            dst.copyMemory(from: base, byteCount: h)
-            let m = _UnsafeMutableBytes(dst)
+            let dst = unsafe arena.rawBase + headerStride * i
+            unsafe dst.copyMemory(from: base, byteCount: h)
+            let m = unsafe _UnsafeMutableBytes(dst)
             let l4Length = l4Header + length
             let l4LengthWord = OnesComplementSum(UInt16(truncatingIfNeeded: l4Length))
             if isIPv4 {
@@ -132,7 +132,7 @@ public struct GSOSegmenter: ~Copyable {
             } else {
                 m.store16(UInt16(truncatingIfNeeded: t - n - 40 + l4Length), n + 4)
             }
-            let payload = UnsafeRawBufferPointer(start: base + h + size * i, count: length)
+            let payload = unsafe UnsafeRawBufferPointer(start: base + h + size * i, count: length)
             let pseudo = addressSum + protocolSum + l4LengthWord
             if isTCP {
                 let sequence = seq0 &+ UInt32(truncatingIfNeeded: size * i)
@@ -147,7 +147,7 @@ public struct GSOSegmenter: ~Copyable {
                 case .complete:
                     let header = l4Invariant + OnesComplementSum(UInt16(truncatingIfNeeded: sequence >> 16))
                         + OnesComplementSum(UInt16(truncatingIfNeeded: sequence)) + OnesComplementSum(wordAt12 | UInt16(flags))
-                    m.store16(~(pseudo + header + InternetChecksum.unsafeSum(payload)).value, t + 16)
+                    unsafe m.store16(~(pseudo + header + InternetChecksum.unsafeSum(payload)).value, t + 16)
                 }
             } else {
                 m.store16(UInt16(truncatingIfNeeded: l4Length), t + 4)
@@ -155,11 +155,11 @@ public struct GSOSegmenter: ~Copyable {
                 case .partial:
                     m.store16(pseudo.value, t + 6)
                 case .complete:
-                    let sum = pseudo + l4Invariant + l4LengthWord + InternetChecksum.unsafeSum(payload)
+                    let sum = unsafe pseudo + l4Invariant + l4LengthWord + InternetChecksum.unsafeSum(payload)
                     m.store16(InternetChecksum.udpFieldValue(~sum.value), t + 6)
                 }
             }
-            payloads.append(payload)
+            unsafe payloads.append(payload)
         }
     }
 
@@ -169,19 +169,19 @@ public struct GSOSegmenter: ~Copyable {
         throws(E)
     {
         if headerLength > 0 {
-            try body(UnsafeRawBufferPointer(start: arena.rawBase + headerStride * index, count: headerLength))
+            unsafe try body(UnsafeRawBufferPointer(start: arena.rawBase + headerStride * index, count: headerLength))
         }
-        try body(payloads[index])
+        unsafe try body(payloads[index])
     }
 
     /// The length of segment `index`.
-    public func segmentLength(at index: Int) -> Int { headerLength + payloads[index].count }
+    public func segmentLength(at index: Int) -> Int { unsafe headerLength + payloads[index].count }
 
     /// Copies segment `index` into an array (allocates).
     public func segmentBytes(at index: Int) -> [UInt8] {
         var result: [UInt8] = []
         result.reserveCapacity(segmentLength(at: index))
-        withSegmentFragments(at: index) { result.append(contentsOf: $0) }
+        unsafe withSegmentFragments(at: index) { unsafe result.append(contentsOf: $0) }
         return result
     }
 }

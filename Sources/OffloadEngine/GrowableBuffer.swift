@@ -20,13 +20,13 @@ public struct GrowableBuffer<Element>: ~Copyable {
     /// Allocates room for `capacity` elements.
     public init(capacity: Int) {
         self.capacity = max(1, capacity)
-        base = Self.allocate(self.capacity)
+        unsafe base = unsafe Self.allocate(self.capacity)
     }
 
-    deinit { base.deallocate() }
+    deinit { unsafe base.deallocate() }
 
     /// The storage as raw bytes.
-    @inlinable public var rawBase: UnsafeMutableRawPointer { UnsafeMutableRawPointer(base) }
+    @inlinable public var rawBase: UnsafeMutableRawPointer { unsafe UnsafeMutableRawPointer(base) }
 
     /// Makes room for `count` elements; the first `preserving` (initialized) elements move to the
     /// new storage when it grows.
@@ -35,17 +35,17 @@ public struct GrowableBuffer<Element>: ~Copyable {
     public mutating func reserve(_ count: Int, preserving: Int = 0) -> Bool {
         guard count > capacity else { return false }
         let newCapacity = max(count, 2 * capacity)
-        let bigger = Self.allocate(newCapacity)
-        bigger.moveInitialize(from: base, count: min(preserving, capacity))
-        base.deallocate()
-        base = bigger
+        let bigger = unsafe Self.allocate(newCapacity)
+        unsafe bigger.moveInitialize(from: base, count: min(preserving, capacity))
+        unsafe base.deallocate()
+        unsafe base = unsafe bigger
         capacity = newCapacity
         return true
     }
 
     static func allocate(_ count: Int) -> UnsafeMutablePointer<Element> {
         // Safe: the block is bound to Element once, here, and only used as Element.
-        UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Element>.stride,
+        unsafe UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Element>.stride,
                                          alignment: max(16, MemoryLayout<Element>.alignment))
             .bindMemory(to: Element.self, capacity: count)
     }

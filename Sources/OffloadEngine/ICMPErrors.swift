@@ -21,14 +21,14 @@ public enum ICMPErrorBuilder {
         let origin = original.source
         if origin.isUnspecified || origin.isMulticast || origin.isLimitedBroadcast { return nil }
         if original.protocolNumber == .icmp {
-            let icmpType = original.payload.byteCount > 0 ? original.payload.withUnsafeBytes { $0[0] } : 0
+            let icmpType = unsafe original.payload.byteCount > 0 ? original.payload.withUnsafeBytes { unsafe $0[0] } : 0
             if [3, 4, 5, 11, 12].contains(icmpType) { return nil }  // never an error about an error
         }
         let quoteLength = min(original.totalLength, maximumIPv4ErrorLength - 28)
         var message: [UInt8] = [type, code, 0, 0]
         message.appendBigEndian(restOfHeader)
-        invoking.extracting(first: quoteLength).withUnsafeBytes { message.append(contentsOf: $0) }
-        message.storeBigEndian(InternetChecksum.checksum(message.span.bytes), at: 2)
+        unsafe invoking.extracting(first: quoteLength).withUnsafeBytes { unsafe message.append(contentsOf: $0) }
+        unsafe message.storeBigEndian(InternetChecksum.checksum(message.span.bytes), at: 2)
         var packet: [UInt8] = []
         IPv4HeaderRepr(source: source, destination: origin, protocolNumber: .icmp, totalLength: 20 + message.count,
                        identification: identification, dontFragment: false, timeToLive: 64,
@@ -43,17 +43,17 @@ public enum ICMPErrorBuilder {
         let origin = original.source
         if origin.isUnspecified || origin.isMulticast { return nil }
         if original.upperLayerProtocol == .icmpv6, original.upperLayerPayload.byteCount > 0,
-            original.upperLayerPayload.withUnsafeBytes({ $0[0] }) < 128
+            unsafe original.upperLayerPayload.withUnsafeBytes({ unsafe $0[0] }) < 128
         {
             return nil
         }
         let quoteLength = min(original.totalLength, maximumIPv6ErrorLength - 48)
         var message: [UInt8] = [type, code, 0, 0]
         message.appendBigEndian(restOfHeader)
-        invoking.extracting(first: quoteLength).withUnsafeBytes { message.append(contentsOf: $0) }
+        unsafe invoking.extracting(first: quoteLength).withUnsafeBytes { unsafe message.append(contentsOf: $0) }
         let pseudo = InternetChecksum.pseudoHeaderSum(ipv6Source: source, destination: origin, nextHeader: .icmpv6,
                                                       length: message.count)
-        message.storeBigEndian(InternetChecksum.checksum(message.span.bytes, initial: pseudo), at: 2)
+        unsafe message.storeBigEndian(InternetChecksum.checksum(message.span.bytes, initial: pseudo), at: 2)
         var packet: [UInt8] = []
         IPv6HeaderRepr(source: source, destination: origin, nextHeader: .icmpv6, payloadLength: message.count,
                        hopLimit: 64).encode(into: &packet)
@@ -83,11 +83,11 @@ public enum IPv4Fragmenter {
     public static func fragment(_ packet: RawSpan, mtu: Int) throws(FragmentationError) -> [[UInt8]] {
         guard let ip = try? IPv4Packet(validating: packet) else { throw .notIPv4 }
         guard !ip.dontFragment else { throw .dontFragment }
-        if ip.totalLength <= mtu { return [packet.extracting(first: ip.totalLength).withUnsafeBytes { Array($0) }] }
+        if ip.totalLength <= mtu { return unsafe [packet.extracting(first: ip.totalLength).withUnsafeBytes { unsafe Array($0) }] }
         let firstRepr = IPv4HeaderRepr(parsing: ip)
         var laterRepr = firstRepr
         laterRepr.options = copiedOptions(firstRepr.options)
-        let payload = ip.payload.withUnsafeBytes { Array($0) }
+        let payload = unsafe ip.payload.withUnsafeBytes { unsafe Array($0) }
         var fragments: [[UInt8]] = []
         var offset = 0
         while offset < payload.count {

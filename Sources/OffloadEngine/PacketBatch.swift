@@ -68,13 +68,13 @@ public struct PacketBatch: ~Copyable {
         precondition(packetCapacity > 0 && byteCapacity > 0, "a batch needs room")
         self.packetCapacity = packetCapacity
         self.byteCapacity = byteCapacity
-        _arena = .allocate(byteCount: byteCapacity, alignment: 16)
+        unsafe _arena = .allocate(byteCount: byteCapacity, alignment: 16)
         _offsets.reserveCapacity(packetCapacity)
         _lengths.reserveCapacity(packetCapacity)
         _metadata.reserveCapacity(packetCapacity)
     }
 
-    deinit { _arena.deallocate() }
+    deinit { unsafe _arena.deallocate() }
 
     /// The number of packets.
     @inlinable public var count: Int { _offsets.count }
@@ -89,9 +89,9 @@ public struct PacketBatch: ~Copyable {
     @discardableResult
     public mutating func append(_ bytes: RawSpan, metadata: PacketMetadata) -> Bool {
         guard canAppend(length: bytes.byteCount) else { return false }
-        bytes.withUnsafeBytes { src in
+        unsafe bytes.withUnsafeBytes { src in
             if let base = src.baseAddress, src.count > 0 {
-                (_arena + _used).copyMemory(from: base, byteCount: src.count)
+                unsafe (_arena + _used).copyMemory(from: base, byteCount: src.count)
             }
         }
         _commit(length: bytes.byteCount, metadata: metadata)
@@ -101,7 +101,7 @@ public struct PacketBatch: ~Copyable {
     /// Copies a packet in from an array; see ``append(_:metadata:)``.
     @discardableResult
     public mutating func append(_ bytes: [UInt8], metadata: PacketMetadata) -> Bool {
-        append(bytes.span.bytes, metadata: metadata)
+        unsafe append(bytes.span.bytes, metadata: metadata)
     }
 
     /// Lets `fill` write a packet straight into the arena.
@@ -114,8 +114,8 @@ public struct PacketBatch: ~Copyable {
         _ fill: (UnsafeMutableRawBufferPointer) throws(E) -> Int?
     ) throws(E) -> Int? {
         guard canAppend(length: maximumLength) else { return nil }
-        let buffer = UnsafeMutableRawBufferPointer(start: _arena + _used, count: maximumLength)
-        guard let written = try fill(buffer) else { return nil }
+        let buffer = unsafe UnsafeMutableRawBufferPointer(start: _arena + _used, count: maximumLength)
+        guard let written = unsafe try fill(buffer) else { return nil }
         precondition(written >= 0 && written <= maximumLength, "fill wrote outside its buffer")
         _commit(length: written, metadata: metadata)
         return written
@@ -140,7 +140,7 @@ public struct PacketBatch: ~Copyable {
     /// The bytes of packet `index`.
     @_lifetime(borrow self)
     public func bytes(at index: Int) -> RawSpan {
-        let buffer = unsafeBuffer(at: index)
+        let buffer = unsafe unsafeBuffer(at: index)
         return unsafe _overrideLifetime(buffer.bytes, borrowing: self)
     }
 
@@ -156,6 +156,6 @@ public struct PacketBatch: ~Copyable {
     /// - Warning: valid only until the batch is emptied, changed or destroyed.
     @inlinable
     public func unsafeBuffer(at index: Int) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(start: _arena + _offsets[index], count: _lengths[index])
+        unsafe UnsafeRawBufferPointer(start: _arena + _offsets[index], count: _lengths[index])
     }
 }

@@ -119,7 +119,7 @@ public struct Router: ~Copyable {
     ///   - gso: its GSO facts when it is a super-packet.
     ///   - now: the clock for the ICMP rate limit, in nanoseconds.
     public mutating func route(_ frame: [UInt8], linkType: LinkType, gso: GSOInfo?, now: UInt64) -> RouterOutput {
-        let decision = ForwardingDecision.decide(frame.span.bytes, linkType: linkType, gso: gso,
+        let decision = unsafe ForwardingDecision.decide(frame.span.bytes, linkType: linkType, gso: gso,
                                                  egressMTU: configuration.egressMTU,
                                                  egressTakesGSO: configuration.egressTakesGSO)
         return apply(decision, to: frame, linkType: linkType, gso: gso, now: now)
@@ -146,7 +146,7 @@ public struct Router: ~Copyable {
                                 now: UInt64) -> RouterOutput {
         var output = RouterOutput(decision: decision)
         output.counts.packetsIn += 1
-        guard decision != .passThrough, let layout = try? PacketLayout(parsing: frame.span.bytes, linkType: linkType)
+        guard decision != .passThrough, let layout = unsafe try? PacketLayout(parsing: frame.span.bytes, linkType: linkType)
         else {
             output.counts.passedThrough += 1
             output.egress.append(RoutedPacket(bytes: frame, gso: gso))
@@ -190,8 +190,8 @@ public struct Router: ~Copyable {
             if let gso, gso.segmentSize > 0 || decision == .fragment {
                 let size = gso.segmentSize > 0 ? gso.segmentSize : max(8, configuration.egressMTU - (layout.payloadOffset - n))
                 do {
-                    try copy.withUnsafeBytes { buffer in
-                        try segmenter.segment(buffer, linkType: linkType, gso: gso, segmentSize: size,
+                    unsafe try copy.withUnsafeBytes { buffer in
+                        unsafe try segmenter.segment(buffer, linkType: linkType, gso: gso, segmentSize: size,
                                               checksum: configuration.segmentChecksum)
                     }
                     pieces = (0..<segmenter.segmentCount).map { segmenter.segmentBytes(at: $0) }
@@ -207,7 +207,7 @@ public struct Router: ~Copyable {
                     continue
                 }
                 let link = Array(piece[0..<n])
-                if let fragments = try? IPv4Fragmenter.fragment(piece.span.bytes.extracting(droppingFirst: n),
+                if let fragments = unsafe try? IPv4Fragmenter.fragment(piece.span.bytes.extracting(droppingFirst: n),
                                                                 mtu: configuration.egressMTU)
                 {
                     output.counts.fragmented += 1
@@ -224,8 +224,8 @@ public struct Router: ~Copyable {
     /// The first segment of a super-packet (or the packet itself): what an ICMP error quotes.
     mutating func firstSegment(_ frame: [UInt8], linkType: LinkType, gso: GSOInfo?) -> [UInt8] {
         guard let gso, gso.segmentSize > 0, gso.segmentCount > 1 else { return frame }
-        let ok: Bool = frame.withUnsafeBytes { buffer in
-            (try? segmenter.segment(buffer, linkType: linkType, gso: gso)) != nil
+        let ok: Bool = unsafe frame.withUnsafeBytes { buffer in
+            unsafe (try? segmenter.segment(buffer, linkType: linkType, gso: gso)) != nil
         }
         return ok && segmenter.segmentCount > 0 ? segmenter.segmentBytes(at: 0) : frame
     }
@@ -234,7 +234,7 @@ public struct Router: ~Copyable {
     mutating func makeError(type: UInt8, code: UInt8, rest: UInt32, quoting quoted: [UInt8], from frame: [UInt8],
                             layout: PacketLayout, now: UInt64, counts: inout RouterStatistics) -> [UInt8]? {
         let n = layout.networkOffset
-        let ip = quoted.span.bytes.extracting(droppingFirst: n)
+        let ip = unsafe quoted.span.bytes.extracting(droppingFirst: n)
         icmpID &+= 1
         let packet = layout.network == .ipv4
             ? ICMPErrorBuilder.ipv4(type: type, code: code, restOfHeader: rest, quoting: ip,
@@ -246,7 +246,7 @@ public struct Router: ~Copyable {
             return nil
         }
         var link = Array(frame[0..<n])
-        if n >= 12 && (try? EthernetFrame(validating: frame.span.bytes)) != nil {
+        if unsafe n >= 12 && (try? EthernetFrame(validating: frame.span.bytes)) != nil {
             // Ethernet: back the way it came, addresses swapped.
             let destination = Array(link[0..<6])
             link.replaceSubrange(0..<6, with: link[6..<12])

@@ -10,18 +10,18 @@ struct _UnsafeBytes {
     @usableFromInline let base: UnsafeRawPointer
 
     @inlinable @inline(__always)
-    init(_ base: UnsafeRawPointer) { self.base = base }
+    init(_ base: UnsafeRawPointer) { unsafe self.base = unsafe base }
 
     @inlinable @inline(__always)
-    func u8(_ o: Int) -> UInt8 { base.load(fromByteOffset: o, as: UInt8.self) }
+    func u8(_ o: Int) -> UInt8 { unsafe base.load(fromByteOffset: o, as: UInt8.self) }
     @inlinable @inline(__always)
-    func u16(_ o: Int) -> UInt16 { UInt16(bigEndian: base.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
+    func u16(_ o: Int) -> UInt16 { unsafe UInt16(bigEndian: base.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
     @inlinable @inline(__always)
-    func u32(_ o: Int) -> UInt32 { UInt32(bigEndian: base.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
+    func u32(_ o: Int) -> UInt32 { unsafe UInt32(bigEndian: base.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
     @inlinable @inline(__always)
-    func rawU64(_ o: Int) -> UInt64 { base.loadUnaligned(fromByteOffset: o, as: UInt64.self) }
+    func rawU64(_ o: Int) -> UInt64 { unsafe base.loadUnaligned(fromByteOffset: o, as: UInt64.self) }
     @inlinable @inline(__always)
-    func rawU32(_ o: Int) -> UInt32 { base.loadUnaligned(fromByteOffset: o, as: UInt32.self) }
+    func rawU32(_ o: Int) -> UInt32 { unsafe base.loadUnaligned(fromByteOffset: o, as: UInt32.self) }
 
     /// Whether `count` bytes at `o` equal `count` bytes at `other`'s `p`.
     @inlinable @inline(__always)
@@ -63,7 +63,7 @@ struct _UnsafeBytes {
     /// The one's complement sum of `count` bytes at `o`.
     @inlinable @inline(__always)
     func sum(_ o: Int, count: Int) -> OnesComplementSum {
-        InternetChecksum.unsafeSum(UnsafeRawBufferPointer(start: base + o, count: count))
+        unsafe InternetChecksum.unsafeSum(UnsafeRawBufferPointer(start: base + o, count: count))
     }
 }
 
@@ -79,13 +79,13 @@ func _mix(_ h: inout UInt64, _ v: UInt64) {
 struct _UnsafeMutableBytes {
     @usableFromInline let base: UnsafeMutableRawPointer
     @inlinable @inline(__always)
-    init(_ base: UnsafeMutableRawPointer) { self.base = base }
+    init(_ base: UnsafeMutableRawPointer) { unsafe self.base = unsafe base }
     @inlinable @inline(__always)
-    func store16(_ v: UInt16, _ o: Int) { base.storeBytes(of: v.bigEndian, toByteOffset: o, as: UInt16.self) }
+    func store16(_ v: UInt16, _ o: Int) { unsafe base.storeBytes(of: v.bigEndian, toByteOffset: o, as: UInt16.self) }
     @inlinable @inline(__always)
-    func store32(_ v: UInt32, _ o: Int) { base.storeBytes(of: v.bigEndian, toByteOffset: o, as: UInt32.self) }
+    func store32(_ v: UInt32, _ o: Int) { unsafe base.storeBytes(of: v.bigEndian, toByteOffset: o, as: UInt32.self) }
     @inlinable @inline(__always)
-    func store8(_ v: UInt8, _ o: Int) { base.storeBytes(of: v, toByteOffset: o, as: UInt8.self) }
+    func store8(_ v: UInt8, _ o: Int) { unsafe base.storeBytes(of: v, toByteOffset: o, as: UInt8.self) }
     @inlinable @inline(__always)
-    var readOnly: _UnsafeBytes { _UnsafeBytes(UnsafeRawPointer(base)) }
+    var readOnly: _UnsafeBytes { unsafe _UnsafeBytes(UnsafeRawPointer(base)) }
 }

@@ -170,9 +170,9 @@ public struct VirtioPacketInfo: Hashable, Sendable {
         guard start >= 0, offset >= 0, start + offset + 2 <= packet.count else {
             throw .checksumOutOfPacket(start: start, offset: offset, length: packet.count)
         }
-        let sum = InternetChecksum.unsafeSum(UnsafeRawBufferPointer(rebasing: packet[start...]))
+        let sum = unsafe InternetChecksum.unsafeSum(UnsafeRawBufferPointer(rebasing: packet[start...]))
         let value = ~sum.value
-        packet[start + offset] = UInt8(value >> 8)
-        packet[start + offset + 1] = UInt8(value & 0xFF)
+        unsafe packet[start + offset] = UInt8(value >> 8)
+        unsafe packet[start + offset + 1] = UInt8(value & 0xFF)
     }
 }

@@ -211,7 +211,7 @@ func probeGSOWrite(_ device: borrowing TUNDevice) -> Bool {
     engine.coalesce(batch)
     guard engine.outputCount == 1, let gso = engine.output(at: 0).metadata.gso else { return true }
     let bytes = engine.outputBytes(at: 0)
-    guard let header = VirtioPacketInfo.header(for: gso, checksum: .partial, packet: bytes.span.bytes) else {
+    guard let header = unsafe VirtioPacketInfo.header(for: gso, checksum: .partial, packet: bytes.span.bytes) else {
         return true
     }
     do {
@@ -249,7 +249,7 @@ struct DirectionWorker<S: Stage>: ~Copyable {
                     switch try from.read(into: &batch, timestamp: now) {
                     case .packet:
                         pipeline.statistics.packetsIn += 1
-                        pipeline.statistics.bytesIn += batch.unsafeBuffer(at: batch.count - 1).count
+                        unsafe pipeline.statistics.bytesIn += batch.unsafeBuffer(at: batch.count - 1).count
                         if batch.metadata(at: batch.count - 1).gso != nil { pipeline.statistics.tsoIn += 1 }
                     case .wouldBlock, .batchFull: break reading
                     case .rejected(let error):

@@ -43,7 +43,7 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
     /// The header buffer a stage rewrites (the headers of one packet, plus the stage's growth).
     let headerStorage: GrowableBuffer<UInt8>
     var header: UnsafeMutableRawBufferPointer {
-        UnsafeMutableRawBufferPointer(start: headerStorage.rawBase, count: headerStorage.capacity)
+        unsafe UnsafeMutableRawBufferPointer(start: headerStorage.rawBase, count: headerStorage.capacity)
     }
 
     /// Creates a pipeline.
@@ -92,27 +92,27 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         _ i: Int, to egress: borrowing E, back ingress: borrowing B, now: UInt64
     ) {
         let packet = engine.output(at: i)
-        var first = UnsafeRawBufferPointer(start: nil, count: 0)
+        var first = unsafe UnsafeRawBufferPointer(start: nil, count: 0)
         var pieceCount = 0
-        engine.withOutputFragments(at: i) { piece in
-            if pieceCount == 0 { first = piece }
+        unsafe engine.withOutputFragments(at: i) { piece in
+            if pieceCount == 0 { unsafe first = unsafe piece }
             pieceCount += 1
         }
         guard let layout = packet.layout, layout.isIP, layout.payloadOffset <= first.count,
-            layout.payloadOffset + max(0, stage.headerGrowth) <= header.count
+            unsafe layout.payloadOffset + max(0, stage.headerGrowth) <= header.count
         else {
             // Not IP, not understood, or headers too long to stage: forwarded unchanged, as the kernel would.
             writeUnchanged(i, packet, to: egress)
             return
         }
-        if FlowKey(first.bytes, layout: layout)?.staysOnLink == true {
+        if unsafe FlowKey(first.bytes, layout: layout)?.staysOnLink == true {
             statistics.notForwarded += 1  // multicast, broadcast or link-local: not routed
             return
         }
         // The stage works on a copy of the headers (a few dozen bytes); payloads stay in place.
         let originalHeaderLength = layout.payloadOffset
-        header.baseAddress!.copyMemory(from: first.baseAddress!, byteCount: originalHeaderLength)
-        var staged = StagePacket(direction: direction, _headers: header, headerLength: originalHeaderLength,
+        unsafe header.baseAddress!.copyMemory(from: first.baseAddress!, byteCount: originalHeaderLength)
+        var staged = unsafe StagePacket(direction: direction, _headers: header, headerLength: originalHeaderLength,
                                  layout: layout, gso: packet.metadata.gso, checksum: packet.metadata.checksum,
                                  payloadLength: packet.length - originalHeaderLength)
         switch stage.process(&staged) {
@@ -126,9 +126,9 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
             writeWhole(bytes, to: ingress, icmp: true)
             return
         }
-        let headers = UnsafeMutableRawBufferPointer(rebasing: header[0..<staged.headerLength])
+        let headers = unsafe UnsafeMutableRawBufferPointer(rebasing: header[0..<staged.headerLength])
         let gso = staged.gso
-        let decision = ForwardingDecision.decide(layout: staged.layout, headers: UnsafeRawBufferPointer(headers),
+        let decision = unsafe ForwardingDecision.decide(layout: staged.layout, headers: UnsafeRawBufferPointer(headers),
                                                  gso: gso, egressMTU: egressMTU,
                                                  egressTakesGSO: egress.takesVirtioHeaders && !gsoRefused)
         switch decision {
@@ -143,9 +143,9 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
             // Bytes 4..<12 of the IP header hold the TTL and header checksum (IPv4) or the hop limit
             // (IPv6): kept, so that a refused GSO write can be segmented from the headers as staged.
             let n = staged.layout.networkOffset
-            let kept = headers.loadUnaligned(fromByteOffset: n + 4, as: UInt64.self)
-            RouterHeaders.decrementTTL(headers, networkOffset: n)
-            if writePieces(i, headers: UnsafeRawBufferPointer(headers), skip: originalHeaderLength, pieceCount: pieceCount,
+            let kept = unsafe headers.loadUnaligned(fromByteOffset: n + 4, as: UInt64.self)
+            unsafe RouterHeaders.decrementTTL(headers, networkOffset: n)
+            if unsafe writePieces(i, headers: UnsafeRawBufferPointer(headers), skip: originalHeaderLength, pieceCount: pieceCount,
                            vhdr: vhdr, to: egress)
             {
                 statistics.packetsOut += 1
@@ -155,7 +155,7 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
                     statistics.segmentsInSuperPackets += gso.segmentCount
                 }
             } else if gsoRefused && gso != nil {
-                headers.storeBytes(of: kept, toByteOffset: n + 4, as: UInt64.self)
+                unsafe headers.storeBytes(of: kept, toByteOffset: n + 4, as: UInt64.self)
                 routeInSoftware(i, staged, skip: originalHeaderLength, decision: .segment, to: egress, back: ingress, now: now)
             }
         case .passThrough:
@@ -179,25 +179,25 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         _ i: Int, headers: UnsafeRawBufferPointer, skip: Int, pieceCount: Int, vhdr: VirtioNetHeader?, to egress: borrowing E
     ) -> Bool {
         var failure: TUNError?
-        withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: pieceCount + 1) { pieces in
+        unsafe withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: pieceCount + 1) { pieces in
             var k = 0
-            pieces[k] = headers
+            unsafe pieces[k] = unsafe headers
             k += 1
             var index = 0
-            engine.withOutputFragments(at: i) { piece in
+            unsafe engine.withOutputFragments(at: i) { piece in
                 if index == 0 {
                     if piece.count > skip {
-                        pieces[k] = UnsafeRawBufferPointer(rebasing: piece[skip...])
+                        unsafe pieces[k] = unsafe UnsafeRawBufferPointer(rebasing: piece[skip...])
                         k += 1
                     }
                 } else {
-                    pieces[k] = piece
+                    unsafe pieces[k] = unsafe piece
                     k += 1
                 }
                 index += 1
             }
             do throws(TUNError) {
-                try egress.write(header: vhdr, pieces: UnsafeBufferPointer(rebasing: pieces[0..<k]))
+                unsafe try egress.write(header: vhdr, pieces: UnsafeBufferPointer(rebasing: pieces[0..<k]))
             } catch { failure = error }
         }
         guard let failure else { return true }
@@ -227,14 +227,14 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         _ i: Int, _ staged: StagePacket, skip: Int, decision: ForwardingDecision, to egress: borrowing E,
         back ingress: borrowing B, now: UInt64
     ) {
-        var frame = [UInt8](UnsafeRawBufferPointer(rebasing: header[0..<staged.headerLength]))
+        var frame = unsafe [UInt8](UnsafeRawBufferPointer(rebasing: header[0..<staged.headerLength]))
         frame.reserveCapacity(staged.headerLength + staged.payloadLength)
         var index = 0
-        engine.withOutputFragments(at: i) { piece in
+        unsafe engine.withOutputFragments(at: i) { piece in
             if index == 0 {
-                if piece.count > skip { frame += UnsafeRawBufferPointer(rebasing: piece[skip...]) }
+                if piece.count > skip { unsafe frame += UnsafeRawBufferPointer(rebasing: piece[skip...]) }
             } else {
-                frame += piece
+                unsafe frame += piece
             }
             index += 1
         }
@@ -270,10 +270,10 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
 
     mutating func writeWhole<E: PacketSink & ~Copyable>(_ bytes: [UInt8], to sink: borrowing E, icmp: Bool) {
         var failure: TUNError?
-        bytes.withUnsafeBytes { raw in
-            withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 1) { pieces in
-                pieces[0] = raw
-                do throws(TUNError) { try sink.write(header: nil, pieces: UnsafeBufferPointer(pieces)) } catch {
+        unsafe bytes.withUnsafeBytes { raw in
+            unsafe withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 1) { pieces in
+                unsafe pieces[0] = unsafe raw
+                do throws(TUNError) { unsafe try sink.write(header: nil, pieces: UnsafeBufferPointer(pieces)) } catch {
                     failure = error
                 }
             }
@@ -292,8 +292,8 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
     func finishPartialChecksum(_ frame: inout [UInt8], layout: PacketLayout?, checksum: ChecksumState) {
         guard checksum == .partial, let layout, layout.hasTransportHeader else { return }
         let offset = layout.transport == .tcp ? TCPSegment.Field.checksum : UDPDatagram.Field.checksum
-        frame.withUnsafeMutableBytes {
-            try? VirtioPacketInfo.finishPartialChecksum($0, start: layout.transportOffset, offset: offset)
+        unsafe frame.withUnsafeMutableBytes {
+            unsafe try? VirtioPacketInfo.finishPartialChecksum($0, start: layout.transportOffset, offset: offset)
         }
     }
 }
@@ -320,6 +320,6 @@ public struct RecordingSink: PacketSink {
 
     /// Keeps the packet.
     public func write(header: VirtioNetHeader?, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError) {
-        record.writes.append((header, pieces.flatMap { Array($0) }))
+        unsafe record.writes.append((header, pieces.flatMap { unsafe Array($0) }))
     }
 }

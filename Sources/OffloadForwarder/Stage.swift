@@ -23,6 +23,9 @@ public enum Direction: String, CaseIterable, Hashable, Sendable, Codable {
 /// +-----------------------------------------+     +--------+--------+-----+
 ///  0                            headerLength        payloadLength bytes in all
 /// ```
+/// (`@safe`: the header pointer is only reachable through ``withUnsafeMutableHeaders(_:)`` and the
+/// lifetime-bound ``headers`` span, and a ``StagePacket`` lives only for one ``Stage/process(_:)`` call.)
+@safe
 public struct StagePacket {
     /// The direction the packet travels.
     public let direction: Direction
@@ -41,21 +44,22 @@ public struct StagePacket {
     public let payloadLength: Int
 
     /// The most header bytes the buffer can hold.
-    public var headerCapacity: Int { _headers.count }
+    public var headerCapacity: Int { unsafe _headers.count }
 
     /// Gives the stage the header buffer (all of ``headerCapacity``; bytes past ``headerLength``
     /// are free room for headers that grow). Do not keep the pointer beyond the call.
+    @discardableResult
     public mutating func withUnsafeMutableHeaders<R, E: Error>(
         _ body: (UnsafeMutableRawBufferPointer) throws(E) -> R
     ) throws(E) -> R {
-        try body(_headers)
+        unsafe try body(_headers)
     }
 
     /// The header bytes in use, for reading.
     public var headers: RawSpan {
         @_lifetime(borrow self) get {
-            let view = UnsafeRawBufferPointer(rebasing: _headers[0..<headerLength]).bytes
-            return _overrideLifetime(view, borrowing: self)
+            let view = unsafe UnsafeRawBufferPointer(rebasing: _headers[0..<headerLength]).bytes
+            return unsafe _overrideLifetime(view, borrowing: self)
         }
     }
 }

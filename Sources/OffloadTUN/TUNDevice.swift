@@ -84,7 +84,7 @@ public struct TUNDevice: ~Copyable {
     /// - Throws: ``TUNError``.
     public init(name: String, vnetHeader: Bool = true, multiQueue: Bool = false) throws(TUNError) {
         var actual = [CChar](repeating: 0, count: 16)
-        let fd = offload_tun_open(name, vnetHeader ? 1 : 0, multiQueue ? 1 : 0, &actual)
+        let fd = unsafe offload_tun_open(name, vnetHeader ? 1 : 0, multiQueue ? 1 : 0, &actual)
         guard fd >= 0 else { throw TUNError(operation: "TUNSETIFF", device: name, errno: Errno(rawValue: -fd)) }
         if vnetHeader {
             let r = offload_tun_set_vnet_hdr_size(fd, CInt(Self.vnetHeaderSize))
@@ -125,19 +125,19 @@ public struct TUNDevice: ~Copyable {
 
     /// The device's MTU.
     public var mtu: Int? {
-        let m = offload_interface_mtu(name)
+        let m = unsafe offload_interface_mtu(name)
         return m > 0 ? Int(m) : nil
     }
 
     /// Sets the MTU of the interface `name` (when given) and brings it up.
     public static func bringUp(name: String, mtu: Int? = nil) throws(TUNError) {
-        let r = offload_interface_up(name, CInt(mtu ?? 0))
+        let r = unsafe offload_interface_up(name, CInt(mtu ?? 0))
         if r < 0 { throw TUNError(operation: "SIOCSIFFLAGS", device: name, errno: Errno(rawValue: -r)) }
     }
 
     /// Sets the MTU (when given) and brings the device up.
     public func bringUp(mtu: Int? = nil) throws(TUNError) {
-        let r = offload_interface_up(name, CInt(mtu ?? 0))
+        let r = unsafe offload_interface_up(name, CInt(mtu ?? 0))
         if r < 0 { throw TUNError(operation: "SIOCSIFFLAGS", device: name, errno: Errno(rawValue: -r)) }
     }
 
@@ -146,14 +146,14 @@ public struct TUNDevice: ~Copyable {
     /// TUN is 500, which overflows (tail drops, TCP retransmissions) whenever a reader falls behind a
     /// burst of a few milliseconds.
     public static func setTransmitQueueLength(name: String, _ length: Int) throws(TUNError) {
-        let r = offload_interface_set_txqueuelen(name, CInt(clamping: length))
+        let r = unsafe offload_interface_set_txqueuelen(name, CInt(clamping: length))
         if r < 0 { throw TUNError(operation: "SIOCSIFTXQLEN", device: name, errno: Errno(rawValue: -r)) }
     }
 
     /// Waits until a packet can be read, for at most `milliseconds`. Returns whether one can.
     public func waitReadable(milliseconds: Int) -> Bool {
         var p = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-        return system_poll(&p, 1, CInt(milliseconds)) > 0 && p.revents & Int16(POLLIN) != 0
+        return unsafe system_poll(&p, 1, CInt(milliseconds)) > 0 && p.revents & Int16(POLLIN) != 0
     }
 
     /// Reads one packet into `batch` (IP packet, link type raw), with its metadata from the
@@ -169,12 +169,12 @@ public struct TUNDevice: ~Copyable {
         let vnet = vnetHeader
         var info = VirtioPacketInfo(gso: nil, checksum: .unverified)
         let metadata = PacketMetadata(linkType: .raw, timestamp: timestamp)
-        _ = batch.appendUninitialized(maximumLength: Self.maximumPacket, metadata: metadata) { buffer -> Int? in
-            withUnsafeMutableBytes(of: &header) { head -> Int? in
-                var iov = (iovec(iov_base: head.baseAddress, iov_len: Self.vnetHeaderSize),
+        _ = unsafe batch.appendUninitialized(maximumLength: Self.maximumPacket, metadata: metadata) { buffer -> Int? in
+            unsafe withUnsafeMutableBytes(of: &header) { head -> Int? in
+                var iov = unsafe (iovec(iov_base: head.baseAddress, iov_len: Self.vnetHeaderSize),
                            iovec(iov_base: buffer.baseAddress, iov_len: buffer.count))
-                let n = withUnsafePointer(to: &iov) { p in
-                    p.withMemoryRebound(to: iovec.self, capacity: 2) { vnet ? system_readv(fd, $0, 2) : system_readv(fd, $0 + 1, 1) }
+                let n = unsafe withUnsafePointer(to: &iov) { p in
+                    unsafe p.withMemoryRebound(to: iovec.self, capacity: 2) { unsafe vnet ? system_readv(fd, $0, 2) : system_readv(fd, $0 + 1, 1) }
                 }
                 if n < 0 {
                     let e = system_errno()
@@ -183,9 +183,9 @@ public struct TUNDevice: ~Copyable {
                 }
                 let length = vnet ? n - Self.vnetHeaderSize : n
                 guard length > 0 else { return nil }
-                if vnet, let h = try? VirtioNetHeader(parsing: UnsafeRawBufferPointer(head).bytes) {
+                if vnet, let h = unsafe try? VirtioNetHeader(parsing: UnsafeRawBufferPointer(head).bytes) {
                     do {
-                        info = try VirtioPacketInfo.validate(
+                        info = unsafe try VirtioPacketInfo.validate(
                             h, packet: UnsafeRawBufferPointer(rebasing: buffer[0..<length]).bytes)
                     } catch {
                         result = .rejected(error as? VirtioError ?? .zeroGSOSize)
@@ -214,21 +214,21 @@ public struct TUNDevice: ~Copyable {
         let count = pieces.count + (vnetHeader ? 1 : 0)
         // The virtio header and the iovec array live on the stack: a write allocates nothing. (Two
         // threads write each device, one per direction, so a buffer kept in the device would race.)
-        let written: Int = withUnsafeTemporaryAllocation(byteCount: Self.vnetHeaderSize, alignment: 8) { h in
-            h.initializeMemory(as: UInt8.self, repeating: 0)
-            if let header { header.encode(into: h) }
-            return withUnsafeTemporaryAllocation(of: iovec.self, capacity: count) { iov in
+        let written: Int = unsafe withUnsafeTemporaryAllocation(byteCount: Self.vnetHeaderSize, alignment: 8) { h in
+            unsafe h.initializeMemory(as: UInt8.self, repeating: 0)
+            if let header { unsafe header.encode(into: h) }
+            return unsafe withUnsafeTemporaryAllocation(of: iovec.self, capacity: count) { iov in
                 var k = 0
                 if vnetHeader {
-                    iov[0] = iovec(iov_base: h.baseAddress, iov_len: h.count)
+                    unsafe iov[0] = unsafe iovec(iov_base: h.baseAddress, iov_len: h.count)
                     k = 1
                 }
-                for piece in pieces {
-                    iov[k] = iovec(iov_base: UnsafeMutableRawPointer(mutating: piece.baseAddress), iov_len: piece.count)
+                for piece in unsafe pieces {
+                    unsafe iov[k] = unsafe iovec(iov_base: UnsafeMutableRawPointer(mutating: piece.baseAddress), iov_len: piece.count)
                     k += 1
                 }
                 var n = 0
-                repeat { n = system_writev(descriptor, iov.baseAddress!, CInt(count)) } while n < 0 && system_errno() == EINTR
+                repeat { n = unsafe system_writev(descriptor, iov.baseAddress!, CInt(count)) } while n < 0 && system_errno() == EINTR
                 return n < 0 ? -Int(system_errno()) : n
             }
         }
@@ -238,10 +238,10 @@ public struct TUNDevice: ~Copyable {
     /// Writes one contiguous packet.
     public func write(header: VirtioNetHeader?, packet: [UInt8]) throws(TUNError) {
         var failure: TUNError?
-        packet.withUnsafeBytes { raw in
-            withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 1) { pieces in
-                pieces[0] = raw
-                do throws(TUNError) { try write(header: header, pieces: UnsafeBufferPointer(pieces)) } catch {
+        unsafe packet.withUnsafeBytes { raw in
+            unsafe withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 1) { pieces in
+                unsafe pieces[0] = unsafe raw
+                do throws(TUNError) { unsafe try write(header: header, pieces: UnsafeBufferPointer(pieces)) } catch {
                     failure = error
                 }
             }

@@ -186,8 +186,8 @@ public struct IPv4HeaderRepr: Hashable, Sendable {
         buffer.appendBigEndian(source.rawValue)
         buffer.appendBigEndian(destination.rawValue)
         buffer.append(contentsOf: options)
-        let checksum = buffer.span.bytes.extracting(start..<buffer.count).withUnsafeBytes {
-            ~InternetChecksum.unsafeSum($0).value
+        let checksum = unsafe buffer.span.bytes.extracting(start..<buffer.count).withUnsafeBytes {
+            unsafe ~InternetChecksum.unsafeSum($0).value
         }
         buffer.storeBigEndian(checksum, at: start + 10)
     }

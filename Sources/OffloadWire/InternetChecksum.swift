@@ -19,7 +19,7 @@ public enum InternetChecksum {
     /// - Returns: `initial` plus the sum of `bytes`, folded to 16 bits.
     @inlinable
     public static func sum(_ bytes: RawSpan, initial: OnesComplementSum = .zero) -> OnesComplementSum {
-        bytes.withUnsafeBytes { unsafeSum($0, initial: initial) }
+        unsafe bytes.withUnsafeBytes { unsafe unsafeSum($0, initial: initial) }
     }
 
     /// Sums the bytes of an unsafe buffer; see ``sum(_:initial:)``.
@@ -30,7 +30,7 @@ public enum InternetChecksum {
         -> OnesComplementSum
     {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return initial }
-        let native = _unsafeNativeSum(base, count: buffer.count)
+        let native = unsafe _unsafeNativeSum(base, count: buffer.count)
         // `native` is the sum of host-order words; one swap turns it into network order.
         let folded = _fold64(native)
         return initial + OnesComplementSum(UInt16(bigEndian: folded))
@@ -54,30 +54,30 @@ public enum InternetChecksum {
         var offset = 0
         // Safe: every load below reads [offset, offset + 4 * k) with offset + 32 <= count.
         while offset &+ 32 <= count {
-            a &+= UInt64(base.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-            b &+= UInt64(base.loadUnaligned(fromByteOffset: offset &+ 4, as: UInt32.self))
-            c &+= UInt64(base.loadUnaligned(fromByteOffset: offset &+ 8, as: UInt32.self))
-            d &+= UInt64(base.loadUnaligned(fromByteOffset: offset &+ 12, as: UInt32.self))
-            a &+= UInt64(base.loadUnaligned(fromByteOffset: offset &+ 16, as: UInt32.self))
-            b &+= UInt64(base.loadUnaligned(fromByteOffset: offset &+ 20, as: UInt32.self))
-            c &+= UInt64(base.loadUnaligned(fromByteOffset: offset &+ 24, as: UInt32.self))
-            d &+= UInt64(base.loadUnaligned(fromByteOffset: offset &+ 28, as: UInt32.self))
+            unsafe a &+= UInt64(base.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+            unsafe b &+= UInt64(base.loadUnaligned(fromByteOffset: offset &+ 4, as: UInt32.self))
+            unsafe c &+= UInt64(base.loadUnaligned(fromByteOffset: offset &+ 8, as: UInt32.self))
+            unsafe d &+= UInt64(base.loadUnaligned(fromByteOffset: offset &+ 12, as: UInt32.self))
+            unsafe a &+= UInt64(base.loadUnaligned(fromByteOffset: offset &+ 16, as: UInt32.self))
+            unsafe b &+= UInt64(base.loadUnaligned(fromByteOffset: offset &+ 20, as: UInt32.self))
+            unsafe c &+= UInt64(base.loadUnaligned(fromByteOffset: offset &+ 24, as: UInt32.self))
+            unsafe d &+= UInt64(base.loadUnaligned(fromByteOffset: offset &+ 28, as: UInt32.self))
             offset &+= 32
         }
         // Safe: offset + 4 <= count for each load.
         while offset &+ 4 <= count {
-            a &+= UInt64(base.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+            unsafe a &+= UInt64(base.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
             offset &+= 4
         }
         if offset &+ 2 <= count {
             // Safe: offset + 2 <= count.
-            b &+= UInt64(base.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+            unsafe b &+= UInt64(base.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
             offset &+= 2
         }
         if offset < count {
             // Safe: offset < count. The odd byte is the high byte of a big-endian word, which is
             // the first byte in memory of a host-order word.
-            let byte = base.load(fromByteOffset: offset, as: UInt8.self)
+            let byte = unsafe base.load(fromByteOffset: offset, as: UInt8.self)
             c &+= UInt64(UInt16(bigEndian: UInt16(byte) << 8))
         }
         // Each partial is < 2^63 for any realistic length, so these additions cannot wrap.

@@ -237,7 +237,7 @@ extension Array where Element == UInt8 {
     @inlinable
     public mutating func appendBigEndian<T: FixedWidthInteger>(_ value: T) {
         var v = value.bigEndian
-        Swift.withUnsafeBytes(of: &v) { append(contentsOf: $0) }
+        unsafe Swift.withUnsafeBytes(of: &v) { unsafe append(contentsOf: $0) }
     }
 
     /// Stores `value` in network byte order at `offset`.
@@ -246,8 +246,8 @@ extension Array where Element == UInt8 {
     public mutating func storeBigEndian<T: FixedWidthInteger>(_ value: T, at offset: Int) {
         precondition(offset >= 0 && offset + MemoryLayout<T>.size <= count, "store out of range")
         var v = value.bigEndian
-        Swift.withUnsafeBytes(of: &v) { src in
-            for i in 0..<src.count { self[offset + i] = src[i] }
+        unsafe Swift.withUnsafeBytes(of: &v) { src in
+            for i in 0..<src.count { self[offset + i] = unsafe src[i] }
         }
     }
 

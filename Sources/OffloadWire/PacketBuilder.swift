@@ -173,7 +173,7 @@ public struct PacketBuilder: Sendable {
             l4 = [type, code, 0, 0, UInt8(rest >> 24), UInt8(rest >> 16 & 0xFF), UInt8(rest >> 8 & 0xFF),
                   UInt8(rest & 0xFF)] + data
             let initial = ipv6 ? pseudoHeaderSum(length: l4.count) : .zero
-            let check = l4.span.bytes.withUnsafeBytes { ~InternetChecksum.unsafeSum($0, initial: initial).value }
+            let check = unsafe l4.span.bytes.withUnsafeBytes { unsafe ~InternetChecksum.unsafeSum($0, initial: initial).value }
             l4[ICMPMessage.Field.checksum] = UInt8(check >> 8) ^ (corruptChecksum ? 0x55 : 0)
             l4[ICMPMessage.Field.checksum + 1] = UInt8(check & 0xFF)
         case .other:

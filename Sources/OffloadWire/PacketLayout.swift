@@ -100,7 +100,7 @@ public struct PacketLayout: Hashable, Sendable {
     /// - Throws: ``WireError`` with the offset counted from the start of the frame.
     @inlinable
     public init(parsing bytes: RawSpan, linkType: LinkType) throws(WireError) {
-        if let fast = bytes.withUnsafeBytes({ Self._commonCase($0, linkType: linkType) }) {
+        if let fast = unsafe bytes.withUnsafeBytes({ unsafe Self._commonCase($0, linkType: linkType) }) {
             self = fast
             return
         }
@@ -116,8 +116,8 @@ public struct PacketLayout: Hashable, Sendable {
     static func _commonCase(_ p: UnsafeRawBufferPointer, linkType: LinkType) -> PacketLayout? {
         guard let base = p.baseAddress else { return nil }
         let count = p.count
-        func u8(_ o: Int) -> UInt8 { base.load(fromByteOffset: o, as: UInt8.self) }
-        func u16(_ o: Int) -> UInt16 { UInt16(bigEndian: base.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
+        func u8(_ o: Int) -> UInt8 { unsafe base.load(fromByteOffset: o, as: UInt8.self) }
+        func u16(_ o: Int) -> UInt16 { unsafe UInt16(bigEndian: base.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
         var n = 0
         var version: UInt8
         // Safe: every load below is preceded by a check that its bytes are inside [0, count).

@@ -323,8 +323,8 @@ public struct TCPHeaderRepr: Hashable, Sendable {
         encode(into: &buffer)
         buffer += payload
         let length = buffer.count - start
-        let sum = buffer.span.bytes.extracting(start..<buffer.count).withUnsafeBytes {
-            InternetChecksum.unsafeSum($0, initial: pseudoHeader(length))
+        let sum = unsafe buffer.span.bytes.extracting(start..<buffer.count).withUnsafeBytes {
+            unsafe InternetChecksum.unsafeSum($0, initial: pseudoHeader(length))
         }
         buffer.storeBigEndian(sum.checksum, at: start + 16)
     }

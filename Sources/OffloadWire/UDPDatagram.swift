@@ -74,8 +74,8 @@ public struct UDPHeaderRepr: Hashable, Sendable {
         buffer.appendBigEndian(UInt16(0))
         buffer += payload
         guard checksum else { return }
-        let sum = buffer.span.bytes.extracting(start..<buffer.count).withUnsafeBytes {
-            InternetChecksum.unsafeSum($0, initial: pseudoHeader(length))
+        let sum = unsafe buffer.span.bytes.extracting(start..<buffer.count).withUnsafeBytes {
+            unsafe InternetChecksum.unsafeSum($0, initial: pseudoHeader(length))
         }
         buffer.storeBigEndian(InternetChecksum.udpFieldValue(sum.checksum), at: start + 6)
     }

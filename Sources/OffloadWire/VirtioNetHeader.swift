@@ -87,11 +87,11 @@ public struct VirtioNetHeader: Hashable, Sendable {
     /// - Precondition: `buffer.count >= 10`.
     public func encode(into buffer: UnsafeMutableRawBufferPointer) {
         precondition(buffer.count >= Self.size, "a virtio_net_hdr needs 10 bytes")
-        buffer[0] = flags
-        buffer[1] = gsoType
+        unsafe buffer[0] = flags
+        unsafe buffer[1] = gsoType
         for (i, v) in [headerLength, gsoSize, checksumStart, checksumOffset].enumerated() {
-            buffer[2 + 2 * i] = UInt8(v & 0xFF)
-            buffer[3 + 2 * i] = UInt8(v >> 8)
+            unsafe buffer[2 + 2 * i] = UInt8(v & 0xFF)
+            unsafe buffer[3 + 2 * i] = UInt8(v >> 8)
         }
     }
 }

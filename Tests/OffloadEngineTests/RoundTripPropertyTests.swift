@@ -25,7 +25,7 @@ struct StreamGenerator {
         let mss = [1448, 1448, 1000, 536, 1 + below(1400)][below(5)]
         let idMode = below(3)  // 0 incrementing, 1 fixed, 2 random
         var seq = UInt32(truncatingIfNeeded: rng.next())
-        var id = UInt16(truncatingIfNeeded: rng.next())
+        let id = UInt16(truncatingIfNeeded: rng.next())
         var tsval: UInt32 = 7
         var frames: [[UInt8]] = []
         let count = 1 + below(40)

@@ -7,17 +7,17 @@
 
 @inline(__always)
 internal func system_readv(_ fd: CInt, _ iov: UnsafePointer<iovec>, _ count: CInt) -> Int {
-    readv(fd, iov, count)
+    unsafe readv(fd, iov, count)
 }
 
 @inline(__always)
 internal func system_writev(_ fd: CInt, _ iov: UnsafePointer<iovec>, _ count: CInt) -> Int {
-    writev(fd, iov, count)
+    unsafe writev(fd, iov, count)
 }
 
 @inline(__always)
 internal func system_poll(_ fds: UnsafeMutablePointer<pollfd>, _ count: nfds_t, _ timeout: CInt) -> CInt {
-    poll(fds, count, timeout)
+    unsafe poll(fds, count, timeout)
 }
 
 @inline(__always)
