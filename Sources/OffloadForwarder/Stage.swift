@@ -87,7 +87,7 @@ public enum StageVerdict: Hashable, Sendable {
 /// (announcing the egress MTU less the stage's growth), decrements the TTL and writes the result
 /// with its GSO facts. A stage never sees packets the GRO engine did not understand that are not
 /// IP; it does see every IP packet, merged or not.
-public protocol Stage {
+public protocol Stage: SendableMetatype {
     /// The most the stage adds to a packet's headers, in bytes (negative when it only removes):
     /// the forwarder keeps this much room after the headers and lowers the MTU it announces in
     /// ICMP errors by it.

@@ -103,7 +103,7 @@ final class Lab {
         try sh("pkill -f '[O]PEN:\(dir)/recv.bin' || true")
         let (_, sums) = try sh("sha256sum \(dir)/send.bin \(dir)/recv.bin | awk '{print $1}' | uniq | wc -l")
         let size = (try? FileManager.default.attributesOfItem(atPath: "\(dir)/recv.bin")[.size] as? Int) ?? 0
-        return (sums.trimmingCharacters(in: .whitespacesAndNewlines) == "1", size ?? 0)
+        return (sums.trimmingCharacters(in: .whitespacesAndNewlines) == "1", size)
     }
 
     deinit {
