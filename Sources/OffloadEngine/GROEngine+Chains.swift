@@ -70,7 +70,7 @@ extension GROEngine {
         unsafe f.pointee.totalPayload += s.payloadLength
         if s.isTCP {
             unsafe f.pointee.nextSequence &+= UInt32(truncatingIfNeeded: s.payloadLength)
-            unsafe f.pointee.orFlags |= UInt16(b.u8(t + TCPSegment.Field.flagByte) & TCPFlags([.psh, .fin]).flagByte)
+            unsafe f.pointee.orFlags |= UInt16(b.u8(t + TCPSegment.Field.flagByte) & (TCPFlags.psh.flagByte | TCPFlags.fin.flagByte))
             unsafe f.pointee.lastAck = b.u32(t + 8)
             unsafe f.pointee.lastWindow = b.u16(t + 14)
         }

@@ -60,7 +60,7 @@ extension GROEngine {
         let b = unsafe _UnsafeBytes(s.base)
         let t = s.layout.transportOffset
         if sFlush || length == 0 { return .refused(.unmergeableFollower) }
-        if word & TCPSegment.FlagWord.flags([.urg, .rst, .syn]) != 0 { return .refused(.flagsOrWindowMismatch) }
+        if word & (TCPSegment.FlagWord.flags(.urg) | TCPSegment.FlagWord.flags(.rst) | TCPSegment.FlagWord.flags(.syn)) != 0 { return .refused(.flagsOrWindowMismatch) }
         if unsafe b.u32(t + TCPSegment.Field.sequenceNumber) != f.pointee.nextSequence { return .refused(.sequenceGap) }
         if let r = unsafe limitReason(f, length) { return .refused(r) }
         let pushOrFin = word & TCPSegment.FlagWord.pushOrFin != 0

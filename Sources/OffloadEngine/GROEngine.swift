@@ -249,8 +249,10 @@ public struct GROEngine: ~Copyable {
         if segment.payloadLength == 0 { return unsafe emitUnchanged(buffer, metadata, layout, reason: .zeroPayload) }
         if isTCP {
             // tcp_gro_receive: URG, PSH, RST, SYN or FIN on a packet with nothing held: delivered alone.
-            let flags = TCPFlags(rawValue: b.u16(layout.transportOffset + TCPSegment.Field.flags))
-            if !flags.isDisjoint(with: [.urg, .psh, .rst, .syn, .fin]) {
+            let flags = b.u16(layout.transportOffset + TCPSegment.Field.flags)
+            let deliveredAlone = TCPFlags.urg.rawValue | TCPFlags.psh.rawValue | TCPFlags.rst.rawValue
+                | TCPFlags.syn.rawValue | TCPFlags.fin.rawValue
+            if flags & deliveredAlone != 0 {
                 return unsafe emitUnchanged(buffer, metadata, layout, reason: .controlFlags)
             }
         }

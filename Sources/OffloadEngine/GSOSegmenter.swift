@@ -138,7 +138,7 @@ public struct GSOSegmenter: ~Copyable {
                 let sequence = seq0 &+ UInt32(truncatingIfNeeded: size * i)
                 m.store32(sequence, t + 4)
                 var flags = flags0
-                if i != count - 1 { flags &= ~TCPFlags([.fin, .psh]).flagByte }  // FIN, PSH only on the last
+                if i != count - 1 { flags &= ~(TCPFlags.fin.flagByte | TCPFlags.psh.flagByte) }  // FIN, PSH only on the last
                 if i != 0 { flags &= ~TCPFlags.cwr.flagByte }  // CWR only on the first
                 m.store8(flags, t + TCPSegment.Field.flagByte)
                 switch checksum {

@@ -195,46 +195,46 @@ public struct IPv4HeaderRepr: Hashable, Sendable {
 
 extension IPv4Packet {
     /// The first byte of a header without options: version 4, IHL 5.
-    public static let versionAndMinimumHeaderLength: UInt8 = 0x45
+    @inlinable public static var versionAndMinimumHeaderLength: UInt8 { 0x45 }
 
     /// Byte offsets of the IPv4 header's fields, from the start of the header (RFC 791 §3.1).
     /// The only place outside the views that may know where a field lies is code that uses these.
     public enum Field {
         /// Version (high nibble) and IHL (low nibble, in 32-bit words).
-        public static let versionAndHeaderLength = 0
+        @inlinable public static var versionAndHeaderLength: Int { 0 }
         /// DSCP and ECN (the former type-of-service byte).
-        public static let typeOfService = 1
+        @inlinable public static var typeOfService: Int { 1 }
         /// Total length, header included (16 bits).
-        public static let totalLength = 2
+        @inlinable public static var totalLength: Int { 2 }
         /// Identification (16 bits).
-        public static let identification = 4
+        @inlinable public static var identification: Int { 4 }
         /// Flags (3 bits) and fragment offset (13 bits, in 8-byte units).
-        public static let flagsAndFragmentOffset = 6
+        @inlinable public static var flagsAndFragmentOffset: Int { 6 }
         /// Time to live.
-        public static let timeToLive = 8
+        @inlinable public static var timeToLive: Int { 8 }
         /// The payload protocol.
-        public static let protocolNumber = 9
+        @inlinable public static var protocolNumber: Int { 9 }
         /// Header checksum (16 bits).
-        public static let headerChecksum = 10
+        @inlinable public static var headerChecksum: Int { 10 }
         /// Source address (32 bits).
-        public static let source = 12
+        @inlinable public static var source: Int { 12 }
         /// Destination address (32 bits).
-        public static let destination = 16
+        @inlinable public static var destination: Int { 16 }
         /// The end of a header without options.
-        public static let minimumHeaderEnd = 20
+        @inlinable public static var minimumHeaderEnd: Int { 20 }
     }
 
     /// Bits of the flags-and-fragment-offset word (``Field/flagsAndFragmentOffset``).
     public enum Flags {
         /// The reserved ("evil", RFC 3514) bit.
-        public static let reserved: UInt16 = 0x8000
+        @inlinable public static var reserved: UInt16 { 0x8000 }
         /// Don't Fragment.
-        public static let dontFragment: UInt16 = 0x4000
+        @inlinable public static var dontFragment: UInt16 { 0x4000 }
         /// More Fragments.
-        public static let moreFragments: UInt16 = 0x2000
+        @inlinable public static var moreFragments: UInt16 { 0x2000 }
         /// The fragment offset.
-        public static let fragmentOffsetMask: UInt16 = 0x1FFF
+        @inlinable public static var fragmentOffsetMask: UInt16 { 0x1FFF }
         /// MF or a non-zero offset: the packet is a fragment (Linux `ip_is_fragment`).
-        public static let fragmentMask: UInt16 = 0x3FFF
+        @inlinable public static var fragmentMask: UInt16 { 0x3FFF }
     }
 }

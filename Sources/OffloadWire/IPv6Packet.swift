@@ -18,7 +18,7 @@
 /// the ``upperLayerProtocol`` at ``upperLayerOffset``.
 public struct IPv6Packet: ~Escapable {
     /// The most extension headers the walk follows.
-    public static let maximumExtensionHeaders = 8
+    @inlinable public static var maximumExtensionHeaders: Int { 8 }
     /// The buffer the packet starts at (it may hold trailing bytes).
     public let bytes: RawSpan
     /// The protocol after the extension headers.
@@ -178,26 +178,26 @@ extension IPv6Packet {
     /// Byte offsets of the IPv6 fixed header's fields, from the start of the header (RFC 8200 §3).
     public enum Field {
         /// Version (4 bits), traffic class (8 bits) and flow label (20 bits), one 32-bit word.
-        public static let versionClassLabel = 0
+        @inlinable public static var versionClassLabel: Int { 0 }
         /// Payload length: everything after the fixed header (16 bits).
-        public static let payloadLength = 4
+        @inlinable public static var payloadLength: Int { 4 }
         /// The next header (an extension header or the upper-layer protocol).
-        public static let nextHeader = 6
+        @inlinable public static var nextHeader: Int { 6 }
         /// Hop limit.
-        public static let hopLimit = 7
+        @inlinable public static var hopLimit: Int { 7 }
         /// Source address (128 bits).
-        public static let source = 8
+        @inlinable public static var source: Int { 8 }
         /// Destination address (128 bits).
-        public static let destination = 24
+        @inlinable public static var destination: Int { 24 }
         /// The end of the fixed header.
-        public static let fixedHeaderEnd = 40
+        @inlinable public static var fixedHeaderEnd: Int { 40 }
     }
 
     /// Masks of the first 32-bit word (``Field/versionClassLabel``).
     public enum Masks {
         /// The traffic class bits.
-        public static let trafficClass: UInt32 = 0x0FF0_0000
+        @inlinable public static var trafficClass: UInt32 { 0x0FF0_0000 }
         /// The flow label bits.
-        public static let flowLabel: UInt32 = 0x000F_FFFF
+        @inlinable public static var flowLabel: UInt32 { 0x000F_FFFF }
     }
 }

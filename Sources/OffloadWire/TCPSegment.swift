@@ -6,23 +6,23 @@ public struct TCPFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
     @inlinable public init(rawValue: UInt16) { self.rawValue = rawValue & 0x1FF }
 
     /// No more data from sender.
-    public static let fin = TCPFlags(rawValue: 0x001)
+    @inlinable public static var fin: TCPFlags { TCPFlags(rawValue: 0x001) }
     /// Synchronize sequence numbers.
-    public static let syn = TCPFlags(rawValue: 0x002)
+    @inlinable public static var syn: TCPFlags { TCPFlags(rawValue: 0x002) }
     /// Reset the connection.
-    public static let rst = TCPFlags(rawValue: 0x004)
+    @inlinable public static var rst: TCPFlags { TCPFlags(rawValue: 0x004) }
     /// Push.
-    public static let psh = TCPFlags(rawValue: 0x008)
+    @inlinable public static var psh: TCPFlags { TCPFlags(rawValue: 0x008) }
     /// Acknowledgment field is significant.
-    public static let ack = TCPFlags(rawValue: 0x010)
+    @inlinable public static var ack: TCPFlags { TCPFlags(rawValue: 0x010) }
     /// Urgent pointer field is significant.
-    public static let urg = TCPFlags(rawValue: 0x020)
+    @inlinable public static var urg: TCPFlags { TCPFlags(rawValue: 0x020) }
     /// ECN-Echo.
-    public static let ece = TCPFlags(rawValue: 0x040)
+    @inlinable public static var ece: TCPFlags { TCPFlags(rawValue: 0x040) }
     /// Congestion Window Reduced.
-    public static let cwr = TCPFlags(rawValue: 0x080)
+    @inlinable public static var cwr: TCPFlags { TCPFlags(rawValue: 0x080) }
     /// Accurate ECN (formerly NS).
-    public static let ae = TCPFlags(rawValue: 0x100)
+    @inlinable public static var ae: TCPFlags { TCPFlags(rawValue: 0x100) }
 
     /// The eight flags CWR … FIN as the byte at ``TCPSegment/Field/flagByte`` holds them.
     @inlinable public var flagByte: UInt8 { UInt8(truncatingIfNeeded: rawValue) }
@@ -334,28 +334,28 @@ extension TCPSegment {
     /// Byte offsets of the TCP header's fields (RFC 9293 §3.1).
     public enum Field {
         /// Source port.
-        public static let sourcePort = 0
+        @inlinable public static var sourcePort: Int { 0 }
         /// Destination port.
-        public static let destinationPort = 2
+        @inlinable public static var destinationPort: Int { 2 }
         /// Sequence number (32 bits).
-        public static let sequenceNumber = 4
+        @inlinable public static var sequenceNumber: Int { 4 }
         /// Acknowledgment number (32 bits).
-        public static let acknowledgmentNumber = 8
+        @inlinable public static var acknowledgmentNumber: Int { 8 }
         /// Data offset (high nibble, in 32-bit words); it starts the 32-bit word of offset, flags
         /// and window that GRO compares as one (see ``TCPSegment/FlagWord``).
-        public static let dataOffset = 12
+        @inlinable public static var dataOffset: Int { 12 }
         /// The 9 flag bits, read as the low bits of the 16-bit word at offset 12.
-        public static let flags = 12
+        @inlinable public static var flags: Int { 12 }
         /// The byte of the eight flags CWR … FIN (AE is the low bit of byte 12).
-        public static let flagByte = 13
+        @inlinable public static var flagByte: Int { 13 }
         /// Window (16 bits).
-        public static let window = 14
+        @inlinable public static var window: Int { 14 }
         /// Checksum (16 bits).
-        public static let checksum = 16
+        @inlinable public static var checksum: Int { 16 }
         /// Urgent pointer (16 bits).
-        public static let urgentPointer = 18
+        @inlinable public static var urgentPointer: Int { 18 }
         /// The end of a header without options; options follow.
-        public static let options = 20
+        @inlinable public static var options: Int { 20 }
     }
 
     /// Masks of the 32-bit word at ``Field/dataOffset``: data offset, flags and window, as GRO
@@ -364,11 +364,11 @@ extension TCPSegment {
         /// Where the flags sit in the word.
         @inlinable public static func flags(_ f: TCPFlags) -> UInt32 { UInt32(f.rawValue) << 16 }
         /// CWR.
-        public static let cwr = flags(.cwr)
+        @inlinable public static var cwr: UInt32 { flags(.cwr) }
         /// The flags that may differ between segments of one super-packet: CWR, PSH, FIN
         /// (Linux `tcp_gro_receive`: `flush |= (flags ^ flags2) & ~(CWR | FIN | PSH)`).
-        public static let mayDiffer = flags([.cwr, .psh, .fin])
+        @inlinable public static var mayDiffer: UInt32 { flags(.cwr) | flags(.psh) | flags(.fin) }
         /// PSH or FIN: the segment ends a super-packet.
-        public static let pushOrFin = flags([.psh, .fin])
+        @inlinable public static var pushOrFin: UInt32 { flags(.psh) | flags(.fin) }
     }
 }

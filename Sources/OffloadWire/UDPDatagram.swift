@@ -122,30 +122,30 @@ public struct ICMPMessage: ~Escapable {
 /// ICMP message types this project builds or reads.
 public enum ICMPType {
     /// ICMPv4 Destination Unreachable (type 3); code 4 is "fragmentation needed and DF set".
-    public static let v4DestinationUnreachable: UInt8 = 3
+    @inlinable public static var v4DestinationUnreachable: UInt8 { 3 }
     /// ICMPv4 code 4 of type 3.
-    public static let v4FragmentationNeeded: UInt8 = 4
+    @inlinable public static var v4FragmentationNeeded: UInt8 { 4 }
     /// ICMPv4 Time Exceeded (type 11); code 0 is "TTL exceeded in transit".
-    public static let v4TimeExceeded: UInt8 = 11
+    @inlinable public static var v4TimeExceeded: UInt8 { 11 }
     /// ICMPv6 Packet Too Big (type 2).
-    public static let v6PacketTooBig: UInt8 = 2
+    @inlinable public static var v6PacketTooBig: UInt8 { 2 }
     /// ICMPv6 Time Exceeded (type 3); code 0 is "hop limit exceeded in transit".
-    public static let v6TimeExceeded: UInt8 = 3
+    @inlinable public static var v6TimeExceeded: UInt8 { 3 }
 }
 
 extension UDPDatagram {
     /// Byte offsets of the UDP header's fields (RFC 768).
     public enum Field {
         /// Source port.
-        public static let sourcePort = 0
+        @inlinable public static var sourcePort: Int { 0 }
         /// Destination port.
-        public static let destinationPort = 2
+        @inlinable public static var destinationPort: Int { 2 }
         /// Length: header and payload (16 bits).
-        public static let length = 4
+        @inlinable public static var length: Int { 4 }
         /// Checksum (16 bits; 0 means none over IPv4).
-        public static let checksum = 6
+        @inlinable public static var checksum: Int { 6 }
         /// The header's length.
-        public static let headerLength = 8
+        @inlinable public static var headerLength: Int { 8 }
     }
 }
 
@@ -153,14 +153,14 @@ extension ICMPMessage {
     /// Byte offsets of the ICMP and ICMPv6 header's fields (RFC 792, RFC 4443 §2.1).
     public enum Field {
         /// Message type.
-        public static let type = 0
+        @inlinable public static var type: Int { 0 }
         /// Message code.
-        public static let code = 1
+        @inlinable public static var code: Int { 1 }
         /// Checksum (16 bits).
-        public static let checksum = 2
+        @inlinable public static var checksum: Int { 2 }
         /// The second 32-bit word: identifier/sequence, next-hop MTU, pointer, ...
-        public static let restOfHeader = 4
+        @inlinable public static var restOfHeader: Int { 4 }
         /// The header's length; an error's quote starts here.
-        public static let headerLength = 8
+        @inlinable public static var headerLength: Int { 8 }
     }
 }
