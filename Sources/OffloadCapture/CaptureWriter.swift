@@ -7,6 +7,7 @@ import SystemPackage
 /// pcapng output gets one Section Header Block, an Interface Description Block per input
 /// interface (their options kept, timestamps in nanoseconds) and one Enhanced Packet Block per
 /// packet with its options. pcap output holds a single link type.
+@safe  // owns its memory; every pointer use inside is marked `unsafe` and bounds-checked or commented `// Safe:`
 public struct CaptureWriter: ~Copyable {
     /// The file name, for errors.
     public let path: String

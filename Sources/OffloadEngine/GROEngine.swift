@@ -25,6 +25,7 @@ import OffloadWire
 /// - **Never traps on input.** Anything it cannot parse leaves unchanged.
 ///
 /// Threading: an engine is a value owned by one thread (one per receive queue, like NAPI).
+@safe  // owns its memory; every pointer use inside is marked `unsafe` and bounds-checked or commented `// Safe:`
 public struct GROEngine: ~Copyable {
     /// The settings.
     public let configuration: GROConfiguration
@@ -404,6 +405,7 @@ public struct GROEngine: ~Copyable {
 // MARK: - Internal state
 
 /// One segment being offered: where it is and what the hot path needs to know about it.
+@safe  // internal: its pointers come from validated layouts and engine-owned memory
 struct Segment {
     let base: UnsafeRawPointer
     let layout: PacketLayout
@@ -431,6 +433,7 @@ struct Segment {
 }
 
 /// A flow's held packet (P): its head segment and what has been merged into it.
+@safe  // internal: its pointers come from validated layouts and engine-owned memory
 struct HeldFlow {
     var hash: UInt64 = 0
     var base = unsafe UnsafeRawPointer(bitPattern: 1)!
@@ -458,6 +461,7 @@ struct HeldFlow {
 }
 
 /// One payload piece of a held packet.
+@safe  // internal: its pointers come from validated layouts and engine-owned memory
 struct Fragment {
     var base = unsafe UnsafeRawPointer(bitPattern: 1)!
     var length = 0

@@ -35,6 +35,7 @@ public enum GSOError: Error, Hashable, Sendable, CustomStringConvertible {
 ///
 /// Output segments are a written header plus a slice of the input's payload in place: no payload
 /// is copied. They are valid until the next call or until the input buffer changes.
+@safe  // owns its memory; every pointer use inside is marked `unsafe` and bounds-checked or commented `// Safe:`
 public struct GSOSegmenter: ~Copyable {
     /// The most segments one call produces.
     public static let maximumSegments = 65_535

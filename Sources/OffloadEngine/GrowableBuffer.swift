@@ -11,6 +11,7 @@
 /// and frees the old block, so pointers into it are invalid afterwards: owners that hand out
 /// pointers keep offsets, or grow only between uses. Elements are the owner's to initialize and
 /// deinitialize; the buffer only owns the memory (freed in `deinit`). Storage is 16-byte aligned.
+@safe  // owns its memory; every pointer use inside is marked `unsafe` and bounds-checked or commented `// Safe:`
 public struct GrowableBuffer<Element>: ~Copyable {
     /// The first element.
     public private(set) var base: UnsafeMutablePointer<Element>

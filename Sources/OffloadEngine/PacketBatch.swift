@@ -48,6 +48,7 @@ public struct PacketMetadata: Hashable, Sendable {
 ///
 /// The GRO engine refers to packet bytes in place, without copying payloads; its output is valid
 /// until the batch is changed (see ``GROEngine``).
+@safe  // owns its memory; every pointer use inside is marked `unsafe` and bounds-checked or commented `// Safe:`
 public struct PacketBatch: ~Copyable {
     /// Arena start. Never reallocated, so pointers into it stay valid until `removeAll`/`deinit`.
     @usableFromInline let _arena: UnsafeMutableRawPointer

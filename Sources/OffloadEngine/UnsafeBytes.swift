@@ -6,6 +6,7 @@ import OffloadWire
 /// type is the one place it reads and writes raw memory. Every caller documents why its offsets
 /// are inside the validated range.
 @usableFromInline
+@safe  // internal: callers check offsets once (`// Safe:` comments); loads are marked `unsafe` inside
 struct _UnsafeBytes {
     @usableFromInline let base: UnsafeRawPointer
 
@@ -76,6 +77,7 @@ func _mix(_ h: inout UInt64, _ v: UInt64) {
 
 /// Stores into a mutable raw buffer the engine owns (output headers).
 @usableFromInline
+@safe  // internal: callers check offsets once (`// Safe:` comments); loads are marked `unsafe` inside
 struct _UnsafeMutableBytes {
     @usableFromInline let base: UnsafeMutableRawPointer
     @inlinable @inline(__always)

@@ -35,7 +35,9 @@ public struct LabTopology: Sendable {
 
     /// Builds it.
     func up(egressMTU: Int, gatewayGRO: Bool, scratch: String) throws {
-        let ip = { (args: String) in try runChecked(["ip"] + args.split(separator: " ").map(String.init), scratch: scratch) }
+        let ip = { (args: String) in
+            _ = try runChecked(["ip"] + args.split(separator: " ").map(String.init), scratch: scratch)
+        }
         for ns in [client, gateway, server] {
             try ip("netns add \(ns)")
             try ip("-n \(ns) link set lo up")

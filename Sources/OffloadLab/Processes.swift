@@ -49,7 +49,7 @@ final class BackgroundProcess {
     init(_ arguments: [String], log logPath: String) throws {
         self.logPath = logPath
         self.arguments = arguments
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         guard let log = FileHandle(forWritingAtPath: logPath) else { throw LabError("cannot write \(logPath)") }
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments

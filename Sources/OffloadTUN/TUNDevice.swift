@@ -223,7 +223,7 @@ public struct TUNDevice: ~Copyable {
                     unsafe iov[0] = unsafe iovec(iov_base: h.baseAddress, iov_len: h.count)
                     k = 1
                 }
-                for piece in unsafe pieces {
+                for unsafe piece in unsafe pieces {
                     unsafe iov[k] = unsafe iovec(iov_base: UnsafeMutableRawPointer(mutating: piece.baseAddress), iov_len: piece.count)
                     k += 1
                 }

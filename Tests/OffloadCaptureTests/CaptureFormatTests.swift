@@ -102,7 +102,7 @@ struct CaptureFormatTests {
         u32(2); u32(UInt32(32 + frame.count + pad)); u16(0); u16(0); u32(0); u32(1_000_000); u32(UInt32(frame.count))
         u32(UInt32(frame.count)); b += frame; b += [UInt8](repeating: 0, count: pad); u32(UInt32(32 + frame.count + pad))
         let path = temporaryPath("odd.pcapng")
-        FileManager.default.createFile(atPath: path, contents: Data(b))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(b))
         let packets = try readAll(path)
         #expect(packets.count == 2)
         #expect(packets.allSatisfy { $0.bytes == frame })
@@ -121,7 +121,7 @@ struct CaptureFormatTests {
         u32(6); u32(UInt32(32 + frame.count + pad)); u32(0); u32(0); u32(42); u32(UInt32(frame.count))
         u32(UInt32(frame.count)); b += frame; b += [UInt8](repeating: 0, count: pad); u32(UInt32(32 + frame.count + pad))
         let path = temporaryPath("be.pcapng")
-        FileManager.default.createFile(atPath: path, contents: Data(b))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(b))
         let packets = try readAll(path)
         #expect(packets.map(\.bytes) == [frame])
         #expect(packets[0].info.timestamp == 42_000)
@@ -136,7 +136,7 @@ struct CaptureFormatTests {
         try writer.flush()
         let whole = try Data(contentsOf: URL(fileURLWithPath: path))
         let cut = temporaryPath("cut.pcap")
-        FileManager.default.createFile(atPath: cut, contents: whole.prefix(whole.count - 10))
+        _ = FileManager.default.createFile(atPath: cut, contents: whole.prefix(whole.count - 10))
         let (packets, error) = readUntilError(cut)
         #expect(packets.count == 4)
         let offset = 24 + Self.frames.prefix(4).reduce(0) { $0 + 16 + $1.count }
@@ -149,7 +149,7 @@ struct CaptureFormatTests {
     func corrupt() throws {
         func file(_ bytes: [UInt8]) -> String {
             let p = temporaryPath("bad")
-            FileManager.default.createFile(atPath: p, contents: Data(bytes))
+            _ = FileManager.default.createFile(atPath: p, contents: Data(bytes))
             return p
         }
         var pcap: [UInt8] = [0xD4, 0xC3, 0xB2, 0xA1, 2, 0, 4, 0] + [UInt8](repeating: 0, count: 8)

@@ -50,7 +50,7 @@ struct CommandLineTests {
         let (absent, _, absentError) = try run(offload, ["stats", "/nonexistent/x.pcap"])
         #expect(absent == 1 && absentError.contains("no such readable file"))
         let corrupt = temporaryPath("corrupt.pcap")
-        FileManager.default.createFile(atPath: corrupt, contents: Data([0xD4, 0xC3, 0xB2, 0xA1, 2, 0, 4, 0, 0, 0]))
+        _ = FileManager.default.createFile(atPath: corrupt, contents: Data([0xD4, 0xC3, 0xB2, 0xA1, 2, 0, 4, 0, 0, 0]))
         let (bad, _, badError) = try run(offload, ["coalesce", corrupt, temporaryPath("out.pcapng")])
         #expect(bad == 1 && badError.contains("file header at byte 0"))
     }
