@@ -105,7 +105,7 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
             writeUnchanged(i, packet, to: egress)
             return
         }
-        if unsafe FlowKey(first.bytes, layout: layout)?.staysOnLink == true {
+        if unsafe FlowKey.staysOnLink(first, layout: layout) {
             statistics.notForwarded += 1  // multicast, broadcast or link-local: not routed
             return
         }

@@ -123,6 +123,36 @@ public struct FlowKey: Hashable, Sendable, Comparable, Codable, CustomStringConv
             || destination == .v4(IPv4Address(rawValue: 0xFFFF_FFFF))
     }
 
+    /// ``staysOnLink`` read straight from a parsed packet's addresses, without building a key: the
+    /// per-packet form a dataplane uses. False when the layout is not IP or does not fit the bytes.
+    @inlinable
+    public static func staysOnLink(_ bytes: UnsafeRawBufferPointer, layout: PacketLayout) -> Bool {
+        let n = layout.networkOffset
+        switch layout.network {
+        case .ipv4:
+            guard n + IPv4Packet.Field.minimumHeaderEnd <= bytes.count else { return false }
+            // Safe: the 20-byte header lies inside the bytes (checked above).
+            let source = unsafe IPv4Address(rawValue: UInt32(bigEndian: bytes.loadUnaligned(
+                fromByteOffset: n + IPv4Packet.Field.source, as: UInt32.self)))
+            let destination = unsafe IPv4Address(rawValue: UInt32(bigEndian: bytes.loadUnaligned(
+                fromByteOffset: n + IPv4Packet.Field.destination, as: UInt32.self)))
+            return destination.isMulticast || destination.isLinkLocal || destination.isLimitedBroadcast
+                || source.isLinkLocal
+        case .ipv6:
+            guard n + IPv6Packet.Field.fixedHeaderEnd <= bytes.count else { return false }
+            // Safe: the 40-byte header lies inside the bytes (checked above).
+            let sourceHigh = unsafe UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: n + IPv6Packet.Field.source,
+                                                                          as: UInt64.self))
+            let destinationHigh = unsafe UInt64(bigEndian: bytes.loadUnaligned(
+                fromByteOffset: n + IPv6Packet.Field.destination, as: UInt64.self))
+            let destination = IPv6Address(high: destinationHigh, low: 0)
+            return destination.isMulticast || destination.isLinkLocal
+                || IPv6Address(high: sourceHigh, low: 0).isLinkLocal
+        case .other:
+            return false
+        }
+    }
+
     /// The other direction.
     public var reversed: FlowKey {
         FlowKey(source: destination, destination: source, transport: transport, sourcePort: destinationPort,

@@ -176,3 +176,23 @@ struct PacketBuilderTests {
         #expect(layout6.transport == .tcp && layout6.networkHeaderLength == 56)
     }
 }
+
+@Suite("staysOnLink: the per-packet check agrees with the key's")
+struct StaysOnLinkTests {
+    @Test("multicast, link-local and broadcast stay; others are routed", arguments: [
+        ("192.0.2.1", "198.51.100.7", false), ("192.0.2.1", "224.0.0.251", true), ("169.254.1.1", "192.0.2.7", true),
+        ("192.0.2.1", "255.255.255.255", true), ("2001:db8::1", "2001:db8::2", false), ("fe80::1", "2001:db8::2", true),
+        ("2001:db8::1", "ff02::1", true), ("2001:db8::1", "fe80::2", true),
+    ])
+    func onLink(source: String, destination: String, expected: Bool) throws {
+        var b = PacketBuilder()
+        b.link = .raw
+        b.source = try #require(IPAddress(source))
+        b.destination = try #require(IPAddress(destination))
+        let frame = b.frame()
+        let layout = try PacketLayout(parsing: frame.span.bytes, linkType: .raw)
+        let key = FlowKey(frame.span.bytes, layout: layout)
+        #expect(key?.staysOnLink == expected)
+        #expect(frame.withUnsafeBytes { FlowKey.staysOnLink($0, layout: layout) } == expected)
+    }
+}
