@@ -80,6 +80,11 @@ public enum LabPresentation {
             out += "- Row \(row.scenario.rawValue) (\(row.name), IPv\(row.family), MTU \(row.ingressMTU)→\(row.egressMTU)) "
                 + "has a flow that got no data for \(row.longestStallMilliseconds) ms.\n"
         }
+        for row in rows where (row.captureDrops ?? 0) > 0 || (row.ingressQueueDrops ?? 0) > 0 {
+            out += "- Row \(row.scenario.rawValue) (\(row.name), IPv\(row.family), MTU \(row.ingressMTU)→\(row.egressMTU)): "
+                + "the captures lost \(row.captureDrops ?? 0) packets (tcpdump) and the forwarder's ingress queue "
+                + "\(row.ingressQueueDrops ?? 0); `offload doctor` on these captures counts both as forwarder drops.\n"
+        }
         let pairs = Dictionary(grouping: rows) { "\($0.family)/\($0.egressMTU)" }
         for (_, group) in pairs.sorted(by: { $0.key < $1.key }) {
             guard let on = group.first(where: { $0.scenario == .forwarderGRO }),

@@ -95,6 +95,12 @@ public struct LabRow: Codable, Sendable, Hashable {
     /// Captures of this row, when the lab was asked for them: the gateway's LAN side, then its WAN
     /// side.
     public var captures: [String]?
+    /// Packets the captures lost (tcpdump's "dropped by kernel", both sides together): a comparison of
+    /// the two captures counts these as if the forwarder had dropped them.
+    public var captureDrops: Int?
+    /// Packets the kernel dropped at the forwarder's ingress TUN device before the forwarder read them
+    /// (its queue of `txqueuelen` packets full).
+    public var ingressQueueDrops: Int?
     /// Set when the row could not be measured (the test did not complete).
     public var error: String?
 

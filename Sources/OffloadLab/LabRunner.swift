@@ -151,8 +151,12 @@ public final class LabRunner {
                  "-P", "\(c.flows)", "-i", interval, "-J", "--get-server-output", "--connect-timeout", "3000",
                  "--logfile", report],
                 timeout: c.seconds + 15, scratch: c.scratch)
+            if scenario.usesForwarder {
+                row.ingressQueueDrops = transmitDrops(device: "ofw0", namespace: topology.gateway, scratch: c.scratch)
+            }
             // Captures end before the forwarder does: its devices vanish with it.
             for dump in dumps { dump.stop() }
+            if !dumps.isEmpty { row.captureDrops = dumps.reduce(0) { $0 + (Self.kernelDrops(in: $1.output) ?? 0) } }
             let data = (try? Data(contentsOf: URL(fileURLWithPath: report))) ?? Data()
             if let parsed = try? IperfReport(json: data), !parsed.flows.isEmpty {
                 row.flows = parsed.flows
@@ -183,6 +187,24 @@ public final class LabRunner {
         row.retransmits = row.flows.reduce(0) { $0 + $1.retransmits }
         row.longestStallMilliseconds = row.flows.map(\.longestStallMilliseconds).max() ?? 0
         return row
+    }
+
+    /// tcpdump's closing "N packets dropped by kernel", if it printed one.
+    public static func kernelDrops(in tcpdumpOutput: String) -> Int? {
+        for line in tcpdumpOutput.split(separator: "\n") where line.hasSuffix("packets dropped by kernel") {
+            return Int(line.split(separator: " ").first ?? "")
+        }
+        return nil
+    }
+
+    /// A device's transmit drops (`ip -s link`): for a TUN device, packets the kernel could not queue
+    /// for its reader.
+    func transmitDrops(device: String, namespace: String, scratch: String) -> Int? {
+        guard let text = try? runChecked(["ip", "-n", namespace, "-j", "-s", "link", "show", "dev", device], scratch: scratch),
+            let links = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]],
+            let stats = links.first?["stats64"] as? [String: Any], let tx = stats["tx"] as? [String: Any]
+        else { return nil }
+        return tx["dropped"] as? Int
     }
 
     private func waitFor(_ what: String, timeout: Double, log: BackgroundProcess, _ ready: () -> Bool) throws {

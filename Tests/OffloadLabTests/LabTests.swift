@@ -138,3 +138,13 @@ struct LabPresentationTests {
         #expect(dom.contains("<svg") && dom.contains("</table>"))
     }
 }
+
+@Suite("What the lab's captures lost")
+struct LabCaptureLossTests {
+    @Test("tcpdump's closing counts are read; without them there is no number")
+    func kernelDrops() {
+        let closing = "tcpdump: listening on g0\n84213 packets captured\n84290 packets received by filter\n77 packets dropped by kernel\n"
+        #expect(LabRunner.kernelDrops(in: closing) == 77)
+        #expect(LabRunner.kernelDrops(in: "tcpdump: listening on g0\n") == nil)
+    }
+}
