@@ -1,0 +1,189 @@
+import Logging
+import OffloadEngine
+import OffloadForwarder
+import OffloadSIIT
+import OffloadWire
+import Testing
+
+@Suite("SIIT stage: TCP and UDP translated once per super-packet, the MTU applied after translation")
+struct SIITStageTests {
+    static let client4 = IPv4Address(192, 0, 2, 1)
+    static let server4 = IPv4Address(198, 51, 100, 7)
+    /// A network-specific prefix: the well-known 64:ff9b::/96 is checksum-neutral (RFC 6052 §2.1),
+    /// so with it a translator that forgot to adjust checksums would pass these tests.
+    static let prefix = IPv6Prefix96(IPv6Address(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0))!
+
+    func segments(_ count: Int, ipv6: Bool, payload: Int, udp: Bool = false, flags: TCPFlags = .ack) -> [[UInt8]] {
+        (0..<count).map { i in
+            var b = PacketBuilder()
+            b.link = .raw
+            if ipv6 {
+                b.source = .v6(Self.prefix.embedding(Self.client4))
+                b.destination = .v6(Self.prefix.embedding(Self.server4))
+            } else {
+                b.source = .v4(Self.client4)
+                b.destination = .v4(Self.server4)
+            }
+            b.udp = udp
+            b.flags = flags
+            b.tos = 0x2A  // DSCP 10, ECT(0): carried across as the traffic class
+            b.sequence = 1000 + UInt32(i * payload)
+            b.ipID = 50 + UInt16(i)
+            b.payloadLength = payload
+            return b.frame()
+        }
+    }
+
+    func run(_ frames: [[UInt8]], egressMTU: Int, udpGRO: Bool = false)
+        -> (egress: RecordingSink, back: RecordingSink, forwarder: ForwarderStatistics, siit: SIITStatistics)
+    {
+        var gro = GROConfiguration()
+        gro.udp = udpGRO
+        var pipeline = ForwardingPipeline(direction: .lanToWan, gro: gro, egressMTU: egressMTU,
+                                          icmpSourceV4: IPv4Address(192, 0, 2, 254),
+                                          icmpSourceV6: IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe),
+                                          virtioHeaders: true, stage: SIITStage(prefix: Self.prefix),
+                                          logger: Logger(label: "test"))
+        var batch = PacketBatch(packetCapacity: max(1, frames.count), byteCapacity: 1 << 20)
+        for f in frames { batch.append(f, metadata: PacketMetadata(linkType: .raw, checksum: .verified)) }
+        let egress = RecordingSink()
+        let back = RecordingSink()
+        pipeline.process(batch, now: 1, egress: egress, back: back)
+        return (egress, back, pipeline.statistics, pipeline.stage.statistics)
+    }
+
+    /// Finishes the partial checksum, splits the super-packet with GSO and checks every segment.
+    func expectValidSegments(_ bytes: [UInt8], gso: GSOInfo, count: Int, sourceLocation: SourceLocation = #_sourceLocation)
+        throws
+    {
+        var whole = bytes
+        let layout = try PacketLayout(parsing: whole.span.bytes, linkType: .raw)
+        try whole.withUnsafeMutableBytes {
+            try VirtioPacketInfo.finishPartialChecksum($0, start: layout.transportOffset, offset: TCPSegment.Field.checksum)
+        }
+        var segmenter = GSOSegmenter()
+        try whole.withUnsafeBytes { try segmenter.segment($0, linkType: .raw, gso: gso) }
+        #expect(segmenter.segmentCount == count, sourceLocation: sourceLocation)
+        for i in 0..<segmenter.segmentCount {
+            let segment = segmenter.segmentBytes(at: i)
+            let l = try PacketLayout(parsing: segment.span.bytes, linkType: .raw)
+            let l4 = segment.span.bytes.extracting(l.transportOffset..<l.ipEnd)
+            let read = FlowKey(segment.span.bytes, layout: l)
+            let key = try #require(read)
+            let pseudo: OnesComplementSum = switch (key.source, key.destination) {
+            case (.v4(let s), .v4(let d)):
+                InternetChecksum.pseudoHeaderSum(ipv4Source: s, destination: d, protocolNumber: .tcp, length: l4.byteCount)
+            case (.v6(let s), .v6(let d)):
+                InternetChecksum.pseudoHeaderSum(ipv6Source: s, destination: d, nextHeader: .tcp, length: l4.byteCount)
+            default: .zero
+            }
+            #expect(InternetChecksum.sum(l4, initial: pseudo).value == 0xFFFF, "segment \(i)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test("IPv4 → IPv6: one super-packet of the other family, segment size kept, checksums right after GSO")
+    func toIPv6() throws {
+        let input = segments(3, ipv6: false, payload: 1448)
+        let r = run(input, egressMTU: 1520)
+        #expect(r.back.writes.isEmpty && r.egress.writes.count == 1 && r.siit.toIPv6 == 1 && r.siit.superPackets == 1)
+        let (header, bytes) = try #require(r.egress.writes.first)
+        let vhdr = try #require(header)
+        #expect(vhdr.baseGSOType == VirtioNetHeader.gsoTCPv6 && vhdr.gsoSize == 1448 && vhdr.checksumStart == 40)
+        let ip = try IPv6Packet(validating: bytes.span.bytes)
+        #expect(ip.source == Self.prefix.embedding(Self.client4) && ip.destination == Self.prefix.embedding(Self.server4))
+        #expect(ip.hopLimit == 63 && ip.trafficClass == 0x2A && ip.flowLabel == 0 && ip.payloadLength == 32 + 3 * 1448)
+        // NEEDS_CSUM: the field holds the IPv6 pseudo-header sum.
+        let pseudo = InternetChecksum.pseudoHeaderSum(ipv6Source: ip.source, destination: ip.destination, nextHeader: .tcp,
+                                                      length: 32 + 3 * 1448)
+        #expect(UInt16(bytes[40 + 16]) << 8 | UInt16(bytes[40 + 17]) == pseudo.value)
+        // The payload is the three segments' payloads, untouched.
+        #expect(Array(bytes[72...]) == input.flatMap { Array($0[52...]) })
+        try expectValidSegments(bytes, gso: GSOInfo(kind: .tcpv6, segmentSize: 1448, segmentCount: 3), count: 3)
+    }
+
+    @Test("IPv4 → IPv6 behind a 1500-byte MTU: the 1520-byte segments do not fit, the IPv4 source hears MTU 1480")
+    func toIPv6TooBig() throws {
+        let r = run(segments(3, ipv6: false, payload: 1448), egressMTU: 1500)
+        #expect(r.egress.writes.isEmpty && r.forwarder.icmpSent == 1)
+        let icmpBytes = try #require(r.back.writes.first?.bytes)
+        let layout = try PacketLayout(parsing: icmpBytes.span.bytes, linkType: .raw)
+        let icmp = try ICMPMessage(validating: icmpBytes.span.bytes.extracting(layout.transportOffset..<layout.ipEnd),
+                                   version6: false)
+        #expect(icmp.type == ICMPType.v4DestinationUnreachable && icmp.code == ICMPType.v4FragmentationNeeded)
+        #expect(icmp.nextHopMTU == 1480)
+        let read = QuotedPacket(icmp.body)
+        let quote = try #require(read)
+        #expect(quote.flow.source == .v4(Self.client4) && quote.ipLength == 1500)  // the first segment, as sent
+    }
+
+    @Test("IPv6 → IPv4: DF set, ID 0, TTL from the hop limit, TOS from the traffic class, checksums right")
+    func toIPv4() throws {
+        let input = segments(4, ipv6: true, payload: 1428)
+        let r = run(input, egressMTU: 1500)
+        #expect(r.back.writes.isEmpty && r.egress.writes.count == 1 && r.siit.toIPv4 == 1)
+        let (header, bytes) = try #require(r.egress.writes.first)
+        #expect(header?.baseGSOType == VirtioNetHeader.gsoTCPv4 && header?.gsoSize == 1428)
+        let ip = try IPv4Packet(validating: bytes.span.bytes)
+        #expect(ip.source == Self.client4 && ip.destination == Self.server4 && ip.headerChecksumIsValid)
+        #expect(ip.dontFragment && ip.identification == 0 && ip.timeToLive == 63 && ip.typeOfService == 0x2A)
+        #expect(ip.totalLength == 20 + 32 + 4 * 1428)
+        let pseudo = InternetChecksum.pseudoHeaderSum(ipv4Source: Self.client4, destination: Self.server4, protocolNumber: .tcp,
+                                                      length: 32 + 4 * 1428)
+        #expect(UInt16(bytes[20 + 16]) << 8 | UInt16(bytes[20 + 17]) == pseudo.value)  // NEEDS_CSUM field
+        #expect(Array(bytes[52...]) == input.flatMap { Array($0[72...]) })
+        try expectValidSegments(bytes, gso: GSOInfo(kind: .tcpv4, segmentSize: 1428, segmentCount: 4), count: 4)
+    }
+
+    @Test("a complete checksum (a packet delivered alone) is adjusted, not recomputed: right stays right")
+    func completeChecksum() throws {
+        let input = segments(1, ipv6: false, payload: 300, flags: [.ack, .psh])
+        let r = run(input, egressMTU: 1500)
+        let bytes = try #require(r.egress.writes.first?.bytes)
+        let l = try PacketLayout(parsing: bytes.span.bytes, linkType: .raw)
+        let l4 = bytes.span.bytes.extracting(l.transportOffset..<l.ipEnd)
+        let pseudo = InternetChecksum.pseudoHeaderSum(
+            ipv6Source: Self.prefix.embedding(Self.client4), destination: Self.prefix.embedding(Self.server4),
+            nextHeader: .tcp, length: l4.byteCount)
+        #expect(r.egress.writes.first?.header?.gsoType == VirtioNetHeader.gsoNone)
+        #expect(InternetChecksum.sum(l4, initial: pseudo).value == 0xFFFF)
+        // A wrong checksum stays wrong: the translator adjusts, it does not recompute.
+        var bad = PacketBuilder()
+        bad.link = .raw
+        bad.source = .v4(Self.client4)
+        bad.destination = .v4(Self.server4)
+        bad.flags = [.ack, .psh]
+        bad.payloadLength = 300
+        bad.corruptChecksum = true
+        let spoiled = try #require(run([bad.frame()], egressMTU: 1500).egress.writes.first?.bytes)
+        let l4Spoiled = spoiled.span.bytes.extracting(l.transportOffset..<l.ipEnd)
+        #expect(InternetChecksum.sum(l4Spoiled, initial: pseudo).value != 0xFFFF)
+    }
+
+    @Test("untranslatable: an IPv6 address outside the prefix, UDP without a checksum; counted and dropped")
+    func untranslatable() {
+        var outside = PacketBuilder()
+        outside.link = .raw
+        outside.ipv6 = true  // 2001:db8::1 is not in 2001:db8:64::/96
+        let r = run([outside.frame()], egressMTU: 1500)
+        #expect(r.egress.writes.isEmpty && r.siit.untranslatableAddress == 1 && r.forwarder.stageDropped == 1)
+        var noChecksum = PacketBuilder()
+        noChecksum.link = .raw
+        noChecksum.udp = true
+        noChecksum.zeroUDPChecksum = true
+        noChecksum.payloadLength = 100
+        let u = run([noChecksum.frame()], egressMTU: 1500)
+        #expect(u.egress.writes.isEmpty && u.siit.udpWithoutChecksum == 1)
+    }
+
+    @Test("prefix text and embedding (RFC 6052 §2.4)")
+    func prefixText() throws {
+        let p = try #require(IPv6Prefix96("64:ff9b::/96"))
+        #expect(p == .wellKnown && p.description == "64:ff9b::/96")
+        #expect(p.embedding(IPv4Address(192, 0, 2, 33)).description == "64:ff9b::c000:221")
+        #expect(p.extracting(try #require(IPv6Address("64:ff9b::c000:221"))) == IPv4Address(192, 0, 2, 33))
+        #expect(p.extracting(try #require(IPv6Address("64:ff9c::c000:221"))) == nil)
+        // The well-known prefix is checksum-neutral: its words sum to 0xFFFF (ones' complement zero).
+        #expect(IPv6Address(high: p.high, low: UInt64(p.middle) << 32).wordSum.value == 0xFFFF)
+        #expect(IPv6Prefix96("64:ff9b::/64") == nil && IPv6Prefix96("64:ff9b::1/96") == nil)
+    }
+}
