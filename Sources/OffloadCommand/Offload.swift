@@ -19,11 +19,12 @@ struct Offload: AsyncParsableCommand {
             very packets that were merged (segment), shows what offload would do to a capture (stats), \
             forwards between two TUN devices with GRO and GSO on (forward), reproduces the forwarding failure \
             and its fix with real TCP in network namespaces (lab), and reads captures to say what offloads did \
-            to the flows in them (doctor). Start with `offload demo`.
+            to the flows in them (doctor), and translates captures between IPv4 and IPv6 (siit). Start with `offload demo`.
 
             Exit codes: 0 success, 1 bad input, 2 usage.
             """,
-        subcommands: [Demo.self, Coalesce.self, Segment.self, Stats.self, Generate.self, Forward.self, Lab.self, Doctor.self])
+        subcommands: [Demo.self, Coalesce.self, Segment.self, Stats.self, Generate.self, Forward.self, Lab.self, Doctor.self,
+                      SIIT.self])
 
     static func main() async {
         do {

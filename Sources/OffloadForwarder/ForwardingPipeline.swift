@@ -101,8 +101,13 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         guard let layout = packet.layout, layout.isIP, layout.payloadOffset <= first.count,
             unsafe layout.payloadOffset + max(0, stage.headerGrowth) <= header.count
         else {
-            // Not IP, not understood, or headers too long to stage: forwarded unchanged, as the kernel would.
-            writeUnchanged(i, packet, to: egress)
+            // Not IP, not understood, or headers too long to stage: forwarded unchanged, as the kernel
+            // would, unless the stage cannot have that (a translator).
+            if stage.passesUnparsedPackets {
+                writeUnchanged(i, packet, to: egress)
+            } else {
+                statistics.stageDropped += 1
+            }
             return
         }
         if unsafe FlowKey.staysOnLink(first, layout: layout) {

@@ -95,6 +95,16 @@ public protocol Stage: SendableMetatype {
 
     /// Processes one packet or super-packet.
     mutating func process(_ packet: inout StagePacket) -> StageVerdict
+
+    /// Whether packets the pipeline cannot parse (not IP, malformed) go on unchanged, as a router
+    /// forwards what it does not understand (true by default), or are dropped, as a translator or
+    /// a tunnel must: the other side could not read them either.
+    var passesUnparsedPackets: Bool { get }
+}
+
+extension Stage {
+    /// Routers pass what they do not understand.
+    public var passesUnparsedPackets: Bool { true }
 }
 
 /// The stage that changes nothing: `offload forward` as a plain router.

@@ -86,6 +86,9 @@ public struct SIITStage: Stage {
     /// IPv4 → IPv6 adds 20 bytes of header (options, which it drops, only make it less).
     public var headerGrowth: Int { 20 }
 
+    /// A packet that does not parse cannot be translated: it is dropped, not passed to the other family.
+    public var passesUnparsedPackets: Bool { false }
+
     /// Translates one packet or super-packet.
     public mutating func process(_ packet: inout StagePacket) -> StageVerdict {
         let layout = packet.layout

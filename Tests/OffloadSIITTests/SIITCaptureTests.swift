@@ -1,0 +1,100 @@
+import Foundation
+import OffloadCapture
+import OffloadSIIT
+import OffloadTestSupport
+import OffloadWire
+import Testing
+
+@Suite("offload siit: a capture translated offline")
+struct SIITCaptureTests {
+    static let prefix = IPv6Prefix96(IPv6Address(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0))!
+
+    func path(_ name: String) -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("siit-\(getpid())-\(name)").path
+    }
+
+    /// An Ethernet capture: IPv4 TCP and UDP, IPv6 TCP inside and outside the prefix, ICMP, ARP, one cut short.
+    func makeInput(_ name: String) throws -> String {
+        var frames: [[UInt8]] = []
+        var tcp4 = PacketBuilder()
+        tcp4.payloadLength = 1000
+        frames.append(tcp4.frame())
+        var udp4 = tcp4
+        udp4.udp = true
+        udp4.payloadLength = 200
+        frames.append(udp4.frame())
+        var tcp6 = PacketBuilder()
+        tcp6.source = .v6(Self.prefix.embedding(IPv4Address(198, 51, 100, 7)))
+        tcp6.destination = .v6(Self.prefix.embedding(IPv4Address(192, 0, 2, 1)))
+        tcp6.payloadLength = 500
+        frames.append(tcp6.frame())
+        var outside = PacketBuilder()
+        outside.ipv6 = true
+        frames.append(outside.frame())
+        var icmp = PacketBuilder()
+        icmp.transport = .icmp(type: 8, code: 0, restOfHeader: 0x0001_0001)
+        icmp.payloadLength = 56
+        frames.append(icmp.frame())
+        frames.append([0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 2, 0, 0, 0, 0, 1, 0x08, 0x06] + [UInt8](repeating: 0, count: 28))
+        let file = path("\(name)-in.pcap")
+        var writer = try CaptureWriter(path: file, format: .pcap(nanosecond: true, bigEndian: false),
+                                       interfaces: [CaptureInterface(linkType: .ethernet)])
+        for (i, f) in frames.enumerated() { try writer.writePacket(f, timestamp: UInt64(i) * 1000) }
+        try writer.writePacket(Array(tcp4.frame()[0..<60]), timestamp: 9000, originalLength: tcp4.frame().count)
+        try writer.flush()
+        return file
+    }
+
+    @Test("families flip, checksums verify, TTL drops by one, everything else is counted")
+    func translate() throws {
+        let input = try makeInput("translate")
+        let output = path("out.pcap")
+        defer { for p in [input, output] { try? FileManager.default.removeItem(atPath: p) } }
+        let report = try SIITCapture.translate(input: input, output: output, prefix: Self.prefix)
+        #expect(report.packetsIn == 7 && report.written == 3 && report.toIPv6 == 2 && report.toIPv4 == 1)
+        #expect(report.untranslatableAddress == 1 && report.notTranslated == 1 && report.notIP == 1 && report.snapped == 1)
+        var reader = try CaptureReader(path: output)
+        var families: [Bool] = []
+        while let p = try reader.next() {
+            #expect(p.linkType == .raw)
+            let layout = try PacketLayout(parsing: p.bytes.span.bytes, linkType: .raw)
+            let read = FlowKey(p.bytes.span.bytes, layout: layout)
+            let key = try #require(read)
+            let l4 = p.bytes.span.bytes.extracting(layout.transportOffset..<layout.ipEnd)
+            let transport = try #require(key.transport)
+            let pseudo: OnesComplementSum = switch (key.source, key.destination) {
+            case (.v4(let s), .v4(let d)):
+                InternetChecksum.pseudoHeaderSum(ipv4Source: s, destination: d, protocolNumber: transport, length: l4.byteCount)
+            case (.v6(let s), .v6(let d)):
+                InternetChecksum.pseudoHeaderSum(ipv6Source: s, destination: d, nextHeader: transport, length: l4.byteCount)
+            default: .zero
+            }
+            #expect(InternetChecksum.sum(l4, initial: pseudo).value == 0xFFFF, "\(key)")
+            let ttl = key.source.isIPv4 ? p.bytes[8] : p.bytes[7]
+            #expect(ttl == 63)
+            families.append(key.source.isIPv4)
+        }
+        #expect(families == [false, false, true])  // TCP and UDP to IPv6, then TCP to IPv4
+    }
+
+    @Test("the command: counts, JSON, and usage errors")
+    func command() throws {
+        guard let offload = builtExecutable(named: "offload") else {
+            print("skipped: the offload executable was not built")
+            return
+        }
+        let input = try makeInput("command")
+        let output = path("cli.pcap")
+        defer { for p in [input, output] { try? FileManager.default.removeItem(atPath: p) } }
+        let (status, text) = shell("\(offload) siit --pool6 2001:db8:64::/96 --json \(input) \(output) 2>/dev/null")
+        #expect(status == 0, "\(text)")
+        let report = try JSONDecoder().decode(SIITCaptureReport.self, from: Data(text.utf8))
+        #expect(report.written == 3 && report.toIPv4 == 1)
+        // Behind a 1280-byte MTU the 1000-byte IPv4 segment (1052 bytes) grows to 1072 and still fits.
+        let small = shell("\(offload) siit --pool6 2001:db8:64::/96 --mtu 1060 --json \(input) \(output) 2>/dev/null")
+        let tooBig = try JSONDecoder().decode(SIITCaptureReport.self, from: Data(small.output.utf8))
+        #expect(tooBig.icmpErrors == 1 && tooBig.written == 2)
+        #expect(shell("\(offload) siit --pool6 2001:db8:64::/64 \(input) \(output)").status == 2)
+        #expect(shell("\(offload) siit --pool6 2001:db8:64::/96 /nonexistent \(output)").status == 1)
+    }
+}
