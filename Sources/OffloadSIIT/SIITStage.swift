@@ -70,8 +70,8 @@ public struct SIITStatistics: Hashable, Sendable {
 /// new pseudo-header sum). IPv4 options are dropped (RFC 7915 §4.1); the IPv6 → IPv4 direction sets
 /// DF and ID 0 (§5.1).
 ///
-/// - Note: This first part translates TCP and UDP without fragments. ICMP and ICMPv6 (with the
-///   packets their errors quote), fragments (IPv4 fragments ↔ the IPv6 Fragment header), IPv6
+/// - Note: This first part translates TCP, UDP and ICMP echo (request and reply) without fragments.
+///   ICMP errors (with the packets they quote) and other ICMP types, fragments (IPv4 fragments ↔ the IPv6 Fragment header), IPv6
 ///   extension headers, EAM (RFC 7757) and RFC 6791 sources are dropped and counted in
 ///   ``SIITStatistics/notTranslated``; they come next.
 public struct SIITStage: Stage {
@@ -92,7 +92,9 @@ public struct SIITStage: Stage {
     /// Translates one packet or super-packet.
     public mutating func process(_ packet: inout StagePacket) -> StageVerdict {
         let layout = packet.layout
-        guard !layout.isFragment, layout.hasTransportHeader, layout.transport == .tcp || layout.transport == .udp else {
+        guard !layout.isFragment, layout.hasTransportHeader,
+            layout.transport == .tcp || layout.transport == .udp || layout.transport == .icmp || layout.transport == .icmpv6
+        else {
             statistics.notTranslated += 1
             return .drop
         }
@@ -115,15 +117,28 @@ public struct SIITStage: Stage {
         let t = layout.transportOffset
         let l4Header = layout.transportHeaderLength
         let isTCP = layout.transport == .tcp
-        let checksumOffset = isTCP ? TCPSegment.Field.checksum : UDPDatagram.Field.checksum
+        let isICMP = layout.transport == .icmp
+        let checksumOffset = isICMP ? ICMPMessage.Field.checksum
+            : isTCP ? TCPSegment.Field.checksum : UDPDatagram.Field.checksum
         let fields = packet.headers.withUnsafeBytes { h in
             // Safe: the layout validated the IPv4 header at n and the L4 header at t.
             (tos: h[n + IPv4Packet.Field.typeOfService], ttl: h[n + IPv4Packet.Field.timeToLive],
              source: IPv4Address(h, n + IPv4Packet.Field.source),
              destination: IPv4Address(h, n + IPv4Packet.Field.destination),
-             check: UInt16(h[t + checksumOffset]) << 8 | UInt16(h[t + checksumOffset + 1]))
+             check: UInt16(h[t + checksumOffset]) << 8 | UInt16(h[t + checksumOffset + 1]),
+             typeAndCode: UInt16(h[t]) << 8 | UInt16(h[t + 1]))
         }
-        if !isTCP && fields.check == 0 {
+        var upper = layout.transport
+        var newTypeAndCode = fields.typeAndCode
+        if isICMP {
+            // RFC 7915 §4.2: echo request and reply only, so far.
+            guard let type6 = ICMPTranslation.echoType(toIPv6: UInt8(fields.typeAndCode >> 8)) else {
+                statistics.notTranslated += 1
+                return false
+            }
+            upper = .icmpv6
+            newTypeAndCode = UInt16(type6) << 8 | fields.typeAndCode & 0xFF
+        } else if !isTCP && fields.check == 0 {
             statistics.udpWithoutChecksum += 1
             return false
         }
@@ -134,23 +149,30 @@ public struct SIITStage: Stage {
             statistics.notTranslated += 1
             return false
         }
-        let delta = (source.wordSum + destination.wordSum) - addressSum(fields.source, fields.destination)
-        let partial = packet.checksum == .partial
+        // TCP/UDP: only the addresses of the pseudo-header change. ICMP → ICMPv6: the checksum starts
+        // covering a pseudo-header (RFC 4443 §2.3) and the type changes.
+        let delta = isICMP
+            ? InternetChecksum.pseudoHeaderSum(ipv6Source: source, destination: destination, nextHeader: .icmpv6,
+                                               length: payloadLength)
+                + OnesComplementSum(newTypeAndCode) - OnesComplementSum(fields.typeAndCode)
+            : (source.wordSum + destination.wordSum) - addressSum(fields.source, fields.destination)
+        let partial = packet.checksum == .partial && !isICMP
         packet.withUnsafeMutableHeaders { h in
             let base = h.baseAddress!
             // The L4 header moves first (to its place after a 40-byte IPv6 header), then the IPv6
             // header is written over the IPv4 one. Safe: both ranges lie inside the buffer (checked).
             (base + n + 40).copyMemory(from: base + t, byteCount: l4Header)
             var v6: [UInt8] = []
-            IPv6HeaderRepr(source: source, destination: destination, nextHeader: layout.transport,
+            IPv6HeaderRepr(source: source, destination: destination, nextHeader: upper,
                            payloadLength: payloadLength, hopLimit: fields.ttl, trafficClass: fields.tos)
                 .encode(into: &v6)
             v6.withUnsafeBytes { (base + n).copyMemory(from: $0.baseAddress!, byteCount: 40) }
-            adjustChecksum(h, at: n + 40 + checksumOffset, by: delta, partial: partial, udp: !isTCP)
+            h[n + 40] = UInt8(newTypeAndCode >> 8)
+            adjustChecksum(h, at: n + 40 + checksumOffset, by: delta, partial: partial, udp: !isTCP && !isICMP)
         }
         packet.headerLength = n + 40 + l4Header
         packet.layout = PacketLayout(frameLength: n + 40 + payloadLength, networkOffset: n, network: .ipv6,
-                                     transportOffset: n + 40, transport: layout.transport,
+                                     transportOffset: n + 40, transport: upper,
                                      transportHeaderLength: l4Header, ipEnd: n + 40 + payloadLength, isFragment: false)
         if var gso = packet.gso {
             gso.kind = isTCP ? .tcpv6 : .udpv6
@@ -173,7 +195,23 @@ public struct SIITStage: Stage {
         }
         let l4Header = layout.transportHeaderLength
         let isTCP = layout.transport == .tcp
-        let checksumOffset = isTCP ? TCPSegment.Field.checksum : UDPDatagram.Field.checksum
+        let isICMP = layout.transport == .icmpv6
+        let checksumOffset = isICMP ? ICMPMessage.Field.checksum
+            : isTCP ? TCPSegment.Field.checksum : UDPDatagram.Field.checksum
+        let typeAndCode = packet.headers.withUnsafeBytes { h in UInt16(h[t]) << 8 | UInt16(h[t + 1]) }
+        var upper = layout.transport
+        var newTypeAndCode = typeAndCode
+        if isICMP {
+            guard let type4 = ICMPTranslation.echoType(toIPv4: UInt8(typeAndCode >> 8)) else {
+                statistics.notTranslated += 1
+                return false
+            }
+            upper = .icmp
+            newTypeAndCode = UInt16(type4) << 8 | typeAndCode & 0xFF
+        } else if layout.transport == .icmp {
+            statistics.notTranslated += 1  // ICMPv4 inside IPv6 is not a thing to translate
+            return false
+        }
         let fields = packet.headers.withUnsafeBytes { h in
             // Safe: the layout validated the 40-byte IPv6 header at n.
             let word = UInt32(h[n]) << 24 | UInt32(h[n + 1]) << 16
@@ -190,23 +228,28 @@ public struct SIITStage: Stage {
             statistics.notTranslated += 1
             return false
         }
-        let delta = addressSum(source, destination) - (fields.source.wordSum + fields.destination.wordSum)
-        let partial = packet.checksum == .partial
+        let delta = isICMP
+            ? OnesComplementSum(newTypeAndCode) - OnesComplementSum(typeAndCode)
+                - InternetChecksum.pseudoHeaderSum(ipv6Source: fields.source, destination: fields.destination,
+                                                   nextHeader: .icmpv6, length: l4Length)
+            : addressSum(source, destination) - (fields.source.wordSum + fields.destination.wordSum)
+        let partial = packet.checksum == .partial && !isICMP
         packet.withUnsafeMutableHeaders { h in
             let base = h.baseAddress!
             var v4: [UInt8] = []
-            IPv4HeaderRepr(source: source, destination: destination, protocolNumber: layout.transport,
+            IPv4HeaderRepr(source: source, destination: destination, protocolNumber: upper,
                            totalLength: 20 + l4Length, identification: 0, dontFragment: true,
                            timeToLive: fields.hopLimit, typeOfService: fields.trafficClass).encode(into: &v4)
             // The IPv4 header (with its checksum) first, then the L4 header moves down to follow it.
             // Safe: both ranges lie inside the headers in use.
             v4.withUnsafeBytes { (base + n).copyMemory(from: $0.baseAddress!, byteCount: 20) }
             (base + n + 20).copyMemory(from: base + t, byteCount: l4Header)
-            adjustChecksum(h, at: n + 20 + checksumOffset, by: delta, partial: partial, udp: !isTCP)
+            h[n + 20] = UInt8(newTypeAndCode >> 8)
+            adjustChecksum(h, at: n + 20 + checksumOffset, by: delta, partial: partial, udp: !isTCP && !isICMP)
         }
         packet.headerLength = n + 20 + l4Header
         packet.layout = PacketLayout(frameLength: n + 20 + l4Length, networkOffset: n, network: .ipv4,
-                                     transportOffset: n + 20, transport: layout.transport,
+                                     transportOffset: n + 20, transport: upper,
                                      transportHeaderLength: l4Header, ipEnd: n + 20 + l4Length, isFragment: false)
         if var gso = packet.gso {
             gso.kind = isTCP ? .tcpv4 : .udpv4
@@ -240,6 +283,27 @@ public struct SIITStage: Stage {
         }
         h[offset] = UInt8(new >> 8)
         h[offset + 1] = UInt8(new & 0xFF)
+    }
+}
+
+/// ICMP ↔ ICMPv6 type mappings (RFC 7915 §4.2, §5.2).
+enum ICMPTranslation {
+    /// Echo request 8 → 128, echo reply 0 → 129; nil for what is not (yet) translated.
+    static func echoType(toIPv6 type: UInt8) -> UInt8? {
+        switch type {
+        case 8: 128
+        case 0: 129
+        default: nil
+        }
+    }
+
+    /// Echo request 128 → 8, echo reply 129 → 0; nil for what is not (yet) translated.
+    static func echoType(toIPv4 type: UInt8) -> UInt8? {
+        switch type {
+        case 128: 8
+        case 129: 0
+        default: nil
+        }
     }
 }
 

@@ -175,6 +175,42 @@ struct SIITStageTests {
         #expect(u.egress.writes.isEmpty && u.siit.udpWithoutChecksum == 1)
     }
 
+    @Test("ICMP echo: 8/0 ↔ 128/129, the checksum gains or loses the IPv6 pseudo-header; errors are not translated yet")
+    func icmpEcho() throws {
+        var ping = PacketBuilder()
+        ping.link = .raw
+        ping.source = .v4(Self.client4)
+        ping.destination = .v4(Self.server4)
+        ping.transport = .icmp(type: 8, code: 0, restOfHeader: 0x1234_0001)
+        ping.payloadLength = 56
+        let r = run([ping.frame()], egressMTU: 1500)
+        let v6 = try #require(r.egress.writes.first?.bytes)
+        let l = try PacketLayout(parsing: v6.span.bytes, linkType: .raw)
+        #expect(l.network == .ipv6 && l.transport == .icmpv6 && v6[40] == 128 && v6[41] == 0)
+        #expect(Array(v6[44..<48]) == [0x12, 0x34, 0x00, 0x01] && Array(v6[48...]) == Array(ping.frame()[28...]))
+        let pseudo6 = InternetChecksum.pseudoHeaderSum(
+            ipv6Source: Self.prefix.embedding(Self.client4), destination: Self.prefix.embedding(Self.server4),
+            nextHeader: .icmpv6, length: 64)
+        #expect(InternetChecksum.sum(v6.span.bytes.extracting(40...), initial: pseudo6).value == 0xFFFF)
+
+        var pong = PacketBuilder()
+        pong.link = .raw
+        pong.source = .v6(Self.prefix.embedding(Self.server4))
+        pong.destination = .v6(Self.prefix.embedding(Self.client4))
+        pong.transport = .icmp(type: 129, code: 0, restOfHeader: 0x1234_0001)
+        pong.payloadLength = 56
+        let back = run([pong.frame()], egressMTU: 1500)
+        let v4 = try #require(back.egress.writes.first?.bytes)
+        let ip = try IPv4Packet(validating: v4.span.bytes)
+        #expect(ip.protocolNumber == .icmp && ip.headerChecksumIsValid && v4[20] == 0 && v4[21] == 0)
+        #expect(InternetChecksum.sum(v4.span.bytes.extracting(20...)).value == 0xFFFF)
+
+        var unreachable = ping
+        unreachable.transport = .icmp(type: 3, code: 1, restOfHeader: 0)
+        let dropped = run([unreachable.frame()], egressMTU: 1500)
+        #expect(dropped.egress.writes.isEmpty && dropped.siit.notTranslated == 1)
+    }
+
     @Test("prefix text and embedding (RFC 6052 §2.4)")
     func prefixText() throws {
         let p = try #require(IPv6Prefix96("64:ff9b::/96"))
