@@ -8,13 +8,14 @@ struct SIIT: ParsableCommand {
         commandName: "siit",
         abstract: "Translate a capture between IPv4 and IPv6 (stateless, RFC 7915), as the forwarder's SIIT stage would.",
         discussion: """
-            Each IPv4 TCP, UDP or ICMP echo packet becomes IPv6 with its addresses embedded in --pool6 (RFC 6052, a /96 \
+            Each IPv4 TCP, UDP or ICMP echo packet, and each ICMP error (with the header it quotes), becomes IPv6 with its addresses embedded in --pool6 (RFC 6052, a /96 \
             prefix), and each IPv6 packet whose addresses lie in --pool6 becomes IPv4. Checksums are adjusted \
             for the new pseudo-header (a wrong one stays wrong), the TTL drops by one as on any router, IPv4 \
             options are dropped, and the IPv6 side gets DF and ID 0. Packets too big for --mtu after translation \
             are counted as ICMP errors the translator would send. The output is raw IP (LINKTYPE_RAW).
 
-            Not translated yet (dropped and counted): ICMP errors and other ICMP types, fragments, IPv6 extension headers, other \
+            Not translated yet (dropped and counted): parameter problems with a pointer, redirects and other \
+            ICMP types, fragments, IPv6 extension headers, other \
             protocols, UDP over IPv4 without a checksum.
 
             Examples:

@@ -38,6 +38,8 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
     public var stageDropped = 0
     /// Packets the stage answered (an ICMP error back to the source) instead of forwarding.
     public var stageReplies = 0
+    /// Packets the stage rebuilt whole (`StageVerdict.rewrite`) before forwarding.
+    public var stageRewrites = 0
     /// The GRO engine's counters.
     public var gro = GROStatistics()
 
@@ -64,6 +66,7 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
         notForwarded += o.notForwarded
         stageDropped += o.stageDropped
         stageReplies += o.stageReplies
+        stageRewrites += o.stageRewrites
         gro.add(o.gro)
     }
 
@@ -94,6 +97,7 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
             ("not_forwarded", "Multicast, broadcast or link-local packets.", notForwarded),
             ("stage_dropped", "Packets the stage dropped.", stageDropped),
             ("stage_replies", "Packets the stage answered with an error to the source.", stageReplies),
+            ("stage_rewrites", "Packets the stage rebuilt whole before forwarding.", stageRewrites),
         ]
     }
 }

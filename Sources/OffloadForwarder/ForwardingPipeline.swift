@@ -119,7 +119,8 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         unsafe header.baseAddress!.copyMemory(from: first.baseAddress!, byteCount: originalHeaderLength)
         var staged = unsafe StagePacket(direction: direction, _headers: header, headerLength: originalHeaderLength,
                                  layout: layout, gso: packet.metadata.gso, checksum: packet.metadata.checksum,
-                                 payloadLength: packet.length - originalHeaderLength)
+                                 payloadLength: packet.length - originalHeaderLength,
+                                 _leadingPayload: UnsafeRawBufferPointer(rebasing: first[originalHeaderLength...]))
         switch stage.process(&staged) {
         case .forward:
             break
@@ -129,6 +130,10 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         case .reply(let bytes):
             statistics.stageReplies += 1
             writeWhole(bytes, to: ingress, icmp: true)
+            return
+        case .rewrite(let bytes):
+            statistics.stageRewrites += 1
+            forwardRewritten(i, packet, bytes, to: egress, back: ingress, now: now)
             return
         }
         let headers = unsafe UnsafeMutableRawBufferPointer(rebasing: header[0..<staged.headerLength])
@@ -245,6 +250,24 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         }
         finishPartialChecksum(&frame, layout: staged.layout, checksum: staged.checksum)
         send(router.apply(decision, to: frame, linkType: .raw, gso: staged.gso, now: now), to: egress, back: ingress)
+    }
+
+    /// A packet the stage built whole: decided on, then forwarded (TTL − 1), fragmented, or answered
+    /// with an ICMP error about the packet as it came in.
+    mutating func forwardRewritten<E: PacketSink & ~Copyable, B: PacketSink & ~Copyable>(
+        _ i: Int, _ original: GROOutputPacket, _ bytes: [UInt8], to egress: borrowing E, back ingress: borrowing B,
+        now: UInt64
+    ) {
+        let decision = ForwardingDecision.decide(bytes.span.bytes, linkType: .raw, gso: nil, egressMTU: egressMTU,
+                                                 egressTakesGSO: false)
+        switch decision {
+        case .passThrough:
+            statistics.stageDropped += 1  // the stage built something that is not IP: a bug, not forwarded
+        case .tooBig, .timeExceeded:
+            routeOriginal(i, original, decision: decision, back: ingress, now: now)
+        case .forward, .segment, .fragment:
+            send(router.apply(decision, to: bytes, linkType: .raw, gso: nil, now: now), to: egress, back: ingress)
+        }
     }
 
     /// The slow path on the packet as it came in (ICMP errors quote what the source sent).

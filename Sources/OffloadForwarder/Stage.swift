@@ -42,6 +42,9 @@ public struct StagePacket {
     public var checksum: ChecksumState
     /// The payload bytes after the headers.
     public let payloadLength: Int
+    /// The payload bytes that lie in the same piece as the headers: all of it for a packet that was
+    /// not merged (ICMP errors, control packets), none or part of it for a super-packet.
+    let _leadingPayload: UnsafeRawBufferPointer
 
     /// The most header bytes the buffer can hold.
     public var headerCapacity: Int { unsafe _headers.count }
@@ -53,6 +56,16 @@ public struct StagePacket {
         _ body: (UnsafeMutableRawBufferPointer) throws(E) -> R
     ) throws(E) -> R {
         unsafe try body(_headers)
+    }
+
+    /// The payload held with the headers (see `_leadingPayload`): for a packet that was not merged
+    /// this is its whole payload, which is what a stage that must read one (an ICMP error's quote)
+    /// needs. Valid only during ``Stage/process(_:)``.
+    public var leadingPayload: RawSpan {
+        @_lifetime(borrow self) get {
+            let view = unsafe _leadingPayload.bytes
+            return unsafe _overrideLifetime(view, borrowing: self)
+        }
     }
 
     /// The header bytes in use, for reading.
@@ -74,6 +87,10 @@ public enum StageVerdict: Hashable, Sendable {
     /// Drop it and send these bytes back out of the device it came from (an ICMP error the
     /// stage built, say for a packet it cannot translate); counted as `stage_replies`.
     case reply([UInt8])
+    /// Send these bytes (a whole IP packet the stage built, say an ICMP error translated with the
+    /// packet it quotes) instead: the forwarding decision and the write follow, as for `.forward`.
+    /// For rare packets only: it costs a copy; counted as `stage_rewrites`.
+    case rewrite([UInt8])
 }
 
 /// A transformation a ``Forwarder`` applies to every packet and super-packet between GRO and the

@@ -48,6 +48,8 @@ public struct SIITStatistics: Hashable, Sendable {
     public var toIPv6 = 0, toIPv4 = 0
     /// Super-packets among them (translated once for all their segments).
     public var superPackets = 0
+    /// ICMP errors among them (rebuilt with the packet they quote).
+    public var errors = 0
     /// Dropped: an IPv6 address outside the prefix (no RFC 6791 pool configured).
     public var untranslatableAddress = 0
     /// Dropped: UDP over IPv4 without a checksum (RFC 7915 §4.5: dropped unless computing it is configured).
@@ -70,8 +72,12 @@ public struct SIITStatistics: Hashable, Sendable {
 /// new pseudo-header sum). IPv4 options are dropped (RFC 7915 §4.1); the IPv6 → IPv4 direction sets
 /// DF and ID 0 (§5.1).
 ///
-/// - Note: This first part translates TCP, UDP and ICMP echo (request and reply) without fragments.
-///   ICMP errors (with the packets they quote) and other ICMP types, fragments (IPv4 fragments ↔ the IPv6 Fragment header), IPv6
+/// ICMP errors are rebuilt whole (`StageVerdict.rewrite`) with their type, code and MTU mapped
+/// (packet too big ↔ fragmentation needed with the MTU ± 20, time exceeded, unreachable) and the
+/// header of the packet they quote translated, so the sender on the other side can match them.
+///
+/// - Note: This first part translates TCP, UDP, ICMP echo and the common ICMP errors, without
+///   fragments. Parameter problems with a pointer, other ICMP types, RFC 4884 extensions, fragments (IPv4 fragments ↔ the IPv6 Fragment header), IPv6
 ///   extension headers, EAM (RFC 7757) and RFC 6791 sources are dropped and counted in
 ///   ``SIITStatistics/notTranslated``; they come next.
 public struct SIITStage: Stage {
@@ -97,6 +103,12 @@ public struct SIITStage: Stage {
         else {
             statistics.notTranslated += 1
             return .drop
+        }
+        if layout.transport == .icmp || layout.transport == .icmpv6 {
+            let type = packet.headers.withUnsafeBytes { $0[layout.transportOffset] }
+            if ICMPTranslation.isError(type, version6: layout.network == .ipv6) {
+                return translateError(&packet)
+            }
         }
         let translated: Bool
         switch layout.network {
@@ -286,8 +298,144 @@ public struct SIITStage: Stage {
     }
 }
 
+extension SIITStage {
+    // MARK: - ICMP errors and the packets they quote (RFC 7915 §4.2–4.4, §5.2–5.4)
+
+    /// Translates an ICMP or ICMPv6 error: the type, code and MTU, the outer header, and the header
+    /// of the packet it quotes. The result is built whole (`.rewrite`), truncated to 1280 bytes
+    /// (IPv6) or 576 (IPv4) as RFC 7915 §4.2 and §5.2 ask.
+    mutating func translateError(_ packet: inout StagePacket) -> StageVerdict {
+        let layout = packet.layout
+        let n = layout.networkOffset
+        let t = layout.transportOffset
+        let toIPv6 = layout.network == .ipv4
+        let outer = packet.headers.withUnsafeBytes { h in
+            // Safe: the layout validated the IP header at n and the 8-byte ICMP header at t.
+            (type: h[t], code: h[t + 1],
+             rest: UInt32(h[t + 4]) << 24 | UInt32(h[t + 5]) << 16 | UInt32(h[t + 6]) << 8 | UInt32(h[t + 7]),
+             ttl: toIPv6 ? h[n + IPv4Packet.Field.timeToLive] : h[n + IPv6Packet.Field.hopLimit],
+             tos: toIPv6 ? h[n + IPv4Packet.Field.typeOfService] : UInt8(truncatingIfNeeded: (UInt16(h[n]) << 8 | UInt16(h[n + 1])) >> 4),
+             source: toIPv6 ? IPAddress.v4(IPv4Address(h, n + IPv4Packet.Field.source))
+                 : .v6(IPv6Address(h, n + IPv6Packet.Field.source)),
+             destination: toIPv6 ? IPAddress.v4(IPv4Address(h, n + IPv4Packet.Field.destination))
+                 : .v6(IPv6Address(h, n + IPv6Packet.Field.destination)))
+        }
+        let quote = [UInt8](unsafe packet.leadingPayload.withUnsafeBytes { unsafe Array($0) }.prefix(packet.payloadLength))
+        guard let mapped = toIPv6
+            ? ICMPTranslation.errorToIPv6(type: outer.type, code: outer.code, rest: outer.rest, quote: quote)
+            : ICMPTranslation.errorToIPv4(type: outer.type, code: outer.code, rest: outer.rest)
+        else {
+            statistics.notTranslated += 1
+            return .drop
+        }
+        guard let source = map(outer.source), let destination = map(outer.destination) else {
+            statistics.untranslatableAddress += 1  // an IPv6 router outside the prefix: needs an RFC 6791 pool
+            return .drop
+        }
+        guard let inner = translateQuote(quote, toIPv6: toIPv6) else {
+            statistics.notTranslated += 1  // the quote is too short, or its addresses do not map
+            return .drop
+        }
+        var error = PacketBuilder()
+        error.link = .raw
+        error.source = source
+        error.destination = destination
+        error.ttl = outer.ttl
+        error.tos = outer.tos
+        error.ipID = 0
+        error.dontFragment = true
+        error.transport = .icmp(type: mapped.type, code: mapped.code, restOfHeader: mapped.rest)
+        let room = toIPv6 ? 1280 - 48 : 576 - 28
+        error.payload = Array(inner.prefix(room))
+        statistics.errors += 1
+        if toIPv6 { statistics.toIPv6 += 1 } else { statistics.toIPv4 += 1 }
+        return .rewrite(error.frame())
+    }
+
+    /// An address in the other family: IPv4 into the prefix, IPv6 out of it (nil outside it).
+    func map(_ address: IPAddress) -> IPAddress? {
+        switch address {
+        case .v4(let a): .v6(prefix.embedding(a))
+        case .v6(let a): prefix.extracting(a).map { .v4($0) }
+        }
+    }
+
+    /// The quoted packet with its IP header translated (the rest of it copied as quoted). The header's
+    /// length field keeps saying how long the packet was, not how much was quoted.
+    func translateQuote(_ quote: [UInt8], toIPv6: Bool) -> [UInt8]? {
+        var out: [UInt8] = []
+        if toIPv6 {
+            guard quote.count >= 20, quote[0] >> 4 == 4 else { return nil }
+            let headerLength = Int(quote[0] & 0x0F) * 4
+            guard headerLength >= 20, quote.count >= headerLength else { return nil }
+            let total = Int(quote[2]) << 8 | Int(quote[3])
+            let proto = IPProtocol(rawValue: quote[9])
+            guard let source = map(.v4(IPv4Address(quote, 12))), case .v6(let s) = source,
+                let destination = map(.v4(IPv4Address(quote, 16))), case .v6(let d) = destination
+            else { return nil }
+            IPv6HeaderRepr(source: s, destination: d, nextHeader: proto == .icmp ? .icmpv6 : proto,
+                           payloadLength: max(0, total - headerLength), hopLimit: quote[8], trafficClass: quote[1])
+                .encode(into: &out)
+            out += quote[headerLength...]
+        } else {
+            guard quote.count >= 40, quote[0] >> 4 == 6 else { return nil }
+            guard let source = map(.v6(IPv6Address(quote, 8))), case .v4(let s) = source,
+                let destination = map(.v6(IPv6Address(quote, 24))), case .v4(let d) = destination
+            else { return nil }
+            let payloadLength = Int(quote[4]) << 8 | Int(quote[5])
+            let next = IPProtocol(rawValue: quote[6])
+            IPv4HeaderRepr(source: s, destination: d, protocolNumber: next == .icmpv6 ? .icmp : next,
+                           totalLength: min(65_535, 20 + payloadLength), identification: 0, dontFragment: true,
+                           timeToLive: quote[7], typeOfService: UInt8(truncatingIfNeeded: (UInt16(quote[0]) << 8 | UInt16(quote[1])) >> 4))
+                .encode(into: &out)
+            out += quote[40...]
+        }
+        return out
+    }
+}
+
 /// ICMP ↔ ICMPv6 type mappings (RFC 7915 §4.2, §5.2).
 enum ICMPTranslation {
+    /// Whether a type is an error message (it quotes a packet).
+    static func isError(_ type: UInt8, version6: Bool) -> Bool {
+        version6 ? type < 128 : [3, 4, 5, 11, 12].contains(type)
+    }
+
+    /// An ICMPv4 error as ICMPv6 (RFC 7915 §4.2); nil when it is dropped. `quote` gives the
+    /// original length for a "fragmentation needed" without an MTU (RFC 1191 plateaus).
+    static func errorToIPv6(type: UInt8, code: UInt8, rest: UInt32, quote: [UInt8]) -> (type: UInt8, code: UInt8, rest: UInt32)? {
+        switch (type, code) {
+        case (3, 0), (3, 1), (3, 5), (3, 6), (3, 7), (3, 8), (3, 11), (3, 12): return (1, 0, 0)  // no route
+        case (3, 9), (3, 10), (3, 13), (3, 15): return (1, 1, 0)  // administratively prohibited
+        case (3, 3): return (1, 4, 0)  // port unreachable
+        case (3, 2): return (4, 1, 6)  // protocol unreachable: parameter problem, pointer to next header
+        case (3, 4):
+            var mtu = Int(rest & 0xFFFF)
+            if mtu == 0 {  // a router from before RFC 1191: guess from the quoted length
+                let length = quote.count >= 4 ? Int(quote[2]) << 8 | Int(quote[3]) : 0
+                mtu = [65_535, 32_000, 17_914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68].first { $0 < length } ?? 68
+            }
+            return (2, 0, UInt32(max(1280, mtu + 20)))  // packet too big; IPv6 headers are 20 bytes longer
+        case (11, _): return (3, code, 0)  // time exceeded
+        default: return nil  // source quench, redirect, parameter problem (pointer mapping not yet), others
+        }
+    }
+
+    /// An ICMPv6 error as ICMPv4 (RFC 7915 §5.2); nil when it is dropped.
+    static func errorToIPv4(type: UInt8, code: UInt8, rest: UInt32) -> (type: UInt8, code: UInt8, rest: UInt32)? {
+        switch (type, code) {
+        case (1, 0), (1, 2), (1, 3): return (3, 1, 0)  // host unreachable
+        case (1, 1): return (3, 10, 0)  // administratively prohibited
+        case (1, 4): return (3, 3, 0)  // port unreachable
+        case (2, _):
+            let mtu = Int(min(rest, 65_535)) - 20  // IPv4 headers are 20 bytes shorter
+            return (3, 4, UInt32(max(68, mtu)))  // fragmentation needed
+        case (3, _): return (11, code, 0)  // time exceeded
+        case (4, 1): return (3, 2, 0)  // unrecognised next header: protocol unreachable
+        default: return nil  // parameter problem with a pointer (mapping not yet), others
+        }
+    }
+
     /// Echo request 8 → 128, echo reply 0 → 129; nil for what is not (yet) translated.
     static func echoType(toIPv6 type: UInt8) -> UInt8? {
         switch type {
@@ -309,12 +457,27 @@ enum ICMPTranslation {
 
 extension IPv4Address {
     /// The address at `offset` in `bytes`. - Precondition: 4 bytes there.
+    init(_ bytes: [UInt8], _ offset: Int) {
+        self.init(rawValue: UInt32(bytes[offset]) << 24 | UInt32(bytes[offset + 1]) << 16 | UInt32(bytes[offset + 2]) << 8
+            | UInt32(bytes[offset + 3]))
+    }
+
+    /// The address at `offset` in `bytes`. - Precondition: 4 bytes there.
     init(_ bytes: UnsafeRawBufferPointer, _ offset: Int) {
         self.init(rawValue: UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
     }
 }
 
 extension IPv6Address {
+    /// The address at `offset` in `bytes`. - Precondition: 16 bytes there.
+    init(_ bytes: [UInt8], _ offset: Int) {
+        var high: UInt64 = 0
+        var low: UInt64 = 0
+        for i in 0..<8 { high = high << 8 | UInt64(bytes[offset + i]) }
+        for i in 8..<16 { low = low << 8 | UInt64(bytes[offset + i]) }
+        self.init(high: high, low: low)
+    }
+
     /// The address at `offset` in `bytes`. - Precondition: 16 bytes there.
     init(_ bytes: UnsafeRawBufferPointer, _ offset: Int) {
         self.init(high: UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)),

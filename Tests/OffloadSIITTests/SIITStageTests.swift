@@ -205,10 +205,79 @@ struct SIITStageTests {
         #expect(ip.protocolNumber == .icmp && ip.headerChecksumIsValid && v4[20] == 0 && v4[21] == 0)
         #expect(InternetChecksum.sum(v4.span.bytes.extracting(20...)).value == 0xFFFF)
 
-        var unreachable = ping
-        unreachable.transport = .icmp(type: 3, code: 1, restOfHeader: 0)
-        let dropped = run([unreachable.frame()], egressMTU: 1500)
+        var redirect = ping
+        redirect.transport = .icmp(type: 5, code: 1, restOfHeader: 0)  // redirects are not translated
+        redirect.payload = Array(ping.frame()[0..<28])
+        let dropped = run([redirect.frame()], egressMTU: 1500)
         #expect(dropped.egress.writes.isEmpty && dropped.siit.notTranslated == 1)
+    }
+
+    /// A TCP packet of `length` bytes from the client (IPv4 or IPv6 side), whose first bytes an error quotes.
+    func original(ipv6: Bool, length: Int) -> [UInt8] {
+        var b = PacketBuilder()
+        b.link = .raw
+        b.source = ipv6 ? .v6(Self.prefix.embedding(Self.server4)) : .v4(Self.client4)
+        b.destination = ipv6 ? .v6(Self.prefix.embedding(Self.client4)) : .v4(Self.server4)
+        b.payloadLength = length - (ipv6 ? 72 : 52)
+        b.sequence = 4242
+        return b.frame()
+    }
+
+    @Test("ICMPv4 fragmentation needed → ICMPv6 packet too big: MTU + 20, the quoted header translated, checksum right")
+    func fragmentationNeededToPacketTooBig() throws {
+        let router = IPv4Address(198, 51, 100, 1)
+        var error = PacketBuilder()
+        error.link = .raw
+        error.source = .v4(router)
+        error.destination = .v4(Self.client4)
+        error.transport = .icmp(type: 3, code: 4, restOfHeader: 1400)
+        error.payload = Array(original(ipv6: false, length: 1500)[0..<28])  // RFC 792: the header and 8 bytes
+        let r = run([error.frame()], egressMTU: 1500)
+        #expect(r.siit.errors == 1 && r.forwarder.stageRewrites == 1)
+        let bytes = try #require(r.egress.writes.first?.bytes)
+        let ip = try IPv6Packet(validating: bytes.span.bytes)
+        #expect(ip.source == Self.prefix.embedding(router) && ip.destination == Self.prefix.embedding(Self.client4))
+        #expect(ip.nextHeader == .icmpv6 && ip.hopLimit == 63)
+        let icmp = try ICMPMessage(validating: bytes.span.bytes.extracting(40...), version6: true)
+        #expect(icmp.type == 2 && icmp.code == 0 && icmp.mtu == 1420)
+        let pseudo = InternetChecksum.pseudoHeaderSum(ipv6Source: ip.source, destination: ip.destination,
+                                                      nextHeader: .icmpv6, length: bytes.count - 40)
+        #expect(InternetChecksum.sum(bytes.span.bytes.extracting(40...), initial: pseudo).value == 0xFFFF)
+        // The quoted packet is now the IPv6 packet the IPv6 side would have seen: its sender can match it.
+        let read = QuotedPacket(icmp.body)
+        let quote = try #require(read)
+        #expect(quote.flow.source == .v6(Self.prefix.embedding(Self.client4)) && quote.flow.transport == .tcp)
+        #expect(quote.ipLength == 1520 && quote.tcpSequenceNumber == 4242)
+    }
+
+    @Test("ICMPv6 packet too big → ICMPv4 fragmentation needed: MTU − 20; time exceeded → 11; outside the prefix: dropped")
+    func packetTooBigToFragmentationNeeded() throws {
+        let router = Self.prefix.embedding(IPv4Address(203, 0, 113, 9))
+        var error = PacketBuilder()
+        error.link = .raw
+        error.source = .v6(router)
+        error.destination = .v6(Self.prefix.embedding(Self.server4))
+        error.transport = .icmp(type: 2, code: 0, restOfHeader: 1400)
+        error.payload = Array(original(ipv6: true, length: 1500))  // ICMPv6 quotes as much as fits
+        let r = run([error.frame()], egressMTU: 1500)
+        let bytes = try #require(r.egress.writes.first?.bytes)
+        let ip = try IPv4Packet(validating: bytes.span.bytes)
+        #expect(ip.source == IPv4Address(203, 0, 113, 9) && ip.destination == Self.server4 && ip.headerChecksumIsValid)
+        #expect(bytes.count <= 576, "RFC 7915 §5.2: at most 576 bytes")
+        let icmp = try ICMPMessage(validating: bytes.span.bytes.extracting(20...), version6: false)
+        #expect(icmp.type == 3 && icmp.code == 4 && icmp.nextHopMTU == 1380)
+        #expect(InternetChecksum.sum(bytes.span.bytes.extracting(20...)).value == 0xFFFF)
+        let innerRead = QuotedPacket(icmp.body)
+        let inner = try #require(innerRead)
+        #expect(inner.flow.source == .v4(Self.server4) && inner.ipLength == 1480 && inner.tcpSequenceNumber == 4242)
+
+        error.transport = .icmp(type: 3, code: 0, restOfHeader: 0)
+        let exceeded = try #require(run([error.frame()], egressMTU: 1500).egress.writes.first?.bytes)
+        #expect(exceeded[20] == 11 && exceeded[21] == 0)
+
+        error.source = .v6(IPv6Address(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1))  // a router outside the prefix
+        let outside = run([error.frame()], egressMTU: 1500)
+        #expect(outside.egress.writes.isEmpty && outside.siit.untranslatableAddress == 1)
     }
 
     @Test("prefix text and embedding (RFC 6052 §2.4)")
