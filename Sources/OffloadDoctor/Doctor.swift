@@ -39,7 +39,9 @@ public struct ForwarderComparison: Codable, Sendable, Hashable {
     public var split = 0
     /// Data segments in that never came out, with no ICMP error about them (and their bytes).
     public var droppedSegments = 0, droppedBytes = 0
-    /// Data segments in that never came out and that an ICMP path-MTU error quoted: refused as too big.
+    /// Data segments in that never came out and that an ICMP path-MTU error quoted, or that followed a
+    /// quoted one back to back (one error answers a whole refused super-packet and quotes its first
+    /// segment): refused as too big.
     public var refusedWithICMP = 0
     /// How long data waited in the forwarder, first segment in to packet out, microseconds:
     /// median, 90th and 99th percentile, largest.
@@ -288,6 +290,7 @@ public enum Doctor {
             c.dataPacketsIn += ins.count
             let outs = down[key] ?? []
             c.dataPacketsOut += outs.count
+            var longestHold = 0.0
             for o in outs {
                 var s = Int(o.start &- isn)
                 let end = s + o.length
@@ -310,12 +313,35 @@ public enum Doctor {
                     segmentsTotal += count
                     c.maximumSegmentsPerPacket = max(c.maximumSegmentsPerPacket, count)
                     if count > 1 { c.merged += 1 }
-                    if let f = firstIn { holds.append(max(0, o.time - f) * 1e6) }
+                    if let f = firstIn {
+                        holds.append(max(0, o.time - f) * 1e6)
+                        longestHold = max(longestHold, o.time - f)
+                    }
                 }
             }
             let lastOut = outs.map(\.time).max() ?? 0
-            for s in sorted where !s.covered && s.time < lastOut - 0.01 {
+            // Segments that came in shortly before the downstream capture stopped may still have been
+            // in the forwarder (or the queue in front of it): only those older than the longest hold
+            // seen in this flow, plus 10 ms, count as lost.
+            let inFlight = longestHold + 0.01
+            // One ICMP error answers a whole refused super-packet and quotes its first segment: the
+            // missing segments that follow a quoted one back to back (within the forwarder's hold
+            // time) were refused with it.
+            var refusedRun: (end: UInt32, time: Double)?
+            for s in sorted {
+                if s.covered {
+                    refusedRun = nil
+                    continue
+                }
                 if refused.contains(s.start) {
+                    refusedRun = (s.start &+ UInt32(s.length), s.time)
+                } else if let run = refusedRun, run.end == s.start, s.time - run.time <= 0.05 {
+                    refusedRun = (s.start &+ UInt32(s.length), run.time)
+                } else {
+                    refusedRun = nil
+                }
+                guard s.time < lastOut - inFlight else { continue }
+                if refusedRun != nil {
                     c.refusedWithICMP += 1
                 } else {
                     c.droppedSegments += 1

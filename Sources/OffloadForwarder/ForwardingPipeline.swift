@@ -258,7 +258,7 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         _ i: Int, _ original: GROOutputPacket, _ bytes: [UInt8], to egress: borrowing E, back ingress: borrowing B,
         now: UInt64
     ) {
-        let decision = ForwardingDecision.decide(bytes.span.bytes, linkType: .raw, gso: nil, egressMTU: egressMTU,
+        let decision = unsafe ForwardingDecision.decide(bytes.span.bytes, linkType: .raw, gso: nil, egressMTU: egressMTU,
                                                  egressTakesGSO: false)
         switch decision {
         case .passThrough:

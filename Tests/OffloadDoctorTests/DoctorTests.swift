@@ -284,5 +284,13 @@ struct DoctorFindingTests {
         #expect(e.finding(.ackEmitted)?.severity == .critical && e.forwarder.first?.acksEmittedOrChanged == 1)
         let x = try diagnose(lan, dropping)
         #expect(x.forwarder.first?.droppedSegments == 10 && x.finding(.forwarderDropped)?.severity == .warning)
+        // The same missing super-packet answered by one ICMP error quoting its first segment: all ten
+        // segments were refused as too big, none dropped.
+        var refusing = lan
+        let refusedStart: UInt32 = 1000 &+ UInt32(7 * 10 * 1448)
+        refusing.fragmentationNeeded(0.0712, mtu: 1400, quotedLength: 1500, seq: refusedStart)
+        let y = try diagnose(refusing, dropping)
+        #expect(y.forwarder.first?.refusedWithICMP == 10 && y.forwarder.first?.droppedSegments == 0, "\(y.forwarder)")
+        #expect(y.finding(.forwarderDropped) == nil)
     }
 }
