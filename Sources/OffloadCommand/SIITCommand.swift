@@ -14,8 +14,7 @@ struct SIIT: ParsableCommand {
             options are dropped, and the IPv6 side gets DF and ID 0. Packets too big for --mtu after translation \
             are counted as ICMP errors the translator would send. The output is raw IP (LINKTYPE_RAW).
 
-            Not translated yet (dropped and counted): parameter problems with a pointer, redirects and other \
-            ICMP types, fragments, IPv6 extension headers, other \
+            Not translated yet (dropped and counted): redirects and other ICMP types, fragments, IPv6 extension headers, other \
             protocols, UDP over IPv4 without a checksum.
 
             Examples:

@@ -76,8 +76,8 @@ public struct SIITStatistics: Hashable, Sendable {
 /// (packet too big ↔ fragmentation needed with the MTU ± 20, time exceeded, unreachable) and the
 /// header of the packet they quote translated, so the sender on the other side can match them.
 ///
-/// - Note: This first part translates TCP, UDP, ICMP echo and the common ICMP errors, without
-///   fragments. Parameter problems with a pointer, other ICMP types, RFC 4884 extensions, fragments (IPv4 fragments ↔ the IPv6 Fragment header), IPv6
+/// - Note: This first part translates TCP, UDP, ICMP echo and the common ICMP errors (parameter
+///   problems with their pointer moved), without fragments. Other ICMP types, RFC 4884 extensions, fragments (IPv4 fragments ↔ the IPv6 Fragment header), IPv6
 ///   extension headers, EAM (RFC 7757) and RFC 6791 sources are dropped and counted in
 ///   ``SIITStatistics/notTranslated``; they come next.
 public struct SIITStage: Stage {
@@ -417,7 +417,14 @@ enum ICMPTranslation {
             }
             return (2, 0, UInt32(max(1280, mtu + 20)))  // packet too big; IPv6 headers are 20 bytes longer
         case (11, _): return (3, code, 0)  // time exceeded
-        default: return nil  // source quench, redirect, parameter problem (pointer mapping not yet), others
+        case (12, 0), (12, 2):
+            // Parameter problem: the pointer moves to the same field of the IPv6 header (Figure 3);
+            // a field IPv6 does not have (ID, flags, checksum) cannot be pointed at, so it is dropped.
+            let pointer = UInt8(truncatingIfNeeded: rest >> 24)
+            let map: [UInt8: UInt32] = [0: 0, 1: 1, 2: 4, 3: 4, 8: 7, 9: 6, 12: 8, 13: 8, 14: 8, 15: 8, 16: 24, 17: 24,
+                                        18: 24, 19: 24]
+            return map[pointer].map { (4, 0, $0) }
+        default: return nil  // source quench, redirect, a missing option, others
         }
     }
 
@@ -432,7 +439,20 @@ enum ICMPTranslation {
             return (3, 4, UInt32(max(68, mtu)))  // fragmentation needed
         case (3, _): return (11, code, 0)  // time exceeded
         case (4, 1): return (3, 2, 0)  // unrecognised next header: protocol unreachable
-        default: return nil  // parameter problem with a pointer (mapping not yet), others
+        case (4, 0):
+            // Parameter problem: the pointer moves to the same field of the IPv4 header (Figure 6).
+            let pointer: UInt32? = switch rest {
+            case 0: 0
+            case 1: 1
+            case 4, 5: 2
+            case 6: 9
+            case 7: 8
+            case 8..<24: 12
+            case 24..<40: 16
+            default: nil
+            }
+            return pointer.map { (12, 0, $0 << 24) }
+        default: return nil  // an unrecognised option, others
         }
     }
 

@@ -280,6 +280,43 @@ struct SIITStageTests {
         #expect(outside.egress.writes.isEmpty && outside.siit.untranslatableAddress == 1)
     }
 
+    @Test("parameter problem: the pointer moves to the same field in the other header (RFC 7915 Figures 3 and 6)",
+          arguments: [(UInt8(8), UInt32(7)), (9, 6), (12, 8), (16, 24), (2, 4)])
+    func parameterProblem(pointer4: UInt8, pointer6: UInt32) throws {
+        let router = IPv4Address(198, 51, 100, 1)
+        var error = PacketBuilder()
+        error.link = .raw
+        error.source = .v4(router)
+        error.destination = .v4(Self.client4)
+        error.transport = .icmp(type: 12, code: 0, restOfHeader: UInt32(pointer4) << 24)
+        error.payload = Array(original(ipv6: false, length: 100)[0..<28])
+        let v6 = try #require(run([error.frame()], egressMTU: 1500).egress.writes.first?.bytes)
+        let icmp6 = try ICMPMessage(validating: v6.span.bytes.extracting(40...), version6: true)
+        #expect(icmp6.type == 4 && icmp6.code == 0 && icmp6.restOfHeader == pointer6)
+        // And back: the IPv6 pointer returns to the IPv4 field.
+        var back = PacketBuilder()
+        back.link = .raw
+        back.source = .v6(Self.prefix.embedding(router))
+        back.destination = .v6(Self.prefix.embedding(Self.server4))
+        back.transport = .icmp(type: 4, code: 0, restOfHeader: pointer6)
+        back.payload = Array(original(ipv6: true, length: 100)[0..<48])
+        let v4 = try #require(run([back.frame()], egressMTU: 1500).egress.writes.first?.bytes)
+        let expected: UInt8 = pointer4 == 3 ? 2 : pointer4 == 13 ? 12 : pointer4
+        #expect(v4[20] == 12 && v4[21] == 0 && v4[24] == expected)
+    }
+
+    @Test("a parameter problem pointing at a field the other header lacks (the IPv4 ID) is dropped")
+    func parameterProblemWithoutCounterpart() {
+        var error = PacketBuilder()
+        error.link = .raw
+        error.source = .v4(IPv4Address(198, 51, 100, 1))
+        error.destination = .v4(Self.client4)
+        error.transport = .icmp(type: 12, code: 0, restOfHeader: 4 << 24)
+        error.payload = Array(original(ipv6: false, length: 100)[0..<28])
+        let r = run([error.frame()], egressMTU: 1500)
+        #expect(r.egress.writes.isEmpty && r.siit.notTranslated == 1)
+    }
+
     @Test("prefix text and embedding (RFC 6052 §2.4)")
     func prefixText() throws {
         let p = try #require(IPv6Prefix96("64:ff9b::/96"))
