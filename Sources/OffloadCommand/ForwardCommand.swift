@@ -35,6 +35,29 @@ struct Forward: AsyncParsableCommand {
     var ingress: String
     @Option(help: "The TUN device the forwarder writes into (created if missing).")
     var egress: String
+    @Flag(help: "Add the policy routing for --lan and --wan, and remove it on exit.")
+    var setup = false
+    @Option(help: "With --setup: the interface LAN traffic arrives on.")
+    var lan: String?
+    @Option(help: "With --setup: the interface WAN traffic arrives on.")
+    var wan: String?
+    @OptionGroup var dataplane: DataplaneOptions
+
+    func validate() throws {
+        if setup && (lan == nil || wan == nil) { throw ValidationError("--setup needs --lan and --wan") }
+    }
+
+    func run() async throws {
+        let routing: RoutingPlan? = setup ? .policy(lan: lan!, wan: wan!) : nil
+        try await dataplane.run(ingress: ingress, egress: egress, routing: routing, label: "offload.forward") { _ in
+            IdentityStage()
+        }
+    }
+}
+
+/// The options of a TUN dataplane (`offload forward`, `offload siit`): GRO, offloads, batching,
+/// queues, metrics, and how long to run.
+struct DataplaneOptions: ParsableArguments {
     @Option(help: "Egress MTU for the forwarding decision (default: the egress device's MTU).")
     var egressMtu: Int?
     @Option(help: "gro: Linux's rules. lro: UNSAFE greedy merge that black-holes behind a smaller MTU (for the lab).")
@@ -59,19 +82,12 @@ struct Forward: AsyncParsableCommand {
     var icmpSource4 = "192.0.2.254"
     @Option(help: "Source address of ICMPv6 errors.")
     var icmpSource6 = "2001:db8::fe"
-    @Flag(help: "Add the policy routing for --lan and --wan, and remove it on exit.")
-    var setup = false
-    @Option(help: "With --setup: the interface LAN traffic arrives on.")
-    var lan: String?
-    @Option(help: "With --setup: the interface WAN traffic arrives on.")
-    var wan: String?
     @Option(help: "Stop after this many seconds (default: run until SIGINT/SIGTERM).")
     var duration: Double?
     @Option(help: "Write the final counters as JSON to this file at exit.")
     var statsJson: String?
 
     func validate() throws {
-        if setup && (lan == nil || wan == nil) { throw ValidationError("--setup needs --lan and --wan") }
         if let m = egressMtu, m < 576 || m > 65_535 { throw ValidationError("--egress-mtu must be 576...65535") }
         guard batch >= 1 && batch <= 1024 else { throw ValidationError("--batch must be 1...1024") }
         guard queues >= 1 && queues <= 16 else { throw ValidationError("--queues must be 1...16") }
@@ -79,13 +95,17 @@ struct Forward: AsyncParsableCommand {
         guard IPv4Address(icmpSource4) != nil else { throw ValidationError("--icmp-source4: not an IPv4 address") }
         guard IPv6Address(icmpSource6) != nil else { throw ValidationError("--icmp-source6: not an IPv6 address") }
         if let metrics, parseEndpoint(metrics) == nil { throw ValidationError("--metrics wants ADDRESS:PORT") }
+        if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
     }
 
-    func run() async throws {
+    /// Opens the devices, sets them up, and forwards with `makeStage`'s stages until SIGINT/SIGTERM
+    /// or the duration; prints the counters at exit.
+    func run<S: Stage>(ingress: String, egress: String, routing: RoutingPlan?, label: String,
+                       makeStage: @escaping @Sendable (Direction) -> S) async throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
-        let logger = Logger(label: "offload.forward")
+        let logger = Logger(label: label)
         guard getuid() == 0 || FileManager.default.isWritableFile(atPath: "/dev/net/tun") else {
-            throw InputError(message: "forward needs root (or CAP_NET_ADMIN) to create TUN devices")
+            throw InputError(message: "this command needs root (or CAP_NET_ADMIN) to create TUN devices")
         }
         var config = ForwarderConfiguration(ingress: ingress, egress: egress)
         config.egressMTU = egressMtu
@@ -98,8 +118,8 @@ struct Forward: AsyncParsableCommand {
         config.queues = queues
         config.icmpSourceV4 = IPv4Address(icmpSource4)!
         config.icmpSourceV6 = IPv6Address(icmpSource6)!
-        let forwarder: Forwarder<IdentityStage>
-        do { forwarder = try Forwarder(configuration: config, logger: logger) } catch {
+        let forwarder: Forwarder<S>
+        do { forwarder = try Forwarder(configuration: config, logger: logger, makeStage: makeStage) } catch {
             throw InputError(message: "\(error)")
         }
         let names = forwarder.deviceNames
@@ -107,11 +127,11 @@ struct Forward: AsyncParsableCommand {
         if mode == .lro { logger.warning("--mode lro is the UNSAFE greedy merge: expect black holes behind a smaller MTU") }
         var settings = ForwarderLifecycleSettings()
         settings.txqueuelen = txqueuelen
-        if setup, let lan, let wan { settings.routing = (lan, wan) }
+        settings.routing = routing
         settings.metrics = metrics.flatMap(parseEndpoint)
         settings.duration = duration
         settings.statisticsPath = statsJson
-        let lifecycle: ForwarderLifecycle<IdentityStage>
+        let lifecycle: ForwarderLifecycle<S>
         do {
             lifecycle = try ForwarderLifecycle(forwarder: forwarder, settings: settings, logger: logger) { stats in
                 FileHandle.standardError.write(Data(summary(stats).utf8))
@@ -127,7 +147,6 @@ struct Forward: AsyncParsableCommand {
     }
 }
 
-
 func summary(_ stats: [String: ForwarderStatistics]) -> String {
     var text = ""
     for (direction, s) in stats.sorted(by: { $0.key < $1.key }) {
@@ -135,6 +154,13 @@ func summary(_ stats: [String: ForwarderStatistics]) -> String {
             + "\(s.superPacketsOut) super-packets (mean \(String(format: "%.1f", s.meanSegmentsPerSuperPacket)) segments), "
             + "\(s.segmentedInSoftware) segmented, \(s.fragmentsOut) fragments, \(s.icmpSent) ICMP sent, "
             + "\(s.dropped) dropped, \(s.gsoFallbacks) GSO fallbacks, \(s.writeErrors) write errors\n"
+        let stage = s.stage.filter { $0.value > 0 }
+        if !stage.isEmpty {
+            text += "  \(direction) stage: " + stage.map { counter in
+                counter.name + (counter.labels.isEmpty ? "" : "{" + counter.labels.sorted { $0.key < $1.key }
+                    .map { "\($0.key)=\($0.value)" }.joined(separator: ",") + "}") + " \(counter.value)"
+            }.joined(separator: ", ") + "\n"
+        }
     }
     return text
 }

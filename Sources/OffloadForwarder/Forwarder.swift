@@ -239,7 +239,7 @@ struct DirectionWorker<S: Stage>: ~Copyable {
         var lastPublish = DispatchTime.now().uptimeNanoseconds
         while !forwarder.shouldStop {
             guard from.waitReadable(milliseconds: 100) else {
-                forwarder.publish(direction, queue: queue, pipeline.statistics)
+                forwarder.publish(direction, queue: queue, pipeline.snapshot)
                 continue
             }
             batch.removeAll()
@@ -265,10 +265,10 @@ struct DirectionWorker<S: Stage>: ~Copyable {
             }
             pipeline.process(batch, now: now, egress: to, back: from)
             if now - lastPublish > 50_000_000 {
-                forwarder.publish(direction, queue: queue, pipeline.statistics)
+                forwarder.publish(direction, queue: queue, pipeline.snapshot)
                 lastPublish = now
             }
         }
-        forwarder.publish(direction, queue: queue, pipeline.statistics)
+        forwarder.publish(direction, queue: queue, pipeline.snapshot)
     }
 }

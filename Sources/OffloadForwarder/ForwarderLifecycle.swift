@@ -11,8 +11,8 @@ import Synchronization
 public struct ForwarderLifecycleSettings: Sendable {
     /// Transmit queue length for both devices (0 leaves the kernel's).
     public var txqueuelen = 4096
-    /// With a value: apply the policy routing for traffic arriving on these LAN and WAN interfaces.
-    public var routing: (lan: String, wan: String)?
+    /// With a value: the routing to put in place (and remove at exit).
+    public var routing: RoutingPlan?
     /// Serve Prometheus text on this IPv4 address and port.
     public var metrics: (address: String, port: UInt16)?
     /// Stop after this many seconds (nil: until ``ForwarderLifecycle/requestStop()`` or SIGINT/SIGTERM).
@@ -59,11 +59,17 @@ public final class ForwarderLifecycle<S: Stage>: Service, @unchecked Sendable {
                 }
             }
         }
-        if let (lan, wan) = settings.routing {
+        if let plan = settings.routing {
             do {
                 try TUNDevice.bringUp(name: names.ingress)
                 try TUNDevice.bringUp(name: names.egress)
-                try routing.apply(ingress: names.ingress, egress: names.egress, lan: lan, wan: wan)
+                switch plan {
+                case .policy(let lan, let wan):
+                    try routing.apply(ingress: names.ingress, egress: names.egress, lan: lan, wan: wan)
+                case .routes(let intoIngress, let intoEgress):
+                    try routing.applyRoutes(ingress: names.ingress, egress: names.egress, intoIngress: intoIngress,
+                                            intoEgress: intoEgress)
+                }
             } catch {
                 routing.teardown()
                 throw ForwarderSetupError(step: "setup", reason: "\(error)")

@@ -29,6 +29,11 @@ public final class ForwarderMetrics: Sendable {
                             labels: [label, ("group", "\(reason.group)"), ("reason", "\(reason)")], to: s.gro[reason],
                             &last)
                 }
+                for counter in s.stage {
+                    advance(counter.name, help: counter.help,
+                            labels: [label] + counter.labels.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
+                            to: counter.value, &last)
+                }
                 let mean = MetricNameDescriptor(namespace: "offload", metricName: "segments_per_super_packet", unitName: "",
                                                 helpText: "Mean segments per super-packet written.")
                 registry.makeGauge(descriptor: mean, labels: [label]).set(to: s.meanSegmentsPerSuperPacket)

@@ -38,10 +38,12 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
     public var stageDropped = 0
     /// Packets the stage answered (an ICMP error back to the source) instead of forwarding.
     public var stageReplies = 0
-    /// Packets the stage rebuilt whole (`StageVerdict.rewrite`) before forwarding.
+    /// Packets the stage took whole (`StageVerdict.wholePacket`, its slow path).
     public var stageRewrites = 0
     /// The GRO engine's counters.
     public var gro = GROStatistics()
+    /// The stage's own counters (``Stage/counters``), as of the last snapshot.
+    public var stage: [StageCounter] = []
 
     /// Creates zeroed counters.
     public init() {}
@@ -68,6 +70,18 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
         stageReplies += o.stageReplies
         stageRewrites += o.stageRewrites
         gro.add(o.gro)
+        for counter in o.stage {
+            if let k = stage.firstIndex(where: { $0.name == counter.name && $0.labels == counter.labels }) {
+                stage[k].value += counter.value
+            } else {
+                stage.append(counter)
+            }
+        }
+    }
+
+    /// A stage counter's value (0 when the stage has no such counter).
+    public func stageCounter(_ name: String, _ labels: [String: String] = [:]) -> Int {
+        stage.first { $0.name == name && $0.labels == labels }?.value ?? 0
     }
 
     /// Mean segments per super-packet written (0 when none).
@@ -97,7 +111,27 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
             ("not_forwarded", "Multicast, broadcast or link-local packets.", notForwarded),
             ("stage_dropped", "Packets the stage dropped.", stageDropped),
             ("stage_replies", "Packets the stage answered with an error to the source.", stageReplies),
-            ("stage_rewrites", "Packets the stage rebuilt whole before forwarding.", stageRewrites),
+            ("stage_rewrites", "Packets the stage took whole (its slow path).", stageRewrites),
         ]
+    }
+}
+
+/// One counter a ``Stage`` keeps, published as `offload_<name>_total{labels}`.
+public struct StageCounter: Hashable, Sendable, Codable {
+    /// The metric name (`siit_translated`).
+    public var name: String
+    /// Its help text.
+    public var help: String
+    /// Labels (`to="ipv6"`, `reason="untranslatable_address"`).
+    public var labels: [String: String]
+    /// The value.
+    public var value: Int
+
+    /// Creates a counter.
+    public init(_ name: String, help: String, labels: [String: String] = [:], value: Int) {
+        self.name = name
+        self.help = help
+        self.labels = labels
+        self.value = value
     }
 }

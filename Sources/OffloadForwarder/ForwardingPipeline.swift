@@ -34,8 +34,15 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
     public var engine: GROEngine
     /// The stage.
     public var stage: S
-    /// Counters.
+    /// Counters (the stage's own are added by ``snapshot``).
     public var statistics = ForwarderStatistics()
+
+    /// The counters with the stage's own.
+    public var snapshot: ForwarderStatistics {
+        var s = statistics
+        s.stage = stage.counters
+        return s
+    }
     /// Whether super-packets must be segmented before writing (the kernel refused a GSO write).
     public var gsoRefused = false
     let logger: Logger
@@ -119,7 +126,7 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         unsafe header.baseAddress!.copyMemory(from: first.baseAddress!, byteCount: originalHeaderLength)
         var staged = unsafe StagePacket(direction: direction, _headers: header, headerLength: originalHeaderLength,
                                  layout: layout, gso: packet.metadata.gso, checksum: packet.metadata.checksum,
-                                 payloadLength: packet.length - originalHeaderLength,
+                                 payloadLength: packet.length - originalHeaderLength, egressMTU: egressMTU,
                                  _leadingPayload: UnsafeRawBufferPointer(rebasing: first[originalHeaderLength...]))
         switch stage.process(&staged) {
         case .forward:
@@ -131,9 +138,20 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
             statistics.stageReplies += 1
             writeWhole(bytes, to: ingress, icmp: true)
             return
-        case .rewrite(let bytes):
+        case .wholePacket:
             statistics.stageRewrites += 1
-            forwardRewritten(i, packet, bytes, to: egress, back: ingress, now: now)
+            var frame = engine.outputBytes(at: i)
+            finishPartialChecksum(&frame, layout: packet.layout, checksum: packet.metadata.checksum)
+            let result = stage.processWhole(frame, gso: packet.metadata.gso, direction: direction, egressMTU: egressMTU)
+            if result.forward.isEmpty && result.replies.isEmpty { statistics.stageDropped += 1 }
+            for bytes in result.forward {
+                forwardRewritten(i, packet, bytes, originalHeaderLength: originalHeaderLength, to: egress, back: ingress,
+                                 now: now)
+            }
+            for bytes in result.replies {
+                statistics.stageReplies += 1
+                writeWhole(bytes, to: ingress, icmp: true)
+            }
             return
         }
         let headers = unsafe UnsafeMutableRawBufferPointer(rebasing: header[0..<staged.headerLength])
@@ -253,17 +271,23 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
     }
 
     /// A packet the stage built whole: decided on, then forwarded (TTL − 1), fragmented, or answered
-    /// with an ICMP error about the packet as it came in.
+    /// with an ICMP error about the packet as it came in (announcing the MTU less the headers the
+    /// stage added: `originalHeaderLength` is the length of the original's headers).
     mutating func forwardRewritten<E: PacketSink & ~Copyable, B: PacketSink & ~Copyable>(
-        _ i: Int, _ original: GROOutputPacket, _ bytes: [UInt8], to egress: borrowing E, back ingress: borrowing B,
-        now: UInt64
+        _ i: Int, _ original: GROOutputPacket, _ bytes: [UInt8], originalHeaderLength: Int, to egress: borrowing E,
+        back ingress: borrowing B, now: UInt64
     ) {
         let decision = unsafe ForwardingDecision.decide(bytes.span.bytes, linkType: .raw, gso: nil, egressMTU: egressMTU,
                                                  egressTakesGSO: false)
         switch decision {
         case .passThrough:
             statistics.stageDropped += 1  // the stage built something that is not IP: a bug, not forwarded
-        case .tooBig, .timeExceeded:
+        case .tooBig(let mtu):
+            let rewrittenHeaders = unsafe (try? PacketLayout(parsing: bytes.span.bytes, linkType: .raw))?.transportOffset
+            let growth = (rewrittenHeaders ?? originalHeaderLength) - (original.layout?.transportOffset ?? 0)
+            let announced = original.layout?.network == .ipv6 ? max(1280, mtu - growth) : max(68, mtu - growth)
+            routeOriginal(i, original, decision: .tooBig(mtu: announced), back: ingress, now: now)
+        case .timeExceeded:
             routeOriginal(i, original, decision: decision, back: ingress, now: now)
         case .forward, .segment, .fragment:
             send(router.apply(decision, to: bytes, linkType: .raw, gso: nil, now: now), to: egress, back: ingress)

@@ -12,7 +12,7 @@ import Foundation
 /// ``teardown()`` removes the rules; the routes go with the devices.
 public final class RoutingSetup: @unchecked Sendable {
     /// The commands that undo what was done, in order.
-    public private(set) var undo: [[String]] = []
+    public internal(set) var undo: [[String]] = []
     /// The commands run, for the log and `--print-setup`.
     public private(set) var applied: [String] = []
 
@@ -88,6 +88,33 @@ public final class RoutingSetup: @unchecked Sendable {
         guard process.terminationStatus == 0 else {
             let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             throw SetupError(command: command.joined(separator: " "), message: message)
+        }
+    }
+}
+
+/// The routing a forwarder process puts in place with `--setup`.
+public enum RoutingPlan: Sendable, Hashable {
+    /// A router between two networks: policy rules send what arrives on `lan` into the ingress
+    /// device and what arrives on `wan` into the egress device (``RoutingSetup/apply(ingress:egress:lan:wan:table:)``).
+    case policy(lan: String, wan: String)
+    /// A translator or tunnel: routes for these prefixes (either family) into each device
+    /// (``RoutingSetup/applyRoutes(ingress:egress:intoIngress:intoEgress:)``).
+    case routes(intoIngress: [String], intoEgress: [String])
+}
+
+extension RoutingSetup {
+    /// Routes `intoIngress` prefixes into the ingress device and `intoEgress` ones into the egress
+    /// device (`ip route replace PREFIX dev DEVICE`), with forwarding on; ``teardown()`` deletes them.
+    public func applyRoutes(ingress: String, egress: String, intoIngress: [String], intoEgress: [String]) throws {
+        try writeSysctl("net/ipv4/ip_forward", "1")
+        try writeSysctl("net/ipv6/conf/all/forwarding", "1")
+        for name in ["all", "default", ingress, egress] { try? writeSysctl("net/ipv4/conf/\(name)/rp_filter", "0") }
+        for (prefixes, device) in [(intoIngress, ingress), (intoEgress, egress)] {
+            for prefix in prefixes {
+                let family = prefix.contains(":") ? "-6" : "-4"
+                try run(["ip", family, "route", "replace", prefix, "dev", device])
+                undo.insert(["ip", family, "route", "del", prefix, "dev", device], at: 0)
+            }
         }
     }
 }

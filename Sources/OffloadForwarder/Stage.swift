@@ -42,6 +42,8 @@ public struct StagePacket {
     public var checksum: ChecksumState
     /// The payload bytes after the headers.
     public let payloadLength: Int
+    /// The MTU of the device the packet is written to (a stage that fragments needs it).
+    public let egressMTU: Int
     /// The payload bytes that lie in the same piece as the headers: all of it for a packet that was
     /// not merged (ICMP errors, control packets), none or part of it for a super-packet.
     let _leadingPayload: UnsafeRawBufferPointer
@@ -87,10 +89,26 @@ public enum StageVerdict: Hashable, Sendable {
     /// Drop it and send these bytes back out of the device it came from (an ICMP error the
     /// stage built, say for a packet it cannot translate); counted as `stage_replies`.
     case reply([UInt8])
-    /// Send these bytes (a whole IP packet the stage built, say an ICMP error translated with the
-    /// packet it quotes) instead: the forwarding decision and the write follow, as for `.forward`.
-    /// For rare packets only: it costs a copy; counted as `stage_rewrites`.
-    case rewrite([UInt8])
+    /// The stage needs the packet whole: the pipeline gathers it (headers and payload, checksums
+    /// complete) and calls ``Stage/processWhole(_:gso:direction:egressMTU:)``, then forwards what
+    /// that returns. The slow path, for rare packets (ICMP errors, fragments, packets a stage must
+    /// cut up): it costs a copy; counted as `stage_rewrites`.
+    case wholePacket
+}
+
+/// What a stage made of a packet it took whole.
+public struct StageRewrite: Hashable, Sendable {
+    /// Whole IP packets to forward instead (the forwarding decision, TTL − 1 and the write follow;
+    /// ICMP errors for those too big quote the packet as it came in).
+    public var forward: [[UInt8]]
+    /// Whole IP packets to send back out of the device the packet came from (ICMP errors).
+    public var replies: [[UInt8]]
+
+    /// Creates a result.
+    public init(forward: [[UInt8]] = [], replies: [[UInt8]] = []) {
+        self.forward = forward
+        self.replies = replies
+    }
 }
 
 /// A transformation a ``Forwarder`` applies to every packet and super-packet between GRO and the
@@ -113,6 +131,14 @@ public protocol Stage: SendableMetatype {
     /// Processes one packet or super-packet.
     mutating func process(_ packet: inout StagePacket) -> StageVerdict
 
+    /// Processes a packet whole, after ``process(_:)`` asked for it (``StageVerdict/wholePacket``):
+    /// `packet` is the IP packet (a super-packet with its `gso` facts, checksums complete) as it
+    /// came in. The default forwards nothing: a stage that asks must implement it.
+    mutating func processWhole(_ packet: [UInt8], gso: GSOInfo?, direction: Direction, egressMTU: Int) -> StageRewrite
+
+    /// The stage's own counters, published with the forwarder's (read at each snapshot, every 50 ms).
+    var counters: [StageCounter] { get }
+
     /// Whether packets the pipeline cannot parse (not IP, malformed) go on unchanged, as a router
     /// forwards what it does not understand (true by default), or are dropped, as a translator or
     /// a tunnel must: the other side could not read them either.
@@ -122,6 +148,14 @@ public protocol Stage: SendableMetatype {
 extension Stage {
     /// Routers pass what they do not understand.
     public var passesUnparsedPackets: Bool { true }
+
+    /// No counters of its own.
+    public var counters: [StageCounter] { [] }
+
+    /// Forwards nothing (a stage that never asks for packets whole needs no slow path).
+    public mutating func processWhole(_ packet: [UInt8], gso: GSOInfo?, direction: Direction, egressMTU: Int)
+        -> StageRewrite
+    { StageRewrite() }
 }
 
 /// The stage that changes nothing: `offload forward` as a plain router.

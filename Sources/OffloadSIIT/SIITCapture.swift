@@ -4,19 +4,17 @@ import OffloadEngine
 import OffloadForwarder
 import OffloadWire
 
-/// What ``SIITCapture/translate(input:output:prefix:egressMTU:)`` did.
+/// What ``SIITCapture/translate(input:output:configuration:mtu4:mtu6:)`` did.
 public struct SIITCaptureReport: Codable, Hashable, Sendable {
     /// Records read.
     public var packetsIn = 0
     /// Packets written (translated, and forwarded as a router would: TTL − 1).
     public var written = 0
-    /// Translated IPv4 → IPv6 and IPv6 → IPv4.
-    public var toIPv6 = 0, toIPv4 = 0
-    /// ICMP errors the translator would have sent back (too big for `egressMTU`, TTL expired).
+    /// ICMP errors the translator would have sent back (too big for the MTU, TTL expired, UDP
+    /// without a checksum, refused extension headers); written too, after the packet they answer.
     public var icmpErrors = 0
-    /// Packets the translator dropped: outside the prefix, UDP without a checksum, or not yet
-    /// translated (ICMP, fragments, IPv6 extension headers, other protocols).
-    public var untranslatableAddress = 0, udpWithoutChecksum = 0, notTranslated = 0
+    /// The translation stage's counters (per outcome, drops by reason).
+    public var translation = SIITStatistics()
     /// IP packets whose headers do not parse (dropped: a translator cannot pass them on).
     public var malformed = 0
     /// Records that are not IP (ARP and the like).
@@ -25,31 +23,78 @@ public struct SIITCaptureReport: Codable, Hashable, Sendable {
     public var snapped = 0
 }
 
+/// The translator's dataplane without devices: one ``ForwardingPipeline`` per family (IPv4 in,
+/// written to an IPv6 side of MTU `mtu6`; IPv6 in, to an IPv4 side of MTU `mtu4`), each packet
+/// translated, decided on and written as `offload siit` on TUN devices would. For captures and tests.
+public struct SIITOfflineDataplane: ~Copyable {
+    var fromIPv4: ForwardingPipeline<SIITStage>
+    var fromIPv6: ForwardingPipeline<SIITStage>
+    let forwarded = RecordingSink(takesVirtioHeaders: false)
+    let returned = RecordingSink(takesVirtioHeaders: false)
+    var batch = PacketBatch(packetCapacity: 1, byteCapacity: 1 << 17)
+
+    /// Creates the dataplane. ICMP errors the forwarder itself sends (too big, time exceeded) come
+    /// from the configuration's own addresses.
+    public init(configuration: SIITConfiguration, mtu4: Int = 65_535, mtu6: Int = 65_535) {
+        var gro = GROConfiguration()
+        gro.tcp = false  // one packet in, one packet out: nothing is merged offline
+        gro.udp = false
+        func pipeline(_ mtu: Int) -> ForwardingPipeline<SIITStage> {
+            ForwardingPipeline(direction: .lanToWan, gro: gro, egressMTU: mtu, icmpSourceV4: configuration.ownIPv4,
+                               icmpSourceV6: configuration.ownIPv6, virtioHeaders: false,
+                               stage: SIITStage(configuration: configuration), logger: Logger(label: "offload.siit"))
+        }
+        fromIPv4 = pipeline(mtu6)
+        fromIPv6 = pipeline(mtu4)
+    }
+
+    /// Translates one IP packet (from its IP header): what goes on to the other side, and what goes
+    /// back to the packet's source (ICMP errors).
+    public mutating func translate(_ packet: [UInt8], now: UInt64 = 0) -> (forwarded: [[UInt8]], returned: [[UInt8]]) {
+        batch.removeAll()
+        batch.append(packet, metadata: PacketMetadata(linkType: .raw, checksum: .unverified))
+        if packet.first.map({ $0 >> 4 }) == 6 {
+            fromIPv6.process(batch, now: now, egress: forwarded, back: returned)
+        } else {
+            fromIPv4.process(batch, now: now, egress: forwarded, back: returned)
+        }
+        defer {
+            forwarded.record.writes.removeAll(keepingCapacity: true)
+            returned.record.writes.removeAll(keepingCapacity: true)
+        }
+        return (forwarded.writes.map(\.bytes), returned.writes.map(\.bytes))
+    }
+
+    /// The translation counters of both directions.
+    public var translation: SIITStatistics {
+        var s = fromIPv4.stage.statistics
+        s.add(fromIPv6.stage.statistics)
+        return s
+    }
+
+    /// The forwarding counters of both directions.
+    public var forwarding: ForwarderStatistics {
+        var s = fromIPv4.statistics
+        s.add(fromIPv6.statistics)
+        return s
+    }
+}
+
 /// Translates a capture offline with ``SIITStage`` through the forwarder's pipeline (no devices),
 /// so that every rule can be checked from files.
 public enum SIITCapture {
     /// Reads `input` (any link type the wire layer knows), translates each IP packet, and writes the
-    /// results to `output` as raw IP (`LINKTYPE_RAW`: the link header cannot say both families).
-    /// Packets are translated one by one (no GRO), as they were captured.
+    /// results (and the ICMP errors the translator would send back) to `output` as raw IP
+    /// (`LINKTYPE_RAW`: one link header cannot say both families). Packets are translated one by
+    /// one (no GRO), as they were captured.
     /// - Throws: ``CaptureError`` for an unreadable or corrupt input, or an unwritable output; the
     ///   packets before a damaged record are written first.
-    public static func translate(input: String, output: String, prefix: IPv6Prefix96, egressMTU: Int = 65_535)
-        throws(CaptureError) -> SIITCaptureReport
-    {
+    public static func translate(input: String, output: String, configuration: SIITConfiguration,
+                                 mtu4: Int = 65_535, mtu6: Int = 65_535) throws(CaptureError) -> SIITCaptureReport {
         var reader = try CaptureReader(path: input)
         var writer = try CaptureWriter(path: output, format: .pcap(nanosecond: true, bigEndian: false),
                                        interfaces: [CaptureInterface(linkType: .raw)])
-        var gro = GROConfiguration()
-        gro.tcp = false  // one packet in, one packet out: nothing is merged offline
-        gro.udp = false
-        var pipeline = ForwardingPipeline(direction: .lanToWan, gro: gro, egressMTU: egressMTU,
-                                          icmpSourceV4: IPv4Address(192, 0, 2, 254),
-                                          icmpSourceV6: IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe),
-                                          virtioHeaders: false, stage: SIITStage(prefix: prefix),
-                                          logger: Logger(label: "offload.siit"))
-        let egress = RecordingSink(takesVirtioHeaders: false)
-        let back = RecordingSink(takesVirtioHeaders: false)
-        var batch = PacketBatch(packetCapacity: 1, byteCapacity: 1 << 17)
+        var dataplane = SIITOfflineDataplane(configuration: configuration, mtu4: mtu4, mtu6: mtu6)
         var report = SIITCaptureReport()
         var failure: CaptureError?
         while true {
@@ -70,25 +115,17 @@ public enum SIITCapture {
                 report.notIP += 1
                 continue
             }
-            batch.removeAll()
-            batch.append(Array(packet.bytes[n...]), metadata: PacketMetadata(linkType: .raw, checksum: .unverified))
-            pipeline.process(batch, now: packet.info.timestamp, egress: egress, back: back)
-            for write in egress.record.writes {
-                try writer.writePacket(write.bytes, timestamp: packet.info.timestamp)
+            let (forwarded, returned) = dataplane.translate(Array(packet.bytes[n...]), now: packet.info.timestamp)
+            for bytes in forwarded + returned {
+                try writer.writePacket(bytes, timestamp: packet.info.timestamp)
                 report.written += 1
             }
-            egress.record.writes.removeAll(keepingCapacity: true)
-            back.record.writes.removeAll(keepingCapacity: true)
+            report.icmpErrors += returned.count
         }
         try writer.flush()
-        let s = pipeline.stage.statistics
-        report.toIPv6 = s.toIPv6
-        report.toIPv4 = s.toIPv4
-        report.untranslatableAddress = s.untranslatableAddress
-        report.udpWithoutChecksum = s.udpWithoutChecksum
-        report.notTranslated = s.notTranslated
-        report.icmpErrors = pipeline.statistics.icmpSent + pipeline.statistics.icmpSuppressed
-        report.malformed = pipeline.statistics.stageDropped - s.untranslatableAddress - s.udpWithoutChecksum - s.notTranslated
+        report.translation = dataplane.translation
+        let forwarding = dataplane.forwarding
+        report.malformed = max(0, forwarding.stageDropped - report.translation.droppedTotal)
         if let failure { throw failure }
         return report
     }

@@ -193,6 +193,35 @@ public struct IPv4HeaderRepr: Hashable, Sendable {
     }
 }
 
+extension IPv4HeaderRepr {
+    /// Writes the header (with its checksum, without options) over the first 20 bytes of `buffer`,
+    /// without allocating: the in-place path of a stage that rewrites headers.
+    /// - Precondition: `buffer.count >= 20` and no options.
+    @inlinable public func write(to buffer: UnsafeMutableRawBufferPointer) {
+        precondition(unsafe buffer.count >= 20 && options.isEmpty, "a 20-byte header without options")
+        let flags: UInt16 = (dontFragment ? 0x4000 : 0) | (moreFragments ? 0x2000 : 0) | UInt16(fragmentOffset & 0x1FFF)
+        let fields: (UInt16, UInt16, UInt16, UInt16, UInt16, UInt16, UInt16, UInt16, UInt16) = (
+            UInt16(0x45) << 8 | UInt16(typeOfService), UInt16(truncatingIfNeeded: totalLength), identification, flags,
+            UInt16(timeToLive) << 8 | UInt16(protocolNumber.rawValue), UInt16(truncatingIfNeeded: source.rawValue >> 16),
+            UInt16(truncatingIfNeeded: source.rawValue), UInt16(truncatingIfNeeded: destination.rawValue >> 16),
+            UInt16(truncatingIfNeeded: destination.rawValue))
+        var sum = UInt32(fields.0) + UInt32(fields.1) + UInt32(fields.2) + UInt32(fields.3) + UInt32(fields.4)
+            + UInt32(fields.5) + UInt32(fields.6) + UInt32(fields.7) + UInt32(fields.8)
+        sum = (sum & 0xFFFF) + (sum >> 16)
+        sum = (sum & 0xFFFF) + (sum >> 16)
+        let checksum = ~UInt16(truncatingIfNeeded: sum)
+        // Safe: the precondition guarantees 20 bytes.
+        unsafe buffer.storeBytes(of: fields.0.bigEndian, toByteOffset: 0, as: UInt16.self)
+        unsafe buffer.storeBytes(of: fields.1.bigEndian, toByteOffset: 2, as: UInt16.self)
+        unsafe buffer.storeBytes(of: fields.2.bigEndian, toByteOffset: 4, as: UInt16.self)
+        unsafe buffer.storeBytes(of: fields.3.bigEndian, toByteOffset: 6, as: UInt16.self)
+        unsafe buffer.storeBytes(of: fields.4.bigEndian, toByteOffset: 8, as: UInt16.self)
+        unsafe buffer.storeBytes(of: checksum.bigEndian, toByteOffset: 10, as: UInt16.self)
+        unsafe buffer.storeBytes(of: source.rawValue.bigEndian, toByteOffset: 12, as: UInt32.self)
+        unsafe buffer.storeBytes(of: destination.rawValue.bigEndian, toByteOffset: 16, as: UInt32.self)
+    }
+}
+
 extension IPv4Packet {
     /// The first byte of a header without options: version 4, IHL 5.
     @inlinable public static var versionAndMinimumHeaderLength: UInt8 { 0x45 }

@@ -174,6 +174,24 @@ public struct IPv6HeaderRepr: Hashable, Sendable {
     }
 }
 
+extension IPv6HeaderRepr {
+    /// Writes the 40-byte header over the start of `buffer`, without allocating.
+    /// - Precondition: `buffer.count >= 40`.
+    @inlinable public func write(to buffer: UnsafeMutableRawBufferPointer) {
+        precondition(unsafe buffer.count >= 40, "a 40-byte header")
+        let first = UInt32(6) << 28 | UInt32(trafficClass) << 20 | (flowLabel & 0xF_FFFF)
+        // Safe: the precondition guarantees 40 bytes.
+        unsafe buffer.storeBytes(of: first.bigEndian, toByteOffset: 0, as: UInt32.self)
+        unsafe buffer.storeBytes(of: UInt16(truncatingIfNeeded: payloadLength).bigEndian, toByteOffset: 4, as: UInt16.self)
+        unsafe buffer[6] = nextHeader.rawValue
+        unsafe buffer[7] = hopLimit
+        unsafe buffer.storeBytes(of: source.high.bigEndian, toByteOffset: 8, as: UInt64.self)
+        unsafe buffer.storeBytes(of: source.low.bigEndian, toByteOffset: 16, as: UInt64.self)
+        unsafe buffer.storeBytes(of: destination.high.bigEndian, toByteOffset: 24, as: UInt64.self)
+        unsafe buffer.storeBytes(of: destination.low.bigEndian, toByteOffset: 32, as: UInt64.self)
+    }
+}
+
 extension IPv6Packet {
     /// Byte offsets of the IPv6 fixed header's fields, from the start of the header (RFC 8200 §3).
     public enum Field {

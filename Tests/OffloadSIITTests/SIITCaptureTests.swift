@@ -7,7 +7,7 @@ import Testing
 
 @Suite("offload siit: a capture translated offline")
 struct SIITCaptureTests {
-    static let prefix = IPv6Prefix96(IPv6Address(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0))!
+    static let prefix = RFC6052Prefix(IPv6Prefix(IPv6Address(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0), length: 96)!)!
 
     func path(_ name: String) -> String {
         FileManager.default.temporaryDirectory.appendingPathComponent("siit-\(getpid())-\(name)").path
@@ -17,7 +17,7 @@ struct SIITCaptureTests {
     func makeInput(_ name: String) throws -> String {
         var frames: [[UInt8]] = []
         var tcp4 = PacketBuilder()
-        tcp4.payloadLength = 1000
+        tcp4.payloadLength = 1400
         frames.append(tcp4.frame())
         var udp4 = tcp4
         udp4.udp = true
@@ -50,9 +50,11 @@ struct SIITCaptureTests {
         let input = try makeInput("translate")
         let output = path("out.pcap")
         defer { for p in [input, output] { try? FileManager.default.removeItem(atPath: p) } }
-        let report = try SIITCapture.translate(input: input, output: output, prefix: Self.prefix)
-        #expect(report.packetsIn == 7 && report.written == 3 && report.toIPv6 == 2 && report.toIPv4 == 1)
-        #expect(report.untranslatableAddress == 1 && report.notTranslated == 1 && report.notIP == 1 && report.snapped == 1)
+        let report = try SIITCapture.translate(input: input, output: output, configuration: SIITConfiguration(pool6: Self.prefix))
+        #expect(report.packetsIn == 7 && report.written == 3 && report.translation.toIPv6 == 2
+            && report.translation.toIPv4 == 1)
+        #expect(report.translation.dropped[.untranslatableAddress] == 1 && report.translation.dropped[.icmpNotTranslated] == 1)
+        #expect(report.notIP == 1 && report.snapped == 1)
         var reader = try CaptureReader(path: output)
         var families: [Bool] = []
         while let p = try reader.next() {
@@ -89,12 +91,15 @@ struct SIITCaptureTests {
         let (status, text) = shell("\(offload) siit --pool6 2001:db8:64::/96 --json \(input) \(output) 2>/dev/null")
         #expect(status == 0, "\(text)")
         let report = try JSONDecoder().decode(SIITCaptureReport.self, from: Data(text.utf8))
-        #expect(report.written == 3 && report.toIPv4 == 1)
-        // Behind a 1280-byte MTU the 1000-byte IPv4 segment (1052 bytes) grows to 1072 and still fits.
-        let small = shell("\(offload) siit --pool6 2001:db8:64::/96 --mtu 1060 --json \(input) \(output) 2>/dev/null")
+        #expect(report.written == 3 && report.translation.toIPv4 == 1)
+        // Behind a 1460-byte IPv6 MTU the 1452-byte IPv4 segment (DF) grows to 1472 and does not fit:
+        // "fragmentation needed" goes back (and is written too).
+        let small = shell("\(offload) siit --pool6 2001:db8:64::/96 --mtu6 1460 --json \(input) \(output) 2>/dev/null")
         let tooBig = try JSONDecoder().decode(SIITCaptureReport.self, from: Data(small.output.utf8))
-        #expect(tooBig.icmpErrors == 1 && tooBig.written == 2)
-        #expect(shell("\(offload) siit --pool6 2001:db8:64::/64 \(input) \(output)").status == 2)
+        #expect(tooBig.icmpErrors == 1 && tooBig.written == 3)
+        #expect(shell("\(offload) siit --pool6 2001:db8:64::/80 \(input) \(output)").status == 2)
+        #expect(shell("\(offload) siit --pool6 2001:db8:64::/96 --eam 2001:db8::/120=192.0.2.0/23 \(input) \(output)").status == 2)
+        #expect(shell("\(offload) siit --pool6 2001:db8:64::/96 --ingress a \(input) \(output)").status == 2)
         #expect(shell("\(offload) siit --pool6 2001:db8:64::/96 /nonexistent \(output)").status == 1)
     }
 }

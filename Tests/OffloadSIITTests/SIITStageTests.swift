@@ -11,7 +11,7 @@ struct SIITStageTests {
     static let server4 = IPv4Address(198, 51, 100, 7)
     /// A network-specific prefix: the well-known 64:ff9b::/96 is checksum-neutral (RFC 6052 §2.1),
     /// so with it a translator that forgot to adjust checksums would pass these tests.
-    static let prefix = IPv6Prefix96(IPv6Address(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0))!
+    static let prefix = RFC6052Prefix(IPv6Prefix(IPv6Address(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0), length: 96)!)!
 
     func segments(_ count: Int, ipv6: Bool, payload: Int, udp: Bool = false, flags: TCPFlags = .ack) -> [[UInt8]] {
         (0..<count).map { i in
@@ -160,19 +160,22 @@ struct SIITStageTests {
     }
 
     @Test("untranslatable: an IPv6 address outside the prefix, UDP without a checksum; counted and dropped")
-    func untranslatable() {
+    func untranslatable() throws {
         var outside = PacketBuilder()
         outside.link = .raw
         outside.ipv6 = true  // 2001:db8::1 is not in 2001:db8:64::/96
         let r = run([outside.frame()], egressMTU: 1500)
-        #expect(r.egress.writes.isEmpty && r.siit.untranslatableAddress == 1 && r.forwarder.stageDropped == 1)
+        #expect(r.egress.writes.isEmpty && r.siit.dropped[.untranslatableAddress] == 1 && r.forwarder.stageDropped == 1)
         var noChecksum = PacketBuilder()
         noChecksum.link = .raw
         noChecksum.udp = true
         noChecksum.zeroUDPChecksum = true
         noChecksum.payloadLength = 100
         let u = run([noChecksum.frame()], egressMTU: 1500)
-        #expect(u.egress.writes.isEmpty && u.siit.udpWithoutChecksum == 1)
+        #expect(u.egress.writes.isEmpty && u.siit.dropped[.udpWithoutChecksum] == 1)
+        // RFC 7915 §4.5: answered with "communication administratively prohibited" from the translator.
+        let answer = try #require(u.back.writes.first?.bytes)
+        #expect(answer[9] == 1 && answer[20] == 3 && answer[21] == 13)
     }
 
     @Test("ICMP echo: 8/0 ↔ 128/129, the checksum gains or loses the IPv6 pseudo-header; errors are not translated yet")
@@ -209,7 +212,7 @@ struct SIITStageTests {
         redirect.transport = .icmp(type: 5, code: 1, restOfHeader: 0)  // redirects are not translated
         redirect.payload = Array(ping.frame()[0..<28])
         let dropped = run([redirect.frame()], egressMTU: 1500)
-        #expect(dropped.egress.writes.isEmpty && dropped.siit.notTranslated == 1)
+        #expect(dropped.egress.writes.isEmpty && dropped.siit.dropped[.icmpNotTranslated] == 1)
     }
 
     /// A TCP packet of `length` bytes from the client (IPv4 or IPv6 side), whose first bytes an error quotes.
@@ -275,9 +278,10 @@ struct SIITStageTests {
         let exceeded = try #require(run([error.frame()], egressMTU: 1500).egress.writes.first?.bytes)
         #expect(exceeded[20] == 11 && exceeded[21] == 0)
 
-        error.source = .v6(IPv6Address(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1))  // a router outside the prefix
-        let outside = run([error.frame()], egressMTU: 1500)
-        #expect(outside.egress.writes.isEmpty && outside.siit.untranslatableAddress == 1)
+        // A router outside the prefix: RFC 6791, the error comes from the translator's own address.
+        error.source = .v6(IPv6Address(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1))
+        let outside = try #require(run([error.frame()], egressMTU: 1500).egress.writes.first?.bytes)
+        #expect(IPv4Address(rawValue: outside.loadBigEndian(UInt32.self, at: 12)) == SIITConfiguration().ownIPv4)
     }
 
     @Test("parameter problem: the pointer moves to the same field in the other header (RFC 7915 Figures 3 and 6)",
@@ -314,18 +318,28 @@ struct SIITStageTests {
         error.transport = .icmp(type: 12, code: 0, restOfHeader: 4 << 24)
         error.payload = Array(original(ipv6: false, length: 100)[0..<28])
         let r = run([error.frame()], egressMTU: 1500)
-        #expect(r.egress.writes.isEmpty && r.siit.notTranslated == 1)
+        #expect(r.egress.writes.isEmpty && r.siit.dropped[.icmpNotTranslated] == 1)
     }
 
-    @Test("prefix text and embedding (RFC 6052 §2.4)")
+    @Test("RFC 6052 §2.4's examples: 192.0.2.33 in each prefix length, and back")
     func prefixText() throws {
-        let p = try #require(IPv6Prefix96("64:ff9b::/96"))
-        #expect(p == .wellKnown && p.description == "64:ff9b::/96")
-        #expect(p.embedding(IPv4Address(192, 0, 2, 33)).description == "64:ff9b::c000:221")
-        #expect(p.extracting(try #require(IPv6Address("64:ff9b::c000:221"))) == IPv4Address(192, 0, 2, 33))
-        #expect(p.extracting(try #require(IPv6Address("64:ff9c::c000:221"))) == nil)
+        let examples = [("2001:db8::/32", "2001:db8:c000:221::"), ("2001:db8:100::/40", "2001:db8:1c0:2:21::"),
+                        ("2001:db8:122::/48", "2001:db8:122:c000:2:2100::"), ("2001:db8:122:300::/56", "2001:db8:122:3c0:0:221::"),
+                        ("2001:db8:122:344::/64", "2001:db8:122:344:c0:2:2100:0"), ("2001:db8:122:344::/96", "2001:db8:122:344::192.0.2.33"),
+                        ("64:ff9b::/96", "64:ff9b::192.0.2.33")]
+        let v4 = IPv4Address(192, 0, 2, 33)
+        for (prefixText, embedded) in examples {
+            let p = try #require(RFC6052Prefix(prefixText))
+            let expected = try #require(IPv6Address(embedded))
+            #expect(p.embedding(v4) == expected, "\(prefixText)")
+            #expect(p.extracting(expected) == v4, "\(prefixText)")
+            #expect(p.description == prefixText)
+        }
+        #expect(RFC6052Prefix.wellKnown.extracting(try #require(IPv6Address("64:ff9c::c000:221"))) == nil)
         // The well-known prefix is checksum-neutral: its words sum to 0xFFFF (ones' complement zero).
-        #expect(IPv6Address(high: p.high, low: UInt64(p.middle) << 32).wordSum.value == 0xFFFF)
-        #expect(IPv6Prefix96("64:ff9b::/64") == nil && IPv6Prefix96("64:ff9b::1/96") == nil)
+        #expect(RFC6052Prefix.wellKnown.prefix.address.wordSum.value == 0xFFFF)
+        // Lengths RFC 6052 does not allow, host bits, a non-zero u octet.
+        #expect(RFC6052Prefix("64:ff9b::/80") == nil && RFC6052Prefix("64:ff9b::1/96") == nil)
+        #expect(RFC6052Prefix("2001:db8:0:0:ff00::/96") == nil)
     }
 }
