@@ -141,7 +141,7 @@ struct DataplaneOptions: ParsableArguments {
         }
         // SIGINT and SIGTERM are a graceful shutdown: the forwarder stops, tears down and writes its counters.
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [.init(service: lifecycle)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: [.init(service: lifecycle, successTerminationBehavior: .gracefullyShutdownGroup)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         print(summary(lifecycle.finalStatistics), terminator: "")
     }

@@ -48,11 +48,12 @@ final class Lab {
     var server: String { "\(prefix)-server" }
     let dir: String
 
-    init() throws {
+    /// `siit`: the client has only IPv6, the server only IPv4.
+    init(siit: Bool = false) throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try sh("\(packageRoot)/scripts/netns-topology.sh down \(prefix)")
-        let (status, out) = try sh("\(packageRoot)/scripts/netns-topology.sh up \(prefix)")
+        let (status, out) = try sh("\(packageRoot)/scripts/netns-topology.sh up \(prefix)\(siit ? " siit" : "")")
         guard status == 0 else { throw LabError("topology: \(out)") }
     }
 
@@ -71,6 +72,29 @@ final class Lab {
         throw LabError("forwarder did not start: \((try? String(contentsOfFile: "\(dir)/forward.log", encoding: .utf8)) ?? "")")
     }
 
+    /// Starts `offload siit` on the gateway: `siit6` on the IPv6 side, `siit4` on the IPv4 side, the
+    /// IPv4 server seen from IPv6 through `pool6`, the IPv6 client seen from IPv4 through an EAM entry.
+    func startTranslator(_ arguments: [String] = []) throws {
+        guard let offload = offloadExecutable else { throw LabError("offload executable not found") }
+        try? FileManager.default.removeItem(atPath: "\(dir)/stats.json")
+        let command = ["setsid", "ip", "netns", "exec", gateway, offload, "siit", "--ingress", "siit6", "--egress", "siit4",
+                       "--pool6", Self.pool6, "--eam", "fd77:1::/120=\(Self.clientIPv4Prefix)", "--setup",
+                       "--route4", Self.clientIPv4Prefix, "--stats-json", "\(dir)/stats.json", "--duration", "150"]
+            + arguments
+        try sh(command.joined(separator: " ") + " > \(dir)/forward.log 2>&1 < /dev/null &")
+        for _ in 0..<100 {
+            if let (_, routes) = try? sh("ip -n \(gateway) -4 route"), routes.contains("\(Self.clientIPv4Prefix) dev siit4") { return }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw LabError("translator did not start: \((try? String(contentsOfFile: "\(dir)/forward.log", encoding: .utf8)) ?? "")")
+    }
+
+    /// The translator's RFC 6052 prefix, and the server (10.77.2.2) and the client as the other side sees them.
+    static let pool6 = "2001:db8:64::/96"
+    static let serverSeenFromIPv6 = "2001:db8:64::a4d:202"
+    static let clientIPv4Prefix = "198.18.1.0/24"
+    static let clientSeenFromIPv4 = "198.18.1.2"
+
     /// Stops the forwarder and returns its final counters.
     func stopForwarder() throws -> [String: ForwarderStatistics] {
         try sh("pkill -TERM -f '[s]tats-json \(dir)/stats.json' || true")
@@ -83,13 +107,15 @@ final class Lab {
     }
 
     /// Sends `megabytes` of random data from `sender` to `receiver` (bounded in time); returns
-    /// whether the received file is identical, and the bytes received.
+    /// whether the received file is identical, and the bytes received. `receiverIPv6` says the
+    /// receiver's family when a translator sits between them.
     func transfer(megabytes: Int, from sender: String, to receiver: String, address: String, ipv6: Bool,
-                  seconds: Int = 40) throws -> (identical: Bool, received: Int) {
+                  receiverIPv6: Bool? = nil, seconds: Int = 40) throws -> (identical: Bool, received: Int) {
         let family = ipv6 ? "TCP6" : "TCP4"
+        let listenFamily = (receiverIPv6 ?? ipv6) ? "TCP6" : "TCP4"
         let host = ipv6 ? "[\(address)]" : address
         try sh("head -c \(megabytes * 1_000_000) /dev/urandom > \(dir)/send.bin; rm -f \(dir)/recv.bin")
-        try sh("setsid ip netns exec \(receiver) timeout \(seconds + 5) socat -u \(family)-LISTEN:5001,reuseaddr "
+        try sh("setsid ip netns exec \(receiver) timeout \(seconds + 5) socat -u \(listenFamily)-LISTEN:5001,reuseaddr "
             + "OPEN:\(dir)/recv.bin,creat,trunc > /dev/null 2>&1 < /dev/null &")
         Thread.sleep(forTimeInterval: 0.3)
         let start = Date()

@@ -1,0 +1,95 @@
+import Foundation
+import OffloadForwarder
+import OffloadTestSupport
+import Testing
+
+/// `offload siit` between two TUN devices, with the kernel's TCP at both ends: an IPv6-only client
+/// and an IPv4-only server that reach each other only through the translator.
+@Suite("offload siit between an IPv6-only client and an IPv4-only server", .serialized)
+struct SIITNetnsTests {
+    @Test("64 MB each way intact (IPv6 client -> IPv4 server, and IPv4 -> IPv6); super-packets translated whole")
+    func integrity() throws { try exclusiveNetwork { try integrityBody() } }
+    func integrityBody() throws {
+        if skipWithoutNetns() { return }
+        let lab = try Lab(siit: true)
+        try lab.startTranslator()
+        let up = try lab.transfer(megabytes: 64, from: lab.client, to: lab.server, address: Lab.serverSeenFromIPv6, ipv6: true)
+        #expect(up.identical, "IPv6 client -> IPv4 server: \(up.received) bytes")
+        let down = try lab.transfer(megabytes: 64, from: lab.server, to: lab.client, address: Lab.clientSeenFromIPv4, ipv6: false,
+                                     receiverIPv6: true)
+        #expect(down.identical, "IPv4 server -> IPv6 client: \(down.received) bytes")
+        let stats = try lab.stopForwarder()
+        let toIPv4 = try #require(stats["lan_to_wan"])
+        let toIPv6 = try #require(stats["wan_to_lan"])
+        #expect(toIPv4.stageCounter("siit_translated", ["to": "ipv4"]) > 1000)
+        #expect(toIPv6.stageCounter("siit_translated", ["to": "ipv6"]) > 1000)
+        #expect(toIPv4.stageCounter("siit_super_packets") > 100 && toIPv6.stageCounter("siit_super_packets") > 100,
+                "super-packets translated in place: \(toIPv4.stageCounter("siit_super_packets")), \(toIPv6.stageCounter("siit_super_packets"))")
+        #expect(toIPv4.meanSegmentsPerSuperPacket >= 4 && toIPv6.meanSegmentsPerSuperPacket >= 4)
+        #expect(toIPv4.writeErrors == 0 && toIPv6.writeErrors == 0)
+        #expect(try sh("ip -n \(lab.gateway) -4 route").1.contains("siit4") == false, "the routes were not removed")
+    }
+
+    @Test("IPv4 side MTU 1400: the kernel's fragmentation needed comes back as packet too big (MTU + 20), the transfer completes")
+    func smallerIPv4MTU() throws { try exclusiveNetwork { try smallerIPv4MTUBody() } }
+    func smallerIPv4MTUBody() throws {
+        if skipWithoutNetns() { return }
+        let lab = try Lab(siit: true)
+        // A smaller link the endpoints do not see (the server still says MSS 1460): the kernel on the
+        // gateway answers the translated 1480-byte IPv4 segments with "fragmentation needed" (1400).
+        try sh("ip -n \(lab.gateway) link set g1 mtu 1400")
+        try lab.startTranslator()
+        let up = try lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: Lab.serverSeenFromIPv6, ipv6: true)
+        #expect(up.identical, "\(up.received) bytes")
+        // The client learnt the path MTU from the translated error: 1400 + 20.
+        let (_, cache) = try sh("ip -n \(lab.client) -6 route get \(Lab.serverSeenFromIPv6)")
+        #expect(cache.contains("mtu 1420"), "\(cache)")
+        let stats = try lab.stopForwarder()
+        let back = try #require(stats["wan_to_lan"])
+        #expect(back.stageCounter("siit_errors_translated") >= 1)
+    }
+
+    @Test("UDP from the IPv4 side without DF: its fragments become IPv6 fragments the client reassembles")
+    func fragmentedUDP() throws { try exclusiveNetwork { try fragmentedUDPBody() } }
+    func fragmentedUDPBody() throws {
+        if skipWithoutNetns() { return }
+        let lab = try Lab(siit: true)
+        try lab.startTranslator()
+        try sh("head -c 3000 /dev/urandom > \(lab.dir)/datagram.bin; rm -f \(lab.dir)/received.bin")
+        try sh("setsid ip netns exec \(lab.client) timeout 8 socat -u UDP6-RECV:5002 OPEN:\(lab.dir)/received.bin,creat,trunc "
+            + "> /dev/null 2>&1 < /dev/null &")
+        Thread.sleep(forTimeInterval: 0.3)
+        try sh("ip netns exec \(lab.server) socat -u OPEN:\(lab.dir)/datagram.bin UDP4-SENDTO:\(Lab.clientSeenFromIPv4):5002")
+        var same = false
+        for _ in 0..<40 where !same {
+            Thread.sleep(forTimeInterval: 0.1)
+            same = (try? sh("cmp \(lab.dir)/datagram.bin \(lab.dir)/received.bin").0) == 0
+        }
+        try sh("pkill -f '[U]DP6-RECV:5002' || true")
+        #expect(same, "the 3000-byte datagram did not arrive whole")
+        let stats = try lab.stopForwarder()
+        let toIPv6 = try #require(stats["wan_to_lan"])
+        #expect(toIPv6.stageCounter("siit_fragments_made") >= 3, "IPv4 fragments of 1480 bytes cut to 1280-byte IPv6 ones")
+    }
+
+    @Test("ping both ways and traceroute across the translator")
+    func pingAndTraceroute() throws { try exclusiveNetwork { try pingAndTracerouteBody() } }
+    func pingAndTracerouteBody() throws {
+        if skipWithoutNetns() { return }
+        let lab = try Lab(siit: true)
+        try lab.startTranslator()
+        #expect(try sh("ip netns exec \(lab.client) ping -c 3 -i 0.2 -W 1 \(Lab.serverSeenFromIPv6)").0 == 0)
+        #expect(try sh("ip netns exec \(lab.server) ping -c 3 -i 0.2 -W 1 \(Lab.clientSeenFromIPv4)").0 == 0)
+        if (try? sh("command -v traceroute").0) == 0 {
+            // Every hop answers: the gateway, the translator (its own address), the gateway's IPv4 side
+            // (a translated time exceeded), and the server.
+            let (status, trace) = try sh("ip netns exec \(lab.client) traceroute -n -w 1 -q 1 -m 6 \(Lab.serverSeenFromIPv6)",
+                                         timeout: 30)
+            #expect(status == 0 && !trace.contains("*") && trace.contains(Lab.serverSeenFromIPv6), "\(trace)")
+        } else {
+            print("traceroute part skipped: traceroute is not installed")
+        }
+        let stats = try lab.stopForwarder()
+        #expect((stats["wan_to_lan"]?.stageCounter("siit_errors_translated") ?? 0) >= 1, "time exceeded translated")
+    }
+}
