@@ -18,6 +18,9 @@ struct Lab: ParsableCommand {
               3  offload forward, offloads off (no virtio headers: no GRO, no GSO)
               4  offload forward, GRO + GSO
               5  offload forward --mode lro (the greedy merge that black-holes)
+              6  Tayga translating an IPv6-only client to an IPv4-only server (when installed)
+              7  offload siit, offloads off, the same client and server
+              8  offload siit, GRO + GSO
             each with the gateway's egress MTU equal to the ingress MTU and smaller (--egress-mtu, a tunnel's \
             overhead; the senders set DF, as Linux does). The table shows per-flow goodput, Jain's fairness \
             index, retransmissions, the longest stall (no data for whole --interval periods) and the forwarder's \
@@ -26,13 +29,13 @@ struct Lab: ParsableCommand {
             Needs root, /dev/net/tun, iproute2 and iperf3 (and tcpdump for --capture).
 
             Examples:
-              sudo offload lab                                   # all scenarios, IPv4, 5 s each (about 2 minutes)
+              sudo offload lab                                   # all scenarios, IPv4, 5 s each (about 3 minutes)
               sudo offload lab --scenarios 3,4,5 --seconds 2 --json
               sudo offload lab --family both --report lab.html --capture lab-captures/
             """)
 
-    @Option(help: ArgumentHelp("Scenarios to run, comma-separated (1-5).", valueName: "list"))
-    var scenarios = "1,2,3,4,5"
+    @Option(help: ArgumentHelp("Scenarios to run, comma-separated (1-8).", valueName: "list"))
+    var scenarios = "1,2,3,4,5,6,7,8"
     @Option(help: "The smaller egress MTU (a tunnel's).")
     var egressMtu = 1400
     @Option(help: "Which egress MTUs: both, equal (1500) or smaller (--egress-mtu).")
@@ -65,7 +68,7 @@ struct Lab: ParsableCommand {
             let parts = scenarios.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             let list = try parts.map { part -> LabScenario in
                 guard let n = Int(part), let s = LabScenario(rawValue: n) else {
-                    throw ValidationError("--scenarios: '\(part)' is not a scenario number 1-5")
+                    throw ValidationError("--scenarios: '\(part)' is not a scenario number 1-8")
                 }
                 return s
             }

@@ -94,6 +94,30 @@ public enum LabPresentation {
                           + "forwarder with offloads off.\n", on.family, on.ingressMTU, on.egressMTU,
                           on.totalGoodputMbps / off.totalGoodputMbps)
         }
+        for mtu in Set(rows.map(\.egressMTU)).sorted() {
+            guard let siit = rows.first(where: { $0.scenario == .translatorGRO && $0.egressMTU == mtu }),
+                siit.totalGoodputMbps > 0
+            else { continue }
+            var parts: [String] = []
+            if let tayga = rows.first(where: { $0.scenario == .tayga && $0.egressMTU == mtu }), tayga.totalGoodputMbps > 0 {
+                parts.append(String(format: "%.1f× Tayga's", siit.totalGoodputMbps / tayga.totalGoodputMbps))
+            }
+            if let off = rows.first(where: { $0.scenario == .translatorOffloadsOff && $0.egressMTU == mtu }),
+                off.totalGoodputMbps > 0
+            {
+                parts.append(String(format: "%.1f× the same translator's with offloads off", siit.totalGoodputMbps / off.totalGoodputMbps))
+            }
+            if let kernel = rows.first(where: { $0.scenario == .kernelNoGRO && $0.family == 4 && $0.egressMTU == mtu }),
+                kernel.totalGoodputMbps > 0
+            {
+                parts.append(String(format: "%.2f× the kernel forwarding plain IPv4 with GRO off",
+                                    siit.totalGoodputMbps / kernel.totalGoodputMbps))
+            }
+            if !parts.isEmpty {
+                out += "- MTU \(siit.ingressMTU)→\(mtu): offload siit with GRO+GSO (IPv6 client → IPv4 server) moves "
+                    + parts.joined(separator: ", ") + " goodput.\n"
+            }
+        }
         return out
     }
 

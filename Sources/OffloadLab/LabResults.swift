@@ -13,6 +13,12 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
     case forwarderGRO = 4
     /// `offload forward --mode lro`: the greedy merge that loses the segment size.
     case forwarderLRO = 5
+    /// Tayga translating an IPv6-only client's traffic to an IPv4-only server (when installed).
+    case tayga = 6
+    /// `offload siit` without virtio headers: the translator with no offloads.
+    case translatorOffloadsOff = 7
+    /// `offload siit` with GRO and GSO.
+    case translatorGRO = 8
 
     /// A short name for the table.
     public var name: String {
@@ -22,16 +28,26 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
         case .forwarderOffloadsOff: "offload, offloads off"
         case .forwarderGRO: "offload, GRO+GSO"
         case .forwarderLRO: "offload --mode lro"
+        case .tayga: "tayga, v6→v4"
+        case .translatorOffloadsOff: "siit, offloads off, v6→v4"
+        case .translatorGRO: "siit, GRO+GSO, v6→v4"
         }
     }
 
     /// Whether `offload forward` runs on the gateway.
-    public var usesForwarder: Bool { rawValue >= 3 }
+    public var usesForwarder: Bool { (3...5).contains(rawValue) }
+
+    /// Whether a translator runs on the gateway between an IPv6-only client and an IPv4-only server
+    /// (such a row runs once per MTU, whatever the families asked for).
+    public var isTranslator: Bool { rawValue >= 6 }
+
+    /// Whether `offload siit` runs on the gateway.
+    public var usesTranslator: Bool { rawValue >= 7 }
 
     /// The forwarder's extra arguments.
     var forwarderArguments: [String] {
         switch self {
-        case .forwarderOffloadsOff: ["--no-vnet-hdr"]
+        case .forwarderOffloadsOff, .translatorOffloadsOff: ["--no-vnet-hdr"]
         case .forwarderLRO: ["--mode", "lro"]
         default: []
         }

@@ -37,8 +37,11 @@ public struct LabConfiguration: Sendable {
         self.scratch = scratch
     }
 
-    /// How many rows it will produce.
-    public var rowCount: Int { scenarios.count * egressMTUs.count * families.count }
+    /// How many rows it will produce (translator rows run once per MTU).
+    public var rowCount: Int {
+        let translators = scenarios.filter(\.isTranslator).count
+        return (scenarios.count - translators) * egressMTUs.count * families.count + translators * egressMTUs.count
+    }
 }
 
 /// Runs the lab: one fresh topology per row, torn down after the row whatever happens.
@@ -77,6 +80,13 @@ public final class LabRunner {
         for family in configuration.families {
             for mtu in configuration.egressMTUs {
                 for scenario in configuration.scenarios {
+                    // A translator row is IPv6 client -> IPv4 server whatever the family: run it once.
+                    if scenario.isTranslator && family != configuration.families[0] { continue }
+                    if scenario == .tayga && !isInstalled("tayga") {
+                        progress("skipped scenario 6: tayga is not installed (apt-get install tayga)")
+                        continue
+                    }
+                    let family = scenario.isTranslator ? 6 : family
                     rowIndex += 1
                     progress("[\(rowIndex)/\(configuration.rowCount)] \(scenario.rawValue) \(scenario.name), IPv\(family), "
                         + "MTU \(configuration.ingressMTU) -> \(mtu), \(configuration.flows) flows, "
@@ -103,7 +113,10 @@ public final class LabRunner {
         var children: [BackgroundProcess] = []
         defer { for child in children.reversed() { child.stop() } }
         do {
-            try topology.up(egressMTU: egressMTU, gatewayGRO: scenario == .kernelGRO, scratch: c.scratch)
+            // The translators get the kernel's GRO on the gateway's ingress: what they are built for
+            // (super-packets arrive whole); Tayga's TUN has no offloads, so the kernel segments for it.
+            try topology.up(egressMTU: egressMTU, gatewayGRO: scenario == .kernelGRO || scenario.isTranslator,
+                            translator: scenario.isTranslator, scratch: c.scratch)
             let tag = "row\(rowIndex)"
             let statsPath = "\(c.scratch)/\(tag)-forwarder.json"
             var forwarder: BackgroundProcess?
@@ -119,10 +132,28 @@ public final class LabRunner {
                     RoutingSetup.isApplied(ruleListing: (try? runChecked(["ip", "-n", topology.gateway, "rule"], scratch: c.scratch)) ?? "")
                 }
             }
+            if scenario.usesTranslator {
+                let f = try BackgroundProcess(
+                    ["ip", "netns", "exec", topology.gateway, c.offloadExecutable, "siit", "--ingress", "siit6",
+                     "--egress", "siit4", "--pool6", LabTopology.translatorPool6, "--eam",
+                     "fd77:1::/120=\(LabTopology.clientIPv4Prefix)", "--setup", "--route4", LabTopology.clientIPv4Prefix,
+                     "--egress-mtu", "\(egressMTU)", "--stats-json", statsPath, "--duration", "\(Int(c.seconds) + 90)"]
+                        + scenario.forwarderArguments,
+                    log: "\(c.scratch)/\(tag)-translator.log")
+                children.append(f)
+                forwarder = f
+                try waitFor("the translator's routes", timeout: 10, log: f) {
+                    ((try? runChecked(["ip", "-n", topology.gateway, "-4", "route"], scratch: c.scratch)) ?? "")
+                        .contains("\(LabTopology.clientIPv4Prefix) dev siit4")
+                }
+            } else if scenario == .tayga {
+                children.append(try startTayga(topology, tag: tag))
+            }
             var dumps: [BackgroundProcess] = []
             if let dir = c.captureDirectory {
                 let slug = "\(scenario.rawValue)-v\(family)-mtu\(egressMTU)"
-                let sides = [("lan", "g0"), ("wan", scenario.usesForwarder ? "ofw1" : "g1")]
+                let wan = scenario.usesForwarder ? "ofw1" : scenario.usesTranslator ? "siit4" : scenario == .tayga ? "tayga0" : "g1"
+                let sides = [("lan", "g0"), ("wan", wan)]
                 row.captures = []
                 for (side, device) in sides {
                     let file = "\(dir)/scenario\(slug)-\(side)-\(device).pcap"
@@ -145,14 +176,15 @@ public final class LabRunner {
                                  scratch: c.scratch))?.contains("5201") == true
             }
             let report = "\(c.scratch)/\(tag)-client.json"
-            let address = LabTopology.serverAddress(ipv6: family == 6)
+            let address = scenario.isTranslator ? LabTopology.serverSeenFromIPv6 : LabTopology.serverAddress(ipv6: family == 6)
             let (status, output) = try runCommand(
                 ["ip", "netns", "exec", topology.client, "iperf3", "-c", address, "-p", "5201", "-t", formatSeconds(c.seconds),
                  "-P", "\(c.flows)", "-i", interval, "-J", "--get-server-output", "--connect-timeout", "3000",
                  "--logfile", report],
                 timeout: c.seconds + 15, scratch: c.scratch)
-            if scenario.usesForwarder {
-                row.ingressQueueDrops = transmitDrops(device: "ofw0", namespace: topology.gateway, scratch: c.scratch)
+            if scenario.usesForwarder || scenario.usesTranslator {
+                row.ingressQueueDrops = transmitDrops(device: scenario.usesForwarder ? "ofw0" : "siit6",
+                                                      namespace: topology.gateway, scratch: c.scratch)
             }
             // Captures end before the forwarder does: its devices vanish with it.
             for dump in dumps { dump.stop() }
@@ -187,6 +219,27 @@ public final class LabRunner {
         row.retransmits = row.flows.reduce(0) { $0 + $1.retransmits }
         row.longestStallMilliseconds = row.flows.map(\.longestStallMilliseconds).max() ?? 0
         return row
+    }
+
+    /// Starts Tayga on the gateway: its TUN device `tayga0`, the translator rows' prefix, a static
+    /// map for the client, and the routes for both families into it.
+    private func startTayga(_ topology: LabTopology, tag: String) throws -> BackgroundProcess {
+        let c = configuration
+        let dir = "\(c.scratch)/\(tag)-tayga"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let conf = "\(dir)/tayga.conf"
+        let text = ["tun-device tayga0", "ipv4-addr 198.18.1.254", "prefix \(LabTopology.translatorPool6)",
+                    "map 198.18.1.2 fd77:1::2", "data-dir \(dir)", ""].joined(separator: "\n")
+        try text.write(toFile: conf, atomically: true, encoding: .utf8)
+        try runChecked(["ip", "netns", "exec", topology.gateway, "tayga", "-c", conf, "--mktun"], scratch: c.scratch)
+        for command in [["link", "set", "tayga0", "up"], ["route", "add", LabTopology.clientIPv4Prefix, "dev", "tayga0"],
+                        ["-6", "route", "add", LabTopology.translatorPool6, "dev", "tayga0"]] {
+            try runChecked(["ip", "-n", topology.gateway] + command, scratch: c.scratch)
+        }
+        let tayga = try BackgroundProcess(["ip", "netns", "exec", topology.gateway, "tayga", "-c", conf, "--nodetach"],
+                                          log: "\(c.scratch)/\(tag)-tayga.log")
+        Thread.sleep(forTimeInterval: 0.5)
+        return tayga
     }
 
     /// tcpdump's closing "N packets dropped by kernel", if it printed one.

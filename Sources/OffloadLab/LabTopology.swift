@@ -33,8 +33,15 @@ public struct LabTopology: Sendable {
     /// A topology for scenario run `index` of this process.
     public init(run index: Int) { prefix = "olab\(getpid())s\(index)" }
 
-    /// Builds it.
-    func up(egressMTU: Int, gatewayGRO: Bool, scratch: String) throws {
+    /// The translator rows' prefix: the IPv4 server as the IPv6 client sees it.
+    public static let translatorPool6 = "2001:db8:64::/96"
+    /// The server (10.77.2.2) through ``translatorPool6``.
+    public static let serverSeenFromIPv6 = "2001:db8:64::a4d:202"
+    /// The IPv4 prefix the IPv6 client appears as (an EAM entry for `fd77:1::/120`).
+    public static let clientIPv4Prefix = "198.18.1.0/24"
+
+    /// Builds it. `translator`: the client gets only its IPv6 address and the server only its IPv4 one.
+    func up(egressMTU: Int, gatewayGRO: Bool, translator: Bool = false, scratch: String) throws {
         let ip = { (args: String) in
             _ = try runChecked(["ip"] + args.split(separator: " ").map(String.init), scratch: scratch)
         }
@@ -48,14 +55,14 @@ public struct LabTopology: Sendable {
         try ip("link add \(prefix)a type veth peer name \(prefix)b")
         try ip("link set \(prefix)a netns \(gateway) name g1")
         try ip("link set \(prefix)b netns \(server) name s0")
-        try ip("-n \(client) addr add 10.77.1.2/24 dev c0")
+        if !translator { try ip("-n \(client) addr add 10.77.1.2/24 dev c0") }
         try ip("-n \(client) addr add fd77:1::2/64 dev c0 nodad")
         try ip("-n \(gateway) addr add 10.77.1.1/24 dev g0")
         try ip("-n \(gateway) addr add fd77:1::1/64 dev g0 nodad")
         try ip("-n \(gateway) addr add 10.77.2.1/24 dev g1")
         try ip("-n \(gateway) addr add fd77:2::1/64 dev g1 nodad")
         try ip("-n \(server) addr add 10.77.2.2/24 dev s0")
-        try ip("-n \(server) addr add fd77:2::2/64 dev s0 nodad")
+        if !translator { try ip("-n \(server) addr add fd77:2::2/64 dev s0 nodad") }
         for (ns, dev) in [(client, "c0"), (gateway, "g0"), (gateway, "g1"), (server, "s0")] {
             try ip("-n \(ns) link set \(dev) up")
             let gro = dev == "g0" && gatewayGRO ? "on" : "off"
@@ -63,10 +70,10 @@ public struct LabTopology: Sendable {
             _ = try? runCommand(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", gro],
                          scratch: scratch)
         }
-        try ip("-n \(client) route add default via 10.77.1.1")
+        if !translator { try ip("-n \(client) route add default via 10.77.1.1") }
         try ip("-n \(client) -6 route add default via fd77:1::1")
         try ip("-n \(server) route add default via 10.77.2.1")
-        try ip("-n \(server) -6 route add default via fd77:2::1")
+        if !translator { try ip("-n \(server) -6 route add default via fd77:2::1") }
         if egressMTU < 1500 {
             // A locked route MTU, not the link's: the gateway forwards at most egressMTU towards the
             // server (and says so with ICMP), while the server's 1500-byte replies still arrive.
