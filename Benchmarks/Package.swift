@@ -34,6 +34,8 @@ let package = Package(
                 "CChecksumReference", "OffloadBenchmarkSupport",
                 .product(name: "OffloadWire", package: "swift-offload"),
                 .product(name: "OffloadEngine", package: "swift-offload"),
+                .product(name: "OffloadForwarder", package: "swift-offload"),
+                .product(name: "OffloadSIIT", package: "swift-offload"),
             ],
             swiftSettings: speed),
         .executableTarget(

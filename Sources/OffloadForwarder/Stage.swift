@@ -79,6 +79,23 @@ public struct StagePacket {
     }
 }
 
+extension StagePacket {
+    /// Runs `body` with a stage packet over `headers` (a packet's headers, with free room after
+    /// `headerLength` for headers that grow): to test or measure a stage without a pipeline. What
+    /// the stage wrote stays in `headers`.
+    public static func withPacket<R>(
+        headers: inout [UInt8], headerLength: Int, layout: PacketLayout, gso: GSOInfo?, checksum: ChecksumState,
+        payloadLength: Int, egressMTU: Int, direction: Direction = .lanToWan, _ body: (inout StagePacket) -> R
+    ) -> R {
+        unsafe headers.withUnsafeMutableBytes { buffer in
+            var packet = unsafe StagePacket(direction: direction, _headers: buffer, headerLength: headerLength,
+                                            layout: layout, gso: gso, checksum: checksum, payloadLength: payloadLength,
+                                            egressMTU: egressMTU, _leadingPayload: UnsafeRawBufferPointer(start: nil, count: 0))
+            return body(&packet)
+        }
+    }
+}
+
 /// What a stage decided for a packet.
 public enum StageVerdict: Hashable, Sendable {
     /// Send it on (with the headers as the stage left them): the forwarding decision, GSO and

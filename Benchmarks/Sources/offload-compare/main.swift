@@ -3,7 +3,9 @@
 //   - per-packet header parse cost;
 //   - the GRO engine on the DPDK anchor's cases (1, 8, 64 interleaved flows, 1024 flows, all-PSH),
 //     with checksums trusted and with software verification;
-//   - GSO of a 45 × 1448-byte super-packet, with and without complete checksums.
+//   - GSO of a 45 × 1448-byte super-packet, with and without complete checksums;
+//   - SIIT translation: the stage's in-place path per packet or super-packet (the same cost: the
+//     headers only), and the whole-packet path it falls back to, per packet.
 // Output: a table for people and `result <name> <value>` lines for scripts/bench-vs-dpdk.sh.
 // Usage: swift run -c release offload-compare [--quick]
 
@@ -11,6 +13,8 @@ import CChecksumReference
 import Foundation
 import OffloadBenchmarkSupport
 import OffloadEngine
+import OffloadForwarder
+import OffloadSIIT
 import OffloadWire
 
 let quick = CommandLine.arguments.contains("--quick")
@@ -115,12 +119,58 @@ for checksum in [OutputChecksum.partial, .complete] where wanted("gso") {
     report("gso_\(checksum == .partial ? "nocsum" : "csum")_ns_per_segment", ns, "ns/segment")
 }
 
+// MARK: SIIT
+print("# SIIT: a TCP packet's headers translated in place (IPv4 <-> IPv6), and the whole-packet path")
+/// In a function: locals, not main.swift's top-level (main-actor) variables, whose every access
+/// would be measured too.
+func benchmarkSIIT(ipv6: Bool) {
+    let siitPrefix = RFC6052Prefix("2001:db8:64::/96")!
+    var builder = PacketBuilder()
+    builder.link = .raw
+    if ipv6 {
+        builder.source = .v6(siitPrefix.embedding(IPv4Address(192, 0, 2, 1)))
+        builder.destination = .v6(siitPrefix.embedding(IPv4Address(198, 51, 100, 7)))
+    }
+    builder.payloadLength = 1448
+    let frame = builder.frame()
+    let layout = try! PacketLayout(parsing: frame.span.bytes, linkType: .raw)
+    let headerLength = layout.payloadOffset
+    let original = Array(frame[..<headerLength]) + [UInt8](repeating: 0, count: 64)
+    var headers = original
+    let family = ipv6 ? "6to4" : "4to6"
+    for segments in [1, 45] {
+        var stage = SIITStage(prefix: siitPrefix)
+        let gso = segments == 1 ? nil : GSOInfo(kind: ipv6 ? .tcpv6 : .tcpv4, segmentSize: 1448, segmentCount: segments)
+        let ns = median(measure(seconds: seconds, runs: runs) {
+            headers.withUnsafeMutableBytes { h in original.withUnsafeBytes { h.copyMemory(from: $0) } }
+            let verdict = StagePacket.withPacket(headers: &headers, headerLength: headerLength, layout: layout, gso: gso,
+                                                 checksum: .partial, payloadLength: 1448 * segments, egressMTU: 1500) {
+                stage.process(&$0)
+            }
+            precondition(verdict == .forward)
+            return 1
+        })
+        report("siit_\(family)_in_place_\(segments == 1 ? "packet" : "super_packet_45")_ns", ns,
+               segments == 1 ? "ns/packet" : "ns/super-packet (\(String(format: "%.2f", ns / 45)) ns per wire packet)")
+    }
+    var translator = SIITTranslator(configuration: SIITConfiguration(pool6: siitPrefix))
+    let ns = median(measure(seconds: seconds, runs: runs) {
+        guard case .translated(let out) = translator.translate(frame) else { preconditionFailure() }
+        consume(out)
+        return 1
+    })
+    report("siit_\(family)_whole_packet_ns", ns, "ns/packet (the slow path: copies the 1500-byte packet)")
+}
+for ipv6 in [false, true] where wanted("siit") { benchmarkSIIT(ipv6: ipv6) }
+
 // MARK: A machine yardstick in the same run (as the DPDK anchor prints)
-let block = [UInt8](repeating: 1, count: 1448)
-var target = [UInt8](repeating: 0, count: 1448)
-let memcpyNs = median(measure(seconds: seconds, runs: runs) {
-    target.withUnsafeMutableBytes { dst in block.withUnsafeBytes { src in dst.copyMemory(from: src) } }
-    consume(target[7])
-    return 1
-})
-report("memcpy_1448B_hot_ns", memcpyNs, "ns")
+func memcpyYardstick() -> Double {
+    let block = [UInt8](repeating: 1, count: 1448)
+    var target = [UInt8](repeating: 0, count: 1448)
+    return median(measure(seconds: seconds, runs: runs) {
+        target.withUnsafeMutableBytes { dst in block.withUnsafeBytes { src in dst.copyMemory(from: src) } }
+        consume(target[7])
+        return 1
+    })
+}
+report("memcpy_1448B_hot_ns", memcpyYardstick(), "ns")
