@@ -82,7 +82,7 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "OffloadSIITTests",
                     dependencies: ["OffloadSIIT", "OffloadForwarder", "OffloadEngine", "OffloadWire", "OffloadCapture",
-                                   "OffloadTestSupport"],
+                                   "OffloadDoctor", "OffloadTestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "OffloadLabTests", dependencies: ["OffloadLab", "OffloadReport", "OffloadTestSupport"],
                     swiftSettings: swiftSettings),

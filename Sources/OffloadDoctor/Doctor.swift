@@ -78,6 +78,10 @@ public struct DoctorOptions: Sendable {
     public var stallThreshold = 0.2
     /// Flows with fewer data packets are left out of fairness (control connections).
     public var bulkFlowMinimumPackets = 50
+    /// For captures on both sides of an IPv4/IPv6 translator: the IPv4 address an IPv6 address
+    /// stands for (its RFC 6052 prefix and EAM table), so that a flow is followed across the
+    /// translator. nil: addresses are compared as they are.
+    public var ipv4ForIPv6: (@Sendable (IPv6Address) -> IPv4Address?)?
 
     /// The defaults.
     public init() {}
@@ -127,7 +131,9 @@ public enum Doctor {
         var comparisons: [ForwarderComparison] = []
         if summaries.count >= 2 {
             for i in 0..<(summaries.count - 1) {
-                guard let c = compare(summaries[i].packets, summaries[i + 1].packets, first: i, second: i + 1) else { continue }
+                guard let c = compare(summaries[i].packets, summaries[i + 1].packets, first: i, second: i + 1,
+                                      ipv4ForIPv6: options.ipv4ForIPv6)
+                else { continue }
                 comparisons.append(c)
                 findings += forwarderFindings(c)
             }
@@ -249,14 +255,26 @@ public enum Doctor {
         return findings
     }
 
-    /// Matches two captures by flow and sequence.
-    static func compare(_ a: [PacketSummary], _ b: [PacketSummary], first: Int, second: Int) -> ForwarderComparison? {
+    /// Matches two captures by flow and sequence. With `ipv4ForIPv6`, IPv6 addresses that stand
+    /// for IPv4 ones are compared as those (the two sides of a translator).
+    static func compare(_ a: [PacketSummary], _ b: [PacketSummary], first: Int, second: Int,
+                        ipv4ForIPv6: (@Sendable (IPv6Address) -> IPv4Address?)? = nil) -> ForwarderComparison? {
         struct Segment { var start: UInt32, length: Int, time: Double, number: Int, covered = false }
+        /// A flow in the terms both captures share.
+        func common(_ key: FlowKey) -> FlowKey {
+            guard let ipv4ForIPv6 else { return key }
+            var k = key
+            if case .v6(let s) = k.source, let v4 = ipv4ForIPv6(s) { k.source = .v4(v4) }
+            if case .v6(let d) = k.destination, let v4 = ipv4ForIPv6(d) { k.destination = .v4(v4) }
+            if k.transport == .icmpv6 { k.transport = .icmp }
+            return k
+        }
         func dataByFlow(_ packets: [PacketSummary]) -> [FlowKey: [Segment]] {
             var out: [FlowKey: [Segment]] = [:]
             for p in packets {
                 guard let t = p.tcp, t.payloadLength > 0 else { continue }
-                out[t.flow, default: []].append(Segment(start: t.sequence, length: t.payloadLength, time: p.time, number: p.number))
+                out[common(t.flow), default: []].append(Segment(start: t.sequence, length: t.payloadLength, time: p.time,
+                                                                number: p.number))
             }
             return out
         }
@@ -362,7 +380,7 @@ public enum Doctor {
                 guard let t = p.tcp, t.payloadLength == 0, t.flags.contains(.ack),
                     t.flags.intersection([.syn, .fin, .rst]).isEmpty
                 else { return nil }
-                return (AckKey(flow: t.flow, seq: t.sequence, ack: t.acknowledgment, window: t.window,
+                return (AckKey(flow: common(t.flow), seq: t.sequence, ack: t.acknowledgment, window: t.window,
                                flags: t.flags.rawValue), p.number, p.time)
             }
         }

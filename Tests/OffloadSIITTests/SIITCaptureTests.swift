@@ -1,5 +1,6 @@
 import Foundation
 import OffloadCapture
+import OffloadDoctor
 import OffloadSIIT
 import OffloadTestSupport
 import OffloadWire
@@ -181,5 +182,57 @@ struct SIITTsharkTests {
             checked += 1
         }
         if checked == 0 { print("skipped: ../shared/corpus not found beside the project") }
+    }
+}
+
+/// `offload doctor` on captures taken on both sides of the translator.
+@Suite("offload doctor follows a flow across the translator")
+struct SIITDoctorTests {
+    @Test("IPv6 side and IPv4 side (merged by GRO): matched through the prefix, nothing lost; without it, nothing matches")
+    func acrossTheTranslator() throws {
+        let prefix = RFC6052Prefix("2001:db8:64::/96")!
+        let client = prefix.embedding(IPv4Address(192, 0, 2, 1))
+        let server = prefix.embedding(IPv4Address(198, 51, 100, 7))
+        var frames: [[UInt8]] = []
+        for i in 0..<60 {
+            var data = PacketBuilder()
+            data.source = .v6(client)
+            data.destination = .v6(server)
+            data.sequence = 1000 + UInt32(i * 1200)
+            data.ack = 1
+            data.payloadLength = 1200
+            frames.append(data.frame())
+            if i % 2 == 1 {
+                var ack = PacketBuilder()
+                ack.source = .v6(server)
+                ack.destination = .v6(client)
+                ack.sourcePort = data.destinationPort
+                ack.destinationPort = data.sourcePort
+                ack.sequence = 1
+                ack.ack = data.sequence + 1200
+                ack.payloadLength = 0
+                frames.append(ack.frame())
+            }
+        }
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("siit-doctor-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let v6 = "\(scratch)/v6.pcap", v4 = "\(scratch)/v4.pcap", merged = "\(scratch)/v4-merged.pcapng"
+        var writer = try CaptureWriter(path: v6, format: .pcap(nanosecond: true, bigEndian: false),
+                                       interfaces: [CaptureInterface(linkType: .ethernet)])
+        for (i, f) in frames.enumerated() { try writer.writePacket(f, timestamp: 1_000_000_000 + UInt64(i) * 10_000) }
+        try writer.flush()
+        _ = try SIITCapture.translate(input: v6, output: v4, configuration: SIITConfiguration(pool6: prefix))
+        _ = try coalesceCapture(input: v4, output: merged)
+
+        var options = DoctorOptions()
+        options.ipv4ForIPv6 = { prefix.extracting($0) }
+        let followed = try #require(try Doctor.diagnose(paths: [v6, merged], options: options).forwarder.first)
+        #expect(followed.dataPacketsIn == 60 && followed.droppedSegments == 0, "\(followed)")
+        #expect(followed.merged > 0 && followed.meanSegmentsPerPacket > 1)
+        #expect(followed.acksIn == 30 && followed.acksOut == 30 && followed.acksEmittedOrChanged == 0
+            && followed.acksSwallowed == 0)
+        let blind = try #require(try Doctor.diagnose(paths: [v6, merged]).forwarder.first)
+        #expect(blind.merged == 0 && blind.dataPacketsOut == 0, "without the prefix the flows do not match")
     }
 }
