@@ -92,4 +92,44 @@ struct SIITNetnsTests {
         let stats = try lab.stopForwarder()
         #expect((stats["wan_to_lan"]?.stageCounter("siit_errors_translated") ?? 0) >= 1, "time exceeded translated")
     }
+
+    @Test("contrib/offload-siit.service: its command line, with the example settings, runs and cleans up")
+    func systemdUnit() throws { try exclusiveNetwork { try systemdUnitBody() } }
+    func systemdUnitBody() throws {
+        if skipWithoutNetns() { return }
+        guard let offload = offloadExecutable else { throw LabError("offload executable not found") }
+        let unit = try String(contentsOfFile: "\(packageRoot)/contrib/offload-siit.service", encoding: .utf8)
+        let env = try String(contentsOfFile: "\(packageRoot)/contrib/offload-siit.env", encoding: .utf8)
+        var settings: [String: String] = [:]
+        for line in env.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let eq = line.firstIndex(of: "=") else { continue }
+            settings[String(line[..<eq])] = String(line[line.index(after: eq)...])
+        }
+        // ExecStart with its continuation lines, and systemd's ${VAR} (one word) and $VAR (split) expanded.
+        let lines = unit.split(separator: "\n", omittingEmptySubsequences: false)
+        guard let start = lines.firstIndex(where: { $0.hasPrefix("ExecStart=") }) else { throw LabError("no ExecStart") }
+        var command = ""
+        for line in lines[start...] {
+            command += line.hasSuffix("\\") ? String(line.dropLast()) : String(line)
+            if !line.hasSuffix("\\") { break }
+        }
+        command = String(command.dropFirst("ExecStart=".count))
+        for (key, value) in settings.sorted(by: { $0.key.count > $1.key.count }) {
+            command = command.replacingOccurrences(of: "${\(key)}", with: value).replacingOccurrences(of: "$\(key)", with: value)
+        }
+        #expect(!command.contains("$"), "unexpanded: \(command)")
+        command = command.replacingOccurrences(of: "/usr/local/bin/offload", with: offload)
+        let ns = "ofsu\(getpid() % 100_000)"
+        try sh("ip netns del \(ns) 2>/dev/null; ip netns add \(ns) && ip -n \(ns) link set lo up")
+        defer { _ = try? sh("ip netns del \(ns)") }
+        let scrape = "python3 -c \"import urllib.request; print(urllib.request.urlopen('http://\(settings["SIIT_METRICS"] ?? "")/metrics').read().decode())\""
+        let (status, output) = try sh(
+            "ip netns exec \(ns) \(command) --duration 3 > /tmp/\(ns).log 2>&1 & sleep 1.5; "
+                + "ip netns exec \(ns) \(scrape); ip -n \(ns) -4 route; wait $!; echo exit=$?; cat /tmp/\(ns).log; rm -f /tmp/\(ns).log",
+            timeout: 30)
+        #expect(status == 0 && output.contains("exit=0"), "\(output)")
+        #expect(output.contains("offload_siit_translated_total"), "the metrics endpoint serves the stage's counters")
+        #expect(output.contains("198.18.0.0/24 dev siit4"), "--setup routed --route4 into the IPv4 side")
+        #expect(try sh("ip -n \(ns) -4 route").1.contains("siit4") == false, "the routes are gone after exit")
+    }
 }
