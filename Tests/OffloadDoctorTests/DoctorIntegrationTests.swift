@@ -97,13 +97,17 @@ struct DoctorIntegrationTests {
         // Segments missing between the two captures are the forwarder's only when neither the captures
         // (tcpdump's own drops) nor the kernel's queue in front of the forwarder lost them.
         let explained = (groRow.captureDrops ?? 0) + (groRow.ingressQueueDrops ?? 0)
+        // Likewise an ACK seen leaving but not coming in is the forwarder's only when the capture on its
+        // way in lost nothing (tcpdump's drops on a loaded machine).
+        let captureLost = groRow.captureDrops ?? 0
         let problems = gro.findings.filter {
             $0.severity != .info && $0.kind != .retransmissions
                 && !($0.kind == .forwarderDropped && ($0.comparison?.droppedSegments ?? .max) <= explained)
+                && !($0.kind == .ackEmitted && ($0.comparison?.acksEmittedOrChanged ?? .max) <= captureLost)
         }
-        #expect(problems.isEmpty, "\(gro.titles(problems))")
+        #expect(problems.isEmpty, "\(gro.titles(problems)); the captures lost \(captureLost)")
         #expect(gro.findings.contains { $0.kind == .pmtuWorking })
         #expect((gro.forwarder.first?.meanSegmentsPerPacket ?? 0) >= 8)
-        #expect(gro.forwarder.first?.acksEmittedOrChanged == 0)
+        #expect((gro.forwarder.first?.acksEmittedOrChanged ?? .max) <= captureLost)
     }
 }

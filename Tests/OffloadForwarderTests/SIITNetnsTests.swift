@@ -78,6 +78,10 @@ struct SIITNetnsTests {
         if skipWithoutNetns() { return }
         let lab = try Lab(siit: true)
         try lab.startTranslator()
+        guard (try? sh("command -v ping").0) == 0 else {
+            print("skipped: ping is not installed (apt-get install -y iputils-ping)")
+            return
+        }
         #expect(try sh("ip netns exec \(lab.client) ping -c 3 -i 0.2 -W 1 \(Lab.serverSeenFromIPv6)").0 == 0)
         #expect(try sh("ip netns exec \(lab.server) ping -c 3 -i 0.2 -W 1 \(Lab.clientSeenFromIPv4)").0 == 0)
         if (try? sh("command -v traceroute").0) == 0 {
@@ -122,7 +126,10 @@ struct SIITNetnsTests {
         let ns = "ofsu\(getpid() % 100_000)"
         try sh("ip netns del \(ns) 2>/dev/null; ip netns add \(ns) && ip -n \(ns) link set lo up")
         defer { _ = try? sh("ip netns del \(ns)") }
-        let scrape = "python3 -c \"import urllib.request; print(urllib.request.urlopen('http://\(settings["SIIT_METRICS"] ?? "")/metrics').read().decode())\""
+        // A scrape with bash alone: no HTTP client needed on the machine.
+        let endpoint = (settings["SIIT_METRICS"] ?? "").split(separator: ":")
+        let scrape = "bash -c 'exec 3<>/dev/tcp/\(endpoint.first ?? "")/\(endpoint.last ?? ""); "
+            + "printf \"GET /metrics HTTP/1.0\\r\\n\\r\\n\" >&3; cat <&3'"
         let (status, output) = try sh(
             "ip netns exec \(ns) \(command) --duration 3 > /tmp/\(ns).log 2>&1 & sleep 1.5; "
                 + "ip netns exec \(ns) \(scrape); ip -n \(ns) -4 route; wait $!; echo exit=$?; cat /tmp/\(ns).log; rm -f /tmp/\(ns).log",
