@@ -134,6 +134,40 @@ struct SIITStageTests {
         try expectValidSegments(bytes, gso: GSOInfo(kind: .tcpv4, segmentSize: 1428, segmentCount: 4), count: 4)
     }
 
+    @Test("a DF-clear IPv4 super-packet: segmented, then each segment cut into IPv6 fragments of at most 1280 bytes")
+    func dontFragmentClearSuperPacket() throws {
+        let frames = segments(4, ipv6: false, payload: 1448).map { frame -> [UInt8] in
+            var f = frame
+            f[6] &= ~0x40  // DF off (the IDs increment, so GRO still merges them)
+            f[10] = 0
+            f[11] = 0
+            let sum = ~InternetChecksum.sum(f.span.bytes.extracting(0..<20)).value
+            f[10] = UInt8(sum >> 8)
+            f[11] = UInt8(sum & 0xFF)
+            return f
+        }
+        let r = run(frames, egressMTU: 1500)
+        #expect(r.forwarder.gro.superPackets == 1 && r.siit.slowPath == 1, "GRO merged the DF-clear segments; the slow path took them")
+        let out = r.egress.writes.map(\.bytes)
+        #expect(out.count == 8, "\(out.map(\.count))")  // 4 segments × 2 fragments
+        var reassembled: [UInt16: [UInt8]] = [:]
+        for p in out {
+            #expect(p.count <= 1280 && p[0] >> 4 == 6 && p[6] == 44)
+            let id = p.loadBigEndian(UInt32.self, at: 44)
+            let offset = Int(p.loadBigEndian(UInt16.self, at: 42) & ~7)
+            var whole = reassembled[UInt16(id), default: []]
+            #expect(whole.count == offset, "fragments in order")
+            whole += p[48...]
+            reassembled[UInt16(id)] = whole
+        }
+        // Each datagram is the original segment's TCP header and payload, behind its IPv4 ID.
+        #expect(Set(reassembled.keys) == Set((0..<4).map { 50 + UInt16($0) }))
+        for (i, f) in frames.enumerated() {
+            #expect(reassembled[50 + UInt16(i)].map { $0.count } == f.count - 20)
+            #expect(reassembled[50 + UInt16(i)].map { Array($0[20...]) } == Array(f[40...]), "payload")
+        }
+    }
+
     @Test("a complete checksum (a packet delivered alone) is adjusted, not recomputed: right stays right")
     func completeChecksum() throws {
         let input = segments(1, ipv6: false, payload: 300, flags: [.ack, .psh])
@@ -178,7 +212,7 @@ struct SIITStageTests {
         #expect(answer[9] == 1 && answer[20] == 3 && answer[21] == 13)
     }
 
-    @Test("ICMP echo: 8/0 ↔ 128/129, the checksum gains or loses the IPv6 pseudo-header; errors are not translated yet")
+    @Test("ICMP echo: 8/0 ↔ 128/129, the checksum gains or loses the IPv6 pseudo-header; redirects are dropped")
     func icmpEcho() throws {
         var ping = PacketBuilder()
         ping.link = .raw
