@@ -8,6 +8,16 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <sys/uio.h>
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
 
 int offload_tun_open(const char *name, int vnet_hdr, int multi_queue, char *actual_name) {
     int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
@@ -70,4 +80,82 @@ int offload_interface_set_txqueuelen(const char *name, int length) {
     memset(&ifr, 0, sizeof ifr);
     ifr.ifr_qlen = length;
     return with_ifreq(name, SIOCSIFTXQLEN, &ifr);
+}
+
+int offload_udp_open(int family, const void *local, const void *remote, unsigned int length, int gro) {
+    int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int buffer = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
+    int pmtu = IP_PMTUDISC_DO;
+    if (family == AF_INET6) {
+        setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &pmtu, sizeof pmtu);
+    } else {
+        setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
+    }
+    if (bind(fd, (const struct sockaddr *)local, length) < 0 || connect(fd, (const struct sockaddr *)remote, length) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    if (gro && setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+long offload_udp_send(int fd, const void *iovecs, int count, int segment_size) {
+    struct msghdr message;
+    memset(&message, 0, sizeof message);
+    message.msg_iov = (struct iovec *)iovecs;
+    message.msg_iovlen = count;
+    char control[CMSG_SPACE(sizeof(uint16_t))];
+    if (segment_size > 0) {
+        memset(control, 0, sizeof control);
+        message.msg_control = control;
+        message.msg_controllen = sizeof control;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&message);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t size = (uint16_t)segment_size;
+        memcpy(CMSG_DATA(c), &size, sizeof size);
+    }
+    long sent = sendmsg(fd, &message, 0);
+    return sent < 0 ? -errno : sent;
+}
+
+long offload_udp_receive(int fd, void *buffer, unsigned long capacity, int *segment_size) {
+    struct iovec iov = {buffer, capacity};
+    struct msghdr message;
+    memset(&message, 0, sizeof message);
+    message.msg_iov = &iov;
+    message.msg_iovlen = 1;
+    char control[CMSG_SPACE(sizeof(int))];
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    long received = recvmsg(fd, &message, 0);
+    if (received < 0) return -errno;
+    *segment_size = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&message); c; c = CMSG_NXTHDR(&message, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+            int size;
+            memcpy(&size, CMSG_DATA(c), sizeof size);
+            *segment_size = size;
+        }
+    }
+    return received;
+}
+
+int offload_udp_path_mtu(int fd, int family) {
+    int mtu = 0;
+    socklen_t length = sizeof mtu;
+    int r = family == AF_INET6 ? getsockopt(fd, IPPROTO_IPV6, IPV6_MTU, &mtu, &length)
+                               : getsockopt(fd, IPPROTO_IP, IP_MTU, &mtu, &length);
+    return r < 0 ? -errno : mtu;
 }

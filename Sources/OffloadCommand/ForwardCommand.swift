@@ -102,11 +102,7 @@ struct DataplaneOptions: ParsableArguments {
     /// or the duration; prints the counters at exit.
     func run<S: Stage>(ingress: String, egress: String, routing: RoutingPlan?, label: String,
                        makeStage: @escaping @Sendable (Direction) -> S) async throws {
-        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
-        let logger = Logger(label: label)
-        guard getuid() == 0 || FileManager.default.isWritableFile(atPath: "/dev/net/tun") else {
-            throw InputError(message: "this command needs root (or CAP_NET_ADMIN) to create TUN devices")
-        }
+        let logger = try prepare(label: label)
         var config = ForwarderConfiguration(ingress: ingress, egress: egress)
         config.egressMTU = egressMtu
         config.gro.mode = mode == .gro ? .gro : .unsafeLRO
@@ -125,15 +121,30 @@ struct DataplaneOptions: ParsableArguments {
         let names = forwarder.deviceNames
         logger.info("forwarding \(names.ingress) <-> \(names.egress); offloads granted: \(names.ingress): \(forwarder.grantedOffloads.ingress), \(names.egress): \(forwarder.grantedOffloads.egress); egress MTU \(forwarder.egressMTU); mode \(mode.rawValue); GSO writes \(forwarder.gsoWritesWork ? "accepted" : "refused: segmenting")")
         if mode == .lro { logger.warning("--mode lro is the UNSAFE greedy merge: expect black holes behind a smaller MTU") }
+        try await serve(forwarder, routing: routing, logger: logger)
+    }
+
+    /// Logging to standard error, and the check for the privileges TUN devices need.
+    func prepare(label: String) throws -> Logger {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        guard getuid() == 0 || FileManager.default.isWritableFile(atPath: "/dev/net/tun") else {
+            throw InputError(message: "this command needs root (or CAP_NET_ADMIN) to create TUN devices")
+        }
+        return Logger(label: label)
+    }
+
+    /// Runs a dataplane with these options' lifecycle settings (txqueuelen, routing, metrics,
+    /// duration, counters) until SIGINT/SIGTERM or the duration; prints the counters at exit.
+    func serve<D: Dataplane>(_ dataplane: D, routing: RoutingPlan?, logger: Logger) async throws {
         var settings = ForwarderLifecycleSettings()
         settings.txqueuelen = txqueuelen
         settings.routing = routing
         settings.metrics = metrics.flatMap(parseEndpoint)
         settings.duration = duration
         settings.statisticsPath = statsJson
-        let lifecycle: ForwarderLifecycle<S>
+        let lifecycle: ForwarderLifecycle<D>
         do {
-            lifecycle = try ForwarderLifecycle(forwarder: forwarder, settings: settings, logger: logger) { stats in
+            lifecycle = try ForwarderLifecycle(forwarder: dataplane, settings: settings, logger: logger) { stats in
                 FileHandle.standardError.write(Data(summary(stats).utf8))
             }
         } catch {

@@ -26,15 +26,32 @@ public struct ForwarderLifecycleSettings: Sendable {
     public init() {}
 }
 
-/// Runs a ``Forwarder`` from start to teardown (see ``ForwarderLifecycleSettings``).
+/// What ``ForwarderLifecycle`` runs: a dataplane with devices, threads it runs until stopped, and
+/// counters per direction (``Forwarder``, and a tunnel endpoint).
+public protocol Dataplane: AnyObject, Sendable {
+    /// The devices to set up (the same name twice for a dataplane with one device).
+    var deviceNames: (ingress: String, egress: String) { get }
+    /// Runs until ``stop()``; returns when every thread has finished.
+    func run()
+    /// Asks the threads to stop (any thread, or a signal watcher).
+    func stop()
+    /// Current counters keyed by direction label, as `--stats-json` writes them.
+    var statistics: [String: ForwarderStatistics] { get }
+    /// Prometheus text for all counters.
+    func prometheusText() -> String
+}
+
+extension Forwarder: Dataplane {}
+
+/// Runs a ``Dataplane`` (a ``Forwarder``, a tunnel endpoint) from start to teardown (see ``ForwarderLifecycleSettings``).
 ///
 /// It is a swift-service-lifecycle `Service`: in a `ServiceGroup` configured with graceful-shutdown
 /// signals (`offload forward` uses SIGINT and SIGTERM), a graceful shutdown stops the forwarder,
 /// which then tears down and writes its counters. Run alone, ``runUntilStopped()`` blocks until
 /// ``requestStop()`` or the duration.
-public final class ForwarderLifecycle<S: Stage>: Service, @unchecked Sendable {
-    /// The forwarder.
-    public let forwarder: Forwarder<S>
+public final class ForwarderLifecycle<D: Dataplane>: Service, @unchecked Sendable {
+    /// The dataplane.
+    public let forwarder: D
     /// The settings.
     public let settings: ForwarderLifecycleSettings
     let logger: Logger
@@ -45,7 +62,7 @@ public final class ForwarderLifecycle<S: Stage>: Service, @unchecked Sendable {
 
     /// Sets the devices and the routing up, and starts the metrics server.
     /// - Throws: ``ForwarderSetupError`` naming the step that failed (what was done is undone).
-    public init(forwarder: Forwarder<S>, settings: ForwarderLifecycleSettings, logger: Logger,
+    public init(forwarder: D, settings: ForwarderLifecycleSettings, logger: Logger,
                 printCounters: @escaping @Sendable ([String: ForwarderStatistics]) -> Void = { _ in }) throws {
         self.forwarder = forwarder
         self.settings = settings
@@ -53,7 +70,7 @@ public final class ForwarderLifecycle<S: Stage>: Service, @unchecked Sendable {
         self.printCounters = printCounters
         let names = forwarder.deviceNames
         if settings.txqueuelen > 0 {
-            for name in [names.ingress, names.egress] {
+            for name in Set([names.ingress, names.egress]).sorted() {
                 do { try TUNDevice.setTransmitQueueLength(name: name, settings.txqueuelen) } catch {
                     logger.warning("could not set txqueuelen \(settings.txqueuelen) on \(name): \(error)")
                 }

@@ -38,4 +38,23 @@ int offload_interface_up(const char *name, int mtu);
 /// the ring the kernel fills and the reader drains. Returns 0 or -errno.
 int offload_interface_set_txqueuelen(const char *name, int length);
 
+/// Opens a UDP socket of `family` (AF_INET or AF_INET6), non-blocking and close-on-exec, bound to
+/// `local` and connected to `remote` (both sockaddr_in/sockaddr_in6 of `length` bytes), with
+/// UDP_GRO on when `gro` (the kernel then hands over trains of same-size datagrams in one read) and
+/// path MTU discovery on (IP_PMTUDISC_DO: DF set, never fragmented locally). Returns the
+/// descriptor or -errno.
+int offload_udp_open(int family, const void *local, const void *remote, unsigned int length, int gro);
+
+/// One sendmsg of `count` iovecs on a connected UDP socket; with `segment_size` > 0, a UDP_SEGMENT
+/// control message asks the kernel to cut the payload into datagrams of that size (UDP GSO).
+/// Returns the bytes sent or -errno.
+long offload_udp_send(int fd, const void *iovecs, int count, int segment_size);
+
+/// One recvmsg into `buffer`; `*segment_size` receives the UDP_GRO size (the datagrams' size when
+/// the kernel coalesced several, else 0). Returns the bytes received or -errno.
+long offload_udp_receive(int fd, void *buffer, unsigned long capacity, int *segment_size);
+
+/// The path MTU of a connected socket (IP_MTU / IPV6_MTU), or -errno.
+int offload_udp_path_mtu(int fd, int family);
+
 #endif

@@ -1,0 +1,138 @@
+import ArgumentParser
+import Foundation
+import OffloadForwarder
+import OffloadTunnel
+import OffloadWire
+
+/// `offload tunnel`: a GTP-U tunnel endpoint, live or on captures.
+struct Tunnel: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "A GTP-U tunnel endpoint with GRO and GSO on both sides: live between a TUN device and UDP (root), or on captures.",
+        discussion: """
+            Encapsulation: packets routed into --device are merged (GRO; the kernel's own super-packets kept \
+            whole), checked against the inner MTU (the underlay's MTU less the tunnel's overhead: "fragmentation \
+            needed" / "packet too big" back to the sender when a segment does not fit, never a fragmented outer \
+            packet), and sent as one GTP-U datagram per segment (each with its own length field), a whole train \
+            per sendmsg with UDP_SEGMENT. Decapsulation: a UDP_GRO socket hands over trains of datagrams; each is \
+            validated (version, length, TEID: refused ones are counted, never forwarded) and stripped, the inner \
+            packets are merged again and written to --device as super-packets. Echo requests are answered.
+
+            --setup routes each --route prefix into --device and removes the routes at exit. Counters per \
+            direction (sendmsg calls, datagrams per sendmsg and per recvmsg, drops by reason) are printed at exit \
+            and served by --metrics.
+
+            Offline: with IN OUT, each packet of IN is encapsulated (--local -> --remote; super-packets from \
+            offload coalesce become one datagram per segment), or with --decapsulate the inner packets of IN's \
+            GTP-U datagrams are written.
+
+            Examples:
+              offload tunnel --device gtp0 --local 192.0.2.1 --remote 192.0.2.2 --id 7 --setup --route 10.2.0.0/16
+              offload tunnel --local 192.0.2.1 --remote 192.0.2.2 --id 7 inner.pcapng outer.pcap
+              offload tunnel --decapsulate --id 7 outer.pcap inner.pcap
+            """)
+
+    enum TunnelProtocol: String, ExpressibleByArgument, CaseIterable { case gtpu }
+
+    // `--mode` is the GRO mode (gro, lro) in every dataplane command, so the tunnel's protocol is `--protocol`.
+    @Option(name: .customLong("protocol"), help: "The tunnel protocol (gtpu: GTP-U v1, 3GPP TS 29.281).")
+    var tunnelProtocol: TunnelProtocol = .gtpu
+    @Option(help: "This end's outer address.")
+    var local: String?
+    @Option(help: "The far end's outer address.")
+    var remote: String?
+    @Option(help: "The TEID, both directions.")
+    var id: UInt32
+    @Flag(help: "Put sequence numbers in G-PDUs (the S flag, 4 more bytes of overhead).")
+    var sequenceNumbers = false
+    @Option(help: "Live: the TUN device on the inner side (created if missing).")
+    var device: String?
+    @Option(help: "Live: the underlay MTU (default: the kernel's path MTU towards --remote).")
+    var underlayMtu: Int?
+    @Flag(help: "Live: route each --route prefix into --device; undone at exit.")
+    var setup = false
+    @Option(help: "Live, with --setup: a prefix (either family) reached through the tunnel; repeatable.")
+    var route: [String] = []
+    @Flag(help: "Offline: take the inner packets out of IN's GTP-U datagrams instead.")
+    var decapsulate = false
+    @Flag(help: "Offline: print the counts as JSON.")
+    var json = false
+    @Argument(help: "Offline: the input capture.")
+    var input: String?
+    @Argument(help: "Offline: the output capture (pcap, raw IP).")
+    var output: String?
+    @OptionGroup(title: "Live dataplane options")
+    var dataplane: DataplaneOptions
+
+    var settings: GTPUSettings { GTPUSettings(teid: id, sequenceNumbers: sequenceNumbers) }
+
+    func validate() throws {
+        let live = device != nil
+        if live {
+            guard input == nil else { throw ValidationError("give either --device (live) or IN OUT (offline), not both") }
+            guard dataplane.queues == 1 else { throw ValidationError("--queues: a tunnel endpoint runs one queue") }
+            guard dataplane.egressMtu == nil else { throw ValidationError("--egress-mtu: use --underlay-mtu for a tunnel") }
+        } else {
+            guard input != nil, output != nil else {
+                throw ValidationError("give --device to run the endpoint, or IN OUT to work on a capture")
+            }
+        }
+        if live || !decapsulate {
+            guard let local, let remote, let l = IPAddress(local), let r = IPAddress(remote) else {
+                throw ValidationError("--local and --remote must be IP addresses")
+            }
+            guard l.isIPv4 == r.isIPv4 else { throw ValidationError("--local and --remote must be of one family") }
+        }
+        if let m = underlayMtu, m < 1280 || m > 65_535 { throw ValidationError("--underlay-mtu must be 1280...65535") }
+        for r in route where IPv4Prefix(r) == nil && IPv6Prefix(r) == nil {
+            throw ValidationError("--route \(r): not a prefix")
+        }
+        if setup && route.isEmpty { throw ValidationError("--setup needs at least one --route") }
+    }
+
+    func run() async throws {
+        if let device {
+            let logger = try dataplane.prepare(label: "offload.tunnel")
+            var configuration = TunnelConfiguration(device: device, local: IPAddress(local!)!, remote: IPAddress(remote!)!,
+                                                    gtpu: settings)
+            configuration.underlayMTU = underlayMtu
+            configuration.offloads = !dataplane.noVnetHdr
+            configuration.gro.mode = dataplane.mode == .gro ? .gro : .unsafeLRO
+            configuration.gro.tcp = !dataplane.noTcpGro
+            configuration.gro.udp = dataplane.udpGro
+            configuration.batch = dataplane.batch
+            configuration.icmpSourceV4 = IPv4Address(dataplane.icmpSource4)!
+            configuration.icmpSourceV6 = IPv6Address(dataplane.icmpSource6)!
+            let endpoint: TunnelEndpoint
+            do { endpoint = try TunnelEndpoint(configuration: configuration, logger: logger) } catch {
+                throw InputError(message: "\(error)")
+            }
+            logger.info("GTP-U TEID \(id) \(configuration.local) <-> \(configuration.remote) on \(device); inner MTU \(endpoint.innerMTU); offloads granted: \(endpoint.grantedOffloads); UDP GRO \(endpoint.socket.receiveCoalescing ? "on" : "off")")
+            try await dataplane.serve(endpoint, routing: setup ? .routes(intoIngress: route, intoEgress: []) : nil,
+                                      logger: logger)
+            return
+        }
+        guard let input, let output else { return }
+        try checkReadable(input)
+        let report = decapsulate
+            ? try TunnelCapture.decapsulate(input: input, output: output, settings: settings)
+            : try TunnelCapture.encapsulate(input: input, output: output, settings: settings,
+                                            local: IPAddress(local!)!, remote: IPAddress(remote!)!)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            return
+        }
+        var line = "\(input) -> \(output): \(report.packetsIn) records in, \(report.written) written"
+        if decapsulate {
+            let drops = report.dropped.filter { $0.value > 0 }.sorted { $0.key.rawValue < $1.key.rawValue }
+                .map { "\($0.value) \($0.key.rawValue.replacingOccurrences(of: "_", with: " "))" }
+            line += "; \(report.notTunnel) not GTP-U, \(report.signalling) signalling; refused: "
+                + (drops.isEmpty ? "none" : drops.joined(separator: ", "))
+        } else {
+            line += " (\(report.superPackets) super-packets split per segment)"
+        }
+        line += "; \(report.notIP) not IP, \(report.snapped) cut short"
+        print(line)
+    }
+}

@@ -1,0 +1,122 @@
+import OffloadCapture
+import OffloadEngine
+import OffloadWire
+
+/// What ``TunnelCapture`` did to a capture.
+public struct TunnelCaptureReport: Codable, Hashable, Sendable {
+    /// Records read.
+    public var packetsIn = 0
+    /// Records written (outer datagrams when encapsulating, inner packets when decapsulating).
+    public var written = 0
+    /// Super-packets (pcapng GSO facts) split into one datagram per segment.
+    public var superPackets = 0
+    /// Records that are not IP, or cut short (not encapsulated: the payload is missing).
+    public var notIP = 0, snapped = 0
+    /// Decapsulating: UDP datagrams that are not for the tunnel's port, or not UDP at all.
+    public var notTunnel = 0
+    /// Decapsulating: GTP-U signalling (echo, error indication), not written.
+    public var signalling = 0
+    /// Decapsulating: datagrams refused, by reason.
+    public var dropped: [GTPUDropReason: Int] = [:]
+}
+
+/// GTP-U encapsulation and decapsulation of captures, offline: what the endpoint would put on
+/// the underlay for each packet, and what it would take off.
+public enum TunnelCapture {
+    /// Wraps each IP packet of `input` in outer IP/UDP/GTP-U headers (`local` → `remote`, port
+    /// 2152) and writes the outer packets to `output` (raw IP). A super-packet with GSO facts (a
+    /// pcapng from `offload coalesce`) becomes one datagram per segment, as on the wire.
+    public static func encapsulate(input: String, output: String, settings: GTPUSettings, local: IPAddress,
+                                   remote: IPAddress) throws(CaptureError) -> TunnelCaptureReport {
+        var reader = try CaptureReader(path: input)
+        var writer = try CaptureWriter(path: output, format: .pcap(nanosecond: true, bigEndian: false),
+                                       interfaces: [CaptureInterface(linkType: .raw)])
+        var encapsulator = GTPUEncapsulator(settings: settings)
+        var report = TunnelCaptureReport()
+        var outer = PacketBuilder()
+        outer.link = .raw
+        outer.source = local
+        outer.destination = remote
+        outer.udp = true
+        outer.sourcePort = GTPUHeader.port
+        outer.destinationPort = GTPUHeader.port
+        outer.ttl = 64
+        while let record = try reader.next() {
+            report.packetsIn += 1
+            if record.info.isSnapped {
+                report.snapped += 1
+                continue
+            }
+            guard let (n, network) = try? PacketLayout.linkHeader(record.bytes.span.bytes, linkType: record.linkType),
+                network == .ipv4 || network == .ipv6
+            else {
+                report.notIP += 1
+                continue
+            }
+            let inner = Array(record.bytes[n...])
+            let gso = record.info.gso
+            // The datagrams point into the packet: copied out while it is pinned.
+            let datagrams: [[UInt8]]? = unsafe inner.withUnsafeBytes { raw in
+                do { unsafe try encapsulator.prepare(raw, gso: gso) } catch { return nil }
+                return (0..<encapsulator.datagramCount).map { encapsulator.datagramBytes(at: $0) }
+            }
+            guard let datagrams else {
+                report.notIP += 1
+                continue
+            }
+            if let gso, gso.segmentCount > 1 { report.superPackets += 1 }
+            for datagram in datagrams {
+                outer.payload = datagram
+                try writer.writePacket(outer.frame(), timestamp: record.info.timestamp)
+                report.written += 1
+            }
+        }
+        try writer.flush()
+        return report
+    }
+
+    /// Takes the inner packets out of the GTP-U datagrams of `input` (any link type, outer IPv4
+    /// or IPv6, UDP port 2152, the settings' local TEID) and writes them to `output` (raw IP).
+    /// Everything else is counted: other traffic, signalling, and datagrams refused by reason.
+    public static func decapsulate(input: String, output: String, settings: GTPUSettings) throws(CaptureError)
+        -> TunnelCaptureReport
+    {
+        var reader = try CaptureReader(path: input)
+        var writer = try CaptureWriter(path: output, format: .pcap(nanosecond: true, bigEndian: false),
+                                       interfaces: [CaptureInterface(linkType: .raw)])
+        let decapsulator = GTPUDecapsulator(settings: settings)
+        var report = TunnelCaptureReport()
+        while let record = try reader.next() {
+            report.packetsIn += 1
+            if record.info.isSnapped {
+                report.snapped += 1
+                continue
+            }
+            guard let layout = try? PacketLayout(parsing: record.bytes.span.bytes, linkType: record.linkType),
+                layout.isIP
+            else {
+                report.notIP += 1
+                continue
+            }
+            guard layout.transport == .udp, layout.hasTransportHeader, !layout.isFragment,
+                record.bytes.loadBigEndian(UInt16.self, at: layout.transportOffset + 2) == GTPUHeader.port
+            else {
+                report.notTunnel += 1
+                continue
+            }
+            let datagram = Array(record.bytes[(layout.transportOffset + 8)..<layout.ipEnd])
+            let kind = unsafe datagram.withUnsafeBytes { unsafe decapsulator.classify($0) }
+            switch kind {
+            case .packet(let range):
+                try writer.writePacket(Array(datagram[range]), timestamp: record.info.timestamp)
+                report.written += 1
+            case .echoRequest, .echoResponse, .errorIndication:
+                report.signalling += 1
+            case .drop(let reason):
+                report.dropped[reason, default: 0] += 1
+            }
+        }
+        try writer.flush()
+        return report
+    }
+}

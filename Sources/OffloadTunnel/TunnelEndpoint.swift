@@ -1,0 +1,400 @@
+import Dispatch
+import Foundation
+import Logging
+import OffloadEngine
+import OffloadForwarder
+import OffloadTUN
+import OffloadWire
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Counters of one direction of a tunnel's outer side.
+public struct TunnelCounters: Hashable, Sendable, Codable {
+    /// `sendmsg` calls, and the datagrams they carried.
+    public var sends = 0, datagramsSent = 0
+    /// `recvmsg` calls that returned data, and the datagrams in them.
+    public var receives = 0, datagramsReceived = 0
+    /// Echo requests answered, echo responses and error indications received.
+    public var echoesAnswered = 0, echoResponses = 0, errorIndications = 0
+    /// Datagrams dropped, by reason.
+    public var dropped: [GTPUDropReason: Int] = [:]
+    /// Sends the kernel refused (the datagrams are lost), and sends made one datagram at a time
+    /// because the kernel refused UDP GSO.
+    public var sendErrors = 0, sendsWithoutGSO = 0
+    /// Creates zeroed counters.
+    public init() {}
+
+    /// As stage counters (published as `offload_tunnel_*_total`).
+    public var stageCounters: [StageCounter] {
+        var all = [
+            StageCounter("tunnel_sendmsg", help: "sendmsg calls on the tunnel socket.", value: sends),
+            StageCounter("tunnel_datagrams_sent", help: "Datagrams sent on the tunnel socket.", value: datagramsSent),
+            StageCounter("tunnel_recvmsg", help: "recvmsg calls that returned data.", value: receives),
+            StageCounter("tunnel_datagrams_received", help: "Datagrams received on the tunnel socket.", value: datagramsReceived),
+            StageCounter("tunnel_echoes_answered", help: "GTP-U echo requests answered.", value: echoesAnswered),
+            StageCounter("tunnel_error_indications", help: "GTP-U error indications received.", value: errorIndications),
+            StageCounter("tunnel_send_errors", help: "Sends the kernel refused.", value: sendErrors),
+            StageCounter("tunnel_sends_without_gso", help: "Sends made datagram by datagram (UDP GSO refused).",
+                         value: sendsWithoutGSO),
+        ]
+        for reason in GTPUDropReason.allCases {
+            all.append(StageCounter("tunnel_dropped", help: "Received datagrams dropped, by reason.",
+                                    labels: ["reason": reason.rawValue], value: dropped[reason, default: 0]))
+        }
+        return all
+    }
+}
+
+/// The outer side of a tunnel as a ``PacketSink``: each packet or super-packet the forwarding
+/// pipeline writes (with its virtio header's GSO facts) is put behind GTP-U headers, one datagram
+/// per segment, and sent with as few `sendmsg` calls as UDP GSO allows. One sink per thread (it
+/// keeps a staging buffer); the socket is shared.
+public final class GTPUSink: PacketSink, @unchecked Sendable {
+    /// The socket.
+    public let socket: UDPTunnelSocket
+    var encapsulator: GTPUEncapsulator
+    /// The packet gathered into one buffer (the segmenter needs it contiguous).
+    var staging = GrowableBuffer<UInt8>(capacity: 65_600)
+    /// Counters.
+    public private(set) var counters = TunnelCounters()
+    /// Whether the kernel refused UDP GSO (sends go datagram by datagram from then on).
+    public private(set) var gsoRefused = false
+    let logger: Logger
+
+    /// Creates a sink on a socket.
+    public init(socket: UDPTunnelSocket, settings: GTPUSettings, logger: Logger) {
+        self.socket = socket
+        encapsulator = GTPUEncapsulator(settings: settings)
+        self.logger = logger
+    }
+
+    /// The pipeline writes whole super-packets with their GSO facts.
+    public var takesVirtioHeaders: Bool { true }
+
+    /// Encapsulates and sends one packet or super-packet.
+    public func write(header: VirtioNetHeader?, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError) {
+        var length = 0
+        for unsafe piece in unsafe pieces { length += piece.count }
+        guard length > 0, staging.reserve(length) || staging.capacity >= length else { return }
+        var at = 0
+        for unsafe piece in unsafe pieces where piece.count > 0 {
+            unsafe (staging.rawBase + at).copyMemory(from: piece.baseAddress!, byteCount: piece.count)
+            at += piece.count
+        }
+        let packet = unsafe UnsafeMutableRawBufferPointer(start: staging.rawBase, count: length)
+        var gso: GSOInfo?
+        if let header, let info = unsafe try? VirtioPacketInfo.validate(header, packet: UnsafeRawBufferPointer(packet).bytes) {
+            gso = info.gso
+            if gso == nil, info.checksum == .partial, let start = info.checksumStart, let offset = info.checksumOffset {
+                // One packet with a partial checksum: finish it (the far end gets no virtio header).
+                unsafe try? VirtioPacketInfo.finishPartialChecksum(packet, start: start, offset: offset)
+            }
+        }
+        do { unsafe try encapsulator.prepare(UnsafeRawBufferPointer(packet), gso: gso) } catch {
+            counters.sendErrors += 1
+            return
+        }
+        try sendTrain()
+    }
+
+    /// Sends the prepared datagrams: trains of same-size datagrams, at most
+    /// ``UDPTunnelSocket/maximumSegmentsPerSend`` and 65 000 bytes per `sendmsg`.
+    func sendTrain() throws(TUNError) {
+        let total = encapsulator.datagramCount
+        var first = 0
+        while first < total {
+            let size = encapsulator.datagramLength(at: first)
+            var last = first
+            var bytes = size
+            // Same-size datagrams, plus one shorter at the end of the train.
+            while !gsoRefused, last + 1 < total, last + 1 - first < UDPTunnelSocket.maximumSegmentsPerSend,
+                bytes + encapsulator.datagramLength(at: last + 1) <= UDPTunnelSocket.maximumBytesPerSend,
+                encapsulator.datagramLength(at: last) == size
+            {
+                last += 1
+                bytes += encapsulator.datagramLength(at: last)
+            }
+            let count = last - first + 1
+            do {
+                try send(first..<(last + 1), segmentSize: count > 1 ? size : 0)
+                counters.sends += 1
+                counters.datagramsSent += count
+            } catch let error where count > 1 && (error.errno == .ioError || error.errno == .invalidArgument) {
+                // The device or kernel cannot do UDP GSO: datagram by datagram from now on, said once.
+                if !gsoRefused { logger.warning("UDP GSO refused (\(error)): sending datagram by datagram") }
+                gsoRefused = true
+                continue
+            } catch {
+                counters.sendErrors += 1
+                if counters.sendErrors == 1 { logger.warning("\(error)") }
+            }
+            if gsoRefused && count == 1 { counters.sendsWithoutGSO += 1 }
+            first = last + 1
+        }
+    }
+
+    func send(_ datagrams: Range<Int>, segmentSize: Int) throws(TUNError) {
+        let pieceCount = datagrams.count * 4
+        var failure: TUNError?
+        unsafe withUnsafeTemporaryAllocation(of: iovec.self, capacity: pieceCount) { iov in
+            var k = 0
+            for i in datagrams {
+                unsafe encapsulator.withDatagramPieces(at: i) { piece in
+                    guard piece.count > 0, k < pieceCount else { return }
+                    unsafe iov[k] = unsafe iovec(iov_base: UnsafeMutableRawPointer(mutating: piece.baseAddress), iov_len: piece.count)
+                    k += 1
+                }
+            }
+            do throws(TUNError) { unsafe try socket.send(UnsafeBufferPointer(rebasing: iov[0..<k]), segmentSize: segmentSize) } catch {
+                failure = error
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Sends one datagram as it is (an echo response).
+    func sendRaw(_ datagram: [UInt8]) {
+        do {
+            try socket.send(datagram)
+            counters.sends += 1
+            counters.datagramsSent += 1
+        } catch { counters.sendErrors += 1 }
+    }
+}
+
+/// Settings of a ``TunnelEndpoint``.
+public struct TunnelConfiguration: Sendable {
+    /// The TUN device on the inner side.
+    public var device: String
+    /// The outer addresses: this end and the far end.
+    public var local: IPAddress, remote: IPAddress
+    /// The outer UDP port (2152 for GTP-U).
+    public var port: UInt16 = GTPUHeader.port
+    /// The GTP-U settings.
+    public var gtpu: GTPUSettings
+    /// The underlay's MTU (nil: the path MTU the kernel knows towards the far end).
+    public var underlayMTU: Int?
+    /// GRO settings for the inner packets (both directions).
+    public var gro = GROConfiguration()
+    /// Whether the TUN device and the socket use offloads (virtio headers, UDP GSO/GRO).
+    public var offloads = true
+    /// Packets per batch.
+    public var batch = 64
+    /// ICMP error sources (too big for the tunnel, TTL expired).
+    public var icmpSourceV4 = IPv4Address(192, 0, 2, 254)
+    /// ICMPv6 error source.
+    public var icmpSourceV6 = IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe)
+
+    /// A configuration.
+    public init(device: String, local: IPAddress, remote: IPAddress, gtpu: GTPUSettings) {
+        self.device = device
+        self.local = local
+        self.remote = remote
+        self.gtpu = gtpu
+    }
+}
+
+/// A GTP-U tunnel endpoint between a TUN device and a UDP socket, in both directions:
+///
+/// ```text
+/// encapsulation: TUN read ─▶ GRO ─▶ decision (inner MTU = underlay − overhead, per segment)
+///                ─▶ GTP-U header per segment ─▶ one sendmsg per train (UDP_SEGMENT)
+/// decapsulation: recvmsg (UDP_GRO: a train per read) ─▶ split at the datagram size ─▶ validate,
+///                strip ─▶ GRO ─▶ TUN write (super-packets whole, virtio header)
+/// ```
+/// A segment that does not fit the tunnel gets "fragmentation needed" / "packet too big" back to
+/// its inner sender (announcing the inner MTU); the outer packet is never fragmented (DF set).
+public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
+    /// The settings.
+    public let configuration: TunnelConfiguration
+    let device: TUNDevice
+    /// The outer socket.
+    public let socket: UDPTunnelSocket
+    let logger: Logger
+    let stopFlag = Atomic<Bool>(false)
+    let snapshots = Mutex<[Direction: ForwarderStatistics]>([:])
+    let metrics = ForwarderMetrics()
+    /// The largest inner packet the tunnel carries: the underlay MTU less the overhead.
+    public let innerMTU: Int
+    /// The TUN device's MTU (the decapsulated side's MTU).
+    public let deviceMTU: Int
+    /// Offloads the kernel granted on the TUN device.
+    public let grantedOffloads: TUNOffloads
+
+    /// Opens the TUN device (created if missing) and the socket.
+    /// - Throws: ``TUNError``.
+    public init(configuration: TunnelConfiguration, logger: Logger) throws(TUNError) {
+        self.configuration = configuration
+        self.logger = logger
+        var device = try TUNDevice(name: configuration.device, vnetHeader: configuration.offloads)
+        grantedOffloads = configuration.offloads ? device.negotiateOffloads(udp: configuration.gro.udp) : []
+        socket = try UDPTunnelSocket(local: configuration.local, remote: configuration.remote, port: configuration.port,
+                                     coalesce: configuration.offloads)
+        let underlay = configuration.underlayMTU ?? socket.pathMTU ?? 1500
+        innerMTU = underlay - configuration.gtpu.overhead(outerIPv6: !configuration.remote.isIPv4)
+        deviceMTU = device.mtu ?? 1500
+        self.device = device
+    }
+
+    /// The device (named twice: the tunnel has one).
+    public var deviceNames: (ingress: String, egress: String) { (device.name, device.name) }
+
+    /// Asks both threads to stop.
+    public func stop() { stopFlag.store(true, ordering: .relaxed) }
+
+    /// Counters by direction label: `lan_to_wan` is encapsulation, `wan_to_lan` decapsulation.
+    public var statistics: [String: ForwarderStatistics] {
+        Dictionary(uniqueKeysWithValues: snapshots.withLock { $0 }.map { ($0.key.label, $0.value) })
+    }
+
+    /// Prometheus text.
+    public func prometheusText() -> String { metrics.exposition(snapshots.withLock { $0 }) }
+
+    func pipeline(_ direction: Direction, mtu: Int) -> ForwardingPipeline<IdentityStage> {
+        ForwardingPipeline(direction: direction, gro: configuration.gro, egressMTU: mtu,
+                           icmpSourceV4: configuration.icmpSourceV4, icmpSourceV6: configuration.icmpSourceV6,
+                           virtioHeaders: configuration.offloads, stage: IdentityStage(), logger: logger)
+    }
+
+    func publish(_ direction: Direction, _ pipeline: borrowing ForwardingPipeline<IdentityStage>, _ counters: TunnelCounters) {
+        var s = pipeline.snapshot
+        s.stage = counters.stageCounters
+        snapshots.withLock { $0[direction] = s }
+    }
+
+    /// Runs both directions until ``stop()``.
+    public func run() {
+        let done = DispatchGroup()
+        for direction in Direction.allCases {
+            done.enter()
+            let thread = Thread { [self] in
+                if direction == .lanToWan { encapsulate() } else { decapsulate() }
+                done.leave()
+            }
+            thread.name = direction == .lanToWan ? "offload-encap" : "offload-decap"
+            thread.start()
+        }
+        done.wait()
+    }
+
+    /// TUN → GRO → decision → GTP-U → socket.
+    func encapsulate() {
+        var pipeline = pipeline(.lanToWan, mtu: innerMTU)
+        let sink = GTPUSink(socket: socket, settings: configuration.gtpu, logger: logger)
+        var batch = PacketBatch(packetCapacity: configuration.batch, byteCapacity: configuration.batch * TUNDevice.maximumPacket)
+        var lastPublish: UInt64 = 0
+        while !stopFlag.load(ordering: .relaxed) {
+            guard device.waitReadable(milliseconds: 100) else {
+                publish(.lanToWan, pipeline, sink.counters)
+                continue
+            }
+            batch.removeAll()
+            let now = DispatchTime.now().uptimeNanoseconds
+            reading: while batch.count < batch.packetCapacity {
+                do {
+                    switch try device.read(into: &batch, timestamp: now) {
+                    case .packet:
+                        pipeline.statistics.packetsIn += 1
+                        unsafe pipeline.statistics.bytesIn += batch.unsafeBuffer(at: batch.count - 1).count
+                        if batch.metadata(at: batch.count - 1).gso != nil { pipeline.statistics.tsoIn += 1 }
+                    case .wouldBlock, .batchFull: break reading
+                    case .rejected: pipeline.statistics.virtioRejected += 1
+                    }
+                } catch {
+                    logger.error("\(error)")
+                    break reading
+                }
+            }
+            pipeline.process(batch, now: now, egress: sink, back: device)
+            if now - lastPublish > 50_000_000 {
+                publish(.lanToWan, pipeline, sink.counters)
+                lastPublish = now
+            }
+        }
+        publish(.lanToWan, pipeline, sink.counters)
+    }
+
+    /// Socket → split → validate, strip → GRO → TUN.
+    func decapsulate() {
+        var pipeline = pipeline(.wanToLan, mtu: deviceMTU)
+        let back = GTPUSink(socket: socket, settings: configuration.gtpu, logger: logger)
+        let decapsulator = GTPUDecapsulator(settings: configuration.gtpu)
+        var counters = TunnelCounters()
+        var batch = PacketBatch(packetCapacity: max(configuration.batch, 128), byteCapacity: 4 * 65_600)
+        var receive = GrowableBuffer<UInt8>(capacity: 65_600)
+        var lastPublish: UInt64 = 0
+        let metadata = PacketMetadata(linkType: .raw, checksum: .unverified)
+        while !stopFlag.load(ordering: .relaxed) {
+            guard socket.waitReadable(milliseconds: 100) else {
+                var c = counters
+                c.add(back.counters)
+                publish(.wanToLan, pipeline, c)
+                continue
+            }
+            batch.removeAll()
+            let now = DispatchTime.now().uptimeNanoseconds
+            // Read until nothing waits or the batch may not hold another train.
+            while batch.canAppend(length: 65_600) {
+                let buffer = unsafe UnsafeMutableRawBufferPointer(start: receive.rawBase, count: receive.capacity)
+                let got: (length: Int, segmentSize: Int)?
+                do { got = try socket.receive(into: buffer) } catch {
+                    logger.error("\(error)")
+                    break
+                }
+                guard let (length, segment) = got else { break }
+                guard length > 0 else { continue }
+                counters.receives += 1
+                let size = segment > 0 ? segment : length
+                var at = 0
+                while at < length {
+                    let datagram = unsafe UnsafeRawBufferPointer(rebasing: buffer[at..<min(length, at + size)])
+                    at += size
+                    counters.datagramsReceived += 1
+                    switch unsafe decapsulator.classify(datagram) {
+                    case .packet(let range):
+                        let inner = unsafe UnsafeRawBufferPointer(rebasing: datagram[range])
+                        if unsafe batch.append(inner.bytes, metadata: metadata) {
+                            pipeline.statistics.packetsIn += 1
+                            pipeline.statistics.bytesIn += range.count
+                        }
+                    case .echoRequest(let sequence):
+                        back.sendRaw(decapsulator.echoResponse(to: sequence))
+                        counters.echoesAnswered += 1
+                    case .echoResponse: counters.echoResponses += 1
+                    case .errorIndication: counters.errorIndications += 1
+                    case .drop(let reason): counters.dropped[reason, default: 0] += 1
+                    }
+                }
+            }
+            if batch.count > 0 { pipeline.process(batch, now: now, egress: device, back: back) }
+            if now - lastPublish > 50_000_000 {
+                var c = counters
+                c.add(back.counters)
+                publish(.wanToLan, pipeline, c)
+                lastPublish = now
+            }
+        }
+        var c = counters
+        c.add(back.counters)
+        publish(.wanToLan, pipeline, c)
+    }
+}
+
+extension TunnelCounters {
+    /// Adds another set.
+    public mutating func add(_ o: TunnelCounters) {
+        sends += o.sends
+        datagramsSent += o.datagramsSent
+        receives += o.receives
+        datagramsReceived += o.datagramsReceived
+        echoesAnswered += o.echoesAnswered
+        echoResponses += o.echoResponses
+        errorIndications += o.errorIndications
+        dropped.merge(o.dropped, uniquingKeysWith: +)
+        sendErrors += o.sendErrors
+        sendsWithoutGSO += o.sendsWithoutGSO
+    }
+}

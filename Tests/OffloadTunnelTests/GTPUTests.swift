@@ -1,0 +1,201 @@
+import Foundation
+import OffloadCapture
+import OffloadEngine
+import OffloadTestSupport
+import OffloadTunnel
+import OffloadWire
+import Testing
+
+/// GTP-U encapsulation and decapsulation, offline.
+@Suite("GTP-U: one datagram per segment, each length right; refused input counted")
+struct GTPUTests {
+    static let settings = GTPUSettings(teid: 0x1234_5678)
+
+    /// A TCP super-packet of `count` segments of `size` bytes, merged by the engine.
+    func superPacket(count: Int, size: Int, ipv6: Bool = false) throws -> (bytes: [UInt8], gso: GSOInfo) {
+        var engine = GROEngine()
+        var batch = PacketBatch(packetCapacity: count, byteCapacity: 1 << 20)
+        for i in 0..<count {
+            var b = PacketBuilder()
+            b.link = .raw
+            b.ipv6 = ipv6
+            b.sequence = 1 + UInt32(i * size)
+            b.ipID = UInt16(i)
+            b.payloadLength = size
+            batch.append(b.frame(), metadata: PacketMetadata(linkType: .raw))
+        }
+        engine.coalesce(batch)
+        let gso = try #require(engine.output(at: 0).metadata.gso)
+        return (engine.outputBytes(at: 0), gso)
+    }
+
+    @Test("a 20-segment super-packet becomes 20 G-PDUs; each decapsulates to the GSO segment, checksums right", arguments: [false, true])
+    func superPacketPerSegment(ipv6: Bool) throws {
+        let (bytes, gso) = try superPacket(count: 20, size: 1000, ipv6: ipv6)
+        var encapsulator = GTPUEncapsulator(settings: Self.settings)
+        var segmenter = GSOSegmenter()
+        let decapsulator = GTPUDecapsulator(settings: Self.settings)
+        let (datagrams, segments) = try bytes.withUnsafeBytes { raw in
+            try encapsulator.prepare(raw, gso: gso)
+            try segmenter.segment(raw, linkType: .raw, gso: gso, checksum: .complete)
+            return ((0..<encapsulator.datagramCount).map { encapsulator.datagramBytes(at: $0) },
+                    (0..<segmenter.segmentCount).map { segmenter.segmentBytes(at: $0) })
+        }
+        #expect(datagrams.count == 20 && segments.count == 20)
+        for (datagram, segment) in zip(datagrams, segments) {
+            #expect(datagram.count == 8 + segment.count)
+            #expect(datagram[0] == 0x30 && datagram[1] == 255, "version 1, PT 1, G-PDU")
+            #expect(Int(datagram.loadBigEndian(UInt16.self, at: 2)) == segment.count, "the length field is this segment's")
+            #expect(datagram.loadBigEndian(UInt32.self, at: 4) == 0x1234_5678)
+            let kind = datagram.withUnsafeBytes { decapsulator.classify($0) }
+            guard case .packet(let range) = kind else {
+                Issue.record("not a packet: \(kind)")
+                continue
+            }
+            #expect(Array(datagram[range]) == segment)
+        }
+        // Same size but the last: what one UDP GSO send needs.
+        #expect(Set(datagrams.dropLast().map(\.count)).count == 1)
+    }
+
+    @Test("sequence numbers: the S flag, 12-byte headers, one number per datagram")
+    func sequenceNumbers() throws {
+        let (bytes, gso) = try superPacket(count: 3, size: 500)
+        var encapsulator = GTPUEncapsulator(settings: GTPUSettings(teid: 9, sequenceNumbers: true))
+        let datagrams = try bytes.withUnsafeBytes { raw in
+            try encapsulator.prepare(raw, gso: gso)
+            return (0..<encapsulator.datagramCount).map { encapsulator.datagramBytes(at: $0) }
+        }
+        #expect(datagrams.map { $0[0] } == [0x32, 0x32, 0x32])
+        #expect(datagrams.map { $0.loadBigEndian(UInt16.self, at: 8) } == [0, 1, 2])
+        #expect(datagrams.allSatisfy { Int($0.loadBigEndian(UInt16.self, at: 2)) == $0.count - 8 })
+        let kind = datagrams[1].withUnsafeBytes { GTPUDecapsulator(settings: GTPUSettings(teid: 9)).classify($0) }
+        #expect(kind == .packet(12..<datagrams[1].count))
+    }
+
+    @Test("refused: truncated, wrong version, a length that lies, an unknown TEID, extension headers, other types")
+    func refused() {
+        let d = GTPUDecapsulator(settings: Self.settings)
+        var packet = PacketBuilder()
+        packet.link = .raw
+        let inner = packet.frame()
+        let good = GTPUHeader(teid: 0x1234_5678, payloadLength: inner.count).bytes + inner
+        func classify(_ bytes: [UInt8]) -> GTPUDatagram { bytes.withUnsafeBytes { d.classify($0) } }
+        #expect(classify(good) == .packet(8..<good.count))
+        #expect(classify(Array(good.prefix(5))) == .drop(.truncated))
+        var v2 = good
+        v2[0] = 0x50
+        #expect(classify(v2) == .drop(.version))
+        #expect(classify(Array(good.dropLast())) == .drop(.length))
+        var otherTEID = good
+        otherTEID[7] ^= 1
+        #expect(classify(otherTEID) == .drop(.unknownTEID))
+        var extended = GTPUHeader(teid: 0x1234_5678, sequence: 0, payloadLength: inner.count).bytes + inner
+        extended[0] |= 0x04
+        extended[11] = 0x85
+        #expect(classify(extended) == .drop(.extensionHeaders))
+        var notIP = good
+        notIP[8] = 0x00
+        #expect(classify(notIP) == .drop(.messageType))
+        #expect(classify(GTPUHeader(messageType: 26, teid: 0, payloadLength: 0).bytes) == .errorIndication)
+    }
+
+    @Test("an echo request is answered: type 2, its sequence number, the Recovery IE")
+    func echo() throws {
+        let d = GTPUDecapsulator(settings: Self.settings)
+        let request = GTPUHeader(messageType: 1, teid: 0, sequence: 0x4242, payloadLength: 0).bytes
+        let kind = request.withUnsafeBytes { d.classify($0) }
+        #expect(kind == .echoRequest(sequence: 0x4242))
+        let response = d.echoResponse(to: 0x4242)
+        let header = try response.withUnsafeBytes { try GTPUHeader($0) }
+        #expect(header.messageType == 2 && header.sequence == 0x4242 && Array(response[12...]) == [14, 0])
+    }
+
+    @Test("captures: encapsulate then decapsulate gives the inner packets back, byte for byte; super-packets as their segments")
+    func captureRoundTrip() throws {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("gtpu-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        // Plain packets of both families, then the same flow merged by offload coalesce.
+        var frames: [[UInt8]] = []
+        for i in 0..<30 {
+            var b = PacketBuilder()
+            b.link = .raw
+            b.ipv6 = i % 3 == 0
+            b.udp = i % 5 == 0
+            b.sequence = 1 + UInt32(i / 3 * 1200)
+            b.payloadLength = i % 7 == 0 ? 0 : 1200
+            frames.append(b.frame())
+        }
+        let plain = "\(scratch)/plain.pcap"
+        var writer = try CaptureWriter(path: plain, format: .pcap(nanosecond: true, bigEndian: false),
+                                       interfaces: [CaptureInterface(linkType: .raw)])
+        for (i, f) in frames.enumerated() { try writer.writePacket(f, timestamp: UInt64(i) * 1000) }
+        try writer.flush()
+        let local = IPAddress.v4(IPv4Address(192, 0, 2, 1)), remote = IPAddress.v4(IPv4Address(192, 0, 2, 2))
+        let outer = "\(scratch)/outer.pcap", inner = "\(scratch)/inner.pcap"
+        let e = try TunnelCapture.encapsulate(input: plain, output: outer, settings: Self.settings, local: local, remote: remote)
+        #expect(e.written == 30)
+        let d = try TunnelCapture.decapsulate(input: outer, output: inner, settings: Self.settings)
+        #expect(d.written == 30 && d.dropped.isEmpty)
+        var reader = try CaptureReader(path: inner)
+        var back: [[UInt8]] = []
+        while let r = try reader.next() { back.append(r.bytes) }
+        #expect(back == frames)
+
+        let merged = "\(scratch)/merged.pcapng", wire = "\(scratch)/wire.pcap"
+        _ = try coalesceCapture(input: plain, output: merged)
+        _ = try segmentCapture(input: merged, output: wire)
+        let e2 = try TunnelCapture.encapsulate(input: merged, output: outer, settings: Self.settings, local: local, remote: remote)
+        #expect(e2.superPackets > 0)
+        _ = try TunnelCapture.decapsulate(input: outer, output: inner, settings: Self.settings)
+        var segmented: [[UInt8]] = []
+        var r1 = try CaptureReader(path: wire)
+        while let r = try r1.next() { segmented.append(r.bytes) }
+        var r2 = try CaptureReader(path: inner)
+        var decapsulated: [[UInt8]] = []
+        while let r = try r2.next() { decapsulated.append(r.bytes) }
+        #expect(decapsulated == segmented, "the tunnel carries what offload segment restores")
+        // And the wrong TEID takes nothing out.
+        let none = try TunnelCapture.decapsulate(input: outer, output: inner, settings: GTPUSettings(teid: 1))
+        #expect(none.written == 0 && none.dropped[.unknownTEID] == e2.written)
+    }
+
+    @Test("tshark's GTP dissector reads every datagram: no malformed packets, the length right on each")
+    func tshark() throws {
+        guard shell("command -v tshark").status == 0 else {
+            print("skipped: tshark is not installed (apt-get install -y tshark)")
+            return
+        }
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("gtpu-ts-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let (bytes, gso) = try superPacket(count: 30, size: 1400)
+        let input = "\(scratch)/in.pcapng"
+        var writer = try CaptureWriter(path: input, format: .pcapng,
+                                       interfaces: [CaptureInterface(linkType: .raw)])
+        try writer.writePacket(bytes, timestamp: 1, options: [.gso(gso)])
+        try writer.flush()
+        let outer = "\(scratch)/outer.pcap"
+        for sequence in [false, true] {
+            _ = try TunnelCapture.encapsulate(input: input, output: outer,
+                                              settings: GTPUSettings(teid: 7, sequenceNumbers: sequence),
+                                              local: .v6(IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+                                              remote: .v6(IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2)))
+            let (status, out) = shell("tshark -r \(outer) -o udp.check_checksum:TRUE -o tcp.check_checksum:TRUE "
+                + "-T fields -e gtp.length -e udp.length -e _ws.malformed -e udp.checksum.status -e tcp.checksum.status "
+                + "2>/dev/null")
+            #expect(status == 0)
+            let rows = out.split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false) }
+            #expect(rows.count == 30)
+            for row in rows {
+                guard row.count >= 5, let gtp = Int(row[0]), let udp = Int(row[1]) else {
+                    Issue.record("not dissected as GTP: \(row)")
+                    continue
+                }
+                #expect(gtp == udp - 8 - 8, "GTP length = the UDP payload less the mandatory 8-byte header")
+                #expect(row[2].isEmpty && row[3] == "1" && row[4] == "1", "\(row)")
+            }
+        }
+    }
+}
