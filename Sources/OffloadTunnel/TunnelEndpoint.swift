@@ -15,6 +15,8 @@ import Synchronization
 public struct TunnelCounters: Hashable, Sendable, Codable {
     /// `sendmsg` calls, and the datagrams they carried.
     public var sends = 0, datagramsSent = 0
+    /// Sends of more than one datagram (UDP GSO trains: a super-packet's segments), and their datagrams.
+    public var trains = 0, datagramsInTrains = 0
     /// `recvmsg` calls that returned data, and the datagrams in them.
     public var receives = 0, datagramsReceived = 0
     /// Echo requests answered, echo responses and error indications received.
@@ -32,6 +34,9 @@ public struct TunnelCounters: Hashable, Sendable, Codable {
         var all = [
             StageCounter("tunnel_sendmsg", help: "sendmsg calls on the tunnel socket.", value: sends),
             StageCounter("tunnel_datagrams_sent", help: "Datagrams sent on the tunnel socket.", value: datagramsSent),
+            StageCounter("tunnel_gso_trains", help: "sendmsg calls that carried a train of datagrams (UDP GSO).",
+                         value: trains),
+            StageCounter("tunnel_gso_train_datagrams", help: "Datagrams in those trains.", value: datagramsInTrains),
             StageCounter("tunnel_recvmsg", help: "recvmsg calls that returned data.", value: receives),
             StageCounter("tunnel_datagrams_received", help: "Datagrams received on the tunnel socket.", value: datagramsReceived),
             StageCounter("tunnel_echoes_answered", help: "GTP-U echo requests answered.", value: echoesAnswered),
@@ -64,15 +69,21 @@ public final class GTPUSink: PacketSink, @unchecked Sendable {
     public private(set) var gsoRefused = false
     let logger: Logger
 
+    /// Whether the sink takes super-packets (and sends them as UDP GSO trains); false: one packet
+    /// per write, one datagram per `sendmsg` (a tunnel with offloads off).
+    public let offloads: Bool
+
     /// Creates a sink on a socket.
-    public init(socket: UDPTunnelSocket, settings: GTPUSettings, logger: Logger) {
+    public init(socket: UDPTunnelSocket, settings: GTPUSettings, offloads: Bool = true, logger: Logger) {
         self.socket = socket
         encapsulator = GTPUEncapsulator(settings: settings)
+        self.offloads = offloads
+        gsoRefused = !offloads
         self.logger = logger
     }
 
-    /// The pipeline writes whole super-packets with their GSO facts.
-    public var takesVirtioHeaders: Bool { true }
+    /// The pipeline writes whole super-packets with their GSO facts (with offloads on).
+    public var takesVirtioHeaders: Bool { offloads }
 
     /// Encapsulates and sends one packet or super-packet.
     public func write(header: VirtioNetHeader?, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError) {
@@ -122,6 +133,10 @@ public final class GTPUSink: PacketSink, @unchecked Sendable {
                 try send(first..<(last + 1), segmentSize: count > 1 ? size : 0)
                 counters.sends += 1
                 counters.datagramsSent += count
+                if count > 1 {
+                    counters.trains += 1
+                    counters.datagramsInTrains += count
+                }
             } catch let error where count > 1 && (error.errno == .ioError || error.errno == .invalidArgument) {
                 // The device or kernel cannot do UDP GSO: datagram by datagram from now on, said once.
                 if !gsoRefused { logger.warning("UDP GSO refused (\(error)): sending datagram by datagram") }
@@ -131,7 +146,7 @@ public final class GTPUSink: PacketSink, @unchecked Sendable {
                 counters.sendErrors += 1
                 if counters.sendErrors == 1 { logger.warning("\(error)") }
             }
-            if gsoRefused && count == 1 { counters.sendsWithoutGSO += 1 }
+            if gsoRefused && offloads && count == 1 { counters.sendsWithoutGSO += 1 }
             first = last + 1
         }
     }
@@ -254,7 +269,13 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
     public func prometheusText() -> String { metrics.exposition(snapshots.withLock { $0 }) }
 
     func pipeline(_ direction: Direction, mtu: Int) -> ForwardingPipeline<IdentityStage> {
-        ForwardingPipeline(direction: direction, gro: configuration.gro, egressMTU: mtu,
+        var gro = configuration.gro
+        if !configuration.offloads {
+            // Offloads off: packet by packet on both sides, nothing merged.
+            gro.tcp = false
+            gro.udp = false
+        }
+        return ForwardingPipeline(direction: direction, gro: gro, egressMTU: mtu,
                            icmpSourceV4: configuration.icmpSourceV4, icmpSourceV6: configuration.icmpSourceV6,
                            virtioHeaders: configuration.offloads, stage: IdentityStage(), logger: logger)
     }
@@ -283,7 +304,7 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
     /// TUN → GRO → decision → GTP-U → socket.
     func encapsulate() {
         var pipeline = pipeline(.lanToWan, mtu: innerMTU)
-        let sink = GTPUSink(socket: socket, settings: configuration.gtpu, logger: logger)
+        let sink = GTPUSink(socket: socket, settings: configuration.gtpu, offloads: configuration.offloads, logger: logger)
         var batch = PacketBatch(packetCapacity: configuration.batch, byteCapacity: configuration.batch * TUNDevice.maximumPacket)
         var lastPublish: UInt64 = 0
         while !stopFlag.load(ordering: .relaxed) {
@@ -320,7 +341,7 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
     /// Socket → split → validate, strip → GRO → TUN.
     func decapsulate() {
         var pipeline = pipeline(.wanToLan, mtu: deviceMTU)
-        let back = GTPUSink(socket: socket, settings: configuration.gtpu, logger: logger)
+        let back = GTPUSink(socket: socket, settings: configuration.gtpu, offloads: configuration.offloads, logger: logger)
         let decapsulator = GTPUDecapsulator(settings: configuration.gtpu)
         var counters = TunnelCounters()
         var batch = PacketBatch(packetCapacity: max(configuration.batch, 128), byteCapacity: 4 * 65_600)
@@ -388,6 +409,8 @@ extension TunnelCounters {
     public mutating func add(_ o: TunnelCounters) {
         sends += o.sends
         datagramsSent += o.datagramsSent
+        trains += o.trains
+        datagramsInTrains += o.datagramsInTrains
         receives += o.receives
         datagramsReceived += o.datagramsReceived
         echoesAnswered += o.echoesAnswered

@@ -19,26 +19,8 @@ func shellQuote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", w
 let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().path
 
-/// Why these tests cannot run here, or nil when they can.
-func netnsUnavailable() -> String? {
-    if getuid() != 0 { return "not root" }
-    if !FileManager.default.fileExists(atPath: "/dev/net/tun") { return "no /dev/net/tun" }
-    for tool in ["ip", "socat", "sha256sum"] where (try? sh("command -v \(tool)").0) != 0 { return "\(tool) is not installed" }
-    if (try? sh("ip netns add offload-probe-\(getpid()) && ip netns del offload-probe-\(getpid())").0) != 0 {
-        return "cannot create network namespaces"
-    }
-    return nil
-}
-
 /// The built `offload` executable next to the tests.
 let offloadExecutable = builtExecutable(named: "offload")
-
-/// Prints why the netns tests skip, and returns true, when they cannot run here.
-func skipWithoutNetns() -> Bool {
-    guard let reason = netnsUnavailable() else { return false }
-    print("skipped: \(reason)")
-    return true
-}
 
 /// A client — gateway — server topology with `offload forward` on the gateway.
 final class Lab {

@@ -44,6 +44,24 @@ public func shell(_ command: String, timeout: Int = 60) -> (status: Int32, outpu
     return (status == -1 ? -1 : (status >> 8) & 0xFF, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
 }
 
+/// Why the network namespace tests cannot run here (not root, no TUN, a missing tool), or nil.
+public func netnsUnavailable() -> String? {
+    if getuid() != 0 { return "not root" }
+    if !FileManager.default.fileExists(atPath: "/dev/net/tun") { return "no /dev/net/tun" }
+    for tool in ["ip", "socat", "sha256sum"] where shell("command -v \(tool)").status != 0 { return "\(tool) is not installed" }
+    if shell("ip netns add offload-probe-\(getpid()) && ip netns del offload-probe-\(getpid())").status != 0 {
+        return "cannot create network namespaces"
+    }
+    return nil
+}
+
+/// Prints why the netns tests skip, and returns true, when they cannot run here.
+public func skipWithoutNetns() -> Bool {
+    guard let reason = netnsUnavailable() else { return false }
+    print("skipped: \(reason)")
+    return true
+}
+
 /// Tests that build network namespaces and push traffic through them run one at a time, whatever
 /// suite or test target they are in: on a two-core machine two of them at once would measure each
 /// other, and one may count the other's namespaces.

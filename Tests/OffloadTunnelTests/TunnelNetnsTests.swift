@@ -1,0 +1,182 @@
+import Foundation
+import OffloadForwarder
+import OffloadTestSupport
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// client — gw1 — underlay — gw2 — server, with `offload tunnel` (GTP-U) on both gateways and
+/// the kernel's TCP at both ends.
+final class TunnelLab {
+    let prefix = "otnt\(getpid() % 100_000)"
+    var client: String { "\(prefix)-client" }
+    var server: String { "\(prefix)-server" }
+    func gateway(_ n: Int) -> String { "\(prefix)-gw\(n)" }
+    let dir: String
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+
+    init(underlayMTU: Int = 1500) throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        shell("\(root)/scripts/netns-tunnel-topology.sh down \(prefix)")
+        let (status, out) = shell("\(root)/scripts/netns-tunnel-topology.sh up \(prefix) \(underlayMTU)")
+        guard status == 0 else { throw TunnelLabError("topology: \(out)") }
+    }
+
+    /// Starts the endpoint on both gateways (TEID 7), each routing the far side's prefixes into its tunnel.
+    func startEndpoints(_ arguments: [String] = []) throws {
+        guard let offload = builtExecutable(named: "offload") else { throw TunnelLabError("offload executable not found") }
+        for (n, local, remote, routes) in [(1, "192.168.88.1", "192.168.88.2", ["10.88.2.0/24", "fd88:2::/64"]),
+                                           (2, "192.168.88.2", "192.168.88.1", ["10.88.1.0/24", "fd88:1::/64"])] {
+            let command = ["setsid", "ip", "netns", "exec", gateway(n), offload, "tunnel", "--device", "gtp0", "--local", local,
+                           "--remote", remote, "--id", "7", "--setup"] + routes.flatMap { ["--route", $0] }
+                + ["--stats-json", "\(dir)/gw\(n).json", "--duration", "150"] + arguments
+            shell(command.joined(separator: " ") + " > \(dir)/gw\(n).log 2>&1 < /dev/null &")
+        }
+        for _ in 0..<100 {
+            if shell("ip -n \(gateway(1)) route; ip -n \(gateway(2)) route").output.components(separatedBy: "dev gtp0").count >= 3 {
+                return
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw TunnelLabError("the endpoints did not start: \((try? String(contentsOfFile: "\(dir)/gw1.log", encoding: .utf8)) ?? "")")
+    }
+
+    /// Stops both endpoints; their final counters.
+    func stopEndpoints() throws -> [[String: ForwarderStatistics]] {
+        shell("pkill -TERM -f '[s]tats-json \(dir)/gw' || true")
+        var result: [[String: ForwarderStatistics]] = []
+        for n in [1, 2] {
+            let path = "\(dir)/gw\(n).json"
+            for _ in 0..<100 where !FileManager.default.fileExists(atPath: path) { Thread.sleep(forTimeInterval: 0.05) }
+            Thread.sleep(forTimeInterval: 0.1)
+            result.append(try JSONDecoder().decode([String: ForwarderStatistics].self, from: Data(contentsOf: URL(fileURLWithPath: path))))
+        }
+        return result
+    }
+
+    /// Sends `megabytes` of random data from `sender` to `receiver` (bounded in time): whether the
+    /// received file is identical (sha256).
+    func transfer(megabytes: Int, from sender: String, to receiver: String, address: String, ipv6: Bool) -> (Bool, Int) {
+        let family = ipv6 ? "TCP6" : "TCP4"
+        let host = ipv6 ? "[\(address)]" : address
+        shell("head -c \(megabytes * 1_000_000) /dev/urandom > \(dir)/send.bin; rm -f \(dir)/recv.bin")
+        shell("setsid ip netns exec \(receiver) timeout 45 socat -u \(family)-LISTEN:5001,reuseaddr "
+            + "OPEN:\(dir)/recv.bin,creat,trunc > /dev/null 2>&1 < /dev/null &")
+        Thread.sleep(forTimeInterval: 0.3)
+        shell("ip netns exec \(sender) socat -u OPEN:\(dir)/send.bin \(family):\(host):5001", timeout: 40)
+        for _ in 0..<100 where shell("pgrep -f '[O]PEN:\(dir)/recv.bin'").status == 0 { Thread.sleep(forTimeInterval: 0.1) }
+        shell("pkill -f '[O]PEN:\(dir)/recv.bin' || true")
+        let sums = shell("sha256sum \(dir)/send.bin \(dir)/recv.bin | awk '{print $1}' | uniq | wc -l").output
+        let size = (try? FileManager.default.attributesOfItem(atPath: "\(dir)/recv.bin")[.size] as? Int) ?? 0
+        return (sums.trimmingCharacters(in: .whitespacesAndNewlines) == "1", size)
+    }
+
+    deinit {
+        shell("pkill -KILL -f '[s]tats-json \(dir)/gw' || true")
+        shell("\(root)/scripts/netns-tunnel-topology.sh down \(prefix)")
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+struct TunnelLabError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+extension ForwarderStatistics {
+    /// A tunnel counter (0 when absent).
+    func tunnel(_ name: String, _ labels: [String: String] = [:]) -> Int { stageCounter("tunnel_" + name, labels) }
+}
+
+@Suite("offload tunnel (GTP-U) on both gateways, with the kernel's TCP at both ends", .serialized)
+struct TunnelNetnsTests {
+    @Test("64 MB each way, IPv4 and IPv6 inside, intact; trains of datagrams per sendmsg and per recvmsg")
+    func integrity() throws { try exclusiveNetwork { try integrityBody() } }
+    func integrityBody() throws {
+        if skipWithoutNetns() { return }
+        let lab = try TunnelLab()
+        try lab.startEndpoints()
+        for (ipv6, toServer, toClient) in [(false, "10.88.2.2", "10.88.1.2"), (true, "fd88:2::2", "fd88:1::2")] {
+            let up = lab.transfer(megabytes: 64, from: lab.client, to: lab.server, address: toServer, ipv6: ipv6)
+            #expect(up.0, "client -> server over IPv\(ipv6 ? 6 : 4) inside: \(up.1) bytes")
+            let down = lab.transfer(megabytes: 64, from: lab.server, to: lab.client, address: toClient, ipv6: ipv6)
+            #expect(down.0, "server -> client over IPv\(ipv6 ? 6 : 4) inside: \(down.1) bytes")
+        }
+        let stats = try lab.stopEndpoints()
+        let encap = try #require(stats[0]["lan_to_wan"])
+        let decap = try #require(stats[1]["wan_to_lan"])
+        // A super-packet's segments leave in one sendmsg (a UDP GSO train) and arrive in one recvmsg
+        // (UDP GRO); ACKs, which nothing merges, go one per call and are left out of these ratios.
+        let perTrain = Double(encap.tunnel("gso_train_datagrams")) / Double(max(1, encap.tunnel("gso_trains")))
+        let received = decap.tunnel("datagrams_received"), receives = decap.tunnel("recvmsg")
+        print("gw1 encapsulation: \(encap.tunnel("datagrams_sent")) datagrams in \(encap.tunnel("sendmsg")) sendmsg, "
+            + "\(encap.tunnel("gso_train_datagrams")) of them in \(encap.tunnel("gso_trains")) trains; "
+            + "gw2 decapsulation: \(received) datagrams in \(receives) recvmsg")
+        #expect(perTrain >= 8, "datagrams per UDP GSO send: \(perTrain)")
+        #expect(receives < received / 2, "UDP GRO hands over trains: \(received) datagrams in \(receives) recvmsg")
+        #expect(decap.meanSegmentsPerSuperPacket >= 4, "the decapsulated packets are merged again: \(decap.meanSegmentsPerSuperPacket)")
+        #expect(encap.tunnel("send_errors") <= 2 && decap.writeErrors == 0)
+        #expect(shell("ip -n \(lab.gateway(1)) route").output.contains("gtp0") == false, "the routes were not removed")
+    }
+
+    @Test("underlay MTU 1400: the inner sender hears fragmentation needed / packet too big, its MSS follows, the transfer completes")
+    func smallerUnderlay() throws { try exclusiveNetwork { try smallerUnderlayBody() } }
+    func smallerUnderlayBody() throws {
+        if skipWithoutNetns() { return }
+        let lab = try TunnelLab(underlayMTU: 1400)
+        try lab.startEndpoints()
+        let v4 = lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "10.88.2.2", ipv6: false)
+        let v6 = lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "fd88:2::2", ipv6: true)
+        #expect(v4.0 && v6.0, "IPv4 \(v4.1) bytes, IPv6 \(v6.1) bytes")
+        // The inner MTU is 1400 - 36: the client's route cache learnt it from the ICMP errors.
+        let cache4 = shell("ip -n \(lab.client) route get 10.88.2.2").output
+        let cache6 = shell("ip -n \(lab.client) -6 route get fd88:2::2").output
+        #expect(cache4.contains("mtu 1364") && cache6.contains("mtu 1364"), "\(cache4) \(cache6)")
+        let stats = try lab.stopEndpoints()
+        #expect((stats[0]["lan_to_wan"]?.icmpSent ?? 0) >= 2)
+        #expect((stats[0]["lan_to_wan"]?.tunnel("send_errors") ?? 99) <= 2, "no datagram over the underlay MTU")
+    }
+
+    @Test("bad outer input during a transfer (random bytes, a wrong TEID, a lying length, truncated): counted, dropped, the transfer intact")
+    func badInput() throws { try exclusiveNetwork { try badInputBody() } }
+    func badInputBody() throws {
+        if skipWithoutNetns() { return }
+        guard shell("command -v python3").status == 0 else {
+            print("skipped: python3 is not installed (the raw sender)")
+            return
+        }
+        let lab = try TunnelLab()
+        try lab.startEndpoints()
+        // From gw1's underlay address to gw2's GTP-U port, while data flows: 50 of each kind.
+        let sender = """
+            import os, socket, struct, time
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(('192.168.88.1', 2152))   # the endpoint's socket is connected: only its peer's address and port get in
+            inner = bytes.fromhex('4500001c000040004011' + '0000' + '0a580102' + '0a580202') + bytes(8)
+            kinds = [os.urandom(64), struct.pack('!BBHI', 0x30, 255, len(inner), 99) + inner,
+                     struct.pack('!BBHI', 0x30, 255, len(inner) + 50, 7) + inner, bytes([0x30, 255, 0])]
+            for i in range(50):
+                for k in kinds: s.sendto(k, ('192.168.88.2', 2152))
+                time.sleep(0.02)
+            """
+        try sender.write(toFile: "\(lab.dir)/bad.py", atomically: true, encoding: .utf8)
+        shell("setsid ip netns exec \(lab.gateway(1)) python3 \(lab.dir)/bad.py > /dev/null 2>&1 < /dev/null &")
+        let up = lab.transfer(megabytes: 32, from: lab.client, to: lab.server, address: "10.88.2.2", ipv6: false)
+        #expect(up.0, "\(up.1) bytes")
+        Thread.sleep(forTimeInterval: 0.5)
+        let stats = try lab.stopEndpoints()
+        let decap = try #require(stats[1]["wan_to_lan"])
+        let dropped = ["truncated", "version", "length", "unknown_teid", "message_type"].reduce(0) {
+            $0 + decap.tunnel("dropped", ["reason": $1])
+        }
+        #expect(decap.tunnel("dropped", ["reason": "unknown_teid"]) == 50)
+        #expect(decap.tunnel("dropped", ["reason": "length"]) == 50)
+        #expect(decap.tunnel("dropped", ["reason": "truncated"]) == 50)
+        #expect(dropped >= 190, "random bytes are refused too (most as another version): \(dropped)")
+    }
+}
