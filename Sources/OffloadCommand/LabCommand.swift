@@ -21,7 +21,10 @@ struct Lab: ParsableCommand {
               6  Tayga translating an IPv6-only client to an IPv4-only server (when installed)
               7  offload siit, offloads off, the same client and server
               8  offload siit, GRO + GSO
-            each with the gateway's egress MTU equal to the ingress MTU and smaller (--egress-mtu, a tunnel's \
+              9  the kernel's VXLAN tunnel between two gateways over an underlay (IPv4)
+              10 offload tunnel (GTP-U) on both gateways, offloads off
+              11 offload tunnel (GTP-U), GRO + GSO (UDP_SEGMENT, UDP_GRO)
+            each with the gateway's egress MTU (the tunnel rows: the underlay's MTU) equal to the ingress MTU and smaller (--egress-mtu, a tunnel's \
             overhead; the senders set DF, as Linux does). The table shows per-flow goodput, Jain's fairness \
             index, retransmissions, the longest stall (no data for whole --interval periods) and the forwarder's \
             mean segments per super-packet; an explanation follows it.
@@ -29,13 +32,13 @@ struct Lab: ParsableCommand {
             Needs root, /dev/net/tun, iproute2 and iperf3 (and tcpdump for --capture).
 
             Examples:
-              sudo offload lab                                   # all scenarios, IPv4, 5 s each (about 3 minutes)
+              sudo offload lab                                   # all scenarios, IPv4, 5 s each (about 4 minutes)
               sudo offload lab --scenarios 3,4,5 --seconds 2 --json
               sudo offload lab --family both --report lab.html --capture lab-captures/
             """)
 
-    @Option(help: ArgumentHelp("Scenarios to run, comma-separated (1-8).", valueName: "list"))
-    var scenarios = "1,2,3,4,5,6,7,8"
+    @Option(help: ArgumentHelp("Scenarios to run, comma-separated (1-11).", valueName: "list"))
+    var scenarios = "1,2,3,4,5,6,7,8,9,10,11"
     @Option(help: "The smaller egress MTU (a tunnel's).")
     var egressMtu = 1400
     @Option(help: "Which egress MTUs: both, equal (1500) or smaller (--egress-mtu).")
@@ -68,7 +71,7 @@ struct Lab: ParsableCommand {
             let parts = scenarios.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             let list = try parts.map { part -> LabScenario in
                 guard let n = Int(part), let s = LabScenario(rawValue: n) else {
-                    throw ValidationError("--scenarios: '\(part)' is not a scenario number 1-8")
+                    throw ValidationError("--scenarios: '\(part)' is not a scenario number 1-11")
                 }
                 return s
             }

@@ -118,6 +118,21 @@ public enum LabPresentation {
                     + parts.joined(separator: ", ") + " goodput.\n"
             }
         }
+        for mtu in Set(rows.map(\.egressMTU)).sorted() {
+            guard let tunnel = rows.first(where: { $0.scenario == .tunnelGRO && $0.egressMTU == mtu }),
+                tunnel.totalGoodputMbps > 0
+            else { continue }
+            var parts: [String] = []
+            if let kernel = rows.first(where: { $0.scenario == .kernelVXLAN && $0.egressMTU == mtu }), kernel.totalGoodputMbps > 0 {
+                parts.append(String(format: "%.2f× the kernel's VXLAN", tunnel.totalGoodputMbps / kernel.totalGoodputMbps))
+            }
+            if let off = rows.first(where: { $0.scenario == .tunnelOffloadsOff && $0.egressMTU == mtu }), off.totalGoodputMbps > 0 {
+                parts.append(String(format: "%.1f× the same endpoint's with offloads off", tunnel.totalGoodputMbps / off.totalGoodputMbps))
+            }
+            if !parts.isEmpty {
+                out += "- Underlay MTU \(mtu): the GTP-U endpoint with GRO+GSO moves " + parts.joined(separator: ", ") + " goodput.\n"
+            }
+        }
         return out
     }
 

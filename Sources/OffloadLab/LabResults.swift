@@ -19,6 +19,12 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
     case translatorOffloadsOff = 7
     /// `offload siit` with GRO and GSO.
     case translatorGRO = 8
+    /// The kernel's VXLAN between two gateways over an underlay (the tunnel rows' yardstick).
+    case kernelVXLAN = 9
+    /// `offload tunnel` (GTP-U) on both gateways, offloads off.
+    case tunnelOffloadsOff = 10
+    /// `offload tunnel` (GTP-U) on both gateways, GRO and GSO (UDP_SEGMENT, UDP_GRO).
+    case tunnelGRO = 11
 
     /// A short name for the table.
     public var name: String {
@@ -31,6 +37,9 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
         case .tayga: "tayga, v6→v4"
         case .translatorOffloadsOff: "siit, offloads off, v6→v4"
         case .translatorGRO: "siit, GRO+GSO, v6→v4"
+        case .kernelVXLAN: "kernel VXLAN tunnel"
+        case .tunnelOffloadsOff: "GTP-U tunnel, offloads off"
+        case .tunnelGRO: "GTP-U tunnel, GRO+GSO"
         }
     }
 
@@ -39,15 +48,21 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
 
     /// Whether a translator runs on the gateway between an IPv6-only client and an IPv4-only server
     /// (such a row runs once per MTU, whatever the families asked for).
-    public var isTranslator: Bool { rawValue >= 6 }
+    public var isTranslator: Bool { (6...8).contains(rawValue) }
 
     /// Whether `offload siit` runs on the gateway.
-    public var usesTranslator: Bool { rawValue >= 7 }
+    public var usesTranslator: Bool { (7...8).contains(rawValue) }
+
+    /// Whether the row is a tunnel between two gateways (IPv4, once per MTU; the MTU is the underlay's).
+    public var isTunnel: Bool { rawValue >= 9 }
+
+    /// Whether the row runs once per MTU whatever the families asked for.
+    public var runsOnce: Bool { isTranslator || isTunnel }
 
     /// The forwarder's extra arguments.
     var forwarderArguments: [String] {
         switch self {
-        case .forwarderOffloadsOff, .translatorOffloadsOff: ["--no-vnet-hdr"]
+        case .forwarderOffloadsOff, .translatorOffloadsOff, .tunnelOffloadsOff: ["--no-vnet-hdr"]
         case .forwarderLRO: ["--mode", "lro"]
         default: []
         }

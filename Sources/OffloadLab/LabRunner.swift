@@ -39,7 +39,7 @@ public struct LabConfiguration: Sendable {
 
     /// How many rows it will produce (translator rows run once per MTU).
     public var rowCount: Int {
-        let translators = scenarios.filter(\.isTranslator).count
+        let translators = scenarios.filter(\.runsOnce).count
         return (scenarios.count - translators) * egressMTUs.count * families.count + translators * egressMTUs.count
     }
 }
@@ -81,12 +81,12 @@ public final class LabRunner {
             for mtu in configuration.egressMTUs {
                 for scenario in configuration.scenarios {
                     // A translator row is IPv6 client -> IPv4 server whatever the family: run it once.
-                    if scenario.isTranslator && family != configuration.families[0] { continue }
+                    if scenario.runsOnce && family != configuration.families[0] { continue }
                     if scenario == .tayga && !isInstalled("tayga") {
                         progress("skipped scenario 6: tayga is not installed (apt-get install tayga)")
                         continue
                     }
-                    let family = scenario.isTranslator ? 6 : family
+                    let family = scenario.isTranslator ? 6 : scenario.isTunnel ? 4 : family
                     rowIndex += 1
                     progress("[\(rowIndex)/\(configuration.rowCount)] \(scenario.rawValue) \(scenario.name), IPv\(family), "
                         + "MTU \(configuration.ingressMTU) -> \(mtu), \(configuration.flows) flows, "
@@ -115,8 +115,12 @@ public final class LabRunner {
         do {
             // The translators get the kernel's GRO on the gateway's ingress: what they are built for
             // (super-packets arrive whole); Tayga's TUN has no offloads, so the kernel segments for it.
-            try topology.up(egressMTU: egressMTU, gatewayGRO: scenario == .kernelGRO || scenario.isTranslator,
-                            translator: scenario.isTranslator, scratch: c.scratch)
+            if scenario.isTunnel {
+                try topology.upTunnel(underlayMTU: egressMTU, scratch: c.scratch)
+            } else {
+                try topology.up(egressMTU: egressMTU, gatewayGRO: scenario == .kernelGRO || scenario.isTranslator,
+                                translator: scenario.isTranslator, scratch: c.scratch)
+            }
             let tag = "row\(rowIndex)"
             let statsPath = "\(c.scratch)/\(tag)-forwarder.json"
             var forwarder: BackgroundProcess?
@@ -148,9 +152,25 @@ public final class LabRunner {
                 }
             } else if scenario == .tayga {
                 children.append(try startTayga(topology, tag: tag))
+            } else if scenario == .kernelVXLAN {
+                try startKernelVXLAN(topology)
+            } else if scenario.isTunnel {
+                for (n, ns) in [(1, topology.gateway), (2, topology.gateway2)] {
+                    let f = try BackgroundProcess(
+                        ["ip", "netns", "exec", ns, c.offloadExecutable, "tunnel", "--device", "gtp0",
+                         "--local", "192.168.77.\(n)", "--remote", "192.168.77.\(3 - n)", "--id", "7", "--setup",
+                         "--route", "10.77.\(3 - n).0/24", "--stats-json", n == 1 ? statsPath : "\(statsPath).gw2",
+                         "--duration", "\(Int(c.seconds) + 90)"] + scenario.forwarderArguments,
+                        log: "\(c.scratch)/\(tag)-tunnel\(n).log")
+                    children.append(f)
+                    if n == 1 { forwarder = f }
+                    try waitFor("the tunnel's routes", timeout: 10, log: f) {
+                        ((try? runChecked(["ip", "-n", ns, "route"], scratch: c.scratch)) ?? "").contains("dev gtp0")
+                    }
+                }
             }
             var dumps: [BackgroundProcess] = []
-            if let dir = c.captureDirectory {
+            if let dir = c.captureDirectory, !scenario.isTunnel {
                 let slug = "\(scenario.rawValue)-v\(family)-mtu\(egressMTU)"
                 let wan = scenario.usesForwarder ? "ofw1" : scenario.usesTranslator ? "siit4" : scenario == .tayga ? "tayga0" : "g1"
                 let sides = [("lan", "g0"), ("wan", wan)]
@@ -240,6 +260,20 @@ public final class LabRunner {
                                           log: "\(c.scratch)/\(tag)-tayga.log")
         Thread.sleep(forTimeInterval: 0.5)
         return tayga
+    }
+
+    /// The kernel's VXLAN device on both gateways (VNI 7, port 4789), a /30 inside it, and a route
+    /// to the far side through it; its MTU follows the underlay's (less 50).
+    private func startKernelVXLAN(_ topology: LabTopology) throws {
+        let c = configuration
+        for (n, ns) in [(1, topology.gateway), (2, topology.gateway2)] {
+            for command in [["link", "add", "vx0", "type", "vxlan", "id", "7", "local", "192.168.77.\(n)", "remote",
+                             "192.168.77.\(3 - n)", "dstport", "4789", "dev", "u\(n - 1)"],
+                            ["addr", "add", "172.31.0.\(n)/30", "dev", "vx0"], ["link", "set", "vx0", "up"],
+                            ["route", "add", "10.77.\(3 - n).0/24", "via", "172.31.0.\(3 - n)", "dev", "vx0"]] {
+                try runChecked(["ip", "-n", ns] + command, scratch: c.scratch)
+            }
+        }
     }
 
     /// tcpdump's closing "N packets dropped by kernel", if it printed one.

@@ -84,10 +84,53 @@ public struct LabTopology: Sendable {
                         "net.ipv6.conf.all.forwarding=1"], scratch: scratch)
     }
 
+    /// The second gateway of a tunnel row (the far tunnel end).
+    public var gateway2: String { "\(prefix)-gw2" }
+
+    /// Builds the tunnel rows' topology, the first seed's shape: client — gateway — underlay (its
+    /// MTU `underlayMTU`) — gateway2 — server, IPv4. The underlay is `192.168.77.1` (on the gateway's
+    /// `u0`) to `192.168.77.2` (gateway2's `u1`); the tunnel (the kernel's or `offload tunnel`) is
+    /// the row's. The gateways' inner interfaces have GRO on, as a NIC in production does.
+    func upTunnel(underlayMTU: Int, scratch: String) throws {
+        let ip = { (args: String) in
+            _ = try runChecked(["ip"] + args.split(separator: " ").map(String.init), scratch: scratch)
+        }
+        for ns in [client, gateway, gateway2, server] {
+            try ip("netns add \(ns)")
+            try ip("-n \(ns) link set lo up")
+        }
+        for (a, aName, b, bName) in [(client, "c0", gateway, "g0"), (gateway, "u0", gateway2, "u1"), (gateway2, "g1", server, "s0")] {
+            try ip("link add \(prefix)a type veth peer name \(prefix)b")
+            try ip("link set \(prefix)a netns \(a) name \(aName)")
+            try ip("link set \(prefix)b netns \(b) name \(bName)")
+        }
+        try ip("-n \(client) addr add 10.77.1.2/24 dev c0")
+        try ip("-n \(gateway) addr add 10.77.1.1/24 dev g0")
+        try ip("-n \(gateway) addr add 192.168.77.1/24 dev u0")
+        try ip("-n \(gateway2) addr add 192.168.77.2/24 dev u1")
+        try ip("-n \(gateway2) addr add 10.77.2.1/24 dev g1")
+        try ip("-n \(server) addr add 10.77.2.2/24 dev s0")
+        for (ns, dev) in [(client, "c0"), (gateway, "g0"), (gateway, "u0"), (gateway2, "u1"), (gateway2, "g1"), (server, "s0")] {
+            try ip("-n \(ns) link set \(dev) up")
+            if dev.hasPrefix("u") {
+                try ip("-n \(ns) link set \(dev) mtu \(underlayMTU)")
+            } else {
+                let gro = dev.hasPrefix("g") ? "on" : "off"
+                _ = try? runCommand(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", gro],
+                                    scratch: scratch)
+            }
+        }
+        try ip("-n \(client) route add default via 10.77.1.1")
+        try ip("-n \(server) route add default via 10.77.2.1")
+        for ns in [gateway, gateway2] {
+            try runChecked(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"], scratch: scratch)
+        }
+    }
+
     /// Removes it: kills whatever still runs inside, then deletes the namespaces (which takes the
     /// veths with them). Never throws: it is the cleanup.
     func down(scratch: String) {
-        Self.remove(namespaces: [client, gateway, server], scratch: scratch)
+        Self.remove(namespaces: [client, gateway, gateway2, server], scratch: scratch)
     }
 
     /// The namespaces that exist now.

@@ -30,6 +30,10 @@ public struct GTPUSettings: Hashable, Sendable {
 /// headers in an arena, the payload in place) and each segment gets its own GTP-U header, whose
 /// length field is that segment's. The datagrams of one packet are all the same size but the last,
 /// as one UDP GSO send needs them.
+///
+/// (`@safe`: the pointers it keeps, into the caller's packet and its own arena, are handed out
+/// only inside ``withDatagramPieces(at:_:)`` and documented as valid until the next ``prepare(_:gso:)``.)
+@safe
 public struct GTPUEncapsulator: ~Copyable {
     /// The settings.
     public let settings: GTPUSettings
@@ -52,10 +56,10 @@ public struct GTPUEncapsulator: ~Copyable {
         if let gso, gso.segmentCount > 1 {
             unsafe try segmenter.segment(packet, linkType: .raw, gso: gso, checksum: .complete)
             count = segmenter.segmentCount
-            single = nil
+            unsafe single = nil
         } else {
             count = 1
-            single = unsafe packet
+            unsafe single = unsafe packet
         }
         _ = headers.reserve(count * 12)
         for i in 0..<count {
@@ -151,8 +155,11 @@ public struct GTPUDecapsulator: Sendable {
         case GTPUHeader.MessageType.gPDU:
             guard header.teid == settings.localTEID else { return .drop(.unknownTEID) }
             let start = header.headerLength
-            guard unsafe datagram.count > start, unsafe [4, 6].contains(datagram[start] >> 4) else { return .drop(.messageType) }
-            return unsafe .packet(start..<datagram.count)
+            let count = unsafe datagram.count
+            guard count > start else { return .drop(.messageType) }
+            let version = unsafe datagram[start] >> 4
+            guard version == 4 || version == 6 else { return .drop(.messageType) }
+            return .packet(start..<count)
         case GTPUHeader.MessageType.echoRequest: return .echoRequest(sequence: header.sequence)
         case GTPUHeader.MessageType.echoResponse: return .echoResponse
         case GTPUHeader.MessageType.errorIndication: return .errorIndication

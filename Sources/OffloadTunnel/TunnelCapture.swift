@@ -47,7 +47,7 @@ public enum TunnelCapture {
                 report.snapped += 1
                 continue
             }
-            guard let (n, network) = try? PacketLayout.linkHeader(record.bytes.span.bytes, linkType: record.linkType),
+            guard let (n, network) = unsafe try? PacketLayout.linkHeader(record.bytes.span.bytes, linkType: record.linkType),
                 network == .ipv4 || network == .ipv6
             else {
                 report.notIP += 1
@@ -92,7 +92,7 @@ public enum TunnelCapture {
                 report.snapped += 1
                 continue
             }
-            guard let layout = try? PacketLayout(parsing: record.bytes.span.bytes, linkType: record.linkType),
+            guard let layout = unsafe try? PacketLayout(parsing: record.bytes.span.bytes, linkType: record.linkType),
                 layout.isIP
             else {
                 report.notIP += 1

@@ -344,8 +344,8 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
         let back = GTPUSink(socket: socket, settings: configuration.gtpu, offloads: configuration.offloads, logger: logger)
         let decapsulator = GTPUDecapsulator(settings: configuration.gtpu)
         var counters = TunnelCounters()
-        var batch = PacketBatch(packetCapacity: max(configuration.batch, 128), byteCapacity: 4 * 65_600)
-        var receive = GrowableBuffer<UInt8>(capacity: 65_600)
+        var batch = PacketBatch(packetCapacity: max(configuration.batch, 64) + 64, byteCapacity: 4 * 65_600)
+        let receive = GrowableBuffer<UInt8>(capacity: 65_600)
         var lastPublish: UInt64 = 0
         let metadata = PacketMetadata(linkType: .raw, checksum: .unverified)
         while !stopFlag.load(ordering: .relaxed) {
@@ -357,11 +357,12 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
             }
             batch.removeAll()
             let now = DispatchTime.now().uptimeNanoseconds
-            // Read until nothing waits or the batch may not hold another train.
-            while batch.canAppend(length: 65_600) {
+            // Read until nothing waits or the batch may not hold another train (UDP GRO hands over
+            // at most 64 datagrams at once, 64 KB in all).
+            while batch.canAppend(length: 65_600) && batch.count + 64 <= batch.packetCapacity {
                 let buffer = unsafe UnsafeMutableRawBufferPointer(start: receive.rawBase, count: receive.capacity)
                 let got: (length: Int, segmentSize: Int)?
-                do { got = try socket.receive(into: buffer) } catch {
+                do { got = unsafe try socket.receive(into: buffer) } catch {
                     logger.error("\(error)")
                     break
                 }
@@ -380,6 +381,8 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
                         if unsafe batch.append(inner.bytes, metadata: metadata) {
                             pipeline.statistics.packetsIn += 1
                             pipeline.statistics.bytesIn += range.count
+                        } else {
+                            pipeline.statistics.dropped += 1  // cannot happen: room for a whole train is kept
                         }
                     case .echoRequest(let sequence):
                         back.sendRaw(decapsulator.echoResponse(to: sequence))

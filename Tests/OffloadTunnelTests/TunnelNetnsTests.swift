@@ -120,6 +120,9 @@ struct TunnelNetnsTests {
         #expect(receives < received / 2, "UDP GRO hands over trains: \(received) datagrams in \(receives) recvmsg")
         #expect(decap.meanSegmentsPerSuperPacket >= 4, "the decapsulated packets are merged again: \(decap.meanSegmentsPerSuperPacket)")
         #expect(encap.tunnel("send_errors") <= 2 && decap.writeErrors == 0)
+        // Every datagram that came in went on: none lost between the socket and the TUN device.
+        #expect(decap.tunnel("datagrams_received") == decap.packetsIn && decap.dropped == 0,
+                "\(decap.tunnel("datagrams_received")) datagrams in, \(decap.packetsIn) inner packets, \(decap.dropped) dropped")
         #expect(shell("ip -n \(lab.gateway(1)) route").output.contains("gtp0") == false, "the routes were not removed")
     }
 
