@@ -155,7 +155,7 @@ public struct GTPUDecapsulator: Sendable {
         case GTPUHeader.MessageType.gPDU:
             guard header.teid == settings.localTEID else { return .drop(.unknownTEID) }
             let start = header.headerLength
-            let count = unsafe datagram.count
+            let count = datagram.count
             guard count > start else { return .drop(.messageType) }
             let version = unsafe datagram[start] >> 4
             guard version == 4 || version == 6 else { return .drop(.messageType) }
