@@ -20,11 +20,15 @@
 #endif
 
 int offload_tun_open(const char *name, int vnet_hdr, int multi_queue, char *actual_name) {
+    return offload_tun_open_mode(name, vnet_hdr, multi_queue, 0, actual_name);
+}
+
+int offload_tun_open_mode(const char *name, int vnet_hdr, int multi_queue, int tap, char *actual_name) {
     int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return -errno;
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (vnet_hdr ? IFF_VNET_HDR : 0) | (multi_queue ? IFF_MULTI_QUEUE : 0);
+    ifr.ifr_flags = (tap ? IFF_TAP : IFF_TUN) | IFF_NO_PI | (vnet_hdr ? IFF_VNET_HDR : 0) | (multi_queue ? IFF_MULTI_QUEUE : 0);
     strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
         int e = errno;
@@ -82,7 +86,7 @@ int offload_interface_set_txqueuelen(const char *name, int length) {
     return with_ifreq(name, SIOCSIFTXQLEN, &ifr);
 }
 
-int offload_udp_open(int family, const void *local, const void *remote, unsigned int length, int gro) {
+int offload_udp_open(int family, const void *local, const void *remote, unsigned int length, int gro, int connected) {
     int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
     int one = 1;
@@ -96,7 +100,8 @@ int offload_udp_open(int family, const void *local, const void *remote, unsigned
     } else {
         setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
     }
-    if (bind(fd, (const struct sockaddr *)local, length) < 0 || connect(fd, (const struct sockaddr *)remote, length) < 0) {
+    if (bind(fd, (const struct sockaddr *)local, length) < 0
+        || (connected && connect(fd, (const struct sockaddr *)remote, length) < 0)) {
         int e = errno;
         close(fd);
         return -e;
@@ -109,9 +114,12 @@ int offload_udp_open(int family, const void *local, const void *remote, unsigned
     return fd;
 }
 
-long offload_udp_send(int fd, const void *iovecs, int count, int segment_size) {
+long offload_udp_send(int fd, const void *iovecs, int count, int segment_size, const void *remote,
+                      unsigned int remote_length) {
     struct msghdr message;
     memset(&message, 0, sizeof message);
+    message.msg_name = (void *)remote;
+    message.msg_namelen = remote ? remote_length : 0;
     message.msg_iov = (struct iovec *)iovecs;
     message.msg_iovlen = count;
     char control[CMSG_SPACE(sizeof(uint16_t))];
@@ -130,10 +138,14 @@ long offload_udp_send(int fd, const void *iovecs, int count, int segment_size) {
     return sent < 0 ? -errno : sent;
 }
 
-long offload_udp_receive(int fd, void *buffer, unsigned long capacity, int *segment_size) {
+long offload_udp_receive(int fd, void *buffer, unsigned long capacity, int *segment_size, const void *remote,
+                         int *from_remote) {
     struct iovec iov = {buffer, capacity};
+    struct sockaddr_storage from;
     struct msghdr message;
     memset(&message, 0, sizeof message);
+    message.msg_name = &from;
+    message.msg_namelen = sizeof from;
     message.msg_iov = &iov;
     message.msg_iovlen = 1;
     char control[CMSG_SPACE(sizeof(int))];
@@ -149,13 +161,29 @@ long offload_udp_receive(int fd, void *buffer, unsigned long capacity, int *segm
             *segment_size = size;
         }
     }
+    const struct sockaddr *expected = (const struct sockaddr *)remote;
+    if (from.ss_family == AF_INET && expected->sa_family == AF_INET) {
+        *from_remote = ((struct sockaddr_in *)&from)->sin_addr.s_addr == ((const struct sockaddr_in *)remote)->sin_addr.s_addr;
+    } else if (from.ss_family == AF_INET6 && expected->sa_family == AF_INET6) {
+        *from_remote = memcmp(&((struct sockaddr_in6 *)&from)->sin6_addr, &((const struct sockaddr_in6 *)remote)->sin6_addr,
+                              sizeof(struct in6_addr)) == 0;
+    } else {
+        *from_remote = 0;
+    }
     return received;
 }
 
-int offload_udp_path_mtu(int fd, int family) {
+int offload_udp_path_mtu(int family, const void *remote, unsigned int length) {
+    int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
     int mtu = 0;
-    socklen_t length = sizeof mtu;
-    int r = family == AF_INET6 ? getsockopt(fd, IPPROTO_IPV6, IPV6_MTU, &mtu, &length)
-                               : getsockopt(fd, IPPROTO_IP, IP_MTU, &mtu, &length);
-    return r < 0 ? -errno : mtu;
+    socklen_t size = sizeof mtu;
+    int r = connect(fd, (const struct sockaddr *)remote, length);
+    if (r == 0) {
+        r = family == AF_INET6 ? getsockopt(fd, IPPROTO_IPV6, IPV6_MTU, &mtu, &size)
+                               : getsockopt(fd, IPPROTO_IP, IP_MTU, &mtu, &size);
+    }
+    int e = errno;
+    close(fd);
+    return r < 0 ? -e : mtu;
 }

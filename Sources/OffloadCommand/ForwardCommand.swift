@@ -135,8 +135,9 @@ struct DataplaneOptions: ParsableArguments {
 
     /// Runs a dataplane with these options' lifecycle settings (txqueuelen, routing, metrics,
     /// duration, counters) until SIGINT/SIGTERM or the duration; prints the counters at exit.
-    func serve<D: Dataplane>(_ dataplane: D, routing: RoutingPlan?, logger: Logger) async throws {
+    func serve<D: Dataplane>(_ dataplane: D, routing: RoutingPlan?, deviceMTU: Int? = nil, logger: Logger) async throws {
         var settings = ForwarderLifecycleSettings()
+        settings.deviceMTU = deviceMTU
         settings.txqueuelen = txqueuelen
         settings.routing = routing
         settings.metrics = metrics.flatMap(parseEndpoint)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import OffloadEngine
 import OffloadForwarder
 import OffloadTunnel
 import OffloadWire
@@ -7,7 +8,7 @@ import OffloadWire
 /// `offload tunnel`: a GTP-U tunnel endpoint, live or on captures.
 struct Tunnel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "A GTP-U tunnel endpoint with GRO and GSO on both sides: live between a TUN device and UDP (root), or on captures.",
+        abstract: "A GTP-U or VXLAN tunnel endpoint with GRO and GSO on both sides: live between a TUN/TAP device and UDP (root), or on captures.",
         discussion: """
             Encapsulation: packets routed into --device are merged (GRO; the kernel's own super-packets kept \
             whole), checked against the inner MTU (the underlay's MTU less the tunnel's overhead: "fragmentation \
@@ -31,16 +32,17 @@ struct Tunnel: AsyncParsableCommand {
               offload tunnel --decapsulate --id 7 outer.pcap inner.pcap
             """)
 
-    enum TunnelProtocol: String, ExpressibleByArgument, CaseIterable { case gtpu }
+    enum ProtocolOption: String, ExpressibleByArgument, CaseIterable { case gtpu, vxlan }
 
     // `--mode` is the GRO mode (gro, lro) in every dataplane command, so the tunnel's protocol is `--protocol`.
-    @Option(name: .customLong("protocol"), help: "The tunnel protocol (gtpu: GTP-U v1, 3GPP TS 29.281).")
-    var tunnelProtocol: TunnelProtocol = .gtpu
+    @Option(name: .customLong("protocol"),
+            help: "gtpu: GTP-U v1 (3GPP TS 29.281) on a TUN device, IP inside. vxlan: VXLAN (RFC 7348) on a TAP device, Ethernet inside.")
+    var tunnelProtocol: ProtocolOption = .gtpu
     @Option(help: "This end's outer address.")
     var local: String?
     @Option(help: "The far end's outer address.")
     var remote: String?
-    @Option(help: "The TEID, both directions.")
+    @Option(help: "The TEID (GTP-U, both directions) or the VNI (VXLAN, 24 bits).")
     var id: UInt32
     @Flag(help: "Put sequence numbers in G-PDUs (the S flag, 4 more bytes of overhead).")
     var sequenceNumbers = false
@@ -52,6 +54,10 @@ struct Tunnel: AsyncParsableCommand {
     var setup = false
     @Option(help: "Live, with --setup: a prefix (either family) reached through the tunnel; repeatable.")
     var route: [String] = []
+    @Option(help: "Live, with --setup: an address for the device (CIDR; a VXLAN TAP device needs one to route through it).")
+    var address: String?
+    @Option(help: "Live, with --setup: the next hop of the --route prefixes on the far side (VXLAN: the far end's address inside the tunnel).")
+    var nextHop: String?
     @Flag(help: "Offline: take the inner packets out of IN's GTP-U datagrams instead.")
     var decapsulate = false
     @Flag(help: "Offline: print the counts as JSON.")
@@ -63,7 +69,12 @@ struct Tunnel: AsyncParsableCommand {
     @OptionGroup(title: "Live dataplane options")
     var dataplane: DataplaneOptions
 
-    var settings: GTPUSettings { GTPUSettings(teid: id, sequenceNumbers: sequenceNumbers) }
+    var tunnel: TunnelProtocol {
+        switch tunnelProtocol {
+        case .gtpu: .gtpu(GTPUSettings(teid: id, sequenceNumbers: sequenceNumbers))
+        case .vxlan: .vxlan(vni: id)
+        }
+    }
 
     func validate() throws {
         let live = device != nil
@@ -87,16 +98,22 @@ struct Tunnel: AsyncParsableCommand {
             throw ValidationError("--route \(r): not a prefix")
         }
         if setup && route.isEmpty { throw ValidationError("--setup needs at least one --route") }
+        if tunnelProtocol == .vxlan && id > 0xFF_FFFF { throw ValidationError("--id: a VNI has 24 bits (0...16777215)") }
+        if tunnelProtocol == .vxlan && sequenceNumbers { throw ValidationError("--sequence-numbers is GTP-U's") }
+        if let address, IPv4Prefix(address) == nil && IPv6Prefix(address) == nil && !address.contains("/") {
+            throw ValidationError("--address wants ADDRESS/LENGTH")
+        }
+        if let nextHop, IPAddress(nextHop) == nil { throw ValidationError("--next-hop: not an IP address") }
     }
 
     func run() async throws {
         if let device {
             let logger = try dataplane.prepare(label: "offload.tunnel")
             var configuration = TunnelConfiguration(device: device, local: IPAddress(local!)!, remote: IPAddress(remote!)!,
-                                                    gtpu: settings)
+                                                    tunnel: tunnel)
             configuration.underlayMTU = underlayMtu
             configuration.offloads = !dataplane.noVnetHdr
-            configuration.gro.mode = dataplane.mode == .gro ? .gro : .unsafeLRO
+            configuration.gro.mode = dataplane.mode == .gro ? GROMode.gro : .unsafeLRO
             configuration.gro.tcp = !dataplane.noTcpGro
             configuration.gro.udp = dataplane.udpGro
             configuration.batch = dataplane.batch
@@ -106,16 +123,18 @@ struct Tunnel: AsyncParsableCommand {
             do { endpoint = try TunnelEndpoint(configuration: configuration, logger: logger) } catch {
                 throw InputError(message: "\(error)")
             }
-            logger.info("GTP-U TEID \(id) \(configuration.local) <-> \(configuration.remote) on \(device); inner MTU \(endpoint.innerMTU); offloads granted: \(endpoint.grantedOffloads); UDP GRO \(endpoint.socket.receiveCoalescing ? "on" : "off")")
-            try await dataplane.serve(endpoint, routing: setup ? .routes(intoIngress: route, intoEgress: []) : nil,
-                                      logger: logger)
+            logger.info("\(tunnel) \(configuration.local) <-> \(configuration.remote) on \(device); inner MTU \(endpoint.innerMTU); offloads granted: \(endpoint.grantedOffloads); UDP GRO \(endpoint.socket.receiveCoalescing ? "on" : "off")")
+            // The device gets the inner MTU, as the kernel's own tunnels do: the gateway's own
+            // traffic picks the right MSS, and forwarded packets that cannot fit are refused early.
+            try await dataplane.serve(endpoint, routing: setup ? .deviceRoutes(address: address, routes: route, nextHop: nextHop) : nil,
+                                      deviceMTU: setup ? endpoint.innerMTU : nil, logger: logger)
             return
         }
         guard let input, let output else { return }
         try checkReadable(input)
         let report = decapsulate
-            ? try TunnelCapture.decapsulate(input: input, output: output, settings: settings)
-            : try TunnelCapture.encapsulate(input: input, output: output, settings: settings,
+            ? try TunnelCapture.decapsulate(input: input, output: output, tunnel: tunnel)
+            : try TunnelCapture.encapsulate(input: input, output: output, tunnel: tunnel,
                                             local: IPAddress(local!)!, remote: IPAddress(remote!)!)
         if json {
             let encoder = JSONEncoder()

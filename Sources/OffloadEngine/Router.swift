@@ -16,6 +16,9 @@ public struct RouterConfiguration: Hashable, Sendable {
     public var icmpPerSecond = 1000
     /// The ICMP burst.
     public var icmpBurst = 50
+    /// Whether forwarded packets get TTL − 1 (a router); false for a bridge, which forwards frames
+    /// as they are.
+    public var decrementsTTL = true
 
     /// Creates a configuration.
     public init(egressMTU: Int, egressTakesGSO: Bool = false,
@@ -180,12 +183,12 @@ public struct Router: ~Copyable {
             }
         case .forward:
             var copy = frame
-            RouterHeaders.decrementTTL(&copy, networkOffset: n)
+            if configuration.decrementsTTL { RouterHeaders.decrementTTL(&copy, networkOffset: n) }
             output.counts.forwarded += 1
             output.egress.append(RoutedPacket(bytes: copy, gso: gso))
         case .segment, .fragment:
             var copy = frame
-            RouterHeaders.decrementTTL(&copy, networkOffset: n)
+            if configuration.decrementsTTL { RouterHeaders.decrementTTL(&copy, networkOffset: n) }
             var pieces: [[UInt8]] = [copy]
             if let gso, gso.segmentSize > 0 || decision == .fragment {
                 let size = gso.segmentSize > 0 ? gso.segmentSize : max(8, configuration.egressMTU - (layout.payloadOffset - n))

@@ -13,6 +13,8 @@ public struct ForwarderLifecycleSettings: Sendable {
     public var txqueuelen = 4096
     /// With a value: the routing to put in place (and remove at exit).
     public var routing: RoutingPlan?
+    /// With a value: the devices' MTU, set when they are brought up (a tunnel's inner MTU).
+    public var deviceMTU: Int?
     /// Serve Prometheus text on this IPv4 address and port.
     public var metrics: (address: String, port: UInt16)?
     /// Stop after this many seconds (nil: until ``ForwarderLifecycle/requestStop()`` or SIGINT/SIGTERM).
@@ -78,14 +80,16 @@ public final class ForwarderLifecycle<D: Dataplane>: Service, @unchecked Sendabl
         }
         if let plan = settings.routing {
             do {
-                try TUNDevice.bringUp(name: names.ingress)
-                try TUNDevice.bringUp(name: names.egress)
+                try TUNDevice.bringUp(name: names.ingress, mtu: settings.deviceMTU)
+                try TUNDevice.bringUp(name: names.egress, mtu: settings.deviceMTU)
                 switch plan {
                 case .policy(let lan, let wan):
                     try routing.apply(ingress: names.ingress, egress: names.egress, lan: lan, wan: wan)
                 case .routes(let intoIngress, let intoEgress):
                     try routing.applyRoutes(ingress: names.ingress, egress: names.egress, intoIngress: intoIngress,
                                             intoEgress: intoEgress)
+                case .deviceRoutes(let address, let routes, let nextHop):
+                    try routing.applyDeviceRoutes(device: names.ingress, address: address, routes: routes, nextHop: nextHop)
                 }
             } catch {
                 routing.teardown()

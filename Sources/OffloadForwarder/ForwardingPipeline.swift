@@ -45,6 +45,11 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
     }
     /// Whether super-packets must be segmented before writing (the kernel refused a GSO write).
     public var gsoRefused = false
+    /// What the packets are: IP packets (TUN) or Ethernet frames (TAP).
+    public let linkType: LinkType
+    /// A bridge port rather than a router: frames go on as they are (no TTL − 1, broadcast,
+    /// multicast and link-local traffic too); only the MTU still applies per segment.
+    public let bridging: Bool
     let logger: Logger
     var router: Router
     /// The header buffer a stage rewrites (the headers of one packet, plus the stage's growth).
@@ -63,9 +68,14 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
     ///   - virtioHeaders: whether the devices carry virtio headers.
     ///   - stage: the stage.
     ///   - logger: where one-time warnings go.
+    ///   - linkType: IP packets (`.raw`, TUN) or Ethernet frames (`.ethernet`, TAP).
+    ///   - bridging: forward as a bridge port (see ``bridging``).
     public init(direction: Direction, gro: GROConfiguration, egressMTU: Int, icmpSourceV4: IPv4Address,
-                icmpSourceV6: IPv6Address, virtioHeaders: Bool, stage: S, logger: Logger) {
+                icmpSourceV6: IPv6Address, virtioHeaders: Bool, stage: S, logger: Logger, linkType: LinkType = .raw,
+                bridging: Bool = false) {
         self.direction = direction
+        self.linkType = linkType
+        self.bridging = bridging
         self.egressMTU = egressMTU
         self.logger = logger
         self.stage = stage
@@ -76,6 +86,7 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         var routing = RouterConfiguration(egressMTU: egressMTU, egressTakesGSO: false, icmpSourceV4: icmpSourceV4,
                                           icmpSourceV6: icmpSourceV6)
         routing.segmentChecksum = .complete
+        routing.decrementsTTL = !bridging
         router = Router(configuration: routing)
         headerStorage = GrowableBuffer(capacity: gro.maximumHeaderLength + max(0, stage.headerGrowth) + 64)
     }
@@ -117,7 +128,7 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
             }
             return
         }
-        if unsafe FlowKey.staysOnLink(first, layout: layout) {
+        if !bridging, unsafe FlowKey.staysOnLink(first, layout: layout) {
             statistics.notForwarded += 1  // multicast, broadcast or link-local: not routed
             return
         }
@@ -156,9 +167,10 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         }
         let headers = unsafe UnsafeMutableRawBufferPointer(rebasing: header[0..<staged.headerLength])
         let gso = staged.gso
-        let decision = unsafe ForwardingDecision.decide(layout: staged.layout, headers: UnsafeRawBufferPointer(headers),
+        var decision = unsafe ForwardingDecision.decide(layout: staged.layout, headers: UnsafeRawBufferPointer(headers),
                                                  gso: gso, egressMTU: egressMTU,
                                                  egressTakesGSO: egress.takesVirtioHeaders && !gsoRefused)
+        if bridging && decision == .timeExceeded { decision = .forward }  // a bridge does not look at the TTL
         switch decision {
         case .forward:
             let vhdr = VirtioPacketInfo.header(for: gso, checksum: staged.checksum, layout: staged.layout)
@@ -172,7 +184,7 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
             // (IPv6): kept, so that a refused GSO write can be segmented from the headers as staged.
             let n = staged.layout.networkOffset
             let kept = unsafe headers.loadUnaligned(fromByteOffset: n + 4, as: UInt64.self)
-            unsafe RouterHeaders.decrementTTL(headers, networkOffset: n)
+            if !bridging { unsafe RouterHeaders.decrementTTL(headers, networkOffset: n) }
             if unsafe writePieces(i, headers: UnsafeRawBufferPointer(headers), skip: originalHeaderLength, pieceCount: pieceCount,
                            vhdr: vhdr, to: egress)
             {
@@ -267,7 +279,7 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
             index += 1
         }
         finishPartialChecksum(&frame, layout: staged.layout, checksum: staged.checksum)
-        send(router.apply(decision, to: frame, linkType: .raw, gso: staged.gso, now: now), to: egress, back: ingress)
+        send(router.apply(decision, to: frame, linkType: linkType, gso: staged.gso, now: now), to: egress, back: ingress)
     }
 
     /// A packet the stage built whole: decided on, then forwarded (TTL − 1), fragmented, or answered
@@ -300,7 +312,7 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
     ) {
         var frame = engine.outputBytes(at: i)
         finishPartialChecksum(&frame, layout: packet.layout, checksum: packet.metadata.checksum)
-        let output = router.apply(decision, to: frame, linkType: .raw, gso: packet.metadata.gso, now: now)
+        let output = router.apply(decision, to: frame, linkType: linkType, gso: packet.metadata.gso, now: now)
         add(output.counts)
         for icmp in output.toSource { writeWhole(icmp, to: ingress, icmp: true) }
     }

@@ -100,6 +100,9 @@ public enum RoutingPlan: Sendable, Hashable {
     /// A translator or tunnel: routes for these prefixes (either family) into each device
     /// (``RoutingSetup/applyRoutes(ingress:egress:intoIngress:intoEgress:)``).
     case routes(intoIngress: [String], intoEgress: [String])
+    /// A tunnel on a TAP device: an address on the device, and routes through it, via a next hop
+    /// on the far side when given (``RoutingSetup/applyDeviceRoutes(device:address:routes:nextHop:)``).
+    case deviceRoutes(address: String?, routes: [String], nextHop: String?)
 }
 
 extension RoutingSetup {
@@ -115,6 +118,26 @@ extension RoutingSetup {
                 try run(["ip", family, "route", "replace", prefix, "dev", device])
                 undo.insert(["ip", family, "route", "del", prefix, "dev", device], at: 0)
             }
+        }
+    }
+}
+
+extension RoutingSetup {
+    /// Puts `address` on `device` and routes each prefix through it (via `nextHop` when given),
+    /// with forwarding on; ``teardown()`` removes them.
+    public func applyDeviceRoutes(device: String, address: String?, routes: [String], nextHop: String?) throws {
+        try writeSysctl("net/ipv4/ip_forward", "1")
+        try writeSysctl("net/ipv6/conf/all/forwarding", "1")
+        if let address {
+            let family = address.contains(":") ? "-6" : "-4"
+            try run(["ip", family, "addr", "replace", address, "dev", device])
+            undo.insert(["ip", family, "addr", "del", address, "dev", device], at: 0)
+        }
+        for prefix in routes {
+            let family = prefix.contains(":") ? "-6" : "-4"
+            let via = nextHop.map { ["via", $0] } ?? []
+            try run(["ip", family, "route", "replace", prefix] + via + ["dev", device])
+            undo.insert(["ip", family, "route", "del", prefix, "dev", device], at: 0)
         }
     }
 }

@@ -59,7 +59,8 @@ public enum TUNReadResult: Hashable, Sendable {
     case rejected(VirtioError)
 }
 
-/// A Linux TUN device (IFF_TUN | IFF_NO_PI, optionally IFF_VNET_HDR and IFF_MULTI_QUEUE).
+/// A Linux TUN device (IFF_TUN | IFF_NO_PI, optionally IFF_VNET_HDR and IFF_MULTI_QUEUE), or a TAP
+/// device (IFF_TAP: Ethernet frames instead of IP packets, the same offloads).
 ///
 /// Owns its descriptor (`~Copyable`, closed in `deinit`). Reads are non-blocking, one packet per
 /// `readv(2)` straight into a ``PacketBatch`` (the virtio header lands in a small side buffer);
@@ -77,14 +78,17 @@ public struct TUNDevice: ~Copyable {
     public let descriptor: CInt
     /// Whether packets carry a virtio_net_hdr.
     public let vnetHeader: Bool
+    /// What the device carries: IP packets (`.raw`, TUN) or Ethernet frames (`.ethernet`, TAP).
+    public let linkType: LinkType
     /// Offloads granted by `TUNSETOFFLOAD`.
     public private(set) var offloads: TUNOffloads
 
     /// Creates or attaches to the TUN device `name` (root or CAP_NET_ADMIN needed).
     /// - Throws: ``TUNError``.
-    public init(name: String, vnetHeader: Bool = true, multiQueue: Bool = false) throws(TUNError) {
+    /// - Parameter tap: a TAP device (Ethernet frames) instead of a TUN device.
+    public init(name: String, vnetHeader: Bool = true, multiQueue: Bool = false, tap: Bool = false) throws(TUNError) {
         var actual = [CChar](repeating: 0, count: 16)
-        let fd = unsafe offload_tun_open(name, vnetHeader ? 1 : 0, multiQueue ? 1 : 0, &actual)
+        let fd = unsafe offload_tun_open_mode(name, vnetHeader ? 1 : 0, multiQueue ? 1 : 0, tap ? 1 : 0, &actual)
         guard fd >= 0 else { throw TUNError(operation: "TUNSETIFF", device: name, errno: Errno(rawValue: -fd)) }
         if vnetHeader {
             let r = offload_tun_set_vnet_hdr_size(fd, CInt(Self.vnetHeaderSize))
@@ -97,6 +101,7 @@ public struct TUNDevice: ~Copyable {
         self.descriptor = fd
         self.name = String(decoding: actual.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         self.vnetHeader = vnetHeader
+        self.linkType = tap ? .ethernet : .raw
         self.offloads = []
     }
 
@@ -156,7 +161,7 @@ public struct TUNDevice: ~Copyable {
         return unsafe system_poll(&p, 1, CInt(milliseconds)) > 0 && p.revents & Int16(POLLIN) != 0
     }
 
-    /// Reads one packet into `batch` (IP packet, link type raw), with its metadata from the
+    /// Reads one packet into `batch` (an IP packet, or an Ethernet frame from a TAP device), with its metadata from the
     /// virtio header: GSO facts for a TSO super-packet, `.partial` for NEEDS_CSUM, `.verified`
     /// for DATA_VALID.
     /// - Throws: ``TUNError`` for errors other than EAGAIN/EINTR.
@@ -168,7 +173,8 @@ public struct TUNDevice: ~Copyable {
         let fd = descriptor
         let vnet = vnetHeader
         var info = VirtioPacketInfo(gso: nil, checksum: .unverified)
-        let metadata = PacketMetadata(linkType: .raw, timestamp: timestamp)
+        let metadata = PacketMetadata(linkType: linkType, timestamp: timestamp)
+        let linkType = linkType
         _ = unsafe batch.appendUninitialized(maximumLength: Self.maximumPacket, metadata: metadata) { buffer -> Int? in
             unsafe withUnsafeMutableBytes(of: &header) { head -> Int? in
                 var iov = unsafe (iovec(iov_base: head.baseAddress, iov_len: Self.vnetHeaderSize),
@@ -186,7 +192,7 @@ public struct TUNDevice: ~Copyable {
                 if vnet, let h = unsafe try? VirtioNetHeader(parsing: UnsafeRawBufferPointer(head).bytes) {
                     do {
                         info = unsafe try VirtioPacketInfo.validate(
-                            h, packet: UnsafeRawBufferPointer(rebasing: buffer[0..<length]).bytes)
+                            h, packet: UnsafeRawBufferPointer(rebasing: buffer[0..<length]).bytes, linkType: linkType)
                     } catch {
                         result = .rejected(error as? VirtioError ?? .zeroGSOSize)
                         return nil

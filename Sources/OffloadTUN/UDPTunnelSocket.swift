@@ -6,10 +6,14 @@ import SystemPackage
     import Glibc
 #endif
 
-/// A connected UDP socket for a tunnel's outer side, with the kernel's UDP offloads: sends carry
-/// a `UDP_SEGMENT` size so one `sendmsg` puts a whole train of same-size datagrams on the wire
-/// (UDP GSO), and reads return trains the kernel coalesced (`UDP_GRO`) with their datagram size.
-/// Path MTU discovery is on (DF set): the tunnel learns the underlay's MTU instead of fragmenting.
+/// A UDP socket for a tunnel's outer side, with the kernel's UDP offloads: sends carry a
+/// `UDP_SEGMENT` size so one `sendmsg` puts a whole train of same-size datagrams on the wire (UDP
+/// GSO), and reads return trains the kernel coalesced (`UDP_GRO`) with their datagram size. Path
+/// MTU discovery is on (DF set): the tunnel learns the underlay's MTU instead of fragmenting.
+///
+/// Connected (GTP-U: both ends use port 2152), the kernel delivers only the far end's datagrams.
+/// Unconnected (VXLAN: senders pick their source port from the inner flow's hash), it delivers
+/// anyone's, and ``receive(into:)`` says whether they came from the far end's address.
 ///
 /// Both directions of a tunnel use one socket (a send and a receive may run on different threads
 /// at once, as UDP sockets allow), so it is a class; the descriptor closes when it goes away.
@@ -22,45 +26,67 @@ public final class UDPTunnelSocket: @unchecked Sendable {
     public let port: UInt16
     /// Whether the kernel accepted UDP_GRO on the socket.
     public let receiveCoalescing: Bool
+    /// Whether the socket is connected to the remote end.
+    public let connected: Bool
+    /// The remote end as a socket address (for sends on an unconnected socket, and the sender check).
+    let remoteAddress: [UInt8]
 
     /// The most datagrams one UDP GSO send may carry (UDP_MAX_SEGMENTS in older kernels).
     public static let maximumSegmentsPerSend = 64
     /// The most payload bytes one send may carry (one IP packet's worth, before the kernel cuts it).
     public static let maximumBytesPerSend = 65_000
 
-    /// Opens the socket: bound to `local`:`port`, connected to `remote`:`port`.
-    /// - Parameter coalesce: ask for UDP_GRO (falls back to plain reads when the kernel refuses).
+    /// Opens the socket: bound to `local`:`port`, sending to `remote`:`port`.
+    /// - Parameters:
+    ///   - coalesce: ask for UDP_GRO (falls back to plain reads when the kernel refuses).
+    ///   - connected: connect to the remote end (receive only from its address and port).
     /// - Throws: ``TUNError`` (`device` names the socket) when the addresses are of different
     ///   families or binding fails.
-    public init(local: IPAddress, remote: IPAddress, port: UInt16, coalesce: Bool = true) throws(TUNError) {
+    public init(local: IPAddress, remote: IPAddress, port: UInt16, coalesce: Bool = true, connected: Bool = true)
+        throws(TUNError)
+    {
         self.local = local
         self.remote = remote
         self.port = port
+        self.connected = connected
         let name = "udp \(local) -> \(remote):\(port)"
-        var fd: CInt
+        let family: CInt
+        let localAddress: [UInt8]
         switch (local, remote) {
         case (.v4(let l), .v4(let r)):
-            var a = Self.sockaddr4(l, port), b = Self.sockaddr4(r, port)
-            fd = unsafe offload_udp_open(AF_INET, &a, &b, UInt32(MemoryLayout<sockaddr_in>.size), coalesce ? 1 : 0)
-            if fd == -ENOPROTOOPT && coalesce {
-                fd = unsafe offload_udp_open(AF_INET, &a, &b, UInt32(MemoryLayout<sockaddr_in>.size), 0)
-            }
+            family = AF_INET
+            localAddress = Self.bytes(of: Self.sockaddr4(l, port))
+            remoteAddress = Self.bytes(of: Self.sockaddr4(r, port))
         case (.v6(let l), .v6(let r)):
-            var a = Self.sockaddr6(l, port), b = Self.sockaddr6(r, port)
-            fd = unsafe offload_udp_open(AF_INET6, &a, &b, UInt32(MemoryLayout<sockaddr_in6>.size), coalesce ? 1 : 0)
-            if fd == -ENOPROTOOPT && coalesce {
-                fd = unsafe offload_udp_open(AF_INET6, &a, &b, UInt32(MemoryLayout<sockaddr_in6>.size), 0)
-            }
+            family = AF_INET6
+            localAddress = Self.bytes(of: Self.sockaddr6(l, port))
+            remoteAddress = Self.bytes(of: Self.sockaddr6(r, port))
         default:
             throw TUNError(operation: "open (local and remote are of different families)", device: name,
                            errno: .invalidArgument)
         }
+        let remoteBytes = remoteAddress
+        let open = { (gro: Bool) -> CInt in
+            unsafe localAddress.withUnsafeBytes { l in
+                unsafe remoteBytes.withUnsafeBytes { r in
+                    unsafe offload_udp_open(family, l.baseAddress, r.baseAddress, UInt32(l.count), gro ? 1 : 0, connected ? 1 : 0)
+                }
+            }
+        }
+        var fd = open(coalesce)
+        var coalescing = coalesce
+        if fd == -ENOPROTOOPT && coalesce {
+            fd = open(false)
+            coalescing = false
+        }
         guard fd >= 0 else { throw TUNError(operation: "bind/connect", device: name, errno: Errno(rawValue: -fd)) }
         descriptor = fd
-        receiveCoalescing = coalesce
+        receiveCoalescing = coalescing
     }
 
-    deinit { _ = system_close(descriptor) }
+    static func bytes<T>(of value: T) -> [UInt8] {
+        unsafe withUnsafeBytes(of: value) { unsafe Array($0) }
+    }
 
     static func sockaddr4(_ a: IPv4Address, _ port: UInt16) -> sockaddr_in {
         var s = sockaddr_in()
@@ -89,7 +115,10 @@ public final class UDPTunnelSocket: @unchecked Sendable {
     public func send(_ iovecs: UnsafeBufferPointer<iovec>, segmentSize: Int = 0) throws(TUNError) -> Int {
         var n: Int
         repeat {
-            n = unsafe offload_udp_send(descriptor, iovecs.baseAddress, CInt(iovecs.count), CInt(segmentSize))
+            n = unsafe remoteAddress.withUnsafeBytes { r in
+                unsafe offload_udp_send(descriptor, iovecs.baseAddress, CInt(iovecs.count), CInt(segmentSize),
+                                        connected ? nil : r.baseAddress, UInt32(r.count))
+            }
         } while n == -Int(EINTR)
         guard n >= 0 else { throw TUNError(operation: "sendmsg", device: "udp \(remote):\(port)", errno: Errno(rawValue: CInt(-n))) }
         return n
@@ -107,20 +136,26 @@ public final class UDPTunnelSocket: @unchecked Sendable {
         if let failure { throw failure }
     }
 
-    /// Reads what is waiting into `buffer`: nil when nothing is (EAGAIN), else the bytes read and
-    /// the size of each datagram in them (0: one datagram).
-    public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(TUNError) -> (length: Int, segmentSize: Int)? {
+    /// Reads what is waiting into `buffer`: nil when nothing is (EAGAIN), else the bytes read, the
+    /// size of each datagram in them (0: one datagram), and whether they came from the remote
+    /// end's address (always, on a connected socket).
+    public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(TUNError)
+        -> (length: Int, segmentSize: Int, fromRemote: Bool)?
+    {
         var segment: CInt = 0
+        var fromRemote: CInt = 0
         var n: Int
         repeat {
-            n = unsafe offload_udp_receive(descriptor, buffer.baseAddress, UInt(buffer.count), &segment)
+            n = unsafe remoteAddress.withUnsafeBytes { r in
+                unsafe offload_udp_receive(descriptor, buffer.baseAddress, UInt(buffer.count), &segment, r.baseAddress, &fromRemote)
+            }
         } while n == -Int(EINTR)
         if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) { return nil }
         // A connected UDP socket reports ICMP errors from the path (port unreachable while the far
         // end starts) on the next call: not a reason to stop.
-        if n == -Int(ECONNREFUSED) || n == -Int(EHOSTUNREACH) || n == -Int(ENETUNREACH) { return (0, 0) }
+        if n == -Int(ECONNREFUSED) || n == -Int(EHOSTUNREACH) || n == -Int(ENETUNREACH) { return (0, 0, true) }
         guard n >= 0 else { throw TUNError(operation: "recvmsg", device: "udp \(local):\(port)", errno: Errno(rawValue: CInt(-n))) }
-        return (n, Int(segment))
+        return (n, Int(segment), connected || fromRemote != 0)
     }
 
     /// Waits until something can be read, for at most `milliseconds`.
@@ -131,7 +166,9 @@ public final class UDPTunnelSocket: @unchecked Sendable {
 
     /// The path MTU towards the remote end, as the kernel knows it.
     public var pathMTU: Int? {
-        let r = offload_udp_path_mtu(descriptor, remote.isIPv4 ? AF_INET : AF_INET6)
+        let r = unsafe remoteAddress.withUnsafeBytes { address in
+            unsafe offload_udp_path_mtu(remote.isIPv4 ? AF_INET : AF_INET6, address.baseAddress, UInt32(address.count))
+        }
         return r > 0 ? Int(r) : nil
     }
 }

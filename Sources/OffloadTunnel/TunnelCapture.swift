@@ -17,29 +17,30 @@ public struct TunnelCaptureReport: Codable, Hashable, Sendable {
     /// Decapsulating: GTP-U signalling (echo, error indication), not written.
     public var signalling = 0
     /// Decapsulating: datagrams refused, by reason.
-    public var dropped: [GTPUDropReason: Int] = [:]
+    public var dropped: [TunnelDropReason: Int] = [:]
 }
 
-/// GTP-U encapsulation and decapsulation of captures, offline: what the endpoint would put on
+/// Tunnel encapsulation and decapsulation of captures, offline: what the endpoint would put on
 /// the underlay for each packet, and what it would take off.
 public enum TunnelCapture {
-    /// Wraps each IP packet of `input` in outer IP/UDP/GTP-U headers (`local` → `remote`, port
-    /// 2152) and writes the outer packets to `output` (raw IP). A super-packet with GSO facts (a
-    /// pcapng from `offload coalesce`) becomes one datagram per segment, as on the wire.
-    public static func encapsulate(input: String, output: String, settings: GTPUSettings, local: IPAddress,
+    /// Wraps each packet of `input` (IP packets for GTP-U, Ethernet frames for VXLAN) in outer
+    /// IP/UDP/tunnel headers (`local` → `remote`, the protocol's port) and writes the outer packets
+    /// to `output` (raw IP). A super-packet with GSO facts (a pcapng from `offload coalesce`)
+    /// becomes one datagram per segment, as on the wire.
+    public static func encapsulate(input: String, output: String, tunnel: TunnelProtocol, local: IPAddress,
                                    remote: IPAddress) throws(CaptureError) -> TunnelCaptureReport {
         var reader = try CaptureReader(path: input)
         var writer = try CaptureWriter(path: output, format: .pcap(nanosecond: true, bigEndian: false),
                                        interfaces: [CaptureInterface(linkType: .raw)])
-        var encapsulator = GTPUEncapsulator(settings: settings)
+        var encapsulator = TunnelEncapsulator(tunnel: tunnel)
         var report = TunnelCaptureReport()
         var outer = PacketBuilder()
         outer.link = .raw
         outer.source = local
         outer.destination = remote
         outer.udp = true
-        outer.sourcePort = GTPUHeader.port
-        outer.destinationPort = GTPUHeader.port
+        outer.sourcePort = tunnel.port
+        outer.destinationPort = tunnel.port
         outer.ttl = 64
         while let record = try reader.next() {
             report.packetsIn += 1
@@ -48,12 +49,13 @@ public enum TunnelCapture {
                 continue
             }
             guard let (n, network) = unsafe try? PacketLayout.linkHeader(record.bytes.span.bytes, linkType: record.linkType),
-                network == .ipv4 || network == .ipv6
+                network == .ipv4 || network == .ipv6, tunnel.innerLinkType == .raw || record.linkType == .ethernet
             else {
                 report.notIP += 1
                 continue
             }
-            let inner = Array(record.bytes[n...])
+            // GTP-U carries the IP packet; VXLAN the whole Ethernet frame.
+            let inner = tunnel.innerLinkType == .raw ? Array(record.bytes[n...]) : record.bytes
             let gso = record.info.gso
             // The datagrams point into the packet: copied out while it is pinned.
             let datagrams: [[UInt8]]? = unsafe inner.withUnsafeBytes { raw in
@@ -75,16 +77,17 @@ public enum TunnelCapture {
         return report
     }
 
-    /// Takes the inner packets out of the GTP-U datagrams of `input` (any link type, outer IPv4
-    /// or IPv6, UDP port 2152, the settings' local TEID) and writes them to `output` (raw IP).
-    /// Everything else is counted: other traffic, signalling, and datagrams refused by reason.
-    public static func decapsulate(input: String, output: String, settings: GTPUSettings) throws(CaptureError)
+    /// Takes the inner packets out of the tunnel datagrams of `input` (any link type, outer IPv4
+    /// or IPv6, the protocol's UDP port, its TEID or VNI) and writes them to `output` (raw IP for
+    /// GTP-U, Ethernet for VXLAN). Everything else is counted: other traffic, signalling, and
+    /// datagrams refused by reason.
+    public static func decapsulate(input: String, output: String, tunnel: TunnelProtocol) throws(CaptureError)
         -> TunnelCaptureReport
     {
         var reader = try CaptureReader(path: input)
         var writer = try CaptureWriter(path: output, format: .pcap(nanosecond: true, bigEndian: false),
-                                       interfaces: [CaptureInterface(linkType: .raw)])
-        let decapsulator = GTPUDecapsulator(settings: settings)
+                                       interfaces: [CaptureInterface(linkType: tunnel.innerLinkType)])
+        let decapsulator = TunnelDecapsulator(tunnel: tunnel)
         var report = TunnelCaptureReport()
         while let record = try reader.next() {
             report.packetsIn += 1
@@ -99,7 +102,7 @@ public enum TunnelCapture {
                 continue
             }
             guard layout.transport == .udp, layout.hasTransportHeader, !layout.isFragment,
-                record.bytes.loadBigEndian(UInt16.self, at: layout.transportOffset + 2) == GTPUHeader.port
+                record.bytes.loadBigEndian(UInt16.self, at: layout.transportOffset + 2) == tunnel.port
             else {
                 report.notTunnel += 1
                 continue

@@ -19,10 +19,12 @@ public struct TunnelCounters: Hashable, Sendable, Codable {
     public var trains = 0, datagramsInTrains = 0
     /// `recvmsg` calls that returned data, and the datagrams in them.
     public var receives = 0, datagramsReceived = 0
+    /// Datagrams from an address other than the far end's (an unconnected socket), dropped.
+    public var foreign = 0
     /// Echo requests answered, echo responses and error indications received.
     public var echoesAnswered = 0, echoResponses = 0, errorIndications = 0
     /// Datagrams dropped, by reason.
-    public var dropped: [GTPUDropReason: Int] = [:]
+    public var dropped: [TunnelDropReason: Int] = [:]
     /// Sends the kernel refused (the datagrams are lost), and sends made one datagram at a time
     /// because the kernel refused UDP GSO.
     public var sendErrors = 0, sendsWithoutGSO = 0
@@ -39,13 +41,15 @@ public struct TunnelCounters: Hashable, Sendable, Codable {
             StageCounter("tunnel_gso_train_datagrams", help: "Datagrams in those trains.", value: datagramsInTrains),
             StageCounter("tunnel_recvmsg", help: "recvmsg calls that returned data.", value: receives),
             StageCounter("tunnel_datagrams_received", help: "Datagrams received on the tunnel socket.", value: datagramsReceived),
+            StageCounter("tunnel_foreign", help: "Datagrams from another address than the far end's, dropped.",
+                         value: foreign),
             StageCounter("tunnel_echoes_answered", help: "GTP-U echo requests answered.", value: echoesAnswered),
             StageCounter("tunnel_error_indications", help: "GTP-U error indications received.", value: errorIndications),
             StageCounter("tunnel_send_errors", help: "Sends the kernel refused.", value: sendErrors),
             StageCounter("tunnel_sends_without_gso", help: "Sends made datagram by datagram (UDP GSO refused).",
                          value: sendsWithoutGSO),
         ]
-        for reason in GTPUDropReason.allCases {
+        for reason in TunnelDropReason.allCases {
             all.append(StageCounter("tunnel_dropped", help: "Received datagrams dropped, by reason.",
                                     labels: ["reason": reason.rawValue], value: dropped[reason, default: 0]))
         }
@@ -54,13 +58,13 @@ public struct TunnelCounters: Hashable, Sendable, Codable {
 }
 
 /// The outer side of a tunnel as a ``PacketSink``: each packet or super-packet the forwarding
-/// pipeline writes (with its virtio header's GSO facts) is put behind GTP-U headers, one datagram
+/// pipeline writes (with its virtio header's GSO facts) is put behind tunnel headers, one datagram
 /// per segment, and sent with as few `sendmsg` calls as UDP GSO allows. One sink per thread (it
 /// keeps a staging buffer); the socket is shared.
-public final class GTPUSink: PacketSink, @unchecked Sendable {
+public final class TunnelSink: PacketSink, @unchecked Sendable {
     /// The socket.
     public let socket: UDPTunnelSocket
-    var encapsulator: GTPUEncapsulator
+    var encapsulator: TunnelEncapsulator
     /// The packet gathered into one buffer (the segmenter needs it contiguous).
     var staging = GrowableBuffer<UInt8>(capacity: 65_600)
     /// Counters.
@@ -74,9 +78,9 @@ public final class GTPUSink: PacketSink, @unchecked Sendable {
     public let offloads: Bool
 
     /// Creates a sink on a socket.
-    public init(socket: UDPTunnelSocket, settings: GTPUSettings, offloads: Bool = true, logger: Logger) {
+    public init(socket: UDPTunnelSocket, tunnel: TunnelProtocol, offloads: Bool = true, logger: Logger) {
         self.socket = socket
-        encapsulator = GTPUEncapsulator(settings: settings)
+        encapsulator = TunnelEncapsulator(tunnel: tunnel)
         self.offloads = offloads
         gsoRefused = !offloads
         self.logger = logger
@@ -97,7 +101,8 @@ public final class GTPUSink: PacketSink, @unchecked Sendable {
         }
         let packet = unsafe UnsafeMutableRawBufferPointer(start: staging.rawBase, count: length)
         var gso: GSOInfo?
-        if let header, let info = unsafe try? VirtioPacketInfo.validate(header, packet: UnsafeRawBufferPointer(packet).bytes) {
+        if let header, let info = unsafe try? VirtioPacketInfo.validate(header, packet: UnsafeRawBufferPointer(packet).bytes,
+                                                                         linkType: encapsulator.tunnel.innerLinkType) {
             gso = info.gso
             if gso == nil, info.checksum == .partial, let start = info.checksumStart, let offset = info.checksumOffset {
                 // One packet with a partial checksum: finish it (the far end gets no virtio header).
@@ -182,14 +187,12 @@ public final class GTPUSink: PacketSink, @unchecked Sendable {
 
 /// Settings of a ``TunnelEndpoint``.
 public struct TunnelConfiguration: Sendable {
-    /// The TUN device on the inner side.
+    /// The TUN device on the inner side (a TAP device for VXLAN).
     public var device: String
     /// The outer addresses: this end and the far end.
     public var local: IPAddress, remote: IPAddress
-    /// The outer UDP port (2152 for GTP-U).
-    public var port: UInt16 = GTPUHeader.port
-    /// The GTP-U settings.
-    public var gtpu: GTPUSettings
+    /// The protocol and its identity (TEID, VNI).
+    public var tunnel: TunnelProtocol
     /// The underlay's MTU (nil: the path MTU the kernel knows towards the far end).
     public var underlayMTU: Int?
     /// GRO settings for the inner packets (both directions).
@@ -204,24 +207,27 @@ public struct TunnelConfiguration: Sendable {
     public var icmpSourceV6 = IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe)
 
     /// A configuration.
-    public init(device: String, local: IPAddress, remote: IPAddress, gtpu: GTPUSettings) {
+    public init(device: String, local: IPAddress, remote: IPAddress, tunnel: TunnelProtocol) {
         self.device = device
         self.local = local
         self.remote = remote
-        self.gtpu = gtpu
+        self.tunnel = tunnel
     }
 }
 
-/// A GTP-U tunnel endpoint between a TUN device and a UDP socket, in both directions:
+/// A tunnel endpoint between a TUN device (GTP-U: IP packets) or a TAP device (VXLAN: Ethernet
+/// frames, forwarded as a bridge port does) and a UDP socket, in both directions:
 ///
 /// ```text
 /// encapsulation: TUN read ─▶ GRO ─▶ decision (inner MTU = underlay − overhead, per segment)
-///                ─▶ GTP-U header per segment ─▶ one sendmsg per train (UDP_SEGMENT)
+///                ─▶ a tunnel header per segment ─▶ one sendmsg per train (UDP_SEGMENT)
 /// decapsulation: recvmsg (UDP_GRO: a train per read) ─▶ split at the datagram size ─▶ validate,
 ///                strip ─▶ GRO ─▶ TUN write (super-packets whole, virtio header)
 /// ```
 /// A segment that does not fit the tunnel gets "fragmentation needed" / "packet too big" back to
 /// its inner sender (announcing the inner MTU); the outer packet is never fragmented (DF set).
+/// A GTP-U socket is connected (both ends use port 2152); a VXLAN socket is not (senders such as
+/// the kernel's VXLAN pick a source port per flow), and datagrams from other addresses are dropped.
 public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
     /// The settings.
     public let configuration: TunnelConfiguration
@@ -244,12 +250,13 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
     public init(configuration: TunnelConfiguration, logger: Logger) throws(TUNError) {
         self.configuration = configuration
         self.logger = logger
-        var device = try TUNDevice(name: configuration.device, vnetHeader: configuration.offloads)
+        let vxlan = configuration.tunnel.innerLinkType == .ethernet
+        var device = try TUNDevice(name: configuration.device, vnetHeader: configuration.offloads, tap: vxlan)
         grantedOffloads = configuration.offloads ? device.negotiateOffloads(udp: configuration.gro.udp) : []
-        socket = try UDPTunnelSocket(local: configuration.local, remote: configuration.remote, port: configuration.port,
-                                     coalesce: configuration.offloads)
+        socket = try UDPTunnelSocket(local: configuration.local, remote: configuration.remote,
+                                     port: configuration.tunnel.port, coalesce: configuration.offloads, connected: !vxlan)
         let underlay = configuration.underlayMTU ?? socket.pathMTU ?? 1500
-        innerMTU = underlay - configuration.gtpu.overhead(outerIPv6: !configuration.remote.isIPv4)
+        innerMTU = underlay - configuration.tunnel.overhead(outerIPv6: !configuration.remote.isIPv4)
         deviceMTU = device.mtu ?? 1500
         self.device = device
     }
@@ -275,9 +282,11 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
             gro.tcp = false
             gro.udp = false
         }
+        let linkType = configuration.tunnel.innerLinkType
         return ForwardingPipeline(direction: direction, gro: gro, egressMTU: mtu,
-                           icmpSourceV4: configuration.icmpSourceV4, icmpSourceV6: configuration.icmpSourceV6,
-                           virtioHeaders: configuration.offloads, stage: IdentityStage(), logger: logger)
+                                  icmpSourceV4: configuration.icmpSourceV4, icmpSourceV6: configuration.icmpSourceV6,
+                                  virtioHeaders: configuration.offloads, stage: IdentityStage(), logger: logger,
+                                  linkType: linkType, bridging: linkType == .ethernet)
     }
 
     func publish(_ direction: Direction, _ pipeline: borrowing ForwardingPipeline<IdentityStage>, _ counters: TunnelCounters) {
@@ -304,7 +313,7 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
     /// TUN → GRO → decision → GTP-U → socket.
     func encapsulate() {
         var pipeline = pipeline(.lanToWan, mtu: innerMTU)
-        let sink = GTPUSink(socket: socket, settings: configuration.gtpu, offloads: configuration.offloads, logger: logger)
+        let sink = TunnelSink(socket: socket, tunnel: configuration.tunnel, offloads: configuration.offloads, logger: logger)
         var batch = PacketBatch(packetCapacity: configuration.batch, byteCapacity: configuration.batch * TUNDevice.maximumPacket)
         var lastPublish: UInt64 = 0
         while !stopFlag.load(ordering: .relaxed) {
@@ -341,13 +350,13 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
     /// Socket → split → validate, strip → GRO → TUN.
     func decapsulate() {
         var pipeline = pipeline(.wanToLan, mtu: deviceMTU)
-        let back = GTPUSink(socket: socket, settings: configuration.gtpu, offloads: configuration.offloads, logger: logger)
-        let decapsulator = GTPUDecapsulator(settings: configuration.gtpu)
+        let back = TunnelSink(socket: socket, tunnel: configuration.tunnel, offloads: configuration.offloads, logger: logger)
+        let decapsulator = TunnelDecapsulator(tunnel: configuration.tunnel)
         var counters = TunnelCounters()
         var batch = PacketBatch(packetCapacity: max(configuration.batch, 64) + 64, byteCapacity: 4 * 65_600)
         let receive = GrowableBuffer<UInt8>(capacity: 65_600)
         var lastPublish: UInt64 = 0
-        let metadata = PacketMetadata(linkType: .raw, checksum: .unverified)
+        let metadata = PacketMetadata(linkType: configuration.tunnel.innerLinkType, checksum: .unverified)
         while !stopFlag.load(ordering: .relaxed) {
             guard socket.waitReadable(milliseconds: 100) else {
                 var c = counters
@@ -361,14 +370,18 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
             // at most 64 datagrams at once, 64 KB in all).
             while batch.canAppend(length: 65_600) && batch.count + 64 <= batch.packetCapacity {
                 let buffer = unsafe UnsafeMutableRawBufferPointer(start: receive.rawBase, count: receive.capacity)
-                let got: (length: Int, segmentSize: Int)?
+                let got: (length: Int, segmentSize: Int, fromRemote: Bool)?
                 do { got = unsafe try socket.receive(into: buffer) } catch {
                     logger.error("\(error)")
                     break
                 }
-                guard let (length, segment) = got else { break }
+                guard let (length, segment, fromRemote) = got else { break }
                 guard length > 0 else { continue }
                 counters.receives += 1
+                guard fromRemote else {
+                    counters.foreign += 1
+                    continue
+                }
                 let size = segment > 0 ? segment : length
                 var at = 0
                 while at < length {
@@ -420,6 +433,7 @@ extension TunnelCounters {
         echoResponses += o.echoResponses
         errorIndications += o.errorIndications
         dropped.merge(o.dropped, uniquingKeysWith: +)
+        foreign += o.foreign
         sendErrors += o.sendErrors
         sendsWithoutGSO += o.sendsWithoutGSO
     }

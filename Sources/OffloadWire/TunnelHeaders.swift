@@ -129,3 +129,57 @@ public struct GTPUHeader: Hashable, Sendable {
         return out
     }
 }
+
+/// A VXLAN header (RFC 7348 §5): 8 bytes before an inner Ethernet frame.
+///
+/// ```text
+/// +-------+-------+-------+-------+
+/// |R|R|R|R|I|R|R|R|   reserved    |   I: the VNI is valid
+/// +-------+-------+-------+-------+
+/// |   VXLAN network identifier    | reserved
+/// +-------+-------+-------+-------+
+/// ```
+public struct VXLANHeader: Hashable, Sendable {
+    /// Byte offsets of the fields.
+    public enum Field {
+        /// The flags (I = 0x08).
+        @inlinable public static var flags: Int { 0 }
+        /// The 24-bit VNI, in bytes 4..<7.
+        @inlinable public static var vni: Int { 4 }
+    }
+    /// The I flag: a valid VNI follows.
+    @inlinable public static var validVNI: UInt8 { 0x08 }
+    /// The IANA port (RFC 7348 §5).
+    @inlinable public static var port: UInt16 { 4789 }
+    /// The header's length.
+    @inlinable public static var length: Int { 8 }
+
+    /// The VXLAN network identifier (24 bits).
+    public var vni: UInt32
+
+    /// A header for a VNI (its low 24 bits).
+    public init(vni: UInt32) { self.vni = vni & 0xFF_FFFF }
+
+    /// Why a VXLAN header was refused.
+    public enum ParseError: Error, Hashable, Sendable {
+        /// Fewer than 8 bytes.
+        case truncated
+        /// The I flag is clear.
+        case flags
+    }
+
+    /// Reads the header at the start of a UDP payload.
+    public init(_ bytes: UnsafeRawBufferPointer) throws(ParseError) {
+        guard unsafe bytes.count >= 8 else { throw .truncated }
+        guard unsafe bytes[Field.flags] & Self.validVNI != 0 else { throw .flags }
+        vni = unsafe UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: Field.vni, as: UInt32.self)) >> 8
+    }
+
+    /// Writes the 8 bytes over the start of `buffer`. - Precondition: `buffer.count >= 8`.
+    @inlinable public func write(to buffer: UnsafeMutableRawBufferPointer) {
+        precondition(unsafe buffer.count >= 8)
+        // Safe: the precondition guarantees the bytes.
+        unsafe buffer.storeBytes(of: (UInt32(Self.validVNI) << 24).bigEndian, toByteOffset: 0, as: UInt32.self)
+        unsafe buffer.storeBytes(of: (vni << 8).bigEndian, toByteOffset: Field.vni, as: UInt32.self)
+    }
+}

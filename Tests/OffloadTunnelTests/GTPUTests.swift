@@ -9,7 +9,7 @@ import Testing
 /// GTP-U encapsulation and decapsulation, offline.
 @Suite("GTP-U: one datagram per segment, each length right; refused input counted")
 struct GTPUTests {
-    static let settings = GTPUSettings(teid: 0x1234_5678)
+    static let tunnel = TunnelProtocol.gtpu(GTPUSettings(teid: 0x1234_5678))
 
     /// A TCP super-packet of `count` segments of `size` bytes, merged by the engine.
     func superPacket(count: Int, size: Int, ipv6: Bool = false) throws -> (bytes: [UInt8], gso: GSOInfo) {
@@ -32,9 +32,9 @@ struct GTPUTests {
     @Test("a 20-segment super-packet becomes 20 G-PDUs; each decapsulates to the GSO segment, checksums right", arguments: [false, true])
     func superPacketPerSegment(ipv6: Bool) throws {
         let (bytes, gso) = try superPacket(count: 20, size: 1000, ipv6: ipv6)
-        var encapsulator = GTPUEncapsulator(settings: Self.settings)
+        var encapsulator = TunnelEncapsulator(tunnel: Self.tunnel)
         var segmenter = GSOSegmenter()
-        let decapsulator = GTPUDecapsulator(settings: Self.settings)
+        let decapsulator = TunnelDecapsulator(tunnel: Self.tunnel)
         let (datagrams, segments) = try bytes.withUnsafeBytes { raw in
             try encapsulator.prepare(raw, gso: gso)
             try segmenter.segment(raw, linkType: .raw, gso: gso, checksum: .complete)
@@ -61,7 +61,7 @@ struct GTPUTests {
     @Test("sequence numbers: the S flag, 12-byte headers, one number per datagram")
     func sequenceNumbers() throws {
         let (bytes, gso) = try superPacket(count: 3, size: 500)
-        var encapsulator = GTPUEncapsulator(settings: GTPUSettings(teid: 9, sequenceNumbers: true))
+        var encapsulator = TunnelEncapsulator(tunnel: .gtpu(GTPUSettings(teid: 9, sequenceNumbers: true)))
         let datagrams = try bytes.withUnsafeBytes { raw in
             try encapsulator.prepare(raw, gso: gso)
             return (0..<encapsulator.datagramCount).map { encapsulator.datagramBytes(at: $0) }
@@ -69,18 +69,18 @@ struct GTPUTests {
         #expect(datagrams.map { $0[0] } == [0x32, 0x32, 0x32])
         #expect(datagrams.map { $0.loadBigEndian(UInt16.self, at: 8) } == [0, 1, 2])
         #expect(datagrams.allSatisfy { Int($0.loadBigEndian(UInt16.self, at: 2)) == $0.count - 8 })
-        let kind = datagrams[1].withUnsafeBytes { GTPUDecapsulator(settings: GTPUSettings(teid: 9)).classify($0) }
+        let kind = datagrams[1].withUnsafeBytes { TunnelDecapsulator(tunnel: .gtpu(GTPUSettings(teid: 9))).classify($0) }
         #expect(kind == .packet(12..<datagrams[1].count))
     }
 
     @Test("refused: truncated, wrong version, a length that lies, an unknown TEID, extension headers, other types")
     func refused() {
-        let d = GTPUDecapsulator(settings: Self.settings)
+        let d = TunnelDecapsulator(tunnel: Self.tunnel)
         var packet = PacketBuilder()
         packet.link = .raw
         let inner = packet.frame()
         let good = GTPUHeader(teid: 0x1234_5678, payloadLength: inner.count).bytes + inner
-        func classify(_ bytes: [UInt8]) -> GTPUDatagram { bytes.withUnsafeBytes { d.classify($0) } }
+        func classify(_ bytes: [UInt8]) -> TunnelDatagram { bytes.withUnsafeBytes { d.classify($0) } }
         #expect(classify(good) == .packet(8..<good.count))
         #expect(classify(Array(good.prefix(5))) == .drop(.truncated))
         var v2 = good
@@ -89,7 +89,7 @@ struct GTPUTests {
         #expect(classify(Array(good.dropLast())) == .drop(.length))
         var otherTEID = good
         otherTEID[7] ^= 1
-        #expect(classify(otherTEID) == .drop(.unknownTEID))
+        #expect(classify(otherTEID) == .drop(.unknownID))
         var extended = GTPUHeader(teid: 0x1234_5678, sequence: 0, payloadLength: inner.count).bytes + inner
         extended[0] |= 0x04
         extended[11] = 0x85
@@ -102,7 +102,7 @@ struct GTPUTests {
 
     @Test("an echo request is answered: type 2, its sequence number, the Recovery IE")
     func echo() throws {
-        let d = GTPUDecapsulator(settings: Self.settings)
+        let d = TunnelDecapsulator(tunnel: Self.tunnel)
         let request = GTPUHeader(messageType: 1, teid: 0, sequence: 0x4242, payloadLength: 0).bytes
         let kind = request.withUnsafeBytes { d.classify($0) }
         #expect(kind == .echoRequest(sequence: 0x4242))
@@ -134,9 +134,9 @@ struct GTPUTests {
         try writer.flush()
         let local = IPAddress.v4(IPv4Address(192, 0, 2, 1)), remote = IPAddress.v4(IPv4Address(192, 0, 2, 2))
         let outer = "\(scratch)/outer.pcap", inner = "\(scratch)/inner.pcap"
-        let e = try TunnelCapture.encapsulate(input: plain, output: outer, settings: Self.settings, local: local, remote: remote)
+        let e = try TunnelCapture.encapsulate(input: plain, output: outer, tunnel: Self.tunnel, local: local, remote: remote)
         #expect(e.written == 30)
-        let d = try TunnelCapture.decapsulate(input: outer, output: inner, settings: Self.settings)
+        let d = try TunnelCapture.decapsulate(input: outer, output: inner, tunnel: Self.tunnel)
         #expect(d.written == 30 && d.dropped.isEmpty)
         var reader = try CaptureReader(path: inner)
         var back: [[UInt8]] = []
@@ -146,9 +146,9 @@ struct GTPUTests {
         let merged = "\(scratch)/merged.pcapng", wire = "\(scratch)/wire.pcap"
         _ = try coalesceCapture(input: plain, output: merged)
         _ = try segmentCapture(input: merged, output: wire)
-        let e2 = try TunnelCapture.encapsulate(input: merged, output: outer, settings: Self.settings, local: local, remote: remote)
+        let e2 = try TunnelCapture.encapsulate(input: merged, output: outer, tunnel: Self.tunnel, local: local, remote: remote)
         #expect(e2.superPackets > 0)
-        _ = try TunnelCapture.decapsulate(input: outer, output: inner, settings: Self.settings)
+        _ = try TunnelCapture.decapsulate(input: outer, output: inner, tunnel: Self.tunnel)
         var segmented: [[UInt8]] = []
         var r1 = try CaptureReader(path: wire)
         while let r = try r1.next() { segmented.append(r.bytes) }
@@ -157,8 +157,8 @@ struct GTPUTests {
         while let r = try r2.next() { decapsulated.append(r.bytes) }
         #expect(decapsulated == segmented, "the tunnel carries what offload segment restores")
         // And the wrong TEID takes nothing out.
-        let none = try TunnelCapture.decapsulate(input: outer, output: inner, settings: GTPUSettings(teid: 1))
-        #expect(none.written == 0 && none.dropped[.unknownTEID] == e2.written)
+        let none = try TunnelCapture.decapsulate(input: outer, output: inner, tunnel: .gtpu(GTPUSettings(teid: 1)))
+        #expect(none.written == 0 && none.dropped[.unknownID] == e2.written)
     }
 
     @Test("tshark's GTP dissector reads every datagram: no malformed packets, the length right on each")
@@ -179,7 +179,7 @@ struct GTPUTests {
         let outer = "\(scratch)/outer.pcap"
         for sequence in [false, true] {
             _ = try TunnelCapture.encapsulate(input: input, output: outer,
-                                              settings: GTPUSettings(teid: 7, sequenceNumbers: sequence),
+                                              tunnel: .gtpu(GTPUSettings(teid: 7, sequenceNumbers: sequence)),
                                               local: .v6(IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
                                               remote: .v6(IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2)))
             let (status, out) = shell("tshark -r \(outer) -o udp.check_checksum:TRUE -o tcp.check_checksum:TRUE "

@@ -22,6 +22,9 @@ enum {
 /// or -errno.
 int offload_tun_open(const char *name, int vnet_hdr, int multi_queue, char *actual_name);
 
+/// As offload_tun_open, with IFF_TAP instead of IFF_TUN when `tap`: the device carries Ethernet frames.
+int offload_tun_open_mode(const char *name, int vnet_hdr, int multi_queue, int tap, char *actual_name);
+
 /// TUNSETOFFLOAD. Returns 0 or -errno (EINVAL for a flag the kernel does not know).
 int offload_tun_set_offload(int fd, unsigned int flags);
 
@@ -39,22 +42,26 @@ int offload_interface_up(const char *name, int mtu);
 int offload_interface_set_txqueuelen(const char *name, int length);
 
 /// Opens a UDP socket of `family` (AF_INET or AF_INET6), non-blocking and close-on-exec, bound to
-/// `local` and connected to `remote` (both sockaddr_in/sockaddr_in6 of `length` bytes), with
-/// UDP_GRO on when `gro` (the kernel then hands over trains of same-size datagrams in one read) and
-/// path MTU discovery on (IP_PMTUDISC_DO: DF set, never fragmented locally). Returns the
-/// descriptor or -errno.
-int offload_udp_open(int family, const void *local, const void *remote, unsigned int length, int gro);
+/// `local`, and connected to `remote` when `connected` (both sockaddr_in/sockaddr_in6 of `length`
+/// bytes; a connected socket only receives from that address and port), with UDP_GRO on when
+/// `gro` (the kernel then hands over trains of same-size datagrams in one read) and path MTU
+/// discovery on (IP_PMTUDISC_DO: DF set, never fragmented locally). Returns the descriptor or -errno.
+int offload_udp_open(int family, const void *local, const void *remote, unsigned int length, int gro, int connected);
 
-/// One sendmsg of `count` iovecs on a connected UDP socket; with `segment_size` > 0, a UDP_SEGMENT
-/// control message asks the kernel to cut the payload into datagrams of that size (UDP GSO).
-/// Returns the bytes sent or -errno.
-long offload_udp_send(int fd, const void *iovecs, int count, int segment_size);
+/// One sendmsg of `count` iovecs, to `remote` (`remote_length` bytes; NULL on a connected socket);
+/// with `segment_size` > 0, a UDP_SEGMENT control message asks the kernel to cut the payload into
+/// datagrams of that size (UDP GSO). Returns the bytes sent or -errno.
+long offload_udp_send(int fd, const void *iovecs, int count, int segment_size, const void *remote,
+                      unsigned int remote_length);
 
 /// One recvmsg into `buffer`; `*segment_size` receives the UDP_GRO size (the datagrams' size when
-/// the kernel coalesced several, else 0). Returns the bytes received or -errno.
-long offload_udp_receive(int fd, void *buffer, unsigned long capacity, int *segment_size);
+/// the kernel coalesced several, else 0), and `*from_remote` whether the sender's address equals
+/// `remote`'s (any port). Returns the bytes received or -errno.
+long offload_udp_receive(int fd, void *buffer, unsigned long capacity, int *segment_size, const void *remote,
+                         int *from_remote);
 
-/// The path MTU of a connected socket (IP_MTU / IPV6_MTU), or -errno.
-int offload_udp_path_mtu(int fd, int family);
+/// The path MTU towards `remote` (IP_MTU / IPV6_MTU of a socket connected to it for the
+/// question), or -errno.
+int offload_udp_path_mtu(int family, const void *remote, unsigned int length);
 
 #endif

@@ -25,20 +25,70 @@ public struct GTPUSettings: Hashable, Sendable {
     public func overhead(outerIPv6: Bool) -> Int { (outerIPv6 ? 40 : 20) + 8 + headerLength }
 }
 
-/// Puts inner packets and super-packets behind GTP-U headers, one datagram per inner segment,
+/// A tunnel's protocol and identity.
+public enum TunnelProtocol: Hashable, Sendable, CustomStringConvertible {
+    /// GTP-U v1 (3GPP TS 29.281): IP packets inside, port 2152.
+    case gtpu(GTPUSettings)
+    /// VXLAN (RFC 7348): Ethernet frames inside, port 4789.
+    case vxlan(vni: UInt32)
+
+    /// The tunnel header's length.
+    public var headerLength: Int {
+        switch self {
+        case .gtpu(let g): g.headerLength
+        case .vxlan: VXLANHeader.length
+        }
+    }
+
+    /// What is inside: IP packets or Ethernet frames.
+    public var innerLinkType: LinkType {
+        switch self {
+        case .gtpu: .raw
+        case .vxlan: .ethernet
+        }
+    }
+
+    /// The UDP port.
+    public var port: UInt16 {
+        switch self {
+        case .gtpu: GTPUHeader.port
+        case .vxlan: VXLANHeader.port
+        }
+    }
+
+    /// What the tunnel adds to an inner IP packet: outer IP, UDP, the tunnel header (and for
+    /// VXLAN the inner Ethernet header).
+    public func overhead(outerIPv6: Bool) -> Int {
+        let outer = (outerIPv6 ? 40 : 20) + 8 + headerLength
+        switch self {
+        case .gtpu: return outer
+        case .vxlan: return outer + 14
+        }
+    }
+
+    /// `GTP-U TEID 7`, `VXLAN VNI 7`.
+    public var description: String {
+        switch self {
+        case .gtpu(let g): g.localTEID == g.remoteTEID ? "GTP-U TEID \(g.localTEID)" : "GTP-U TEID \(g.localTEID)/\(g.remoteTEID)"
+        case .vxlan(let vni): "VXLAN VNI \(vni)"
+        }
+    }
+}
+
+/// Puts inner packets and super-packets behind tunnel headers, one datagram per inner segment,
 /// without copying payload: a super-packet is segmented (GSO, complete checksums, the segment
-/// headers in an arena, the payload in place) and each segment gets its own GTP-U header, whose
-/// length field is that segment's. The datagrams of one packet are all the same size but the last,
+/// headers in an arena, the payload in place) and each segment gets its own tunnel header (a
+/// GTP-U header's length field is that segment's). The datagrams of one packet are all the same size but the last,
 /// as one UDP GSO send needs them.
 ///
 /// (`@safe`: the pointers it keeps, into the caller's packet and its own arena, are handed out
 /// only inside ``withDatagramPieces(at:_:)`` and documented as valid until the next ``prepare(_:gso:)``.)
 @safe
-public struct GTPUEncapsulator: ~Copyable {
-    /// The settings.
-    public let settings: GTPUSettings
+public struct TunnelEncapsulator: ~Copyable {
+    /// The protocol.
+    public let tunnel: TunnelProtocol
     var segmenter = GSOSegmenter()
-    /// GTP-U headers, 12 bytes apart, one per datagram of the current train.
+    /// Tunnel headers, 12 bytes apart, one per datagram of the current train.
     var headers = GrowableBuffer<UInt8>(capacity: 12 * 128)
     var count = 0
     var single: UnsafeRawBufferPointer?
@@ -46,15 +96,15 @@ public struct GTPUEncapsulator: ~Copyable {
     public private(set) var nextSequence: UInt16 = 0
 
     /// Creates an encapsulator.
-    public init(settings: GTPUSettings) { self.settings = settings }
+    public init(tunnel: TunnelProtocol) { self.tunnel = tunnel }
 
-    /// Prepares the datagrams of one inner IP packet (from its IP header, checksums complete or,
-    /// with `gso`, partial): afterwards ``datagramCount`` and ``withDatagramPieces(at:_:)`` give them.
+    /// Prepares the datagrams of one inner packet (from its IP header, or its Ethernet header for
+    /// VXLAN; checksums complete or, with `gso`, partial): afterwards ``datagramCount`` and ``withDatagramPieces(at:_:)`` give them.
     /// - Throws: ``GSOError`` when the GSO facts do not fit the packet.
     /// - Warning: the datagrams point into `packet`: valid while it is and until the next call.
     public mutating func prepare(_ packet: UnsafeRawBufferPointer, gso: GSOInfo?) throws(GSOError) {
         if let gso, gso.segmentCount > 1 {
-            unsafe try segmenter.segment(packet, linkType: .raw, gso: gso, checksum: .complete)
+            unsafe try segmenter.segment(packet, linkType: tunnel.innerLinkType, gso: gso, checksum: .complete)
             count = segmenter.segmentCount
             unsafe single = nil
         } else {
@@ -63,14 +113,19 @@ public struct GTPUEncapsulator: ~Copyable {
         }
         _ = headers.reserve(count * 12)
         for i in 0..<count {
-            let length = unsafe single?.count ?? segmenter.segmentLength(at: i)
-            var sequence: UInt16?
-            if settings.sequenceNumbers {
-                sequence = nextSequence
-                nextSequence &+= 1
+            let slot = unsafe UnsafeMutableRawBufferPointer(start: headers.rawBase + 12 * i, count: 12)
+            switch tunnel {
+            case .gtpu(let settings):
+                let length = unsafe single?.count ?? segmenter.segmentLength(at: i)
+                var sequence: UInt16?
+                if settings.sequenceNumbers {
+                    sequence = nextSequence
+                    nextSequence &+= 1
+                }
+                unsafe GTPUHeader(teid: settings.remoteTEID, sequence: sequence, payloadLength: length).write(to: slot)
+            case .vxlan(let vni):
+                unsafe VXLANHeader(vni: vni).write(to: slot)
             }
-            let header = GTPUHeader(teid: settings.remoteTEID, sequence: sequence, payloadLength: length)
-            unsafe header.write(to: UnsafeMutableRawBufferPointer(start: headers.rawBase + 12 * i, count: 12))
         }
     }
 
@@ -79,12 +134,12 @@ public struct GTPUEncapsulator: ~Copyable {
 
     /// The UDP payload length of datagram `index`.
     public func datagramLength(at index: Int) -> Int {
-        settings.headerLength + (unsafe single?.count ?? segmenter.segmentLength(at: index))
+        tunnel.headerLength + (unsafe single?.count ?? segmenter.segmentLength(at: index))
     }
 
-    /// Calls `body` with datagram `index`'s pieces: its GTP-U header, the inner headers, the payload.
+    /// Calls `body` with datagram `index`'s pieces: its tunnel header, the inner headers, the payload.
     public func withDatagramPieces(at index: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
-        unsafe body(UnsafeRawBufferPointer(start: headers.rawBase + 12 * index, count: settings.headerLength))
+        unsafe body(UnsafeRawBufferPointer(start: headers.rawBase + 12 * index, count: tunnel.headerLength))
         if let single = unsafe single {
             unsafe body(single)
         } else {
@@ -101,47 +156,68 @@ public struct GTPUEncapsulator: ~Copyable {
     }
 }
 
-/// What a received GTP-U datagram is.
-public enum GTPUDatagram: Hashable, Sendable {
-    /// A G-PDU for this end: the inner packet is `range` of the datagram.
+/// What a received tunnel datagram is.
+public enum TunnelDatagram: Hashable, Sendable {
+    /// A G-PDU (or VXLAN frame) for this end: the inner packet is `range` of the datagram.
     case packet(Range<Int>)
-    /// An echo request: answer it (``GTPUDecapsulator/echoResponse(to:)``).
+    /// A GTP-U echo request: answer it (``TunnelDecapsulator/echoResponse(to:)``).
     case echoRequest(sequence: UInt16?)
     /// An echo response (to an echo this end sent; none are sent yet).
     case echoResponse
     /// An error indication from the far end (it has no context for a TEID we send with).
     case errorIndication
     /// Refused: counted by reason, never forwarded.
-    case drop(GTPUDropReason)
+    case drop(TunnelDropReason)
 }
 
 /// Why a received datagram was not forwarded.
-public enum GTPUDropReason: String, Hashable, Sendable, CaseIterable, Codable, CodingKeyRepresentable {
-    /// Shorter than a GTP-U header.
+public enum TunnelDropReason: String, Hashable, Sendable, CaseIterable, Codable, CodingKeyRepresentable {
+    /// Shorter than the tunnel header (or, for VXLAN, than an Ethernet header after it).
     case truncated
-    /// Not GTP version 1 (or GTP', protocol type 0).
+    /// Not GTP version 1 (or GTP', protocol type 0); a VXLAN header without the I flag.
     case version
     /// The length field disagrees with the datagram.
     case length
-    /// A TEID this end does not serve.
-    case unknownTEID = "unknown_teid"
+    /// A TEID or VNI this end does not serve.
+    case unknownID = "unknown_id"
     /// Extension headers (the E flag), which this endpoint does not parse.
     case extensionHeaders = "extension_headers"
     /// A message type other than G-PDU, echo or error indication (or a G-PDU that is not IP).
     case messageType = "message_type"
 }
 
-/// Reads received GTP-U datagrams (TS 29.281): validates the header (version, length per datagram,
-/// TEID) and finds the inner packet.
-public struct GTPUDecapsulator: Sendable {
-    /// The settings.
-    public let settings: GTPUSettings
+/// Reads received tunnel datagrams: validates the header (GTP-U, TS 29.281: version, the length
+/// of each datagram, the TEID; VXLAN, RFC 7348: the I flag, the VNI) and finds the inner packet.
+public struct TunnelDecapsulator: Sendable {
+    /// The protocol.
+    public let tunnel: TunnelProtocol
 
     /// Creates a decapsulator.
-    public init(settings: GTPUSettings) { self.settings = settings }
+    public init(tunnel: TunnelProtocol) { self.tunnel = tunnel }
 
     /// Classifies one datagram (its UDP payload).
-    public func classify(_ datagram: UnsafeRawBufferPointer) -> GTPUDatagram {
+    public func classify(_ datagram: UnsafeRawBufferPointer) -> TunnelDatagram {
+        switch tunnel {
+        case .gtpu(let settings): unsafe classifyGTPU(datagram, settings)
+        case .vxlan(let vni): unsafe classifyVXLAN(datagram, vni)
+        }
+    }
+
+    func classifyVXLAN(_ datagram: UnsafeRawBufferPointer, _ vni: UInt32) -> TunnelDatagram {
+        let header: VXLANHeader
+        do { header = unsafe try VXLANHeader(datagram) } catch {
+            switch error {
+            case .truncated: return .drop(.truncated)
+            case .flags: return .drop(.version)
+            }
+        }
+        guard header.vni == vni & 0xFF_FFFF else { return .drop(.unknownID) }
+        let count = datagram.count
+        guard count >= VXLANHeader.length + 14 else { return .drop(.truncated) }
+        return .packet(VXLANHeader.length..<count)
+    }
+
+    func classifyGTPU(_ datagram: UnsafeRawBufferPointer, _ settings: GTPUSettings) -> TunnelDatagram {
         let header: GTPUHeader
         do { header = unsafe try GTPUHeader(datagram) } catch {
             switch error {
@@ -153,7 +229,7 @@ public struct GTPUDecapsulator: Sendable {
         }
         switch header.messageType {
         case GTPUHeader.MessageType.gPDU:
-            guard header.teid == settings.localTEID else { return .drop(.unknownTEID) }
+            guard header.teid == settings.localTEID else { return .drop(.unknownID) }
             let start = header.headerLength
             let count = datagram.count
             guard count > start else { return .drop(.messageType) }
