@@ -54,10 +54,10 @@ struct Tunnel: AsyncParsableCommand {
     var setup = false
     @Option(help: "Live, with --setup: a prefix (either family) reached through the tunnel; repeatable.")
     var route: [String] = []
-    @Option(help: "Live, with --setup: an address for the device (CIDR; a VXLAN TAP device needs one to route through it).")
-    var address: String?
-    @Option(help: "Live, with --setup: the next hop of the --route prefixes on the far side (VXLAN: the far end's address inside the tunnel).")
-    var nextHop: String?
+    @Option(help: "Live, with --setup: an address for the device (CIDR; a VXLAN TAP device needs one per family to route through it); repeatable.")
+    var address: [String] = []
+    @Option(help: "Live, with --setup: the next hop of the --route prefixes of its family on the far side (VXLAN: the far end's address inside the tunnel); repeatable.")
+    var nextHop: [String] = []
     @Flag(help: "Offline: take the inner packets out of IN's GTP-U datagrams instead.")
     var decapsulate = false
     @Flag(help: "Offline: print the counts as JSON.")
@@ -100,10 +100,13 @@ struct Tunnel: AsyncParsableCommand {
         if setup && route.isEmpty { throw ValidationError("--setup needs at least one --route") }
         if tunnelProtocol == .vxlan && id > 0xFF_FFFF { throw ValidationError("--id: a VNI has 24 bits (0...16777215)") }
         if tunnelProtocol == .vxlan && sequenceNumbers { throw ValidationError("--sequence-numbers is GTP-U's") }
-        if let address, IPv4Prefix(address) == nil && IPv6Prefix(address) == nil && !address.contains("/") {
-            throw ValidationError("--address wants ADDRESS/LENGTH")
+        for a in address {
+            let parts = a.split(separator: "/")
+            guard parts.count == 2, IPAddress(parts[0]) != nil, Int(parts[1]) != nil else {
+                throw ValidationError("--address \(a): want ADDRESS/LENGTH")
+            }
         }
-        if let nextHop, IPAddress(nextHop) == nil { throw ValidationError("--next-hop: not an IP address") }
+        for hop in nextHop where IPAddress(hop) == nil { throw ValidationError("--next-hop \(hop): not an IP address") }
     }
 
     func run() async throws {
@@ -126,7 +129,7 @@ struct Tunnel: AsyncParsableCommand {
             logger.info("\(tunnel) \(configuration.local) <-> \(configuration.remote) on \(device); inner MTU \(endpoint.innerMTU); offloads granted: \(endpoint.grantedOffloads); UDP GRO \(endpoint.socket.receiveCoalescing ? "on" : "off")")
             // The device gets the inner MTU, as the kernel's own tunnels do: the gateway's own
             // traffic picks the right MSS, and forwarded packets that cannot fit are refused early.
-            try await dataplane.serve(endpoint, routing: setup ? .deviceRoutes(address: address, routes: route, nextHop: nextHop) : nil,
+            try await dataplane.serve(endpoint, routing: setup ? .deviceRoutes(addresses: address, routes: route, nextHops: nextHop) : nil,
                                       deviceMTU: setup ? endpoint.innerMTU : nil, logger: logger)
             return
         }

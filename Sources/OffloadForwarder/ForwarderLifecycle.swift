@@ -88,8 +88,8 @@ public final class ForwarderLifecycle<D: Dataplane>: Service, @unchecked Sendabl
                 case .routes(let intoIngress, let intoEgress):
                     try routing.applyRoutes(ingress: names.ingress, egress: names.egress, intoIngress: intoIngress,
                                             intoEgress: intoEgress)
-                case .deviceRoutes(let address, let routes, let nextHop):
-                    try routing.applyDeviceRoutes(device: names.ingress, address: address, routes: routes, nextHop: nextHop)
+                case .deviceRoutes(let addresses, let routes, let nextHops):
+                    try routing.applyDeviceRoutes(device: names.ingress, addresses: addresses, routes: routes, nextHops: nextHops)
                 }
             } catch {
                 routing.teardown()

@@ -100,9 +100,10 @@ public enum RoutingPlan: Sendable, Hashable {
     /// A translator or tunnel: routes for these prefixes (either family) into each device
     /// (``RoutingSetup/applyRoutes(ingress:egress:intoIngress:intoEgress:)``).
     case routes(intoIngress: [String], intoEgress: [String])
-    /// A tunnel on a TAP device: an address on the device, and routes through it, via a next hop
-    /// on the far side when given (``RoutingSetup/applyDeviceRoutes(device:address:routes:nextHop:)``).
-    case deviceRoutes(address: String?, routes: [String], nextHop: String?)
+    /// A tunnel on a TAP device: addresses on the device, and routes through it, via the next hop
+    /// of the route's family on the far side when one is given
+    /// (``RoutingSetup/applyDeviceRoutes(device:addresses:routes:nextHops:)``).
+    case deviceRoutes(addresses: [String], routes: [String], nextHops: [String])
 }
 
 extension RoutingSetup {
@@ -123,19 +124,19 @@ extension RoutingSetup {
 }
 
 extension RoutingSetup {
-    /// Puts `address` on `device` and routes each prefix through it (via `nextHop` when given),
-    /// with forwarding on; ``teardown()`` removes them.
-    public func applyDeviceRoutes(device: String, address: String?, routes: [String], nextHop: String?) throws {
+    /// Puts `addresses` on `device` and routes each prefix through it (via the next hop of the
+    /// prefix's family, when given), with forwarding on; ``teardown()`` removes them.
+    public func applyDeviceRoutes(device: String, addresses: [String], routes: [String], nextHops: [String]) throws {
         try writeSysctl("net/ipv4/ip_forward", "1")
         try writeSysctl("net/ipv6/conf/all/forwarding", "1")
-        if let address {
+        for address in addresses {
             let family = address.contains(":") ? "-6" : "-4"
-            try run(["ip", family, "addr", "replace", address, "dev", device])
+            try run(["ip", family, "addr", "replace", address, "dev", device] + (family == "-6" ? ["nodad"] : []))
             undo.insert(["ip", family, "addr", "del", address, "dev", device], at: 0)
         }
         for prefix in routes {
             let family = prefix.contains(":") ? "-6" : "-4"
-            let via = nextHop.map { ["via", $0] } ?? []
+            let via = nextHops.first { $0.contains(":") == prefix.contains(":") }.map { ["via", $0] } ?? []
             try run(["ip", family, "route", "replace", prefix] + via + ["dev", device])
             undo.insert(["ip", family, "route", "del", prefix, "dev", device], at: 0)
         }
