@@ -4,6 +4,7 @@
 #   kernel-vxlan   the kernel's VXLAN device on both gateways (the yardstick)
 #   gtpu-off       `offload tunnel` (GTP-U) with offloads off: packet by packet, a syscall per datagram
 #   gtpu           `offload tunnel` with GRO and GSO (TUN virtio headers, UDP_SEGMENT, UDP_GRO)
+#   vxlan          `offload tunnel --protocol vxlan` on both gateways (TAP devices), GRO and GSO
 # and, from the endpoints' counters, system calls per MB in each direction (TUN reads and writes,
 # sendmsg and recvmsg on the underlay socket).
 # The gateways' inner interfaces (g0, g1) have GRO on, as a NIC in production does, for every row
@@ -58,6 +59,16 @@ endpoints() { # extra arguments...
   done
   sleep 1.5
 }
+vxlan_endpoints() {
+  local n
+  for n in 1 2; do
+    local me=192.168.88.$n peer=192.168.88.$((3 - n)) far=10.88.$((3 - n)).0/24
+    ip netns exec "$p-gw$n" setsid "$bin" tunnel --protocol vxlan --device vx0 --local "$me" --remote "$peer" --id 7 \
+      --setup --address 172.31.0.$n/30 --route "$far" --next-hop 172.31.0.$((3 - n)) \
+      --stats-json "$tmp/gw$n.json" >"$tmp/gw$n.log" 2>&1 </dev/null &
+  done
+  sleep 1.5
+}
 stop() { pkill -TERM -f "[s]tats-json $tmp" || true; sleep 1.2; }
 syscalls() { # label mb -> one line: per-MB system calls from both endpoints' counters
   python3 - "$tmp/gw1.json" "$tmp/gw2.json" "$1" "$2" <<'EOF'
@@ -87,11 +98,16 @@ for n in 1 4; do
   stop
   mb=$(python3 -c "print(max(1e-9, ${r[on,$n]} * 1e9 * $secs / 8 / 1e6))")
   lines+=("$(syscalls "gtpu/$n" "$mb")")
+  vxlan_endpoints
+  r[vx,$n]=$(measure $n)
+  stop
+  mb=$(python3 -c "print(max(1e-9, ${r[vx,$n]} * 1e9 * $secs / 8 / 1e6))")
+  lines+=("$(syscalls "vxlan/$n" "$mb")")
 done
 printf "\nclient -> server through the tunnel, %s s per run, gateway GRO %s, one run (Gbit/s)\n" "$secs" "${GATEWAY_GRO:-on}"
-printf "%-8s %13s %10s %10s %12s %12s\n" streams kernel-vxlan gtpu-off gtpu vs-kernel vs-off
+printf "%-8s %13s %10s %10s %10s %14s %14s %16s\n" streams kernel-vxlan gtpu-off gtpu vxlan gtpu/kernel gtpu/off vxlan/kernel
 for n in 1 4; do
-  python3 -c "k,o,g=${r[kv,$n]},${r[off,$n]},${r[on,$n]}; print(f'{$n:<8} {k:13.2f} {o:10.2f} {g:10.2f} {g/max(k,1e-9):11.2f}x {g/max(o,1e-9):11.2f}x')"
+  python3 -c "k,o,g,v=${r[kv,$n]},${r[off,$n]},${r[on,$n]},${r[vx,$n]}; print(f'{$n:<8} {k:13.2f} {o:10.2f} {g:10.2f} {v:10.2f} {g/max(k,1e-9):13.2f}x {g/max(o,1e-9):13.2f}x {v/max(k,1e-9):15.2f}x')"
 done
 printf "\nSystem calls per MB of goodput (the endpoints' counters):\n"
 printf "%s\n" "${lines[@]}"
