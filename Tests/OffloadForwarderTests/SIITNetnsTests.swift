@@ -104,23 +104,7 @@ struct SIITNetnsTests {
         guard let offload = offloadExecutable else { throw LabError("offload executable not found") }
         let unit = try String(contentsOfFile: "\(packageRoot)/contrib/offload-siit.service", encoding: .utf8)
         let env = try String(contentsOfFile: "\(packageRoot)/contrib/offload-siit.env", encoding: .utf8)
-        var settings: [String: String] = [:]
-        for line in env.split(separator: "\n") where !line.hasPrefix("#") {
-            guard let eq = line.firstIndex(of: "=") else { continue }
-            settings[String(line[..<eq])] = String(line[line.index(after: eq)...])
-        }
-        // ExecStart with its continuation lines, and systemd's ${VAR} (one word) and $VAR (split) expanded.
-        let lines = unit.split(separator: "\n", omittingEmptySubsequences: false)
-        guard let start = lines.firstIndex(where: { $0.hasPrefix("ExecStart=") }) else { throw LabError("no ExecStart") }
-        var command = ""
-        for line in lines[start...] {
-            command += line.hasSuffix("\\") ? String(line.dropLast()) : String(line)
-            if !line.hasSuffix("\\") { break }
-        }
-        command = String(command.dropFirst("ExecStart=".count))
-        for (key, value) in settings.sorted(by: { $0.key.count > $1.key.count }) {
-            command = command.replacingOccurrences(of: "${\(key)}", with: value).replacingOccurrences(of: "$\(key)", with: value)
-        }
+        guard var (command, settings) = systemdCommand(unit: unit, environment: env) else { throw LabError("no ExecStart") }
         #expect(!command.contains("$"), "unexpanded: \(command)")
         command = command.replacingOccurrences(of: "/usr/local/bin/offload", with: offload)
         let ns = "ofsu\(getpid() % 100_000)"

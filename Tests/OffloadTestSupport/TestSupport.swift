@@ -62,6 +62,29 @@ public func skipWithoutNetns() -> Bool {
     return true
 }
 
+/// A systemd unit's `ExecStart` as a shell command: its continuation lines joined, and `${VAR}`
+/// (one word) and `$VAR` (split on spaces) expanded from an environment file's `KEY=VALUE` lines.
+/// Returns the command and the settings.
+public func systemdCommand(unit: String, environment: String) -> (command: String, settings: [String: String])? {
+    var settings: [String: String] = [:]
+    for line in environment.split(separator: "\n") where !line.hasPrefix("#") {
+        guard let eq = line.firstIndex(of: "=") else { continue }
+        settings[String(line[..<eq])] = String(line[line.index(after: eq)...])
+    }
+    let lines = unit.split(separator: "\n", omittingEmptySubsequences: false)
+    guard let start = lines.firstIndex(where: { $0.hasPrefix("ExecStart=") }) else { return nil }
+    var command = ""
+    for line in lines[start...] {
+        command += line.hasSuffix("\\") ? String(line.dropLast()) : String(line)
+        if !line.hasSuffix("\\") { break }
+    }
+    command = String(command.dropFirst("ExecStart=".count))
+    for (key, value) in settings.sorted(by: { $0.key.count > $1.key.count }) {
+        command = command.replacingOccurrences(of: "${\(key)}", with: value).replacingOccurrences(of: "$\(key)", with: value)
+    }
+    return (command, settings)
+}
+
 /// Tests that build network namespaces and push traffic through them run one at a time, whatever
 /// suite or test target they are in: on a two-core machine two of them at once would measure each
 /// other, and one may count the other's namespaces.

@@ -247,4 +247,35 @@ struct TunnelNetnsTests {
         #expect(decap.tunnel("datagrams_received") == decap.packetsIn && decap.dropped == 0)
         #expect(decap.tunnel("foreign") == 0 && encap.tunnel("send_errors") <= 2)
     }
+
+    @Test("contrib/offload-tunnel.service: its command line, with the example settings, runs and cleans up")
+    func systemdUnit() throws { try exclusiveNetwork { try systemdUnitBody() } }
+    func systemdUnitBody() throws {
+        if skipWithoutNetns() { return }
+        guard let offload = builtExecutable(named: "offload") else { throw TunnelLabError("offload executable not found") }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        let unit = try String(contentsOfFile: "\(root)/contrib/offload-tunnel.service", encoding: .utf8)
+        let env = try String(contentsOfFile: "\(root)/contrib/offload-tunnel.env", encoding: .utf8)
+        guard var (command, settings) = systemdCommand(unit: unit, environment: env) else { throw TunnelLabError("no ExecStart") }
+        #expect(!command.contains("$"), "unexpanded: \(command)")
+        command = command.replacingOccurrences(of: "/usr/local/bin/offload", with: offload)
+        // A namespace where the example's local underlay address exists.
+        let ns = "otsu\(getpid() % 100_000)"
+        let local = settings["TUNNEL_LOCAL"] ?? ""
+        shell("ip netns del \(ns) 2>/dev/null; ip netns add \(ns) && ip -n \(ns) link set lo up && "
+            + "ip -n \(ns) link add u0 type veth peer name u1 && ip -n \(ns) addr add \(local)/24 dev u0 && "
+            + "ip -n \(ns) link set u0 up && ip -n \(ns) link set u1 up")
+        defer { shell("ip netns del \(ns)") }
+        let endpoint = (settings["TUNNEL_METRICS"] ?? "").split(separator: ":")
+        let scrape = "bash -c 'exec 3<>/dev/tcp/\(endpoint.first ?? "")/\(endpoint.last ?? ""); "
+            + "printf \"GET /metrics HTTP/1.0\\r\\n\\r\\n\" >&3; cat <&3'"
+        let (status, output) = shell(
+            "ip netns exec \(ns) \(command) --duration 3 > /tmp/\(ns).log 2>&1 & sleep 1.5; "
+                + "ip netns exec \(ns) \(scrape); ip -n \(ns) route; wait $!; echo exit=$?; cat /tmp/\(ns).log; rm -f /tmp/\(ns).log",
+            timeout: 30)
+        #expect(status == 0 && output.contains("exit=0"), "\(output)")
+        #expect(output.contains("offload_tunnel_sendmsg_total"), "the metrics endpoint serves the tunnel's counters")
+        #expect(output.contains("10.2.0.0/16 dev gtp0"), "--setup routed the example's prefix into the tunnel")
+    }
 }
