@@ -199,3 +199,78 @@ struct GTPUTests {
         }
     }
 }
+
+/// VXLAN encapsulation and decapsulation, offline.
+@Suite("VXLAN: Ethernet frames per segment behind the VNI; tshark reads them")
+struct VXLANTests {
+    static let tunnel = TunnelProtocol.vxlan(vni: 0x00AB_CDEF)
+
+    @Test("an Ethernet super-packet: one datagram per segment, the header right, the frames back byte for byte; tshark agrees")
+    func superPacket() throws {
+        var engine = GROEngine()
+        var batch = PacketBatch(packetCapacity: 16, byteCapacity: 1 << 20)
+        var frames: [[UInt8]] = []
+        for i in 0..<16 {
+            var b = PacketBuilder()  // Ethernet by default
+            b.sequence = 1 + UInt32(i * 1400)
+            b.ipID = UInt16(i)
+            b.payloadLength = 1400
+            frames.append(b.frame())
+            batch.append(frames[i], metadata: PacketMetadata(linkType: .ethernet))
+        }
+        engine.coalesce(batch)
+        #expect(engine.outputCount == 1)
+        let gso = try #require(engine.output(at: 0).metadata.gso)
+        let merged = engine.outputBytes(at: 0)
+        var encapsulator = TunnelEncapsulator(tunnel: Self.tunnel)
+        let datagrams = try merged.withUnsafeBytes { raw in
+            try encapsulator.prepare(raw, gso: gso)
+            return (0..<encapsulator.datagramCount).map { encapsulator.datagramBytes(at: $0) }
+        }
+        #expect(datagrams.count == 16)
+        let decapsulator = TunnelDecapsulator(tunnel: Self.tunnel)
+        for (datagram, frame) in zip(datagrams, frames) {
+            #expect(Array(datagram[0..<8]) == [0x08, 0, 0, 0, 0xAB, 0xCD, 0xEF, 0])
+            let kind = datagram.withUnsafeBytes { decapsulator.classify($0) }
+            #expect(kind == .packet(8..<datagram.count))
+            #expect(Array(datagram[8...]) == frame, "the segment is the frame that was merged")
+        }
+        let wrongVNI = datagrams[0].withUnsafeBytes { TunnelDecapsulator(tunnel: .vxlan(vni: 1)).classify($0) }
+        #expect(wrongVNI == .drop(.unknownID))
+        var noFlag = datagrams[0]
+        noFlag[0] = 0
+        #expect(noFlag.withUnsafeBytes { decapsulator.classify($0) } == .drop(.version))
+        #expect(Array(datagrams[0].prefix(20)).withUnsafeBytes { decapsulator.classify($0) } == .drop(.truncated))
+
+        guard shell("command -v tshark").status == 0 else {
+            print("tshark part skipped: tshark is not installed")
+            return
+        }
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("vxlan-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        var writer = try CaptureWriter(path: "\(scratch)/in.pcapng", format: .pcapng,
+                                       interfaces: [CaptureInterface(linkType: .ethernet)])
+        try writer.writePacket(merged, timestamp: 1, options: [.gso(gso)])
+        try writer.flush()
+        let report = try TunnelCapture.encapsulate(input: "\(scratch)/in.pcapng", output: "\(scratch)/outer.pcap",
+                                                   tunnel: Self.tunnel, local: .v4(IPv4Address(192, 0, 2, 1)),
+                                                   remote: .v4(IPv4Address(192, 0, 2, 2)))
+        #expect(report.written == 16 && report.superPackets == 1)
+        let (status, out) = shell("tshark -r \(scratch)/outer.pcap -o tcp.check_checksum:TRUE -o udp.check_checksum:TRUE "
+            + "-T fields -e vxlan.vni -e _ws.malformed -e tcp.checksum.status -e udp.checksum.status 2>/dev/null")
+        #expect(status == 0)
+        let rows = out.split(separator: "\n")
+        #expect(rows.count == 16 && rows.allSatisfy { $0 == "11259375\t\t1\t1" }, "\(rows.prefix(3))")
+        let back = try TunnelCapture.decapsulate(input: "\(scratch)/outer.pcap", output: "\(scratch)/inner.pcap",
+                                                 tunnel: Self.tunnel)
+        #expect(back.written == 16)
+        var reader = try CaptureReader(path: "\(scratch)/inner.pcap")
+        var inner: [[UInt8]] = []
+        while let r = try reader.next() {
+            #expect(r.linkType == .ethernet)
+            inner.append(r.bytes)
+        }
+        #expect(inner == frames)
+    }
+}
