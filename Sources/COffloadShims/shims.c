@@ -97,8 +97,10 @@ int offload_udp_open(int family, const void *local, const void *remote, unsigned
     int pmtu = IP_PMTUDISC_DO;
     if (family == AF_INET6) {
         setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &pmtu, sizeof pmtu);
+        setsockopt(fd, IPPROTO_IPV6, IPV6_RECVTCLASS, &one, sizeof one);
     } else {
         setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
+        setsockopt(fd, IPPROTO_IP, IP_RECVTOS, &one, sizeof one);
     }
     if (bind(fd, (const struct sockaddr *)local, length) < 0
         || (connected && connect(fd, (const struct sockaddr *)remote, length) < 0)) {
@@ -115,31 +117,47 @@ int offload_udp_open(int family, const void *local, const void *remote, unsigned
 }
 
 long offload_udp_send(int fd, const void *iovecs, int count, int segment_size, const void *remote,
-                      unsigned int remote_length) {
+                      unsigned int remote_length, int tos) {
     struct msghdr message;
     memset(&message, 0, sizeof message);
     message.msg_name = (void *)remote;
     message.msg_namelen = remote ? remote_length : 0;
     message.msg_iov = (struct iovec *)iovecs;
     message.msg_iovlen = count;
-    char control[CMSG_SPACE(sizeof(uint16_t))];
+    char control[CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int))];
+    memset(control, 0, sizeof control);
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    size_t used = 0;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&message);
     if (segment_size > 0) {
-        memset(control, 0, sizeof control);
-        message.msg_control = control;
-        message.msg_controllen = sizeof control;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&message);
         c->cmsg_level = SOL_UDP;
         c->cmsg_type = UDP_SEGMENT;
         c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
         uint16_t size = (uint16_t)segment_size;
         memcpy(CMSG_DATA(c), &size, sizeof size);
+        used += CMSG_SPACE(sizeof(uint16_t));
+        c = (struct cmsghdr *)((char *)control + used);
     }
+    if (tos >= 0) {
+        int v6 = 0;
+        struct sockaddr_storage self;
+        socklen_t self_length = sizeof self;
+        if (getsockname(fd, (struct sockaddr *)&self, &self_length) == 0) v6 = self.ss_family == AF_INET6;
+        c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
+        c->cmsg_type = v6 ? IPV6_TCLASS : IP_TOS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &tos, sizeof tos);
+        used += CMSG_SPACE(sizeof(int));
+    }
+    message.msg_controllen = used;
+    if (used == 0) message.msg_control = NULL;
     long sent = sendmsg(fd, &message, 0);
     return sent < 0 ? -errno : sent;
 }
 
 long offload_udp_receive(int fd, void *buffer, unsigned long capacity, int *segment_size, const void *remote,
-                         int *from_remote) {
+                         int *from_remote, int *tos) {
     struct iovec iov = {buffer, capacity};
     struct sockaddr_storage from;
     struct msghdr message;
@@ -148,17 +166,26 @@ long offload_udp_receive(int fd, void *buffer, unsigned long capacity, int *segm
     message.msg_namelen = sizeof from;
     message.msg_iov = &iov;
     message.msg_iovlen = 1;
-    char control[CMSG_SPACE(sizeof(int))];
+    char control[CMSG_SPACE(sizeof(int)) * 3];
     message.msg_control = control;
     message.msg_controllen = sizeof control;
     long received = recvmsg(fd, &message, 0);
     if (received < 0) return -errno;
     *segment_size = 0;
+    *tos = -1;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&message); c; c = CMSG_NXTHDR(&message, c)) {
         if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
             int size;
             memcpy(&size, CMSG_DATA(c), sizeof size);
             *segment_size = size;
+        } else if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS) {
+            unsigned char value;
+            memcpy(&value, CMSG_DATA(c), 1);
+            *tos = value;
+        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_TCLASS) {
+            int value;
+            memcpy(&value, CMSG_DATA(c), sizeof value);
+            *tos = value & 0xFF;
         }
     }
     const struct sockaddr *expected = (const struct sockaddr *)remote;

@@ -108,16 +108,17 @@ public final class UDPTunnelSocket: @unchecked Sendable {
     }
 
     /// Sends the iovecs as one payload; with `segmentSize`, the kernel cuts it into datagrams of
-    /// that size (the last may be shorter). Retries on EINTR.
+    /// that size (the last may be shorter); with `tos`, the datagrams' outer TOS / traffic class.
+    /// Retries on EINTR.
     /// - Throws: ``TUNError``: EMSGSIZE when a datagram exceeds the path MTU, EIO/EINVAL when the
     ///   kernel or device refuses UDP GSO.
     @discardableResult
-    public func send(_ iovecs: UnsafeBufferPointer<iovec>, segmentSize: Int = 0) throws(TUNError) -> Int {
+    public func send(_ iovecs: UnsafeBufferPointer<iovec>, segmentSize: Int = 0, tos: UInt8? = nil) throws(TUNError) -> Int {
         var n: Int
         repeat {
             n = unsafe remoteAddress.withUnsafeBytes { r in
                 unsafe offload_udp_send(descriptor, iovecs.baseAddress, CInt(iovecs.count), CInt(segmentSize),
-                                        connected ? nil : r.baseAddress, UInt32(r.count))
+                                        connected ? nil : r.baseAddress, UInt32(r.count), tos.map { CInt($0) } ?? -1)
             }
         } while n == -Int(EINTR)
         guard n >= 0 else { throw TUNError(operation: "sendmsg", device: "udp \(remote):\(port)", errno: Errno(rawValue: CInt(-n))) }
@@ -137,25 +138,27 @@ public final class UDPTunnelSocket: @unchecked Sendable {
     }
 
     /// Reads what is waiting into `buffer`: nil when nothing is (EAGAIN), else the bytes read, the
-    /// size of each datagram in them (0: one datagram), and whether they came from the remote
-    /// end's address (always, on a connected socket).
+    /// size of each datagram in them (0: one datagram), whether they came from the remote end's
+    /// address (always, on a connected socket), and their outer TOS / traffic class when known.
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(TUNError)
-        -> (length: Int, segmentSize: Int, fromRemote: Bool)?
+        -> (length: Int, segmentSize: Int, fromRemote: Bool, tos: UInt8?)?
     {
         var segment: CInt = 0
         var fromRemote: CInt = 0
+        var tos: CInt = -1
         var n: Int
         repeat {
             n = unsafe remoteAddress.withUnsafeBytes { r in
-                unsafe offload_udp_receive(descriptor, buffer.baseAddress, UInt(buffer.count), &segment, r.baseAddress, &fromRemote)
+                unsafe offload_udp_receive(descriptor, buffer.baseAddress, UInt(buffer.count), &segment, r.baseAddress,
+                                           &fromRemote, &tos)
             }
         } while n == -Int(EINTR)
         if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) { return nil }
         // A connected UDP socket reports ICMP errors from the path (port unreachable while the far
         // end starts) on the next call: not a reason to stop.
-        if n == -Int(ECONNREFUSED) || n == -Int(EHOSTUNREACH) || n == -Int(ENETUNREACH) { return (0, 0, true) }
+        if n == -Int(ECONNREFUSED) || n == -Int(EHOSTUNREACH) || n == -Int(ENETUNREACH) { return (0, 0, true, nil) }
         guard n >= 0 else { throw TUNError(operation: "recvmsg", device: "udp \(local):\(port)", errno: Errno(rawValue: CInt(-n))) }
-        return (n, Int(segment), connected || fromRemote != 0)
+        return (n, Int(segment), connected || fromRemote != 0, tos >= 0 ? UInt8(tos) : nil)
     }
 
     /// Waits until something can be read, for at most `milliseconds`.

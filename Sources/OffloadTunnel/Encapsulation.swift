@@ -94,6 +94,9 @@ public struct TunnelEncapsulator: ~Copyable {
     var single: UnsafeRawBufferPointer?
     /// The sequence number of the next G-PDU (with sequence numbers on).
     public private(set) var nextSequence: UInt16 = 0
+    /// The prepared packet's TOS / traffic class (DSCP and ECN), for the outer header (RFC 6040);
+    /// nil when it is not IP.
+    public private(set) var innerTOS: UInt8?
 
     /// Creates an encapsulator.
     public init(tunnel: TunnelProtocol) { self.tunnel = tunnel }
@@ -103,6 +106,7 @@ public struct TunnelEncapsulator: ~Copyable {
     /// - Throws: ``GSOError`` when the GSO facts do not fit the packet.
     /// - Warning: the datagrams point into `packet`: valid while it is and until the next call.
     public mutating func prepare(_ packet: UnsafeRawBufferPointer, gso: GSOInfo?) throws(GSOError) {
+        innerTOS = unsafe TunnelECN.innerTOS(packet, linkType: tunnel.innerLinkType)
         if let gso, gso.segmentCount > 1 {
             unsafe try segmenter.segment(packet, linkType: tunnel.innerLinkType, gso: gso, checksum: .complete)
             count = segmenter.segmentCount
@@ -178,6 +182,8 @@ public enum TunnelDropReason: String, Hashable, Sendable, CaseIterable, Codable,
     case version
     /// The length field disagrees with the datagram.
     case length
+    /// The outer header says congestion (CE) and the inner packet is not ECN-capable (RFC 6040 §4.2).
+    case ecn = "ecn_ce_not_ect"
     /// A TEID or VNI this end does not serve.
     case unknownID = "unknown_id"
     /// Extension headers (the E flag), which this endpoint does not parse.

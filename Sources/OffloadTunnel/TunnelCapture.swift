@@ -62,6 +62,7 @@ public enum TunnelCapture {
                 do { unsafe try encapsulator.prepare(raw, gso: gso) } catch { return nil }
                 return (0..<encapsulator.datagramCount).map { encapsulator.datagramBytes(at: $0) }
             }
+            outer.tos = encapsulator.innerTOS ?? 0  // RFC 6040: the inner DSCP and ECN outside too
             guard let datagrams else {
                 report.notIP += 1
                 continue

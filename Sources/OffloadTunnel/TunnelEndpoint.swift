@@ -168,7 +168,11 @@ public final class TunnelSink: PacketSink, @unchecked Sendable {
                     k += 1
                 }
             }
-            do throws(TUNError) { unsafe try socket.send(UnsafeBufferPointer(rebasing: iov[0..<k]), segmentSize: segmentSize) } catch {
+            do throws(TUNError) {
+                // RFC 6040 normal mode: the outer header carries the inner DSCP and ECN.
+                unsafe try socket.send(UnsafeBufferPointer(rebasing: iov[0..<k]), segmentSize: segmentSize,
+                                       tos: encapsulator.innerTOS)
+            } catch {
                 failure = error
             }
         }
@@ -370,12 +374,12 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
             // at most 64 datagrams at once, 64 KB in all).
             while batch.canAppend(length: 65_600) && batch.count + 64 <= batch.packetCapacity {
                 let buffer = unsafe UnsafeMutableRawBufferPointer(start: receive.rawBase, count: receive.capacity)
-                let got: (length: Int, segmentSize: Int, fromRemote: Bool)?
+                let got: (length: Int, segmentSize: Int, fromRemote: Bool, tos: UInt8?)?
                 do { got = unsafe try socket.receive(into: buffer) } catch {
                     logger.error("\(error)")
                     break
                 }
-                guard let (length, segment, fromRemote) = got else { break }
+                guard let (length, segment, fromRemote, outerTOS) = got else { break }
                 guard length > 0 else { continue }
                 counters.receives += 1
                 guard fromRemote else {
@@ -391,6 +395,14 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
                     switch unsafe decapsulator.classify(datagram) {
                     case .packet(let range):
                         let inner = unsafe UnsafeRawBufferPointer(rebasing: datagram[range])
+                        if let outerTOS, outerTOS & 0b11 != 0 {
+                            // RFC 6040: congestion marked on the way reaches the inner packet.
+                            let writable = unsafe UnsafeMutableRawBufferPointer(mutating: inner)
+                            guard unsafe TunnelECN.apply(outer: outerTOS, to: writable, linkType: metadata.linkType) else {
+                                counters.dropped[.ecn, default: 0] += 1
+                                continue
+                            }
+                        }
                         if unsafe batch.append(inner.bytes, metadata: metadata) {
                             pipeline.statistics.packetsIn += 1
                             pipeline.statistics.bytesIn += range.count

@@ -274,3 +274,43 @@ struct VXLANTests {
         #expect(inner == frames)
     }
 }
+
+/// RFC 6040 across the tunnel.
+@Suite("ECN and DSCP across the tunnel (RFC 6040, normal mode)")
+struct TunnelECNTests {
+    @Test("decapsulation table: CE reaches ECN-capable packets, drops Not-ECT ones; ECT(1) wins over ECT(0)")
+    func table() {
+        let notECT: UInt8 = 0, ect1: UInt8 = 1, ect0: UInt8 = 2, ce: UInt8 = 3
+        #expect(TunnelECN.decapsulated(inner: notECT, outer: notECT) == notECT)
+        #expect(TunnelECN.decapsulated(inner: notECT, outer: ect0) == notECT)
+        #expect(TunnelECN.decapsulated(inner: notECT, outer: ce) == nil)
+        #expect(TunnelECN.decapsulated(inner: ect0, outer: ce) == ce)
+        #expect(TunnelECN.decapsulated(inner: ect1, outer: ce) == ce)
+        #expect(TunnelECN.decapsulated(inner: ect0, outer: ect1) == ect1)
+        #expect(TunnelECN.decapsulated(inner: ect1, outer: ect0) == ect1)
+        #expect(TunnelECN.decapsulated(inner: ce, outer: notECT) == ce)
+    }
+
+    @Test("applied in place: the IPv4 header checksum stays right; IPv6's traffic class bits; a frame too", arguments: [false, true])
+    func apply(ipv6: Bool) throws {
+        for link in [LinkType.raw, .ethernet] {
+            var b = PacketBuilder()
+            b.link = link == .raw ? .raw : .ethernet
+            b.ipv6 = ipv6
+            b.tos = 0xB8 | 0b10  // EF, ECT(0)
+            var frame = b.frame()
+            #expect(frame.withUnsafeBytes { TunnelECN.innerTOS($0, linkType: link) } == 0xBA)
+            let kept = frame.withUnsafeMutableBytes { TunnelECN.apply(outer: 0b11, to: $0, linkType: link) }
+            #expect(kept)
+            #expect(frame.withUnsafeBytes { TunnelECN.innerTOS($0, linkType: link) } == 0xBB, "CE, DSCP kept")
+            let n = link == .raw ? 0 : 14
+            if !ipv6 { #expect(InternetChecksum.sum(frame.span.bytes.extracting(n..<(n + 20))).value == 0xFFFF) }
+            var plain = PacketBuilder()
+            plain.link = b.link
+            plain.ipv6 = ipv6
+            var notECT = plain.frame()
+            let dropped = notECT.withUnsafeMutableBytes { TunnelECN.apply(outer: 0b11, to: $0, linkType: link) }
+            #expect(!dropped, "CE on a Not-ECT packet: dropped")
+        }
+    }
+}

@@ -203,9 +203,9 @@ struct TunnelNetnsTests {
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(('192.168.88.1', 2152))   # the endpoint's socket is connected: only its peer's address and port get in
             inner = bytes.fromhex('4500001c000040004011' + '0000' + '0a580102' + '0a580202') + bytes(8)
-            kinds = [os.urandom(64), struct.pack('!BBHI', 0x30, 255, len(inner), 99) + inner,
-                     struct.pack('!BBHI', 0x30, 255, len(inner) + 50, 7) + inner, bytes([0x30, 255, 0])]
             for i in range(50):
+                kinds = [os.urandom(64), struct.pack('!BBHI', 0x30, 255, len(inner), 99) + inner,
+                         struct.pack('!BBHI', 0x30, 255, len(inner) + 50, 7) + inner, bytes([0x30, 255, 0])]
                 for k in kinds: s.sendto(k, ('192.168.88.2', 2152))
                 time.sleep(0.02)
             """
@@ -219,10 +219,12 @@ struct TunnelNetnsTests {
         let dropped = ["truncated", "version", "length", "unknown_id", "message_type"].reduce(0) {
             $0 + decap.tunnel("dropped", ["reason": $1])
         }
-        #expect(decap.tunnel("dropped", ["reason": "unknown_id"]) == 50)
-        #expect(decap.tunnel("dropped", ["reason": "length"]) == 50)
-        #expect(decap.tunnel("dropped", ["reason": "truncated"]) == 50)
-        #expect(dropped >= 190, "random bytes are refused too (most as another version): \(dropped)")
+        // Random bytes are refused for whatever they look like (another version, mostly; a length
+        // that lies when they happen to start like GTP-U v1): every one of the 200 is refused.
+        #expect(decap.tunnel("dropped", ["reason": "unknown_id"]) >= 50)
+        #expect(decap.tunnel("dropped", ["reason": "length"]) >= 50)
+        #expect(decap.tunnel("dropped", ["reason": "truncated"]) >= 50)
+        #expect(dropped == 200, "\(dropped) refused")
     }
 
     @Test("VXLAN against the kernel's vxlan device (ours on either gateway): 64 MB each way intact, UDP GSO trains on our side",

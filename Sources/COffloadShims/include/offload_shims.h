@@ -50,15 +50,17 @@ int offload_udp_open(int family, const void *local, const void *remote, unsigned
 
 /// One sendmsg of `count` iovecs, to `remote` (`remote_length` bytes; NULL on a connected socket);
 /// with `segment_size` > 0, a UDP_SEGMENT control message asks the kernel to cut the payload into
-/// datagrams of that size (UDP GSO). Returns the bytes sent or -errno.
+/// datagrams of that size (UDP GSO); with `tos` >= 0, an IP_TOS (or IPV6_TCLASS) control message
+/// sets the outer DSCP and ECN of these datagrams. Returns the bytes sent or -errno.
 long offload_udp_send(int fd, const void *iovecs, int count, int segment_size, const void *remote,
-                      unsigned int remote_length);
+                      unsigned int remote_length, int tos);
 
 /// One recvmsg into `buffer`; `*segment_size` receives the UDP_GRO size (the datagrams' size when
 /// the kernel coalesced several, else 0), and `*from_remote` whether the sender's address equals
-/// `remote`'s (any port). Returns the bytes received or -errno.
+/// `remote`'s (any port), and `*tos` the outer TOS / traffic class (IP_RECVTOS, IPV6_RECVTCLASS;
+/// -1 when the kernel did not say). Returns the bytes received or -errno.
 long offload_udp_receive(int fd, void *buffer, unsigned long capacity, int *segment_size, const void *remote,
-                         int *from_remote);
+                         int *from_remote, int *tos);
 
 /// The path MTU towards `remote` (IP_MTU / IPV6_MTU of a socket connected to it for the
 /// question), or -errno.
