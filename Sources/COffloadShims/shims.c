@@ -117,7 +117,7 @@ int offload_udp_open(int family, const void *local, const void *remote, unsigned
 }
 
 long offload_udp_send(int fd, const void *iovecs, int count, int segment_size, const void *remote,
-                      unsigned int remote_length, int tos) {
+                      unsigned int remote_length, int tos, int ipv6) {
     struct msghdr message;
     memset(&message, 0, sizeof message);
     message.msg_name = (void *)remote;
@@ -140,12 +140,8 @@ long offload_udp_send(int fd, const void *iovecs, int count, int segment_size, c
         c = (struct cmsghdr *)((char *)control + used);
     }
     if (tos >= 0) {
-        int v6 = 0;
-        struct sockaddr_storage self;
-        socklen_t self_length = sizeof self;
-        if (getsockname(fd, (struct sockaddr *)&self, &self_length) == 0) v6 = self.ss_family == AF_INET6;
-        c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
-        c->cmsg_type = v6 ? IPV6_TCLASS : IP_TOS;
+        c->cmsg_level = ipv6 ? IPPROTO_IPV6 : IPPROTO_IP;
+        c->cmsg_type = ipv6 ? IPV6_TCLASS : IP_TOS;
         c->cmsg_len = CMSG_LEN(sizeof(int));
         memcpy(CMSG_DATA(c), &tos, sizeof tos);
         used += CMSG_SPACE(sizeof(int));

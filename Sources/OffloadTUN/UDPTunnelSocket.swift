@@ -118,7 +118,8 @@ public final class UDPTunnelSocket: @unchecked Sendable {
         repeat {
             n = unsafe remoteAddress.withUnsafeBytes { r in
                 unsafe offload_udp_send(descriptor, iovecs.baseAddress, CInt(iovecs.count), CInt(segmentSize),
-                                        connected ? nil : r.baseAddress, UInt32(r.count), tos.map { CInt($0) } ?? -1)
+                                        connected ? nil : r.baseAddress, UInt32(r.count), tos.map { CInt($0) } ?? -1,
+                                        remote.isIPv4 ? 0 : 1)
             }
         } while n == -Int(EINTR)
         guard n >= 0 else { throw TUNError(operation: "sendmsg", device: "udp \(remote):\(port)", errno: Errno(rawValue: CInt(-n))) }
@@ -135,6 +136,14 @@ public final class UDPTunnelSocket: @unchecked Sendable {
             }
         }
         if let failure { throw failure }
+    }
+
+    /// Sets the TOS / traffic class of the datagrams sent from now on (IP_TOS, IPV6_TCLASS).
+    public func setTrafficClass(_ value: UInt8) {
+        var v = CInt(value)
+        _ = unsafe remote.isIPv4
+            ? setsockopt(descriptor, CInt(IPPROTO_IP), IP_TOS, &v, socklen_t(MemoryLayout<CInt>.size))
+            : setsockopt(descriptor, CInt(IPPROTO_IPV6), IPV6_TCLASS, &v, socklen_t(MemoryLayout<CInt>.size))
     }
 
     /// Reads what is waiting into `buffer`: nil when nothing is (EAGAIN), else the bytes read, the
