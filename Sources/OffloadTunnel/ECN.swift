@@ -11,7 +11,7 @@ public enum TunnelECN {
     /// Ethernet frame), or nil when it is not IP.
     public static func innerTOS(_ frame: UnsafeRawBufferPointer, linkType: LinkType) -> UInt8? {
         guard let (n, network) = unsafe try? PacketLayout.linkHeader(frame.bytes, linkType: linkType),
-            unsafe frame.count >= n + 2
+            frame.count >= n + 2
         else { return nil }
         switch network {
         case .ipv4: return unsafe frame[n + IPv4Packet.Field.typeOfService]
@@ -36,7 +36,7 @@ public enum TunnelECN {
     /// header checksum is updated). Returns false when the packet must be dropped.
     public static func apply(outer: UInt8, to frame: UnsafeMutableRawBufferPointer, linkType: LinkType) -> Bool {
         guard let (n, network) = unsafe try? PacketLayout.linkHeader(UnsafeRawBufferPointer(frame).bytes, linkType: linkType),
-            unsafe frame.count >= n + 20
+            frame.count >= n + 20
         else { return true }
         switch network {
         case .ipv4:

@@ -198,7 +198,7 @@ extension IPv4HeaderRepr {
     /// without allocating: the in-place path of a stage that rewrites headers.
     /// - Precondition: `buffer.count >= 20` and no options.
     @inlinable public func write(to buffer: UnsafeMutableRawBufferPointer) {
-        precondition(unsafe buffer.count >= 20 && options.isEmpty, "a 20-byte header without options")
+        precondition(buffer.count >= 20 && options.isEmpty, "a 20-byte header without options")
         let flags: UInt16 = (dontFragment ? 0x4000 : 0) | (moreFragments ? 0x2000 : 0) | UInt16(fragmentOffset & 0x1FFF)
         let fields: (UInt16, UInt16, UInt16, UInt16, UInt16, UInt16, UInt16, UInt16, UInt16) = (
             UInt16(0x45) << 8 | UInt16(typeOfService), UInt16(truncatingIfNeeded: totalLength), identification, flags,

@@ -178,7 +178,7 @@ extension IPv6HeaderRepr {
     /// Writes the 40-byte header over the start of `buffer`, without allocating.
     /// - Precondition: `buffer.count >= 40`.
     @inlinable public func write(to buffer: UnsafeMutableRawBufferPointer) {
-        precondition(unsafe buffer.count >= 40, "a 40-byte header")
+        precondition(buffer.count >= 40, "a 40-byte header")
         let first = UInt32(6) << 28 | UInt32(trafficClass) << 20 | (flowLabel & 0xF_FFFF)
         // Safe: the precondition guarantees 40 bytes.
         unsafe buffer.storeBytes(of: first.bigEndian, toByteOffset: 0, as: UInt32.self)

@@ -75,13 +75,13 @@ public struct GTPUHeader: Hashable, Sendable {
 
     /// Reads the header at the start of a UDP payload of `count` bytes.
     public init(_ bytes: UnsafeRawBufferPointer) throws(ParseError) {
-        guard unsafe bytes.count >= 8 else { throw .truncated }
+        guard bytes.count >= 8 else { throw .truncated }
         let flags = unsafe bytes[Field.flags]
         guard flags & 0xF0 == 0x30 else { throw .version }
         messageType = unsafe bytes[Field.messageType]
         let length = unsafe Int(bytes[Field.length]) << 8 | Int(bytes[Field.length + 1])
         teid = unsafe UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: Field.teid, as: UInt32.self))
-        guard unsafe 8 + length == bytes.count else { throw .length }
+        guard 8 + length == bytes.count else { throw .length }
         if flags & 0x07 != 0 {
             guard length >= 4 else { throw .length }
             let nextExtension = unsafe bytes[Field.nextExtension]
@@ -108,7 +108,7 @@ public struct GTPUHeader: Hashable, Sendable {
     /// Writes the header over the first ``headerLength`` bytes of `buffer`.
     /// - Precondition: `buffer.count >= headerLength`.
     @inlinable public func write(to buffer: UnsafeMutableRawBufferPointer) {
-        precondition(unsafe buffer.count >= headerLength)
+        precondition(buffer.count >= headerLength)
         let length = UInt16(truncatingIfNeeded: headerLength - 8 + payloadLength)
         // Safe: the precondition guarantees the bytes.
         unsafe buffer[Field.flags] = Self.flagsVersion1 | (sequence == nil ? 0 : Self.sequenceFlag)
@@ -170,14 +170,14 @@ public struct VXLANHeader: Hashable, Sendable {
 
     /// Reads the header at the start of a UDP payload.
     public init(_ bytes: UnsafeRawBufferPointer) throws(ParseError) {
-        guard unsafe bytes.count >= 8 else { throw .truncated }
+        guard bytes.count >= 8 else { throw .truncated }
         guard unsafe bytes[Field.flags] & Self.validVNI != 0 else { throw .flags }
         vni = unsafe UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: Field.vni, as: UInt32.self)) >> 8
     }
 
     /// Writes the 8 bytes over the start of `buffer`. - Precondition: `buffer.count >= 8`.
     @inlinable public func write(to buffer: UnsafeMutableRawBufferPointer) {
-        precondition(unsafe buffer.count >= 8)
+        precondition(buffer.count >= 8)
         // Safe: the precondition guarantees the bytes.
         unsafe buffer.storeBytes(of: (UInt32(Self.validVNI) << 24).bigEndian, toByteOffset: 0, as: UInt32.self)
         unsafe buffer.storeBytes(of: (vni << 8).bigEndian, toByteOffset: Field.vni, as: UInt32.self)
