@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # iperf3 TCP goodput through the gateway of scripts/netns-topology.sh, one run each:
-#   kernel forwarding (GRO on and off on the gateway), `offload forward` with offloads, and
+#   kernel forwarding (GRO on and off on the gateway), `offload forward` with offloads and the
+#   gateway's GRO left off (userspace GRO alone: --keep-ingress-gro), `offload forward` as --setup
+#   leaves it (the kernel's GRO on at the ingress, the forwarder reads super-packets), and
 #   `offload forward --no-vnet-hdr` (no GRO/GSO). Root, iperf3 and socat needed.
 # Usage: scripts/bench-forward.sh [seconds]   (default 5)
 # OFFLOAD_BASELINE=/path/to/an/older/offload adds a column: that binary's `offload forward` with
@@ -32,9 +34,12 @@ for fam in 4 6; do for n in 1 4; do
   r[kgro,$fam,$n]=$(measure $fam $n)
   ip netns exec "$p-gw" ethtool -K g0 gro off >/dev/null 2>&1 || true
   r[k,$fam,$n]=$(measure $fam $n)
-  forwarder; r[f,$fam,$n]=$(measure $fam $n); stop
+  forwarder --keep-ingress-gro; r[f,$fam,$n]=$(measure $fam $n); stop
   if [ -n "$baseline" ]; then FORWARDER_BIN="$baseline" forwarder; r[b,$fam,$n]=$(measure $fam $n); stop; fi
-  forwarder --no-vnet-hdr; r[fn,$fam,$n]=$(measure $fam $n); stop
+  forwarder; r[fk,$fam,$n]=$(measure $fam $n); stop
+  ip netns exec "$p-gw" ethtool -K g0 gro off >/dev/null 2>&1 || true
+  ip netns exec "$p-gw" ethtool -K g1 gro off >/dev/null 2>&1 || true
+  forwarder --no-vnet-hdr --keep-ingress-gro; r[fn,$fam,$n]=$(measure $fam $n); stop
 done; done
 if [ -n "$baseline" ]; then
   printf "\n%-8s %-8s %14s %14s %10s\n" family streams offload+GSO baseline+GSO new/base
@@ -42,7 +47,8 @@ if [ -n "$baseline" ]; then
     python3 -c "c,b=${r[f,$fam,$n]},${r[b,$fam,$n]}; print(f'IPv$fam     {$n:<8} {c:11.2f} Gb/s {b:11.2f} Gb/s {c/max(b,1e-9):9.2f}x')"
   done; done
 fi
-printf "\n%-8s %-8s %12s %12s %14s %14s %10s %10s\n" family streams kernel+GRO kernel-noGRO offload+GSO offload-off on/off on/kernel
+printf "\n%-8s %-8s %12s %12s %14s %14s %14s %10s %10s %12s\n" family streams kernel+GRO kernel-noGRO offload+GSO offload+kGRO offload-off on/off on/kernel kGRO/kernel
 for fam in 4 6; do for n in 1 4; do
-  python3 -c "a,b,c,d=${r[kgro,$fam,$n]},${r[k,$fam,$n]},${r[f,$fam,$n]},${r[fn,$fam,$n]}; print(f'IPv$fam     {$n:<8} {a:9.2f} Gb/s {b:9.2f} Gb/s {c:11.2f} Gb/s {d:11.2f} Gb/s {c/max(d,1e-9):9.2f}x {c/max(a,1e-9):9.2f}x')"
+  python3 -c "a,b,c,e,d=${r[kgro,$fam,$n]},${r[k,$fam,$n]},${r[f,$fam,$n]},${r[fk,$fam,$n]},${r[fn,$fam,$n]}; print(f'IPv$fam     {$n:<8} {a:9.2f} Gb/s {b:9.2f} Gb/s {c:11.2f} Gb/s {e:11.2f} Gb/s {d:11.2f} Gb/s {c/max(d,1e-9):9.2f}x {c/max(a,1e-9):9.2f}x {e/max(a,1e-9):11.2f}x')"
 done; done
+printf "(offload+GSO: userspace GRO alone, the gateway's GRO off; offload+kGRO: --setup's default, the kernel's GRO on at the ingress)\n"

@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -62,6 +64,18 @@ int offload_interface_mtu(const char *name) {
     memset(&ifr, 0, sizeof ifr);
     int r = with_ifreq(name, SIOCGIFMTU, &ifr);
     return r < 0 ? r : ifr.ifr_mtu;
+}
+
+int offload_interface_gro(const char *name, int set) {
+    struct ifreq ifr;
+    struct ethtool_value value;
+    memset(&ifr, 0, sizeof ifr);
+    memset(&value, 0, sizeof value);
+    value.cmd = set < 0 ? ETHTOOL_GGRO : ETHTOOL_SGRO;
+    value.data = set > 0 ? 1 : 0;
+    ifr.ifr_data = (char *)&value;
+    int r = with_ifreq(name, SIOCETHTOOL, &ifr);
+    return r < 0 ? r : (set < 0 ? (int)value.data : 0);
 }
 
 int offload_interface_up(const char *name, int mtu) {

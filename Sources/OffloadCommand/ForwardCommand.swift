@@ -22,7 +22,9 @@ struct Forward: AsyncParsableCommand {
             egress device with a virtio header; ICMP errors go back through the ingress device. The other \
             direction is forwarded the same way.
 
-            --setup adds the policy routing (ip rule iif <lan> -> ingress, iif <wan> -> egress) and removes it on exit.
+            --setup adds the policy routing (ip rule iif <lan> -> ingress, iif <wan> -> egress), turns GRO on for \
+            <lan> and <wan> (the kernel merges before the TUN devices, as a NIC would; --keep-ingress-gro leaves it \
+            as it is), and undoes both on exit.
             Counters: SIGUSR1 prints them; --metrics serves Prometheus text; they are printed at exit.
 
             Examples:
@@ -41,6 +43,8 @@ struct Forward: AsyncParsableCommand {
     var lan: String?
     @Option(help: "With --setup: the interface WAN traffic arrives on.")
     var wan: String?
+    @Flag(help: "With --setup: leave GRO on --lan and --wan as it is. By default --setup turns it on (and off again at exit): the kernel then merges before the TUN devices, as a NIC would, and the forwarder reads super-packets instead of one packet per system call.")
+    var keepIngressGro = false
     @OptionGroup var dataplane: DataplaneOptions
 
     func validate() throws {
@@ -49,9 +53,8 @@ struct Forward: AsyncParsableCommand {
 
     func run() async throws {
         let routing: RoutingPlan? = setup ? .policy(lan: lan!, wan: wan!) : nil
-        try await dataplane.run(ingress: ingress, egress: egress, routing: routing, label: "offload.forward") { _ in
-            IdentityStage()
-        }
+        try await dataplane.run(ingress: ingress, egress: egress, routing: routing, ingressGRO: !keepIngressGro,
+                                label: "offload.forward") { _ in IdentityStage() }
     }
 }
 
@@ -100,7 +103,7 @@ struct DataplaneOptions: ParsableArguments {
 
     /// Opens the devices, sets them up, and forwards with `makeStage`'s stages until SIGINT/SIGTERM
     /// or the duration; prints the counters at exit.
-    func run<S: Stage>(ingress: String, egress: String, routing: RoutingPlan?, label: String,
+    func run<S: Stage>(ingress: String, egress: String, routing: RoutingPlan?, ingressGRO: Bool = true, label: String,
                        makeStage: @escaping @Sendable (Direction) -> S) async throws {
         let logger = try prepare(label: label)
         var config = ForwarderConfiguration(ingress: ingress, egress: egress)
@@ -121,7 +124,7 @@ struct DataplaneOptions: ParsableArguments {
         let names = forwarder.deviceNames
         logger.info("forwarding \(names.ingress) <-> \(names.egress); offloads granted: \(names.ingress): \(forwarder.grantedOffloads.ingress), \(names.egress): \(forwarder.grantedOffloads.egress); egress MTU \(forwarder.egressMTU); mode \(mode.rawValue); GSO writes \(forwarder.gsoWritesWork ? "accepted" : "refused: segmenting")")
         if mode == .lro { logger.warning("--mode lro is the UNSAFE greedy merge: expect black holes behind a smaller MTU") }
-        try await serve(forwarder, routing: routing, logger: logger)
+        try await serve(forwarder, routing: routing, ingressGRO: ingressGRO, logger: logger)
     }
 
     /// Logging to standard error, and the check for the privileges TUN devices need.
@@ -135,9 +138,11 @@ struct DataplaneOptions: ParsableArguments {
 
     /// Runs a dataplane with these options' lifecycle settings (txqueuelen, routing, metrics,
     /// duration, counters) until SIGINT/SIGTERM or the duration; prints the counters at exit.
-    func serve<D: Dataplane>(_ dataplane: D, routing: RoutingPlan?, deviceMTU: Int? = nil, logger: Logger) async throws {
+    func serve<D: Dataplane>(_ dataplane: D, routing: RoutingPlan?, deviceMTU: Int? = nil, ingressGRO: Bool = true,
+                             logger: Logger) async throws {
         var settings = ForwarderLifecycleSettings()
         settings.deviceMTU = deviceMTU
+        settings.ingressGRO = ingressGRO
         settings.txqueuelen = txqueuelen
         settings.routing = routing
         settings.metrics = metrics.flatMap(parseEndpoint)

@@ -15,6 +15,9 @@ public struct ForwarderLifecycleSettings: Sendable {
     public var routing: RoutingPlan?
     /// With a value: the devices' MTU, set when they are brought up (a tunnel's inner MTU).
     public var deviceMTU: Int?
+    /// With the policy routing: make sure GRO is on for the LAN and WAN interfaces, so the kernel
+    /// merges before the TUN devices as a NIC would (turned off again at exit if it was off).
+    public var ingressGRO = true
     /// Serve Prometheus text on this IPv4 address and port.
     public var metrics: (address: String, port: UInt16)?
     /// Stop after this many seconds (nil: until ``ForwarderLifecycle/requestStop()`` or SIGINT/SIGTERM).
@@ -85,6 +88,7 @@ public final class ForwarderLifecycle<D: Dataplane>: Service, @unchecked Sendabl
                 switch plan {
                 case .policy(let lan, let wan):
                     try routing.apply(ingress: names.ingress, egress: names.egress, lan: lan, wan: wan)
+                    if settings.ingressGRO { routing.enableReceiveOffload(on: [lan, wan]) }
                 case .routes(let intoIngress, let intoEgress):
                     try routing.applyRoutes(ingress: names.ingress, egress: names.egress, intoIngress: intoIngress,
                                             intoEgress: intoEgress)

@@ -94,6 +94,14 @@ public enum LabPresentation {
                           + "forwarder with offloads off.\n", on.family, on.ingressMTU, on.egressMTU,
                           on.totalGoodputMbps / off.totalGoodputMbps)
         }
+        for (_, group) in pairs.sorted(by: { $0.key < $1.key }) {
+            guard let withKernel = group.first(where: { $0.scenario == .forwarderKernelGRO }),
+                let kernel = group.first(where: { $0.scenario == .kernelGRO }), kernel.totalGoodputMbps > 0
+            else { continue }
+            out += String(format: "- IPv%d, MTU %d→%d: with the kernel's GRO at the ingress, offload forward moves %.2f× "
+                          + "the kernel forwarding with GRO on.\n", withKernel.family, withKernel.ingressMTU,
+                          withKernel.egressMTU, withKernel.totalGoodputMbps / kernel.totalGoodputMbps)
+        }
         for mtu in Set(rows.map(\.egressMTU)).sorted() {
             guard let siit = rows.first(where: { $0.scenario == .translatorGRO && $0.egressMTU == mtu }),
                 siit.totalGoodputMbps > 0

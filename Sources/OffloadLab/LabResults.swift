@@ -25,6 +25,9 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
     case tunnelOffloadsOff = 10
     /// `offload tunnel` (GTP-U) on both gateways, GRO and GSO (UDP_SEGMENT, UDP_GRO).
     case tunnelGRO = 11
+    /// `offload forward` with GRO and GSO and the kernel's GRO on the gateway's ingress (what
+    /// `--setup` does by default): the kernel merges first, the forwarder reads super-packets.
+    case forwarderKernelGRO = 12
 
     /// A short name for the table.
     public var name: String {
@@ -40,11 +43,12 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
         case .kernelVXLAN: "kernel VXLAN tunnel"
         case .tunnelOffloadsOff: "GTP-U tunnel, offloads off"
         case .tunnelGRO: "GTP-U tunnel, GRO+GSO"
+        case .forwarderKernelGRO: "offload, kernel GRO+GSO"
         }
     }
 
     /// Whether `offload forward` runs on the gateway.
-    public var usesForwarder: Bool { (3...5).contains(rawValue) }
+    public var usesForwarder: Bool { (3...5).contains(rawValue) || self == .forwarderKernelGRO }
 
     /// Whether a translator runs on the gateway between an IPv6-only client and an IPv4-only server
     /// (such a row runs once per MTU, whatever the families asked for).
@@ -54,7 +58,7 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
     public var usesTranslator: Bool { (7...8).contains(rawValue) }
 
     /// Whether the row is a tunnel between two gateways (IPv4, once per MTU; the MTU is the underlay's).
-    public var isTunnel: Bool { rawValue >= 9 }
+    public var isTunnel: Bool { (9...11).contains(rawValue) }
 
     /// Whether the row runs once per MTU whatever the families asked for.
     public var runsOnce: Bool { isTranslator || isTunnel }
@@ -62,8 +66,12 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
     /// The forwarder's extra arguments.
     var forwarderArguments: [String] {
         switch self {
-        case .forwarderOffloadsOff, .translatorOffloadsOff, .tunnelOffloadsOff: ["--no-vnet-hdr"]
-        case .forwarderLRO: ["--mode", "lro"]
+        // The forwarder rows 3-5 keep the gateway's GRO off (userspace GRO alone); row 12 lets
+        // --setup turn it on.
+        case .forwarderOffloadsOff: ["--no-vnet-hdr", "--keep-ingress-gro"]
+        case .forwarderGRO: ["--keep-ingress-gro"]
+        case .translatorOffloadsOff, .tunnelOffloadsOff: ["--no-vnet-hdr"]
+        case .forwarderLRO: ["--mode", "lro", "--keep-ingress-gro"]
         default: []
         }
     }

@@ -134,6 +134,21 @@ public struct TUNDevice: ~Copyable {
         return m > 0 ? Int(m) : nil
     }
 
+    /// Whether generic receive offload is on for interface `name` (any interface, not only TUN
+    /// devices: SIOCETHTOOL, as `ethtool -k` reads it); nil when the driver does not say.
+    public static func receiveOffload(name: String) -> Bool? {
+        let r = offload_interface_gro(name, -1)
+        return r < 0 ? nil : r != 0
+    }
+
+    /// Turns generic receive offload of interface `name` on or off (SIOCETHTOOL, as
+    /// `ethtool -K NAME gro on|off` does).
+    /// - Throws: ``TUNError`` (EOPNOTSUPP when the driver has no GRO switch).
+    public static func setReceiveOffload(name: String, _ on: Bool) throws(TUNError) {
+        let r = offload_interface_gro(name, on ? 1 : 0)
+        if r < 0 { throw TUNError(operation: "ETHTOOL_SGRO", device: name, errno: Errno(rawValue: -r)) }
+    }
+
     /// Sets the MTU of the interface `name` (when given) and brings it up.
     public static func bringUp(name: String, mtu: Int? = nil) throws(TUNError) {
         let r = unsafe offload_interface_up(name, CInt(mtu ?? 0))

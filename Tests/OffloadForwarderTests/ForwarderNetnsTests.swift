@@ -140,9 +140,18 @@ struct ForwarderNetnsTests {
             let down = try lab.transfer(megabytes: 64, from: lab.server, to: lab.client, address: toClient, ipv6: ipv6)
             #expect(down.identical, "server -> client over IPv\(ipv6 ? 6 : 4): \(down.received) bytes")
         }
+        // --setup turned the kernel's GRO on for g0 and g1 (the topology has it off): the forwarder
+        // read the kernel's super-packets, and GRO is off again after exit.
+        let groDuring = try sh("ip netns exec \(lab.gateway) ethtool -k g0 | grep generic-receive-offload").1
         let stats = try lab.stopForwarder()
         let up = try #require(stats["lan_to_wan"])
         let down = try #require(stats["wan_to_lan"])
+        if (try? sh("command -v ethtool").0) == 0 {
+            #expect(groDuring.contains(": on"), "\(groDuring)")
+            let groAfter = try sh("ip netns exec \(lab.gateway) ethtool -k g0 | grep generic-receive-offload").1
+            #expect(groAfter.contains(": off"), "\(groAfter)")
+        }
+        #expect(up.tsoIn > 100 && down.tsoIn > 100, "super-packets from the kernel's GRO: \(up.tsoIn), \(down.tsoIn)")
         #expect(up.meanSegmentsPerSuperPacket >= 8, "mean \(up.meanSegmentsPerSuperPacket)")
         #expect(down.meanSegmentsPerSuperPacket >= 8, "mean \(down.meanSegmentsPerSuperPacket)")
         #expect(up.writeErrors == 0 && down.writeErrors == 0)
@@ -169,7 +178,7 @@ struct ForwarderNetnsTests {
     func lroBlackHoleBody() throws {
         if skipWithoutNetns() { return }
         let lab = try Lab()
-        try lab.startForwarder(["--egress-mtu", "1400", "--mode", "lro"])
+        try lab.startForwarder(["--egress-mtu", "1400", "--mode", "lro", "--keep-ingress-gro"])
         let result = try lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false,
                                       seconds: 6)
         let stats = try lab.stopForwarder()
@@ -203,7 +212,7 @@ struct ForwarderNetnsTests {
     func multiQueueBody() throws {
         if skipWithoutNetns() { return }
         let lab = try Lab()
-        try lab.startForwarder(["--queues", "2"])
+        try lab.startForwarder(["--queues", "2", "--keep-ingress-gro"])
         let up = try lab.transfer(megabytes: 32, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false)
         let down = try lab.transfer(megabytes: 32, from: lab.server, to: lab.client, address: "fd77:1::2", ipv6: true)
         let stats = try lab.stopForwarder()

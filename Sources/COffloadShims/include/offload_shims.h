@@ -37,6 +37,11 @@ int offload_interface_mtu(const char *name);
 /// Sets the MTU of interface `name` (SIOCSIFMTU) and brings it up (SIOCSIFFLAGS). Returns 0 or -errno.
 int offload_interface_up(const char *name, int mtu);
 
+/// Generic receive offload of interface `name` (SIOCETHTOOL): with `set` < 0 reads it (1 on, 0 off),
+/// else turns it on (1) or off (0) and returns 0. Returns -errno on failure (EOPNOTSUPP: the driver
+/// has no GRO switch).
+int offload_interface_gro(const char *name, int set);
+
 /// Sets the transmit queue length of interface `name` (SIOCSIFTXQLEN). For a TUN device this is
 /// the ring the kernel fills and the reader drains. Returns 0 or -errno.
 int offload_interface_set_txqueuelen(const char *name, int length);
