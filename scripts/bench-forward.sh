@@ -27,19 +27,30 @@ measure() { # family streams -> Gbit/s
 baseline="${OFFLOAD_BASELINE:-}"
 forwarder() { ip netns exec "$p-gw" setsid "${FORWARDER_BIN:-$bin}" forward --ingress ofw0 --egress ofw1 --setup --lan g0 --wan g1 \
   --stats-json "/tmp/$p.json" "$@" >/dev/null 2>&1 < /dev/null & sleep 1.5; }
-stop() { pkill -TERM -f "[s]tats-json /tmp/$p" || true; sleep 1; }
+# stop LABEL GBITS: stops the forwarder and records, for the table below, its CPU seconds (user +
+# system, from /proc) per Gbit moved and its system calls (TUN reads + writes) per MB moved.
+stop() {
+  local pid cpu=0
+  pid=$(pgrep -f "[s]tats-json /tmp/$p.json" | tail -1 || true)
+  if [ -n "$pid" ]; then cpu=$(awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$pid/stat" 2>/dev/null || echo 0); fi
+  pkill -TERM -f "[s]tats-json /tmp/$p" || true; sleep 1
+  if [ -n "${1:-}" ]; then
+    cost+=("$(python3 "$root/scripts/forwarder-cost.py" "/tmp/$p.json" "$1" "$2" "$cpu" "$secs")")
+  fi
+}
+cost=()
 declare -A r
 for fam in 4 6; do for n in 1 4; do
   ip netns exec "$p-gw" ethtool -K g0 gro on >/dev/null 2>&1 || true
   r[kgro,$fam,$n]=$(measure $fam $n)
   ip netns exec "$p-gw" ethtool -K g0 gro off >/dev/null 2>&1 || true
   r[k,$fam,$n]=$(measure $fam $n)
-  forwarder --keep-ingress-gro; r[f,$fam,$n]=$(measure $fam $n); stop
+  forwarder --keep-ingress-gro; r[f,$fam,$n]=$(measure $fam $n); stop "IPv$fam/$n offload+GSO" "${r[f,$fam,$n]}"
   if [ -n "$baseline" ]; then FORWARDER_BIN="$baseline" forwarder; r[b,$fam,$n]=$(measure $fam $n); stop; fi
-  forwarder; r[fk,$fam,$n]=$(measure $fam $n); stop
+  forwarder; r[fk,$fam,$n]=$(measure $fam $n); stop "IPv$fam/$n offload+kGRO" "${r[fk,$fam,$n]}"
   ip netns exec "$p-gw" ethtool -K g0 gro off >/dev/null 2>&1 || true
   ip netns exec "$p-gw" ethtool -K g1 gro off >/dev/null 2>&1 || true
-  forwarder --no-vnet-hdr --keep-ingress-gro; r[fn,$fam,$n]=$(measure $fam $n); stop
+  forwarder --no-vnet-hdr --keep-ingress-gro; r[fn,$fam,$n]=$(measure $fam $n); stop "IPv$fam/$n offload-off" "${r[fn,$fam,$n]}"
 done; done
 if [ -n "$baseline" ]; then
   printf "\n%-8s %-8s %14s %14s %10s\n" family streams offload+GSO baseline+GSO new/base
@@ -52,3 +63,5 @@ for fam in 4 6; do for n in 1 4; do
   python3 -c "a,b,c,e,d=${r[kgro,$fam,$n]},${r[k,$fam,$n]},${r[f,$fam,$n]},${r[fk,$fam,$n]},${r[fn,$fam,$n]}; print(f'IPv$fam     {$n:<8} {a:9.2f} Gb/s {b:9.2f} Gb/s {c:11.2f} Gb/s {e:11.2f} Gb/s {d:11.2f} Gb/s {c/max(d,1e-9):9.2f}x {c/max(a,1e-9):9.2f}x {e/max(a,1e-9):11.2f}x')"
 done; done
 printf "(offload+GSO: userspace GRO alone, the gateway's GRO off; offload+kGRO: --setup's default, the kernel's GRO on at the ingress)\n"
+printf "\nThe forwarder's cost (its threads' user + system CPU; its TUN reads and writes):\n"
+printf "%s\n" "${cost[@]}"
