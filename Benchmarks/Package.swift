@@ -18,6 +18,7 @@ let package = Package(
     dependencies: [
         .package(name: "swift-offload", path: "../"),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         .target(name: "CChecksumReference", cSettings: [.unsafeFlags(["-O2"])]),
@@ -45,6 +46,10 @@ let package = Package(
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "OffloadWire", package: "swift-offload"),
                 .product(name: "OffloadEngine", package: "swift-offload"),
+                .product(name: "OffloadForwarder", package: "swift-offload"),
+                .product(name: "OffloadSIIT", package: "swift-offload"),
+                .product(name: "OffloadTUN", package: "swift-offload"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/OffloadBenchmarks",
             swiftSettings: speed,
