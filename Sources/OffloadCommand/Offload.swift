@@ -392,7 +392,7 @@ struct Demo: ParsableCommand {
             }
             pipeline.process(batch, now: frames[start].timestamp, egress: egress, back: back)
         }
-        let s = pipeline.statistics
+        let s = pipeline.snapshot
         let wholeSegments = egress.writes.compactMap { $0.header }.filter { $0.gsoSize > 0 }.count
         return "forward (stage pipeline, identity stage, egress MTU \(egressMTU)): \(frames.count) packets in, "
             + "\(egress.writes.count) written (\(wholeSegments) super-packets whole with their GSO facts), "

@@ -34,12 +34,13 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
     public var engine: GROEngine
     /// The stage.
     public var stage: S
-    /// Counters (the stage's own are added by ``snapshot``).
+    /// Counters (the GRO engine's and the stage's own are added by ``snapshot``).
     public var statistics = ForwarderStatistics()
 
-    /// The counters with the stage's own.
+    /// The counters with the GRO engine's and the stage's own.
     public var snapshot: ForwarderStatistics {
         var s = statistics
+        s.gro = engine.statistics
         s.stage = stage.counters
         return s
     }
@@ -102,7 +103,8 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
     ) {
         engine.coalesce(batch, now: now)
         for i in 0..<engine.outputCount { forward(i, to: egress, back: back, now: now) }
-        statistics.gro = engine.statistics
+        // The engine's counters join only in `snapshot`: copying them here every batch would share
+        // their array with the engine, whose next count would then copy it (a malloc per batch).
     }
 
     /// Sends output packet `i` on, as a router would, after the stage.

@@ -74,8 +74,8 @@ public struct SIITOfflineDataplane: ~Copyable {
 
     /// The forwarding counters of both directions.
     public var forwarding: ForwarderStatistics {
-        var s = fromIPv4.statistics
-        s.add(fromIPv6.statistics)
+        var s = fromIPv4.snapshot
+        s.add(fromIPv6.snapshot)
         return s
     }
 }

@@ -89,7 +89,7 @@ struct StagePipelineTests {
         let egress = RecordingSink()
         let back = RecordingSink()
         pipeline.process(batch, now: 1, egress: egress, back: back)
-        return (egress, back, pipeline.statistics)
+        return (egress, back, pipeline.snapshot)
     }
 
     @Test("DSCP rewritten once per super-packet, ECN kept, header checksum right, payload untouched", arguments: [false, true])

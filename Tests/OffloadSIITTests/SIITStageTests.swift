@@ -49,7 +49,7 @@ struct SIITStageTests {
         let egress = RecordingSink()
         let back = RecordingSink()
         pipeline.process(batch, now: 1, egress: egress, back: back)
-        return (egress, back, pipeline.statistics, pipeline.stage.statistics)
+        return (egress, back, pipeline.snapshot, pipeline.stage.statistics)
     }
 
     /// Finishes the partial checksum, splits the super-packet with GSO and checks every segment.
