@@ -4,7 +4,8 @@
 #   gateway's GRO left off (userspace GRO alone: --keep-ingress-gro), `offload forward` as --setup
 #   leaves it (the kernel's GRO on at the ingress, the forwarder reads super-packets), and
 #   `offload forward --no-vnet-hdr` (no GRO/GSO). Root, iperf3 and socat needed.
-# Usage: scripts/bench-forward.sh [seconds]   (default 5)
+# Usage: scripts/bench-forward.sh [seconds]   (default 5); EGRESS_GSO=on for the gateway's egress passing
+# super-packets on.
 # OFFLOAD_BASELINE=/path/to/an/older/offload adds a column: that binary's `offload forward` with
 # offloads, measured in the same run right after this tree's (a before/after comparison).
 set -euo pipefail
@@ -17,6 +18,11 @@ bin="$root/.build/release/offload"
 cleanup() { pkill -f "[i]perf3 -s -p 5299" || true; pkill -f "[s]tats-json /tmp/$p" || true; "$root/scripts/netns-topology.sh" down "$p"; }
 trap cleanup EXIT
 "$root/scripts/netns-topology.sh" up "$p"
+# EGRESS_GSO=on: the gateway's interfaces pass super-packets on (TSO/GSO on), as a NIC with TSO
+# would; by default they are off, which charges every row a software segmentation.
+if [ "${EGRESS_GSO:-off}" = on ]; then
+  for dev in g0 g1; do ip netns exec "$p-gw" ethtool -K "$dev" tso on gso on >/dev/null 2>&1 || true; done
+fi
 ip netns exec "$p-server" iperf3 -s -p 5299 -D
 sleep 0.5
 measure() { # family streams -> Gbit/s
@@ -62,6 +68,6 @@ printf "\n%-8s %-8s %12s %12s %14s %14s %14s %10s %10s %12s\n" family streams ke
 for fam in 4 6; do for n in 1 4; do
   python3 -c "a,b,c,e,d=${r[kgro,$fam,$n]},${r[k,$fam,$n]},${r[f,$fam,$n]},${r[fk,$fam,$n]},${r[fn,$fam,$n]}; print(f'IPv$fam     {$n:<8} {a:9.2f} Gb/s {b:9.2f} Gb/s {c:11.2f} Gb/s {e:11.2f} Gb/s {d:11.2f} Gb/s {c/max(d,1e-9):9.2f}x {c/max(a,1e-9):9.2f}x {e/max(a,1e-9):11.2f}x')"
 done; done
-printf "(offload+GSO: userspace GRO alone, the gateway's GRO off; offload+kGRO: --setup's default, the kernel's GRO on at the ingress)\n"
+printf "(offload+GSO: userspace GRO alone, the gateway's GRO off; offload+kGRO: --setup's default, the kernel's GRO on at the ingress; egress GSO %s)\n" "${EGRESS_GSO:-off}"
 printf "\nThe forwarder's cost (its threads' user + system CPU; its TUN reads and writes):\n"
 printf "%s\n" "${cost[@]}"
