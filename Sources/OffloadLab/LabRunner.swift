@@ -208,7 +208,7 @@ public final class LabRunner {
             }
             // Captures end before the forwarder does: its devices vanish with it.
             for dump in dumps { dump.stop() }
-            if !dumps.isEmpty { row.captureDrops = dumps.reduce(0) { $0 + (Self.kernelDrops(in: $1.output) ?? 0) } }
+            if !dumps.isEmpty { row.captureDrops = dumps.reduce(0) { $0 + (Self.captureDrops(in: $1.output) ?? 0) } }
             let data = (try? Data(contentsOf: URL(fileURLWithPath: report))) ?? Data()
             if let parsed = try? IperfReport(json: data), !parsed.flows.isEmpty {
                 row.flows = parsed.flows
@@ -276,12 +276,16 @@ public final class LabRunner {
         }
     }
 
-    /// tcpdump's closing "N packets dropped by kernel", if it printed one.
-    public static func kernelDrops(in tcpdumpOutput: String) -> Int? {
-        for line in tcpdumpOutput.split(separator: "\n") where line.hasSuffix("packets dropped by kernel") {
-            return Int(line.split(separator: " ").first ?? "")
+    /// What tcpdump said it lost at its close: "N packets dropped by kernel" (its buffer) plus
+    /// "M packets dropped by interface" (the device's own count, when it keeps one); nil when it
+    /// printed neither.
+    public static func captureDrops(in tcpdumpOutput: String) -> Int? {
+        var total: Int?
+        for line in tcpdumpOutput.split(separator: "\n")
+        where line.hasSuffix("packets dropped by kernel") || line.hasSuffix("packets dropped by interface") {
+            if let n = Int(line.split(separator: " ").first ?? "") { total = (total ?? 0) + n }
         }
-        return nil
+        return total
     }
 
     /// A device's transmit drops (`ip -s link`): for a TUN device, packets the kernel could not queue

@@ -142,9 +142,10 @@ struct LabPresentationTests {
 @Suite("What the lab's captures lost")
 struct LabCaptureLossTests {
     @Test("tcpdump's closing counts are read; without them there is no number")
-    func kernelDrops() {
+    func captureDrops() {
         let closing = "tcpdump: listening on g0\n84213 packets captured\n84290 packets received by filter\n77 packets dropped by kernel\n"
-        #expect(LabRunner.kernelDrops(in: closing) == 77)
-        #expect(LabRunner.kernelDrops(in: "tcpdump: listening on g0\n") == nil)
+        #expect(LabRunner.captureDrops(in: closing) == 77)
+        #expect(LabRunner.captureDrops(in: closing + "3 packets dropped by interface\n") == 80)
+        #expect(LabRunner.captureDrops(in: "tcpdump: listening on g0\n") == nil)
     }
 }
