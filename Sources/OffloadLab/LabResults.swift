@@ -134,8 +134,9 @@ public struct LabRow: Codable, Sendable, Hashable {
     /// Captures of this row, when the lab was asked for them: the gateway's LAN side, then its WAN
     /// side.
     public var captures: [String]?
-    /// Packets the captures lost (tcpdump's "dropped by kernel", both sides together): a comparison of
-    /// the two captures counts these as if the forwarder had dropped them.
+    /// Packets the captures lost (tcpdump's "dropped by kernel" and "dropped by interface", both
+    /// sides together): a comparison of the two captures counts these as if the forwarder had
+    /// dropped them. nil when a tcpdump could not say (killed before its closing counts).
     public var captureDrops: Int?
     /// Packets the kernel dropped at the forwarder's ingress TUN device before the forwarder read them
     /// (its queue of `txqueuelen` packets full).

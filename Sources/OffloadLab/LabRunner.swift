@@ -207,8 +207,13 @@ public final class LabRunner {
                                                       namespace: topology.gateway, scratch: c.scratch)
             }
             // Captures end before the forwarder does: its devices vanish with it.
-            for dump in dumps { dump.stop() }
-            if !dumps.isEmpty { row.captureDrops = dumps.reduce(0) { $0 + (Self.captureDrops(in: $1.output) ?? 0) } }
+            // tcpdump prints what it lost only when it exits by itself: give it time to drain its
+            // buffer. A capture killed before its counts makes the loss unknown (nil), not zero.
+            for dump in dumps { dump.stop(grace: 15) }
+            if !dumps.isEmpty {
+                let counts = dumps.map { Self.captureDrops(in: $0.output) }
+                row.captureDrops = counts.contains(nil) ? nil : counts.reduce(0) { $0 + ($1 ?? 0) }
+            }
             let data = (try? Data(contentsOf: URL(fileURLWithPath: report))) ?? Data()
             if let parsed = try? IperfReport(json: data), !parsed.flows.isEmpty {
                 row.flows = parsed.flows
