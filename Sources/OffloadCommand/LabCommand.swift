@@ -33,7 +33,7 @@ struct Lab: ParsableCommand {
             Needs root, /dev/net/tun, iproute2 and iperf3 (and tcpdump for --capture).
 
             Examples:
-              sudo offload lab                                   # all scenarios, IPv4, 5 s each (about 4 minutes)
+              sudo offload lab                                   # all scenarios, IPv4, 5 s each (about 5 minutes)
               sudo offload lab --scenarios 3,4,5 --seconds 2 --json
               sudo offload lab --family both --report lab.html --capture lab-captures/
             """)
