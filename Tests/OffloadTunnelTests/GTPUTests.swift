@@ -11,8 +11,9 @@ import Testing
 struct GTPUTests {
     static let tunnel = TunnelProtocol.gtpu(GTPUSettings(teid: 0x1234_5678))
 
-    /// A TCP super-packet of `count` segments of `size` bytes, merged by the engine.
-    func superPacket(count: Int, size: Int, ipv6: Bool = false) throws -> (bytes: [UInt8], gso: GSOInfo) {
+    /// A TCP super-packet of `count` segments of `size` bytes (the last one `last` bytes when given,
+    /// as a flow's last segment often is), merged by the engine.
+    func superPacket(count: Int, size: Int, last: Int? = nil, ipv6: Bool = false) throws -> (bytes: [UInt8], gso: GSOInfo) {
         var engine = GROEngine()
         var batch = PacketBatch(packetCapacity: count, byteCapacity: 1 << 20)
         for i in 0..<count {
@@ -21,7 +22,7 @@ struct GTPUTests {
             b.ipv6 = ipv6
             b.sequence = 1 + UInt32(i * size)
             b.ipID = UInt16(i)
-            b.payloadLength = size
+            b.payloadLength = i == count - 1 ? last ?? size : size
             batch.append(b.frame(), metadata: PacketMetadata(linkType: .raw))
         }
         engine.coalesce(batch)
@@ -31,7 +32,7 @@ struct GTPUTests {
 
     @Test("a 20-segment super-packet becomes 20 G-PDUs; each decapsulates to the GSO segment, checksums right", arguments: [false, true])
     func superPacketPerSegment(ipv6: Bool) throws {
-        let (bytes, gso) = try superPacket(count: 20, size: 1000, ipv6: ipv6)
+        let (bytes, gso) = try superPacket(count: 20, size: 1000, last: 300, ipv6: ipv6)
         var encapsulator = TunnelEncapsulator(tunnel: Self.tunnel)
         var segmenter = GSOSegmenter()
         let decapsulator = TunnelDecapsulator(tunnel: Self.tunnel)
@@ -170,7 +171,7 @@ struct GTPUTests {
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("gtpu-ts-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        let (bytes, gso) = try superPacket(count: 30, size: 1400)
+        let (bytes, gso) = try superPacket(count: 30, size: 1400, last: 500)
         let input = "\(scratch)/in.pcapng"
         var writer = try CaptureWriter(path: input, format: .pcapng,
                                        interfaces: [CaptureInterface(linkType: .raw)])
