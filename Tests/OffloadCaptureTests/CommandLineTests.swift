@@ -71,6 +71,10 @@ struct CommandLineTests {
         #expect(forwardLines.first?.contains("egress MTU 1500): 1124 packets in, 515 written (130 super-packets") == true)
         #expect(forwardLines.first?.contains("0 too big") == true)
         #expect(forwardLines.last?.contains("egress MTU 1400") == true && forwardLines.last?.contains(" 0 too big") == false)
+        // The translator and the tunnel on the merged capture: IPv4 to IPv6, super-packets included;
+        // through GTP-U and back, exactly the restored packets.
+        #expect(out.split(separator: "\n").contains { $0.hasPrefix("siit (") && !$0.contains("(0 of them super-packets") })
+        #expect(out.contains("decapsulated 1124 packets") && out.contains("the very packets offload segment restored"))
         let input = dir + "/demo-input.pcap"
         let merged = temporaryPath("m.pcapng")
         #expect(try run(offload, ["coalesce", "--quiet", input, merged]).0 == 0)
