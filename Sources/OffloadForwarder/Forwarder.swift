@@ -244,25 +244,7 @@ struct DirectionWorker<S: Stage>: ~Copyable {
             }
             batch.removeAll()
             let now = DispatchTime.now().uptimeNanoseconds
-            reading: while batch.count < batch.packetCapacity {
-                do {
-                    switch try from.read(into: &batch, timestamp: now) {
-                    case .packet:
-                        pipeline.statistics.packetsIn += 1
-                        unsafe pipeline.statistics.bytesIn += batch.unsafeBuffer(at: batch.count - 1).count
-                        if batch.metadata(at: batch.count - 1).gso != nil { pipeline.statistics.tsoIn += 1 }
-                    case .wouldBlock, .batchFull: break reading
-                    case .rejected(let error):
-                        pipeline.statistics.virtioRejected += 1
-                        if pipeline.statistics.virtioRejected == 1 {
-                            pipeline.logger.warning("\(direction.label): dropped a packet: \(error)")
-                        }
-                    }
-                } catch {
-                    pipeline.logger.error("\(direction.label): \(error)")
-                    break reading
-                }
-            }
+            pipeline.read(from: from, into: &batch, now: now)
             pipeline.process(batch, now: now, egress: to, back: from)
             if now - lastPublish > 50_000_000 {
                 forwarder.publish(direction, queue: queue, pipeline.snapshot)

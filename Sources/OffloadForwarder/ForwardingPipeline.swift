@@ -107,6 +107,29 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         // their array with the engine, whose next count would then copy it (a malloc per batch).
     }
 
+    /// Reads what a device holds into `batch` (up to its capacity), counting what came in: the
+    /// read half of every dataplane thread.
+    public mutating func read(from device: borrowing TUNDevice, into batch: inout PacketBatch, now: UInt64) {
+        while batch.count < batch.packetCapacity {
+            do {
+                switch try device.read(into: &batch, timestamp: now) {
+                case .packet:
+                    statistics.packetsIn += 1
+                    unsafe statistics.bytesIn += batch.unsafeBuffer(at: batch.count - 1).count
+                    if batch.metadata(at: batch.count - 1).gso != nil { statistics.tsoIn += 1 }
+                case .wouldBlock, .batchFull:
+                    return
+                case .rejected(let error):
+                    statistics.virtioRejected += 1
+                    if statistics.virtioRejected == 1 { logger.warning("\(direction.label): dropped a packet: \(error)") }
+                }
+            } catch {
+                logger.error("\(direction.label): \(error)")
+                return
+            }
+        }
+    }
+
     /// Sends output packet `i` on, as a router would, after the stage.
     mutating func forward<E: PacketSink & ~Copyable, B: PacketSink & ~Copyable>(
         _ i: Int, to egress: borrowing E, back ingress: borrowing B, now: UInt64
@@ -139,8 +162,7 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         unsafe header.baseAddress!.copyMemory(from: first.baseAddress!, byteCount: originalHeaderLength)
         var staged = unsafe StagePacket(direction: direction, _headers: header, headerLength: originalHeaderLength,
                                  layout: layout, gso: packet.metadata.gso, checksum: packet.metadata.checksum,
-                                 payloadLength: packet.length - originalHeaderLength, egressMTU: egressMTU,
-                                 _leadingPayload: UnsafeRawBufferPointer(rebasing: first[originalHeaderLength...]))
+                                 payloadLength: packet.length - originalHeaderLength, egressMTU: egressMTU)
         switch stage.process(&staged) {
         case .forward:
             break

@@ -48,11 +48,7 @@ public final class RoutingSetup: @unchecked Sendable {
     /// traffic arriving from the `lan` and `wan` interfaces.
     /// - Throws: when a command fails (what was done so far is still undone by ``teardown()``).
     public func apply(ingress: String, egress: String, lan: String, wan: String, table: Int = defaultTable) throws {
-        try writeSysctl("net/ipv4/ip_forward", "1")
-        try writeSysctl("net/ipv6/conf/all/forwarding", "1")
-        for name in ["all", "default", ingress, egress, lan, wan] {
-            try? writeSysctl("net/ipv4/conf/\(name)/rp_filter", "0")
-        }
+        try enableForwarding(looseReversePath: [ingress, egress, lan, wan])
         for command in Self.commands(ingress: ingress, egress: egress, lan: lan, wan: wan, table: table) {
             if command[2] == "rule" {
                 // A run that was killed leaves its rules behind: clear them so the add succeeds.
@@ -141,16 +137,27 @@ extension RoutingSetup {
     /// Routes `intoIngress` prefixes into the ingress device and `intoEgress` ones into the egress
     /// device (`ip route replace PREFIX dev DEVICE`), with forwarding on; ``teardown()`` deletes them.
     public func applyRoutes(ingress: String, egress: String, intoIngress: [String], intoEgress: [String]) throws {
+        try enableForwarding(looseReversePath: [ingress, egress])
+        for (prefixes, device) in [(intoIngress, ingress), (intoEgress, egress)] {
+            for prefix in prefixes { try addRoute(prefix, device: device) }
+        }
+    }
+
+    /// Forwarding on for both families, and, when `interfaces` are given, reverse-path filtering off
+    /// on them (and `all`, `default`): their packets come back out of a different device than the
+    /// one their source routes to.
+    func enableForwarding(looseReversePath interfaces: [String]) throws {
         try writeSysctl("net/ipv4/ip_forward", "1")
         try writeSysctl("net/ipv6/conf/all/forwarding", "1")
-        for name in ["all", "default", ingress, egress] { try? writeSysctl("net/ipv4/conf/\(name)/rp_filter", "0") }
-        for (prefixes, device) in [(intoIngress, ingress), (intoEgress, egress)] {
-            for prefix in prefixes {
-                let family = prefix.contains(":") ? "-6" : "-4"
-                try run(["ip", family, "route", "replace", prefix, "dev", device])
-                undo.insert(["ip", family, "route", "del", prefix, "dev", device], at: 0)
-            }
-        }
+        guard !interfaces.isEmpty else { return }
+        for name in ["all", "default"] + interfaces { try? writeSysctl("net/ipv4/conf/\(name)/rp_filter", "0") }
+    }
+
+    /// `ip route replace PREFIX [via NEXTHOP] dev DEVICE`, deleted again by ``teardown()``.
+    func addRoute(_ prefix: String, via nextHop: String? = nil, device: String) throws {
+        let family = prefix.contains(":") ? "-6" : "-4"
+        try run(["ip", family, "route", "replace", prefix] + (nextHop.map { ["via", $0] } ?? []) + ["dev", device])
+        undo.insert(["ip", family, "route", "del", prefix, "dev", device], at: 0)
     }
 }
 
@@ -158,18 +165,14 @@ extension RoutingSetup {
     /// Puts `addresses` on `device` and routes each prefix through it (via the next hop of the
     /// prefix's family, when given), with forwarding on; ``teardown()`` removes them.
     public func applyDeviceRoutes(device: String, addresses: [String], routes: [String], nextHops: [String]) throws {
-        try writeSysctl("net/ipv4/ip_forward", "1")
-        try writeSysctl("net/ipv6/conf/all/forwarding", "1")
+        try enableForwarding(looseReversePath: [])
         for address in addresses {
             let family = address.contains(":") ? "-6" : "-4"
             try run(["ip", family, "addr", "replace", address, "dev", device] + (family == "-6" ? ["nodad"] : []))
             undo.insert(["ip", family, "addr", "del", address, "dev", device], at: 0)
         }
         for prefix in routes {
-            let family = prefix.contains(":") ? "-6" : "-4"
-            let via = nextHops.first { $0.contains(":") == prefix.contains(":") }.map { ["via", $0] } ?? []
-            try run(["ip", family, "route", "replace", prefix] + via + ["dev", device])
-            undo.insert(["ip", family, "route", "del", prefix, "dev", device], at: 0)
+            try addRoute(prefix, via: nextHops.first { $0.contains(":") == prefix.contains(":") }, device: device)
         }
     }
 }

@@ -44,9 +44,6 @@ public struct StagePacket {
     public let payloadLength: Int
     /// The MTU of the device the packet is written to (a stage that fragments needs it).
     public let egressMTU: Int
-    /// The payload bytes that lie in the same piece as the headers: all of it for a packet that was
-    /// not merged (ICMP errors, control packets), none or part of it for a super-packet.
-    let _leadingPayload: UnsafeRawBufferPointer
 
     /// The most header bytes the buffer can hold.
     public var headerCapacity: Int { unsafe _headers.count }
@@ -58,16 +55,6 @@ public struct StagePacket {
         _ body: (UnsafeMutableRawBufferPointer) throws(E) -> R
     ) throws(E) -> R {
         unsafe try body(_headers)
-    }
-
-    /// The payload held with the headers (see `_leadingPayload`): for a packet that was not merged
-    /// this is its whole payload, which is what a stage that must read one (an ICMP error's quote)
-    /// needs. Valid only during ``Stage/process(_:)``.
-    public var leadingPayload: RawSpan {
-        @_lifetime(borrow self) get {
-            let view = unsafe _leadingPayload.bytes
-            return unsafe _overrideLifetime(view, borrowing: self)
-        }
     }
 
     /// The header bytes in use, for reading.
@@ -90,7 +77,7 @@ extension StagePacket {
         unsafe headers.withUnsafeMutableBytes { buffer in
             var packet = unsafe StagePacket(direction: direction, _headers: buffer, headerLength: headerLength,
                                             layout: layout, gso: gso, checksum: checksum, payloadLength: payloadLength,
-                                            egressMTU: egressMTU, _leadingPayload: UnsafeRawBufferPointer(start: nil, count: 0))
+                                            egressMTU: egressMTU)
             return body(&packet)
         }
     }

@@ -81,7 +81,7 @@ extension SIITTranslator {
         var body = Array(quote[ihl...])
         let offset = Int(quote.loadBigEndian(UInt16.self, at: 6) & 0x1FFF)
         if offset == 0 {
-            let delta = s6.wordSum + d6.wordSum - addressSum(s4, d4)
+            let delta = s6.wordSum + d6.wordSum - (s4.wordSum + d4.wordSum)
             if proto == .tcp && body.count >= 18 { adjust(&body, at: 16, by: delta, udp: false) }
             if proto == .udp && body.count >= 8 && body.loadBigEndian(UInt16.self, at: 6) != 0 {
                 adjust(&body, at: 6, by: delta, udp: true)
@@ -111,7 +111,7 @@ extension SIITTranslator {
         let upperLength = max(0, payloadLength - (chain.upperOffset - 40))
         var body = Array(quote[chain.upperOffset...])
         if (chain.fragment?.offset ?? 0) == 0 {
-            let delta = addressSum(s4, d4) - (s6.wordSum + d6.wordSum)
+            let delta = (s4.wordSum + d4.wordSum) - (s6.wordSum + d6.wordSum)
             if chain.upper == .tcp && body.count >= 18 { adjust(&body, at: 16, by: delta, udp: false) }
             if chain.upper == .udp && body.count >= 8 { adjust(&body, at: 6, by: delta, udp: true) }
             if chain.upper == .icmpv6 && body.count >= 4, let type4 = ICMPTranslation.echoType(toIPv4: body[0]) {

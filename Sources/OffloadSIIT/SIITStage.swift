@@ -224,7 +224,7 @@ public struct SIITStage: Stage {
             ? InternetChecksum.pseudoHeaderSum(ipv6Source: source, destination: destination, nextHeader: .icmpv6,
                                                length: payloadLength)
                 + OnesComplementSum(newTypeAndCode) - OnesComplementSum(fields.typeAndCode)
-            : (source.wordSum + destination.wordSum) - translator.addressSum(fields.source, fields.destination)
+            : (source.wordSum + destination.wordSum) - (fields.source.wordSum + fields.destination.wordSum)
         let partial = packet.checksum == .partial && !isICMP
         packet.withUnsafeMutableHeaders { h in
             let base = h.baseAddress!
@@ -300,7 +300,7 @@ public struct SIITStage: Stage {
             ? OnesComplementSum(newTypeAndCode) - OnesComplementSum(typeAndCode)
                 - InternetChecksum.pseudoHeaderSum(ipv6Source: fields.source, destination: fields.destination,
                                                    nextHeader: .icmpv6, length: l4Length)
-            : translator.addressSum(source, destination) - (fields.source.wordSum + fields.destination.wordSum)
+            : (source.wordSum + destination.wordSum) - (fields.source.wordSum + fields.destination.wordSum)
         let partial = packet.checksum == .partial && !isICMP
         packet.withUnsafeMutableHeaders { h in
             let base = h.baseAddress!
@@ -334,44 +334,8 @@ public struct SIITStage: Stage {
     static func adjustChecksum(_ h: UnsafeMutableRawBufferPointer, at offset: Int, by delta: OnesComplementSum,
                                partial: Bool, udp: Bool) {
         let old = UInt16(h[offset]) << 8 | UInt16(h[offset + 1])
-        var new: UInt16
-        if partial {
-            new = (OnesComplementSum(old) + delta).value
-        } else {
-            new = ~(OnesComplementSum(~old) + delta).value
-            if udp { new = InternetChecksum.udpFieldValue(new) }
-        }
+        let new = movedChecksum(old, by: delta, partial: partial, udp: udp)
         h[offset] = UInt8(new >> 8)
         h[offset + 1] = UInt8(new & 0xFF)
-    }
-}
-
-extension IPv4Address {
-    /// The address at `offset` in `bytes`. - Precondition: 4 bytes there.
-    init(_ bytes: [UInt8], _ offset: Int) {
-        self.init(rawValue: UInt32(bytes[offset]) << 24 | UInt32(bytes[offset + 1]) << 16 | UInt32(bytes[offset + 2]) << 8
-            | UInt32(bytes[offset + 3]))
-    }
-
-    /// The address at `offset` in `bytes`. - Precondition: 4 bytes there.
-    init(_ bytes: UnsafeRawBufferPointer, _ offset: Int) {
-        self.init(rawValue: UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
-    }
-}
-
-extension IPv6Address {
-    /// The address at `offset` in `bytes`. - Precondition: 16 bytes there.
-    init(_ bytes: [UInt8], _ offset: Int) {
-        var high: UInt64 = 0
-        var low: UInt64 = 0
-        for i in 0..<8 { high = high << 8 | UInt64(bytes[offset + i]) }
-        for i in 8..<16 { low = low << 8 | UInt64(bytes[offset + i]) }
-        self.init(high: high, low: low)
-    }
-
-    /// The address at `offset` in `bytes`. - Precondition: 16 bytes there.
-    init(_ bytes: UnsafeRawBufferPointer, _ offset: Int) {
-        self.init(high: UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)),
-                  low: UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)))
     }
 }

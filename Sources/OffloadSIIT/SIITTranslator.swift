@@ -113,7 +113,7 @@ public struct SIITTranslator: Sendable {
         if offset == 0 {
             switch proto {
             case .tcp where payload.count >= 20:
-                adjust(&payload, at: 16, by: source.wordSum + destination.wordSum - addressSum(v4Source, v4Destination), udp: false)
+                adjust(&payload, at: 16, by: source.wordSum + destination.wordSum - (v4Source.wordSum + v4Destination.wordSum), udp: false)
             case .udp where payload.count >= 8:
                 if payload.loadBigEndian(UInt16.self, at: 6) == 0 {
                     payload.storeBigEndian(UInt16(0), at: 6)
@@ -121,7 +121,7 @@ public struct SIITTranslator: Sendable {
                                                                   nextHeader: .udp, length: payload.count)
                     payload.storeBigEndian(InternetChecksum.udpFieldValue(InternetChecksum.checksum(payload.span.bytes, initial: pseudo)), at: 6)
                 } else {
-                    adjust(&payload, at: 6, by: source.wordSum + destination.wordSum - addressSum(v4Source, v4Destination), udp: true)
+                    adjust(&payload, at: 6, by: source.wordSum + destination.wordSum - (v4Source.wordSum + v4Destination.wordSum), udp: true)
                 }
             case .icmp:
                 payload.storeBigEndian(UInt16(0), at: 2)
@@ -133,7 +133,7 @@ public struct SIITTranslator: Sendable {
                     // Echo: incremental, so that a wrong checksum stays wrong.
                     let old = p.loadBigEndian(UInt16.self, at: ihl + 2)
                     let delta = pseudo + OnesComplementSum(UInt16(payload[0]) << 8) - OnesComplementSum(UInt16(p[ihl]) << 8)
-                    payload.storeBigEndian(~(OnesComplementSum(~old) + delta).value, at: 2)
+                    payload.storeBigEndian(InternetChecksum.update(old, adding: delta), at: 2)
                 }
             default:
                 break
@@ -267,10 +267,10 @@ public struct SIITTranslator: Sendable {
                     - InternetChecksum.pseudoHeaderSum(ipv6Source: v6Source, destination: v6Destination,
                                                        nextHeader: .icmpv6, length: payload.count)
                 payload[0] = type4
-                payload.storeBigEndian(~(OnesComplementSum(~old) + delta).value, at: 2)
+                payload.storeBigEndian(InternetChecksum.update(old, adding: delta), at: 2)
             }
         } else if offset == 0 {
-            let delta = addressSum(source, destination) - (v6Source.wordSum + v6Destination.wordSum)
+            let delta = (source.wordSum + destination.wordSum) - (v6Source.wordSum + v6Destination.wordSum)
             if chain.upper == .tcp && payload.count >= 20 { adjust(&payload, at: 16, by: delta, udp: false) }
             if chain.upper == .udp && payload.count >= 8 { adjust(&payload, at: 6, by: delta, udp: true) }
         }
@@ -323,17 +323,19 @@ public struct SIITTranslator: Sendable {
 
     // MARK: - Checksums
 
-    func addressSum(_ a: IPv4Address, _ b: IPv4Address) -> OnesComplementSum {
-        OnesComplementSum(UInt16(truncatingIfNeeded: a.rawValue >> 16)) + OnesComplementSum(UInt16(truncatingIfNeeded: a.rawValue))
-            + OnesComplementSum(UInt16(truncatingIfNeeded: b.rawValue >> 16))
-            + OnesComplementSum(UInt16(truncatingIfNeeded: b.rawValue))
-    }
-
     /// Moves a complete checksum at `offset` by `delta` (it stays as right or as wrong as it was).
     func adjust(_ bytes: inout [UInt8], at offset: Int, by delta: OnesComplementSum, udp: Bool) {
-        let old = bytes.loadBigEndian(UInt16.self, at: offset)
-        var new = ~(OnesComplementSum(~old) + delta).value
-        if udp { new = InternetChecksum.udpFieldValue(new) }
-        bytes.storeBigEndian(new, at: offset)
+        bytes.storeBigEndian(movedChecksum(bytes.loadBigEndian(UInt16.self, at: offset), by: delta, partial: false, udp: udp),
+                             at: offset)
     }
+}
+
+/// An L4 checksum field moved to a new pseudo-header whose sum differs by `delta`: a complete
+/// checksum stays as right or as wrong as it was (a UDP zero result is sent as 0xFFFF); a partial
+/// one (the pseudo-header sum only, not complemented) becomes the new pseudo-header sum. The one
+/// rule both of the translator's paths use.
+func movedChecksum(_ field: UInt16, by delta: OnesComplementSum, partial: Bool, udp: Bool) -> UInt16 {
+    if partial { return (OnesComplementSum(field) + delta).value }
+    let new = InternetChecksum.update(field, adding: delta)
+    return udp ? InternetChecksum.udpFieldValue(new) : new
 }

@@ -108,18 +108,16 @@ public final class UDPTunnelSocket: @unchecked Sendable {
     }
 
     /// Sends the iovecs as one payload; with `segmentSize`, the kernel cuts it into datagrams of
-    /// that size (the last may be shorter); with `tos`, the datagrams' outer TOS / traffic class.
-    /// Retries on EINTR.
+    /// that size (the last may be shorter). Retries on EINTR.
     /// - Throws: ``TUNError``: EMSGSIZE when a datagram exceeds the path MTU, EIO/EINVAL when the
     ///   kernel or device refuses UDP GSO.
     @discardableResult
-    public func send(_ iovecs: UnsafeBufferPointer<iovec>, segmentSize: Int = 0, tos: UInt8? = nil) throws(TUNError) -> Int {
+    public func send(_ iovecs: UnsafeBufferPointer<iovec>, segmentSize: Int = 0) throws(TUNError) -> Int {
         var n: Int
         repeat {
             n = unsafe remoteAddress.withUnsafeBytes { r in
                 unsafe offload_udp_send(descriptor, iovecs.baseAddress, CInt(iovecs.count), CInt(segmentSize),
-                                        connected ? nil : r.baseAddress, UInt32(r.count), tos.map { CInt($0) } ?? -1,
-                                        remote.isIPv4 ? 0 : 1)
+                                        connected ? nil : r.baseAddress, UInt32(r.count))
             }
         } while n == -Int(EINTR)
         guard n >= 0 else { throw TUNError(operation: "sendmsg", device: "udp \(remote):\(port)", errno: Errno(rawValue: CInt(-n))) }

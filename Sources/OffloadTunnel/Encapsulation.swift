@@ -20,9 +20,6 @@ public struct GTPUSettings: Hashable, Sendable {
 
     /// The GTP-U header's length: 8, or 12 with sequence numbers.
     public var headerLength: Int { sequenceNumbers ? 12 : 8 }
-
-    /// What the tunnel adds to an inner packet on a path of `family`: outer IP, UDP, GTP-U.
-    public func overhead(outerIPv6: Bool) -> Int { (outerIPv6 ? 40 : 20) + 8 + headerLength }
 }
 
 /// A tunnel's protocol and identity.

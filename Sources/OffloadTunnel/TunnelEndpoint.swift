@@ -95,7 +95,8 @@ public final class TunnelSink: PacketSink, @unchecked Sendable {
     public func write(header: VirtioNetHeader?, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError) {
         var length = 0
         for unsafe piece in unsafe pieces { length += piece.count }
-        guard length > 0, staging.reserve(length) || staging.capacity >= length else { return }
+        guard length > 0 else { return }
+        staging.reserve(length)
         var at = 0
         for unsafe piece in unsafe pieces where piece.count > 0 {
             unsafe (staging.rawBase + at).copyMemory(from: piece.baseAddress!, byteCount: piece.count)
@@ -334,21 +335,7 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
             }
             batch.removeAll()
             let now = DispatchTime.now().uptimeNanoseconds
-            reading: while batch.count < batch.packetCapacity {
-                do {
-                    switch try device.read(into: &batch, timestamp: now) {
-                    case .packet:
-                        pipeline.statistics.packetsIn += 1
-                        unsafe pipeline.statistics.bytesIn += batch.unsafeBuffer(at: batch.count - 1).count
-                        if batch.metadata(at: batch.count - 1).gso != nil { pipeline.statistics.tsoIn += 1 }
-                    case .wouldBlock, .batchFull: break reading
-                    case .rejected: pipeline.statistics.virtioRejected += 1
-                    }
-                } catch {
-                    logger.error("\(error)")
-                    break reading
-                }
-            }
+            pipeline.read(from: device, into: &batch, now: now)
             pipeline.process(batch, now: now, egress: sink, back: device)
             if now - lastPublish > 50_000_000 {
                 publish(.lanToWan, pipeline, sink.counters)
@@ -370,9 +357,7 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
         let metadata = PacketMetadata(linkType: configuration.tunnel.innerLinkType, checksum: .unverified)
         while !stopFlag.load(ordering: .relaxed) {
             guard socket.waitReadable(milliseconds: 100) else {
-                var c = counters
-                c.add(back.counters)
-                publish(.wanToLan, pipeline, c)
+                publish(.wanToLan, pipeline, counters.adding(back.counters))
                 continue
             }
             batch.removeAll()
@@ -427,15 +412,11 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
             }
             if batch.count > 0 { pipeline.process(batch, now: now, egress: device, back: back) }
             if now - lastPublish > 50_000_000 {
-                var c = counters
-                c.add(back.counters)
-                publish(.wanToLan, pipeline, c)
+                publish(.wanToLan, pipeline, counters.adding(back.counters))
                 lastPublish = now
             }
         }
-        var c = counters
-        c.add(back.counters)
-        publish(.wanToLan, pipeline, c)
+        publish(.wanToLan, pipeline, counters.adding(back.counters))
     }
 }
 
@@ -455,5 +436,12 @@ extension TunnelCounters {
         foreign += o.foreign
         sendErrors += o.sendErrors
         sendsWithoutGSO += o.sendsWithoutGSO
+    }
+
+    /// These counters and another set's together.
+    public func adding(_ o: TunnelCounters) -> TunnelCounters {
+        var sum = self
+        sum.add(o)
+        return sum
     }
 }

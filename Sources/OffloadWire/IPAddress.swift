@@ -8,6 +8,21 @@ public struct IPv4Address: RawRepresentable, Hashable, Sendable, Comparable, Cus
     /// Wraps a number.
     @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
     /// Builds an address from its four octets.
+    /// The address at `offset` in `bytes`. - Precondition: 4 bytes there.
+    @inlinable public init(_ bytes: [UInt8], _ offset: Int) {
+        self.init(rawValue: bytes.loadBigEndian(UInt32.self, at: offset))
+    }
+
+    /// The address at `offset` in `bytes`. - Precondition: 4 bytes there.
+    @inlinable public init(_ bytes: UnsafeRawBufferPointer, _ offset: Int) {
+        self.init(rawValue: unsafe UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+    }
+
+    /// The one's complement sum of the address's two words (for pseudo-headers).
+    @inlinable public var wordSum: OnesComplementSum {
+        OnesComplementSum(UInt16(truncatingIfNeeded: rawValue >> 16)) + OnesComplementSum(UInt16(truncatingIfNeeded: rawValue))
+    }
+
     @inlinable public init(_ a: UInt8, _ b: UInt8, _ c: UInt8, _ d: UInt8) {
         rawValue = UInt32(a) << 24 | UInt32(b) << 16 | UInt32(c) << 8 | UInt32(d)
     }
@@ -120,6 +135,17 @@ public struct IPv6Address: Hashable, Sendable, Comparable, CustomStringConvertib
         default:
             return nil
         }
+    }
+
+    /// The address at `offset` in `bytes`. - Precondition: 16 bytes there.
+    @inlinable public init(_ bytes: [UInt8], _ offset: Int) {
+        self.init(high: bytes.loadBigEndian(UInt64.self, at: offset), low: bytes.loadBigEndian(UInt64.self, at: offset + 8))
+    }
+
+    /// The address at `offset` in `bytes`. - Precondition: 16 bytes there.
+    @inlinable public init(_ bytes: UnsafeRawBufferPointer, _ offset: Int) {
+        self.init(high: unsafe UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)),
+                  low: unsafe UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)))
     }
 
     /// The one's complement sum of the address's eight words (for pseudo-headers).

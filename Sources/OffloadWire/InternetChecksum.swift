@@ -150,6 +150,14 @@ public enum InternetChecksum {
         return ~s.value
     }
 
+    /// Updates a checksum field after the covered data's one's complement sum changed by `delta`
+    /// (RFC 1624, eqn. 3, for any change: new words' sum minus old words' sum). A checksum that was
+    /// wrong stays exactly as wrong.
+    @inlinable
+    public static func update(_ checksum: UInt16, adding delta: OnesComplementSum) -> UInt16 {
+        ~(OnesComplementSum(~checksum) + delta).value
+    }
+
     /// Updates a checksum field after a 32-bit word of the covered data changed (RFC 1624).
     @inlinable
     public static func update(_ checksum: UInt16, replacing old: UInt32, with new: UInt32) -> UInt16 {

@@ -104,7 +104,7 @@ struct SIITNetnsTests {
         guard let offload = offloadExecutable else { throw LabError("offload executable not found") }
         let unit = try String(contentsOfFile: "\(packageRoot)/contrib/offload-siit.service", encoding: .utf8)
         let env = try String(contentsOfFile: "\(packageRoot)/contrib/offload-siit.env", encoding: .utf8)
-        guard var (command, settings) = systemdCommand(unit: unit, environment: env) else { throw LabError("no ExecStart") }
+        guard case (var command, let settings)? = systemdCommand(unit: unit, environment: env) else { throw LabError("no ExecStart") }
         #expect(!command.contains("$"), "unexpanded: \(command)")
         command = command.replacingOccurrences(of: "/usr/local/bin/offload", with: offload)
         let ns = "ofsu\(getpid() % 100_000)"

@@ -259,7 +259,7 @@ struct TunnelNetnsTests {
             .deletingLastPathComponent().path
         let unit = try String(contentsOfFile: "\(root)/contrib/offload-tunnel.service", encoding: .utf8)
         let env = try String(contentsOfFile: "\(root)/contrib/offload-tunnel.env", encoding: .utf8)
-        guard var (command, settings) = systemdCommand(unit: unit, environment: env) else { throw TunnelLabError("no ExecStart") }
+        guard case (var command, let settings)? = systemdCommand(unit: unit, environment: env) else { throw TunnelLabError("no ExecStart") }
         #expect(!command.contains("$"), "unexpanded: \(command)")
         command = command.replacingOccurrences(of: "/usr/local/bin/offload", with: offload)
         // A namespace where the example's local underlay address exists.

@@ -55,11 +55,9 @@ int offload_udp_open(int family, const void *local, const void *remote, unsigned
 
 /// One sendmsg of `count` iovecs, to `remote` (`remote_length` bytes; NULL on a connected socket);
 /// with `segment_size` > 0, a UDP_SEGMENT control message asks the kernel to cut the payload into
-/// datagrams of that size (UDP GSO); with `tos` >= 0, an IP_TOS (or IPV6_TCLASS) control message
-/// sets the outer DSCP and ECN of these datagrams (`ipv6`: the socket's family). Returns the bytes
-/// sent or -errno.
+/// datagrams of that size (UDP GSO). Returns the bytes sent or -errno.
 long offload_udp_send(int fd, const void *iovecs, int count, int segment_size, const void *remote,
-                      unsigned int remote_length, int tos, int ipv6);
+                      unsigned int remote_length);
 
 /// One recvmsg into `buffer`; `*segment_size` receives the UDP_GRO size (the datagrams' size when
 /// the kernel coalesced several, else 0), and `*from_remote` whether the sender's address equals
