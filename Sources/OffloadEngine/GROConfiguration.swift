@@ -116,6 +116,10 @@ public struct GROConfiguration: Hashable, Sendable {
     /// When non-zero, packets are held across batches and completed only once they are older
     /// than this many nanoseconds (the `gro_flush_timeout` idea). Zero: flush at every batch end.
     public var flushTimeout: UInt64 = 0
+    /// Whether full-sized in-sequence TCP segments whose headers match their held train's may
+    /// skip the rule-by-rule checks (the train fast path). The output and the counters are the
+    /// same either way; turning it off is for tests and benchmarks that compare the two paths.
+    public var trainFastPath = true
 
     /// The default configuration: Linux GRO, TCP only, mainline IP-ID rule, complete checksums.
     public init() {}

@@ -36,6 +36,9 @@ extension GROEngine {
         newest = slot
         unsafe fragments[Int(slot) * configuration.maximumSegments] = fragment(of: s)
         indexInsert(slot, hash: s.hash)
+        prepareTrainMask(slot, s)
+        cachePorts(of: s, in: slot)
+        lastSlot = slot
     }
 
     /// S's payload piece, with the header words that let completion derive its sum.
@@ -43,16 +46,23 @@ extension GROEngine {
     func fragment(of s: Segment) -> Fragment {
         let b = unsafe _UnsafeBytes(s.base)
         let t = s.layout.transportOffset
-        // Safe: the words read lie inside the validated L4 header. At most five 16-bit words:
-        // the 32-bit sum cannot overflow before the fold.
-        var wide = UInt32(truncatingIfNeeded: s.layout.ipEnd - t) &+ UInt32(b.u16(t + 4)) &+ UInt32(b.u16(t + 6))
-        if s.isTCP {
-            wide &+= UInt32(b.u16(t + TCPSegment.Field.dataOffset)) &+ UInt32(b.u16(t + TCPSegment.Field.checksum))
-        }
-        wide = (wide & 0xFFFF) &+ (wide >> 16)
-        let varying = OnesComplementSum(UInt16(truncatingIfNeeded: (wide & 0xFFFF) &+ (wide >> 16)))
+        let varying = Self.varyingWordsSum(b, transportOffset: t, l4Length: s.layout.ipEnd - t, isTCP: s.isTCP)
         return unsafe Fragment(base: s.base + s.layout.payloadOffset, length: s.payloadLength, varyingSum: varying,
                         derivable: s.payloadSumDerivable && configuration.mode == .gro)
+    }
+
+    /// The sum of the L4 header words that differ between segments of a chain, plus the
+    /// pseudo-header length (see ``Fragment/varyingSum``).
+    @inline(__always)
+    static func varyingWordsSum(_ b: _UnsafeBytes, transportOffset t: Int, l4Length: Int, isTCP: Bool) -> OnesComplementSum {
+        // Safe: the words read lie inside the validated L4 header. At most five 16-bit words:
+        // the 32-bit sum cannot overflow before the fold.
+        var wide = UInt32(truncatingIfNeeded: l4Length) &+ UInt32(b.u16(t &+ 4)) &+ UInt32(b.u16(t &+ 6))
+        if isTCP {
+            wide &+= UInt32(b.u16(t &+ TCPSegment.Field.dataOffset)) &+ UInt32(b.u16(t &+ TCPSegment.Field.checksum))
+        }
+        wide = (wide & 0xFFFF) &+ (wide >> 16)
+        return OnesComplementSum(UInt16(truncatingIfNeeded: (wide & 0xFFFF) &+ (wide >> 16)))
     }
 
     /// Appends S's payload to P (§2.5 "Merged").
@@ -68,6 +78,7 @@ extension GROEngine {
         }
         unsafe f.pointee.count = count + 1
         unsafe f.pointee.totalPayload += s.payloadLength
+        lastSlot = slot
         if s.isTCP {
             unsafe f.pointee.nextSequence &+= UInt32(truncatingIfNeeded: s.payloadLength)
             unsafe f.pointee.orFlags |= UInt16(b.u8(t + TCPSegment.Field.flagByte) & (TCPFlags.psh.flagByte | TCPFlags.fin.flagByte))

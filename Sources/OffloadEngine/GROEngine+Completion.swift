@@ -23,6 +23,8 @@ extension GROEngine {
         if next >= 0 { unsafe flows[Int(next)].prev = prev } else { newest = prev }
         unsafe freeSlots[freeCount] = slot
         freeCount += 1
+        unsafe f.pointee.maskChunks = 0  // free: the fast path's port cache may still name it
+        if lastSlot == slot { lastSlot = -1 }
     }
 
     /// Writes a super-packet's headers (from the first segment) and lists its payload pieces.

@@ -31,6 +31,9 @@ public struct GROEngine: ~Copyable {
     public let configuration: GROConfiguration
     /// Counters since creation.
     public internal(set) var statistics = GROStatistics()
+    /// How many segments the train fast path merged (a subset of the merges counted in
+    /// ``statistics``; for benchmarks and tests: the counters are the same without it).
+    public internal(set) var trainFastPathMerges = 0
 
     // Flow table: slots, a hash index over them, and an arrival-ordered list of held slots.
     // Engine-owned memory (allocated once in init, freed in deinit): accessed in place, so the
@@ -43,6 +46,12 @@ public struct GROEngine: ~Copyable {
     var oldest: Int32 = -1
     var newest: Int32 = -1
     let fragments: UnsafeMutablePointer<Fragment>
+    /// Per slot, the train fast path's comparison mask over the head's header (128 bytes).
+    let masks: UnsafeMutablePointer<UInt64>
+    /// The train fast path's candidates: a TCP port pair's hash → the slot that held it last.
+    let portCache: UnsafeMutablePointer<Int32>
+    /// The slot merged into or held last: where the fast path reads a new packet's ports (-1: none).
+    var lastSlot: Int32 = -1
     let seed: UInt64
 
     // Output of the last call (grown when needed, never shrunk).
@@ -80,6 +89,11 @@ public struct GROEngine: ~Copyable {
         let fragmentCount = capacity * configuration.maximumSegments
         unsafe fragments = .allocate(capacity: fragmentCount)
         unsafe fragments.initialize(repeating: Fragment(), count: fragmentCount)
+        let maskWords = capacity * (Self.maskedHeaderLimit / 8)
+        unsafe masks = .allocate(capacity: maskWords)
+        unsafe masks.initialize(repeating: 0, count: maskWords)
+        unsafe portCache = .allocate(capacity: Self.portCacheSize)
+        unsafe portCache.initialize(repeating: -1, count: Self.portCacheSize)
         var g = SystemRandomNumberGenerator()
         seed = g.next()
     }
@@ -90,6 +104,8 @@ public struct GROEngine: ~Copyable {
         unsafe freeSlots.deallocate()
         unsafe index.deallocate()
         unsafe fragments.deallocate()
+        unsafe masks.deallocate()
+        unsafe portCache.deallocate()
         unsafe out.base.deinitialize(count: outCount)
     }
 
@@ -154,6 +170,7 @@ public struct GROEngine: ~Copyable {
             unsafe emitUnchanged(buffer, metadata, nil, reason: .malformed)
             return
         }
+        if unsafe lastSlot >= 0 && mergeIntoTrain(base, frameLength: buffer.count, metadata) { return }
         let layout: PacketLayout
         do {
             layout = unsafe try PacketLayout(parsing: buffer.bytes, linkType: metadata.linkType)
@@ -211,10 +228,7 @@ public struct GROEngine: ~Copyable {
         let derivable: Bool
         switch metadata.checksum {
         case .unverified:
-            let sum = b.sum(layout.transportOffset, count: layout.ipEnd - layout.transportOffset)
-            let pseudo = Segment.pseudoHeaderSum(b, layout: layout, isIPv4: isIPv4, isTCP: isTCP,
-                                                 length: layout.ipEnd - layout.transportOffset)
-            if pseudo + sum != OnesComplementSum(0xFFFF) {
+            if !Self.transportChecksumIsValid(b, layout, isIPv4: isIPv4, isTCP: isTCP) {
                 return unsafe bypass(buffer, metadata, layout, reason: .badChecksum)
             }
             derivable = true
@@ -271,6 +285,16 @@ public struct GROEngine: ~Copyable {
         s = (s & 0xFFFF) &+ (s >> 16)
         s = (s & 0xFFFF) &+ (s >> 16)
         return s == 0xFFFF
+    }
+
+    /// Whether the L4 checksum of a validated TCP or UDP packet is good: the pseudo-header plus
+    /// the L4 header and payload sum to all ones.
+    @inline(__always)
+    static func transportChecksumIsValid(_ b: _UnsafeBytes, _ layout: PacketLayout, isIPv4: Bool, isTCP: Bool) -> Bool {
+        let length = layout.ipEnd - layout.transportOffset
+        let sum = b.sum(layout.transportOffset, count: length)
+        let pseudo = Segment.pseudoHeaderSum(b, layout: layout, isIPv4: isIPv4, isTCP: isTCP, length: length)
+        return pseudo + sum == OnesComplementSum(0xFFFF)
     }
 
     /// Only Hop-by-Hop, Routing and Destination Options may be skipped (exthdrs_offload.c).
@@ -456,6 +480,11 @@ struct HeldFlow {
     /// LRO: the newest segment's ack and window.
     var lastAck: UInt32 = 0
     var lastWindow: UInt16 = 0
+    /// The train fast path's mask length in 16-byte chunks (0: free, or on the full path only).
+    var maskChunks: Int8 = 0
+    /// The header layout the slot's mask was built for (kept while the slot is free, so a
+    /// new head of the same layout reuses it).
+    var maskKey: UInt32 = 0
     var prev: Int32 = -1
     var next: Int32 = -1
 }

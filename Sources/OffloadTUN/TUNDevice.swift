@@ -137,7 +137,7 @@ public struct TUNDevice: ~Copyable {
     /// Whether generic receive offload is on for interface `name` (any interface, not only TUN
     /// devices: SIOCETHTOOL, as `ethtool -k` reads it); nil when the driver does not say.
     public static func receiveOffload(name: String) -> Bool? {
-        let r = offload_interface_gro(name, -1)
+        let r = unsafe offload_interface_gro(name, -1)
         return r < 0 ? nil : r != 0
     }
 
@@ -145,7 +145,7 @@ public struct TUNDevice: ~Copyable {
     /// `ethtool -K NAME gro on|off` does).
     /// - Throws: ``TUNError`` (EOPNOTSUPP when the driver has no GRO switch).
     public static func setReceiveOffload(name: String, _ on: Bool) throws(TUNError) {
-        let r = offload_interface_gro(name, on ? 1 : 0)
+        let r = unsafe offload_interface_gro(name, on ? 1 : 0)
         if r < 0 { throw TUNError(operation: "ETHTOOL_SGRO", device: name, errno: Errno(rawValue: -r)) }
     }
 

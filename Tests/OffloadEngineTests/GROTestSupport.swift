@@ -20,7 +20,7 @@ func stream(_ count: Int, payload: Int = 1448, _ customize: (Int, inout PacketBu
 }
 
 /// One output packet of a GRO run, copied out.
-struct Emitted {
+struct Emitted: Equatable {
     var bytes: [UInt8]
     var gso: GSOInfo?
     var reason: GROReason?
@@ -49,7 +49,8 @@ struct Emitted {
 /// Runs GRO over `frames` in batches of `batchSize` (default: one batch), flushing at the end.
 func runGRO(_ frames: [[UInt8]], configuration: GROConfiguration = GROConfiguration(),
             linkType: LinkType = .ethernet, checksum: ChecksumState = .unverified, batchSize: Int? = nil,
-            timestamps: [UInt64]? = nil, statistics: UnsafeMutablePointer<GROStatistics>? = nil) -> [Emitted]
+            timestamps: [UInt64]? = nil, statistics: UnsafeMutablePointer<GROStatistics>? = nil,
+            fastPathMerges: UnsafeMutablePointer<Int>? = nil) -> [Emitted]
 {
     var engine = GROEngine(configuration: configuration)
     var batch = PacketBatch(packetCapacity: max(1, batchSize ?? frames.count), byteCapacity: 1 << 22)
@@ -76,6 +77,7 @@ func runGRO(_ frames: [[UInt8]], configuration: GROConfiguration = GROConfigurat
     engine.flush()
     drain()
     statistics?.pointee = engine.statistics
+    fastPathMerges?.pointee = engine.trainFastPathMerges
     return result
 }
 

@@ -46,6 +46,22 @@ struct ChecksumTests {
         #expect(failures == 0)
     }
 
+    @Test("The vector loop's lanes at their largest: all-0xFF and all-0xFE buffers up to 4 MiB + 200 bytes (past the 65 536-iteration block), odd starts")
+    func saturatedLanes() {
+        for fill: UInt8 in [0xFF, 0xFE] {
+            let buffer = [UInt8](repeating: fill, count: 4 * 1024 * 1024 + 210)
+            for n in [255, 256, 257, 319, 320, 1448, 9001, 65_535, 4 * 1024 * 1024 + 200] {
+                for start in [0, 1, 3] {
+                    let slice = buffer[start..<(start + n)]
+                    let actual = buffer.span.bytes.extracting(start..<(start + n)).withUnsafeBytes {
+                        InternetChecksum.unsafeSum($0).value
+                    }
+                    #expect(sameOnesComplement(naiveSum(slice), actual), "fill \(fill) length \(n) start \(start)")
+                }
+            }
+        }
+    }
+
     @Test("Sums of pieces combine, with a byte swap at odd offsets")
     func placedCombination() {
         var rng = SplitMix(seed: 7)
