@@ -1,0 +1,66 @@
+import OffloadEngine
+import OffloadWire
+
+/// Reads fuzz input front to back; every read past the end gives zeros, so any input decodes.
+public struct FuzzInput {
+    let bytes: UnsafeRawBufferPointer
+    var offset = 0
+
+    /// Wraps libFuzzer's input.
+    public init(_ data: UnsafePointer<UInt8>, _ size: Int) {
+        bytes = UnsafeRawBufferPointer(start: data, count: size)
+    }
+
+    /// Whether all bytes have been read.
+    public var isEmpty: Bool { offset >= bytes.count }
+    /// The bytes not read yet.
+    public var remaining: Int { max(0, bytes.count - offset) }
+
+    /// The next byte (0 past the end).
+    public mutating func byte() -> UInt8 {
+        defer { offset += 1 }
+        return offset < bytes.count ? bytes[offset] : 0
+    }
+
+    /// The next two bytes, big-endian.
+    public mutating func u16() -> UInt16 { UInt16(byte()) << 8 | UInt16(byte()) }
+
+    /// Up to `count` next bytes.
+    public mutating func take(_ count: Int) -> [UInt8] {
+        let n = min(count, remaining)
+        defer { offset += n }
+        return n > 0 ? Array(bytes[offset..<(offset + n)]) : []
+    }
+
+    /// Everything not read yet.
+    public mutating func rest() -> [UInt8] { take(remaining) }
+}
+
+/// Stops the run with a message: libFuzzer records the input as a crash.
+public func oracleFailure(_ message: String) -> Never {
+    fatalError("oracle: \(message)")
+}
+
+/// The round-trip oracle: `output` (everything GRO emitted, super-packets segmented back) holds
+/// exactly the packets of `input`, and packets that may share a flow keep their order. Returns a
+/// description of the first violation, or nil.
+public func roundTripViolation(input: [[UInt8]], output: [[UInt8]], linkType: LinkType) -> String? {
+    guard input.count == output.count else { return "packet count \(input.count) in, \(output.count) out" }
+    var queues: [[UInt8]: [Int]] = [:]
+    for (i, f) in input.enumerated() { queues[f, default: []].append(i) }
+    var position = [Int](repeating: -1, count: input.count)
+    for (p, f) in output.enumerated() {
+        guard var q = queues[f], !q.isEmpty else { return "output \(p) (\(f.count) bytes) matches no input" }
+        position[q.removeFirst()] = p
+        queues[f] = q
+    }
+    let keys = input.map { FlowKey(loosely: $0.span.bytes, linkType: linkType) }
+    for i in 0..<input.count {
+        guard let ki = keys[i] else { continue }
+        for j in (i + 1)..<input.count {
+            guard let kj = keys[j], ki.mayShareFlow(with: kj) else { continue }
+            if position[i] > position[j] { return "inputs \(i) and \(j) of one flow left in the wrong order" }
+        }
+    }
+    return nil
+}
