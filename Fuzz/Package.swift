@@ -12,12 +12,7 @@ let package = Package(
     dependencies: [.package(name: "swift-offload", path: "../")],
     targets: [
         .target(name: "FuzzDriver"),
-        .target(
-            name: "FuzzSupport",
-            dependencies: [
-                .product(name: "OffloadWire", package: "swift-offload"),
-                .product(name: "OffloadEngine", package: "swift-offload"),
-            ])
+        .target(name: "FuzzSupport")
     ]
         + targets.map { name in
             .executableTarget(

@@ -12,10 +12,9 @@ targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(FuzzPacketLayout FuzzGRORoundTrip FuzzGSO FuzzCaptureReader FuzzVirtio FuzzSIIT FuzzTunnel)
 out="${FUZZ_OUT:-$root/.build-fuzz/work}"
 mkdir -p "$out"
-echo "building the fuzz targets (debug, -sanitize=fuzzer,address) ..." >&2
-(cd "$root/Fuzz" && swift build --build-path "$root/.build-fuzz" -Xswiftc -sanitize=fuzzer,address \
-   -Xswiftc -Onone >/dev/null)
-bin="$root/.build-fuzz/debug"
+echo "building the fuzz targets (release, -sanitize=fuzzer,address) ..." >&2
+(cd "$root/Fuzz" && swift build -c release --build-path "$root/.build-fuzz" -Xswiftc -sanitize=fuzzer,address >/dev/null)
+bin="$root/.build-fuzz/release"
 corpus="$root/../shared/corpus/pcap"
 seed_frames() {  # $1: directory; one file per frame of the corpus captures (classic pcap only), first 40 per file
   python3 - "$corpus" "$1" <<'PY'

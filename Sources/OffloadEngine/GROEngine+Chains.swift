@@ -65,6 +65,19 @@ extension GROEngine {
         return OnesComplementSum(UInt16(truncatingIfNeeded: (wide & 0xFFFF) &+ (wide >> 16)))
     }
 
+    /// Adds a payload piece to the chain in `slot`: the part of a merge every path shares (the
+    /// TCP sequence number moves on by the piece's length too).
+    @inline(__always)
+    mutating func extendChain(_ slot: Int32, with piece: Fragment) {
+        let f = unsafe flows + Int(slot)
+        let count = unsafe f.pointee.count
+        unsafe fragments[Int(slot) &* configuration.maximumSegments &+ count] = piece
+        unsafe f.pointee.count = count &+ 1
+        unsafe f.pointee.totalPayload &+= piece.length
+        unsafe f.pointee.nextSequence &+= UInt32(truncatingIfNeeded: piece.length)
+        lastSlot = slot
+    }
+
     /// Appends S's payload to P (§2.5 "Merged").
     @inline(__always)
     mutating func append(_ s: Segment, to slot: Int32) {
@@ -72,15 +85,11 @@ extension GROEngine {
         let t = s.layout.transportOffset
         let f = unsafe flows + Int(slot)
         let count = unsafe f.pointee.count
-        unsafe fragments[Int(slot) * configuration.maximumSegments + count] = fragment(of: s)
         if unsafe s.isIPv4 && count == 1 && configuration.mode == .gro && b.u16(s.layout.networkOffset + 4) == f.pointee.firstID {
             unsafe f.pointee.fixedID = true
         }
-        unsafe f.pointee.count = count + 1
-        unsafe f.pointee.totalPayload += s.payloadLength
-        lastSlot = slot
+        extendChain(slot, with: fragment(of: s))
         if s.isTCP {
-            unsafe f.pointee.nextSequence &+= UInt32(truncatingIfNeeded: s.payloadLength)
             unsafe f.pointee.orFlags |= UInt16(b.u8(t + TCPSegment.Field.flagByte) & (TCPFlags.psh.flagByte | TCPFlags.fin.flagByte))
             unsafe f.pointee.lastAck = b.u32(t + 8)
             unsafe f.pointee.lastWindow = b.u16(t + 14)

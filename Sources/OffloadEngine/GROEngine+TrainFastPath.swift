@@ -148,17 +148,12 @@ extension GROEngine {
             layout.frameLength = frameLength
             if !Self.transportChecksumIsValid(b, layout, isIPv4: isIPv4, isTCP: true) { return false }
         }
-        // The merge, as `append` does it for this case: the header bytes equal the head's, so
-        // the flags add no PSH or FIN, the ID rule stays incrementing, and ack and window
-        // (kept for LRO) are unchanged.
+        // The merge. Unlike `append`, nothing else changes: the header bytes equal the head's,
+        // so the flags add no PSH or FIN, the ID rule stays incrementing, and ack and window
+        // (kept for LRO) are the same.
         let varying = Self.varyingWordsSum(b, transportOffset: t, l4Length: ipEnd &- t, isTCP: true)
-        unsafe fragments[Int(slot) &* configuration.maximumSegments &+ count] = unsafe Fragment(
-            base: base + payloadOffset, length: segmentSize, varyingSum: varying,
-            derivable: metadata.checksum != .partial)
-        unsafe f.pointee.count = count &+ 1
-        unsafe f.pointee.totalPayload &+= segmentSize
-        unsafe f.pointee.nextSequence = sequence &+ UInt32(truncatingIfNeeded: segmentSize)
-        lastSlot = slot
+        extendChain(slot, with: unsafe Fragment(base: base + payloadOffset, length: segmentSize, varyingSum: varying,
+                                                derivable: metadata.checksum != .partial))
         trainFastPathMerges &+= 1
         if count &+ 1 >= configuration.maximumSegments { complete(slot, .segmentLimit) }
         return true

@@ -89,29 +89,6 @@ struct StreamGenerator {
     }
 }
 
-func roundTripViolation(input: [[UInt8]], output: [[UInt8]]) -> String? {
-    guard input.count == output.count else { return "packet count \(input.count) in, \(output.count) out" }
-    var queues: [[UInt8]: [Int]] = [:]
-    for (i, f) in input.enumerated() { queues[f, default: []].append(i) }
-    var position = [Int](repeating: -1, count: input.count)
-    for (p, f) in output.enumerated() {
-        guard var q = queues[f], !q.isEmpty else { return "output \(p) (\(f.count) bytes) matches no input" }
-        position[q.removeFirst()] = p
-        queues[f] = q
-    }
-    // The flow identity as far as each packet lets it be read: packets that may share a flow
-    // (FlowKey.mayShareFlow: protocol and ports compared wherever both are readable) keep their order.
-    let keys = input.map { FlowKey(loosely: $0.span.bytes, linkType: .ethernet) }
-    for i in 0..<input.count {
-        guard let ki = keys[i] else { continue }
-        for j in (i + 1)..<input.count {
-            guard let kj = keys[j], ki.mayShareFlow(with: kj) else { continue }
-            if position[i] > position[j] { return "inputs \(i) and \(j) of one flow left in the wrong order" }
-        }
-    }
-    return nil
-}
-
 @Suite("segment(coalesce(x)) == x")
 struct RoundTripPropertyTests {
     @Test("thousands of random streams, one batch or many, TCP and UDP GRO")
@@ -131,7 +108,7 @@ struct RoundTripPropertyTests {
             var stats = GROStatistics()
             let out = runGRO(stream, configuration: config, batchSize: batch, statistics: &stats)
             let back = try resegment(out)
-            if let violation = roundTripViolation(input: stream, output: back) {
+            if let violation = RoundTrip.violation(input: stream, output: back, linkType: .ethernet) {
                 Issue.record("round \(round): \(violation)")
                 return
             }
@@ -162,7 +139,7 @@ struct RoundTripPropertyTests {
             let out = runGRO(stream, configuration: config, batchSize: 1 + round % 4, timestamps: times,
                              statistics: &stats)
             carried += stats[.timeout]
-            if let violation = roundTripViolation(input: stream, output: try resegment(out)) {
+            if let violation = RoundTrip.violation(input: stream, output: try resegment(out), linkType: .ethernet) {
                 Issue.record("round \(round): \(violation)")
                 return
             }
@@ -179,7 +156,7 @@ struct RoundTripPropertyTests {
                 runGRO([frame]).first?.reason != .badChecksum
             }
             let out = runGRO(stream, checksum: .verified, batchSize: 16)
-            if let violation = roundTripViolation(input: stream, output: try resegment(out)) {
+            if let violation = RoundTrip.violation(input: stream, output: try resegment(out), linkType: .ethernet) {
                 Issue.record("round \(round): \(violation)")
                 return
             }

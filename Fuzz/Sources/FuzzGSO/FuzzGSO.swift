@@ -19,25 +19,27 @@ public func fuzzGSO(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let checksum: OutputChecksum = setup & 0x20 != 0 ? .partial : .complete
     let resize: Int? = setup & 0x40 != 0 ? Int(input.u16()) : nil
     let packet = input.rest()
-    var segmenter = GSOSegmenter()
-    let accepted = packet.withUnsafeBytes { buffer in
-        (try? segmenter.segment(buffer, linkType: linkType, gso: gso, segmentSize: resize, checksum: checksum)) != nil
-    }
-    guard accepted, let layout = try? PacketLayout(parsing: packet.span.bytes, linkType: linkType) else { return 0 }
+    guard let layout = try? PacketLayout(parsing: packet.span.bytes, linkType: linkType) else { return 0 }
     let size = resize ?? segmentSize
-    var payload: [UInt8] = []
-    for i in 0..<segmenter.segmentCount {
-        let segment = segmenter.segmentBytes(at: i)
-        guard let l = try? PacketLayout(parsing: segment.span.bytes, linkType: linkType) else {
-            oracleFailure("segment \(i) does not parse")
+    var segmenter = GSOSegmenter()
+    // The segments point into `packet`: they are read inside the closure.
+    packet.withUnsafeBytes { buffer in
+        guard (try? segmenter.segment(buffer, linkType: linkType, gso: gso, segmentSize: resize, checksum: checksum)) != nil
+        else { return }
+        var payload: [UInt8] = []
+        for i in 0..<segmenter.segmentCount {
+            let segment = segmenter.segmentBytes(at: i)
+            guard let l = try? PacketLayout(parsing: segment.span.bytes, linkType: linkType) else {
+                oracleFailure("segment \(i) does not parse")
+            }
+            if segmenter.segmentCount > 1 && l.payloadLength > size {
+                oracleFailure("segment \(i) carries \(l.payloadLength) bytes, more than the segment size \(size)")
+            }
+            payload += segment[l.payloadOffset..<l.ipEnd]
         }
-        if segmenter.segmentCount > 1 && l.payloadLength > size {
-            oracleFailure("segment \(i) carries \(l.payloadLength) bytes, more than the segment size \(size)")
+        if payload != Array(packet[layout.payloadOffset..<layout.ipEnd]) {
+            oracleFailure("the segments' payloads are not the super-packet's payload")
         }
-        payload += segment[l.payloadOffset..<l.ipEnd]
-    }
-    if payload != Array(packet[layout.payloadOffset..<layout.ipEnd]) {
-        oracleFailure("the segments' payloads are not the super-packet's payload")
     }
     return 0
 }

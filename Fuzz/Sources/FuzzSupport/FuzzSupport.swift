@@ -1,6 +1,3 @@
-import OffloadEngine
-import OffloadWire
-
 /// Reads fuzz input front to back; every read past the end gives zeros, so any input decodes.
 public struct FuzzInput {
     let bytes: UnsafeRawBufferPointer
@@ -39,28 +36,4 @@ public struct FuzzInput {
 /// Stops the run with a message: libFuzzer records the input as a crash.
 public func oracleFailure(_ message: String) -> Never {
     fatalError("oracle: \(message)")
-}
-
-/// The round-trip oracle: `output` (everything GRO emitted, super-packets segmented back) holds
-/// exactly the packets of `input`, and packets that may share a flow keep their order. Returns a
-/// description of the first violation, or nil.
-public func roundTripViolation(input: [[UInt8]], output: [[UInt8]], linkType: LinkType) -> String? {
-    guard input.count == output.count else { return "packet count \(input.count) in, \(output.count) out" }
-    var queues: [[UInt8]: [Int]] = [:]
-    for (i, f) in input.enumerated() { queues[f, default: []].append(i) }
-    var position = [Int](repeating: -1, count: input.count)
-    for (p, f) in output.enumerated() {
-        guard var q = queues[f], !q.isEmpty else { return "output \(p) (\(f.count) bytes) matches no input" }
-        position[q.removeFirst()] = p
-        queues[f] = q
-    }
-    let keys = input.map { FlowKey(loosely: $0.span.bytes, linkType: linkType) }
-    for i in 0..<input.count {
-        guard let ki = keys[i] else { continue }
-        for j in (i + 1)..<input.count {
-            guard let kj = keys[j], ki.mayShareFlow(with: kj) else { continue }
-            if position[i] > position[j] { return "inputs \(i) and \(j) of one flow left in the wrong order" }
-        }
-    }
-    return nil
 }
