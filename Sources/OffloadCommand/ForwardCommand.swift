@@ -45,16 +45,19 @@ struct Forward: AsyncParsableCommand {
     var wan: String?
     @Flag(help: "With --setup: leave GRO on --lan and --wan as it is. By default --setup turns it on (and off again at exit): the kernel then merges before the TUN devices, as a NIC would, and the forwarder reads super-packets instead of one packet per system call.")
     var keepIngressGro = false
+    @Flag(help: "With --setup: if the forwarder dies, drop LAN and WAN traffic until it is back (blackhole routes in its tables) instead of letting the kernel forward it (the default, fail-open). A clean exit removes them.")
+    var failClosed = false
     @OptionGroup var dataplane: DataplaneOptions
 
     func validate() throws {
         if setup && (lan == nil || wan == nil) { throw ValidationError("--setup needs --lan and --wan") }
+        if failClosed && !setup { throw ValidationError("--fail-closed needs --setup") }
     }
 
     func run() async throws {
         let routing: RoutingPlan? = setup ? .policy(lan: lan!, wan: wan!) : nil
         try await dataplane.run(ingress: ingress, egress: egress, routing: routing, ingressGRO: !keepIngressGro,
-                                label: "offload.forward") { _ in IdentityStage() }
+                                failClosed: failClosed, label: "offload.forward") { _ in IdentityStage() }
     }
 }
 
@@ -89,6 +92,10 @@ struct DataplaneOptions: ParsableArguments {
     var duration: Double?
     @Option(help: "Write the final counters as JSON to this file at exit.")
     var statsJson: String?
+    @Option(help: ArgumentHelp("Damage what is forwarded, per wire segment, for tests and the lab (this kernel has no netem): comma-separated loss=, duplicate=, reorder= (rates, e.g. 1% or 0.01), depth= (segments that overtake a reordered one, default 3), corrupt=, delay= (e.g. 2ms), seed=.", valueName: "spec"))
+    var impair: String?
+    @Option(help: "Which direction --impair damages: both, lan_to_wan or wan_to_lan.")
+    var impairDirection = "both"
 
     func validate() throws {
         if let m = egressMtu, m < 576 || m > 65_535 { throw ValidationError("--egress-mtu must be 576...65535") }
@@ -99,11 +106,18 @@ struct DataplaneOptions: ParsableArguments {
         guard IPv6Address(icmpSource6) != nil else { throw ValidationError("--icmp-source6: not an IPv6 address") }
         if let metrics, parseEndpoint(metrics) == nil { throw ValidationError("--metrics wants ADDRESS:PORT") }
         if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
+        if let impair {
+            do { _ = try ImpairmentSettings(parsing: impair) } catch { throw ValidationError("--impair: \(error)") }
+        }
+        guard impairDirection == "both" || Direction(rawValue: impairDirection) != nil else {
+            throw ValidationError("--impair-direction must be both, lan_to_wan or wan_to_lan")
+        }
     }
 
     /// Opens the devices, sets them up, and forwards with `makeStage`'s stages until SIGINT/SIGTERM
     /// or the duration; prints the counters at exit.
-    func run<S: Stage>(ingress: String, egress: String, routing: RoutingPlan?, ingressGRO: Bool = true, label: String,
+    func run<S: Stage>(ingress: String, egress: String, routing: RoutingPlan?, ingressGRO: Bool = true,
+                       failClosed: Bool = false, label: String,
                        makeStage: @escaping @Sendable (Direction) -> S) async throws {
         let logger = try prepare(label: label)
         var config = ForwarderConfiguration(ingress: ingress, egress: egress)
@@ -117,6 +131,12 @@ struct DataplaneOptions: ParsableArguments {
         config.queues = queues
         config.icmpSourceV4 = IPv4Address(icmpSource4)!
         config.icmpSourceV6 = IPv6Address(icmpSource6)!
+        if let impair, let settings = try? ImpairmentSettings(parsing: impair), settings.isActive {
+            for direction in Direction.allCases where impairDirection == "both" || impairDirection == direction.rawValue {
+                config.impairment[direction] = settings
+            }
+            logger.warning("impairing \(impairDirection == "both" ? "both directions" : impairDirection): \(settings)")
+        }
         let forwarder: Forwarder<S>
         do { forwarder = try Forwarder(configuration: config, logger: logger, makeStage: makeStage) } catch {
             throw InputError(message: "\(error)")
@@ -124,7 +144,7 @@ struct DataplaneOptions: ParsableArguments {
         let names = forwarder.deviceNames
         logger.info("forwarding \(names.ingress) <-> \(names.egress); offloads granted: \(names.ingress): \(forwarder.grantedOffloads.ingress), \(names.egress): \(forwarder.grantedOffloads.egress); egress MTU \(forwarder.egressMTU); mode \(mode.rawValue); GSO writes \(forwarder.gsoWritesWork ? "accepted" : "refused: segmenting")")
         if mode == .lro { logger.warning("--mode lro is the UNSAFE greedy merge: expect black holes behind a smaller MTU") }
-        try await serve(forwarder, routing: routing, ingressGRO: ingressGRO, logger: logger)
+        try await serve(forwarder, routing: routing, ingressGRO: ingressGRO, failClosed: failClosed, logger: logger)
     }
 
     /// Logging to standard error, and the check for the privileges TUN devices need.
@@ -139,8 +159,9 @@ struct DataplaneOptions: ParsableArguments {
     /// Runs a dataplane with these options' lifecycle settings (txqueuelen, routing, metrics,
     /// duration, counters) until SIGINT/SIGTERM or the duration; prints the counters at exit.
     func serve<D: Dataplane>(_ dataplane: D, routing: RoutingPlan?, deviceMTU: Int? = nil, ingressGRO: Bool = true,
-                             logger: Logger) async throws {
+                             failClosed: Bool = false, logger: Logger) async throws {
         var settings = ForwarderLifecycleSettings()
+        settings.failClosed = failClosed
         settings.deviceMTU = deviceMTU
         settings.ingressGRO = ingressGRO
         settings.txqueuelen = txqueuelen

@@ -26,6 +26,8 @@ public struct ForwarderConfiguration: Sendable {
     /// Queues per device (IFF_MULTI_QUEUE when above 1): one worker thread per queue and direction;
     /// the kernel keeps each flow on one queue.
     public var queues = 1
+    /// Damage done to what each direction forwards (tests and the lab; none by default).
+    public var impairment: [Direction: ImpairmentSettings] = [:]
     /// ICMP error sources.
     public var icmpSourceV4 = IPv4Address(192, 0, 2, 254)
     /// ICMPv6 error source.
@@ -151,6 +153,11 @@ public final class Forwarder<S: Stage>: @unchecked Sendable {
                             virtioHeaders: configuration.vnetHeader, stage: makeStage(direction), logger: logger),
                         batchSize: configuration.batch)
                     worker.pipeline.gsoRefused = configuration.vnetHeader && !gsoWritesWork
+                    if var settings = configuration.impairment[direction], settings.isActive {
+                        // Each queue and direction draws its own sequence from the one seed.
+                        settings.seed &+= UInt64(queue * 2 + (direction == .lanToWan ? 0 : 1))
+                        worker.pipeline.impairment = Impairment(settings)
+                    }
                     if direction == .lanToWan {
                         worker.run(from: pair.ingress, to: pair.egress, forwarder: self)
                     } else {

@@ -18,6 +18,9 @@ public struct ForwarderLifecycleSettings: Sendable {
     /// With the policy routing: make sure GRO is on for the LAN and WAN interfaces, so the kernel
     /// merges before the TUN devices as a NIC would (turned off again at exit if it was off).
     public var ingressGRO = true
+    /// With the policy routing: drop LAN and WAN traffic while no forwarder runs, instead of
+    /// letting the kernel forward it (see ``RoutingSetup/apply(ingress:egress:lan:wan:table:failClosed:)``).
+    public var failClosed = false
     /// Serve Prometheus text on this IPv4 address and port.
     public var metrics: (address: String, port: UInt16)?
     /// Stop after this many seconds (nil: until ``ForwarderLifecycle/requestStop()`` or SIGINT/SIGTERM).
@@ -87,7 +90,8 @@ public final class ForwarderLifecycle<D: Dataplane>: Service, @unchecked Sendabl
                 try TUNDevice.bringUp(name: names.egress, mtu: settings.deviceMTU)
                 switch plan {
                 case .policy(let lan, let wan):
-                    try routing.apply(ingress: names.ingress, egress: names.egress, lan: lan, wan: wan)
+                    try routing.apply(ingress: names.ingress, egress: names.egress, lan: lan, wan: wan,
+                                      failClosed: settings.failClosed)
                     if settings.ingressGRO { routing.enableReceiveOffload(on: [lan, wan]) }
                 case .routes(let intoIngress, let intoEgress):
                     try routing.applyRoutes(ingress: names.ingress, egress: names.egress, intoIngress: intoIngress,

@@ -41,11 +41,15 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
     public var snapshot: ForwarderStatistics {
         var s = statistics
         s.gro = engine.statistics
-        s.stage = stage.counters
+        s.stage = stage.counters + (impairment?.counters ?? [])
         return s
     }
     /// Whether super-packets must be segmented before writing (the kernel refused a GSO write).
     public var gsoRefused = false
+    /// Damage done to what this direction forwards (tests and the lab); nil: none.
+    public var impairment: Impairment?
+    /// The clock of the batch being processed (for the impairment's delays).
+    var now: UInt64 = 0
     /// What the packets are: IP packets (TUN) or Ethernet frames (TAP).
     public let linkType: LinkType
     /// A bridge port rather than a router: frames go on as they are (no TTL − 1, broadcast,
@@ -101,8 +105,12 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
     public mutating func process<E: PacketSink & ~Copyable, B: PacketSink & ~Copyable>(
         _ batch: borrowing PacketBatch, now: UInt64, egress: borrowing E, back: borrowing B
     ) {
+        self.now = now
         engine.coalesce(batch, now: now)
         for i in 0..<engine.outputCount { forward(i, to: egress, back: back, now: now) }
+        if let impairment {
+            do { try impairment.release(now: now, to: egress) } catch { statistics.writeErrors += 1 }
+        }
         // The engine's counters join only in `snapshot`: copying them here every batch would share
         // their array with the engine, whose next count would then copy it (a malloc per batch).
     }
@@ -261,7 +269,12 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
                 index += 1
             }
             do throws(TUNError) {
-                unsafe try egress.write(header: vhdr, pieces: UnsafeBufferPointer(rebasing: pieces[0..<k]))
+                if let impairment {
+                    unsafe try impairment.write(header: vhdr, pieces: UnsafeBufferPointer(rebasing: pieces[0..<k]), now: now,
+                                                to: egress)
+                } else {
+                    unsafe try egress.write(header: vhdr, pieces: UnsafeBufferPointer(rebasing: pieces[0..<k]))
+                }
             } catch { failure = error }
         }
         guard let failure else { return true }
@@ -361,7 +374,13 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         unsafe bytes.withUnsafeBytes { raw in
             unsafe withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 1) { pieces in
                 unsafe pieces[0] = unsafe raw
-                do throws(TUNError) { unsafe try sink.write(header: nil, pieces: UnsafeBufferPointer(pieces)) } catch {
+                do throws(TUNError) {
+                    if !icmp, let impairment {
+                        unsafe try impairment.write(header: nil, pieces: UnsafeBufferPointer(pieces), now: now, to: sink)
+                    } else {
+                        unsafe try sink.write(header: nil, pieces: UnsafeBufferPointer(pieces))
+                    }
+                } catch {
                     failure = error
                 }
             }

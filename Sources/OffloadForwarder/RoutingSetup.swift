@@ -24,6 +24,8 @@ public final class RoutingSetup: @unchecked Sendable {
 
     /// The routing table for traffic from the LAN (the WAN's is the next one).
     public static let defaultTable = 4100
+    /// The metric of the fail-closed blackhole routes: below every other route of the table.
+    public static let failClosedMetric: UInt32 = 4_294_967_295
 
     /// Whether `ip rule` output shows a forwarder's rules in place (the WAN-side rule is added last).
     public static func isApplied(ruleListing: String, table: Int = defaultTable) -> Bool {
@@ -47,9 +49,26 @@ public final class RoutingSetup: @unchecked Sendable {
     /// Applies the routing for a forwarder between `ingress` and `egress` TUN devices, with
     /// traffic arriving from the `lan` and `wan` interfaces.
     /// - Throws: when a command fails (what was done so far is still undone by ``teardown()``).
-    public func apply(ingress: String, egress: String, lan: String, wan: String, table: Int = defaultTable) throws {
+    ///
+    /// While the forwarder runs, its TUN devices carry the tables' default routes. When the process
+    /// dies, the devices and those routes go, and the rules then find nothing in their tables:
+    /// the kernel forwards by its main table (fail-open). With `failClosed`, each table also gets a
+    /// blackhole default route of the lowest preference, which stays when the devices go: traffic
+    /// is dropped until the forwarder is back (fail-closed). A clean exit removes it.
+    public func apply(ingress: String, egress: String, lan: String, wan: String, table: Int = defaultTable,
+                      failClosed: Bool = false) throws {
         try enableForwarding(looseReversePath: [ingress, egress, lan, wan])
-        for command in Self.commands(ingress: ingress, egress: egress, lan: lan, wan: wan, table: table) {
+        var commands = Self.commands(ingress: ingress, egress: egress, lan: lan, wan: wan, table: table)
+        if failClosed {
+            for family in ["-4", "-6"] {
+                for t in [table, table + 1] {
+                    let route = ["blackhole", "default", "table", "\(t)", "metric", "\(Self.failClosedMetric)"]
+                    commands.append(["ip", family, "route", "replace"] + route)
+                    undo.insert(["ip", family, "route", "del"] + route, at: 0)
+                }
+            }
+        }
+        for command in commands {
             if command[2] == "rule" {
                 // A run that was killed leaves its rules behind: clear them so the add succeeds.
                 while (try? run(command.enumerated().map { $0.offset == 3 ? "del" : $0.element }, quiet: true)) != nil {}
