@@ -31,6 +31,7 @@ struct Forward: AsyncParsableCommand {
               offload forward --ingress offload0 --egress offload1 --setup --lan eth0 --wan eth1
               offload forward --ingress offload0 --egress offload1 --egress-mtu 1400 --metrics 127.0.0.1:9101
               offload forward --ingress offload0 --egress offload1 --mode lro   # UNSAFE, for the lab
+              offload forward ... --impair loss=1%,reorder=1%,duplicate=0.1%     # a lossy path, for tests
             """)
 
     @Option(help: "The TUN device traffic is routed into (created if missing).")

@@ -15,6 +15,10 @@ public enum SIITDropReason: String, Hashable, Sendable, CaseIterable, Codable, C
     /// IPv6 extension headers the translator refuses (after a Fragment header, a Routing header
     /// with segments left), answered with an ICMPv6 error.
     case extensionHeaders = "extension_headers"
+    /// An IPv4 packet whose protocol number is an IPv6 extension header (Hop-by-Hop 0, Routing 43,
+    /// Fragment 44, Destination Options 60). RFC 7915 §4.1 copies the protocol into Next Header,
+    /// where the IPv6 side would read the payload as that header: dropped instead.
+    case ipv6ExtensionProtocol = "ipv6_extension_protocol"
     /// Headers that do not parse (lengths that lie, a bad IPv4 header checksum).
     case malformed
 }
@@ -72,6 +76,9 @@ public struct SIITTranslator: Sendable {
         let isFragment = moreFragments || offset != 0
         let identification = p.loadBigEndian(UInt16.self, at: 4)
         let proto = IPProtocol(rawValue: p[9])
+        if [.hopByHop, .ipv6Routing, .ipv6Fragment, .ipv6DestinationOptions].contains(proto) {
+            return .drop(.ipv6ExtensionProtocol)
+        }
         let v4Source = IPv4Address(p, 12)
         let v4Destination = IPv4Address(p, 16)
         var payload = Array(p[ihl..<total])

@@ -139,4 +139,15 @@ struct ReliabilityNetnsTests {
         #expect(up.gro[.controlFlags] > sent / 4, "control_flags deliveries: \(up.gro[.controlFlags]) of \(sent) sent")
         #expect(up.packetsOut >= up.gro[.controlFlags], "out \(up.packetsOut)")
     }
+
+    @Test("The short soak: scripts/soak.sh moves 0.3 GB over 3 impaired connections, each intact, memory flat")
+    func shortSoak() throws { try exclusiveNetwork { try shortSoakBody() } }
+    func shortSoakBody() throws {
+        if skipWithoutNetns() { return }
+        guard let offload = offloadExecutable else { throw LabError("offload executable not found") }
+        let (status, output) = try sh("OFFLOAD=\(offload) MAX_SECONDS=240 \(packageRoot)/scripts/soak.sh 0.3 3", timeout: 300)
+        #expect(status == 0, "\(output)")
+        #expect(output.components(separatedBy: ": intact").count - 1 == 3, "\(output)")
+        #expect(output.contains("RSS kB: first"), "\(output)")
+    }
 }

@@ -212,6 +212,31 @@ struct SIITStageTests {
         #expect(answer[9] == 1 && answer[20] == 3 && answer[21] == 13)
     }
 
+    @Test("Found by FuzzSIIT: an IPv4 protocol that is an IPv6 extension header number is dropped, not copied into Next Header",
+          arguments: [UInt8(0), 43, 44, 60])
+    func ipv6ExtensionProtocol(_ number: UInt8) throws {
+        // An IPv4 packet carrying 28 opaque bytes under that protocol number.
+        var ip: [UInt8] = [0x45, 0, 0, 48, 0x73, 0x51, 0x40, 0, 64, number, 0, 0, 192, 0, 2, 1, 198, 51, 100, 7]
+        let checksum = InternetChecksum.checksum(ip.span.bytes)
+        ip[10] = UInt8(checksum >> 8)
+        ip[11] = UInt8(checksum & 0xFF)
+        ip += [UInt8](repeating: 0x41, count: 28)
+        var translator = SIITTranslator(configuration: SIITConfiguration(pool6: Self.prefix))
+        #expect(translator.translate(ip) == .drop(.ipv6ExtensionProtocol))
+        // Protocol 59 (no next header) has no header to misread: translated.
+        ip[9] = 59
+        ip[10] = 0
+        ip[11] = 0
+        let fixed = InternetChecksum.checksum(ip[0..<20].span.bytes)
+        ip[10] = UInt8(fixed >> 8)
+        ip[11] = UInt8(fixed & 0xFF)
+        guard case .translated(let out) = translator.translate(ip) else {
+            Issue.record("protocol 59 was not translated")
+            return
+        }
+        #expect(out.count == 1 && out[0][6] == 59 && out[0].count == 40 + 28)
+    }
+
     @Test("ICMP echo: 8/0 ↔ 128/129, the checksum gains or loses the IPv6 pseudo-header; redirects are dropped")
     func icmpEcho() throws {
         var ping = PacketBuilder()

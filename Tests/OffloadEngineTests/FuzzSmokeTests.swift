@@ -1,0 +1,31 @@
+import Foundation
+import OffloadTestSupport
+import Testing
+
+/// The package's root directory (this file is Tests/OffloadEngineTests/FuzzSmokeTests.swift).
+private let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().path
+
+@Suite("Fuzz targets (libFuzzer), briefly")
+struct FuzzSmokeTests {
+    @Test("Every fuzz target builds with -sanitize=fuzzer,address and runs 5 s with no crash and no oracle failure")
+    func fuzzBriefly() {
+        // Building the targets with the sanitizers takes minutes: CI does it, a local `swift test`
+        // only when asked (FUZZ_SMOKE=1). scripts/fuzz.sh runs them for longer.
+        let environment = ProcessInfo.processInfo.environment
+        guard environment["CI"] != nil || environment["FUZZ_SMOKE"] != nil else {
+            print("skipped: the fuzz smoke run needs CI=true or FUZZ_SMOKE=1 (it builds the Fuzz package)")
+            return
+        }
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("fuzz-smoke-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let (status, output) = shell("FUZZ_OUT=\(work) \(packageRoot)/scripts/fuzz.sh 5 2>&1", timeout: 1_200)
+        #expect(status == 0, "scripts/fuzz.sh failed:\n\(output.suffix(4_000))")
+        // Every target ran and reported its executions.
+        for target in ["FuzzPacketLayout", "FuzzGRORoundTrip", "FuzzGSO", "FuzzCaptureReader", "FuzzVirtio", "FuzzSIIT", "FuzzTunnel"] {
+            let line = output.split(separator: "\n").first { $0.hasPrefix("\(target) executions=") }
+            let runs = line.flatMap { Int($0.split(separator: " ")[1].dropFirst("executions=".count)) } ?? 0
+            #expect(runs > 10, "\(target) ran \(runs) inputs")
+        }
+    }
+}
