@@ -245,7 +245,10 @@ struct DirectionWorker<S: Stage>: ~Copyable {
         let direction = pipeline.direction
         var lastPublish = DispatchTime.now().uptimeNanoseconds
         while !forwarder.shouldStop {
-            guard from.waitReadable(milliseconds: 100) else {
+            // Segments the impairment holds back must leave on time even when nothing arrives.
+            let holding = pipeline.impairment?.isHolding ?? false
+            guard from.waitReadable(milliseconds: holding ? 1 : 100) else {
+                if holding { pipeline.releaseHeld(now: DispatchTime.now().uptimeNanoseconds, egress: to) }
                 forwarder.publish(direction, queue: queue, pipeline.snapshot)
                 continue
             }

@@ -108,11 +108,16 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         self.now = now
         engine.coalesce(batch, now: now)
         for i in 0..<engine.outputCount { forward(i, to: egress, back: back, now: now) }
-        if let impairment {
-            do { try impairment.release(now: now, to: egress) } catch { statistics.writeErrors += 1 }
-        }
+        releaseHeld(now: now, egress: egress)
         // The engine's counters join only in `snapshot`: copying them here every batch would share
         // their array with the engine, whose next count would then copy it (a malloc per batch).
+    }
+
+    /// Writes what the impairment held back (reordered, delayed) and is due by `now`: after every
+    /// batch, and when no packet arrived for a while.
+    public mutating func releaseHeld<E: PacketSink & ~Copyable>(now: UInt64, egress: borrowing E) {
+        guard let impairment else { return }
+        do { try impairment.release(now: now, to: egress) } catch { statistics.writeErrors += 1 }
     }
 
     /// Reads what a device holds into `batch` (up to its capacity), counting what came in: the

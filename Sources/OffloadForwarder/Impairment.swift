@@ -76,7 +76,8 @@ public struct ImpairmentSettings: Hashable, Sendable, CustomStringConvertible {
     static func duration(_ text: String) -> UInt64? {
         for (suffix, scale) in [("ms", 1_000_000.0), ("us", 1_000.0), ("ns", 1.0), ("s", 1_000_000_000.0)]
         where text.hasSuffix(suffix) {
-            guard let v = Double(text.dropLast(suffix.count)), v >= 0, v <= 10 else { return nil }
+            // At most 10 s: a longer delay is a mistake, and would hold the whole window.
+            guard let v = Double(text.dropLast(suffix.count)), v >= 0, v * scale <= 10e9 else { return nil }
             return UInt64(v * scale)
         }
         return nil
@@ -116,6 +117,9 @@ public final class Impairment: @unchecked Sendable {
         self.linkType = linkType
         random = settings.seed &* 0x9E37_79B9_7F4A_7C15 | 1
     }
+
+    /// Whether segments are held back (reordered or delayed) waiting to leave.
+    public var isHolding: Bool { !held.isEmpty }
 
     /// The counters, for the forwarder's metrics.
     public var counters: [StageCounter] {

@@ -37,7 +37,9 @@ struct ImpairmentTests {
         #expect(s.loss == 0.01 && s.reorder == 0.02 && abs(s.duplicate - 0.001) < 1e-12)
         #expect(s.reorderDepth == 5 && s.delay == 2_000_000 && s.seed == 9 && s.isActive)
         #expect(!ImpairmentSettings().isActive)
-        for bad in ["loss", "loss=2", "loss=x%", "depth=0", "delay=5", "speed=1", "seed=-1"] {
+        #expect(try ImpairmentSettings(parsing: "delay=20ms").delay == 20_000_000)
+        #expect(try ImpairmentSettings(parsing: "delay=1.5s").delay == 1_500_000_000)
+        for bad in ["loss", "loss=2", "loss=x%", "depth=0", "delay=5", "delay=11s", "speed=1", "seed=-1"] {
             #expect(throws: ImpairmentSettingsError.self, "\(bad)") { try ImpairmentSettings(parsing: bad) }
         }
     }

@@ -76,6 +76,22 @@ struct ReliabilityNetnsTests {
         }
     }
 
+    @Test("--impair delay=20ms: a lone ping is held 20 ms each way and leaves on time with no other traffic to push it")
+    func impairedDelay() throws { try exclusiveNetwork { try impairedDelayBody() } }
+    func impairedDelayBody() throws {
+        if skipWithoutNetns() { return }
+        let lab = try Lab()
+        try lab.startForwarder(["--impair", "delay=20ms"])
+        let (status, output) = try sh("ip netns exec \(lab.client) ping -c 4 -i 0.5 -W 2 10.77.2.2", timeout: 20)
+        #expect(status == 0, "\(output)")
+        // rtt min/avg/max/mdev = a/b/c/d ms
+        let fields = output.split(separator: "=").last?.split(separator: "/").compactMap { Double($0.trimmingCharacters(in: .whitespaces.union(.letters))) } ?? []
+        let (minimum, maximum) = (fields.first ?? 0, fields.count > 2 ? fields[2] : 0)
+        #expect(minimum >= 40 && maximum < 150, "round trips \(minimum)…\(maximum) ms, expected 40 ms plus a little")
+        let stats = try lab.stopForwarder()
+        #expect(stats["lan_to_wan"]?.stage.first { $0.name == "impairment_delayed" }?.value ?? 0 >= 4)
+    }
+
     @Test("kill -9 during a transfer, restart with the same arguments: the leftovers are replaced, the transfer completes intact (fail-open: the kernel forwards meanwhile)")
     func crashRestartFailOpen() throws { try exclusiveNetwork { try crashRestartBody(failClosed: false) } }
 
