@@ -37,6 +37,8 @@ public struct PipelineReport: Hashable, Sendable {
     public var leftWhole = 0
     /// The GRO engine's counters (coalesce).
     public var gro = GROStatistics()
+    /// Coalesce: the merges the engine's train fast path made (of `gro.mergedSegments`).
+    public var trainFastPathMerges = 0
     /// Creates an empty report.
     public init() {}
 }
@@ -102,6 +104,7 @@ public func coalesceCapture(input: String, output: String, options: CoalesceOpti
     try write(&engine, &writer, &extras, &report)
     try writer.flush()
     report.gro = engine.statistics
+    report.trainFastPathMerges = engine.trainFastPathMerges
     if let failure { throw failure }
     return report
 }

@@ -369,6 +369,8 @@ struct Demo: ParsableCommand {
         let report = try coalesceCapture(input: input, output: merged)
         print("\ncoalesce: \(report.packetsIn) packets -> \(report.packetsOut) (\(report.superPackets) super-packets, "
             + "mean \(String(format: "%.1f", report.gro.meanSegmentsPerSuperPacket)) segments each) -> \(merged)")
+        print("          \(report.trainFastPathMerges) of \(report.gro.mergedSegments) merged segments took the train fast path "
+            + "(headers equal to the held packet's under a mask; the rule-by-rule path decided the rest)")
         let back = try segmentCapture(input: merged, output: restored)
         print("segment:  \(back.packetsIn) packets -> \(back.packetsOut) -> \(restored)")
         let comparison = try compareCapturesPerFlow(input, restored)

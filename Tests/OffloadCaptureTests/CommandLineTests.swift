@@ -64,6 +64,10 @@ struct CommandLineTests {
         let dir = temporaryPath("demo")
         let (status, out, _) = try run(offload, ["demo", "--directory", dir])
         #expect(status == 0 && out.contains("segment(coalesce(x)) == x"), "\(out)")
+        // The engine's train fast path took part of the merges (and the round trip above still held).
+        let fastLine = out.split(separator: "\n").first { $0.contains("took the train fast path") }.map(String.init) ?? ""
+        let fastMerges = Int(fastLine.split(separator: " ").first ?? "") ?? 0
+        #expect(fastMerges > 100, "\(fastLine)")
         // The forwarding pipeline, offline: at the capture's own MTU the super-packets go out whole and
         // nothing is refused; behind a smaller MTU, DF-set packets are answered with ICMP, never lost silently.
         let forwardLines = out.split(separator: "\n").filter { $0.hasPrefix("forward (stage pipeline") }
