@@ -6,6 +6,8 @@
 #   `offload forward --no-vnet-hdr` (no GRO/GSO). Root, iperf3 and socat needed.
 # Usage: scripts/bench-forward.sh [seconds]   (default 5); EGRESS_GSO=on for the gateway's egress passing
 # super-packets on.
+# QUEUES=n adds a column: offload+kGRO with n queues per device (IFF_MULTI_QUEUE, a worker per queue
+# and direction).
 # OFFLOAD_BASELINE=/path/to/an/older/offload adds a column: that binary's `offload forward` with
 # offloads, measured in the same run right after this tree's (a before/after comparison).
 set -euo pipefail
@@ -54,10 +56,19 @@ for fam in 4 6; do for n in 1 4; do
   forwarder --keep-ingress-gro; r[f,$fam,$n]=$(measure $fam $n); stop "IPv$fam/$n offload+GSO" "${r[f,$fam,$n]}"
   if [ -n "$baseline" ]; then FORWARDER_BIN="$baseline" forwarder; r[b,$fam,$n]=$(measure $fam $n); stop; fi
   forwarder; r[fk,$fam,$n]=$(measure $fam $n); stop "IPv$fam/$n offload+kGRO" "${r[fk,$fam,$n]}"
+  if [ -n "${QUEUES:-}" ]; then
+    forwarder --queues "$QUEUES"; r[fq,$fam,$n]=$(measure $fam $n); stop "IPv$fam/$n offload+kGRO ${QUEUES}q" "${r[fq,$fam,$n]}"
+  fi
   ip netns exec "$p-gw" ethtool -K g0 gro off >/dev/null 2>&1 || true
   ip netns exec "$p-gw" ethtool -K g1 gro off >/dev/null 2>&1 || true
   forwarder --no-vnet-hdr --keep-ingress-gro; r[fn,$fam,$n]=$(measure $fam $n); stop "IPv$fam/$n offload-off" "${r[fn,$fam,$n]}"
 done; done
+if [ -n "${QUEUES:-}" ]; then
+  printf "\n%-8s %-8s %14s %16s %10s %12s\n" family streams offload+kGRO "kGRO ${QUEUES} queues" "${QUEUES}q/1q" "${QUEUES}q/kernel"
+  for fam in 4 6; do for n in 1 4; do
+    python3 -c "a,q,k=${r[fk,$fam,$n]},${r[fq,$fam,$n]},${r[kgro,$fam,$n]}; print(f'IPv$fam     {$n:<8} {a:11.2f} Gb/s {q:13.2f} Gb/s {q/max(a,1e-9):9.2f}x {q/max(k,1e-9):11.2f}x')"
+  done; done
+fi
 if [ -n "$baseline" ]; then
   printf "\n%-8s %-8s %14s %14s %10s\n" family streams offload+GSO baseline+GSO new/base
   for fam in 4 6; do for n in 1 4; do
