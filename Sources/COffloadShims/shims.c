@@ -132,24 +132,41 @@ int offload_udp_open(int family, const void *local, const void *remote, unsigned
 
 long offload_udp_send(int fd, const void *iovecs, int count, int segment_size, const void *remote,
                       unsigned int remote_length) {
+    return offload_udp_send_tos(fd, iovecs, count, segment_size, remote, remote_length, -1, 0);
+}
+
+long offload_udp_send_tos(int fd, const void *iovecs, int count, int segment_size, const void *remote,
+                          unsigned int remote_length, int tos, int ipv6) {
     struct msghdr message;
     memset(&message, 0, sizeof message);
     message.msg_name = (void *)remote;
     message.msg_namelen = remote ? remote_length : 0;
     message.msg_iov = (struct iovec *)iovecs;
     message.msg_iovlen = count;
-    char control[CMSG_SPACE(sizeof(uint16_t))];
+    char control[CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int))];
+    size_t used = 0;
+    memset(control, 0, sizeof control);
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&message);
     if (segment_size > 0) {
-        memset(control, 0, sizeof control);
-        message.msg_control = control;
-        message.msg_controllen = sizeof control;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&message);
         c->cmsg_level = SOL_UDP;
         c->cmsg_type = UDP_SEGMENT;
         c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
         uint16_t size = (uint16_t)segment_size;
         memcpy(CMSG_DATA(c), &size, sizeof size);
+        used += CMSG_SPACE(sizeof(uint16_t));
+        c = CMSG_NXTHDR(&message, c);
     }
+    if (tos >= 0 && c) {
+        c->cmsg_level = ipv6 ? IPPROTO_IPV6 : IPPROTO_IP;
+        c->cmsg_type = ipv6 ? IPV6_TCLASS : IP_TOS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &tos, sizeof tos);
+        used += CMSG_SPACE(sizeof(int));
+    }
+    message.msg_controllen = used;
+    if (used == 0) message.msg_control = NULL;
     long sent = sendmsg(fd, &message, 0);
     return sent < 0 ? -errno : sent;
 }

@@ -397,11 +397,11 @@ struct Demo: ParsableCommand {
             + "\(siit.translation.droppedTotal) IPv6 packets outside the prefix dropped -> \(ipv6)")
         let outer = directory + "/demo-gtpu.pcap"
         let inner = directory + "/demo-decapsulated.pcap"
-        let tunnel = TunnelProtocol.gtpu(GTPUSettings(teid: 7))
-        let encapsulated = try TunnelCapture.encapsulate(input: merged, output: outer, tunnel: tunnel,
+        let tunnel = GTPUCodec(GTPUSettings(teid: 7))
+        let encapsulated = try TunnelCapture.encapsulate(input: merged, output: outer, codec: tunnel,
                                                          local: .v4(IPv4Address(192, 0, 2, 1)),
                                                          remote: .v4(IPv4Address(192, 0, 2, 2)))
-        let decapsulated = try TunnelCapture.decapsulate(input: outer, output: inner, tunnel: tunnel)
+        let decapsulated = try TunnelCapture.decapsulate(input: outer, output: inner, codec: tunnel)
         // The tunnel carries IP packets: compare with the restored frames less their Ethernet header.
         var expected: [[UInt8]] = []
         var reader = try CaptureReader(path: restored)

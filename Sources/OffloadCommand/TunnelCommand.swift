@@ -69,10 +69,10 @@ struct Tunnel: AsyncParsableCommand {
     @OptionGroup(title: "Live dataplane options")
     var dataplane: DataplaneOptions
 
-    var tunnel: TunnelProtocol {
+    func run() async throws {
         switch tunnelProtocol {
-        case .gtpu: .gtpu(GTPUSettings(teid: id, sequenceNumbers: sequenceNumbers))
-        case .vxlan: .vxlan(vni: id)
+        case .gtpu: try await run(codec: GTPUCodec(GTPUSettings(teid: id, sequenceNumbers: sequenceNumbers)))
+        case .vxlan: try await run(codec: VXLANCodec(vni: id))
         }
     }
 
@@ -109,11 +109,11 @@ struct Tunnel: AsyncParsableCommand {
         for hop in nextHop where IPAddress(hop) == nil { throw ValidationError("--next-hop \(hop): not an IP address") }
     }
 
-    func run() async throws {
+    func run<Codec: TunnelCodec>(codec tunnel: Codec) async throws {
         if let device {
             let logger = try dataplane.prepare(label: "offload.tunnel")
             var configuration = TunnelConfiguration(device: device, local: IPAddress(local!)!, remote: IPAddress(remote!)!,
-                                                    tunnel: tunnel)
+                                                    codec: tunnel)
             configuration.underlayMTU = underlayMtu
             configuration.offloads = !dataplane.noVnetHdr
             configuration.gro.mode = dataplane.mode == .gro ? GROMode.gro : .unsafeLRO
@@ -122,7 +122,7 @@ struct Tunnel: AsyncParsableCommand {
             configuration.batch = dataplane.batch
             configuration.icmpSourceV4 = IPv4Address(dataplane.icmpSource4)!
             configuration.icmpSourceV6 = IPv6Address(dataplane.icmpSource6)!
-            let endpoint: TunnelEndpoint
+            let endpoint: TunnelEndpoint<Codec>
             do { endpoint = try TunnelEndpoint(configuration: configuration, logger: logger) } catch {
                 throw InputError(message: "\(error)")
             }
@@ -136,8 +136,8 @@ struct Tunnel: AsyncParsableCommand {
         guard let input, let output else { return }
         try checkReadable(input)
         let report = decapsulate
-            ? try TunnelCapture.decapsulate(input: input, output: output, tunnel: tunnel)
-            : try TunnelCapture.encapsulate(input: input, output: output, tunnel: tunnel,
+            ? try TunnelCapture.decapsulate(input: input, output: output, codec: tunnel)
+            : try TunnelCapture.encapsulate(input: input, output: output, codec: tunnel,
                                             local: IPAddress(local!)!, remote: IPAddress(remote!)!)
         if json {
             let encoder = JSONEncoder()

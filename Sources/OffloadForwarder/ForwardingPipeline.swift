@@ -9,6 +9,37 @@ public protocol PacketSink: ~Copyable {
     var takesVirtioHeaders: Bool { get }
     /// Writes one packet from pieces, after `header` when the sink takes virtio headers.
     func write(header: VirtioNetHeader?, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError)
+    /// Writes one packet the pipeline forwards whole, with what it knows of it: its GSO facts,
+    /// checksum state and layout. A sink that works on the packet itself (a tunnel, which
+    /// segments and encapsulates) takes them as they are; the default turns them into the
+    /// virtio header a TUN device wants.
+    func write(facts: EgressFacts, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError)
+}
+
+/// What the pipeline knows of a packet it writes whole.
+public struct EgressFacts: Hashable, Sendable {
+    /// The GSO facts of a super-packet (nil: one packet).
+    public var gso: GSOInfo?
+    /// The L4 checksum's state.
+    public var checksum: ChecksumState
+    /// Where the headers are.
+    public var layout: PacketLayout
+    /// The virtio header that says the same (nil when none can, e.g. a fixed-ID chain).
+    public var virtioHeader: VirtioNetHeader?
+    /// Facts, with the virtio header that says the same (computed when not given).
+    public init(gso: GSOInfo?, checksum: ChecksumState, layout: PacketLayout, virtioHeader: VirtioNetHeader?? = nil) {
+        self.gso = gso
+        self.checksum = checksum
+        self.layout = layout
+        self.virtioHeader = virtioHeader ?? VirtioPacketInfo.header(for: gso, checksum: checksum, layout: layout)
+    }
+}
+
+extension PacketSink where Self: ~Copyable {
+    /// Writes after the virtio header the facts give.
+    public func write(facts: EgressFacts, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError) {
+        unsafe try write(header: facts.virtioHeader, pieces: pieces)
+    }
 }
 
 extension TUNDevice: PacketSink {
@@ -222,8 +253,9 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
             let n = staged.layout.networkOffset
             let kept = unsafe headers.loadUnaligned(fromByteOffset: n + 4, as: UInt64.self)
             if !bridging { unsafe RouterHeaders.decrementTTL(headers, networkOffset: n) }
+            let facts = EgressFacts(gso: gso, checksum: staged.checksum, layout: staged.layout, virtioHeader: .some(vhdr))
             if unsafe writePieces(i, headers: UnsafeRawBufferPointer(headers), skip: originalHeaderLength, pieceCount: pieceCount,
-                           vhdr: vhdr, to: egress)
+                           facts: facts, to: egress)
             {
                 statistics.packetsOut += 1
                 statistics.bytesOut += staged.headerLength + staged.payloadLength
@@ -250,10 +282,12 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         }
     }
 
-    /// One `writev`: virtio header, the (rewritten) headers, then the payload pieces in place.
+    /// One `writev`: virtio header (or the facts, to a sink that takes them), the (rewritten)
+    /// headers, then the payload pieces in place.
     /// Returns false on failure (counted; a refused GSO write switches to software segmentation).
     mutating func writePieces<E: PacketSink & ~Copyable>(
-        _ i: Int, headers: UnsafeRawBufferPointer, skip: Int, pieceCount: Int, vhdr: VirtioNetHeader?, to egress: borrowing E
+        _ i: Int, headers: UnsafeRawBufferPointer, skip: Int, pieceCount: Int, facts: EgressFacts,
+        to egress: borrowing E
     ) -> Bool {
         var failure: TUNError?
         unsafe withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: pieceCount + 1) { pieces in
@@ -275,15 +309,15 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
             }
             do throws(TUNError) {
                 if let impairment {
-                    unsafe try impairment.write(header: vhdr, pieces: UnsafeBufferPointer(rebasing: pieces[0..<k]), now: now,
+                    unsafe try impairment.write(header: facts.virtioHeader, pieces: UnsafeBufferPointer(rebasing: pieces[0..<k]), now: now,
                                                 to: egress)
                 } else {
-                    unsafe try egress.write(header: vhdr, pieces: UnsafeBufferPointer(rebasing: pieces[0..<k]))
+                    unsafe try egress.write(facts: facts, pieces: UnsafeBufferPointer(rebasing: pieces[0..<k]))
                 }
             } catch { failure = error }
         }
         guard let failure else { return true }
-        if (vhdr?.gsoType ?? VirtioNetHeader.gsoNone) != VirtioNetHeader.gsoNone && failure.errno == .invalidArgument {
+        if (facts.virtioHeader?.gsoType ?? VirtioNetHeader.gsoNone) != VirtioNetHeader.gsoNone && failure.errno == .invalidArgument {
             // Some kernels refuse GSO writes (tailscale#13041): segment from now on, and say so once.
             statistics.gsoFallbacks += 1
             if !gsoRefused { logger.warning("\(direction.label): the kernel refused a GSO write (\(failure)); segmenting instead") }

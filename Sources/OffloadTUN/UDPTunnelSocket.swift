@@ -111,26 +111,29 @@ public final class UDPTunnelSocket: @unchecked Sendable {
     /// that size (the last may be shorter). Retries on EINTR.
     /// - Throws: ``TUNError``: EMSGSIZE when a datagram exceeds the path MTU, EIO/EINVAL when the
     ///   kernel or device refuses UDP GSO.
+    /// - Parameter trafficClass: this send's TOS / traffic class as a control message, leaving the
+    ///   socket's own (``setTrafficClass(_:)``) alone; nil: the socket's.
     @discardableResult
-    public func send(_ iovecs: UnsafeBufferPointer<iovec>, segmentSize: Int = 0) throws(TUNError) -> Int {
+    public func send(_ iovecs: UnsafeBufferPointer<iovec>, segmentSize: Int = 0, trafficClass: UInt8? = nil) throws(TUNError) -> Int {
         var n: Int
+        let tos = trafficClass.map { CInt($0) } ?? -1
         repeat {
             n = unsafe remoteAddress.withUnsafeBytes { r in
-                unsafe offload_udp_send(descriptor, iovecs.baseAddress, CInt(iovecs.count), CInt(segmentSize),
-                                        connected ? nil : r.baseAddress, UInt32(r.count))
+                unsafe offload_udp_send_tos(descriptor, iovecs.baseAddress, CInt(iovecs.count), CInt(segmentSize),
+                                            connected ? nil : r.baseAddress, UInt32(r.count), tos, remote.isIPv4 ? 0 : 1)
             }
         } while n == -Int(EINTR)
         guard n >= 0 else { throw TUNError(operation: "sendmsg", device: "udp \(remote):\(port)", errno: Errno(rawValue: CInt(-n))) }
         return n
     }
 
-    /// Sends one contiguous datagram.
-    public func send(_ datagram: [UInt8]) throws(TUNError) {
+    /// Sends one contiguous datagram (with the socket's TOS, or `trafficClass` for this one).
+    public func send(_ datagram: [UInt8], trafficClass: UInt8? = nil) throws(TUNError) {
         var failure: TUNError?
         unsafe datagram.withUnsafeBytes { raw in
             var iov = unsafe iovec(iov_base: UnsafeMutableRawPointer(mutating: raw.baseAddress), iov_len: raw.count)
             unsafe withUnsafePointer(to: &iov) { p in
-                do throws(TUNError) { unsafe try send(UnsafeBufferPointer(start: p, count: 1)) } catch { failure = error }
+                do throws(TUNError) { unsafe try send(UnsafeBufferPointer(start: p, count: 1), trafficClass: trafficClass) } catch { failure = error }
             }
         }
         if let failure { throw failure }

@@ -14,8 +14,10 @@ public struct TunnelCaptureReport: Codable, Hashable, Sendable {
     public var notIP = 0, snapped = 0
     /// Decapsulating: UDP datagrams that are not for the tunnel's port, or not UDP at all.
     public var notTunnel = 0
-    /// Decapsulating: GTP-U signalling (echo, error indication), not written.
+    /// Decapsulating: signalling (GTP-U echo, error indication; NAT keepalives, IKE), not written.
     public var signalling = 0
+    /// Encapsulating: packets the encoder refused, by reason (no SA whose selectors match).
+    public var refused: [TunnelDropReason: Int] = [:]
     /// Decapsulating: datagrams refused, by reason.
     public var dropped: [TunnelDropReason: Int] = [:]
 }
@@ -27,12 +29,17 @@ public enum TunnelCapture {
     /// IP/UDP/tunnel headers (`local` → `remote`, the protocol's port) and writes the outer packets
     /// to `output` (raw IP). A super-packet with GSO facts (a pcapng from `offload coalesce`)
     /// becomes one datagram per segment, as on the wire.
-    public static func encapsulate(input: String, output: String, tunnel: TunnelProtocol, local: IPAddress,
-                                   remote: IPAddress) throws(CaptureError) -> TunnelCaptureReport {
+    /// - Throws: ``CaptureError``; a codec that cannot work is reported as an unsupported input.
+    public static func encapsulate<Codec: TunnelCodec>(input: String, output: String, codec: Codec, local: IPAddress,
+                                                       remote: IPAddress) throws(CaptureError) -> TunnelCaptureReport {
         var reader = try CaptureReader(path: input)
         var writer = try CaptureWriter(path: output, format: .pcap(nanosecond: true, bigEndian: false),
                                        interfaces: [CaptureInterface(linkType: .raw)])
-        var encapsulator = TunnelEncapsulator(tunnel: tunnel)
+        let tunnel = codec
+        var encapsulator: TunnelEncapsulator<Codec>
+        do { encapsulator = try TunnelEncapsulator(codec: codec) } catch {
+            throw CaptureError(.unsupportedOutput("\(error)"), path: output, record: 0, offset: 0)
+        }
         var report = TunnelCaptureReport()
         var outer = PacketBuilder()
         outer.link = .raw
@@ -58,9 +65,14 @@ public enum TunnelCapture {
             let inner = tunnel.innerLinkType == .raw ? Array(record.bytes[n...]) : record.bytes
             let gso = record.info.gso
             // The datagrams point into the packet: copied out while it is pinned.
+            var refusal: TunnelDropReason?
             let datagrams: [[UInt8]]? = unsafe inner.withUnsafeBytes { raw in
-                do { unsafe try encapsulator.prepare(raw, gso: gso) } catch { return nil }
+                do { refusal = unsafe try encapsulator.prepare(raw, gso: gso) } catch { return nil }
                 return (0..<encapsulator.datagramCount).map { encapsulator.datagramBytes(at: $0) }
+            }
+            if let refusal {
+                report.refused[refusal, default: 0] += 1
+                continue
             }
             outer.tos = encapsulator.innerTOS ?? 0  // RFC 6040: the inner DSCP and ECN outside too
             guard let datagrams else {
@@ -82,13 +94,17 @@ public enum TunnelCapture {
     /// or IPv6, the protocol's UDP port, its TEID or VNI) and writes them to `output` (raw IP for
     /// GTP-U, Ethernet for VXLAN). Everything else is counted: other traffic, signalling, and
     /// datagrams refused by reason.
-    public static func decapsulate(input: String, output: String, tunnel: TunnelProtocol) throws(CaptureError)
+    public static func decapsulate<Codec: TunnelCodec>(input: String, output: String, codec: Codec) throws(CaptureError)
         -> TunnelCaptureReport
     {
+        let tunnel = codec
         var reader = try CaptureReader(path: input)
         var writer = try CaptureWriter(path: output, format: .pcap(nanosecond: true, bigEndian: false),
                                        interfaces: [CaptureInterface(linkType: tunnel.innerLinkType)])
-        let decapsulator = TunnelDecapsulator(tunnel: tunnel)
+        var decoder: Codec.Decoder
+        do { decoder = try codec.makeDecoder() } catch {
+            throw CaptureError(.unsupportedOutput("\(error)"), path: output, record: 0, offset: 0)
+        }
         var report = TunnelCaptureReport()
         while let record = try reader.next() {
             report.packetsIn += 1
@@ -108,13 +124,13 @@ public enum TunnelCapture {
                 report.notTunnel += 1
                 continue
             }
-            let datagram = Array(record.bytes[(layout.transportOffset + 8)..<layout.ipEnd])
-            let kind = unsafe datagram.withUnsafeBytes { unsafe decapsulator.classify($0) }
+            var datagram = Array(record.bytes[(layout.transportOffset + 8)..<layout.ipEnd])
+            let kind = unsafe datagram.withUnsafeMutableBytes { unsafe decoder.decode($0) }
             switch kind {
             case .packet(let range):
                 try writer.writePacket(Array(datagram[range]), timestamp: record.info.timestamp)
                 report.written += 1
-            case .echoRequest, .echoResponse, .errorIndication:
+            case .reply, .signalling:
                 report.signalling += 1
             case .drop(let reason):
                 report.dropped[reason, default: 0] += 1

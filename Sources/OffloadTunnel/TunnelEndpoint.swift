@@ -21,18 +21,22 @@ public struct TunnelCounters: Hashable, Sendable, Codable {
     public var receives = 0, datagramsReceived = 0
     /// Datagrams from an address other than the far end's (an unconnected socket), dropped.
     public var foreign = 0
-    /// Echo requests answered, echo responses and error indications received.
-    public var echoesAnswered = 0, echoResponses = 0, errorIndications = 0
-    /// Datagrams dropped, by reason.
+    /// Requests answered (GTP-U echo requests).
+    public var replies = 0
+    /// Signalling datagrams received, by kind (echo responses, error indications, NAT keepalives, IKE).
+    public var signalling: [TunnelSignal: Int] = [:]
+    /// Received datagrams dropped, by reason.
     public var dropped: [TunnelDropReason: Int] = [:]
+    /// Inner packets not sent, by reason (no SA whose selectors match, a sequence number space used up).
+    public var encapsulationDropped: [TunnelDropReason: Int] = [:]
     /// Sends the kernel refused (the datagrams are lost), and sends made one datagram at a time
     /// because the kernel refused UDP GSO.
     public var sendErrors = 0, sendsWithoutGSO = 0
     /// Creates zeroed counters.
     public init() {}
 
-    /// As stage counters (published as `offload_tunnel_*_total`).
-    public var stageCounters: [StageCounter] {
+    /// As stage counters (published as `offload_tunnel_*_total`), each of `dropReasons` even while zero.
+    public func stageCounters(dropReasons: [TunnelDropReason]) -> [StageCounter] {
         var all = [
             StageCounter("tunnel_sendmsg", help: "sendmsg calls on the tunnel socket.", value: sends),
             StageCounter("tunnel_datagrams_sent", help: "Datagrams sent on the tunnel socket.", value: datagramsSent),
@@ -43,28 +47,35 @@ public struct TunnelCounters: Hashable, Sendable, Codable {
             StageCounter("tunnel_datagrams_received", help: "Datagrams received on the tunnel socket.", value: datagramsReceived),
             StageCounter("tunnel_foreign", help: "Datagrams from another address than the far end's, dropped.",
                          value: foreign),
-            StageCounter("tunnel_echoes_answered", help: "GTP-U echo requests answered.", value: echoesAnswered),
-            StageCounter("tunnel_error_indications", help: "GTP-U error indications received.", value: errorIndications),
+            StageCounter("tunnel_replies", help: "Requests answered (GTP-U echo requests).", value: replies),
             StageCounter("tunnel_send_errors", help: "Sends the kernel refused.", value: sendErrors),
             StageCounter("tunnel_sends_without_gso", help: "Sends made datagram by datagram (UDP GSO refused).",
                          value: sendsWithoutGSO),
         ]
-        for reason in TunnelDropReason.allCases {
+        for (kind, value) in signalling.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            all.append(StageCounter("tunnel_signalling", help: "Signalling datagrams received, by kind.",
+                                    labels: ["kind": kind.rawValue], value: value))
+        }
+        for reason in Set(dropReasons).union(dropped.keys).sorted(by: { $0.rawValue < $1.rawValue }) {
             all.append(StageCounter("tunnel_dropped", help: "Received datagrams dropped, by reason.",
                                     labels: ["reason": reason.rawValue], value: dropped[reason, default: 0]))
+        }
+        for (reason, value) in encapsulationDropped.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            all.append(StageCounter("tunnel_encapsulation_dropped", help: "Inner packets not sent into the tunnel, by reason.",
+                                    labels: ["reason": reason.rawValue], value: value))
         }
         return all
     }
 }
 
 /// The outer side of a tunnel as a ``PacketSink``: each packet or super-packet the forwarding
-/// pipeline writes (with its virtio header's GSO facts) is put behind tunnel headers, one datagram
-/// per segment, and sent with as few `sendmsg` calls as UDP GSO allows. One sink per thread (it
-/// keeps a staging buffer); the socket is shared.
-public final class TunnelSink: PacketSink, @unchecked Sendable {
+/// pipeline writes (with its GSO facts) is put behind the codec's headers, one datagram per
+/// segment, and sent with as few `sendmsg` calls as UDP GSO allows. One sink per thread (it
+/// keeps a staging buffer and an encoder); the socket is shared.
+public final class TunnelSink<Codec: TunnelCodec>: PacketSink, @unchecked Sendable {
     /// The socket.
     public let socket: UDPTunnelSocket
-    var encapsulator: TunnelEncapsulator
+    var encapsulator: TunnelEncapsulator<Codec>
     /// The packet gathered into one buffer (the segmenter needs it contiguous).
     var staging = GrowableBuffer<UInt8>(capacity: 65_600)
     /// Counters.
@@ -73,6 +84,11 @@ public final class TunnelSink: PacketSink, @unchecked Sendable {
     public private(set) var gsoRefused = false
     /// The outer TOS last set on the socket by this sink.
     var lastTOS: UInt8?
+    /// Whether each send carries its TOS as a control message instead of setting the socket's:
+    /// for a sink that shares the socket with the encapsulating one and sends rarely (the
+    /// decapsulating thread's ICMP errors and replies), so the socket's TOS stays the
+    /// encapsulating sink's.
+    let perSendTrafficClass: Bool
     let logger: Logger
 
     /// Whether the sink takes super-packets (and sends them as UDP GSO trains); false: one packet
@@ -80,10 +96,13 @@ public final class TunnelSink: PacketSink, @unchecked Sendable {
     public let offloads: Bool
 
     /// Creates a sink on a socket.
-    public init(socket: UDPTunnelSocket, tunnel: TunnelProtocol, offloads: Bool = true, logger: Logger) {
+    /// - Throws: ``TunnelCodecError`` when the codec cannot make an encoder.
+    public init(socket: UDPTunnelSocket, codec: Codec, offloads: Bool = true, perSendTrafficClass: Bool = false,
+                logger: Logger) throws(TunnelCodecError) {
         self.socket = socket
-        encapsulator = TunnelEncapsulator(tunnel: tunnel)
+        encapsulator = try TunnelEncapsulator(codec: codec)
         self.offloads = offloads
+        self.perSendTrafficClass = perSendTrafficClass
         gsoRefused = !offloads
         self.logger = logger
     }
@@ -91,29 +110,54 @@ public final class TunnelSink: PacketSink, @unchecked Sendable {
     /// The pipeline writes whole super-packets with their GSO facts (with offloads on).
     public var takesVirtioHeaders: Bool { offloads }
 
-    /// Encapsulates and sends one packet or super-packet.
-    public func write(header: VirtioNetHeader?, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError) {
+    /// Gathers the pieces into the staging buffer; the packet, or nil when empty.
+    func gather(_ pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) -> UnsafeMutableRawBufferPointer? {
         var length = 0
         for unsafe piece in unsafe pieces { length += piece.count }
-        guard length > 0 else { return }
+        guard length > 0 else { return nil }
         staging.reserve(length)
         var at = 0
         for unsafe piece in unsafe pieces where piece.count > 0 {
             unsafe (staging.rawBase + at).copyMemory(from: piece.baseAddress!, byteCount: piece.count)
             at += piece.count
         }
-        let packet = unsafe UnsafeMutableRawBufferPointer(start: staging.rawBase, count: length)
+        return unsafe UnsafeMutableRawBufferPointer(start: staging.rawBase, count: length)
+    }
+
+    /// Encapsulates and sends one packet or super-packet, with the facts the pipeline knows.
+    public func write(facts: EgressFacts, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError) {
+        guard let packet = unsafe gather(pieces) else { return }
+        if facts.gso == nil, facts.checksum == .partial, facts.layout.hasTransportHeader {
+            // One packet with a partial checksum: finish it (the far end gets no virtio header).
+            let offset = facts.layout.transport == .tcp ? TCPSegment.Field.checksum : UDPDatagram.Field.checksum
+            unsafe try? VirtioPacketInfo.finishPartialChecksum(packet, start: facts.layout.transportOffset, offset: offset)
+        }
+        unsafe try send(UnsafeRawBufferPointer(packet), gso: facts.gso)
+    }
+
+    /// Encapsulates and sends one packet the pipeline built itself (an ICMP error, a segment of the
+    /// software path), after a virtio header when it has one.
+    public func write(header: VirtioNetHeader?, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError) {
+        guard let packet = unsafe gather(pieces) else { return }
         var gso: GSOInfo?
         if let header, let info = unsafe try? VirtioPacketInfo.validate(header, packet: UnsafeRawBufferPointer(packet).bytes,
-                                                                         linkType: encapsulator.tunnel.innerLinkType) {
+                                                                         linkType: encapsulator.codec.innerLinkType) {
             gso = info.gso
             if gso == nil, info.checksum == .partial, let start = info.checksumStart, let offset = info.checksumOffset {
-                // One packet with a partial checksum: finish it (the far end gets no virtio header).
                 unsafe try? VirtioPacketInfo.finishPartialChecksum(packet, start: start, offset: offset)
             }
         }
-        do { unsafe try encapsulator.prepare(UnsafeRawBufferPointer(packet), gso: gso) } catch {
+        unsafe try send(UnsafeRawBufferPointer(packet), gso: gso)
+    }
+
+    func send(_ packet: UnsafeRawBufferPointer, gso: GSOInfo?) throws(TUNError) {
+        let refusal: TunnelDropReason?
+        do { refusal = unsafe try encapsulator.prepare(packet, gso: gso) } catch {
             counters.sendErrors += 1
+            return
+        }
+        if let refusal {
+            counters.encapsulationDropped[refusal, default: 0] += 1
             return
         }
         try sendTrain()
@@ -173,9 +217,15 @@ public final class TunnelSink: PacketSink, @unchecked Sendable {
             }
             do throws(TUNError) {
                 // RFC 6040 normal mode: the outer header carries the inner DSCP and ECN.
+                let tos = encapsulator.innerTOS
+                if perSendTrafficClass {
+                    unsafe try socket.send(UnsafeBufferPointer(rebasing: iov[0..<k]), segmentSize: segmentSize,
+                                           trafficClass: tos ?? 0)
+                    return
+                }
                 // Set on the socket when it changes rather than per send: a control message per
                 // sendmsg measurably slows the kernel's send path (about 10% here).
-                if let tos = encapsulator.innerTOS, tos != lastTOS {
+                if let tos, tos != lastTOS {
                     socket.setTrafficClass(tos)
                     lastTOS = tos
                 }
@@ -187,10 +237,10 @@ public final class TunnelSink: PacketSink, @unchecked Sendable {
         if let failure { throw failure }
     }
 
-    /// Sends one datagram as it is (an echo response).
+    /// Sends one datagram as it is (an answer to a request), with TOS 0 for this send only.
     func sendRaw(_ datagram: [UInt8]) {
         do {
-            try socket.send(datagram)
+            try socket.send(datagram, trafficClass: 0)
             counters.sends += 1
             counters.datagramsSent += 1
         } catch { counters.sendErrors += 1 }
@@ -198,13 +248,13 @@ public final class TunnelSink: PacketSink, @unchecked Sendable {
 }
 
 /// Settings of a ``TunnelEndpoint``.
-public struct TunnelConfiguration: Sendable {
-    /// The TUN device on the inner side (a TAP device for VXLAN).
+public struct TunnelConfiguration<Codec: TunnelCodec>: Sendable {
+    /// The TUN device on the inner side (a TAP device for Ethernet inside).
     public var device: String
     /// The outer addresses: this end and the far end.
     public var local: IPAddress, remote: IPAddress
-    /// The protocol and its identity (TEID, VNI).
-    public var tunnel: TunnelProtocol
+    /// The protocol and its identity (TEID, VNI, SAs).
+    public var codec: Codec
     /// The underlay's MTU (nil: the path MTU the kernel knows towards the far end).
     public var underlayMTU: Int?
     /// GRO settings for the inner packets (both directions).
@@ -219,30 +269,47 @@ public struct TunnelConfiguration: Sendable {
     public var icmpSourceV6 = IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe)
 
     /// A configuration.
-    public init(device: String, local: IPAddress, remote: IPAddress, tunnel: TunnelProtocol) {
+    public init(device: String, local: IPAddress, remote: IPAddress, codec: Codec) {
         self.device = device
         self.local = local
         self.remote = remote
-        self.tunnel = tunnel
+        self.codec = codec
     }
 }
 
-/// A tunnel endpoint between a TUN device (GTP-U: IP packets) or a TAP device (VXLAN: Ethernet
-/// frames, forwarded as a bridge port does) and a UDP socket, in both directions:
+/// An error that keeps a ``TunnelEndpoint`` from starting.
+public enum TunnelStartError: Error, CustomStringConvertible {
+    /// The device or the socket.
+    case io(TUNError)
+    /// The codec (a crypto context).
+    case codec(TunnelCodecError)
+
+    /// One line.
+    public var description: String {
+        switch self {
+        case .io(let e): "\(e)"
+        case .codec(let e): "\(e)"
+        }
+    }
+}
+
+/// A tunnel endpoint between a TUN device (IP packets inside) or a TAP device (Ethernet frames,
+/// forwarded as a bridge port does) and a UDP socket, in both directions, for any ``TunnelCodec``:
 ///
 /// ```text
 /// encapsulation: TUN read ─▶ GRO ─▶ decision (inner MTU = underlay − overhead, per segment)
-///                ─▶ a tunnel header per segment ─▶ one sendmsg per train (UDP_SEGMENT)
-/// decapsulation: recvmsg (UDP_GRO: a train per read) ─▶ split at the datagram size ─▶ validate,
-///                strip ─▶ GRO ─▶ TUN write (super-packets whole, virtio header)
+///                ─▶ the codec per segment (headers; ESP: encrypted into the arena)
+///                ─▶ one sendmsg per train (UDP_SEGMENT)
+/// decapsulation: recvmsg (UDP_GRO: a train per read) ─▶ split at the datagram size ─▶ the codec
+///                (validate; ESP: replay check, decrypt in place) ─▶ GRO ─▶ TUN write (super-packets whole)
 /// ```
 /// A segment that does not fit the tunnel gets "fragmentation needed" / "packet too big" back to
 /// its inner sender (announcing the inner MTU); the outer packet is never fragmented (DF set).
-/// A GTP-U socket is connected (both ends use port 2152); a VXLAN socket is not (senders such as
-/// the kernel's VXLAN pick a source port per flow), and datagrams from other addresses are dropped.
-public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
+/// The socket is connected when the codec allows it (GTP-U, ESP); otherwise (VXLAN) datagrams
+/// from other addresses are dropped.
+public final class TunnelEndpoint<Codec: TunnelCodec>: Dataplane, @unchecked Sendable {
     /// The settings.
-    public let configuration: TunnelConfiguration
+    public let configuration: TunnelConfiguration<Codec>
     let device: TUNDevice
     /// The outer socket.
     public let socket: UDPTunnelSocket
@@ -256,21 +323,39 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
     public let deviceMTU: Int
     /// Offloads the kernel granted on the TUN device.
     public let grantedOffloads: TUNOffloads
+    /// The sinks and the decoder, made before the threads start so that a codec that cannot
+    /// work fails the start, not a thread.
+    let encapsulatingSink: TunnelSink<Codec>, replySink: TunnelSink<Codec>
+    let decoderBox: DecoderBox
+
+    final class DecoderBox: @unchecked Sendable {
+        var decoder: Codec.Decoder
+        init(_ decoder: Codec.Decoder) { self.decoder = decoder }
+    }
 
     /// Opens the TUN device (created if missing) and the socket.
-    /// - Throws: ``TUNError``.
-    public init(configuration: TunnelConfiguration, logger: Logger) throws(TUNError) {
+    /// - Throws: ``TunnelStartError``.
+    public init(configuration: TunnelConfiguration<Codec>, logger: Logger) throws(TunnelStartError) {
         self.configuration = configuration
         self.logger = logger
-        let vxlan = configuration.tunnel.innerLinkType == .ethernet
-        var device = try TUNDevice(name: configuration.device, vnetHeader: configuration.offloads, tap: vxlan)
-        grantedOffloads = configuration.offloads ? device.negotiateOffloads(udp: configuration.gro.udp) : []
-        socket = try UDPTunnelSocket(local: configuration.local, remote: configuration.remote,
-                                     port: configuration.tunnel.port, coalesce: configuration.offloads, connected: !vxlan)
+        let codec = configuration.codec
+        let tap = codec.innerLinkType == .ethernet
+        do {
+            var device = try TUNDevice(name: configuration.device, vnetHeader: configuration.offloads, tap: tap)
+            grantedOffloads = configuration.offloads ? device.negotiateOffloads(udp: configuration.gro.udp) : []
+            socket = try UDPTunnelSocket(local: configuration.local, remote: configuration.remote, port: codec.port,
+                                         coalesce: configuration.offloads, connected: codec.connectsSocket)
+            deviceMTU = device.mtu ?? 1500
+            self.device = device
+        } catch { throw .io(error) }
         let underlay = configuration.underlayMTU ?? socket.pathMTU ?? 1500
-        innerMTU = underlay - configuration.tunnel.overhead(outerIPv6: !configuration.remote.isIPv4)
-        deviceMTU = device.mtu ?? 1500
-        self.device = device
+        innerMTU = underlay - codec.overhead(outerIPv6: !configuration.remote.isIPv4)
+        do {
+            encapsulatingSink = try TunnelSink(socket: socket, codec: codec, offloads: configuration.offloads, logger: logger)
+            replySink = try TunnelSink(socket: socket, codec: codec, offloads: configuration.offloads,
+                                       perSendTrafficClass: true, logger: logger)
+            decoderBox = DecoderBox(try codec.makeDecoder())
+        } catch { throw .codec(error) }
     }
 
     /// The device (named twice: the tunnel has one).
@@ -294,7 +379,7 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
             gro.tcp = false
             gro.udp = false
         }
-        let linkType = configuration.tunnel.innerLinkType
+        let linkType = configuration.codec.innerLinkType
         return ForwardingPipeline(direction: direction, gro: gro, egressMTU: mtu,
                                   icmpSourceV4: configuration.icmpSourceV4, icmpSourceV6: configuration.icmpSourceV6,
                                   virtioHeaders: configuration.offloads, stage: IdentityStage(), logger: logger,
@@ -303,7 +388,7 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
 
     func publish(_ direction: Direction, _ pipeline: borrowing ForwardingPipeline<IdentityStage>, _ counters: TunnelCounters) {
         var s = pipeline.snapshot
-        s.stage = counters.stageCounters
+        s.stage = counters.stageCounters(dropReasons: configuration.codec.dropReasons)
         snapshots.withLock { $0[direction] = s }
     }
 
@@ -322,10 +407,10 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
         done.wait()
     }
 
-    /// TUN → GRO → decision → GTP-U → socket.
+    /// TUN → GRO → decision → codec → socket.
     func encapsulate() {
         var pipeline = pipeline(.lanToWan, mtu: innerMTU)
-        let sink = TunnelSink(socket: socket, tunnel: configuration.tunnel, offloads: configuration.offloads, logger: logger)
+        let sink = encapsulatingSink
         var batch = PacketBatch(packetCapacity: configuration.batch, byteCapacity: configuration.batch * TUNDevice.maximumPacket)
         var lastPublish: UInt64 = 0
         while !stopFlag.load(ordering: .relaxed) {
@@ -345,16 +430,15 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
         publish(.lanToWan, pipeline, sink.counters)
     }
 
-    /// Socket → split → validate, strip → GRO → TUN.
+    /// Socket → split → codec (validate, strip, decrypt) → GRO → TUN.
     func decapsulate() {
         var pipeline = pipeline(.wanToLan, mtu: deviceMTU)
-        let back = TunnelSink(socket: socket, tunnel: configuration.tunnel, offloads: configuration.offloads, logger: logger)
-        let decapsulator = TunnelDecapsulator(tunnel: configuration.tunnel)
+        let back = replySink
         var counters = TunnelCounters()
         var batch = PacketBatch(packetCapacity: max(configuration.batch, 64) + 64, byteCapacity: 4 * 65_600)
         let receive = GrowableBuffer<UInt8>(capacity: 65_600)
         var lastPublish: UInt64 = 0
-        let metadata = PacketMetadata(linkType: configuration.tunnel.innerLinkType, checksum: .unverified)
+        let metadata = PacketMetadata(linkType: configuration.codec.innerLinkType, checksum: .unverified)
         while !stopFlag.load(ordering: .relaxed) {
             guard socket.waitReadable(milliseconds: 100) else {
                 publish(.wanToLan, pipeline, counters.adding(back.counters))
@@ -381,31 +465,29 @@ public final class TunnelEndpoint: Dataplane, @unchecked Sendable {
                 let size = segment > 0 ? segment : length
                 var at = 0
                 while at < length {
-                    let datagram = unsafe UnsafeRawBufferPointer(rebasing: buffer[at..<min(length, at + size)])
+                    let datagram = unsafe UnsafeMutableRawBufferPointer(rebasing: buffer[at..<min(length, at + size)])
                     at += size
                     counters.datagramsReceived += 1
-                    switch unsafe decapsulator.classify(datagram) {
+                    switch unsafe decoderBox.decoder.decode(datagram) {
                     case .packet(let range):
-                        let inner = unsafe UnsafeRawBufferPointer(rebasing: datagram[range])
+                        let inner = unsafe UnsafeMutableRawBufferPointer(rebasing: datagram[range])
                         if let outerTOS, outerTOS & 0b11 != 0 {
                             // RFC 6040: congestion marked on the way reaches the inner packet.
-                            let writable = unsafe UnsafeMutableRawBufferPointer(mutating: inner)
-                            guard unsafe TunnelECN.apply(outer: outerTOS, to: writable, linkType: metadata.linkType) else {
+                            guard unsafe TunnelECN.apply(outer: outerTOS, to: inner, linkType: metadata.linkType) else {
                                 counters.dropped[.ecn, default: 0] += 1
                                 continue
                             }
                         }
-                        if unsafe batch.append(inner.bytes, metadata: metadata) {
+                        if unsafe batch.append(UnsafeRawBufferPointer(inner).bytes, metadata: metadata) {
                             pipeline.statistics.packetsIn += 1
                             pipeline.statistics.bytesIn += range.count
                         } else {
                             pipeline.statistics.dropped += 1  // cannot happen: room for a whole train is kept
                         }
-                    case .echoRequest(let sequence):
-                        back.sendRaw(decapsulator.echoResponse(to: sequence))
-                        counters.echoesAnswered += 1
-                    case .echoResponse: counters.echoResponses += 1
-                    case .errorIndication: counters.errorIndications += 1
+                    case .reply(let answer):
+                        back.sendRaw(answer)
+                        counters.replies += 1
+                    case .signalling(let kind): counters.signalling[kind, default: 0] += 1
                     case .drop(let reason): counters.dropped[reason, default: 0] += 1
                     }
                 }
@@ -429,10 +511,10 @@ extension TunnelCounters {
         datagramsInTrains += o.datagramsInTrains
         receives += o.receives
         datagramsReceived += o.datagramsReceived
-        echoesAnswered += o.echoesAnswered
-        echoResponses += o.echoResponses
-        errorIndications += o.errorIndications
+        replies += o.replies
+        signalling.merge(o.signalling, uniquingKeysWith: +)
         dropped.merge(o.dropped, uniquingKeysWith: +)
+        encapsulationDropped.merge(o.encapsulationDropped, uniquingKeysWith: +)
         foreign += o.foreign
         sendErrors += o.sendErrors
         sendsWithoutGSO += o.sendsWithoutGSO

@@ -9,7 +9,7 @@ import Testing
 /// GTP-U encapsulation and decapsulation, offline.
 @Suite("GTP-U: one datagram per segment, each length right; refused input counted")
 struct GTPUTests {
-    static let tunnel = TunnelProtocol.gtpu(GTPUSettings(teid: 0x1234_5678))
+    static let tunnel = GTPUCodec(GTPUSettings(teid: 0x1234_5678))
 
     /// A TCP super-packet of `count` segments of `size` bytes (the last one `last` bytes when given,
     /// as a flow's last segment often is), merged by the engine.
@@ -33,9 +33,9 @@ struct GTPUTests {
     @Test("a 20-segment super-packet becomes 20 G-PDUs; each decapsulates to the GSO segment, checksums right", arguments: [false, true])
     func superPacketPerSegment(ipv6: Bool) throws {
         let (bytes, gso) = try superPacket(count: 20, size: 1000, last: 300, ipv6: ipv6)
-        var encapsulator = TunnelEncapsulator(tunnel: Self.tunnel)
+        var encapsulator = try TunnelEncapsulator(codec: Self.tunnel)
         var segmenter = GSOSegmenter()
-        let decapsulator = TunnelDecapsulator(tunnel: Self.tunnel)
+        let decapsulator = Self.tunnel.makeDecoder()
         let (datagrams, segments) = try bytes.withUnsafeBytes { raw in
             try encapsulator.prepare(raw, gso: gso)
             try segmenter.segment(raw, linkType: .raw, gso: gso, checksum: .complete)
@@ -62,7 +62,7 @@ struct GTPUTests {
     @Test("sequence numbers: the S flag, 12-byte headers, one number per datagram")
     func sequenceNumbers() throws {
         let (bytes, gso) = try superPacket(count: 3, size: 500)
-        var encapsulator = TunnelEncapsulator(tunnel: .gtpu(GTPUSettings(teid: 9, sequenceNumbers: true)))
+        var encapsulator = try TunnelEncapsulator(codec: GTPUCodec(GTPUSettings(teid: 9, sequenceNumbers: true)))
         let datagrams = try bytes.withUnsafeBytes { raw in
             try encapsulator.prepare(raw, gso: gso)
             return (0..<encapsulator.datagramCount).map { encapsulator.datagramBytes(at: $0) }
@@ -70,13 +70,13 @@ struct GTPUTests {
         #expect(datagrams.map { $0[0] } == [0x32, 0x32, 0x32])
         #expect(datagrams.map { $0.loadBigEndian(UInt16.self, at: 8) } == [0, 1, 2])
         #expect(datagrams.allSatisfy { Int($0.loadBigEndian(UInt16.self, at: 2)) == $0.count - 8 })
-        let kind = datagrams[1].withUnsafeBytes { TunnelDecapsulator(tunnel: .gtpu(GTPUSettings(teid: 9))).classify($0) }
+        let kind = datagrams[1].withUnsafeBytes { GTPUCodec(GTPUSettings(teid: 9)).makeDecoder().classify($0) }
         #expect(kind == .packet(12..<datagrams[1].count))
     }
 
     @Test("refused: truncated, wrong version, a length that lies, an unknown TEID, extension headers, other types")
     func refused() {
-        let d = TunnelDecapsulator(tunnel: Self.tunnel)
+        let d = Self.tunnel.makeDecoder()
         var packet = PacketBuilder()
         packet.link = .raw
         let inner = packet.frame()
@@ -98,16 +98,16 @@ struct GTPUTests {
         var notIP = good
         notIP[8] = 0x00
         #expect(classify(notIP) == .drop(.messageType))
-        #expect(classify(GTPUHeader(messageType: 26, teid: 0, payloadLength: 0).bytes) == .errorIndication)
+        #expect(classify(GTPUHeader(messageType: 26, teid: 0, payloadLength: 0).bytes) == .signalling(.errorIndication))
     }
 
     @Test("an echo request is answered: type 2, its sequence number, the Recovery IE")
     func echo() throws {
-        let d = TunnelDecapsulator(tunnel: Self.tunnel)
+        let d = Self.tunnel.makeDecoder()
         let request = GTPUHeader(messageType: 1, teid: 0, sequence: 0x4242, payloadLength: 0).bytes
         let kind = request.withUnsafeBytes { d.classify($0) }
-        #expect(kind == .echoRequest(sequence: 0x4242))
-        let response = d.echoResponse(to: 0x4242)
+        let response = GTPUCodec.Decoder.echoResponse(to: 0x4242)
+        #expect(kind == .reply(response))
         let header = try response.withUnsafeBytes { try GTPUHeader($0) }
         #expect(header.messageType == 2 && header.sequence == 0x4242 && Array(response[12...]) == [14, 0])
     }
@@ -135,9 +135,9 @@ struct GTPUTests {
         try writer.flush()
         let local = IPAddress.v4(IPv4Address(192, 0, 2, 1)), remote = IPAddress.v4(IPv4Address(192, 0, 2, 2))
         let outer = "\(scratch)/outer.pcap", inner = "\(scratch)/inner.pcap"
-        let e = try TunnelCapture.encapsulate(input: plain, output: outer, tunnel: Self.tunnel, local: local, remote: remote)
+        let e = try TunnelCapture.encapsulate(input: plain, output: outer, codec: Self.tunnel, local: local, remote: remote)
         #expect(e.written == 30)
-        let d = try TunnelCapture.decapsulate(input: outer, output: inner, tunnel: Self.tunnel)
+        let d = try TunnelCapture.decapsulate(input: outer, output: inner, codec: Self.tunnel)
         #expect(d.written == 30 && d.dropped.isEmpty)
         var reader = try CaptureReader(path: inner)
         var back: [[UInt8]] = []
@@ -147,9 +147,9 @@ struct GTPUTests {
         let merged = "\(scratch)/merged.pcapng", wire = "\(scratch)/wire.pcap"
         _ = try coalesceCapture(input: plain, output: merged)
         _ = try segmentCapture(input: merged, output: wire)
-        let e2 = try TunnelCapture.encapsulate(input: merged, output: outer, tunnel: Self.tunnel, local: local, remote: remote)
+        let e2 = try TunnelCapture.encapsulate(input: merged, output: outer, codec: Self.tunnel, local: local, remote: remote)
         #expect(e2.superPackets > 0)
-        _ = try TunnelCapture.decapsulate(input: outer, output: inner, tunnel: Self.tunnel)
+        _ = try TunnelCapture.decapsulate(input: outer, output: inner, codec: Self.tunnel)
         var segmented: [[UInt8]] = []
         var r1 = try CaptureReader(path: wire)
         while let r = try r1.next() { segmented.append(r.bytes) }
@@ -158,7 +158,7 @@ struct GTPUTests {
         while let r = try r2.next() { decapsulated.append(r.bytes) }
         #expect(decapsulated == segmented, "the tunnel carries what offload segment restores")
         // And the wrong TEID takes nothing out.
-        let none = try TunnelCapture.decapsulate(input: outer, output: inner, tunnel: .gtpu(GTPUSettings(teid: 1)))
+        let none = try TunnelCapture.decapsulate(input: outer, output: inner, codec: GTPUCodec(GTPUSettings(teid: 1)))
         #expect(none.written == 0 && none.dropped[.unknownID] == e2.written)
     }
 
@@ -180,7 +180,7 @@ struct GTPUTests {
         let outer = "\(scratch)/outer.pcap"
         for sequence in [false, true] {
             _ = try TunnelCapture.encapsulate(input: input, output: outer,
-                                              tunnel: .gtpu(GTPUSettings(teid: 7, sequenceNumbers: sequence)),
+                                              codec: GTPUCodec(GTPUSettings(teid: 7, sequenceNumbers: sequence)),
                                               local: .v6(IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
                                               remote: .v6(IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2)))
             let (status, out) = shell("tshark -r \(outer) -o udp.check_checksum:TRUE -o tcp.check_checksum:TRUE "
@@ -204,7 +204,7 @@ struct GTPUTests {
 /// VXLAN encapsulation and decapsulation, offline.
 @Suite("VXLAN: Ethernet frames per segment behind the VNI; tshark reads them")
 struct VXLANTests {
-    static let tunnel = TunnelProtocol.vxlan(vni: 0x00AB_CDEF)
+    static let tunnel = VXLANCodec(vni: 0x00AB_CDEF)
 
     @Test("an Ethernet super-packet: one datagram per segment, the header right, the frames back byte for byte; tshark agrees")
     func superPacket() throws {
@@ -223,20 +223,20 @@ struct VXLANTests {
         #expect(engine.outputCount == 1)
         let gso = try #require(engine.output(at: 0).metadata.gso)
         let merged = engine.outputBytes(at: 0)
-        var encapsulator = TunnelEncapsulator(tunnel: Self.tunnel)
+        var encapsulator = try TunnelEncapsulator(codec: Self.tunnel)
         let datagrams = try merged.withUnsafeBytes { raw in
             try encapsulator.prepare(raw, gso: gso)
             return (0..<encapsulator.datagramCount).map { encapsulator.datagramBytes(at: $0) }
         }
         #expect(datagrams.count == 16)
-        let decapsulator = TunnelDecapsulator(tunnel: Self.tunnel)
+        let decapsulator = Self.tunnel.makeDecoder()
         for (datagram, frame) in zip(datagrams, frames) {
             #expect(Array(datagram[0..<8]) == [0x08, 0, 0, 0, 0xAB, 0xCD, 0xEF, 0])
             let kind = datagram.withUnsafeBytes { decapsulator.classify($0) }
             #expect(kind == .packet(8..<datagram.count))
             #expect(Array(datagram[8...]) == frame, "the segment is the frame that was merged")
         }
-        let wrongVNI = datagrams[0].withUnsafeBytes { TunnelDecapsulator(tunnel: .vxlan(vni: 1)).classify($0) }
+        let wrongVNI = datagrams[0].withUnsafeBytes { VXLANCodec(vni: 1).makeDecoder().classify($0) }
         #expect(wrongVNI == .drop(.unknownID))
         var noFlag = datagrams[0]
         noFlag[0] = 0
@@ -255,7 +255,7 @@ struct VXLANTests {
         try writer.writePacket(merged, timestamp: 1, options: [.gso(gso)])
         try writer.flush()
         let report = try TunnelCapture.encapsulate(input: "\(scratch)/in.pcapng", output: "\(scratch)/outer.pcap",
-                                                   tunnel: Self.tunnel, local: .v4(IPv4Address(192, 0, 2, 1)),
+                                                   codec: Self.tunnel, local: .v4(IPv4Address(192, 0, 2, 1)),
                                                    remote: .v4(IPv4Address(192, 0, 2, 2)))
         #expect(report.written == 16 && report.superPackets == 1)
         let (status, out) = shell("tshark -r \(scratch)/outer.pcap -o tcp.check_checksum:TRUE -o udp.check_checksum:TRUE "
@@ -264,7 +264,7 @@ struct VXLANTests {
         let rows = out.split(separator: "\n")
         #expect(rows.count == 16 && rows.allSatisfy { $0 == "11259375\t\t1\t1" }, "\(rows.prefix(3))")
         let back = try TunnelCapture.decapsulate(input: "\(scratch)/outer.pcap", output: "\(scratch)/inner.pcap",
-                                                 tunnel: Self.tunnel)
+                                                 codec: Self.tunnel)
         #expect(back.written == 16)
         var reader = try CaptureReader(path: "\(scratch)/inner.pcap")
         var inner: [[UInt8]] = []

@@ -13,10 +13,10 @@ public func fuzzTunnel(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     datagram.withUnsafeBytes { buffer in
         _ = try? GTPUHeader(buffer)
         _ = try? VXLANHeader(buffer)
-        let tunnel: TunnelProtocol = setup & 1 == 0
-            ? .gtpu(GTPUSettings(teid: 0x1234, sequenceNumbers: setup & 2 != 0)) : .vxlan(vni: 42)
-        let decapsulator = TunnelDecapsulator(tunnel: tunnel)
-        if case .packet(let range) = decapsulator.classify(buffer) {
+        let kind = setup & 1 == 0
+            ? GTPUCodec(GTPUSettings(teid: 0x1234, sequenceNumbers: setup & 2 != 0)).makeDecoder().classify(buffer)
+            : VXLANCodec(vni: 42).makeDecoder().classify(buffer)
+        if case .packet(let range) = kind {
             if range.lowerBound < 0 || range.upperBound > buffer.count || range.isEmpty {
                 oracleFailure("inner packet range \(range) outside a \(buffer.count)-byte datagram")
             }

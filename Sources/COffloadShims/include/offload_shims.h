@@ -59,6 +59,11 @@ int offload_udp_open(int family, const void *local, const void *remote, unsigned
 long offload_udp_send(int fd, const void *iovecs, int count, int segment_size, const void *remote,
                       unsigned int remote_length);
 
+/// As offload_udp_send, and with `tos` >= 0 an IP_TOS (IPV6_TCLASS when `ipv6`) control message:
+/// this datagram's TOS / traffic class, leaving the socket's own setting alone.
+long offload_udp_send_tos(int fd, const void *iovecs, int count, int segment_size, const void *remote,
+                          unsigned int remote_length, int tos, int ipv6);
+
 /// One recvmsg into `buffer`; `*segment_size` receives the UDP_GRO size (the datagrams' size when
 /// the kernel coalesced several, else 0), and `*from_remote` whether the sender's address equals
 /// `remote`'s (any port), and `*tos` the outer TOS / traffic class (IP_RECVTOS, IPV6_RECVTCLASS;
