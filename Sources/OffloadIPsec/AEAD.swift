@@ -1,0 +1,117 @@
+import COffloadCrypto
+
+/// The ESP AEADs this gateway speaks, by the names strongSwan and `ip xfrm` users know.
+public enum ESPAlgorithm: String, CaseIterable, Hashable, Sendable, Codable, CustomStringConvertible {
+    /// AES-GCM with a 16-byte ICV and a 128-bit key (RFC 4106).
+    case aesGCM128 = "aes128gcm16"
+    /// AES-GCM with a 16-byte ICV and a 256-bit key (RFC 4106).
+    case aesGCM256 = "aes256gcm16"
+    /// ChaCha20-Poly1305 (RFC 7634).
+    case chacha20Poly1305 = "chacha20poly1305"
+
+    /// The key's length, without the salt.
+    public var keyLength: Int { self == .aesGCM128 ? 16 : 32 }
+    /// The salt's length: the last bytes of the key material (RFC 4106 §8.1, RFC 7634 §2).
+    public static let saltLength = 4
+
+    /// Also accepted in SA files: the `ip xfrm` and Wireshark spellings.
+    public init?(name: String) {
+        switch name.lowercased() {
+        case "aes128gcm16", "aes-gcm-128", "aes128gcm": self = .aesGCM128
+        case "aes256gcm16", "aes-gcm-256", "aes256gcm": self = .aesGCM256
+        case "chacha20poly1305", "chacha20-poly1305", "rfc7539esp": self = .chacha20Poly1305
+        default: return nil
+        }
+    }
+
+    /// The name.
+    public var description: String { rawValue }
+
+    /// Wireshark's name for the algorithm in its `esp_sa` table (nil: Wireshark 4.0 has none).
+    public var wiresharkName: String? {
+        switch self {
+        case .aesGCM128, .aesGCM256: "AES-GCM with 16 octet ICV [RFC4106]"
+        case .chacha20Poly1305: nil
+        }
+    }
+
+    var shimIdentifier: CInt {
+        switch self {
+        case .aesGCM128: CInt(OFFLOAD_AEAD_AES_128_GCM)
+        case .aesGCM256: CInt(OFFLOAD_AEAD_AES_256_GCM)
+        case .chacha20Poly1305: CInt(OFFLOAD_AEAD_CHACHA20_POLY1305)
+        }
+    }
+}
+
+/// Why a crypto context could not be made.
+public struct CryptoError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What failed (never key material).
+    public var description: String
+}
+
+/// One AEAD context of OpenSSL's libcrypto, for sealing or for opening, with its key schedule
+/// set once. Not thread-safe: one per thread and SA. Each call sets only the 12-byte nonce, so
+/// nothing is allocated per packet.
+///
+/// (`@unchecked Sendable`: handed from the thread that makes it to the one that uses it, never shared.)
+public final class AEADContext: @unchecked Sendable {
+    let context: OpaquePointer
+    /// The algorithm.
+    public let algorithm: ESPAlgorithm
+    /// Whether it seals (else it opens).
+    public let seals: Bool
+
+    /// A context for `key` (without the salt).
+    /// - Throws: ``CryptoError`` when the key length is wrong or libcrypto fails.
+    public init(_ algorithm: ESPAlgorithm, key: [UInt8], sealing: Bool) throws(CryptoError) {
+        guard key.count == algorithm.keyLength else {
+            throw CryptoError(description: "\(algorithm) needs a \(algorithm.keyLength)-byte key, got \(key.count) bytes")
+        }
+        let made = key.withUnsafeBufferPointer { offload_aead_new(algorithm.shimIdentifier, $0.baseAddress, $0.count, sealing ? 1 : 0) }
+        guard let made else { throw CryptoError(description: "libcrypto could not make a \(algorithm) context") }
+        context = made
+        self.algorithm = algorithm
+        seals = sealing
+    }
+
+    deinit { offload_aead_free(context) }
+
+    /// Seals the pieces then `trailer` into `out` (the ciphertext, as long as the plaintext) and
+    /// the 16-byte tag into `tag`.
+    /// - Returns: false when libcrypto failed (nothing usable was written).
+    public func seal(nonce: UnsafeRawPointer, aad: UnsafeRawBufferPointer, pieces: (UnsafeRawBufferPointer, UnsafeRawBufferPointer),
+                     trailer: UnsafeRawBufferPointer, out: UnsafeMutableRawPointer, tag: UnsafeMutableRawPointer) -> Bool {
+        var list = (offload_piece(base: pieces.0.baseAddress, length: pieces.0.count),
+                    offload_piece(base: pieces.1.baseAddress, length: pieces.1.count))
+        let n = withUnsafeMutableBytes(of: &list) { raw in
+            offload_aead_seal(context, nonce.assumingMemoryBound(to: UInt8.self), aad.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                              aad.count, raw.baseAddress!.assumingMemoryBound(to: offload_piece.self), 2,
+                              trailer.baseAddress?.assumingMemoryBound(to: UInt8.self), trailer.count,
+                              out.assumingMemoryBound(to: UInt8.self), tag.assumingMemoryBound(to: UInt8.self))
+        }
+        return n == pieces.0.count + pieces.1.count + trailer.count
+    }
+
+    /// Opens `data` in place, checking `tag` (compared in constant time by libcrypto).
+    /// - Returns: true only when the tag is right; otherwise `data` is garbage.
+    public func open(nonce: UnsafeRawPointer, aad: UnsafeRawBufferPointer, data: UnsafeMutableRawBufferPointer,
+                     tag: UnsafeRawPointer) -> Bool {
+        offload_aead_open(context, nonce.assumingMemoryBound(to: UInt8.self), aad.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                          aad.count, data.baseAddress?.assumingMemoryBound(to: UInt8.self), data.count,
+                          tag.assumingMemoryBound(to: UInt8.self)) == 1
+    }
+}
+
+/// SHA-256 (libcrypto): for key fingerprints, never for keys themselves.
+public func sha256(_ bytes: [UInt8]) -> [UInt8] {
+    var digest = [UInt8](repeating: 0, count: 32)
+    _ = bytes.withUnsafeBytes { b in digest.withUnsafeMutableBufferPointer { offload_sha256(b.baseAddress, b.count, $0.baseAddress) } }
+    return digest
+}
+
+/// Whether two byte strings are equal, in time that depends only on their length.
+public func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    guard a.count == b.count else { return false }
+    return a.withUnsafeBytes { x in b.withUnsafeBytes { y in offload_constant_time_compare(x.baseAddress, y.baseAddress, a.count) == 0 } }
+}

@@ -1,0 +1,269 @@
+import OffloadTunnel
+import OffloadWire
+
+extension TunnelDropReason {
+    /// An SPI this end has no inbound SA for.
+    public static let unknownSPI = TunnelDropReason(rawValue: "unknown_spi")
+    /// The ICV did not verify: forged, corrupted, or the wrong key.
+    public static let badICV = TunnelDropReason(rawValue: "bad_icv")
+    /// A sequence number already received (RFC 4303 §3.4.3).
+    public static let replay = TunnelDropReason(rawValue: "replay")
+    /// A sequence number below the anti-replay window.
+    public static let tooOld = TunnelDropReason(rawValue: "too_old")
+    /// A pad length longer than the plaintext, or pad bytes other than 1, 2, 3, ... (RFC 4303 §2.4).
+    public static let badPadding = TunnelDropReason(rawValue: "bad_padding")
+    /// A next header other than IPv4 (4), IPv6 (41) or a dummy (59), or one that disagrees with
+    /// the inner packet's version.
+    public static let nextHeader = TunnelDropReason(rawValue: "next_header")
+    /// The inner packet's addresses are outside the SA's traffic selectors (RFC 4301 §5.2).
+    public static let policy = TunnelDropReason(rawValue: "policy")
+    /// Encapsulating: no tunnel's selectors match the inner packet.
+    public static let noPolicy = TunnelDropReason(rawValue: "no_policy")
+    /// Encapsulating: the SA's sequence numbers are used up (it never wraps: new keys are needed),
+    /// or the high-water mark could not be written.
+    public static let sequenceExhausted = TunnelDropReason(rawValue: "sequence_exhausted")
+    /// Encapsulating: libcrypto failed.
+    public static let encryptFailed = TunnelDropReason(rawValue: "encrypt_failed")
+}
+
+extension TunnelSignal {
+    /// A NAT keepalive (one 0xFF byte, RFC 3948 §2.3).
+    public static let natKeepalive = TunnelSignal(rawValue: "nat_keepalive")
+    /// An IKE message behind the non-ESP marker (RFC 3948 §2.2): not served yet.
+    public static let ike = TunnelSignal(rawValue: "ike")
+    /// An ESP dummy packet (next header 59, RFC 4303 §2.6), authenticated and dropped quietly.
+    public static let dummy = TunnelSignal(rawValue: "dummy")
+}
+
+/// The SAs of a gateway and what both directions share: the outbound sequence counters (one per
+/// SA, so that the encapsulating thread and the decapsulating thread's ICMP errors never use a
+/// number twice).
+public final class ESPSecurityPolicy: Sendable {
+    /// The tunnels, in the order their selectors are tried.
+    public let tunnels: [ESPTunnelConfiguration]
+    /// Each tunnel's outbound counter.
+    public let sequences: [OutboundSequence]
+
+    /// The policy, with sequence numbers kept in `store` (nil: counters start at 1 and are not
+    /// kept: only for tests and captures that never reach a wire).
+    /// - Throws: ``SequenceStoreError`` when the first reservations cannot be written.
+    public init(tunnels: [ESPTunnelConfiguration], store: SequenceStore?) throws(SequenceStoreError) {
+        self.tunnels = tunnels
+        var sequences: [OutboundSequence] = []
+        for t in tunnels {
+            sequences.append(try OutboundSequence(spi: t.outbound.spi, key: t.outbound.keyMaterial,
+                                                  extendedSequenceNumbers: t.extendedSequenceNumbers, store: store))
+        }
+        self.sequences = sequences
+    }
+}
+
+/// ESP in UDP (RFC 4303 tunnel mode, RFC 3948 on port 4500) as a ``TunnelCodec``: each inner
+/// segment becomes one ESP datagram, encrypted with AES-GCM or ChaCha20-Poly1305 straight into
+/// the datagram's slot (nonce = salt ‖ IV, IV = the 64-bit sequence number); received datagrams
+/// are checked against the anti-replay window, decrypted in place, and only after the ICV is
+/// right move the window, lose their padding and meet the traffic selectors.
+public struct ESPCodec: TunnelCodec {
+    /// The SAs.
+    public let policy: ESPSecurityPolicy
+    /// The codec of a policy.
+    public init(policy: ESPSecurityPolicy) { self.policy = policy }
+
+    public var innerLinkType: LinkType { .raw }
+    public var port: UInt16 { ESPFormat.udpPort }
+    public var connectsSocket: Bool { true }
+    /// SPI, sequence number, IV.
+    public var headerRoom: Int { ESPFormat.headerLength }
+    /// Up to 3 bytes of padding, pad length, next header, ICV.
+    public var trailerRoom: Int { 3 + ESPFormat.trailerLength + ESPFormat.icvLength }
+    public var dropReasons: [TunnelDropReason] {
+        [.truncated, .unknownSPI, .badICV, .replay, .tooOld, .badPadding, .nextHeader, .policy, .ecn]
+    }
+    /// `ESP (2 tunnels: aes128gcm16)`.
+    public var description: String {
+        "ESP (\(policy.tunnels.count) tunnel\(policy.tunnels.count == 1 ? "" : "s"): "
+            + Set(policy.tunnels.map(\.algorithm.rawValue)).sorted().joined(separator: ", ") + ")"
+    }
+
+    public func makeEncoder() throws(TunnelCodecError) -> Encoder {
+        var contexts: [AEADContext] = []
+        for t in policy.tunnels {
+            do { contexts.append(try AEADContext(t.algorithm, key: t.outbound.key, sealing: true)) } catch {
+                throw TunnelCodecError("tunnel \(t.name): \(error)")
+            }
+        }
+        return Encoder(policy: policy, contexts: contexts)
+    }
+
+    public func makeDecoder() throws(TunnelCodecError) -> Decoder {
+        var inbound: [Decoder.Inbound] = []
+        for (i, t) in policy.tunnels.enumerated() {
+            do {
+                inbound.append(Decoder.Inbound(spi: t.inbound.spi, tunnel: i, context: try AEADContext(t.algorithm, key: t.inbound.key, sealing: false),
+                                               salt: t.inbound.salt,
+                                               window: ReplayWindow(size: t.replayWindow, extendedSequenceNumbers: t.extendedSequenceNumbers)))
+            } catch { throw TunnelCodecError("tunnel \(t.name): \(error)") }
+        }
+        return Decoder(policy: policy, inbound: inbound)
+    }
+
+    /// Encrypts: chooses the tunnel per inner packet, reserves its sequence numbers per train.
+    public struct Encoder: TunnelEncoder {
+        let policy: ESPSecurityPolicy
+        let contexts: [AEADContext]
+        var tunnel = 0
+        var firstSequence: UInt64 = 0
+        /// The IV of the next datagram when set (known-answer tests only; never on a wire).
+        var fixedIV: UInt64?
+
+        public var writesWholeDatagram: Bool { true }
+
+        public mutating func begin(headers: UnsafeRawBufferPointer, datagrams: Int) -> TunnelDropReason? {
+            guard let (source, destination) = Self.addresses(headers) else { return .noPolicy }
+            if !policy.tunnels[tunnel].sends(from: source, to: destination) {
+                guard let match = policy.tunnels.firstIndex(where: { $0.sends(from: source, to: destination) }) else {
+                    return .noPolicy
+                }
+                tunnel = match
+            }
+            guard let first = policy.sequences[tunnel].reserve(datagrams) else { return .sequenceExhausted }
+            firstSequence = first
+            return nil
+        }
+
+        /// An IP packet's addresses (nil: not IP, or too short).
+        static func addresses(_ p: UnsafeRawBufferPointer) -> (IPAddress, IPAddress)? {
+            guard p.count >= 1 else { return nil }
+            switch p[0] >> 4 {
+            case 4 where p.count >= IPv4Packet.Field.minimumHeaderEnd:
+                return (.v4(IPv4Address(p, IPv4Packet.Field.source)), .v4(IPv4Address(p, IPv4Packet.Field.destination)))
+            case 6 where p.count >= IPv6Packet.Field.fixedHeaderEnd:
+                return (.v6(IPv6Address(p, IPv6Packet.Field.source)), .v6(IPv6Address(p, IPv6Packet.Field.destination)))
+            default:
+                return nil
+            }
+        }
+
+        public mutating func encode(_ segment: InnerSegment, index: Int, into slot: UnsafeMutableRawBufferPointer) -> Int {
+            let t = policy.tunnels[tunnel]
+            let sequence = firstSequence &+ UInt64(index)
+            let iv = fixedIV ?? sequence
+            let base = slot.baseAddress!
+            base.storeBytes(of: t.outbound.spi.bigEndian, toByteOffset: ESPFormat.spi, as: UInt32.self)
+            base.storeBytes(of: UInt32(truncatingIfNeeded: sequence).bigEndian, toByteOffset: ESPFormat.sequence, as: UInt32.self)
+            base.storeBytes(of: iv.bigEndian, toByteOffset: ESPFormat.iv, as: UInt64.self)
+            // Trailer: padding 1, 2, 3 to a 4-byte boundary, its length, the next header.
+            let version = segment.first.count > 0 ? segment.first[0] >> 4 : 0
+            let padding = ESPFormat.padding(for: segment.count)
+            var trailer: (UInt8, UInt8, UInt8, UInt8, UInt8) = (1, 2, 3, 0, 0)
+            let plaintext = segment.count + padding + ESPFormat.trailerLength
+            guard slot.count >= ESPFormat.headerLength + plaintext + ESPFormat.icvLength else { return 0 }
+            return withUnsafeMutableBytes(of: &trailer) { trailerBytes in
+                trailerBytes[padding] = UInt8(padding)
+                trailerBytes[padding + 1] = version == 6 ? ESPFormat.nextHeaderIPv6 : ESPFormat.nextHeaderIPv4
+                // Nonce = salt ‖ IV (12 bytes); AAD = SPI ‖ sequence (32 bits), or SPI ‖ ESN high ‖ low.
+                var nonce = (UInt64(0), UInt32(0))
+                var aad: (UInt32, UInt32, UInt32) = (t.outbound.spi.bigEndian, 0, 0)
+                let aadLength: Int
+                if t.extendedSequenceNumbers {
+                    aad.1 = UInt32(truncatingIfNeeded: sequence >> 32).bigEndian
+                    aad.2 = UInt32(truncatingIfNeeded: sequence).bigEndian
+                    aadLength = 12
+                } else {
+                    aad.1 = UInt32(truncatingIfNeeded: sequence).bigEndian
+                    aadLength = 8
+                }
+                let sealed = withUnsafeMutableBytes(of: &nonce) { n in
+                    t.outbound.salt.withUnsafeBytes { n.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: 4) }
+                    (n.baseAddress! + 4).storeBytes(of: iv.bigEndian, as: UInt64.self)
+                    return withUnsafeBytes(of: &aad) { a in
+                        contexts[tunnel].seal(nonce: n.baseAddress!, aad: UnsafeRawBufferPointer(rebasing: a[0..<aadLength]),
+                                              pieces: (segment.first, segment.second),
+                                              trailer: UnsafeRawBufferPointer(rebasing: trailerBytes[0..<(padding + 2)]),
+                                              out: base + ESPFormat.headerLength,
+                                              tag: base + ESPFormat.headerLength + plaintext)
+                    }
+                }
+                return sealed ? ESPFormat.headerLength + plaintext + ESPFormat.icvLength : 0
+            }
+        }
+    }
+
+    /// Decrypts: classifies, checks replay, opens in place, checks padding and selectors.
+    public struct Decoder: TunnelDecoder {
+        let policy: ESPSecurityPolicy
+        struct Inbound {
+            let spi: UInt32
+            let tunnel: Int
+            let context: AEADContext
+            let salt: [UInt8]
+            var window: ReplayWindow
+        }
+        var inbound: [Inbound]
+        var last = 0
+
+        /// The anti-replay window of the inbound SA with `spi` (nil: none).
+        public func window(spi: UInt32) -> ReplayWindow? { inbound.first { $0.spi == spi }?.window }
+
+        public mutating func decode(_ datagram: UnsafeMutableRawBufferPointer) -> TunnelDatagram {
+            let count = datagram.count
+            if count == 1 && datagram[0] == ESPFormat.natKeepalive { return .signalling(.natKeepalive) }
+            guard count >= ESPFormat.nonESPMarkerLength else { return .drop(.truncated) }
+            let spi = UInt32(bigEndian: datagram.loadUnaligned(fromByteOffset: ESPFormat.spi, as: UInt32.self))
+            if spi == 0 { return .signalling(.ike) }  // the non-ESP marker: IKE shares the port
+            guard count >= ESPFormat.minimumLength else { return .drop(.truncated) }
+            if inbound[last].spi != spi {
+                guard let i = inbound.firstIndex(where: { $0.spi == spi }) else { return .drop(.unknownSPI) }
+                last = i
+            }
+            let low = UInt32(bigEndian: datagram.loadUnaligned(fromByteOffset: ESPFormat.sequence, as: UInt32.self))
+            let sequence: UInt64
+            switch inbound[last].window.check(low: low) {
+            case .new(let s): sequence = s
+            case .replay: return .drop(.replay)
+            case .tooOld: return .drop(.tooOld)
+            }
+            let sa = inbound[last]
+            let t = policy.tunnels[sa.tunnel]
+            let ciphertextLength = count - ESPFormat.headerLength - ESPFormat.icvLength
+            let base = datagram.baseAddress!
+            var nonce = (UInt64(0), UInt32(0))
+            var aad: (UInt32, UInt32, UInt32) = (spi.bigEndian, 0, 0)
+            let aadLength: Int
+            if t.extendedSequenceNumbers {
+                aad.1 = UInt32(truncatingIfNeeded: sequence >> 32).bigEndian
+                aad.2 = low.bigEndian
+                aadLength = 12
+            } else {
+                aad.1 = low.bigEndian
+                aadLength = 8
+            }
+            let authentic = withUnsafeMutableBytes(of: &nonce) { n in
+                sa.salt.withUnsafeBytes { n.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: 4) }
+                (n.baseAddress! + 4).copyMemory(from: base + ESPFormat.iv, byteCount: ESPFormat.ivLength)
+                return withUnsafeBytes(of: &aad) { a in
+                    sa.context.open(nonce: n.baseAddress!, aad: UnsafeRawBufferPointer(rebasing: a[0..<aadLength]),
+                                    data: UnsafeMutableRawBufferPointer(start: base + ESPFormat.headerLength, count: ciphertextLength),
+                                    tag: base + ESPFormat.headerLength + ciphertextLength)
+                }
+            }
+            guard authentic else { return .drop(.badICV) }
+            // Authentic: only now may the window move (RFC 4303 §3.4.3).
+            inbound[last].window.accept(sequence)
+            let end = ESPFormat.headerLength + ciphertextLength
+            let padLength = Int(datagram[end - 2])
+            let nextHeader = datagram[end - 1]
+            guard padLength + ESPFormat.trailerLength <= ciphertextLength else { return .drop(.badPadding) }
+            let innerEnd = end - ESPFormat.trailerLength - padLength
+            for i in 0..<padLength where datagram[innerEnd + i] != UInt8(i + 1) { return .drop(.badPadding) }
+            if nextHeader == ESPFormat.nextHeaderDummy { return .signalling(.dummy) }
+            let inner = UnsafeRawBufferPointer(rebasing: datagram[ESPFormat.headerLength..<innerEnd])
+            let version = inner.count > 0 ? inner[0] >> 4 : 0
+            guard (nextHeader == ESPFormat.nextHeaderIPv4 && version == 4) || (nextHeader == ESPFormat.nextHeaderIPv6 && version == 6)
+            else { return .drop(.nextHeader) }
+            guard let (source, destination) = Encoder.addresses(inner) else { return .drop(.truncated) }
+            guard t.receives(from: source, to: destination) else { return .drop(.policy) }
+            return .packet(ESPFormat.headerLength..<innerEnd)
+        }
+    }
+}

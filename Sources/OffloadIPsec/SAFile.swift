@@ -1,0 +1,307 @@
+import Foundation
+import OffloadWire
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One direction's SA of a manually keyed tunnel: what `ip xfrm state` holds.
+public struct ESPSAKeys: Hashable, Sendable {
+    /// The SPI (the receiver's choice; 256 and up, RFC 4303 §2.1).
+    public var spi: UInt32
+    /// The key, without the salt.
+    public var key: [UInt8]
+    /// The salt: the last 4 bytes of the key material (RFC 4106 §8.1, RFC 7634 §2).
+    public var salt: [UInt8]
+
+    /// The key material as `ip xfrm` and Wireshark take it: key ‖ salt.
+    public var keyMaterial: [UInt8] { key + salt }
+}
+
+/// A traffic selector: an address prefix of either family.
+public enum TrafficSelector: Hashable, Sendable, CustomStringConvertible {
+    /// IPv4 addresses.
+    case v4(IPv4Prefix)
+    /// IPv6 addresses.
+    case v6(IPv6Prefix)
+
+    /// Parses `10.0.0.0/8`, `fd00::/8`, or an address alone (a /32 or /128).
+    public init?(_ text: some StringProtocol) {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        if let p = IPv4Prefix(t) {
+            self = .v4(p)
+        } else if let p = IPv6Prefix(t) {
+            self = .v6(p)
+        } else if let a = IPv4Address(t), let p = IPv4Prefix(a, length: 32) {
+            self = .v4(p)
+        } else if let a = IPv6Address(t), let p = IPv6Prefix(a, length: 128) {
+            self = .v6(p)
+        } else {
+            return nil
+        }
+    }
+
+    /// Whether the address is inside.
+    @inlinable public func contains(_ address: IPAddress) -> Bool {
+        switch (self, address) {
+        case (.v4(let p), .v4(let a)): p.contains(a)
+        case (.v6(let p), .v6(let a)): p.contains(a)
+        default: false
+        }
+    }
+
+    /// `10.0.0.0/8`.
+    public var description: String {
+        switch self {
+        case .v4(let p): p.description
+        case .v6(let p): p.description
+        }
+    }
+}
+
+/// A manually keyed ESP tunnel: a pair of SAs and the traffic selectors of what goes through it.
+public struct ESPTunnelConfiguration: Hashable, Sendable {
+    /// The tunnel's name (for logs and counters).
+    public var name: String
+    /// The AEAD of both SAs.
+    public var algorithm: ESPAlgorithm
+    /// Whether both SAs use 64-bit sequence numbers (RFC 4304).
+    public var extendedSequenceNumbers = true
+    /// The anti-replay window of the inbound SA, in packets.
+    public var replayWindow = 1024
+    /// Inner sources on this side (`local_ts`).
+    public var localSelectors: [TrafficSelector] = []
+    /// Inner destinations on the far side (`remote_ts`).
+    public var remoteSelectors: [TrafficSelector] = []
+    /// The SA this end sends with.
+    public var outbound: ESPSAKeys
+    /// The SA this end receives with.
+    public var inbound: ESPSAKeys
+
+    /// Whether a packet from `source` to `destination` goes out through this tunnel.
+    public func sends(from source: IPAddress, to destination: IPAddress) -> Bool {
+        localSelectors.contains { $0.contains(source) } && remoteSelectors.contains { $0.contains(destination) }
+    }
+
+    /// Whether a packet received through this tunnel may come from `source` to `destination`.
+    public func receives(from source: IPAddress, to destination: IPAddress) -> Bool {
+        remoteSelectors.contains { $0.contains(source) } && localSelectors.contains { $0.contains(destination) }
+    }
+}
+
+/// Why an SA file was refused: where, and what (never a key).
+public struct SAFileError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The message, with the file and line.
+    public var description: String
+    init(_ path: String, _ line: Int?, _ message: String) {
+        description = line.map { "\(path):\($0): \(message)" } ?? "\(path): \(message)"
+    }
+}
+
+/// An SA file: manual keying for `offload ipsec`, in the syntax of strongSwan's swanctl.conf
+/// (sections in braces, one `key = value` per line, `#` comments):
+///
+/// ```text
+/// tunnels {
+///     site-b {
+///         esp_proposals = aes128gcm16        # aes256gcm16, chacha20poly1305
+///         esn = yes                          # no: 32-bit sequence numbers (strongSwan's libipsec)
+///         replay_window = 1024
+///         local_ts = 10.1.0.0/16, fd01::/64
+///         remote_ts = 10.2.0.0/16, fd02::/64
+///         out {
+///             spi = 0x00001001
+///             key = 0x<key ‖ 4-byte salt, hex>   # 20 bytes for AES-128, 36 for AES-256 and ChaCha20
+///         }
+///         in {
+///             spi = 0x00002001
+///             key = 0x...
+///         }
+///     }
+/// }
+/// ```
+/// The file must be a regular file owned by the user, mode 0600 (no access for group or others),
+/// like an SSH private key: it holds keys. Errors name the line, never the key.
+public enum SAFile {
+    /// Reads and validates the file.
+    /// - Throws: ``SAFileError``.
+    public static func load(path: String) throws(SAFileError) -> [ESPTunnelConfiguration] {
+        try checkPermissions(path: path)
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw SAFileError(path, nil, "cannot read it as UTF-8 text")
+        }
+        return try parse(text, path: path)
+    }
+
+    /// Refuses a file that others may read or change.
+    public static func checkPermissions(path: String) throws(SAFileError) {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { throw SAFileError(path, nil, String(cString: strerror(errno))) }
+        guard info.st_mode & S_IFMT == S_IFREG else { throw SAFileError(path, nil, "not a regular file (links are refused)") }
+        guard info.st_uid == geteuid() else {
+            throw SAFileError(path, nil, "owned by uid \(info.st_uid), not by this user (uid \(geteuid())): it holds keys")
+        }
+        let mode = info.st_mode & 0o777
+        guard mode & 0o077 == 0 else {
+            throw SAFileError(path, nil, "mode \(String(mode, radix: 8)) lets others read or change keys: chmod 600 \(path)")
+        }
+    }
+
+    /// Parses the text of an SA file.
+    /// - Throws: ``SAFileError``.
+    public static func parse(_ text: String, path: String = "SA file") throws(SAFileError) -> [ESPTunnelConfiguration] {
+        let root = try Section.parse(text, path: path)
+        guard let tunnels = root.sections.first(where: { $0.name == "tunnels" }) else {
+            throw SAFileError(path, nil, "no `tunnels { ... }` section")
+        }
+        for other in root.sections where other.name != "tunnels" {
+            throw SAFileError(path, other.line, "unknown section `\(other.name)` (expected `tunnels`)")
+        }
+        var result: [ESPTunnelConfiguration] = []
+        for section in tunnels.sections { result.append(try tunnel(section, path: path)) }
+        guard !result.isEmpty else { throw SAFileError(path, tunnels.line, "`tunnels` holds no tunnel") }
+        var seenIn: [UInt32: String] = [:], seenOut: [UInt32: String] = [:]
+        for t in result {
+            if let other = seenIn[t.inbound.spi] {
+                throw SAFileError(path, nil, "tunnels \(other) and \(t.name) receive with the same SPI 0x\(String(t.inbound.spi, radix: 16))")
+            }
+            if let other = seenOut[t.outbound.spi] {
+                throw SAFileError(path, nil, "tunnels \(other) and \(t.name) send with the same SPI 0x\(String(t.outbound.spi, radix: 16))")
+            }
+            seenIn[t.inbound.spi] = t.name
+            seenOut[t.outbound.spi] = t.name
+        }
+        return result
+    }
+
+    static func tunnel(_ s: Section, path: String) throws(SAFileError) -> ESPTunnelConfiguration {
+        func value(_ key: String) -> (String, Int)? { s.settings.first { $0.key == key }.map { ($0.value, $0.line) } }
+        for setting in s.settings where !["esp_proposals", "esn", "replay_window", "local_ts", "remote_ts"].contains(setting.key) {
+            throw SAFileError(path, setting.line, "unknown setting `\(setting.key)` in tunnel \(s.name)")
+        }
+        guard let (proposal, line) = value("esp_proposals") else {
+            throw SAFileError(path, s.line, "tunnel \(s.name): no esp_proposals (aes128gcm16, aes256gcm16 or chacha20poly1305)")
+        }
+        let names = proposal.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard names.count == 1, let algorithm = ESPAlgorithm(name: names[0].replacingOccurrences(of: "-esn", with: "")
+            .replacingOccurrences(of: "-noesn", with: ""))
+        else {
+            throw SAFileError(path, line, "esp_proposals: one of aes128gcm16, aes256gcm16, chacha20poly1305 (manual keying takes exactly one)")
+        }
+        var esn = true
+        if names[0].hasSuffix("-noesn") { esn = false }
+        if let (v, line) = value("esn") {
+            switch v.lowercased() {
+            case "yes", "true", "on": esn = true
+            case "no", "false", "off": esn = false
+            default: throw SAFileError(path, line, "esn: yes or no")
+            }
+        }
+        var window = 1024
+        if let (v, line) = value("replay_window") {
+            guard let w = Int(v), w >= 1024, w <= 65_536 else { throw SAFileError(path, line, "replay_window: 1024...65536 packets") }
+            window = w
+        }
+        func selectors(_ key: String) throws(SAFileError) -> [TrafficSelector] {
+            guard let (v, line) = value(key) else { return [.v4(IPv4Prefix("0.0.0.0/0")!), .v6(IPv6Prefix("::/0")!)] }
+            var all: [TrafficSelector] = []
+            for part in v.split(separator: ",") {
+                guard let ts = TrafficSelector(part) else { throw SAFileError(path, line, "\(key): `\(part.trimmingCharacters(in: .whitespaces))` is not a prefix") }
+                all.append(ts)
+            }
+            return all
+        }
+        func keys(_ name: String) throws(SAFileError) -> ESPSAKeys {
+            guard let sub = s.sections.first(where: { $0.name == name }) else {
+                throw SAFileError(path, s.line, "tunnel \(s.name): no `\(name) { spi = ... key = ... }` section")
+            }
+            var spi: UInt32?
+            var material: [UInt8]?
+            for setting in sub.settings {
+                switch setting.key {
+                case "spi":
+                    let digits = setting.value.lowercased().hasPrefix("0x") ? String(setting.value.dropFirst(2)) : setting.value
+                    guard let v = UInt32(digits, radix: setting.value.lowercased().hasPrefix("0x") ? 16 : 10), v >= 256 else {
+                        throw SAFileError(path, setting.line, "spi: a 32-bit number of 256 or more (0x100...; 1-255 are reserved)")
+                    }
+                    spi = v
+                case "key":
+                    guard let bytes = hexBytes(setting.value) else {
+                        throw SAFileError(path, setting.line, "key: hex digits after 0x (the value is not shown)")
+                    }
+                    guard bytes.count == algorithm.keyLength + ESPAlgorithm.saltLength else {
+                        throw SAFileError(path, setting.line, "key: \(algorithm) takes \(algorithm.keyLength) bytes of key and 4 of salt "
+                            + "(\(2 * (algorithm.keyLength + 4)) hex digits); this one has \(bytes.count) bytes")
+                    }
+                    material = bytes
+                default:
+                    throw SAFileError(path, setting.line, "unknown setting `\(setting.key)` in \(name)")
+                }
+            }
+            guard let spi else { throw SAFileError(path, sub.line, "\(name): no spi") }
+            guard let material else { throw SAFileError(path, sub.line, "\(name): no key") }
+            return ESPSAKeys(spi: spi, key: Array(material.prefix(algorithm.keyLength)), salt: Array(material.suffix(4)))
+        }
+        let outbound = try keys("out"), inbound = try keys("in")
+        if constantTimeEqual(outbound.keyMaterial, inbound.keyMaterial) {
+            throw SAFileError(path, s.line, "tunnel \(s.name): `in` and `out` have the same key: each direction needs its own")
+        }
+        return ESPTunnelConfiguration(name: s.name, algorithm: algorithm, extendedSequenceNumbers: esn, replayWindow: window,
+                                      localSelectors: try selectors("local_ts"), remoteSelectors: try selectors("remote_ts"),
+                                      outbound: outbound, inbound: inbound)
+    }
+
+    static func hexBytes(_ text: String) -> [UInt8]? {
+        var digits = text.lowercased()
+        guard digits.hasPrefix("0x") else { return nil }
+        digits.removeFirst(2)
+        guard digits.count % 2 == 0, !digits.isEmpty else { return nil }
+        var out: [UInt8] = []
+        var it = digits.makeIterator()
+        while let a = it.next(), let b = it.next() {
+            guard let x = a.hexDigitValue, let y = b.hexDigitValue else { return nil }
+            out.append(UInt8(x << 4 | y))
+        }
+        return out
+    }
+}
+
+/// A section of swanctl.conf-style text: settings and sub-sections.
+struct Section {
+    var name: String
+    var line: Int
+    var settings: [(key: String, value: String, line: Int)] = []
+    var sections: [Section] = []
+
+    static func parse(_ text: String, path: String) throws(SAFileError) -> Section {
+        var stack = [Section(name: "", line: 0)]
+        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let n = index + 1
+            var line = raw[...]
+            if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
+            let t = line.trimmingCharacters(in: .whitespaces)
+            if t.isEmpty { continue }
+            if t == "}" {
+                guard stack.count > 1 else { throw SAFileError(path, n, "`}` without a section to close") }
+                let done = stack.removeLast()
+                stack[stack.count - 1].sections.append(done)
+            } else if t.hasSuffix("{") {
+                let name = t.dropLast().trimmingCharacters(in: .whitespaces)
+                guard !name.isEmpty, !name.contains(" "), !name.contains("=") else {
+                    throw SAFileError(path, n, "a section is `name {` on a line of its own")
+                }
+                stack.append(Section(name: name, line: n))
+            } else if let eq = t.firstIndex(of: "=") {
+                let key = t[..<eq].trimmingCharacters(in: .whitespaces)
+                let value = t[t.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+                guard !key.isEmpty, !key.contains(" ") else { throw SAFileError(path, n, "a setting is `key = value`") }
+                guard stack.count > 1 else { throw SAFileError(path, n, "`\(key)` outside any section") }
+                stack[stack.count - 1].settings.append((key, value, n))
+            } else {
+                throw SAFileError(path, n, "expected `name {`, `key = value` or `}`")
+            }
+        }
+        guard stack.count == 1 else { throw SAFileError(path, stack.last!.line, "section `\(stack.last!.name)` is not closed") }
+        return stack[0]
+    }
+}
