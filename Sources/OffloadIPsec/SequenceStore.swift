@@ -134,17 +134,15 @@ public final class OutboundSequence: Sendable {
         state = Mutex(State(next: first, reservedThrough: reserved, exhausted: first > last || first == 0))
     }
 
-    /// The first of `count` consecutive numbers, or nil when the space is used up (the SA stops
-    /// for good: only new keys go on) or the store cannot be written.
+    /// The first of `count` consecutive numbers, or nil when they do not fit in what is left (once
+    /// nothing is, the SA stops for good: only new keys go on) or the store cannot be written.
     public func reserve(_ count: Int) -> UInt64? {
         state.withLock { (s: inout State) -> UInt64? in
             guard !s.exhausted, s.storeFailed == nil else { return nil }
             let first = s.next
             let (end, overflow) = first.addingReportingOverflow(UInt64(count) - 1)
-            guard !overflow, end <= last else {
-                s.exhausted = true
-                return nil
-            }
+            // A run that does not fit is refused whole; the SA stops once no number is left.
+            guard !overflow, end <= last else { return nil }
             if end > s.reservedThrough, let store {
                 let through = min(last, end &+ store.block)
                 do { try store.reserve(spi: spi, fingerprint: fingerprint, usedThrough: through) } catch {
@@ -154,7 +152,7 @@ public final class OutboundSequence: Sendable {
                 s.reservedThrough = through
             }
             s.next = end &+ 1
-            if s.next == 0 { s.exhausted = true }  // 2^64 − 1 was the last
+            if end == last { s.exhausted = true }  // the last number was handed out
             return first
         }
     }
