@@ -26,7 +26,7 @@ struct Offload: AsyncParsableCommand {
             Exit codes: 0 success, 1 bad input, 2 usage.
             """,
         subcommands: [Demo.self, Coalesce.self, Segment.self, Stats.self, Generate.self, Forward.self, Lab.self, Doctor.self,
-                      SIIT.self, Tunnel.self])
+                      SIIT.self, Tunnel.self, IPsec.self])
 
     static func main() async {
         do {

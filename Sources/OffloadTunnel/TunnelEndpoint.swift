@@ -158,6 +158,9 @@ public final class TunnelSink<Codec: TunnelCodec>: PacketSink, @unchecked Sendab
         }
         if let refusal {
             counters.encapsulationDropped[refusal, default: 0] += 1
+            if counters.encapsulationDropped[refusal] == 1 {
+                logger.warning("an inner packet was not sent into the tunnel: \(refusal) (counted from now on as tunnel_encapsulation_dropped)")
+            }
             return
         }
         try sendTrain()
