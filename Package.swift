@@ -97,7 +97,7 @@ let package = Package(
                                    "OffloadDoctor", "OffloadTestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "OffloadTunnelTests",
-                    dependencies: ["OffloadTunnel", "OffloadForwarder", "OffloadEngine", "OffloadWire", "OffloadCapture",
+                    dependencies: ["OffloadTunnel", "OffloadIPsec", "OffloadForwarder", "OffloadEngine", "OffloadWire", "OffloadCapture",
                                    "OffloadTestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "OffloadIPsecTests",

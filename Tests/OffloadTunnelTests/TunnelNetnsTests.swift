@@ -28,21 +28,28 @@ final class TunnelLab {
 
     /// Starts the endpoint on both gateways (TEID 7), each routing the far side's prefixes into its tunnel.
     func startEndpoints(_ arguments: [String] = []) throws {
+        try startEndpoints(command: { _ in ["tunnel", "--id", "7"] + arguments }, device: "gtp0")
+    }
+
+    /// Starts `offload COMMAND` on both gateways (`command(n)` for gateway n: the subcommand and
+    /// its own options) on `device`, each routing the far side's prefixes into it.
+    func startEndpoints(command: (Int) -> [String], device: String, gateways: [Int] = [1, 2]) throws {
         guard let offload = builtExecutable(named: "offload") else { throw TunnelLabError("offload executable not found") }
         for (n, local, remote, routes) in [(1, "192.168.88.1", "192.168.88.2", ["10.88.2.0/24", "fd88:2::/64"]),
-                                           (2, "192.168.88.2", "192.168.88.1", ["10.88.1.0/24", "fd88:1::/64"])] {
-            let command = ["setsid", "ip", "netns", "exec", gateway(n), offload, "tunnel", "--device", "gtp0", "--local", local,
-                           "--remote", remote, "--id", "7", "--setup"] + routes.flatMap { ["--route", $0] }
-                + ["--stats-json", "\(dir)/gw\(n).json", "--duration", "150"] + arguments
-            shell(command.joined(separator: " ") + " > \(dir)/gw\(n).log 2>&1 < /dev/null &")
+                                           (2, "192.168.88.2", "192.168.88.1", ["10.88.1.0/24", "fd88:1::/64"])]
+        where gateways.contains(n) {
+            let line = ["setsid", "ip", "netns", "exec", gateway(n), offload] + command(n)
+                + ["--device", device, "--local", local, "--remote", remote, "--setup"] + routes.flatMap { ["--route", $0] }
+                + ["--stats-json", "\(dir)/gw\(n).json", "--duration", "150"]
+            shell(line.joined(separator: " ") + " >> \(dir)/gw\(n).log 2>&1 < /dev/null &")
         }
         for _ in 0..<100 {
-            if shell("ip -n \(gateway(1)) route; ip -n \(gateway(2)) route").output.components(separatedBy: "dev gtp0").count >= 3 {
-                return
-            }
+            let routes = gateways.map { shell("ip -n \(gateway($0)) route").output }.joined()
+            if routes.components(separatedBy: "dev \(device)").count >= gateways.count + 1 { return }
             Thread.sleep(forTimeInterval: 0.05)
         }
-        throw TunnelLabError("the endpoints did not start: \((try? String(contentsOfFile: "\(dir)/gw1.log", encoding: .utf8)) ?? "")")
+        throw TunnelLabError("the endpoints did not start: \((try? String(contentsOfFile: "\(dir)/gw1.log", encoding: .utf8)) ?? "") "
+            + "\((try? String(contentsOfFile: "\(dir)/gw2.log", encoding: .utf8)) ?? "")")
     }
 
     /// VXLAN (VNI 7) between the gateways: `offload tunnel` on gateway `ours`, the kernel's `vxlan`
