@@ -5,7 +5,7 @@ import PackageDescription
 // package never builds them. Each executable defines `LLVMFuzzerTestOneInput`; libFuzzer supplies
 // `main`. Build and run them with ../scripts/fuzz.sh, which passes `-sanitize=fuzzer,address`.
 
-let targets = ["FuzzPacketLayout", "FuzzGRORoundTrip", "FuzzGSO", "FuzzCaptureReader", "FuzzVirtio", "FuzzSIIT", "FuzzTunnel"]
+let targets = ["FuzzPacketLayout", "FuzzGRORoundTrip", "FuzzGSO", "FuzzCaptureReader", "FuzzVirtio", "FuzzSIIT", "FuzzTunnel", "FuzzESP"]
 
 let package = Package(
     name: "Fuzz",
@@ -24,6 +24,7 @@ let package = Package(
                     .product(name: "OffloadCapture", package: "swift-offload"),
                     .product(name: "OffloadSIIT", package: "swift-offload"),
                     .product(name: "OffloadTunnel", package: "swift-offload"),
+                    .product(name: "OffloadIPsec", package: "swift-offload"),
                 ],
                 swiftSettings: [.unsafeFlags(["-parse-as-library"])])
         }

@@ -16,6 +16,13 @@ public struct ESPSAKeys: Hashable, Sendable {
 
     /// The key material as `ip xfrm` and Wireshark take it: key ‖ salt.
     public var keyMaterial: [UInt8] { key + salt }
+
+    /// An SA's keys.
+    public init(spi: UInt32, key: [UInt8], salt: [UInt8]) {
+        self.spi = spi
+        self.key = key
+        self.salt = salt
+    }
 }
 
 /// A traffic selector: an address prefix of either family.
@@ -77,6 +84,19 @@ public struct ESPTunnelConfiguration: Hashable, Sendable {
     public var outbound: ESPSAKeys
     /// The SA this end receives with.
     public var inbound: ESPSAKeys
+
+    /// A tunnel.
+    public init(name: String, algorithm: ESPAlgorithm, extendedSequenceNumbers: Bool = true, replayWindow: Int = 1024,
+                localSelectors: [TrafficSelector], remoteSelectors: [TrafficSelector], outbound: ESPSAKeys, inbound: ESPSAKeys) {
+        self.name = name
+        self.algorithm = algorithm
+        self.extendedSequenceNumbers = extendedSequenceNumbers
+        self.replayWindow = replayWindow
+        self.localSelectors = localSelectors
+        self.remoteSelectors = remoteSelectors
+        self.outbound = outbound
+        self.inbound = inbound
+    }
 
     /// Whether a packet from `source` to `destination` goes out through this tunnel.
     public func sends(from source: IPAddress, to destination: IPAddress) -> Bool {
