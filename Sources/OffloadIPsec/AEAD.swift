@@ -115,3 +115,11 @@ public func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
     guard a.count == b.count else { return false }
     return a.withUnsafeBytes { x in b.withUnsafeBytes { y in offload_constant_time_compare(x.baseAddress, y.baseAddress, a.count) == 0 } }
 }
+
+/// `count` random bytes from libcrypto's generator (for keys made on the spot).
+public func randomBytes(_ count: Int) -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: count)
+    let ok = bytes.withUnsafeMutableBufferPointer { offload_random_bytes($0.baseAddress, $0.count) }
+    precondition(ok == 1, "libcrypto's random generator failed")
+    return bytes
+}
