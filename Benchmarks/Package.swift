@@ -5,6 +5,7 @@ import PackageDescription
 // ordo-one/benchmark (its first build takes minutes). Run from this folder:
 //   swift package benchmark                 (ordo-one/benchmark: throughput, malloc counts)
 //   swift run -c release offload-compare    (ratios: Swift/C checksum, engine ns/packet)
+//   swift run -c release esp-crypto-compare (ESP encryption: the gateway's libcrypto path vs swift-crypto)
 //   ../scripts/bench-vs-dpdk.sh             (the same cases against DPDK, in one run)
 
 /// Branch alignment against the Intel JCC erratum (style.md: closes the -O gap on this machine class).
@@ -19,6 +20,8 @@ let package = Package(
         .package(name: "swift-offload", path: "../"),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // Only to measure the gateway's libcrypto AEADs against swift-crypto's allocating API.
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         .target(name: "CChecksumReference", cSettings: [.unsafeFlags(["-O2"])]),
@@ -37,6 +40,16 @@ let package = Package(
                 .product(name: "OffloadEngine", package: "swift-offload"),
                 .product(name: "OffloadForwarder", package: "swift-offload"),
                 .product(name: "OffloadSIIT", package: "swift-offload"),
+            ],
+            swiftSettings: speed),
+        .executableTarget(
+            name: "esp-crypto-compare",
+            dependencies: [
+                .product(name: "OffloadWire", package: "swift-offload"),
+                .product(name: "OffloadEngine", package: "swift-offload"),
+                .product(name: "OffloadTunnel", package: "swift-offload"),
+                .product(name: "OffloadIPsec", package: "swift-offload"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: speed),
         .executableTarget(
