@@ -391,7 +391,8 @@ public final class TunnelEndpoint<Codec: TunnelCodec>: Dataplane, @unchecked Sen
 
     func publish(_ direction: Direction, _ pipeline: borrowing ForwardingPipeline<IdentityStage>, _ counters: TunnelCounters) {
         var s = pipeline.snapshot
-        s.stage = counters.stageCounters(dropReasons: configuration.codec.dropReasons)
+        // Refusal reasons are the decoder's: published (as zeros too) where datagrams are received.
+        s.stage = counters.stageCounters(dropReasons: direction == .wanToLan ? configuration.codec.dropReasons : [])
         snapshots.withLock { $0[direction] = s }
     }
 

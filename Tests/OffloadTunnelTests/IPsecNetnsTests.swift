@@ -57,15 +57,15 @@ extension TunnelLab {
     }
 
     /// A capture on gw1's underlay while `body` runs; the capture's path.
-    func capturingUnderlay(_ name: String, _ body: () -> Void) -> String {
+    func capturingUnderlay(_ name: String, snaplen: Int = 256, _ body: () -> Void) -> String {
         let path = "\(dir)/\(name).pcap"
-        shell("setsid ip netns exec \(gateway(1)) timeout 60 tcpdump --immediate-mode -i u0 -U -s 256 -w \(path) udp port 4500 or udp port 2152 > \(dir)/\(name).tcpdump 2>&1 < /dev/null &")
+        shell("setsid ip netns exec \(gateway(1)) timeout 60 tcpdump --immediate-mode -i u0 -U -s \(snaplen) -w \(path) udp port 4500 or udp port 2152 > \(dir)/\(name).tcpdump 2>&1 < /dev/null &")
         for _ in 0..<50 where !((try? String(contentsOfFile: "\(dir)/\(name).tcpdump", encoding: .utf8)) ?? "").contains("listening") {
             Thread.sleep(forTimeInterval: 0.05)
         }
         body()
         Thread.sleep(forTimeInterval: 0.3)
-        shell("pkill -INT -f '[t]cpdump --immediate-mode -i u0 -U -s 256 -w \(path)'")
+        shell("pkill -INT -f '[t]cpdump --immediate-mode -i u0 -U -s \(snaplen) -w \(path)'")
         Thread.sleep(forTimeInterval: 0.3)
         return path
     }
@@ -135,6 +135,30 @@ struct IPsecNetnsTests {
         #expect((seen["gtpu"]?.markers ?? 0) > 100, "the check finds plaintext when there is some")
         #expect(seen["ipsec"]?.markers == 0, "ESP: no plaintext on the underlay")
         #expect((seen["ipsec"]?.trains ?? 0) > 10, "UDP GSO trains on the underlay")
+    }
+
+    @Test("tshark decrypts a live capture of the underlay with the --write-keys lines (no UDP segmentation offload on the underlay, so each datagram is its own packet there)",
+          .enabled(if: netnsReady && tcpdumpAvailable && shell("command -v tshark").status == 0, "needs namespaces, tcpdump and tshark"))
+    func tsharkLive() throws { try exclusiveNetwork { try tsharkLiveBody() } }
+    func tsharkLiveBody() throws {
+        let lab = try TunnelLab()
+        // As a NIC without USO: the kernel cuts each train into datagrams before the capture point.
+        shell("ip netns exec \(lab.gateway(1)) ethtool -K u0 tx-udp-segmentation off")
+        try lab.startIPsec(["--write-keys", "\(lab.dir)/keys"])
+        let capture = lab.capturingUnderlay("live", snaplen: 0) {
+            _ = lab.transfer(megabytes: 2, from: lab.client, to: lab.server, address: "10.88.2.2", ipv6: false)
+        }
+        _ = try lab.stopEndpoints()
+        let keys = try String(contentsOfFile: "\(lab.dir)/keys", encoding: .utf8).split(separator: "\n")
+        #expect(keys.count == 2)
+        let options = keys.map { "-o 'uat:esp_sa:\($0)'" }.joined(separator: " ")
+        let rows = shell("tshark -r \(capture) -o esp.enable_encryption_decode:TRUE \(options) -Y 'esp.spi == 0x1001' "
+            + "-T fields -e esp.sequence -e tcp.dstport 2>/dev/null").output.split(separator: "\n")
+        let decrypted = rows.filter { $0.hasSuffix("\t5001") }
+        print("tshark: \(rows.count) ESP packets from gw1, \(decrypted.count) decrypted to the inner TCP to port 5001")
+        #expect(rows.count > 500)
+        #expect(decrypted.count == rows.count, "every datagram decrypts")
+        withExtendedLifetime(lab) {}
     }
 
     @Test("underlay MTU 1400: the inner sender learns 1400 − 65 through ICMP, the transfer completes",
@@ -279,6 +303,51 @@ func hostileScript(_ lab: TunnelLab) -> String {
     print(len(replays), sent)
     """
 }
+
+@Suite("contrib/offload-ipsec.service", .serialized)
+struct IPsecUnitTests {
+    @Test("its command line, with the example settings and an SA file, runs, serves ESP counters and cleans up",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
+    func systemdUnit() throws { try exclusiveNetwork { try systemdUnitBody() } }
+    func systemdUnitBody() throws {
+        guard let offload = builtExecutable(named: "offload") else { throw TunnelLabError("offload executable not found") }
+        let unit = try String(contentsOfFile: "\(repositoryRootPath)/contrib/offload-ipsec.service", encoding: .utf8)
+        let env = try String(contentsOfFile: "\(repositoryRootPath)/contrib/offload-ipsec.env", encoding: .utf8)
+        guard case (var command, let settings)? = systemdCommand(unit: unit, environment: env) else { throw TunnelLabError("no ExecStart") }
+        #expect(!command.contains("$"), "unexpanded: \(command)")
+        #expect(unit.contains("StateDirectory=offload-ipsec") && command.contains("--state /var/lib/offload-ipsec/"),
+                "the high-water marks live in the unit's state directory")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("unit-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try IPsecKeys.write(in: dir)
+        command = command.replacingOccurrences(of: "/usr/local/bin/offload", with: offload)
+            .replacingOccurrences(of: settings["IPSEC_SA_FILE"] ?? "-", with: "\(dir)/gw1.conf")
+            .replacingOccurrences(of: "/var/lib/offload-ipsec/sequence", with: "\(dir)/sequence")
+        let ns = "oisu\(getpid() % 100_000)"
+        let local = settings["IPSEC_LOCAL"] ?? ""
+        shell("ip netns del \(ns) 2>/dev/null; ip netns add \(ns) && ip -n \(ns) link set lo up && "
+            + "ip -n \(ns) link add u0 type veth peer name u1 && ip -n \(ns) addr add \(local)/24 dev u0 && "
+            + "ip -n \(ns) link set u0 up && ip -n \(ns) link set u1 up")
+        defer { shell("ip netns del \(ns)") }
+        let endpoint = (settings["IPSEC_METRICS"] ?? "").split(separator: ":")
+        let scrape = "bash -c 'exec 3<>/dev/tcp/\(endpoint.first ?? "")/\(endpoint.last ?? ""); "
+            + "printf \"GET /metrics HTTP/1.0\\r\\n\\r\\n\" >&3; cat <&3'"
+        let (status, output) = shell(
+            "ip netns exec \(ns) \(command) --duration 3 > \(dir)/log 2>&1 & sleep 1.5; "
+                + "ip netns exec \(ns) \(scrape); ip -n \(ns) route; wait $!; echo exit=$?; cat \(dir)/log", timeout: 30)
+        #expect(status == 0 && output.contains("exit=0"), "\(output)")
+        #expect(output.contains("offload_tunnel_dropped_total{direction=\"wan_to_lan\",reason=\"bad_icv\"} 0"),
+                "ESP's refusal counters are served")
+        #expect(!output.contains("offload_tunnel_dropped_total{direction=\"lan_to_wan\""), "no refusal counters where nothing is received")
+        #expect(output.contains("10.2.0.0/16 dev ipsec0"), "--setup routed the example's prefix into the tunnel")
+        #expect(FileManager.default.fileExists(atPath: "\(dir)/sequence"), "the marks went to --state")
+        #expect(!output.contains(IPsecKeys.k1) && !output.contains(IPsecKeys.k2), "no key in the log or the metrics")
+    }
+}
+
+let repositoryRootPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().path
 
 let scapyOrCryptography = shell("python3 -c 'import cryptography.hazmat.primitives.ciphers.aead'").status == 0
 
