@@ -14,7 +14,7 @@ struct TunnelEndpointOptions: ParsableArguments {
     var remote: String?
     @Option(help: "Live: the TUN device on the inner side (created if missing).")
     var device: String?
-    @Option(help: "Live: the underlay MTU (default: the kernel's path MTU towards --remote).")
+    @Option(help: "The underlay MTU (live default: the kernel's path MTU towards --remote; offline: 1500).")
     var underlayMtu: Int?
     @Flag(help: "Live: route each --route prefix into --device; undone at exit.")
     var setup = false
@@ -99,7 +99,8 @@ struct TunnelEndpointOptions: ParsableArguments {
         let report = decapsulate
             ? try TunnelCapture.decapsulate(input: input, output: output, codec: codec)
             : try TunnelCapture.encapsulate(input: input, output: output, codec: codec,
-                                            local: IPAddress(local!)!, remote: IPAddress(remote!)!)
+                                            local: IPAddress(local!)!, remote: IPAddress(remote!)!,
+                                            underlayMTU: underlayMtu ?? 1500)
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -118,6 +119,11 @@ struct TunnelEndpointOptions: ParsableArguments {
             line += " (\(report.superPackets) super-packets split per segment); refused: " + list(report.refused)
         }
         line += "; \(report.notIP) not IP, \(report.snapped) cut short"
+        // The live pipeline's decisions: what did not fit the tunnel, what ran out of TTL.
+        let f = report.forwarding
+        if f.icmpSent + f.icmpSuppressed > 0 {
+            line += "; \(f.icmpSent + f.icmpSuppressed) not forwarded with an ICMP error back (too big for the tunnel or TTL expired)"
+        }
         print(line)
     }
 }

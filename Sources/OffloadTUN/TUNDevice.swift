@@ -45,6 +45,13 @@ public struct TUNError: Error, Hashable, Sendable, CustomStringConvertible {
     public var errno: Errno
     /// `tun0: TUNSETIFF: Operation not permitted`.
     public var description: String { "\(device): \(operation): \(errno)" }
+
+    /// An error (for other sinks and outputs that report as a device does).
+    public init(operation: String, device: String, errno: Errno) {
+        self.operation = operation
+        self.device = device
+        self.errno = errno
+    }
 }
 
 /// What one read returned.

@@ -1,6 +1,13 @@
+import Logging
 import OffloadCapture
 import OffloadEngine
+import OffloadForwarder
+import OffloadTUN
 import OffloadWire
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// What ``TunnelCapture`` did to a capture.
 public struct TunnelCaptureReport: Codable, Hashable, Sendable {
@@ -20,35 +27,47 @@ public struct TunnelCaptureReport: Codable, Hashable, Sendable {
     public var refused: [TunnelDropReason: Int] = [:]
     /// Decapsulating: datagrams refused, by reason.
     public var dropped: [TunnelDropReason: Int] = [:]
+    /// What the forwarding pipeline did, as the live endpoint's counters: the MTU decision (ICMP
+    /// errors that would go back to the inner senders, `icmpSent`), TTL expiry, GRO.
+    public var forwarding = ForwarderStatistics()
 }
 
-/// Tunnel encapsulation and decapsulation of captures, offline: what the endpoint would put on
-/// the underlay for each packet, and what it would take off.
+/// Tunnel encapsulation and decapsulation of captures, offline, through the live endpoint's
+/// dataplane: the same ``ForwardingPipeline`` (GRO, the MTU decision against the inner MTU, TTL,
+/// ICMP errors), the same ``TunnelSink`` and codec, and RFC 6040's ECN rules, with a capture file
+/// where the socket or the TUN device would be.
 public enum TunnelCapture {
-    /// Wraps each packet of `input` (IP packets for GTP-U, Ethernet frames for VXLAN) in outer
-    /// IP/UDP/tunnel headers (`local` → `remote`, the protocol's port) and writes the outer packets
-    /// to `output` (raw IP). A super-packet with GSO facts (a pcapng from `offload coalesce`)
-    /// becomes one datagram per segment, as on the wire.
-    /// - Throws: ``CaptureError``; a codec that cannot work is reported as an unsupported input.
+    /// Wraps each packet of `input` (IP packets, or Ethernet frames for a codec with Ethernet
+    /// inside) in outer IP/UDP/tunnel headers (`local` → `remote`, the protocol's port), as the
+    /// endpoint would send them over an underlay of `underlayMTU`, and writes the outer packets to
+    /// `output` (raw IP). A super-packet with GSO facts (a pcapng from `offload coalesce`) becomes
+    /// one datagram per segment, as on the wire. A segment that does not fit the tunnel is not
+    /// written: the ICMP error the endpoint would send back is counted (`forwarding.icmpSent`).
+    /// - Throws: ``CaptureError``; a codec that cannot work is reported as an unsupported output.
     public static func encapsulate<Codec: TunnelCodec>(input: String, output: String, codec: Codec, local: IPAddress,
-                                                       remote: IPAddress) throws(CaptureError) -> TunnelCaptureReport {
+                                                       remote: IPAddress, underlayMTU: Int = 1500)
+        throws(CaptureError) -> TunnelCaptureReport
+    {
         var reader = try CaptureReader(path: input)
-        var writer = try CaptureWriter(path: output, format: .pcap(nanosecond: true, bigEndian: false),
-                                       interfaces: [CaptureInterface(linkType: .raw)])
-        let tunnel = codec
-        var encapsulator: TunnelEncapsulator<Codec>
-        do { encapsulator = try TunnelEncapsulator(codec: codec) } catch {
+        let writer = try CaptureDatagramOutput(path: output, local: local, remote: remote, port: codec.port)
+        let logger = Logger(label: "offload.tunnel.capture")
+        let sink: TunnelSink<Codec>
+        do { sink = try TunnelSink(output: writer, codec: codec, logger: logger) } catch {
             throw CaptureError(.unsupportedOutput("\(error)"), path: output, record: 0, offset: 0)
         }
+        let innerLinkType = codec.innerLinkType
+        var pipeline = pipeline(.lanToWan, codec: codec, mtu: underlayMTU - codec.overhead(outerIPv6: !remote.isIPv4),
+                                virtioHeaders: true, logger: logger)
+        let back = RecordingSink(takesVirtioHeaders: false)  // ICMP errors towards the inner senders: counted
         var report = TunnelCaptureReport()
-        var outer = PacketBuilder()
-        outer.link = .raw
-        outer.source = local
-        outer.destination = remote
-        outer.udp = true
-        outer.sourcePort = tunnel.port
-        outer.destinationPort = tunnel.port
-        outer.ttl = 64
+        var batch = PacketBatch(packetCapacity: 64, byteCapacity: 64 * 65_600)
+        var now: UInt64 = 0
+        func flush(_ pipeline: inout ForwardingPipeline<IdentityStage>) throws(CaptureError) {
+            guard batch.count > 0 else { return }
+            pipeline.process(batch, now: now, egress: sink, back: back)
+            batch.removeAll()
+            if let error = writer.failure { throw error }
+        }
         while let record = try reader.next() {
             report.packetsIn += 1
             if record.info.isSnapped {
@@ -56,56 +75,59 @@ public enum TunnelCapture {
                 continue
             }
             guard let (n, network) = unsafe try? PacketLayout.linkHeader(record.bytes.span.bytes, linkType: record.linkType),
-                network == .ipv4 || network == .ipv6, tunnel.innerLinkType == .raw || record.linkType == .ethernet
+                network == .ipv4 || network == .ipv6, innerLinkType == .raw || record.linkType == .ethernet
             else {
                 report.notIP += 1
                 continue
             }
-            // GTP-U carries the IP packet; VXLAN the whole Ethernet frame.
-            let inner = tunnel.innerLinkType == .raw ? Array(record.bytes[n...]) : record.bytes
+            // IP inside: the IP packet; Ethernet inside: the whole frame.
+            let inner = innerLinkType == .raw ? Array(record.bytes[n...]) : record.bytes
             let gso = record.info.gso
-            // The datagrams point into the packet: copied out while it is pinned.
-            var refusal: TunnelDropReason?
-            let datagrams: [[UInt8]]? = unsafe inner.withUnsafeBytes { raw in
-                do { refusal = unsafe try encapsulator.prepare(raw, gso: gso) } catch { return nil }
-                return (0..<encapsulator.datagramCount).map { encapsulator.datagramBytes(at: $0) }
-            }
-            if let refusal {
-                report.refused[refusal, default: 0] += 1
-                continue
-            }
-            outer.tos = encapsulator.innerTOS ?? 0  // RFC 6040: the inner DSCP and ECN outside too
-            guard let datagrams else {
-                report.notIP += 1
-                continue
-            }
             if let gso, gso.segmentCount > 1 { report.superPackets += 1 }
-            for datagram in datagrams {
-                outer.payload = datagram
-                try writer.writePacket(outer.frame(), timestamp: record.info.timestamp)
-                report.written += 1
-            }
+            now = record.info.timestamp
+            writer.timestamp = now
+            // A super-packet's checksum field is not the whole packet's (GSO finishes it per segment).
+            let metadata = PacketMetadata(linkType: innerLinkType, checksum: gso == nil ? .unverified : .partial,
+                                          timestamp: now, gso: gso)
+            if !batch.canAppend(length: inner.count) || batch.count == batch.packetCapacity { try flush(&pipeline) }
+            pipeline.statistics.packetsIn += 1
+            pipeline.statistics.bytesIn += inner.count
+            if !batch.append(inner, metadata: metadata) { pipeline.statistics.dropped += 1 }
         }
-        try writer.flush()
+        try flush(&pipeline)
+        try writer.finish()
+        report.written = writer.written
+        report.refused = sink.counters.encapsulationDropped
+        report.forwarding = pipeline.snapshot
         return report
     }
 
     /// Takes the inner packets out of the tunnel datagrams of `input` (any link type, outer IPv4
-    /// or IPv6, the protocol's UDP port, its TEID or VNI) and writes them to `output` (raw IP for
-    /// GTP-U, Ethernet for VXLAN). Everything else is counted: other traffic, signalling, and
-    /// datagrams refused by reason.
+    /// or IPv6, the protocol's UDP port, its TEID, VNI or SPI) as the endpoint would, and writes
+    /// them to `output` (raw IP, or Ethernet for a codec with Ethernet inside) as a TUN device
+    /// without offloads would get them: one packet per segment, TTL decremented, the outer ECN
+    /// applied. Everything else is counted: other traffic, signalling, refusals by reason.
     public static func decapsulate<Codec: TunnelCodec>(input: String, output: String, codec: Codec) throws(CaptureError)
         -> TunnelCaptureReport
     {
-        let tunnel = codec
         var reader = try CaptureReader(path: input)
-        var writer = try CaptureWriter(path: output, format: .pcap(nanosecond: true, bigEndian: false),
-                                       interfaces: [CaptureInterface(linkType: tunnel.innerLinkType)])
+        let writer = try CapturePacketSink(path: output, linkType: codec.innerLinkType)
         var decoder: Codec.Decoder
         do { decoder = try codec.makeDecoder() } catch {
             throw CaptureError(.unsupportedOutput("\(error)"), path: output, record: 0, offset: 0)
         }
+        let logger = Logger(label: "offload.tunnel.capture")
+        var pipeline = pipeline(.wanToLan, codec: codec, mtu: 65_535, virtioHeaders: false, logger: logger)
+        let back = RecordingSink(takesVirtioHeaders: false)  // replies and ICMP errors into the tunnel: counted
         var report = TunnelCaptureReport()
+        var batch = PacketBatch(packetCapacity: 64, byteCapacity: 64 * 65_600)
+        var now: UInt64 = 0
+        func flush(_ pipeline: inout ForwardingPipeline<IdentityStage>) throws(CaptureError) {
+            guard batch.count > 0 else { return }
+            pipeline.process(batch, now: now, egress: writer, back: back)
+            batch.removeAll()
+            if let error = writer.failure { throw error }
+        }
         while let record = try reader.next() {
             report.packetsIn += 1
             if record.info.isSnapped {
@@ -119,24 +141,142 @@ public enum TunnelCapture {
                 continue
             }
             guard layout.transport == .udp, layout.hasTransportHeader, !layout.isFragment,
-                record.bytes.loadBigEndian(UInt16.self, at: layout.transportOffset + 2) == tunnel.port
+                record.bytes.loadBigEndian(UInt16.self, at: layout.transportOffset + 2) == codec.port
             else {
                 report.notTunnel += 1
                 continue
             }
+            let outerTOS = unsafe record.bytes.withUnsafeBytes { unsafe TunnelECN.innerTOS($0, linkType: record.linkType) } ?? 0
             var datagram = Array(record.bytes[(layout.transportOffset + 8)..<layout.ipEnd])
             let kind = unsafe datagram.withUnsafeMutableBytes { unsafe decoder.decode($0) }
             switch kind {
             case .packet(let range):
-                try writer.writePacket(Array(datagram[range]), timestamp: record.info.timestamp)
-                report.written += 1
+                var inner = Array(datagram[range])
+                if outerTOS & 0b11 != 0 {
+                    // RFC 6040: congestion marked on the way reaches the inner packet.
+                    let applied = unsafe inner.withUnsafeMutableBytes {
+                        unsafe TunnelECN.apply(outer: outerTOS, to: $0, linkType: codec.innerLinkType)
+                    }
+                    guard applied else {
+                        report.dropped[.ecn, default: 0] += 1
+                        continue
+                    }
+                }
+                now = record.info.timestamp
+                writer.timestamp = now
+                if !batch.canAppend(length: inner.count) || batch.count == batch.packetCapacity { try flush(&pipeline) }
+                pipeline.statistics.packetsIn += 1
+                pipeline.statistics.bytesIn += inner.count
+                let metadata = PacketMetadata(linkType: codec.innerLinkType, checksum: .unverified, timestamp: now)
+                if !batch.append(inner, metadata: metadata) { pipeline.statistics.dropped += 1 }
             case .reply, .signalling:
                 report.signalling += 1
             case .drop(let reason):
                 report.dropped[reason, default: 0] += 1
             }
         }
-        try writer.flush()
+        try flush(&pipeline)
+        try writer.finish()
+        report.written = writer.written
+        report.forwarding = pipeline.snapshot
         return report
+    }
+
+    /// The live endpoint's pipeline for one direction (``TunnelEndpoint`` builds the same).
+    static func pipeline<Codec: TunnelCodec>(_ direction: Direction, codec: Codec, mtu: Int, virtioHeaders: Bool,
+                                             logger: Logger) -> ForwardingPipeline<IdentityStage> {
+        let linkType = codec.innerLinkType
+        return ForwardingPipeline(direction: direction, gro: GROConfiguration(), egressMTU: mtu,
+                                  icmpSourceV4: IPv4Address(192, 0, 2, 254), icmpSourceV6: IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe),
+                                  virtioHeaders: virtioHeaders, stage: IdentityStage(), logger: logger, linkType: linkType,
+                                  bridging: linkType == .ethernet)
+    }
+}
+
+/// A ``DatagramOutput`` that writes each datagram, behind outer IP and UDP headers, to a capture.
+final class CaptureDatagramOutput: DatagramOutput {
+    var writer: CaptureWriter
+    var outer = PacketBuilder()
+    let path: String
+    var trafficClass: UInt8 = 0
+    /// The capture time of what is being written.
+    var timestamp: UInt64 = 0
+    /// Datagrams written.
+    var written = 0
+    /// The first write error (the pipeline only sees a failed send).
+    var failure: CaptureError?
+
+    init(path: String, local: IPAddress, remote: IPAddress, port: UInt16) throws(CaptureError) {
+        self.path = path
+        writer = try CaptureWriter(path: path, format: .pcap(nanosecond: true, bigEndian: false),
+                                   interfaces: [CaptureInterface(linkType: .raw)])
+        outer.link = .raw
+        outer.source = local
+        outer.destination = remote
+        outer.udp = true
+        outer.sourcePort = port
+        outer.destinationPort = port
+        outer.ttl = 64
+    }
+
+    func setTrafficClass(_ value: UInt8) { trafficClass = value }
+
+    @discardableResult
+    func send(_ iovecs: UnsafeBufferPointer<iovec>, segmentSize: Int, trafficClass: UInt8?) throws(TUNError) -> Int {
+        var bytes: [UInt8] = []
+        for unsafe v in unsafe iovecs where unsafe v.iov_len > 0 {
+            unsafe bytes.append(contentsOf: UnsafeRawBufferPointer(start: v.iov_base, count: v.iov_len))
+        }
+        outer.tos = trafficClass ?? self.trafficClass  // RFC 6040: the inner DSCP and ECN outside too
+        let size = segmentSize > 0 ? segmentSize : max(1, bytes.count)
+        var at = 0
+        while at < bytes.count {
+            outer.payload = Array(bytes[at..<min(bytes.count, at + size)])
+            at += size
+            do { try writer.writePacket(outer.frame(), timestamp: timestamp) } catch {
+                if failure == nil { failure = error }
+                throw TUNError(operation: "write", device: path, errno: .ioError)
+            }
+            written += 1
+        }
+        return bytes.count
+    }
+
+    func finish() throws(CaptureError) {
+        if let failure { throw failure }
+        try writer.flush()
+    }
+}
+
+/// A ``PacketSink`` that writes each packet to a capture, as a TUN device without virtio headers
+/// would receive it (super-packets are segmented by the pipeline before).
+final class CapturePacketSink: PacketSink {
+    var writer: CaptureWriter
+    let path: String
+    var timestamp: UInt64 = 0
+    var written = 0
+    var failure: CaptureError?
+
+    init(path: String, linkType: LinkType) throws(CaptureError) {
+        self.path = path
+        writer = try CaptureWriter(path: path, format: .pcap(nanosecond: true, bigEndian: false),
+                                   interfaces: [CaptureInterface(linkType: linkType)])
+    }
+
+    var takesVirtioHeaders: Bool { false }
+
+    func write(header: VirtioNetHeader?, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError) {
+        var bytes: [UInt8] = []
+        for unsafe piece in unsafe pieces { unsafe bytes.append(contentsOf: piece) }
+        do { try writer.writePacket(bytes, timestamp: timestamp) } catch {
+            if failure == nil { failure = error }
+            throw TUNError(operation: "write", device: path, errno: .ioError)
+        }
+        written += 1
+    }
+
+    func finish() throws(CaptureError) {
+        if let failure { throw failure }
+        try writer.flush()
     }
 }

@@ -71,10 +71,10 @@ public struct TunnelCounters: Hashable, Sendable, Codable {
 /// The outer side of a tunnel as a ``PacketSink``: each packet or super-packet the forwarding
 /// pipeline writes (with its GSO facts) is put behind the codec's headers, one datagram per
 /// segment, and sent with as few `sendmsg` calls as UDP GSO allows. One sink per thread (it
-/// keeps a staging buffer and an encoder); the socket is shared.
+/// keeps a staging buffer and an encoder); the output (a socket, or a capture offline) is shared.
 public final class TunnelSink<Codec: TunnelCodec>: PacketSink, @unchecked Sendable {
-    /// The socket.
-    public let socket: UDPTunnelSocket
+    /// Where the datagrams go.
+    public let output: any DatagramOutput
     var encapsulator: TunnelEncapsulator<Codec>
     /// The packet gathered into one buffer (the segmenter needs it contiguous).
     var staging = GrowableBuffer<UInt8>(capacity: 65_600)
@@ -95,11 +95,11 @@ public final class TunnelSink<Codec: TunnelCodec>: PacketSink, @unchecked Sendab
     /// per write, one datagram per `sendmsg` (a tunnel with offloads off).
     public let offloads: Bool
 
-    /// Creates a sink on a socket.
+    /// Creates a sink on a socket or another output.
     /// - Throws: ``TunnelCodecError`` when the codec cannot make an encoder.
-    public init(socket: UDPTunnelSocket, codec: Codec, offloads: Bool = true, perSendTrafficClass: Bool = false,
+    public init(output: any DatagramOutput, codec: Codec, offloads: Bool = true, perSendTrafficClass: Bool = false,
                 logger: Logger) throws(TunnelCodecError) {
-        self.socket = socket
+        self.output = output
         encapsulator = try TunnelEncapsulator(codec: codec)
         self.offloads = offloads
         self.perSendTrafficClass = perSendTrafficClass
@@ -222,17 +222,17 @@ public final class TunnelSink<Codec: TunnelCodec>: PacketSink, @unchecked Sendab
                 // RFC 6040 normal mode: the outer header carries the inner DSCP and ECN.
                 let tos = encapsulator.innerTOS
                 if perSendTrafficClass {
-                    unsafe try socket.send(UnsafeBufferPointer(rebasing: iov[0..<k]), segmentSize: segmentSize,
+                    unsafe try output.send(UnsafeBufferPointer(rebasing: iov[0..<k]), segmentSize: segmentSize,
                                            trafficClass: tos ?? 0)
                     return
                 }
                 // Set on the socket when it changes rather than per send: a control message per
                 // sendmsg measurably slows the kernel's send path (about 10% here).
                 if let tos, tos != lastTOS {
-                    socket.setTrafficClass(tos)
+                    output.setTrafficClass(tos)
                     lastTOS = tos
                 }
-                unsafe try socket.send(UnsafeBufferPointer(rebasing: iov[0..<k]), segmentSize: segmentSize)
+                unsafe try output.send(UnsafeBufferPointer(rebasing: iov[0..<k]), segmentSize: segmentSize, trafficClass: nil)
             } catch {
                 failure = error
             }
@@ -243,7 +243,7 @@ public final class TunnelSink<Codec: TunnelCodec>: PacketSink, @unchecked Sendab
     /// Sends one datagram as it is (an answer to a request), with TOS 0 for this send only.
     func sendRaw(_ datagram: [UInt8]) {
         do {
-            try socket.send(datagram, trafficClass: 0)
+            try output.send(datagram, trafficClass: 0)
             counters.sends += 1
             counters.datagramsSent += 1
         } catch { counters.sendErrors += 1 }
@@ -354,8 +354,8 @@ public final class TunnelEndpoint<Codec: TunnelCodec>: Dataplane, @unchecked Sen
         let underlay = configuration.underlayMTU ?? socket.pathMTU ?? 1500
         innerMTU = underlay - codec.overhead(outerIPv6: !configuration.remote.isIPv4)
         do {
-            encapsulatingSink = try TunnelSink(socket: socket, codec: codec, offloads: configuration.offloads, logger: logger)
-            replySink = try TunnelSink(socket: socket, codec: codec, offloads: configuration.offloads,
+            encapsulatingSink = try TunnelSink(output: socket, codec: codec, offloads: configuration.offloads, logger: logger)
+            replySink = try TunnelSink(output: socket, codec: codec, offloads: configuration.offloads,
                                        perSendTrafficClass: true, logger: logger)
             decoderBox = DecoderBox(try codec.makeDecoder())
         } catch { throw .codec(error) }

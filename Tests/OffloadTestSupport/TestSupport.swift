@@ -111,3 +111,50 @@ public func renderedDOM(ofHTML html: String, name: String) throws -> String? {
     let (status, dom) = shell("\(browser) --headless --no-sandbox --disable-gpu --dump-dom file://\(path) 2>/dev/null")
     return status == 0 ? dom : ""
 }
+
+/// An IP packet as it is after `hops` routers: the IPv4 TTL (header checksum recomputed) or the
+/// IPv6 hop limit lowered by `hops`. Other bytes are returned unchanged.
+public func aged(_ packet: [UInt8], hops: Int) -> [UInt8] {
+    var p = packet
+    guard let first = p.first else { return p }
+    switch first >> 4 {
+    case 4 where p.count >= 20:
+        p[8] = p[8] &- UInt8(hops)
+        let headerLength = Int(first & 0x0F) * 4
+        guard headerLength >= 20, headerLength <= p.count else { return p }
+        p[10] = 0
+        p[11] = 0
+        var sum: UInt32 = 0
+        for i in stride(from: 0, to: headerLength, by: 2) { sum += UInt32(p[i]) << 8 | UInt32(p[i + 1]) }
+        while sum > 0xFFFF { sum = (sum & 0xFFFF) + (sum >> 16) }
+        let checksum = ~UInt16(sum)
+        p[10] = UInt8(checksum >> 8)
+        p[11] = UInt8(checksum & 0xFF)
+    case 6 where p.count >= 40:
+        p[7] = p[7] &- UInt8(hops)
+    default:
+        break
+    }
+    return p
+}
+
+/// IP packets grouped by flow (addresses, protocol and, for TCP and UDP, ports), each flow's in
+/// their order: what a forwarder must keep (it may interleave flows differently).
+public func byFlow(_ packets: [[UInt8]]) -> [String: [[UInt8]]] {
+    var flows: [String: [[UInt8]]] = [:]
+    for p in packets {
+        var key = "other"
+        if let first = p.first {
+            if first >> 4 == 4, p.count >= 20 {
+                let h = Int(first & 0x0F) * 4
+                let ports = p.count >= h + 4 && (p[9] == 6 || p[9] == 17) ? p[h..<(h + 4)].map { String($0) }.joined(separator: ".") : ""
+                key = "4 \(p[12..<20].map { String($0) }.joined(separator: ".")) \(p[9]) \(ports)"
+            } else if first >> 4 == 6, p.count >= 40 {
+                let ports = p.count >= 44 && (p[6] == 6 || p[6] == 17) ? p[40..<44].map { String($0) }.joined(separator: ".") : ""
+                key = "6 \(p[8..<40].map { String($0) }.joined(separator: ".")) \(p[6]) \(ports)"
+            }
+        }
+        flows[key, default: []].append(p)
+    }
+    return flows
+}
