@@ -25,6 +25,8 @@ struct Lab: ParsableCommand {
               10 offload tunnel (GTP-U) on both gateways, offloads off
               11 offload tunnel (GTP-U), GRO + GSO (UDP_SEGMENT, UDP_GRO)
               12 offload forward, GRO + GSO, with the kernel's GRO on the gateway's ingress (as --setup leaves it)
+              13 offload ipsec (ESP in UDP, AES-GCM-128) on both gateways, offloads off
+              14 offload ipsec, GRO + GSO
             each with the gateway's egress MTU (the tunnel rows: the underlay's MTU) equal to the ingress MTU and smaller (--egress-mtu, a tunnel's \
             overhead; the senders set DF, as Linux does). The table shows per-flow goodput, Jain's fairness \
             index, retransmissions, the longest stall (no data for whole --interval periods) and the forwarder's \
@@ -38,8 +40,8 @@ struct Lab: ParsableCommand {
               sudo offload lab --family both --report lab.html --capture lab-captures/
             """)
 
-    @Option(help: ArgumentHelp("Scenarios to run, comma-separated (1-12).", valueName: "list"))
-    var scenarios = "1,2,3,4,5,12,6,7,8,9,10,11"
+    @Option(help: ArgumentHelp("Scenarios to run, comma-separated (1-14).", valueName: "list"))
+    var scenarios = "1,2,3,4,5,12,6,7,8,9,10,11,13,14"
     @Option(help: "The smaller egress MTU (a tunnel's).")
     var egressMtu = 1400
     @Option(help: "Which egress MTUs: both, equal (1500) or smaller (--egress-mtu).")
@@ -72,7 +74,7 @@ struct Lab: ParsableCommand {
             let parts = scenarios.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             let list = try parts.map { part -> LabScenario in
                 guard let n = Int(part), let s = LabScenario(rawValue: n) else {
-                    throw ValidationError("--scenarios: '\(part)' is not a scenario number 1-12")
+                    throw ValidationError("--scenarios: '\(part)' is not a scenario number 1-14")
                 }
                 return s
             }

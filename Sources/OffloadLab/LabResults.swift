@@ -28,6 +28,10 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
     /// `offload forward` with GRO and GSO and the kernel's GRO on the gateway's ingress (what
     /// `--setup` does by default): the kernel merges first, the forwarder reads super-packets.
     case forwarderKernelGRO = 12
+    /// `offload ipsec` (ESP in UDP, AES-GCM-128, keys made for the row) on both gateways, offloads off.
+    case ipsecOffloadsOff = 13
+    /// `offload ipsec` with GRO and GSO on both sides.
+    case ipsecGRO = 14
 
     /// A short name for the table.
     public var name: String {
@@ -44,6 +48,8 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
         case .tunnelOffloadsOff: "GTP-U tunnel, offloads off"
         case .tunnelGRO: "GTP-U tunnel, GRO+GSO"
         case .forwarderKernelGRO: "offload, kernel GRO+GSO"
+        case .ipsecOffloadsOff: "ESP tunnel, offloads off"
+        case .ipsecGRO: "ESP tunnel, GRO+GSO"
         }
     }
 
@@ -58,7 +64,10 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
     public var usesTranslator: Bool { (7...8).contains(rawValue) }
 
     /// Whether the row is a tunnel between two gateways (IPv4, once per MTU; the MTU is the underlay's).
-    public var isTunnel: Bool { (9...11).contains(rawValue) }
+    public var isTunnel: Bool { (9...11).contains(rawValue) || isIPsec }
+
+    /// Whether the row is `offload ipsec` between the two gateways.
+    public var isIPsec: Bool { (13...14).contains(rawValue) }
 
     /// Whether the row runs once per MTU whatever the families asked for.
     public var runsOnce: Bool { isTranslator || isTunnel }
@@ -70,7 +79,7 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
         // --setup turn it on.
         case .forwarderOffloadsOff: ["--no-vnet-hdr", "--keep-ingress-gro"]
         case .forwarderGRO: ["--keep-ingress-gro"]
-        case .translatorOffloadsOff, .tunnelOffloadsOff: ["--no-vnet-hdr"]
+        case .translatorOffloadsOff, .tunnelOffloadsOff, .ipsecOffloadsOff: ["--no-vnet-hdr"]
         case .forwarderLRO: ["--mode", "lro", "--keep-ingress-gro"]
         default: []
         }

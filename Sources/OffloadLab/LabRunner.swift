@@ -102,6 +102,39 @@ public final class LabRunner {
         return rows
     }
 
+    /// The `offload ipsec` arguments of both gateways: SA files (mode 0600) with keys made for this
+    /// row (AES-GCM-128, one tunnel each way), and their high-water marks beside them.
+    private func ipsecSAFiles(tag: String) throws -> [[String]] {
+        var generator = SystemRandomNumberGenerator()
+        let keys = (0..<2).map { _ in (0..<20).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined() }
+        var arguments: [[String]] = []
+        for n in 1...2 {
+            let (outSPI, outKey, inSPI, inKey) = n == 1 ? ("0x1001", keys[0], "0x2001", keys[1]) : ("0x2001", keys[1], "0x1001", keys[0])
+            let text = """
+                tunnels {
+                    lab {
+                        esp_proposals = aes128gcm16
+                        local_ts = 10.77.\(n).0/24
+                        remote_ts = 10.77.\(3 - n).0/24
+                        out {
+                            spi = \(outSPI)
+                            key = 0x\(outKey)
+                        }
+                        in {
+                            spi = \(inSPI)
+                            key = 0x\(inKey)
+                        }
+                    }
+                }
+
+                """
+            let path = "\(configuration.scratch)/\(tag)-sa\(n).conf"
+            FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+            arguments.append(["--sa", path])
+        }
+        return arguments
+    }
+
     private func runRow(scenario: LabScenario, family: Int, egressMTU: Int) throws -> LabRow {
         let c = configuration
         let topology = LabTopology(run: rowIndex)
@@ -155,17 +188,19 @@ public final class LabRunner {
             } else if scenario == .kernelVXLAN {
                 try startKernelVXLAN(topology)
             } else if scenario.isTunnel {
+                let device = scenario.isIPsec ? "ipsec0" : "gtp0"
+                let protocolArguments = scenario.isIPsec ? try ipsecSAFiles(tag: tag) : [["--id", "7"], ["--id", "7"]]
                 for (n, ns) in [(1, topology.gateway), (2, topology.gateway2)] {
                     let f = try BackgroundProcess(
-                        ["ip", "netns", "exec", ns, c.offloadExecutable, "tunnel", "--device", "gtp0",
-                         "--local", "192.168.77.\(n)", "--remote", "192.168.77.\(3 - n)", "--id", "7", "--setup",
-                         "--route", "10.77.\(3 - n).0/24", "--stats-json", n == 1 ? statsPath : "\(statsPath).gw2",
-                         "--duration", "\(Int(c.seconds) + 90)"] + scenario.forwarderArguments,
+                        ["ip", "netns", "exec", ns, c.offloadExecutable, scenario.isIPsec ? "ipsec" : "tunnel", "--device", device,
+                         "--local", "192.168.77.\(n)", "--remote", "192.168.77.\(3 - n)"] + protocolArguments[n - 1]
+                            + ["--setup", "--route", "10.77.\(3 - n).0/24", "--stats-json", n == 1 ? statsPath : "\(statsPath).gw2",
+                               "--duration", "\(Int(c.seconds) + 90)"] + scenario.forwarderArguments,
                         log: "\(c.scratch)/\(tag)-tunnel\(n).log")
                     children.append(f)
                     if n == 1 { forwarder = f }
                     try waitFor("the tunnel's routes", timeout: 10, log: f) {
-                        ((try? runChecked(["ip", "-n", ns, "route"], scratch: c.scratch)) ?? "").contains("dev gtp0")
+                        ((try? runChecked(["ip", "-n", ns, "route"], scratch: c.scratch)) ?? "").contains("dev \(device)")
                     }
                 }
             }

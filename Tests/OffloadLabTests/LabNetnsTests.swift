@@ -65,6 +65,32 @@ struct LabNetnsTests {
         #expect(labNamespaces(of: pid).isEmpty, "left behind: \(labNamespaces(of: pid))")
     }
 
+    @Test("the ESP rows (13, 14): every flow moves through offload ipsec on both gateways, GRO+GSO merges, nothing is left behind")
+    func ipsecRows() throws { try exclusiveNetwork { try ipsecRowsBody() } }
+    func ipsecRowsBody() throws {
+        if let reason = labUnavailable() {
+            print("skipped: \(reason)")
+            return
+        }
+        let offload = builtExecutable(named: "offload")!
+        let json = FileManager.default.temporaryDirectory.appendingPathComponent("lab-ipsec-\(getpid()).json").path
+        defer { try? FileManager.default.removeItem(atPath: json) }
+        let (status, output) = shell("\(offload) lab --scenarios 13,14 --mtus equal --seconds 2 --json > \(json) & pid=$!; "
+            + "wait $pid; s=$?; echo pid=$pid; exit $s", timeout: 300)
+        let pid = labPID(output)
+        #expect(status == 0, "\(output)")
+        struct Document: Decodable { var rows: [LabRow] }
+        let rows = try JSONDecoder().decode(Document.self, from: Data(contentsOf: URL(fileURLWithPath: json))).rows
+        print(LabPresentation.table(rows))
+        #expect(rows.map(\.scenario) == [.ipsecOffloadsOff, .ipsecGRO])
+        for row in rows {
+            #expect(row.error == nil, "\(row.error ?? "")")
+            #expect(row.flows.count == 4 && row.flows.allSatisfy { $0.goodputMbps > 0 }, "row \(row.scenario): \(row.flows.map(\.goodputMbps))")
+        }
+        #expect((rows.last?.segmentsPerSuperPacket ?? 0) >= 4, "the ESP gateway merges")
+        #expect(labNamespaces(of: pid).isEmpty, "left behind: \(labNamespaces(of: pid))")
+    }
+
     @Test("Ctrl-C half-way: exit 130 and every namespace removed")
     func interrupted() throws { try exclusiveNetwork { try interruptedBody() } }
     func interruptedBody() throws {
