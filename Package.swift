@@ -70,7 +70,7 @@ let package = Package(
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: swiftSettings),
         .target(name: "OffloadReport", swiftSettings: swiftSettings),
-        .target(name: "OffloadLab", dependencies: ["OffloadForwarder", "OffloadReport"], swiftSettings: swiftSettings),
+        .target(name: "OffloadLab", dependencies: ["OffloadForwarder", "OffloadReport", "OffloadIPsec"], swiftSettings: swiftSettings),
         .target(name: "OffloadDoctor", dependencies: ["OffloadWire", "OffloadCapture", "OffloadReport"],
                 swiftSettings: swiftSettings),
         .executableTarget(
@@ -83,7 +83,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings),
-        .target(name: "OffloadTestSupport", path: "Tests/OffloadTestSupport", swiftSettings: swiftSettings),
+        .target(name: "OffloadTestSupport", dependencies: ["OffloadWire", "OffloadEngine"], path: "Tests/OffloadTestSupport",
+                swiftSettings: swiftSettings),
         .testTarget(name: "OffloadWireTests", dependencies: ["OffloadWire", "OffloadTestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "OffloadEngineTests", dependencies: ["OffloadEngine", "OffloadWire", "OffloadTestSupport"],

@@ -98,6 +98,13 @@ public struct ESPTunnelConfiguration: Hashable, Sendable {
         self.inbound = inbound
     }
 
+    /// The same tunnel as the far end sees it: selectors and SAs swapped.
+    public var reversed: ESPTunnelConfiguration {
+        ESPTunnelConfiguration(name: name, algorithm: algorithm, extendedSequenceNumbers: extendedSequenceNumbers,
+                               replayWindow: replayWindow, localSelectors: remoteSelectors, remoteSelectors: localSelectors,
+                               outbound: inbound, inbound: outbound)
+    }
+
     /// Whether a packet from `source` to `destination` goes out through this tunnel.
     public func sends(from source: IPAddress, to destination: IPAddress) -> Bool {
         localSelectors.contains { $0.contains(source) } && remoteSelectors.contains { $0.contains(destination) }
@@ -269,6 +276,53 @@ public enum SAFile {
         return ESPTunnelConfiguration(name: s.name, algorithm: algorithm, extendedSequenceNumbers: esn, replayWindow: window,
                                       localSelectors: try selectors("local_ts"), remoteSelectors: try selectors("remote_ts"),
                                       outbound: outbound, inbound: inbound)
+    }
+
+    /// The text of an SA file for `tunnels` (what ``parse(_:path:)`` reads back): for the lab, the
+    /// tests and scripts that make keys on the spot. Holds keys: write it with mode 0600.
+    public static func render(_ tunnels: [ESPTunnelConfiguration]) -> String {
+        func hex(_ bytes: [UInt8]) -> String { "0x" + bytes.map { String(format: "%02x", $0) }.joined() }
+        var text = "tunnels {\n"
+        for t in tunnels {
+            text += """
+                    \(t.name) {
+                        esp_proposals = \(t.algorithm.rawValue)
+                        esn = \(t.extendedSequenceNumbers ? "yes" : "no")
+                        replay_window = \(t.replayWindow)
+                        local_ts = \(t.localSelectors.map(\.description).joined(separator: ", "))
+                        remote_ts = \(t.remoteSelectors.map(\.description).joined(separator: ", "))
+                        out {
+                            spi = 0x\(String(format: "%08x", t.outbound.spi))
+                            key = \(hex(t.outbound.keyMaterial))
+                        }
+                        in {
+                            spi = 0x\(String(format: "%08x", t.inbound.spi))
+                            key = \(hex(t.inbound.keyMaterial))
+                        }
+                    }
+
+                """
+        }
+        return text + "}\n"
+    }
+
+    /// Writes `text` to `path` with mode 0600 (created so: never readable by others, not even briefly).
+    /// - Throws: ``SAFileError`` when it cannot be written.
+    public static func write(_ text: String, to path: String) throws(SAFileError) {
+        try ESPKeyLog.write([text], to: path)
+    }
+
+    /// A tunnel between two ends with keys made on the spot (libcrypto's generator): this end's
+    /// view; ``ESPTunnelConfiguration/reversed`` is the far end's.
+    public static func freshTunnel(name: String, algorithm: ESPAlgorithm, extendedSequenceNumbers: Bool = true,
+                                   local: [TrafficSelector], remote: [TrafficSelector],
+                                   outboundSPI: UInt32 = 0x1001, inboundSPI: UInt32 = 0x2001) -> ESPTunnelConfiguration {
+        func keys(_ spi: UInt32) -> ESPSAKeys {
+            ESPSAKeys(spi: spi, key: randomBytes(algorithm.keyLength), salt: randomBytes(ESPAlgorithm.saltLength))
+        }
+        return ESPTunnelConfiguration(name: name, algorithm: algorithm, extendedSequenceNumbers: extendedSequenceNumbers,
+                                      localSelectors: local, remoteSelectors: remote, outbound: keys(outboundSPI),
+                                      inbound: keys(inboundSPI))
     }
 
     static func hexBytes(_ text: String) -> [UInt8]? {

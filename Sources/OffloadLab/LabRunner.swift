@@ -1,5 +1,6 @@
 import Foundation
 import OffloadForwarder
+import OffloadIPsec
 import OffloadReport
 
 #if canImport(Glibc)
@@ -103,33 +104,14 @@ public final class LabRunner {
     }
 
     /// The `offload ipsec` arguments of both gateways: SA files (mode 0600) with keys made for this
-    /// row (AES-GCM-128, one tunnel each way), and their high-water marks beside them.
+    /// row (AES-GCM-128, one tunnel each way); the high-water marks go beside them.
     private func ipsecSAFiles(tag: String) throws -> [[String]] {
-        var generator = SystemRandomNumberGenerator()
-        let keys = (0..<2).map { _ in (0..<20).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined() }
+        let tunnel = SAFile.freshTunnel(name: "lab", algorithm: .aesGCM128, local: [TrafficSelector("10.77.1.0/24")!],
+                                        remote: [TrafficSelector("10.77.2.0/24")!])
         var arguments: [[String]] = []
-        for n in 1...2 {
-            let (outSPI, outKey, inSPI, inKey) = n == 1 ? ("0x1001", keys[0], "0x2001", keys[1]) : ("0x2001", keys[1], "0x1001", keys[0])
-            let text = """
-                tunnels {
-                    lab {
-                        esp_proposals = aes128gcm16
-                        local_ts = 10.77.\(n).0/24
-                        remote_ts = 10.77.\(3 - n).0/24
-                        out {
-                            spi = \(outSPI)
-                            key = 0x\(outKey)
-                        }
-                        in {
-                            spi = \(inSPI)
-                            key = 0x\(inKey)
-                        }
-                    }
-                }
-
-                """
+        for (n, view) in [(1, tunnel), (2, tunnel.reversed)] {
             let path = "\(configuration.scratch)/\(tag)-sa\(n).conf"
-            FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+            try SAFile.write(SAFile.render([view]), to: path)
             arguments.append(["--sa", path])
         }
         return arguments

@@ -89,10 +89,8 @@ public enum TunnelCapture {
             // A super-packet's checksum field is not the whole packet's (GSO finishes it per segment).
             let metadata = PacketMetadata(linkType: innerLinkType, checksum: gso == nil ? .unverified : .partial,
                                           timestamp: now, gso: gso)
-            if !batch.canAppend(length: inner.count) || batch.count == batch.packetCapacity { try flush(&pipeline) }
-            pipeline.statistics.packetsIn += 1
-            pipeline.statistics.bytesIn += inner.count
-            if !batch.append(inner, metadata: metadata) { pipeline.statistics.dropped += 1 }
+            if batch.isFull(for: inner.count) { try flush(&pipeline) }
+            pipeline.take(inner, metadata: metadata, into: &batch)
         }
         try flush(&pipeline)
         try writer.finish()
@@ -164,11 +162,9 @@ public enum TunnelCapture {
                 }
                 now = record.info.timestamp
                 writer.timestamp = now
-                if !batch.canAppend(length: inner.count) || batch.count == batch.packetCapacity { try flush(&pipeline) }
-                pipeline.statistics.packetsIn += 1
-                pipeline.statistics.bytesIn += inner.count
-                let metadata = PacketMetadata(linkType: codec.innerLinkType, checksum: .unverified, timestamp: now)
-                if !batch.append(inner, metadata: metadata) { pipeline.statistics.dropped += 1 }
+                if batch.isFull(for: inner.count) { try flush(&pipeline) }
+                pipeline.take(inner, metadata: PacketMetadata(linkType: codec.innerLinkType, checksum: .unverified, timestamp: now),
+                              into: &batch)
             case .reply, .signalling:
                 report.signalling += 1
             case .drop(let reason):
@@ -190,6 +186,20 @@ public enum TunnelCapture {
                                   icmpSourceV4: IPv4Address(192, 0, 2, 254), icmpSourceV6: IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe),
                                   virtioHeaders: virtioHeaders, stage: IdentityStage(), logger: logger, linkType: linkType,
                                   bridging: linkType == .ethernet)
+    }
+}
+
+extension PacketBatch {
+    /// Whether the batch must be processed before a packet of `length` bytes fits.
+    func isFull(for length: Int) -> Bool { !canAppend(length: length) || count == packetCapacity }
+}
+
+extension ForwardingPipeline where S == IdentityStage {
+    /// Counts a packet read from a capture in, as a device read would, and appends it to `batch`.
+    mutating func take(_ packet: [UInt8], metadata: PacketMetadata, into batch: inout PacketBatch) {
+        statistics.packetsIn += 1
+        statistics.bytesIn += packet.count
+        if !batch.append(packet, metadata: metadata) { statistics.dropped += 1 }
     }
 }
 

@@ -7,30 +7,12 @@ import Testing
 
 @testable import OffloadIPsec
 
-/// A TCP super-packet of `count` segments of `size` bytes merged by the engine.
-func superPacket(count: Int, size: Int, last: Int? = nil, ipv6: Bool = false) throws -> (bytes: [UInt8], gso: GSOInfo) {
-    var engine = GROEngine()
-    var batch = PacketBatch(packetCapacity: count, byteCapacity: 1 << 20)
-    for i in 0..<count {
-        var b = PacketBuilder()
-        b.link = .raw
-        b.ipv6 = ipv6
-        b.sequence = 1 + UInt32(i * size)
-        b.ipID = UInt16(i)
-        b.payloadLength = i == count - 1 ? last ?? size : size
-        batch.append(b.frame(), metadata: PacketMetadata(linkType: .raw))
-    }
-    engine.coalesce(batch)
-    let gso = try #require(engine.output(at: 0).metadata.gso)
-    return (engine.outputBytes(at: 0), gso)
-}
-
 @Suite("ESP: one datagram per segment, refusals counted by reason, the window, the selectors, the sequence space")
 struct ESPBehaviourTests {
     @Test("a super-packet becomes one ESP datagram per segment (same size but the last, consecutive sequence numbers), each decrypts to its segment",
           arguments: [(ESPAlgorithm.aesGCM128, false), (.aesGCM256, true), (.chacha20Poly1305, false), (.aesGCM128, true)])
     func superPacketPerSegment(algorithm: ESPAlgorithm, ipv6: Bool) throws {
-        let (bytes, gso) = try superPacket(count: 20, size: 1000, last: 301, ipv6: ipv6)
+        let (bytes, gso) = superPacket(count: 20, size: 1000, last: 301, ipv6: ipv6)
         let p = try policy(algorithm, out: keys(algorithm, spi: 0x1001, seed: 7))
         var encapsulator = try TunnelEncapsulator(codec: ESPCodec(policy: p))
         let datagrams = try encrypt(bytes, gso: gso, with: &encapsulator)
@@ -112,19 +94,7 @@ struct ESPBehaviourTests {
             + withUnsafeBytes(of: UInt64(sequence).bigEndian) { Array($0) }
         let nonce = sa.salt + Array(header[8..<16])
         let aad = Array(header[0..<4]) + [0, 0, 0, 0] + Array(header[4..<8])  // ESN: SPI ‖ high 0 ‖ low
-        var out = [UInt8](repeating: 0, count: plaintext.count + 16)
-        _ = plaintext.withUnsafeBytes { p in
-            nonce.withUnsafeBytes { n in
-                aad.withUnsafeBytes { a in
-                    out.withUnsafeMutableBytes { o in
-                        sealer.seal(nonce: n.baseAddress!, aad: a, pieces: (p, UnsafeRawBufferPointer(start: nil, count: 0)),
-                                    trailer: UnsafeRawBufferPointer(start: nil, count: 0), out: o.baseAddress!,
-                                    tag: o.baseAddress! + plaintext.count)
-                    }
-                }
-            }
-        }
-        return header + out
+        return header + (seal(sealer, nonce: nonce, aad: aad, plaintext) ?? [])
     }
 
     @Test("authentic but wrong inside: lying pad length, bad pad bytes, next header 6, 4 on IPv6; 59 is a dummy; outside the selectors")
@@ -184,7 +154,7 @@ struct ESPBehaviourTests {
         let p = try policy(.aesGCM128, out: keys(.aesGCM128, spi: 0x4005, seed: 1), esn: false)
         _ = p.sequences[0].reserve(Int(UInt32.max) - 1)
         var encapsulator = try TunnelEncapsulator(codec: ESPCodec(policy: p))
-        let (bytes, gso) = try superPacket(count: 3, size: 500)
+        let (bytes, gso) = superPacket(count: 3, size: 500)
         let refused = try bytes.withUnsafeBytes { try encapsulator.prepare($0, gso: gso) }
         #expect(refused == .sequenceExhausted, "3 numbers do not fit in the 2 left: none are used")
         var b = PacketBuilder()
@@ -302,6 +272,23 @@ struct SAFileTests {
             #expect(!error.description.contains("0001") || change == "key = 0x0001" && !error.description.contains("0x0001"))
             #expect(!error.description.contains("0a0b0c"))
         }
+    }
+
+    @Test("render and parse are inverses; the far end's view swaps SAs and selectors; fresh keys differ each time")
+    func renderParse() throws {
+        let tunnels = try SAFile.parse(Self.good)
+        #expect(try SAFile.parse(SAFile.render(tunnels)) == tunnels)
+        let fresh = SAFile.freshTunnel(name: "x", algorithm: .aesGCM256, local: [TrafficSelector("10.0.0.0/8")!],
+                                       remote: [TrafficSelector("fd00::/8")!])
+        #expect(try SAFile.parse(SAFile.render([fresh, fresh.reversed].enumerated().map { i, t in
+            var t = t
+            t.name = "t\(i)"
+            if i == 1 { (t.outbound.spi, t.inbound.spi) = (0x3001, 0x4001) }
+            return t
+        })).count == 2)
+        #expect(fresh.reversed.outbound == fresh.inbound && fresh.reversed.localSelectors == fresh.remoteSelectors)
+        #expect(fresh.outbound.key.count == 32 && fresh.outbound.key != fresh.inbound.key
+            && fresh.outbound.key != SAFile.freshTunnel(name: "y", algorithm: .aesGCM256, local: [], remote: []).outbound.key)
     }
 
     @Test("structure: a duplicate inbound SPI, the same key both ways, an unclosed section, an unknown setting")

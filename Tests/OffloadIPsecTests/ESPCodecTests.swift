@@ -8,17 +8,7 @@ import Testing
 @testable import OffloadIPsec
 
 /// Hex digits (spaces and newlines ignored) as bytes.
-func hex(_ text: String) -> [UInt8] {
-    let digits = text.filter { !$0.isWhitespace }
-    var out: [UInt8] = []
-    var i = digits.startIndex
-    while i < digits.endIndex {
-        let j = digits.index(i, offsetBy: 2)
-        out.append(UInt8(digits[i..<j], radix: 16)!)
-        i = j
-    }
-    return out
-}
+func hex(_ text: String) -> [UInt8] { hexBytes(text) }
 
 /// A one-tunnel policy, the same keys both ways unless given.
 func policy(_ algorithm: ESPAlgorithm, out: ESPSAKeys, in inbound: ESPSAKeys? = nil, esn: Bool = true,
@@ -40,6 +30,23 @@ func encrypt(_ packet: [UInt8], gso: GSOInfo? = nil, with encapsulator: inout Tu
         if let refusal = try encapsulator.prepare(raw, gso: gso) { throw TestFailure("refused: \(refusal)") }
         return (0..<encapsulator.datagramCount).map { encapsulator.datagramBytes(at: $0) }
     }
+}
+
+/// Seals `plaintext` with `context`: ciphertext ‖ 16-byte tag (nil when libcrypto failed).
+func seal(_ context: AEADContext, nonce: [UInt8], aad: [UInt8], _ plaintext: [UInt8]) -> [UInt8]? {
+    var out = [UInt8](repeating: 0, count: plaintext.count + 16)
+    let ok = plaintext.withUnsafeBytes { p in
+        nonce.withUnsafeBytes { n in
+            aad.withUnsafeBytes { a in
+                out.withUnsafeMutableBytes { o in
+                    context.seal(nonce: n.baseAddress!, aad: a, pieces: (p, UnsafeRawBufferPointer(start: nil, count: 0)),
+                                 trailer: UnsafeRawBufferPointer(start: nil, count: 0), out: o.baseAddress!,
+                                 tag: o.baseAddress! + plaintext.count)
+                }
+            }
+        }
+    }
+    return ok ? out : nil
 }
 
 struct TestFailure: Error, CustomStringConvertible {
@@ -117,19 +124,7 @@ struct ESPKnownAnswerTests {
     func aesGCM(_ v: Vector) throws {
         let plaintext = hex(v.plaintext), sealed = hex(v.sealed), nonce = hex(v.nonce), aad = hex(v.aad)
         let sealer = try AEADContext(v.algorithm, key: hex(v.key), sealing: true)
-        var out = [UInt8](repeating: 0, count: plaintext.count + 16)
-        let ok = plaintext.withUnsafeBytes { p in
-            nonce.withUnsafeBytes { n in
-                aad.withUnsafeBytes { a in
-                    out.withUnsafeMutableBytes { o in
-                        sealer.seal(nonce: n.baseAddress!, aad: a, pieces: (p, UnsafeRawBufferPointer(start: nil, count: 0)),
-                                    trailer: UnsafeRawBufferPointer(start: nil, count: 0), out: o.baseAddress!,
-                                    tag: o.baseAddress! + plaintext.count)
-                    }
-                }
-            }
-        }
-        #expect(ok && out == sealed)
+        #expect(seal(sealer, nonce: nonce, aad: aad, plaintext) == sealed)
         let opener = try AEADContext(v.algorithm, key: hex(v.key), sealing: false)
         func open(_ bytes: [UInt8]) -> [UInt8]? {
             var data = Array(bytes.dropLast(16))

@@ -29,24 +29,22 @@ struct ESPScratch {
         let n = algorithm.keyLength + 4
         outKey = (0..<n).map { String(format: "%02x", ($0 * 7 + 3) & 0xFF) }.joined()
         inKey = (0..<n).map { String(format: "%02x", ($0 * 13 + 5) & 0xFF) }.joined()
-        let text = """
-            tunnels {
-                t {
-                    esp_proposals = \(algorithm.rawValue)
-                    esn = \(esn ? "yes" : "no")
-                    out {
-                        spi = 0x00001001
-                        key = 0x\(outKey)
-                    }
-                    in {
-                        spi = 0x00002001
-                        key = 0x\(inKey)
-                    }
-                }
-            }
-            """
-        try text.write(toFile: "\(dir)/sa.conf", atomically: true, encoding: .utf8)
-        chmod("\(dir)/sa.conf", 0o600)
+        let keys = { (hex: String, spi: UInt32) in
+            ESPSAKeys(spi: spi, key: Array(hexBytes(hex).dropLast(4)), salt: Array(hexBytes(hex).suffix(4)))
+        }
+        let any = [TrafficSelector("0.0.0.0/0")!, TrafficSelector("::/0")!]
+        let tunnel = ESPTunnelConfiguration(name: "t", algorithm: algorithm, extendedSequenceNumbers: esn, localSelectors: any,
+                                            remoteSelectors: any, outbound: keys(outKey, 0x1001), inbound: keys(inKey, 0x2001))
+        try SAFile.write(SAFile.render([tunnel]), to: "\(dir)/sa.conf")
+    }
+
+    /// Writes the inner traffic to `inner.pcapng` (super-packets with their GSO facts).
+    func writeInner(_ records: [([UInt8], GSOInfo?)]) throws {
+        var writer = try CaptureWriter(path: "\(dir)/inner.pcapng", format: .pcapng, interfaces: [CaptureInterface(linkType: .raw)])
+        for (n, (bytes, gso)) in records.enumerated() {
+            try writer.writePacket(bytes, timestamp: UInt64(n), options: gso.map { [.gso($0)] } ?? [])
+        }
+        try writer.flush()
     }
 
     func cleanup() { try? FileManager.default.removeItem(atPath: dir) }
@@ -68,7 +66,7 @@ func innerTraffic() throws -> (records: [([UInt8], GSOInfo?)], segments: [[UInt8
         segments.append(b.frame())
     }
     for ipv6 in [false, true] {
-        let (bytes, gso) = try superPacket(count: 12, size: 1300, last: 77, ipv6: ipv6)
+        let (bytes, gso) = superPacket(count: 12, size: 1300, last: 77, ipv6: ipv6)
         records.append((bytes, gso))
         var segmenter = GSOSegmenter()
         try bytes.withUnsafeBytes { try segmenter.segment($0, linkType: .raw, gso: gso, checksum: .complete) }
@@ -92,11 +90,7 @@ struct ESPInteropTests {
         let s = try ESPScratch(algorithm, esn: esn)
         defer { s.cleanup() }
         let (records, segments) = try innerTraffic()
-        var writer = try CaptureWriter(path: "\(s.dir)/inner.pcapng", format: .pcapng, interfaces: [CaptureInterface(linkType: .raw)])
-        for (n, (bytes, gso)) in records.enumerated() {
-            try writer.writePacket(bytes, timestamp: UInt64(n), options: gso.map { [.gso($0)] } ?? [])
-        }
-        try writer.flush()
+        try s.writeInner(records)
         let (local, remote) = outerIPv6 ? ("2001:db8::1", "2001:db8::2") : ("192.0.2.1", "192.0.2.2")
         let encrypt = shell("\(offload) ipsec --sa \(s.dir)/sa.conf --local \(local) --remote \(remote) \(s.dir)/inner.pcapng \(s.dir)/esp.pcap")
         #expect(encrypt.status == 0, "\(encrypt.output)")
@@ -133,11 +127,7 @@ struct ESPInteropTests {
         let s = try ESPScratch(algorithm, esn: false)
         defer { s.cleanup() }
         let (records, segments) = try innerTraffic()
-        var writer = try CaptureWriter(path: "\(s.dir)/inner.pcapng", format: .pcapng, interfaces: [CaptureInterface(linkType: .raw)])
-        for (n, (bytes, gso)) in records.enumerated() {
-            try writer.writePacket(bytes, timestamp: UInt64(n), options: gso.map { [.gso($0)] } ?? [])
-        }
-        try writer.flush()
+        try s.writeInner(records)
         let run = shell("\(offload) ipsec --sa \(s.dir)/sa.conf --local 192.0.2.1 --remote 192.0.2.2 --write-keys \(s.dir)/keys "
             + "\(s.dir)/inner.pcapng \(s.dir)/esp.pcap")
         #expect(run.status == 0, "\(run.output)")

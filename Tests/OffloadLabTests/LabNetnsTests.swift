@@ -28,6 +28,20 @@ func labPID(_ output: String) -> String {
     output.split(separator: "\n").last { $0.hasPrefix("pid=") }.map { String($0.dropFirst(4)) } ?? "unknown"
 }
 
+/// Runs `offload lab ARGUMENTS --json`, checks it exited 0 and prints its table; its rows and pid.
+func runLab(_ arguments: String) throws -> (rows: [LabRow], pid: String) {
+    let offload = builtExecutable(named: "offload")!
+    let json = FileManager.default.temporaryDirectory.appendingPathComponent("lab-\(getpid())-\(UUID().uuidString).json").path
+    defer { try? FileManager.default.removeItem(atPath: json) }
+    let (status, output) = shell("\(offload) lab \(arguments) --json > \(json) & pid=$!; wait $pid; s=$?; echo pid=$pid; exit $s",
+                                 timeout: 300)
+    #expect(status == 0, "\(output)")
+    struct Document: Decodable { var rows: [LabRow] }
+    let rows = try JSONDecoder().decode(Document.self, from: Data(contentsOf: URL(fileURLWithPath: json))).rows
+    print(LabPresentation.table(rows))
+    return (rows, labPID(output))
+}
+
 @Suite("offload lab end to end (root)", .serialized)
 struct LabNetnsTests {
     @Test("short mode: GRO+GSO is fair and beats offloads off; LRO behind a smaller MTU crawls; nothing is left behind")
@@ -37,16 +51,7 @@ struct LabNetnsTests {
             print("skipped: \(reason)")
             return
         }
-        let offload = builtExecutable(named: "offload")!
-        let json = FileManager.default.temporaryDirectory.appendingPathComponent("lab-\(getpid()).json").path
-        defer { try? FileManager.default.removeItem(atPath: json) }
-        let (status, output) = shell("\(offload) lab --scenarios 3,4,5 --seconds 2 --json > \(json) & pid=$!; "
-            + "wait $pid; s=$?; echo pid=$pid; exit $s", timeout: 300)
-        let pid = labPID(output)
-        #expect(status == 0, "\(output)")
-        struct Document: Decodable { var rows: [LabRow] }
-        let rows = try JSONDecoder().decode(Document.self, from: Data(contentsOf: URL(fileURLWithPath: json))).rows
-        print(LabPresentation.table(rows))
+        let (rows, pid) = try runLab("--scenarios 3,4,5 --seconds 2")
         #expect(rows.count == 6)
         func find(_ s: LabScenario, _ mtu: Int) throws -> LabRow {
             try #require(rows.first { $0.scenario == s && $0.egressMTU == mtu }, "row \(s) \(mtu)")
@@ -72,16 +77,7 @@ struct LabNetnsTests {
             print("skipped: \(reason)")
             return
         }
-        let offload = builtExecutable(named: "offload")!
-        let json = FileManager.default.temporaryDirectory.appendingPathComponent("lab-ipsec-\(getpid()).json").path
-        defer { try? FileManager.default.removeItem(atPath: json) }
-        let (status, output) = shell("\(offload) lab --scenarios 13,14 --mtus equal --seconds 2 --json > \(json) & pid=$!; "
-            + "wait $pid; s=$?; echo pid=$pid; exit $s", timeout: 300)
-        let pid = labPID(output)
-        #expect(status == 0, "\(output)")
-        struct Document: Decodable { var rows: [LabRow] }
-        let rows = try JSONDecoder().decode(Document.self, from: Data(contentsOf: URL(fileURLWithPath: json))).rows
-        print(LabPresentation.table(rows))
+        let (rows, pid) = try runLab("--scenarios 13,14 --mtus equal --seconds 2")
         #expect(rows.map(\.scenario) == [.ipsecOffloadsOff, .ipsecGRO])
         for row in rows {
             #expect(row.error == nil, "\(row.error ?? "")")

@@ -158,3 +158,9 @@ public func byFlow(_ packets: [[UInt8]]) -> [String: [[UInt8]]] {
     }
     return flows
 }
+
+/// Hex digits (white space ignored) as bytes.
+public func hexBytes(_ text: String) -> [UInt8] {
+    let digits = Array(text.filter { !$0.isWhitespace })
+    return stride(from: 0, to: digits.count - 1, by: 2).map { UInt8(String(digits[$0...$0 + 1]), radix: 16)! }
+}

@@ -11,28 +11,9 @@ import Testing
 struct GTPUTests {
     static let tunnel = GTPUCodec(GTPUSettings(teid: 0x1234_5678))
 
-    /// A TCP super-packet of `count` segments of `size` bytes (the last one `last` bytes when given,
-    /// as a flow's last segment often is), merged by the engine.
-    func superPacket(count: Int, size: Int, last: Int? = nil, ipv6: Bool = false) throws -> (bytes: [UInt8], gso: GSOInfo) {
-        var engine = GROEngine()
-        var batch = PacketBatch(packetCapacity: count, byteCapacity: 1 << 20)
-        for i in 0..<count {
-            var b = PacketBuilder()
-            b.link = .raw
-            b.ipv6 = ipv6
-            b.sequence = 1 + UInt32(i * size)
-            b.ipID = UInt16(i)
-            b.payloadLength = i == count - 1 ? last ?? size : size
-            batch.append(b.frame(), metadata: PacketMetadata(linkType: .raw))
-        }
-        engine.coalesce(batch)
-        let gso = try #require(engine.output(at: 0).metadata.gso)
-        return (engine.outputBytes(at: 0), gso)
-    }
-
     @Test("a 20-segment super-packet becomes 20 G-PDUs; each decapsulates to the GSO segment, checksums right", arguments: [false, true])
     func superPacketPerSegment(ipv6: Bool) throws {
-        let (bytes, gso) = try superPacket(count: 20, size: 1000, last: 300, ipv6: ipv6)
+        let (bytes, gso) = superPacket(count: 20, size: 1000, last: 300, ipv6: ipv6)
         var encapsulator = try TunnelEncapsulator(codec: Self.tunnel)
         var segmenter = GSOSegmenter()
         let decapsulator = Self.tunnel.makeDecoder()
@@ -61,7 +42,7 @@ struct GTPUTests {
 
     @Test("sequence numbers: the S flag, 12-byte headers, one number per datagram")
     func sequenceNumbers() throws {
-        let (bytes, gso) = try superPacket(count: 3, size: 500)
+        let (bytes, gso) = superPacket(count: 3, size: 500)
         var encapsulator = try TunnelEncapsulator(codec: GTPUCodec(GTPUSettings(teid: 9, sequenceNumbers: true)))
         let datagrams = try bytes.withUnsafeBytes { raw in
             try encapsulator.prepare(raw, gso: gso)
@@ -173,7 +154,7 @@ struct GTPUTests {
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("gtpu-ts-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        let (bytes, gso) = try superPacket(count: 30, size: 1400, last: 500)
+        let (bytes, gso) = superPacket(count: 30, size: 1400, last: 500)
         let input = "\(scratch)/in.pcapng"
         var writer = try CaptureWriter(path: input, format: .pcapng,
                                        interfaces: [CaptureInterface(linkType: .raw)])

@@ -122,6 +122,30 @@ final class TunnelLab {
         return (sums.trimmingCharacters(in: .whitespacesAndNewlines) == "1", size)
     }
 
+    /// 64 MB each way, IPv4 then IPv6 inside, checked intact; then the endpoints' counters show
+    /// trains: a super-packet's segments leave in one sendmsg (UDP GSO) and arrive in one recvmsg
+    /// (UDP GRO), and are merged again (ACKs, which nothing merges, go one per call). Returns gw1's
+    /// encapsulation and gw2's decapsulation counters.
+    func transferBothWaysAndCheckTrains(label: String) throws -> (encap: ForwarderStatistics, decap: ForwarderStatistics) {
+        for (ipv6, toServer, toClient) in [(false, "10.88.2.2", "10.88.1.2"), (true, "fd88:2::2", "fd88:1::2")] {
+            let up = transfer(megabytes: 64, from: client, to: server, address: toServer, ipv6: ipv6)
+            #expect(up.0, "client -> server over IPv\(ipv6 ? 6 : 4) inside: \(up.1) bytes")
+            let down = transfer(megabytes: 64, from: server, to: client, address: toClient, ipv6: ipv6)
+            #expect(down.0, "server -> client over IPv\(ipv6 ? 6 : 4) inside: \(down.1) bytes")
+        }
+        let stats = try stopEndpoints()
+        let encap = try #require(stats[0]["lan_to_wan"])
+        let decap = try #require(stats[1]["wan_to_lan"])
+        let perTrain = Double(encap.tunnel("gso_train_datagrams")) / Double(max(1, encap.tunnel("gso_trains")))
+        let received = decap.tunnel("datagrams_received"), receives = decap.tunnel("recvmsg")
+        print("\(label): gw1 sent \(encap.tunnel("datagrams_sent")) datagrams in \(encap.tunnel("sendmsg")) sendmsg "
+            + "(\(encap.tunnel("gso_train_datagrams")) in \(encap.tunnel("gso_trains")) trains); gw2 received \(received) in \(receives) recvmsg")
+        #expect(perTrain >= 8, "datagrams per UDP GSO send: \(perTrain)")
+        #expect(receives < received / 2, "UDP GRO hands over trains: \(received) datagrams in \(receives) recvmsg")
+        #expect(decap.meanSegmentsPerSuperPacket >= 4, "the inner packets are merged again: \(decap.meanSegmentsPerSuperPacket)")
+        return (encap, decap)
+    }
+
     deinit {
         shell("pkill -KILL -f '[s]tats-json \(dir)/gw' || true")
         shell("\(root)/scripts/netns-tunnel-topology.sh down \(prefix)")
@@ -147,25 +171,7 @@ struct TunnelNetnsTests {
         if skipWithoutNetns() { return }
         let lab = try TunnelLab()
         try lab.startEndpoints()
-        for (ipv6, toServer, toClient) in [(false, "10.88.2.2", "10.88.1.2"), (true, "fd88:2::2", "fd88:1::2")] {
-            let up = lab.transfer(megabytes: 64, from: lab.client, to: lab.server, address: toServer, ipv6: ipv6)
-            #expect(up.0, "client -> server over IPv\(ipv6 ? 6 : 4) inside: \(up.1) bytes")
-            let down = lab.transfer(megabytes: 64, from: lab.server, to: lab.client, address: toClient, ipv6: ipv6)
-            #expect(down.0, "server -> client over IPv\(ipv6 ? 6 : 4) inside: \(down.1) bytes")
-        }
-        let stats = try lab.stopEndpoints()
-        let encap = try #require(stats[0]["lan_to_wan"])
-        let decap = try #require(stats[1]["wan_to_lan"])
-        // A super-packet's segments leave in one sendmsg (a UDP GSO train) and arrive in one recvmsg
-        // (UDP GRO); ACKs, which nothing merges, go one per call and are left out of these ratios.
-        let perTrain = Double(encap.tunnel("gso_train_datagrams")) / Double(max(1, encap.tunnel("gso_trains")))
-        let received = decap.tunnel("datagrams_received"), receives = decap.tunnel("recvmsg")
-        print("gw1 encapsulation: \(encap.tunnel("datagrams_sent")) datagrams in \(encap.tunnel("sendmsg")) sendmsg, "
-            + "\(encap.tunnel("gso_train_datagrams")) of them in \(encap.tunnel("gso_trains")) trains; "
-            + "gw2 decapsulation: \(received) datagrams in \(receives) recvmsg")
-        #expect(perTrain >= 8, "datagrams per UDP GSO send: \(perTrain)")
-        #expect(receives < received / 2, "UDP GRO hands over trains: \(received) datagrams in \(receives) recvmsg")
-        #expect(decap.meanSegmentsPerSuperPacket >= 4, "the decapsulated packets are merged again: \(decap.meanSegmentsPerSuperPacket)")
+        let (encap, decap) = try lab.transferBothWaysAndCheckTrains(label: "GTP-U")
         #expect(encap.tunnel("send_errors") <= 2 && decap.writeErrors == 0)
         // Every datagram that came in went on: none lost between the socket and the TUN device.
         #expect(decap.tunnel("datagrams_received") == decap.packetsIn && decap.dropped == 0,
