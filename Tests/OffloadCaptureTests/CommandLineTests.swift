@@ -171,7 +171,7 @@ struct DiagnosticCommandTests {
             return
         }
         #expect(try run(offload, ["lab", "--help"]).1.contains("kernel forwarding, GRO off"))
-        #expect(try run(offload, ["lab", "--scenarios", "13"]).0 == 2)
+        #expect(try run(offload, ["lab", "--scenarios", "15"]).0 == 2)
         #expect(try run(offload, ["lab", "--seconds", "0"]).0 == 2)
         #expect(try run(offload, ["lab", "--egress-mtu", "1000"]).0 == 2)
     }
