@@ -90,78 +90,161 @@ public struct GSOSegmenter: ~Copyable {
         let count = (total + size - 1) / size
         guard count <= Self.maximumSegments else { throw .tooManySegments(count) }
         let h = layout.payloadOffset
+        let headers = unsafe HeaderTemplate(base, layout: layout, gso: gso, size: size, count: count)
+        prepareArena(headerLength: h, count: count)
+        for i in 0..<count {
+            let length = i == count - 1 ? total - size * i : size
+            unsafe writeSegment(i, payload: UnsafeRawBufferPointer(start: base + h + size * i, count: length), headers: headers,
+                                gso: gso, checksum: checksum)
+        }
+    }
+
+    /// Splits a super-packet given as its headers (`layout.payloadOffset` bytes, as the forwarding
+    /// pipeline stages them) and its payload in `pieces` (as GRO chained it, or in one piece), without
+    /// gathering it: each segment's payload is a slice of one piece.
+    /// - Returns: false, having produced nothing, when a segment would span two pieces (gather
+    ///   the packet and call ``segment(_:linkType:gso:segmentSize:checksum:)``) or the facts do not
+    ///   fit the layout; true when the segments are ready (one unchanged segment when the payload
+    ///   fits one, then its pieces are the header and the first payload piece, and there must be
+    ///   at most one).
+    public mutating func segment(headers: UnsafeRawBufferPointer, layout: PacketLayout,
+                                 payload pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>, gso: GSOInfo,
+                                 checksum: OutputChecksum = .complete) -> Bool {
+        unsafe payloads.removeAll(keepingCapacity: true)
+        let isIPv4 = layout.network == .ipv4
+        guard isIPv4 || layout.network == .ipv6, isIPv4 == gso.kind.isIPv4, layout.hasTransportHeader,
+            layout.transport == (gso.kind.isTCP ? .tcp : .udp), headers.count == layout.payloadOffset,
+            gso.segmentSize > 0
+        else { return false }
+        let size = gso.segmentSize
+        var total = 0
+        for unsafe piece in unsafe pieces { total += piece.count }
+        guard total > size else { return false }  // one segment: the caller sends the packet as it is
+        let count = (total + size - 1) / size
+        guard count <= Self.maximumSegments else { return false }
+        // Each segment's payload must lie within one piece.
+        var piece = 0, offset = 0
+        for i in 0..<count {
+            let length = i == count - 1 ? total - size * i : size
+            while piece < pieces.count, unsafe offset == pieces[piece].count {
+                piece += 1
+                offset = 0
+            }
+            guard piece < pieces.count, unsafe offset + length <= pieces[piece].count else {
+                unsafe payloads.removeAll(keepingCapacity: true)
+                return false
+            }
+            unsafe payloads.append(UnsafeRawBufferPointer(rebasing: pieces[piece][offset..<(offset + length)]))
+            offset += length
+        }
+        let template = unsafe HeaderTemplate(headers.baseAddress!, layout: layout, gso: gso, size: size, count: count)
+        prepareArena(headerLength: layout.payloadOffset, count: count)
+        for i in 0..<count {
+            unsafe writeSegment(i, payload: payloads[i], headers: template, gso: gso, checksum: checksum, append: false)
+        }
+        return true
+    }
+
+    mutating func prepareArena(headerLength h: Int, count: Int) {
         headerLength = h
         headerStride = (h + 15) & ~15
         arena.reserve(headerStride * count)
-        let src = unsafe _UnsafeBytes(base)
-        let n = layout.networkOffset
-        let t = layout.transportOffset
-        let isTCP = gso.kind.isTCP
-        // Safe: every offset below is inside the validated headers [0, payloadOffset).
-        let id0 = isIPv4 ? src.u16(n + 4) : 0
-        let seq0 = isTCP ? src.u32(t + 4) : 0
-        let flags0 = isTCP ? src.u8(t + TCPSegment.Field.flagByte) : 0
-        let l4Header = h - t
-        // Address part of the pseudo-header, shared by every segment.
-        let addressSum = isIPv4 ? src.sum(n + 12, count: 8) : src.sum(n + 8, count: 32)
-        let protocolSum = OnesComplementSum(UInt16(isTCP ? 6 : 17))
-        // The header words that are the same in every segment, summed once (RFC 1624 style):
-        // IPv4 without total length, ID and checksum; TCP without sequence, flags word and
-        // checksum; UDP without length and checksum. Each segment then adds its own words.
-        let ipInvariant = isIPv4
-            ? src.sum(n, count: t - n) - OnesComplementSum(src.u16(n + 2)) - OnesComplementSum(id0)
-                - OnesComplementSum(src.u16(n + 10))
-            : .zero
-        let l4Invariant = isTCP
-            ? src.sum(t, count: l4Header) - OnesComplementSum(src.u16(t + 4)) - OnesComplementSum(src.u16(t + 6))
-                - OnesComplementSum(src.u16(t + 12)) - OnesComplementSum(src.u16(t + 16))
-            : OnesComplementSum(src.u16(t)) + OnesComplementSum(src.u16(t + 2))
-        let wordAt12 = isTCP ? src.u16(t + 12) & 0xFF00 : 0
-        for i in 0..<count {
-            let length = i == count - 1 ? total - size * i : size
-            let dst = unsafe arena.rawBase + headerStride * i
-            unsafe dst.copyMemory(from: base, byteCount: h)
-            let m = unsafe _UnsafeMutableBytes(dst)
-            let l4Length = l4Header + length
-            let l4LengthWord = OnesComplementSum(UInt16(truncatingIfNeeded: l4Length))
-            if isIPv4 {
-                let totalLength = UInt16(truncatingIfNeeded: t - n + l4Length)
-                let id = gso.fixedID ? id0 : id0 &+ UInt16(truncatingIfNeeded: i)
-                m.store16(totalLength, n + 2)
-                m.store16(id, n + 4)
-                m.store16(~(ipInvariant + OnesComplementSum(totalLength) + OnesComplementSum(id)).value, n + 10)
-            } else {
-                m.store16(UInt16(truncatingIfNeeded: t - n - 40 + l4Length), n + 4)
-            }
-            let payload = unsafe UnsafeRawBufferPointer(start: base + h + size * i, count: length)
-            let pseudo = addressSum + protocolSum + l4LengthWord
-            if isTCP {
-                let sequence = seq0 &+ UInt32(truncatingIfNeeded: size * i)
-                m.store32(sequence, t + 4)
-                var flags = flags0
-                if i != count - 1 { flags &= ~(TCPFlags.fin.flagByte | TCPFlags.psh.flagByte) }  // FIN, PSH only on the last
-                if i != 0 { flags &= ~TCPFlags.cwr.flagByte }  // CWR only on the first
-                m.store8(flags, t + TCPSegment.Field.flagByte)
-                switch checksum {
-                case .partial:
-                    m.store16(pseudo.value, t + 16)
-                case .complete:
-                    let header = l4Invariant + OnesComplementSum(UInt16(truncatingIfNeeded: sequence >> 16))
-                        + OnesComplementSum(UInt16(truncatingIfNeeded: sequence)) + OnesComplementSum(wordAt12 | UInt16(flags))
-                    unsafe m.store16(~(pseudo + header + InternetChecksum.unsafeSum(payload)).value, t + 16)
-                }
-            } else {
-                m.store16(UInt16(truncatingIfNeeded: l4Length), t + 4)
-                switch checksum {
-                case .partial:
-                    m.store16(pseudo.value, t + 6)
-                case .complete:
-                    let sum = unsafe pseudo + l4Invariant + l4LengthWord + InternetChecksum.unsafeSum(payload)
-                    m.store16(InternetChecksum.udpFieldValue(~sum.value), t + 6)
-                }
-            }
-            unsafe payloads.append(payload)
+    }
+
+    /// What every segment's header shares, summed once (RFC 1624 style): the headers to copy, the
+    /// first ID, sequence and flags, and the checksum words that do not change per segment.
+    /// (`@safe`: it keeps a pointer to the headers, made and read only inside one segmentation
+    /// call, while the caller's headers are alive.)
+    @safe
+    struct HeaderTemplate {
+        let base: UnsafeRawPointer
+        let h: Int, n: Int, t: Int, size: Int, count: Int
+        let isIPv4: Bool, isTCP: Bool
+        let id0: UInt16, seq0: UInt32, flags0: UInt8, l4Header: Int
+        let addressSum: OnesComplementSum, protocolSum: OnesComplementSum
+        let ipInvariant: OnesComplementSum, l4Invariant: OnesComplementSum
+        let wordAt12: UInt16
+
+        /// Safe: every offset below is inside the headers [0, payloadOffset), which the layout validated.
+        init(_ base: UnsafeRawPointer, layout: PacketLayout, gso: GSOInfo, size: Int, count: Int) {
+            unsafe self.base = base
+            self.size = size
+            let src = unsafe _UnsafeBytes(base)
+            h = layout.payloadOffset
+            n = layout.networkOffset
+            t = layout.transportOffset
+            self.count = count
+            isIPv4 = layout.network == .ipv4
+            isTCP = gso.kind.isTCP
+            id0 = isIPv4 ? src.u16(n + 4) : 0
+            seq0 = isTCP ? src.u32(t + 4) : 0
+            flags0 = isTCP ? src.u8(t + TCPSegment.Field.flagByte) : 0
+            l4Header = h - t
+            // Address part of the pseudo-header, shared by every segment.
+            addressSum = isIPv4 ? src.sum(n + 12, count: 8) : src.sum(n + 8, count: 32)
+            protocolSum = OnesComplementSum(UInt16(isTCP ? 6 : 17))
+            // IPv4 without total length, ID and checksum; TCP without sequence, flags word and
+            // checksum; UDP without length and checksum. Each segment then adds its own words.
+            ipInvariant = isIPv4
+                ? src.sum(n, count: t - n) - OnesComplementSum(src.u16(n + 2)) - OnesComplementSum(id0)
+                    - OnesComplementSum(src.u16(n + 10))
+                : .zero
+            l4Invariant = isTCP
+                ? src.sum(t, count: l4Header) - OnesComplementSum(src.u16(t + 4)) - OnesComplementSum(src.u16(t + 6))
+                    - OnesComplementSum(src.u16(t + 12)) - OnesComplementSum(src.u16(t + 16))
+                : OnesComplementSum(src.u16(t)) + OnesComplementSum(src.u16(t + 2))
+            wordAt12 = isTCP ? src.u16(t + 12) & 0xFF00 : 0
         }
+    }
+
+    /// Writes segment `i`'s header into the arena (lengths, ID, sequence, flags, checksums over
+    /// `payload`) and, with `append`, records its payload.
+    @inline(__always)
+    mutating func writeSegment(_ i: Int, payload: UnsafeRawBufferPointer, headers x: HeaderTemplate, gso: GSOInfo,
+                               checksum: OutputChecksum, append: Bool = true) {
+        let length = payload.count
+        let dst = unsafe arena.rawBase + headerStride * i
+        unsafe dst.copyMemory(from: x.base, byteCount: x.h)
+        let m = unsafe _UnsafeMutableBytes(dst)
+        let n = x.n, t = x.t
+        let l4Length = x.l4Header + length
+        let l4LengthWord = OnesComplementSum(UInt16(truncatingIfNeeded: l4Length))
+        if x.isIPv4 {
+            let totalLength = UInt16(truncatingIfNeeded: t - n + l4Length)
+            let id = gso.fixedID ? x.id0 : x.id0 &+ UInt16(truncatingIfNeeded: i)
+            m.store16(totalLength, n + 2)
+            m.store16(id, n + 4)
+            m.store16(~(x.ipInvariant + OnesComplementSum(totalLength) + OnesComplementSum(id)).value, n + 10)
+        } else {
+            m.store16(UInt16(truncatingIfNeeded: t - n - 40 + l4Length), n + 4)
+        }
+        let pseudo = x.addressSum + x.protocolSum + l4LengthWord
+        if x.isTCP {
+            let sequence = x.seq0 &+ UInt32(truncatingIfNeeded: x.size * i)
+            m.store32(sequence, t + 4)
+            var flags = x.flags0
+            if i != x.count - 1 { flags &= ~(TCPFlags.fin.flagByte | TCPFlags.psh.flagByte) }  // FIN, PSH only on the last
+            if i != 0 { flags &= ~TCPFlags.cwr.flagByte }  // CWR only on the first
+            m.store8(flags, t + TCPSegment.Field.flagByte)
+            switch checksum {
+            case .partial:
+                m.store16(pseudo.value, t + 16)
+            case .complete:
+                let header = x.l4Invariant + OnesComplementSum(UInt16(truncatingIfNeeded: sequence >> 16))
+                    + OnesComplementSum(UInt16(truncatingIfNeeded: sequence)) + OnesComplementSum(x.wordAt12 | UInt16(flags))
+                unsafe m.store16(~(pseudo + header + InternetChecksum.unsafeSum(payload)).value, t + 16)
+            }
+        } else {
+            m.store16(UInt16(truncatingIfNeeded: l4Length), t + 4)
+            switch checksum {
+            case .partial:
+                m.store16(pseudo.value, t + 6)
+            case .complete:
+                let sum = unsafe pseudo + x.l4Invariant + l4LengthWord + InternetChecksum.unsafeSum(payload)
+                m.store16(InternetChecksum.udpFieldValue(~sum.value), t + 6)
+            }
+        }
+        if append { unsafe payloads.append(payload) }
     }
 
     /// Calls `body` with segment `index`'s pieces: its header, then its payload in place.

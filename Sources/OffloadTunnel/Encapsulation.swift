@@ -27,7 +27,8 @@ public struct TunnelEncapsulator<Codec: TunnelCodec>: ~Copyable {
     /// What the encoder wrote in each slot.
     var written: [Int] = []
     var count = 0
-    var single: UnsafeRawBufferPointer?
+    /// The packet when it is one segment (one piece, or headers and payload in place).
+    var single: InnerSegment?
     /// The prepared packet's TOS / traffic class (DSCP and ECN), for the outer header (RFC 6040);
     /// nil when it is not IP.
     public private(set) var innerTOS: UInt8?
@@ -49,15 +50,40 @@ public struct TunnelEncapsulator<Codec: TunnelCodec>: ~Copyable {
     @discardableResult
     public mutating func prepare(_ packet: UnsafeRawBufferPointer, gso: GSOInfo?) throws(GSOError) -> TunnelDropReason? {
         innerTOS = unsafe TunnelECN.innerTOS(packet, linkType: codec.innerLinkType)
-        count = 0
-        written.removeAll(keepingCapacity: true)
         if let gso, gso.segmentCount > 1 {
             unsafe try segmenter.segment(packet, linkType: codec.innerLinkType, gso: gso, checksum: .complete)
-            unsafe single = nil
+            single = nil
         } else {
-            unsafe single = unsafe packet
+            single = unsafe InnerSegment(first: packet)
         }
-        let total = unsafe single == nil ? segmenter.segmentCount : 1
+        return encodeAll()
+    }
+
+    /// Prepares the datagrams of one packet as the forwarding pipeline hands it over: its headers
+    /// (`layout.payloadOffset` bytes) and its payload pieces in place, never gathered. A
+    /// super-packet is segmented slice by slice (GSO, complete checksums).
+    /// - Returns: nil when it cannot be done in place (a segment would span two payload pieces, or
+    ///   a single packet's checksum is partial and must be finished over the whole packet): then
+    ///   gather the packet and call ``prepare(_:gso:)``. Otherwise what ``prepare(_:gso:)`` returns.
+    public mutating func prepare(headers: UnsafeRawBufferPointer, layout: PacketLayout,
+                                 payload: UnsafeBufferPointer<UnsafeRawBufferPointer>, gso: GSOInfo?,
+                                 partialChecksum: Bool) -> TunnelDropReason?? {
+        if let gso, gso.segmentCount > 1 {
+            guard unsafe segmenter.segment(headers: headers, layout: layout, payload: payload, gso: gso) else { return nil }
+            single = nil
+        } else {
+            guard !partialChecksum, payload.count <= 1 else { return nil }
+            single = unsafe InnerSegment(first: headers, second: payload.first ?? UnsafeRawBufferPointer(start: nil, count: 0))
+        }
+        innerTOS = unsafe TunnelECN.innerTOS(headers, linkType: codec.innerLinkType)
+        return .some(encodeAll())
+    }
+
+    /// Lets the encoder write every datagram of the prepared packet into its slot.
+    mutating func encodeAll() -> TunnelDropReason? {
+        count = 0
+        written.removeAll(keepingCapacity: true)
+        let total = single == nil ? segmenter.segmentCount : 1
         let first = segment(at: 0)
         if let refusal = unsafe encoder.begin(headers: first.first, datagrams: total) { return refusal }
         // The first segment is the longest: every slot can hold it.
@@ -74,7 +100,7 @@ public struct TunnelEncapsulator<Codec: TunnelCodec>: ~Copyable {
 
     /// Segment `index` of the prepared packet, in place.
     func segment(at index: Int) -> InnerSegment {
-        if let single = unsafe single { return unsafe InnerSegment(first: single) }
+        if let single { return single }
         var pieces = unsafe (UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(start: nil, count: 0))
         var k = 0
         unsafe segmenter.withSegmentFragments(at: index) { piece in

@@ -32,6 +32,8 @@ public struct TunnelCounters: Hashable, Sendable, Codable {
     /// Sends the kernel refused (the datagrams are lost), and sends made one datagram at a time
     /// because the kernel refused UDP GSO.
     public var sendErrors = 0, sendsWithoutGSO = 0
+    /// Packets encapsulated from the pipeline's pieces in place, without gathering them first.
+    public var sentInPlace = 0
     /// Creates zeroed counters.
     public init() {}
 
@@ -51,6 +53,8 @@ public struct TunnelCounters: Hashable, Sendable, Codable {
             StageCounter("tunnel_send_errors", help: "Sends the kernel refused.", value: sendErrors),
             StageCounter("tunnel_sends_without_gso", help: "Sends made datagram by datagram (UDP GSO refused).",
                          value: sendsWithoutGSO),
+            StageCounter("tunnel_encapsulated_in_place", help: "Packets encapsulated from their pieces in place (not gathered).",
+                         value: sentInPlace),
         ]
         for (kind, value) in signalling.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
             all.append(StageCounter("tunnel_signalling", help: "Signalling datagrams received, by kind.",
@@ -124,8 +128,19 @@ public final class TunnelSink<Codec: TunnelCodec>: PacketSink, @unchecked Sendab
         return unsafe UnsafeMutableRawBufferPointer(start: staging.rawBase, count: length)
     }
 
-    /// Encapsulates and sends one packet or super-packet, with the facts the pipeline knows.
+    /// Encapsulates and sends one packet or super-packet, with the facts the pipeline knows: in
+    /// place from its pieces (headers, then payload as GRO chained it), or, when a segment would
+    /// span two pieces, gathered first.
     public func write(facts: EgressFacts, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError) {
+        if let first = pieces.first, unsafe first.count == facts.layout.payloadOffset,
+            let prepared = unsafe encapsulator.prepare(headers: first, layout: facts.layout,
+                                                       payload: UnsafeBufferPointer(rebasing: pieces.dropFirst()), gso: facts.gso,
+                                                       partialChecksum: facts.checksum == .partial)
+        {
+            counters.sentInPlace += 1
+            try finish(prepared)
+            return
+        }
         guard let packet = unsafe gather(pieces) else { return }
         if facts.gso == nil, facts.checksum == .partial, facts.layout.hasTransportHeader {
             // One packet with a partial checksum: finish it (the far end gets no virtio header).
@@ -156,6 +171,11 @@ public final class TunnelSink<Codec: TunnelCodec>: PacketSink, @unchecked Sendab
             counters.sendErrors += 1
             return
         }
+        try finish(refusal)
+    }
+
+    /// Counts a refusal, or sends the prepared datagrams.
+    func finish(_ refusal: TunnelDropReason?) throws(TUNError) {
         if let refusal {
             counters.encapsulationDropped[refusal, default: 0] += 1
             if counters.encapsulationDropped[refusal] == 1 {
@@ -522,6 +542,7 @@ extension TunnelCounters {
         foreign += o.foreign
         sendErrors += o.sendErrors
         sendsWithoutGSO += o.sendsWithoutGSO
+        sentInPlace += o.sentInPlace
     }
 
     /// These counters and another set's together.

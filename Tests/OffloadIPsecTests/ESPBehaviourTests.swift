@@ -37,6 +37,50 @@ struct ESPBehaviourTests {
         for datagram in datagrams { #expect(decoder.open(datagram).0 == .drop(.replay)) }
     }
 
+    @Test("from the pipeline's pieces in place: the same datagrams as from the gathered packet (GTP-U: headers only; ESP: whole datagrams); a segment across two pieces asks for the gather",
+          arguments: [false, true])
+    func inPlaceEqualsGathered(ipv6: Bool) throws {
+        let (bytes, gso) = superPacket(count: 9, size: 1000, last: 123, ipv6: ipv6)
+        let layout = try bytes.withUnsafeBytes { try PacketLayout(parsing: $0.bytes, linkType: .raw) }
+        let h = layout.payloadOffset
+        // As GRO chains it: one piece per segment's payload; as a TSO read: one piece.
+        let chained = (0..<9).map { i in Array(bytes[(h + 1000 * i)..<min(bytes.count, h + 1000 * (i + 1))]) }
+        let whole = [Array(bytes[h...])]
+        let misaligned = [Array(bytes[h..<(h + 1500)]), Array(bytes[(h + 1500)...])]
+        /// The datagrams a fresh encapsulator makes from the pieces (nil: it asks for the gather).
+        func inPlace<C: TunnelCodec>(_ codec: C, _ pieces: [[UInt8]]) throws -> [[UInt8]]? {
+            var e = try TunnelEncapsulator(codec: codec)
+            let buffers = ([Array(bytes[..<h])] + pieces).map { b -> UnsafeMutableRawBufferPointer in
+                let m = UnsafeMutableRawBufferPointer.allocate(byteCount: b.count, alignment: 1)
+                m.copyBytes(from: b)
+                return m
+            }
+            defer { buffers.forEach { $0.deallocate() } }
+            let views = buffers.map { UnsafeRawBufferPointer($0) }
+            let payload = Array(views.dropFirst())
+            let prepared = payload.withUnsafeBufferPointer {
+                e.prepare(headers: views[0], layout: layout, payload: $0, gso: gso, partialChecksum: false)
+            }
+            guard let prepared else { return nil }
+            #expect(prepared == nil, "refused: \(String(describing: prepared))")
+            return (0..<e.datagramCount).map { e.datagramBytes(at: $0) }
+        }
+        func check<C: TunnelCodec>(_ make: () throws -> C) throws {
+            var gathered = try TunnelEncapsulator(codec: make())
+            let reference = try bytes.withUnsafeBytes { raw in
+                _ = try gathered.prepare(raw, gso: gso)
+                return (0..<gathered.datagramCount).map { gathered.datagramBytes(at: $0) }
+            }
+            #expect(reference.count == 9)
+            #expect(try inPlace(make(), chained) == reference, "\(C.self): chained pieces")
+            #expect(try inPlace(make(), whole) == reference, "\(C.self): one payload piece")
+            #expect(try inPlace(make(), misaligned) == nil, "\(C.self): a segment across two pieces")
+        }
+        try check { GTPUCodec(GTPUSettings(teid: 3, sequenceNumbers: true)) }
+        let k = keys(.aesGCM128, spi: 0x6006, seed: 5)
+        try check { ESPCodec(policy: try policy(.aesGCM128, out: k)) }  // a new policy: numbers from 1 each time
+    }
+
     @Test("refused by reason: flipped bits (bad ICV, the window unmoved), unknown SPI, truncated, replay, too old; keepalive, IKE marker, dummy")
     func refusals() throws {
         let sa = keys(.aesGCM128, spi: 0x2002, seed: 3)

@@ -143,6 +143,9 @@ final class TunnelLab {
         #expect(perTrain >= 8, "datagrams per UDP GSO send: \(perTrain)")
         #expect(receives < received / 2, "UDP GRO hands over trains: \(received) datagrams in \(receives) recvmsg")
         #expect(decap.meanSegmentsPerSuperPacket >= 4, "the inner packets are merged again: \(decap.meanSegmentsPerSuperPacket)")
+        // GRO's super-packets are encapsulated from their chained pieces, not gathered first.
+        #expect(encap.tunnel("encapsulated_in_place") > encap.superPacketsOut / 2,
+                "\(encap.tunnel("encapsulated_in_place")) in place, \(encap.superPacketsOut) super-packets")
         return (encap, decap)
     }
 
