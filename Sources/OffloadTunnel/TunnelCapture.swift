@@ -56,8 +56,8 @@ public enum TunnelCapture {
             throw CaptureError(.unsupportedOutput("\(error)"), path: output, record: 0, offset: 0)
         }
         let innerLinkType = codec.innerLinkType
-        var pipeline = pipeline(.lanToWan, codec: codec, mtu: underlayMTU - codec.overhead(outerIPv6: !remote.isIPv4),
-                                virtioHeaders: true, logger: logger)
+        var pipeline = TunnelEndpoint.pipeline(.lanToWan, codec: codec, mtu: underlayMTU - codec.overhead(outerIPv6: !remote.isIPv4),
+                                               virtioHeaders: true, logger: logger)
         let back = RecordingSink(takesVirtioHeaders: false)  // ICMP errors towards the inner senders: counted
         var report = TunnelCaptureReport()
         var batch = PacketBatch(packetCapacity: 64, byteCapacity: 64 * 65_600)
@@ -115,7 +115,7 @@ public enum TunnelCapture {
             throw CaptureError(.unsupportedOutput("\(error)"), path: output, record: 0, offset: 0)
         }
         let logger = Logger(label: "offload.tunnel.capture")
-        var pipeline = pipeline(.wanToLan, codec: codec, mtu: 65_535, virtioHeaders: false, logger: logger)
+        var pipeline = TunnelEndpoint.pipeline(.wanToLan, codec: codec, mtu: 65_535, virtioHeaders: false, logger: logger)
         let back = RecordingSink(takesVirtioHeaders: false)  // replies and ICMP errors into the tunnel: counted
         var report = TunnelCaptureReport()
         var batch = PacketBatch(packetCapacity: 64, byteCapacity: 64 * 65_600)
@@ -178,15 +178,6 @@ public enum TunnelCapture {
         return report
     }
 
-    /// The live endpoint's pipeline for one direction (``TunnelEndpoint`` builds the same).
-    static func pipeline<Codec: TunnelCodec>(_ direction: Direction, codec: Codec, mtu: Int, virtioHeaders: Bool,
-                                             logger: Logger) -> ForwardingPipeline<IdentityStage> {
-        let linkType = codec.innerLinkType
-        return ForwardingPipeline(direction: direction, gro: GROConfiguration(), egressMTU: mtu,
-                                  icmpSourceV4: IPv4Address(192, 0, 2, 254), icmpSourceV6: IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe),
-                                  virtioHeaders: virtioHeaders, stage: IdentityStage(), logger: logger, linkType: linkType,
-                                  bridging: linkType == .ethernet)
-    }
 }
 
 extension PacketBatch {

@@ -132,7 +132,7 @@ public final class TunnelSink<Codec: TunnelCodec>: PacketSink, @unchecked Sendab
     /// place from its pieces (headers, then payload as GRO chained it), or, when a segment would
     /// span two pieces, gathered first.
     public func write(facts: EgressFacts, pieces: UnsafeBufferPointer<UnsafeRawBufferPointer>) throws(TUNError) {
-        if let first = pieces.first, unsafe first.count == facts.layout.payloadOffset,
+        if let first = unsafe pieces.first, first.count == facts.layout.payloadOffset,
             let prepared = unsafe encapsulator.prepare(headers: first, layout: facts.layout,
                                                        payload: UnsafeBufferPointer(rebasing: pieces.dropFirst()), gso: facts.gso,
                                                        partialChecksum: facts.checksum == .partial)
@@ -402,10 +402,20 @@ public final class TunnelEndpoint<Codec: TunnelCodec>: Dataplane, @unchecked Sen
             gro.tcp = false
             gro.udp = false
         }
-        let linkType = configuration.codec.innerLinkType
-        return ForwardingPipeline(direction: direction, gro: gro, egressMTU: mtu,
-                                  icmpSourceV4: configuration.icmpSourceV4, icmpSourceV6: configuration.icmpSourceV6,
-                                  virtioHeaders: configuration.offloads, stage: IdentityStage(), logger: logger,
+        return Self.pipeline(direction, codec: configuration.codec, mtu: mtu, gro: gro, virtioHeaders: configuration.offloads,
+                             icmpSources: (configuration.icmpSourceV4, configuration.icmpSourceV6), logger: logger)
+    }
+
+    /// One direction's pipeline for `codec`, live or over captures: a bridge port for Ethernet
+    /// inside, a router for IP.
+    static func pipeline(_ direction: Direction, codec: Codec, mtu: Int, gro: GROConfiguration = GROConfiguration(),
+                         virtioHeaders: Bool,
+                         icmpSources: (IPv4Address, IPv6Address) = (IPv4Address(192, 0, 2, 254),
+                                                                    IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe)),
+                         logger: Logger) -> ForwardingPipeline<IdentityStage> {
+        let linkType = codec.innerLinkType
+        return ForwardingPipeline(direction: direction, gro: gro, egressMTU: mtu, icmpSourceV4: icmpSources.0,
+                                  icmpSourceV6: icmpSources.1, virtioHeaders: virtioHeaders, stage: IdentityStage(), logger: logger,
                                   linkType: linkType, bridging: linkType == .ethernet)
     }
 
