@@ -4,6 +4,7 @@
 # starts from nothing. A crash leaves its input in $FUZZ_OUT/<target>/ and fails the script.
 # Usage: scripts/fuzz.sh [seconds-per-target] [target ...]
 #   FUZZ_OUT=dir   where corpora and crash inputs go (default .build-fuzz/work)
+#   FUZZ_SEEDS=dir a folder of pcap captures to seed from (default: the development corpus beside the repository)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 seconds="${1:-60}"
@@ -15,7 +16,7 @@ mkdir -p "$out"
 echo "building the fuzz targets (release, -sanitize=fuzzer,address) ..." >&2
 (cd "$root/Fuzz" && swift build -c release --build-path "$root/.build-fuzz" -Xswiftc -sanitize=fuzzer,address >/dev/null)
 bin="$root/.build-fuzz/release"
-corpus="$root/../shared/corpus/pcap"
+corpus="${FUZZ_SEEDS:-$root/../shared/corpus/pcap}"
 seed_frames() {  # $1: directory; one file per frame of the corpus captures (classic pcap only), first 40 per file
   python3 - "$corpus" "$1" <<'PY'
 import os, struct, sys

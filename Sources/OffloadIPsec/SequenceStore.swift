@@ -52,10 +52,13 @@ public final class SequenceStore: Sendable {
         marks = Mutex(loaded)
     }
 
-    /// The fingerprint of an SA's key (8 bytes of SHA-256 over SPI and key, in hex).
+    /// The fingerprint of an SA's key: 8 bytes of SHA-256 over a label, the SPI and the key, in
+    /// hex. One-way, and only to tell keys apart in the mark file (mode 0600): it is never logged,
+    /// and neither error messages nor counters carry it.
     public static func fingerprint(spi: UInt32, key: [UInt8]) -> String {
+        let label = Array("offload-ipsec sequence mark".utf8)
         let spiBytes = withUnsafeBytes(of: spi.bigEndian) { Array($0) }
-        return sha256(spiBytes + key).prefix(8).map { String(format: "%02x", $0) }.joined()
+        return sha256(label + spiBytes + key).prefix(8).map { String(format: "%02x", $0) }.joined()
     }
 
     /// The first sequence number an SA may use: one above its mark, or 1 for a new SA or key.
@@ -124,7 +127,7 @@ public final class OutboundSequence: Sendable {
         self.spi = spi
         last = extendedSequenceNumbers ? UInt64.max : UInt64(UInt32.max)
         self.store = store
-        fingerprint = SequenceStore.fingerprint(spi: spi, key: key)
+        fingerprint = SequenceStore.fingerprint(spi: spi, key: key)  // for the mark file only; never logged
         let first = store?.firstUnused(spi: spi, fingerprint: fingerprint) ?? 1
         var reserved = last
         if let store {

@@ -128,10 +128,10 @@ struct LabError: Error, CustomStringConvertible {
 
 @Suite("offload forward between two TUN devices, with the kernel's TCP on both sides", .serialized)
 struct ForwarderNetnsTests {
-    @Test("64 MB each way, IPv4 and IPv6, arrive intact; GRO merges at least 8 segments per super-packet")
+    @Test("64 MB each way, IPv4 and IPv6, arrive intact; GRO merges at least 8 segments per super-packet",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func integrityAndGRO() throws { try exclusiveNetwork { try integrityAndGROBody() } }
     func integrityAndGROBody() throws {
-        if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder([])
         for (ipv6, toServer, toClient) in [(false, "10.77.2.2", "10.77.1.2"), (true, "fd77:2::2", "fd77:1::2")] {
@@ -158,10 +158,10 @@ struct ForwarderNetnsTests {
         #expect(try sh("ip -n \(lab.gateway) rule").1.contains("4100") == false, "the setup was not removed")
     }
 
-    @Test("path MTU: a smaller egress MTU sends ICMP, the sender lowers its MSS, the transfer completes")
+    @Test("path MTU: a smaller egress MTU sends ICMP, the sender lowers its MSS, the transfer completes",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func pathMTU() throws { try exclusiveNetwork { try pathMTUBody() } }
     func pathMTUBody() throws {
-        if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder(["--egress-mtu", "1400"])
         let v4 = try lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false)
@@ -173,10 +173,10 @@ struct ForwarderNetnsTests {
         #expect(up.meanSegmentsPerSuperPacket >= 8, "GRO keeps working after the MSS drop: \(up.meanSegmentsPerSuperPacket)")
     }
 
-    @Test("--mode lro behind a smaller MTU black-holes: the failure the Jool page describes")
+    @Test("--mode lro behind a smaller MTU black-holes: the failure the Jool page describes",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func lroBlackHole() throws { try exclusiveNetwork { try lroBlackHoleBody() } }
     func lroBlackHoleBody() throws {
-        if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder(["--egress-mtu", "1400", "--mode", "lro", "--keep-ingress-gro"])
         let result = try lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false,
@@ -187,10 +187,10 @@ struct ForwarderNetnsTests {
         #expect(up.icmpSent > 10 && up.superPacketsOut == 0, "ICMP \(up.icmpSent)")
     }
 
-    @Test("the kernel's own TSO super-packets (client TSO on) are forwarded whole and arrive intact")
+    @Test("the kernel's own TSO super-packets (client TSO on) are forwarded whole and arrive intact",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func kernelTSO() throws { try exclusiveNetwork { try kernelTSOBody() } }
     func kernelTSOBody() throws {
-        if skipWithoutNetns() { return }
         let lab = try Lab()
         try sh("ip netns exec \(lab.client) ethtool -K c0 tso on gso on")
         try lab.startForwarder([])
@@ -207,10 +207,10 @@ struct ForwarderNetnsTests {
         #expect(up.gro[.gsoInput] == up.tsoIn)
     }
 
-    @Test("two queues (IFF_MULTI_QUEUE, a worker per queue): transfers intact, counters summed")
+    @Test("two queues (IFF_MULTI_QUEUE, a worker per queue): transfers intact, counters summed",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func multiQueue() throws { try exclusiveNetwork { try multiQueueBody() } }
     func multiQueueBody() throws {
-        if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder(["--queues", "2", "--keep-ingress-gro"])
         let up = try lab.transfer(megabytes: 32, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false)
@@ -222,10 +222,10 @@ struct ForwarderNetnsTests {
         #expect(lanToWan.writeErrors == 0)
     }
 
-    @Test("--no-gso-writes: GRO stays on, super-packets are segmented in user space (the EINVAL fallback path); transfers intact")
+    @Test("--no-gso-writes: GRO stays on, super-packets are segmented in user space (the EINVAL fallback path); transfers intact",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func userSpaceSegmentation() throws { try exclusiveNetwork { try userSpaceSegmentationBody() } }
     func userSpaceSegmentationBody() throws {
-        if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder(["--no-gso-writes", "--egress-mtu", "1400"])
         let v4 = try lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false)
@@ -240,10 +240,10 @@ struct ForwarderNetnsTests {
         #expect(log.contains("GSO writes off"))
     }
 
-    @Test("Prometheus text on --metrics")
+    @Test("Prometheus text on --metrics",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func metrics() throws { try exclusiveNetwork { try metricsBody() } }
     func metricsBody() throws {
-        if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder(["--metrics", "127.0.0.1:9101", "--keep-ingress-gro"])  // userspace GRO: its flush reasons
         _ = try lab.transfer(megabytes: 4, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false)

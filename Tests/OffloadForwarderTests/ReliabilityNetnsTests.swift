@@ -52,10 +52,10 @@ extension Lab {
 
 @Suite("Reliability: impairment, crash and restart, floods", .serialized)
 struct ReliabilityNetnsTests {
-    @Test("--impair 1% loss, 1% reorder, 0.1% duplication both ways: 32 MB each way arrive intact, the damage is counted")
+    @Test("--impair 1% loss, 1% reorder, 0.1% duplication both ways: 32 MB each way arrive intact, the damage is counted",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func impairedTransfers() throws { try exclusiveNetwork { try impairedTransfersBody() } }
     func impairedTransfersBody() throws {
-        if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder(["--impair", "loss=1%,reorder=1%,duplicate=0.1%,seed=3"])
         let up = try lab.transfer(megabytes: 32, from: lab.client, to: lab.server, address: "10.77.2.2", ipv6: false, seconds: 60)
@@ -76,10 +76,10 @@ struct ReliabilityNetnsTests {
         }
     }
 
-    @Test("--impair delay=20ms: a lone ping is held 20 ms each way and leaves on time with no other traffic to push it")
+    @Test("--impair delay=20ms: a lone ping is held 20 ms each way and leaves on time with no other traffic to push it",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func impairedDelay() throws { try exclusiveNetwork { try impairedDelayBody() } }
     func impairedDelayBody() throws {
-        if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder(["--impair", "delay=20ms"])
         let (status, output) = try sh("ip netns exec \(lab.client) ping -c 4 -i 0.5 -W 2 10.77.2.2", timeout: 20)
@@ -92,14 +92,15 @@ struct ReliabilityNetnsTests {
         #expect(stats["lan_to_wan"]?.stage.first { $0.name == "impairment_delayed" }?.value ?? 0 >= 4)
     }
 
-    @Test("kill -9 during a transfer, restart with the same arguments: the leftovers are replaced, the transfer completes intact (fail-open: the kernel forwards meanwhile)")
+    @Test("kill -9 during a transfer, restart with the same arguments: the leftovers are replaced, the transfer completes intact (fail-open: the kernel forwards meanwhile)",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func crashRestartFailOpen() throws { try exclusiveNetwork { try crashRestartBody(failClosed: false) } }
 
-    @Test("--fail-closed: while the forwarder is dead its blackhole routes drop the traffic; after the restart the transfer completes intact")
+    @Test("--fail-closed: while the forwarder is dead its blackhole routes drop the traffic; after the restart the transfer completes intact",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func crashRestartFailClosed() throws { try exclusiveNetwork { try crashRestartBody(failClosed: true) } }
 
     func crashRestartBody(failClosed: Bool) throws {
-        if skipWithoutNetns() { return }
         let lab = try Lab()
         let arguments = failClosed ? ["--fail-closed"] : []
         try lab.startForwarder(arguments)
@@ -132,10 +133,10 @@ struct ReliabilityNetnsTests {
         #expect(try !sh("ip -n \(lab.gateway) route show table 4100").1.contains("blackhole"))
     }
 
-    @Test("A flood nothing can merge (PSH, 1 byte, 10 000 flows) beside a transfer: memory stays bounded, forwarding goes on, the counters say why")
+    @Test("A flood nothing can merge (PSH, 1 byte, 10 000 flows) beside a transfer: memory stays bounded, forwarding goes on, the counters say why",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func unmergeableFlood() throws { try exclusiveNetwork { try unmergeableFloodBody() } }
     func unmergeableFloodBody() throws {
-        if skipWithoutNetns() { return }
         let lab = try Lab()
         try lab.startForwarder([])
         // Warm up, then measure memory around the flood.
@@ -156,10 +157,10 @@ struct ReliabilityNetnsTests {
         #expect(up.packetsOut >= up.gro[.controlFlags], "out \(up.packetsOut)")
     }
 
-    @Test("The short soak: scripts/soak.sh moves 0.3 GB over 3 impaired connections, each intact, memory flat")
+    @Test("The short soak: scripts/soak.sh moves 0.3 GB over 3 impaired connections, each intact, memory flat",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func shortSoak() throws { try exclusiveNetwork { try shortSoakBody() } }
     func shortSoakBody() throws {
-        if skipWithoutNetns() { return }
         guard let offload = offloadExecutable else { throw LabError("offload executable not found") }
         let (status, output) = try sh("OFFLOAD=\(offload) MAX_SECONDS=240 \(packageRoot)/scripts/soak.sh 0.3 3", timeout: 300)
         #expect(status == 0, "\(output)")

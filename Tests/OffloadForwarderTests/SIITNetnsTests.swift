@@ -7,10 +7,10 @@ import Testing
 /// and an IPv4-only server that reach each other only through the translator.
 @Suite("offload siit between an IPv6-only client and an IPv4-only server", .serialized)
 struct SIITNetnsTests {
-    @Test("64 MB each way intact (IPv6 client -> IPv4 server, and IPv4 -> IPv6); super-packets translated whole")
+    @Test("64 MB each way intact (IPv6 client -> IPv4 server, and IPv4 -> IPv6); super-packets translated whole",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func integrity() throws { try exclusiveNetwork { try integrityBody() } }
     func integrityBody() throws {
-        if skipWithoutNetns() { return }
         let lab = try Lab(siit: true)
         try lab.startTranslator()
         let up = try lab.transfer(megabytes: 64, from: lab.client, to: lab.server, address: Lab.serverSeenFromIPv6, ipv6: true)
@@ -30,10 +30,10 @@ struct SIITNetnsTests {
         #expect(try sh("ip -n \(lab.gateway) -4 route").1.contains("siit4") == false, "the routes were not removed")
     }
 
-    @Test("IPv4 side MTU 1400: the kernel's fragmentation needed comes back as packet too big (MTU + 20), the transfer completes")
+    @Test("IPv4 side MTU 1400: the kernel's fragmentation needed comes back as packet too big (MTU + 20), the transfer completes",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func smallerIPv4MTU() throws { try exclusiveNetwork { try smallerIPv4MTUBody() } }
     func smallerIPv4MTUBody() throws {
-        if skipWithoutNetns() { return }
         let lab = try Lab(siit: true)
         // A smaller link the endpoints do not see (the server still says MSS 1460): the kernel on the
         // gateway answers the translated 1480-byte IPv4 segments with "fragmentation needed" (1400).
@@ -49,10 +49,10 @@ struct SIITNetnsTests {
         #expect(back.stageCounter("siit_errors_translated") >= 1)
     }
 
-    @Test("UDP from the IPv4 side without DF: its fragments become IPv6 fragments the client reassembles")
+    @Test("UDP from the IPv4 side without DF: its fragments become IPv6 fragments the client reassembles",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func fragmentedUDP() throws { try exclusiveNetwork { try fragmentedUDPBody() } }
     func fragmentedUDPBody() throws {
-        if skipWithoutNetns() { return }
         let lab = try Lab(siit: true)
         try lab.startTranslator()
         try sh("head -c 3000 /dev/urandom > \(lab.dir)/datagram.bin; rm -f \(lab.dir)/received.bin")
@@ -72,10 +72,10 @@ struct SIITNetnsTests {
         #expect(toIPv6.stageCounter("siit_fragments_made") >= 3, "IPv4 fragments of 1480 bytes cut to 1280-byte IPv6 ones")
     }
 
-    @Test("ping both ways and traceroute across the translator")
+    @Test("ping both ways and traceroute across the translator",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func pingAndTraceroute() throws { try exclusiveNetwork { try pingAndTracerouteBody() } }
     func pingAndTracerouteBody() throws {
-        if skipWithoutNetns() { return }
         let lab = try Lab(siit: true)
         try lab.startTranslator()
         guard (try? sh("command -v ping").0) == 0 else {
@@ -97,10 +97,10 @@ struct SIITNetnsTests {
         #expect((stats["wan_to_lan"]?.stageCounter("siit_errors_translated") ?? 0) >= 1, "time exceeded translated")
     }
 
-    @Test("contrib/offload-siit.service: its command line, with the example settings, runs and cleans up")
+    @Test("contrib/offload-siit.service: its command line, with the example settings, runs and cleans up",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func systemdUnit() throws { try exclusiveNetwork { try systemdUnitBody() } }
     func systemdUnitBody() throws {
-        if skipWithoutNetns() { return }
         guard let offload = offloadExecutable else { throw LabError("offload executable not found") }
         let unit = try String(contentsOfFile: "\(packageRoot)/contrib/offload-siit.service", encoding: .utf8)
         let env = try String(contentsOfFile: "\(packageRoot)/contrib/offload-siit.env", encoding: .utf8)

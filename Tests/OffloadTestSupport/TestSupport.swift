@@ -1,4 +1,5 @@
 import Foundation
+import OffloadEngine
 
 /// A small deterministic generator (SplitMix64) so failures reproduce.
 public struct SplitMix: RandomNumberGenerator {
@@ -55,12 +56,11 @@ public func netnsUnavailable() -> String? {
     return nil
 }
 
-/// Prints why the netns tests skip, and returns true, when they cannot run here.
-public func skipWithoutNetns() -> Bool {
-    guard let reason = netnsUnavailable() else { return false }
-    print("skipped: \(reason)")
-    return true
-}
+/// Whether the network namespace tests can run here (for `.enabled(if: netnsReady, ...)`).
+public let netnsReady = netnsUnavailable() == nil
+
+/// Why they cannot, for the skip's comment ("" when they can).
+public let netnsSkipReason = netnsUnavailable() ?? ""
 
 /// A systemd unit's `ExecStart` as a shell command: its continuation lines joined, and `${VAR}`
 /// (one word) and `$VAR` (split on spaces) expanded from an environment file's `KEY=VALUE` lines.
@@ -112,29 +112,11 @@ public func renderedDOM(ofHTML html: String, name: String) throws -> String? {
     return status == 0 ? dom : ""
 }
 
-/// An IP packet as it is after `hops` routers: the IPv4 TTL (header checksum recomputed) or the
-/// IPv6 hop limit lowered by `hops`. Other bytes are returned unchanged.
+/// An IP packet as it is after `hops` routers: the IPv4 TTL (header checksum updated) or the
+/// IPv6 hop limit lowered by `hops`, by the engine's own router rule.
 public func aged(_ packet: [UInt8], hops: Int) -> [UInt8] {
     var p = packet
-    guard let first = p.first else { return p }
-    switch first >> 4 {
-    case 4 where p.count >= 20:
-        p[8] = p[8] &- UInt8(hops)
-        let headerLength = Int(first & 0x0F) * 4
-        guard headerLength >= 20, headerLength <= p.count else { return p }
-        p[10] = 0
-        p[11] = 0
-        var sum: UInt32 = 0
-        for i in stride(from: 0, to: headerLength, by: 2) { sum += UInt32(p[i]) << 8 | UInt32(p[i + 1]) }
-        while sum > 0xFFFF { sum = (sum & 0xFFFF) + (sum >> 16) }
-        let checksum = ~UInt16(sum)
-        p[10] = UInt8(checksum >> 8)
-        p[11] = UInt8(checksum & 0xFF)
-    case 6 where p.count >= 40:
-        p[7] = p[7] &- UInt8(hops)
-    default:
-        break
-    }
+    for _ in 0..<hops { _ = p.withUnsafeMutableBytes { RouterHeaders.decrementTTL($0, networkOffset: 0) } }
     return p
 }
 

@@ -53,8 +53,6 @@ extension TunnelLab {
     }
 }
 
-let netnsReady = netnsUnavailable() == nil
-let netnsSkipReason = netnsUnavailable() ?? ""
 let tcpdumpAvailable = shell("command -v tcpdump").status == 0
 
 @Suite("offload ipsec on both gateways (ESP in UDP), with the kernel's TCP at both ends", .serialized)
@@ -310,6 +308,9 @@ struct IPsecUnitTests {
         #expect(output.contains("10.2.0.0/16 dev ipsec0"), "--setup routed the example's prefix into the tunnel")
         #expect(FileManager.default.fileExists(atPath: "\(dir)/sequence"), "the marks went to --state")
         #expect(!output.contains(IPsecKeys.k1) && !output.contains(IPsecKeys.k2), "no key in the log or the metrics")
+        let fingerprint = SequenceStore.fingerprint(spi: 0x1001, key: hexBytes(IPsecKeys.k1))
+        #expect(!output.contains(fingerprint), "nor the key's fingerprint, which only the mark file holds")
+        #expect((try? String(contentsOfFile: "\(dir)/sequence", encoding: .utf8))?.contains(fingerprint) == true)
     }
 }
 

@@ -168,10 +168,10 @@ extension ForwarderStatistics {
 
 @Suite("offload tunnel (GTP-U) on both gateways, with the kernel's TCP at both ends", .serialized)
 struct TunnelNetnsTests {
-    @Test("64 MB each way, IPv4 and IPv6 inside, intact; trains of datagrams per sendmsg and per recvmsg")
+    @Test("64 MB each way, IPv4 and IPv6 inside, intact; trains of datagrams per sendmsg and per recvmsg",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func integrity() throws { try exclusiveNetwork { try integrityBody() } }
     func integrityBody() throws {
-        if skipWithoutNetns() { return }
         let lab = try TunnelLab()
         try lab.startEndpoints()
         let (encap, decap) = try lab.transferBothWaysAndCheckTrains(label: "GTP-U")
@@ -182,10 +182,10 @@ struct TunnelNetnsTests {
         #expect(shell("ip -n \(lab.gateway(1)) route").output.contains("gtp0") == false, "the routes were not removed")
     }
 
-    @Test("underlay MTU 1400: the inner sender hears fragmentation needed / packet too big, its MSS follows, the transfer completes")
+    @Test("underlay MTU 1400: the inner sender hears fragmentation needed / packet too big, its MSS follows, the transfer completes",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func smallerUnderlay() throws { try exclusiveNetwork { try smallerUnderlayBody() } }
     func smallerUnderlayBody() throws {
-        if skipWithoutNetns() { return }
         let lab = try TunnelLab(underlayMTU: 1400)
         try lab.startEndpoints()
         let v4 = lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "10.88.2.2", ipv6: false)
@@ -202,10 +202,10 @@ struct TunnelNetnsTests {
         #expect((stats[0]["lan_to_wan"]?.tunnel("send_errors") ?? 99) <= 2, "no datagram over the underlay MTU")
     }
 
-    @Test("bad outer input during a transfer (random bytes, a wrong TEID, a lying length, truncated): counted, dropped, the transfer intact")
+    @Test("bad outer input during a transfer (random bytes, a wrong TEID, a lying length, truncated): counted, dropped, the transfer intact",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func badInput() throws { try exclusiveNetwork { try badInputBody() } }
     func badInputBody() throws {
-        if skipWithoutNetns() { return }
         guard shell("command -v python3").status == 0 else {
             print("skipped: python3 is not installed (the raw sender)")
             return
@@ -244,10 +244,10 @@ struct TunnelNetnsTests {
     }
 
     @Test("VXLAN against the kernel's vxlan device (ours on either gateway): 64 MB each way intact, UDP GSO trains on our side",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"),
           arguments: [1, 2])
     func vxlanInterop(ours: Int) throws { try exclusiveNetwork { try vxlanInteropBody(ours: ours) } }
     func vxlanInteropBody(ours: Int) throws {
-        if skipWithoutNetns() { return }
         let lab = try TunnelLab()
         try lab.startVXLAN(ours: ours)
         let up = lab.transfer(megabytes: 64, from: lab.client, to: lab.server, address: "10.88.2.2", ipv6: false)
@@ -266,10 +266,10 @@ struct TunnelNetnsTests {
         #expect(decap.tunnel("foreign") == 0 && encap.tunnel("send_errors") <= 2)
     }
 
-    @Test("contrib/offload-tunnel.service: its command line, with the example settings, runs and cleans up")
+    @Test("contrib/offload-tunnel.service: its command line, with the example settings, runs and cleans up",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func systemdUnit() throws { try exclusiveNetwork { try systemdUnitBody() } }
     func systemdUnitBody() throws {
-        if skipWithoutNetns() { return }
         guard let offload = builtExecutable(named: "offload") else { throw TunnelLabError("offload executable not found") }
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().path
