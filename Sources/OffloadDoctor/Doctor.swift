@@ -390,18 +390,23 @@ public enum Doctor {
         // Only while both captures ran: one capture starting later or ending earlier is not the
         // forwarder inventing or eating ACKs. An ACK may spend up to `slack` inside the forwarder.
         let slack = 0.1
+        // What a capture loses when it stops (its last, unread ring-buffer blocks) spans a few ms.
+        let endSlack = 0.02
         let from = max(downPackets.first?.time ?? 0, upPackets.first?.time ?? 0)
         let to = min(downPackets.last?.time ?? 0, upPackets.last?.time ?? 0)
         let ackIn = acks(downPackets).filter { dataFlows.contains($0.0.flow.reversed) }
         let ackOut = acks(upPackets).filter { dataFlows.contains($0.0.flow.reversed) }
         c.acksIn = ackIn.count
         c.acksOut = ackOut.count
-        // Every ACK out (late enough that its way in was captured) must have come in.
+        // Every ACK out (late enough that its way in was captured, and early enough that the
+        // capture on its way in had not stopped reading: tcpdump loses what is still in its ring
+        // buffer when it stops, uncounted, and that ring is not in time order across CPUs) must
+        // have come in.
         var available: [AckKey: Int] = [:]
         for (k, _, _) in ackIn { available[k, default: 0] += 1 }
         for (k, number, time) in ackOut {
             if let n = available[k], n > 0 { available[k] = n - 1; continue }
-            guard time >= from + slack && time <= to else { continue }
+            guard time >= from + slack && time <= to - endSlack else { continue }
             c.acksEmittedOrChanged += 1
             if c.emittedExamples.count < 5 { c.emittedExamples.append(number) }
         }
