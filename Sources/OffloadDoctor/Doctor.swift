@@ -29,8 +29,17 @@ public struct CaptureFacts: Codable, Sendable, Hashable {
 public struct ForwarderComparison: Codable, Sendable, Hashable {
     /// The capture data enters the forwarder by, and the one it leaves by.
     public var upstream: Int, downstream: Int
+    /// TCP connections seen in both captures: everything below is about these alone.
+    public var sharedConnections = 0
+    /// Connections seen only upstream, and only downstream (left out).
+    public var connectionsOnlyUpstream = 0, connectionsOnlyDownstream = 0
     /// Data packets on each side (flows seen on both).
     public var dataPacketsIn = 0, dataPacketsOut = 0
+    /// The largest data packet in (IP length).
+    public var largestPacketIn = 0
+    /// ICMP path-MTU errors about these flows seen going back to the senders, and the largest
+    /// packet they quote (IP length): larger than any packet in means the forwarder merged them.
+    public var icmpErrors = 0, icmpQuotedLargest = 0
     /// Packets out built from more than one packet in.
     public var merged = 0
     /// Mean and largest packets-in per packet out, over packets out that match.
@@ -46,6 +55,9 @@ public struct ForwarderComparison: Codable, Sendable, Hashable {
     /// How long data waited in the forwarder, first segment in to packet out, microseconds:
     /// median, 90th and 99th percentile, largest.
     public var holdMicroseconds: [String: Double] = [:]
+    /// No merged packet came out, and ICMP errors quote packets larger than any that came in: the
+    /// forwarder merged segments and then refused its own merged packets (LRO behind a smaller MTU).
+    public var refusedMerges: Bool { merged == 0 && icmpErrors > 0 && icmpQuotedLargest > largestPacketIn }
     /// Pure ACKs entering (on the downstream side) and leaving (upstream side).
     public var acksIn = 0, acksOut = 0
     /// ACKs that left with no identical ACK coming in: emitted or changed by the forwarder.
@@ -113,29 +125,36 @@ public enum Doctor {
             pointFindings += capturePoint(summary.packets, flows: analyzed, capture: index, mtu: mtu, inferred: inferred)
         }
         for flow in flows { findings += flowFindings(flow) }
-        // Fairness over the first capture's bulk flows.
+        // Fairness over the first capture's bulk flows: the bytes each delivered over the capture,
+        // one interval for all (the lab's definition, over the same interval as its iperf3 test).
         let bulk = flows.filter { $0.capture == 0 && $0.dataPackets >= options.bulkFlowMinimumPackets }
         var jain: Double?
         if bulk.count >= 2 {
-            let rates = bulk.map(\.goodputMbps)
-            let j = jainIndex(rates)
-            jain = j
-            let fair = rates.reduce(0, +) / Double(rates.count)
-            let starved = bulk.filter { $0.goodputMbps < 0.1 * fair }.count
-            let evidence = Finding.FairnessEvidence(flows: bulk.map(\.flow), goodputMbps: rates, jainIndex: j,
-                                                    starved: starved)
-            let unfair = j < 0.9 || starved > 0
-            findings.append(Finding(severity: unfair ? .warning : .info, kind: unfair ? .unfair : .fair,
+            let interval = max((bulk.map(\.lastTime).max() ?? 0) - (bulk.map(\.firstTime).min() ?? 0), 1e-6)
+            let fairness = Fairness(shares: bulk.map { Double($0.bytes) })
+            jain = fairness.jainIndex
+            let evidence = Finding.FairnessEvidence(
+                flows: bulk.map(\.flow), goodputMbps: bulk.map { Double($0.bytes) * 8 / interval / 1e6 },
+                jainIndex: fairness.jainIndex, starved: fairness.starved, bytes: bulk.map(\.bytes),
+                intervalSeconds: interval)
+            findings.append(Finding(severity: fairness.isFair ? .info : .warning, kind: fairness.isFair ? .fair : .unfair,
                                     evidence: .fairness(evidence), capture: 0, flow: nil))
         }
         var comparisons: [ForwarderComparison] = []
         if summaries.count >= 2 {
             for i in 0..<(summaries.count - 1) {
-                guard let c = compare(summaries[i].packets, summaries[i + 1].packets, first: i, second: i + 1,
-                                      ipv4ForIPv6: options.ipv4ForIPv6)
-                else { continue }
-                comparisons.append(c)
-                findings += forwarderFindings(c)
+                let c = compare(summaries[i].packets, summaries[i + 1].packets, first: i, second: i + 1,
+                                ipv4ForIPv6: options.ipv4ForIPv6)
+                switch c {
+                case .compared(let c):
+                    comparisons.append(c)
+                    findings += forwarderFindings(c)
+                case .unmatched(let e):
+                    findings.append(Finding(severity: .warning, kind: .noSharedFlows, evidence: .unmatched(e),
+                                            capture: i + 1, flow: nil))
+                case .empty:
+                    break
+                }
             }
         }
         findings += pointFindings
@@ -143,12 +162,47 @@ public enum Doctor {
         for capture in paths.indices {
             let count = flows.filter { $0.capture == capture }.count
             guard count > 0 else { continue }
-            findings.append(Finding(severity: .info, kind: .flows, evidence: .flows(count: count), capture: capture,
+            findings.append(Finding(severity: .info, kind: .flows, evidence: .flows(count), capture: capture,
                                     flow: nil))
         }
-        findings = findings.enumerated().sorted { ($0.element.severity, $0.offset) < ($1.element.severity, $1.offset) }
+        findings = grouped(findings).enumerated().sorted { ($0.element.severity, $0.offset) < ($1.element.severity, $1.offset) }
             .map(\.element)
         return Diagnosis(captures: facts, flows: flows, jainIndex: jain, forwarder: comparisons, findings: findings)
+    }
+
+    /// Findings of one kind with the very same evidence about several flows of a capture, merged into
+    /// one that lists the flows (in the order first seen).
+    static func grouped(_ findings: [Finding]) -> [Finding] {
+        struct Key: Hashable { var severity: Finding.Severity, kind: Finding.Kind, evidence: Finding.Evidence, capture: Int? }
+        var order: [Key] = []
+        var byKey: [Key: Finding] = [:]
+        var ungrouped: [(Int, Finding)] = []
+        for f in findings {
+            // Only per-flow findings group; the evidence of the others names what it is about.
+            guard !f.flows.isEmpty else {
+                ungrouped.append((order.count, f))
+                order.append(Key(severity: f.severity, kind: f.kind, evidence: f.evidence, capture: nil))
+                continue
+            }
+            let key = Key(severity: f.severity, kind: f.kind, evidence: f.evidence, capture: f.capture)
+            if byKey[key] == nil {
+                byKey[key] = f
+                order.append(key)
+            } else {
+                byKey[key]!.flows += f.flows
+            }
+        }
+        var out: [Finding] = []
+        var next = 0
+        for (index, key) in order.enumerated() {
+            if next < ungrouped.count, ungrouped[next].0 == index {
+                out.append(ungrouped[next].1)
+                next += 1
+            } else if let f = byKey.removeValue(forKey: key) {
+                out.append(f)
+            }
+        }
+        return out
     }
 
     /// The link MTU the frames suggest: the most common size of full data packets when it is a
@@ -187,16 +241,52 @@ public enum Doctor {
                 }
             }
             let share = aligned + inside > 0 ? Double(aligned) / Double(aligned + inside) : -1
-            let point: Finding.CapturePoint = aligned + inside < 10 ? .unclear
-                : share >= 0.9 ? .afterMerge : share <= 0.7 ? .beforeSegmentation : .unclear
+            let handshake = handshakeTiming(packets, dataDirection: flow.key)
+            let acksInside = aligned + inside >= 10 && share <= 0.7
+            // ACKs inside super-packets: the receiver got them in pieces, so they were split after
+            // this point. ACKs on their ends fit the receiver's GRO and also a sender's TSO over a
+            // veth (handed over whole): only the handshake tells those apart.
+            let point: Finding.CapturePoint = switch (acksInside, handshake?.side ?? .unknown) {
+            case (true, .receiver): .unknown
+            case (true, _), (false, .sender): .beforeSegmentation
+            case (false, .receiver): aligned + inside == 0 || share >= 0.9 ? .afterMerge : .unknown
+            case (false, .unknown): .unknown
+            }
             let evidence = Finding.SuperPacketEvidence(
                 overMTU: flow.overMTU, dataPackets: flow.dataPackets, mtu: mtu, mtuInferred: inferred,
                 largest: flow.largestPacket, firstPacket: firstNumber ?? 0, acksAtEnd: aligned, acksInside: inside,
-                capturePoint: point)
+                handshake: handshake, capturePoint: point)
             findings.append(Finding(severity: .info, kind: .superPackets, evidence: .superPackets(evidence),
                                     capture: capture, flow: flow.flow))
         }
         return findings
+    }
+
+    /// The handshake of the connection a data direction belongs to, timed at this capture point:
+    /// SYN, SYN-ACK and the first ACK after it. Nil when the capture does not hold all three.
+    static func handshakeTiming(_ packets: [PacketSummary], dataDirection key: FlowKey) -> Finding.HandshakeTiming? {
+        var synTime: Double?, synAckTime: Double?, ackTime: Double?
+        var clientIsSender = true
+        for p in packets {
+            guard let t = p.tcp, t.flow == key || t.flow == key.reversed else { continue }
+            if t.flags.contains(.syn) && !t.flags.contains(.ack) {
+                synTime = p.time
+                synAckTime = nil
+                ackTime = nil
+                clientIsSender = t.flow == key
+            } else if t.flags.contains(.syn), synTime != nil, (t.flow == key) != clientIsSender {
+                synAckTime = p.time
+            } else if let s = synAckTime, ackTime == nil, t.flags.contains(.ack), (t.flow == key) == clientIsSender {
+                ackTime = p.time
+                _ = s  // the SYN-ACK was seen: this ACK answers it
+                break
+            }
+        }
+        guard let syn = synTime, let synAck = synAckTime, let ack = ackTime else { return nil }
+        // The server's turnaround is SYN → SYN-ACK, the client's SYN-ACK → ACK.
+        let server = (synAck - syn) * 1e6, client = (ack - synAck) * 1e6
+        return clientIsSender ? Finding.HandshakeTiming(senderTurnaroundMicroseconds: client, receiverTurnaroundMicroseconds: server)
+            : Finding.HandshakeTiming(senderTurnaroundMicroseconds: server, receiverTurnaroundMicroseconds: client)
     }
 
     /// Path-MTU, stall and retransmission findings for one flow.
@@ -230,7 +320,7 @@ public enum Doctor {
         if r.total > 0 {
             let share = Double(r.total) / Double(max(flow.dataPackets, 1))
             findings.append(finding(share > 0.01 || r.timeout > 0 ? .warning : .info, .retransmissions,
-                                    .retransmissions(r, dataPackets: flow.dataPackets)))
+                                    .retransmissions(Finding.RetransmissionEvidence(r, dataPackets: flow.dataPackets))))
         }
         return findings
     }
@@ -255,11 +345,23 @@ public enum Doctor {
         return findings
     }
 
-    /// Matches two captures by flow and sequence. With `ipv4ForIPv6`, IPv6 addresses that stand
-    /// for IPv4 ones are compared as those (the two sides of a translator).
+    /// What comparing two captures gave.
+    enum ComparisonResult {
+        /// They share connections: what the forwarder between them did to those.
+        case compared(ForwarderComparison)
+        /// They share none.
+        case unmatched(Finding.UnmatchedEvidence)
+        /// Neither holds a TCP connection.
+        case empty
+    }
+
+    /// Matches two captures by flow and sequence, over the TCP connections seen in both (any packet
+    /// of the connection, either way, so that a connection whose data all vanished still counts).
+    /// With `ipv4ForIPv6`, IPv6 addresses that stand for IPv4 ones are compared as those (the two
+    /// sides of a translator).
     static func compare(_ a: [PacketSummary], _ b: [PacketSummary], first: Int, second: Int,
-                        ipv4ForIPv6: (@Sendable (IPv6Address) -> IPv4Address?)? = nil) -> ForwarderComparison? {
-        struct Segment { var start: UInt32, length: Int, time: Double, number: Int, covered = false }
+                        ipv4ForIPv6: (@Sendable (IPv6Address) -> IPv4Address?)? = nil) -> ComparisonResult {
+        struct Segment { var start: UInt32, length: Int, ipLength: Int, time: Double, number: Int, covered = false }
         /// A flow in the terms both captures share.
         func common(_ key: FlowKey) -> FlowKey {
             guard let ipv4ForIPv6 else { return key }
@@ -269,12 +371,32 @@ public enum Doctor {
             if k.transport == .icmpv6 { k.transport = .icmp }
             return k
         }
+        func connection(_ key: FlowKey) -> FlowKey { min(key, key.reversed) }
+        func connections(_ packets: [PacketSummary]) -> Set<FlowKey> {
+            Set(packets.compactMap { $0.tcp.map { connection(common($0.flow)) } })
+        }
+        let connectionsA = connections(a), connectionsB = connections(b)
+        guard !connectionsA.isEmpty || !connectionsB.isEmpty else { return .empty }
+        let sharedConnections = connectionsA.intersection(connectionsB)
+        guard !sharedConnections.isEmpty else {
+            func families(_ set: Set<FlowKey>) -> [Int] {
+                Set(set.map { if case .v4 = $0.source { 4 } else { 6 } }).sorted()
+            }
+            let fa = families(connectionsA), fb = families(connectionsB)
+            let disjoint = !fa.isEmpty && !fb.isEmpty && Set(fa).isDisjoint(with: fb)
+            return .unmatched(Finding.UnmatchedEvidence(
+                first: first, second: second, connectionsFirst: connectionsA.count, connectionsSecond: connectionsB.count,
+                familiesFirst: fa, familiesSecond: fb, translatorMappingMissing: disjoint && ipv4ForIPv6 == nil,
+                translatorMappingGiven: ipv4ForIPv6 != nil))
+        }
         func dataByFlow(_ packets: [PacketSummary]) -> [FlowKey: [Segment]] {
             var out: [FlowKey: [Segment]] = [:]
             for p in packets {
-                guard let t = p.tcp, t.payloadLength > 0 else { continue }
-                out[common(t.flow), default: []].append(Segment(start: t.sequence, length: t.payloadLength, time: p.time,
-                                                                number: p.number))
+                guard let t = p.tcp, t.payloadLength > 0, sharedConnections.contains(connection(common(t.flow))) else {
+                    continue
+                }
+                out[common(t.flow), default: []].append(Segment(start: t.sequence, length: t.payloadLength,
+                                                                ipLength: p.ipLength, time: p.time, number: p.number))
             }
             return out
         }
@@ -286,12 +408,20 @@ public enum Doctor {
             let s = da[key]![0].start
             if let tb = db[key]!.first(where: { $0.start == s })?.time { votes += da[key]![0].time <= tb ? 1 : -1 }
         }
-        // Flows seen only on one side still count (all their data was dropped, say).
-        let allFlows = Set(da.keys).union(db.keys)
-        guard !allFlows.isEmpty else { return nil }
+        // A shared connection's data seen on one side only still counts (all of it dropped, say).
         let upstreamIsFirst = votes >= 0
         let (up, down) = upstreamIsFirst ? (da, db) : (db, da)
         var c = ForwarderComparison(upstream: upstreamIsFirst ? first : second, downstream: upstreamIsFirst ? second : first)
+        c.sharedConnections = sharedConnections.count
+        c.connectionsOnlyUpstream = (upstreamIsFirst ? connectionsA : connectionsB).subtracting(sharedConnections).count
+        c.connectionsOnlyDownstream = (upstreamIsFirst ? connectionsB : connectionsA).subtracting(sharedConnections).count
+        // The ICMP path-MTU errors about these flows, seen going back to the senders (upstream):
+        // the same messages the per-flow path-MTU findings count.
+        for p in upstreamIsFirst ? a : b {
+            guard let m = p.pathMTU, let quoted = m.quotedFlow, up[common(quoted)] != nil else { continue }
+            c.icmpErrors += 1
+            c.icmpQuotedLargest = max(c.icmpQuotedLargest, m.quotedLength)
+        }
         // Segments an ICMP error quoted: refused as too big, on purpose.
         let refused = Set((a + b).compactMap { $0.pathMTU?.quotedSequence })
         var holds: [Double] = []
@@ -306,6 +436,7 @@ public enum Doctor {
             sorted.sort { ($0.start &- isn) < ($1.start &- isn) }
             let starts = sorted.map { Int($0.start &- isn) }
             c.dataPacketsIn += ins.count
+            c.largestPacketIn = max(c.largestPacketIn, ins.map(\.ipLength).max() ?? 0)
             let outs = down[key] ?? []
             c.dataPacketsOut += outs.count
             var longestHold = 0.0
@@ -417,7 +548,7 @@ public enum Doctor {
             if let n = left[k], n > 0 { left[k] = n - 1; continue }
             if time >= from && time <= to - slack { c.acksSwallowed += 1 }
         }
-        return c
+        return .compared(c)
     }
 }
 

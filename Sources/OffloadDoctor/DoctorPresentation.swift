@@ -6,7 +6,7 @@ import OffloadReport
 public enum DoctorPresentation {
     /// Findings as numbered paragraphs, most important first, each with its evidence.
     public static func text(_ d: Diagnosis) -> String {
-        var out = "offload doctor: \(d.captures.count) capture\(d.captures.count == 1 ? "" : "s"), "
+        var out = "offload doctor (\(OffloadVersion.banner)): \(d.captures.count) capture\(d.captures.count == 1 ? "" : "s"), "
             + "\(d.flows.count) TCP data flow\(d.flows.count == 1 ? "" : "s"), \(d.findings.count) findings\n"
         for (i, c) in d.captures.enumerated() {
             out += "  capture \(i): \(c.path): \(c.records) records, \(c.analyzed) TCP/ICMP analyzed, \(c.skipped) other or unparsable, "
@@ -33,6 +33,7 @@ public enum DoctorPresentation {
     /// and goodput over time for all flows of each capture.
     public static func html(_ d: Diagnosis) -> String {
         var page = HTMLReport(title: "offload doctor")
+        page.paragraph(OffloadVersion.banner)
         page.preformatted(d.captures.enumerated().map { "capture \($0.offset): \($0.element.path)" }.joined(separator: "\n"))
         page.heading("Findings")
         page.table(headers: ["#", "severity", "finding"],
@@ -76,15 +77,16 @@ public enum DoctorPresentation {
 
     /// A finding in one sentence.
     public static func title(_ f: Finding, in d: Diagnosis) -> String {
-        let name = (f.flow ?? "") + (d.captures.count > 1 && f.flow != nil ? " (capture \(f.capture ?? 0))" : "")
+        let who = f.flows.count == 1 ? f.flows[0] : f.flows.count > 1 ? "\(f.flows.count) flows" : ""
+        let name = who + (d.captures.count > 1 && !f.flows.isEmpty ? " (capture \(f.capture ?? 0))" : "")
         switch (f.kind, f.evidence) {
         case (.pmtuBlackHoleMerging, _): return "Path-MTU black hole caused by merging — \(name)"
         case (.pmtuIgnored, _): return "Path-MTU messages without effect — \(name)"
         case (.pmtuWorking, _): return "Path MTU discovery worked — \(name)"
         case (.stall, .stalls(let e)): return "Stalls: no new data for up to \(e.longest.milliseconds) ms — \(name)"
-        case (.retransmissions, .retransmissions(let r, let packets)):
-            return String(format: "%d retransmissions (%.2f%% of data packets) — ", r.total,
-                          Double(r.total) / Double(max(packets, 1)) * 100) + name
+        case (.retransmissions, .retransmissions(let r)):
+            return count(r.total, "retransmission") + String(format: " (%.2f%% of data packets", r.percent)
+                + (f.flows.count > 1 ? " in each)" : ")") + " — " + name
         case (.unfair, .fairness(let e)):
             return e.starved == 0 ? String(format: "The flows do not share fairly (Jain %.2f)", e.jainIndex)
                 : "\(e.starved) of \(e.flows.count) flows are starved (under 10% of a fair share)"
@@ -92,30 +94,47 @@ public enum DoctorPresentation {
             return String(format: "The %d bulk flows share fairly (Jain %.2f)", e.flows.count, e.jainIndex)
         case (.ackEmitted, .forwarder(let c)):
             return "The forwarder emitted or changed \(c.acksEmittedOrChanged) ACKs that did not come in"
-        case (.ackIntact, .forwarder(let c)): return "Every ACK the forwarder sent came in unchanged (\(c.acksOut) ACKs)"
+        case (.ackIntact, .forwarder(let c)):
+            return "Every ACK the forwarder sent came in unchanged (\(count(c.acksOut, "ACK")) of \(count(c.sharedConnections, "shared connection")))"
         case (.forwarderDropped, .forwarder(let c)):
             let share = Double(c.droppedSegments) / Double(max(c.dataPacketsIn, 1))
             return "The forwarder dropped \(c.droppedSegments) data segments (\(c.droppedBytes) bytes, "
                 + String(format: "%.3f%% of those in)", share * 100)
         case (.forwarderMerged, .forwarder(let c)):
-            return c.merged > 0 ? String(format: "The forwarder merged segments (%.1f per packet out)", c.meanSegmentsPerPacket)
-                : "The forwarder passed segments through without merging"
+            if c.merged > 0 {
+                return String(format: "The forwarder merged segments (%.1f per packet out)", c.meanSegmentsPerPacket)
+            }
+            if c.refusedMerges {
+                return "The forwarder merged segments into packets too big for its egress and refused them "
+                    + "(\(count(c.icmpErrors, "ICMP error")) quoting packets of up to \(c.icmpQuotedLargest) bytes)"
+            }
+            return "The forwarder passed segments through without merging"
+        case (.noSharedFlows, .unmatched(let e)):
+            return "Captures \(e.first) and \(e.second) share no TCP connection: nothing to say about a forwarder between them"
         case (.superPackets, .superPackets(let e)):
             let what = switch e.capturePoint {
             case .afterMerge: "Super-packets arriving: GRO/LRO merged them before this capture point (receiver side)"
             case .beforeSegmentation: "Super-packets leaving: the sender's TSO/GSO splits them after this capture point (sender side)"
-            case .unclear: "Super-packets larger than the link MTU (direction of the merge unclear)"
+            case .unknown: "Super-packets larger than the link MTU (which side of the merge: unknown)"
             }
             return what + " — \(name)"
-        case (.flows, .flows(let count)):
-            return "\(count) TCP data flows in \(path(f.capture, d))"
+        case (.flows, .flows(let n)):
+            return "\(count(n, "TCP data flow")) in \(path(f.capture, d))"
         default:
             return f.kind.rawValue
         }
     }
 
-    /// A finding's evidence, one line per fact.
+    /// A finding's evidence, one line per fact (first the flows, when it is about several).
     public static func evidence(_ f: Finding, in d: Diagnosis) -> [String] {
+        let flows = f.flows.count > 1 ? ["the same in each of \(f.flows.count) flows: " + f.flows.joined(separator: "; ")] : []
+        return flows + facts(f, in: d)
+    }
+
+    /// `1 ACK`, `2 ACKs`.
+    static func count(_ n: Int, _ noun: String) -> String { "\(n) \(noun)\(n == 1 ? "" : "s")" }
+
+    static func facts(_ f: Finding, in d: Diagnosis) -> [String] {
         switch f.evidence {
         case .pathMTU(let e):
             var lines = ["\(e.messages) ICMP path-MTU messages in \(path(f.capture, d)) (first packet #\(e.first.packet) at "
@@ -152,15 +171,18 @@ public enum DoctorPresentation {
                 lines.append("\(s.milliseconds) ms at \(seconds(s.start)), after packet #\(s.lastPacketBefore)")
             }
             return lines
-        case .retransmissions(let r, _):
+        case .retransmissions(let r):
             return ["fast retransmit (after 3 duplicate ACKs or SACK): \(r.fast)",
                     "after a silence of 200 ms or more (retransmission timeout) and the recovery after it: \(r.timeout)",
                     "within a second of an ICMP path-MTU message (re-sent smaller): \(r.afterPathMTU)",
                     "other (tail-loss probes and the like): \(r.other)"]
         case .fairness(let e):
-            return zip(e.flows, e.goodputMbps).map { $0 + ": " + String(format: "%.1f Mbit/s", $1) }
-                + [String(format: "Jain's index %.2f over %d bulk flows (1 is fair, %.2f is one flow taking all)",
-                          e.jainIndex, e.flows.count, 1 / Double(max(e.flows.count, 1)))]
+            return zip(e.flows, zip(e.bytes, e.goodputMbps)).map {
+                $0 + ": " + String(format: "%d bytes, %.1f Mbit/s", $1.0, $1.1)
+            } + [String(format: "Jain's index %.2f over %d bulk flows (1 is fair, %.2f is one flow taking all), over "
+                        + "the bytes each delivered in the same %.2f s (as `offload lab` computes it)",
+                        e.jainIndex, e.flows.count, 1 / Double(max(e.flows.count, 1)), e.intervalSeconds)]
+                + (e.starved > 0 ? ["\(e.starved) flows under 10% of a fair share (starved)"] : [])
         case .forwarder(let c):
             return forwarderEvidence(f.kind, c, d)
         case .superPackets(let e):
@@ -170,19 +192,50 @@ public enum DoctorPresentation {
             switch e.capturePoint {
             case .afterMerge:
                 lines.append("\(e.acksAtEnd) of \(acks) ACKs from the receiver acknowledge a super-packet exactly at its "
-                    + "end: it received them whole, so the capture shows the receiving host's view after GRO")
+                    + "end, and the handshake puts this capture point next to the receiver: it received them whole, so "
+                    + "the capture shows the receiving host's view after GRO")
             case .beforeSegmentation:
-                lines.append("\(e.acksInside) of \(acks) ACKs from the receiver point inside a super-packet: "
-                    + "on the wire they were separate segments, so the capture shows the sending host's view before segmentation")
-            case .unclear:
+                lines.append(e.acksInside > e.acksAtEnd
+                    ? "\(e.acksInside) of \(acks) ACKs from the receiver point inside a super-packet: on the wire they "
+                        + "were separate segments, so the capture shows the sending host's view before segmentation"
+                    : "the handshake puts this capture point next to the sender: the capture shows the sending host's "
+                        + "view before TSO/GSO split the packets (ACKs on super-packet ends: \(e.acksAtEnd) of \(acks); "
+                        + "a virtual link such as a veth hands TSO packets over whole)")
+            case .unknown:
                 lines.append(acks == 0 ? "no ACKs for them in this capture"
-                    : "\(e.acksAtEnd) ACKs at super-packet ends, \(e.acksInside) inside: too few or mixed to tell GRO from TSO")
+                    : "\(e.acksAtEnd) ACKs at super-packet ends, \(e.acksInside) inside: ACKs on the ends fit a receiver's "
+                        + "GRO and also a sender's TSO over a veth, so they do not tell the side alone")
+            }
+            if let h = e.handshake {
+                let side = h.side == .sender ? "the sender's side" : h.side == .receiver ? "the receiver's side"
+                    : "too alike to tell"
+                lines.append(String(format: "handshake at this point: the sender answered in %.0f µs, the receiver in "
+                                    + "%.0f µs (an end answers at once next to the capture point, the far end a round "
+                                    + "trip later): ", h.senderTurnaroundMicroseconds, h.receiverTurnaroundMicroseconds)
+                    + side)
+            } else {
+                lines.append("the connection's handshake is not in this capture (it would tell the side)")
             }
             lines.append("A capture on a host shows the host's view, not the wire. `offload segment --mtu \(e.mtu) IN OUT` "
                 + "splits super-packets back into wire-size segments (the wire view)")
             return lines
         case .flows:
             return d.flows.filter { $0.capture == f.capture }.map(flowLine)
+        case .unmatched(let e):
+            var lines = ["\(path(e.first, d)): \(count(e.connectionsFirst, "TCP connection")) (IPv"
+                + e.familiesFirst.map(String.init).joined(separator: "/IPv") + "); \(path(e.second, d)): "
+                + "\(count(e.connectionsSecond, "TCP connection")) (IPv" + e.familiesSecond.map(String.init).joined(separator: "/IPv")
+                + "); none in both"]
+            if e.translatorMappingMissing {
+                lines.append("one capture is IPv4 and the other IPv6: if a translator sits between them, give its "
+                    + "mapping (--pool6, and --eam for explicit addresses) so that flows are followed across it")
+            } else if e.translatorMappingGiven {
+                lines.append("no address matched through the --pool6/--eam mapping given: check that it is the translator's")
+            } else {
+                lines.append("captures of the two sides of one forwarder share the connections it carries: "
+                    + "these are of different traffic (or different times)")
+            }
+            return lines
         }
     }
 
@@ -194,22 +247,29 @@ public enum DoctorPresentation {
                     "first such ACKs in \(path(c.upstream, d)): packets " + c.emittedExamples.map { "#\($0)" }.joined(separator: ", "),
                     "a transparent forwarder never creates or edits ACKs (if the capture dropped packets, some may be missing copies)"]
         case .ackIntact:
-            return ["matched on sequence, acknowledgment, window and flags, \(sides)"]
+            return ["matched on sequence, acknowledgment, window and flags, \(sides)"] + shared(c)
                 + (c.acksSwallowed > 0 ? ["\(c.acksSwallowed) ACKs came in and did not leave"] : [])
         case .forwarderDropped:
             return ["\(c.dataPacketsIn) data packets in, \(c.dataPacketsOut) out, \(sides)",
                     "segments seen coming in whose bytes never left and that no ICMP error quoted: dropped by the "
                         + "forwarder or a queue before it, or missed by a capture (tcpdump drops packets under load)"]
-                + (c.refusedWithICMP > 0 ? ["besides, \(c.refusedWithICMP) segments were refused with an ICMP error (too big)"] : [])
+                + (c.refusedWithICMP > 0 ? ["besides, \(count(c.refusedWithICMP, "segment")) that never came out were "
+                    + "answered by \(count(c.icmpErrors, "ICMP path-MTU error")) (too big)"] : [])
         default:
-            var lines = ["\(c.dataPacketsIn) data packets in, \(c.dataPacketsOut) out, \(sides)"]
+            var lines = ["\(c.dataPacketsIn) data packets in, \(c.dataPacketsOut) out, \(sides)"] + shared(c)
+            if c.icmpErrors > 0 {
+                lines.append("\(count(c.icmpErrors, "ICMP path-MTU error")) went back to the senders, quoting packets of "
+                    + "up to \(c.icmpQuotedLargest) bytes (the largest data packet in was \(c.largestPacketIn) bytes"
+                    + (c.refusedMerges ? ": the forwarder refused packets it had merged itself)" : ")"))
+            }
             if c.merged > 0 {
                 lines.append(String(format: "%d packets out were merged from several: %.1f segments per packet on average, at most %d",
                                     c.merged, c.meanSegmentsPerPacket, c.maximumSegmentsPerPacket))
             }
             if c.split > 0 { lines.append("\(c.split) packets out are pieces of larger packets in (split)") }
             if c.refusedWithICMP > 0 && c.droppedSegments == 0 {
-                lines.append("\(c.refusedWithICMP) segments were refused with an ICMP error (too big for the egress MTU)")
+                lines.append("\(count(c.refusedWithICMP, "segment")) that never came out (not even resent) were answered by "
+                    + "those errors")
             }
             let hold = c.holdMicroseconds
             if let p50 = hold["p50"], let p90 = hold["p90"], let p99 = hold["p99"], let max = hold["max"] {
@@ -219,6 +279,13 @@ public enum DoctorPresentation {
             }
             return lines
         }
+    }
+
+    /// Which connections a comparison covers.
+    static func shared(_ c: ForwarderComparison) -> [String] {
+        let left = c.connectionsOnlyUpstream + c.connectionsOnlyDownstream
+        return ["over the \(count(c.sharedConnections, "TCP connection")) seen in both captures"
+            + (left > 0 ? " (\(left) seen in only one are left out)" : "")]
     }
 
     /// One flow: goodput, SYN options, DF.
@@ -231,8 +298,10 @@ public enum DoctorPresentation {
         line += flow.peerWindowScale.map { " (peer \($0))" } ?? ""
         line += flow.sackPermitted.map { $0 ? ", SACK on" : ", SACK off" } ?? ""
         line += flow.sackBlocksSeen ? " (SACK blocks seen)" : ""
-        line += String(format: "; DF on %.0f%% of data packets; largest packet %d bytes", flow.dontFragmentShare * 100,
-                       flow.largestPacket)
+        if case .v4 = flow.key.source {
+            line += String(format: "; DF on %.0f%% of data packets", flow.dontFragmentShare * 100)
+        }
+        line += "; largest packet \(flow.largestPacket) bytes"
         return line
     }
 

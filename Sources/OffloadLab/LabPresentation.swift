@@ -72,9 +72,10 @@ public enum LabPresentation {
             if let icmp = row.icmpSent, icmp > 0 { out += ", \(icmp) ICMP errors sent" }
             out += ".\n"
         }
-        for row in rows where row.flows.count > 1 && row.jainIndex < 0.9 && !crawling(rows).contains(row) {
+        for row in rows where row.flows.count > 1 && !row.fairness.isFair && !crawling(rows).contains(row) {
+            let starved = row.fairness.starved > 0 ? ", \(row.fairness.starved) of \(row.flows.count) flows starved" : ""
             out += "- Row \(row.scenario.rawValue) (\(row.name), IPv\(row.family), MTU \(row.ingressMTU)→\(row.egressMTU)) "
-                + String(format: "is unfair: Jain %.2f.\n", row.jainIndex)
+                + String(format: "is unfair: Jain %.2f", row.jainIndex) + starved + ".\n"
         }
         for row in rows where row.longestStallMilliseconds >= 200 && !crawling(rows).contains(row) {
             out += "- Row \(row.scenario.rawValue) (\(row.name), IPv\(row.family), MTU \(row.ingressMTU)→\(row.egressMTU)) "

@@ -153,6 +153,10 @@ public struct LabRow: Codable, Sendable, Hashable {
     /// Set when the row could not be measured (the test did not complete).
     public var error: String?
 
+    /// The flows' fairness over the test (iperf3's goodput is over the same interval for every
+    /// flow): the definition `offload doctor` uses on the row's captures.
+    public var fairness: Fairness { Fairness(shares: flows.map(\.goodputMbps)) }
+
     /// Creates a row.
     public init(scenario: LabScenario, name: String, family: Int, ingressMTU: Int, egressMTU: Int, flows: [LabFlowResult],
                 totalGoodputMbps: Double, jainIndex: Double, retransmits: Int, longestStallMilliseconds: Int,

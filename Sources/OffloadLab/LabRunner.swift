@@ -257,7 +257,7 @@ public final class LabRunner {
             row.error = error.description
         }
         row.totalGoodputMbps = row.flows.reduce(0) { $0 + $1.goodputMbps }
-        row.jainIndex = jainIndex(row.flows.map(\.goodputMbps))
+        row.jainIndex = row.fairness.jainIndex
         row.retransmits = row.flows.reduce(0) { $0 + $1.retransmits }
         row.longestStallMilliseconds = row.flows.map(\.longestStallMilliseconds).max() ?? 0
         return row

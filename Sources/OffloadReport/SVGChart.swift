@@ -94,7 +94,13 @@ public struct SVGChart: Sendable {
 
     /// The chart as an `<svg>` element.
     public func render() -> String {
-        let left = 64.0, right = 16.0, top = 40.0, bottom = 40.0
+        let left = 64.0, right = 16.0, bottom = 40.0
+        // The legend runs left to right under the title and wraps onto more rows (each 14 px,
+        // added to the chart's height) rather than off the left edge.
+        let legend = legendLayout(from: left, to: Double(width) - right)
+        let extraRows = Double(max(0, (legend.map(\.row).max() ?? 0)))
+        let top = 40.0 + extraRows * 14
+        let height = self.height + Int(extraRows * 14)
         let plotWidth = Double(width) - left - right, plotHeight = Double(height) - top - bottom
         let allX = series.flatMap { $0.points.map(\.x) } + bands.flatMap { [$0.from, $0.to] } + markers.map(\.x)
         let allY = series.flatMap { $0.points.map(\.y) } + markers.map(\.y)
@@ -144,15 +150,31 @@ public struct SVGChart: Sendable {
             out += "<circle class=\"marker\" cx=\"\(f(px(marker.x)))\" cy=\"\(f(py(marker.y)))\" r=\"3\" fill=\"none\" "
                 + "stroke=\"#d00\" stroke-width=\"1.5\"><title>\(escapeXML(marker.label))</title></circle>\n"
         }
-        // Legend along the top right.
-        var legendX = Double(width) - right
-        for (index, s) in series.enumerated().reversed() where series.count > 1 {
-            let text = escapeXML(s.name)
-            legendX -= Double(s.name.count) * 6.5 + 22
-            out += "<g class=\"legend\"><rect x=\"\(f(legendX))\" y=\"22\" width=\"10\" height=\"10\" "
-                + "fill=\"\(Self.palette[index % Self.palette.count])\"/><text x=\"\(f(legendX + 13))\" y=\"31\">\(text)</text></g>\n"
+        for entry in legend {
+            let y = 22.0 + Double(entry.row) * 14
+            out += "<g class=\"legend\"><rect x=\"\(f(entry.x))\" y=\"\(f(y))\" width=\"10\" height=\"10\" "
+                + "fill=\"\(Self.palette[entry.index % Self.palette.count])\"/><text x=\"\(f(entry.x + 13))\" "
+                + "y=\"\(f(y + 9))\">\(escapeXML(series[entry.index].name))</text></g>\n"
         }
         out += "</svg>"
+        return out
+    }
+
+    /// Where each series' legend entry goes (none for a single series): left to right from `from`,
+    /// a new row when the next would pass `to`. Text width is estimated at 6.5 px a character.
+    func legendLayout(from: Double, to: Double) -> [(index: Int, x: Double, row: Int)] {
+        guard series.count > 1 else { return [] }
+        var out: [(index: Int, x: Double, row: Int)] = []
+        var x = from, row = 0
+        for (index, s) in series.enumerated() {
+            let w = Double(s.name.count) * 6.5 + 22
+            if x + w > to && x > from {
+                x = from
+                row += 1
+            }
+            out.append((index, x, row))
+            x += w
+        }
         return out
     }
 

@@ -92,6 +92,21 @@ struct DoctorIntegrationTests {
         print(DoctorPresentation.text(lro).split(separator: "\n").prefix(12).joined(separator: "\n"))
         #expect(lro.findings.first?.kind == .pmtuBlackHoleMerging, "\(lro.titles(Array(lro.findings.prefix(3))))")
         #expect(lro.findings.contains { $0.kind == .stall })
+        // The doctor and the lab agree on the same row: one definition of fairness over the same
+        // test, and the ICMP errors the forwarder counted are those the capture saw (less what
+        // tcpdump lost); the forwarder's merges are not called a pass-through.
+        let lroRow = try #require(rows.first { $0.scenario == .forwarderLRO })
+        let lroForwarder = try #require(lro.forwarder.first)
+        let lroMerged = try #require(lro.finding(.forwarderMerged))
+        #expect(!lro.titles([lroMerged])[0].contains("without merging"), "\(lro.titles([lroMerged]))")
+        if let sent = lroRow.icmpSent, let lost = lroRow.captureDrops {
+            #expect(lroForwarder.icmpErrors <= sent && lroForwarder.icmpErrors >= sent - lost,
+                    "doctor \(lroForwarder.icmpErrors) ICMP errors, lab \(sent), capture lost \(lost)")
+        }
+        if let jain = lro.jainIndex, lroRow.flows.count > 1 {
+            print("LRO row Jain: lab \(lroRow.fairness.jainIndex), doctor \(jain)")
+            #expect(abs(jain - lroRow.fairness.jainIndex) <= 0.1, "lab \(lroRow.fairness.jainIndex), doctor \(jain)")
+        }
         let gro = try Doctor.diagnose(paths: try pair(4))
         print(DoctorPresentation.text(gro).split(separator: "\n").prefix(12).joined(separator: "\n"))
         // Segments missing between the two captures are the forwarder's only when neither the captures

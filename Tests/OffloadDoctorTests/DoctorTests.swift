@@ -1,6 +1,8 @@
 import Foundation
 import OffloadCapture
 import OffloadDoctor
+import OffloadLab
+import OffloadReport
 import OffloadTestSupport
 import OffloadWire
 import Testing
@@ -9,20 +11,33 @@ import Testing
 struct Trace {
     static let client = IPv4Address(10, 1, 0, 2), server = IPv4Address(10, 2, 0, 2)
     static let gateway = IPv4Address(10, 1, 0, 1)
+    static let client6 = IPv6Address("2001:db8:1::2")!, server6 = IPv6Address("2001:db8:2::2")!
     var packets: [(time: Double, bytes: [UInt8])] = []
+    /// IPv6 addresses instead of IPv4.
+    var ipv6 = false
 
     /// A TCP packet; `port` picks the connection (client port), `toServer` the direction.
     mutating func tcp(_ time: Double, port: UInt16 = 40000, toServer: Bool = true, seq: UInt32, ack: UInt32 = 1,
                       flags: TCPFlags = .ack, payload: Int = 0, window: UInt16 = 5000, options: [TCPOption] = []) {
         packets.append((time, Self.tcpPacket(port: port, toServer: toServer, seq: seq, ack: ack, flags: flags,
-                                             payload: payload, window: window, options: options)))
+                                             payload: payload, window: window, options: options, ipv6: ipv6)))
     }
 
-    static func builder(port: UInt16, toServer: Bool) -> PacketBuilder {
+    /// The client's handshake (SYN at `time`; the server answers after `serverTurn` s, the client
+    /// after `clientTurn` s more): at a capture point next to the client the server's turn is the
+    /// round trip, next to the server the client's is.
+    mutating func handshake(_ time: Double, port: UInt16 = 40000, serverTurn: Double, clientTurn: Double,
+                            clientISN: UInt32 = 999) {
+        tcp(time, port: port, seq: clientISN, ack: 0, flags: .syn)
+        tcp(time + serverTurn, port: port, toServer: false, seq: 0, ack: clientISN &+ 1, flags: [.syn, .ack])
+        tcp(time + serverTurn + clientTurn, port: port, seq: clientISN &+ 1, ack: 1)
+    }
+
+    static func builder(port: UInt16, toServer: Bool, ipv6: Bool = false) -> PacketBuilder {
         var b = PacketBuilder()
         b.link = .raw
-        b.source = .v4(toServer ? client : server)
-        b.destination = .v4(toServer ? server : client)
+        b.source = ipv6 ? .v6(toServer ? client6 : server6) : .v4(toServer ? client : server)
+        b.destination = ipv6 ? .v6(toServer ? server6 : client6) : .v4(toServer ? server : client)
         b.sourcePort = toServer ? port : 5201
         b.destinationPort = toServer ? 5201 : port
         b.ipID = 0
@@ -30,8 +45,8 @@ struct Trace {
     }
 
     static func tcpPacket(port: UInt16, toServer: Bool, seq: UInt32, ack: UInt32, flags: TCPFlags, payload: Int,
-                          window: UInt16, options: [TCPOption]) -> [UInt8] {
-        var b = builder(port: port, toServer: toServer)
+                          window: UInt16, options: [TCPOption], ipv6: Bool = false) -> [UInt8] {
+        var b = builder(port: port, toServer: toServer, ipv6: ipv6)
         b.sequence = seq
         b.ack = ack
         b.flags = flags
@@ -106,15 +121,26 @@ let syn = TCPFlags.syn
 
 @Suite("offload doctor: each finding appears when the capture shows it, and only then")
 struct DoctorFindingTests {
-    @Test("super-packets acknowledged whole: receiver-side GRO; acknowledged inside: sender-side TSO; none: no finding")
+    @Test("""
+        super-packets acknowledged whole with the receiver's handshake timing: GRO (receiver side); with the \
+        sender's: TSO over a veth (sender side); without a handshake: unknown; acknowledged inside: TSO; none: no finding
+        """)
     func superPackets() throws {
-        var gro = Trace(), tso = Trace(), plain = Trace()
+        var gro = Trace(), tso = Trace(), plain = Trace(), vethTSO = Trace(), noHandshake = Trace()
+        // Next to the receiver the server answers at once and the client a round trip later.
+        gro.handshake(-0.01, serverTurn: 0.000_010, clientTurn: 0.000_400)
+        vethTSO.handshake(-0.01, serverTurn: 0.000_400, clientTurn: 0.000_010)
         var s1: UInt32 = 1000, s2: UInt32 = 1000
         for i in 0..<30 {
             let t = Double(i) * 0.001
+            // The same super-packets, each ACKed at its end, in all three.
             gro.tcp(t, seq: s1, payload: 14480)
+            vethTSO.tcp(t, seq: s1, payload: 14480)
+            noHandshake.tcp(t, seq: s1, payload: 14480)
             s1 &+= 14480
-            gro.tcp(t + 0.0001, toServer: false, seq: 1, ack: s1)  // the receiver ACKs each super-packet at its end
+            gro.tcp(t + 0.0001, toServer: false, seq: 1, ack: s1)
+            vethTSO.tcp(t + 0.0001, toServer: false, seq: 1, ack: s1)
+            noHandshake.tcp(t + 0.0001, toServer: false, seq: 1, ack: s1)
             tso.tcp(t, seq: s2, payload: 14480)
             for k in 1...5 { tso.tcp(t + 0.0001 * Double(k), toServer: false, seq: 1, ack: s2 &+ UInt32(2896 * k)) }
             s2 &+= 14480
@@ -124,6 +150,15 @@ struct DoctorFindingTests {
         let gd = try diagnose(gro)
         let g = try #require(gd.finding(.superPackets)?.superPackets)
         #expect(g.capturePoint == .afterMerge && g.acksAtEnd == 30 && g.acksInside == 0 && g.overMTU == 30 && g.mtu == 1500)
+        #expect(g.handshake?.side == .receiver)
+        // The sender's veth with TSO: the same ACKs on the ends, but the handshake says sender side.
+        let v = try #require(try diagnose(vethTSO).finding(.superPackets)?.superPackets)
+        #expect(v.capturePoint == .beforeSegmentation && v.acksAtEnd == 30 && v.handshake?.side == .sender, "\(v)")
+        // ACKs on the ends and no handshake: the side is not known, and the doctor says so.
+        let nd = try diagnose(noHandshake)
+        let n = try #require(nd.finding(.superPackets)?.superPackets)
+        #expect(n.capturePoint == .unknown && n.handshake == nil)
+        #expect(nd.titles(nd.findings.filter { $0.kind == .superPackets }).first?.contains("unknown") == true)
         // The wording says so, and gives the command that restores the wire view.
         #expect(gd.titles(gd.findings.filter { $0.kind == .superPackets }).first?.contains("receiver side") == true)
         let gEvidence = gd.finding(.superPackets).map { DoctorPresentation.evidence($0, in: gd) } ?? []
@@ -294,3 +329,150 @@ struct DoctorFindingTests {
         #expect(y.finding(.forwarderDropped) == nil)
     }
 }
+
+@Suite("offload doctor: every claim is about what the captures share, said once, in words that match the numbers")
+struct DoctorTruthTests {
+    /// A bulk flow on `port` from `start`, with its handshake.
+    static func flow(_ trace: inout Trace, port: UInt16, start: Double = 0, count: Int = 100) {
+        trace.handshake(start, port: port, serverTurn: 0.0002, clientTurn: 0.0002)
+        var seq: UInt32 = 1000
+        trace.bulk(from: start + 0.001, port: port, seq: &seq, count: count)
+    }
+
+    @Test("two captures with no connection in common: no forwarder comparison, a finding that says so")
+    func noSharedFlows() throws {
+        var a = Trace(), b = Trace()
+        Self.flow(&a, port: 40000)
+        Self.flow(&b, port: 41000)  // another connection entirely
+        let d = try diagnose(a, b)
+        #expect(d.forwarder.isEmpty)
+        #expect(d.kinds().isDisjoint(with: [.ackIntact, .ackEmitted, .forwarderMerged, .forwarderDropped]), "\(d.kinds())")
+        guard case .unmatched(let e)? = d.finding(.noSharedFlows)?.evidence else {
+            Issue.record("no no-shared-flows finding: \(d.kinds())")
+            return
+        }
+        #expect(e.connectionsFirst == 1 && e.connectionsSecond == 1 && !e.translatorMappingMissing)
+        // An IPv4 capture beside an IPv6 one: the doctor asks for the translator's mapping.
+        var v6 = Trace()
+        v6.ipv6 = true
+        Self.flow(&v6, port: 40000)
+        let t = try diagnose(a, v6)
+        #expect(t.forwarder.isEmpty && t.finding(.ackEmitted) == nil)
+        guard case .unmatched(let f)? = t.finding(.noSharedFlows)?.evidence else {
+            Issue.record("no no-shared-flows finding for IPv4 beside IPv6")
+            return
+        }
+        #expect(f.translatorMappingMissing && f.familiesFirst == [4] && f.familiesSecond == [6])
+        let words = t.finding(.noSharedFlows).map { DoctorPresentation.evidence($0, in: t) } ?? []
+        #expect(words.contains { $0.contains("--pool6") })
+        // A connection in both plus one only in the second: the comparison covers the shared one alone.
+        var both = a
+        Self.flow(&both, port: 41000)
+        let m = try diagnose(a, both)
+        let c = try #require(m.forwarder.first)
+        #expect(c.sharedConnections == 1 && c.connectionsOnlyDownstream + c.connectionsOnlyUpstream == 1)
+        #expect(c.dataPacketsIn == c.dataPacketsOut && c.acksIn == c.acksOut, "\(c)")
+    }
+
+    @Test("identical findings about several flows are one finding that lists them; counts agree in number")
+    func grouped() throws {
+        var trace = Trace()
+        for port: UInt16 in [40000, 40001, 40002] {
+            var seq: UInt32 = 1000
+            trace.bulk(from: 0, port: port, seq: &seq, count: 40)
+            trace.tcp(0.045, port: port, seq: 1000, payload: 1448)  // one retransmission each
+        }
+        let d = try diagnose(trace)
+        let retransmissions = d.findings.filter { $0.kind == .retransmissions }
+        #expect(retransmissions.count == 1 && retransmissions.first?.flows.count == 3, "\(d.titles(retransmissions))")
+        let title = d.titles(retransmissions).first ?? ""
+        #expect(title.hasPrefix("1 retransmission (") && title.contains("3 flows"), "\(title)")
+        #expect(DoctorPresentation.evidence(retransmissions[0], in: d).first?.contains("40002") == true)
+    }
+
+    @Test("--json: evidence by name (no \"_0\" keys), queryable by field")
+    func json() throws {
+        var trace = Trace()
+        var seq: UInt32 = 1000
+        trace.bulk(from: 0, seq: &seq, count: 40)
+        trace.tcp(0.045, seq: 1000, payload: 1448)
+        let d = try diagnose(trace)
+        let data = try DoctorPresentation.json(d)
+        let text = String(decoding: data, as: UTF8.self)
+        #expect(!text.contains("\"_0\""), "\(text.prefix(400))")
+        let root = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let findings = try #require(root["findings"] as? [[String: Any]])
+        let r = try #require(findings.first { $0["kind"] as? String == "retransmissions" })
+        let evidence = try #require((r["evidence"] as? [String: Any])?["retransmissions"] as? [String: Any])
+        #expect(evidence["total"] as? Int == 1 && evidence["dataPackets"] as? Int == 41)
+        // It reads back.
+        let back = try JSONDecoder().decode(Diagnosis.self, from: data)
+        #expect(back.findings.map(\.evidence) == d.findings.map(\.evidence))
+    }
+
+    @Test("fairness is over the bytes each flow delivered in one interval, as the lab computes it")
+    func fairnessOverOneInterval() throws {
+        // Two flows at the same rate, one for a second, the other for its last tenth: over their own
+        // lives they look equal, over the capture one got a tenth of the other.
+        var trace = Trace()
+        var s1: UInt32 = 1000, s2: UInt32 = 1000
+        trace.bulk(from: 0, port: 40000, seq: &s1, count: 1000, gap: 0.001)
+        trace.bulk(from: 0.9, port: 40001, seq: &s2, count: 100, gap: 0.001)
+        let d = try diagnose(trace)
+        let f = try #require(d.finding(.unfair)?.fairness, "\(d.kinds())")
+        #expect(f.bytes == [1000 * 1448, 100 * 1448])
+        #expect(abs(f.jainIndex - Fairness(shares: [1000, 100]).jainIndex) < 1e-9)
+        // The lab's row over the same shares (goodput over one test) says the same.
+        let row = LabRow(scenario: .forwarderGRO, name: "", family: 4, ingressMTU: 1500, egressMTU: 1500,
+                         flows: f.goodputMbps.map { LabFlowResult(goodputMbps: $0, retransmits: 0, longestStallMilliseconds: 0,
+                                                                  timelineMbps: []) },
+                         totalGoodputMbps: 0, jainIndex: 0, retransmits: 0, longestStallMilliseconds: 0, intervalSeconds: 1)
+        #expect(abs(row.fairness.jainIndex - f.jainIndex) < 1e-9 && row.fairness.isFair == false)
+    }
+
+    @Test("a forwarder that merged and refused its own packets: said so, with the ICMP errors counted as the flows count them")
+    func refusedMerges() throws {
+        var lan = Trace(), wan = Trace()
+        Self.flow(&lan, port: 40000, count: 0)
+        Self.flow(&wan, port: 40000, count: 0)
+        var seq: UInt32 = 1000
+        for round in 0..<10 {
+            let t = 0.01 + Double(round) * 0.05
+            // Five 1400-byte segments in; the forwarder merges them into 6840 bytes, too big: refused.
+            for i in 0..<5 { lan.tcp(t + Double(i) * 0.0001, seq: seq &+ UInt32(1360 * i), payload: 1360) }
+            lan.fragmentationNeeded(t + 0.001, mtu: 1400, quotedLength: 6840, seq: seq)
+            // The sender resends the first one alone; it passes.
+            lan.tcp(t + 0.01, seq: seq, payload: 1360)
+            wan.tcp(t + 0.0101, seq: seq, payload: 1360)
+            seq &+= 1360 * 5
+        }
+        let d = try diagnose(lan, wan)
+        let c = try #require(d.forwarder.first)
+        #expect(c.icmpErrors == 10 && c.icmpQuotedLargest == 6840 && c.refusedMerges, "\(c)")
+        let merged = try #require(d.finding(.forwarderMerged))
+        #expect(d.titles([merged]).first?.contains("too big for its egress") == true, "\(d.titles([merged]))")
+        // The per-flow path-MTU finding counts the same messages.
+        let perFlow = d.findings.compactMap(\.pathMTU).map(\.messages).reduce(0, +)
+        #expect(perFlow == c.icmpErrors)
+    }
+
+    @Test("IPv6 flows have no DF line; the HTML legend stays inside the chart beyond four flows")
+    func cosmetics() throws {
+        var v6 = Trace()
+        v6.ipv6 = true
+        var seq: UInt32 = 1000
+        v6.bulk(from: 0, seq: &seq, count: 60)
+        let d = try diagnose(v6)
+        let flows = try #require(d.finding(.flows))
+        let lines = DoctorPresentation.evidence(flows, in: d)
+        #expect(!lines.isEmpty && !lines.contains { $0.contains("DF on") }, "\(lines)")
+        var chart = SVGChart(title: "t", xLabel: "x", yLabel: "y")
+        for i in 0..<10 {
+            chart.series.append(SVGChart.Series(name: "192.0.2.10:\(40000 + i) → 198.51.100.20:443", points: [(0, 1), (1, 2)]))
+        }
+        let svg = chart.render()
+        let xs = svg.split(separator: "<g class=\"legend\"><rect x=\"").dropFirst().compactMap { Double($0.prefix { $0 != "\"" }) }
+        #expect(xs.count == 10 && xs.allSatisfy { $0 >= 0 && $0 < Double(chart.width) }, "\(xs)")
+    }
+}
+
