@@ -35,6 +35,9 @@ public struct PipelineReport: Hashable, Sendable {
     public var splitByMTU = 0
     /// Segment: packets larger than the MTU left whole (UDP, unparseable, BIG TCP).
     public var leftWhole = 0
+    /// Of those, LRO merges (`offload coalesce --mode lro`): their segment size was not kept, so
+    /// only `--mss` can split them, into segments of the size it gives.
+    public var leftWholeLRO = 0
     /// The GRO engine's counters (coalesce).
     public var gro = GROStatistics()
     /// Coalesce: the merges the engine's train fast path made (of `gro.mergedSegments`).
@@ -123,7 +126,9 @@ func write(_ engine: inout GROEngine, _ writer: inout CaptureWriter,
         if packet.isSuperPacket, let gso = meta.gso {
             originalLength = packet.length
             options.removeAll { $0.gsoInfo != nil }
-            options.append(.comment("swift-offload GRO: \(gso.segmentCount) segments merged (\(gso)); "
+            // An LRO merge keeps no segment size (GSO size 0): it is labelled as what it is.
+            let merge = gso.segmentSize == 0 ? "LRO (unsafe greedy merge, segment size not kept)" : "GRO"
+            options.append(.comment("swift-offload \(merge): \(gso.segmentCount) segments merged (\(gso)); "
                 + "completed by \(packet.reason.map { "\($0)" } ?? "flush")"))
             options.append(.gso(gso))
             report.superPackets += 1
@@ -165,7 +170,7 @@ public func segmentCapture(input: String, output: String, options: SegmentOption
     var segmenter = GSOSegmenter()
     var report = PipelineReport()
     var lastProgress = 0
-    while let packet = try reader.next() {
+    while let packet = reader.nextUntilDamage() {
         report.packetsIn += 1
         report.bytesIn += packet.bytes.count
         try writer.declareInterfaces(reader.interfaces)
@@ -173,6 +178,7 @@ public func segmentCapture(input: String, output: String, options: SegmentOption
         switch plan {
         case .unchanged(let tooBig):
             if tooBig { report.leftWhole += 1 }
+            if packet.info.gso?.segmentSize == 0 { report.leftWholeLRO += 1 }
             try writer.writePacket(packet.bytes, timestamp: packet.info.timestamp, interface: packet.info.interface,
                                    originalLength: packet.info.originalLength, options: packet.info.options)
             report.packetsOut += 1
@@ -208,6 +214,7 @@ public func segmentCapture(input: String, output: String, options: SegmentOption
         }
     }
     try writer.flush()
+    if let damage = reader.damage { throw damage }  // what was read before it is written
     return report
 }
 
@@ -217,7 +224,11 @@ enum SegmentationPlan {
 }
 
 func segmentationPlan(_ packet: CapturedPacket, options: SegmentOptions) -> SegmentationPlan {
-    if let gso = packet.info.gso { return .split(gso, size: nil, recorded: true) }
+    if let gso = packet.info.gso {
+        if gso.segmentSize > 0 { return .split(gso, size: nil, recorded: true) }
+        // An LRO merge: no segment size was kept. Only --mss can split it, by the size it gives.
+        if options.mss == nil { return .unchanged(tooBig: true) }
+    }
     guard !packet.info.isSnapped, let layout = unsafe try? PacketLayout(parsing: packet.bytes.span.bytes, linkType: packet.linkType)
     else { return .unchanged(tooBig: packet.bytes.count > options.mtu + 64) }
     let ipLength = layout.ipEnd - layout.networkOffset

@@ -13,6 +13,9 @@ import SystemPackage
 /// Interface Description, Enhanced Packet, Simple Packet and the obsolete Packet blocks; several
 /// sections and interfaces; options kept; other blocks skipped.
 public struct CaptureReader: ~Copyable {
+    /// Where ``nextUntilDamage()`` stopped: the file's damage, nil while it reads cleanly.
+    public private(set) var damage: CaptureError?
+
     /// The largest record accepted (a length field above this is a lie, not a packet).
     public static let maximumRecordLength = 16 << 20
 
@@ -131,6 +134,17 @@ public struct CaptureReader: ~Copyable {
     public static func makeBatch(packets: Int) -> PacketBatch {
         PacketBatch(packetCapacity: max(1, packets),
                     byteCapacity: max(max(1, packets) * 65_600, maximumRecordLength + 16))
+    }
+
+    /// The next packet, or nil at the end of the file or where the file is damaged; the damage is
+    /// kept in ``damage``. The loop of a pipeline that keeps what it read before the damage (every
+    /// command's policy: warn, keep what was read, say so, exit 1).
+    public mutating func nextUntilDamage() -> CapturedPacket? {
+        guard damage == nil else { return nil }
+        do throws(CaptureError) { return try next() } catch {
+            damage = error
+            return nil
+        }
     }
 
     /// Reads the next packet into a fresh array (allocates; for tools and tests).

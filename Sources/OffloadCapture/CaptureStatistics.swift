@@ -3,6 +3,11 @@ import OffloadWire
 
 /// What is in a capture that matters for offload (`offload stats`).
 public struct CaptureStatistics: Codable, Hashable, Sendable {
+    /// Where the file is damaged, when it is: the statistics cover the records before it.
+    public var inputDamage: String?
+    /// TCP/UDP checksums that hold only the pseudo-header sum (checksum offload on the capturing
+    /// host): taken as partial, not bad.
+    public var partialChecksums = 0
     /// One flow (direction-sensitive: each direction of a connection is its own flow).
     public struct Flow: Codable, Hashable, Sendable {
         /// `TCP`, `UDP`, ...
@@ -131,9 +136,15 @@ public func captureStatistics(input: String, mtu: Int = 1500, options: CoalesceO
     for reason in GROReason.allCases where gro[reason] > 0 { stats.groReasons["\(reason)"] = gro[reason] }
     stats.badIPChecksums = gro[.badIPChecksum]
     stats.badL4Checksums = gro[.badChecksum]
+    stats.partialChecksums = gro.partialChecksums
     stats.durationSeconds = Double(last - (first ?? last)) / 1e9
     stats.flows = flows.values.sorted { ($0.bytes, $0.source) > ($1.bytes, $1.source) }
-    if let failure { throw failure }
+    // Damage after the first record: the statistics of what was read, and the damage, for the
+    // caller to show both.
+    if let failure {
+        guard failure.record > 1 else { throw failure }
+        stats.inputDamage = "\(failure)"
+    }
     return stats
 }
 

@@ -78,5 +78,8 @@ struct Doctor: ParsableCommand {
             }
             FileHandle.standardError.write(Data("doctor: report written to \(report)\n".utf8))
         }
+        if let damaged = diagnosis.captures.first(where: { $0.readError != nil }), let damage = damaged.readError {
+            inputDamaged(damage, records: damaged.records, kept: "the diagnosis above covers them")
+        }
     }
 }

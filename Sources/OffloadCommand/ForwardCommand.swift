@@ -98,6 +98,27 @@ struct DataplaneOptions: ParsableArguments {
     @Option(help: "Which direction --impair damages: both, lan_to_wan or wan_to_lan.")
     var impairDirection = "both"
 
+    /// The live-only options given on the command line (not at their defaults): offline work would
+    /// ignore them, so offline commands refuse them rather than pretend.
+    var liveOnlyGiven: [String] {
+        var given: [String] = []
+        if egressMtu != nil { given.append("--egress-mtu") }
+        if mode != .gro { given.append("--mode") }
+        if noTcpGro { given.append("--no-tcp-gro") }
+        if udpGro { given.append("--udp-gro") }
+        if noVnetHdr { given.append("--no-vnet-hdr") }
+        if noGsoWrites { given.append("--no-gso-writes") }
+        if batch != 64 { given.append("--batch") }
+        if queues != 1 { given.append("--queues") }
+        if txqueuelen != 4096 { given.append("--txqueuelen") }
+        if metrics != nil { given.append("--metrics") }
+        if duration != nil { given.append("--duration") }
+        if statsJson != nil { given.append("--stats-json") }
+        if impair != nil { given.append("--impair") }
+        if impairDirection != "both" { given.append("--impair-direction") }
+        return given
+    }
+
     func validate() throws {
         if let m = egressMtu, m < 576 || m > 65_535 { throw ValidationError("--egress-mtu must be 576...65535") }
         guard batch >= 1 && batch <= 1024 else { throw ValidationError("--batch must be 1...1024") }
@@ -189,10 +210,11 @@ struct DataplaneOptions: ParsableArguments {
 func summary(_ stats: [String: ForwarderStatistics]) -> String {
     var text = ""
     for (direction, s) in stats.sorted(by: { $0.key < $1.key }) {
-        text += "\(direction): \(s.packetsIn) packets in (\(s.tsoIn) TSO), \(s.packetsOut) out, "
-            + "\(s.superPacketsOut) super-packets (mean \(String(format: "%.1f", s.meanSegmentsPerSuperPacket)) segments), "
-            + "\(s.segmentedInSoftware) segmented, \(s.fragmentsOut) fragments, \(s.icmpSent) ICMP sent, "
-            + "\(s.dropped) dropped, \(s.gsoFallbacks) GSO fallbacks, \(s.writeErrors) write errors\n"
+        // Every counter that is not zero, by the name it has in --metrics and --stats-json: nothing
+        // that happened to a packet is left out of the summary.
+        text += "\(direction): " + s.counters.filter { $0.value > 0 || ["packets_in", "packets_out"].contains($0.name) }
+            .map { "\($0.name) \($0.value)" }.joined(separator: ", ")
+            + String(format: " (mean %.1f segments per super-packet)\n", s.meanSegmentsPerSuperPacket)
         let stage = s.stage.filter { $0.value > 0 }
         if !stage.isEmpty {
             text += "  \(direction) stage: " + stage.map { counter in

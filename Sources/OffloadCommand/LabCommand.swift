@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OffloadLab
+import OffloadReport
 
 #if canImport(Glibc)
     import Glibc
@@ -141,6 +142,7 @@ struct Lab: ParsableCommand {
             FileHandle.standardOutput.write(try LabPresentation.json(rows, configuration: configuration))
             print()
         } else {
+            print("offload lab (\(OffloadVersion.banner))")
             print(LabPresentation.table(rows))
             print(LabPresentation.explanation(rows))
         }

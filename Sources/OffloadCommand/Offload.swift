@@ -8,6 +8,7 @@ import OffloadIPsec
 import OffloadSIIT
 import OffloadTunnel
 import OffloadWire
+import OffloadReport
 
 /// `offload`: receive and segmentation offload in user space, correctly, for forwarders.
 ///
@@ -22,10 +23,14 @@ struct Offload: AsyncParsableCommand {
             very packets that were merged (segment), shows what offload would do to a capture (stats), \
             forwards between two TUN devices with GRO and GSO on (forward), reproduces the forwarding failure \
             and its fix with real TCP in network namespaces (lab), and reads captures to say what offloads did \
-            to the flows in them (doctor), and translates captures between IPv4 and IPv6 (siit). Start with `offload demo`.
+            to the flows in them (doctor), translates between IPv4 and IPv6 (siit), runs GTP-U and VXLAN tunnel \
+            endpoints (tunnel) and an IPsec ESP gateway (ipsec), and writes test traffic (generate). Each of siit, \
+            tunnel and ipsec works live on TUN devices or offline on captures. Start with `offload demo`.
 
-            Exit codes: 0 success, 1 bad input, 2 usage.
+            Exit codes: 0 success, 1 bad input (a damaged capture: what was read before the damage is kept, \
+            and a warning says so), 2 usage.
             """,
+        version: OffloadVersion.current,
         subcommands: [Demo.self, Coalesce.self, Segment.self, Stats.self, Generate.self, Forward.self, Lab.self, Doctor.self,
                       SIIT.self, Tunnel.self, IPsec.self])
 
@@ -52,6 +57,24 @@ struct Offload: AsyncParsableCommand {
             exit(withError: error)
         }
     }
+}
+
+/// Every command's policy for a capture damaged after its first record (truncated, a lying length):
+/// warn, keep what was read (its result is written, or shown), say so, and exit 1. The damage found
+/// in the file header is an ordinary input error (nothing could be read).
+func keepingWhatWasRead<T>(of input: String, kept: String, _ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as CaptureError where error.path == input && error.record > 1 {
+        inputDamaged("\(error)", records: error.record - 1, kept: kept)
+    }
+}
+
+/// Says that `input` is damaged and what was kept, and exits 1.
+func inputDamaged(_ damage: String, records: Int?, kept: String) -> Never {
+    let read = records.map { "the \($0) records before it were read" } ?? "the records before it were read"
+    FileHandle.standardError.write(Data("offload: warning: \(damage)\noffload: \(read) and \(kept); exit status 1\n".utf8))
+    Foundation.exit(1)
 }
 
 /// A failure caused by the input (exit code 1).
@@ -194,7 +217,9 @@ struct Coalesce: ParsableCommand {
         options.format = formatFlag(format)
         let progress = Progress("coalesce")
         let start = Date()
-        let report = try coalesceCapture(input: input, output: output, options: options, progress: progress.update)
+        let report = try keepingWhatWasRead(of: input, kept: "their result is in \(output)") {
+            try coalesceCapture(input: input, output: output, options: options, progress: progress.update)
+        }
         progress.finish()
         guard !quiet else { return }
         let seconds = Date().timeIntervalSince(start)
@@ -206,7 +231,25 @@ struct Coalesce: ParsableCommand {
     }
 }
 
+/// What the checksums of a capture mean for GRO, in words: partial ones were recognised and taken
+/// as such; bad ones keep packets out of GRO, and `--checksums trust` is the way to merge them anyway.
+func checksumAdvice(partial: Int, bad: Int, packets: Int) -> [String] {
+    var lines: [String] = []
+    if partial > 0 {
+        lines.append("\(partial) TCP/UDP checksums hold only the pseudo-header sum: checksum offload on the host that "
+            + "captured them (its NIC finishes them). Taken as partial checksums, so these packets merge.")
+    }
+    if bad > 0 && bad * 20 >= max(packets, 1) {
+        lines.append("\(bad) packets have TCP/UDP checksums that are wrong, and GRO does not merge those. If the capture "
+            + "was taken where checksums are not filled in, `--checksums trust` merges them anyway.")
+    }
+    return lines
+}
+
 func printReasons(_ gro: GROStatistics) {
+    for line in checksumAdvice(partial: gro.partialChecksums, bad: gro[.badChecksum], packets: gro.packetsIn) {
+        print("  " + line)
+    }
     let nonzero = GROReason.allCases.filter { gro[$0] > 0 }
     guard !nonzero.isEmpty else { return }
     print("  why packets left GRO when they did:")
@@ -258,15 +301,21 @@ struct Segment: ParsableCommand {
         options.mss = mss
         options.format = formatFlag(format)
         let progress = Progress("segment")
-        let report = try segmentCapture(input: input, output: output, options: options, progress: progress.update)
+        let report = try keepingWhatWasRead(of: input, kept: "their result is in \(output)") {
+            try segmentCapture(input: input, output: output, options: options, progress: progress.update)
+        }
         progress.finish()
         guard !quiet else { return }
         print("\(input) -> \(output)")
         print("  packets: \(report.packetsIn) in, \(report.packetsOut) out; split \(report.superPackets) super-packets "
             + "into \(report.segments) segments (\(report.splitByRecordedFacts) by recorded GSO facts, "
             + "\(report.splitByMTU) by MTU/MSS)")
-        if report.leftWhole > 0 {
-            print("  left whole: \(report.leftWhole) packets larger than the MTU that cannot be split "
+        if report.leftWholeLRO > 0 {
+            print("  left whole: \(report.leftWholeLRO) LRO merges: their segment size was not kept, so they cannot be "
+                + "split back into the packets that were merged (--mss splits them into segments of a size you choose)")
+        }
+        if report.leftWhole > report.leftWholeLRO {
+            print("  left whole: \(report.leftWhole - report.leftWholeLRO) packets larger than the MTU that cannot be split "
                 + "(UDP, or headers that do not parse)")
         }
     }
@@ -292,6 +341,11 @@ struct Stats: ParsableCommand {
     var mtu = 1500
     @Option(help: "How many flows to list (0: all).")
     var flows = 10
+
+    func validate() throws {
+        guard mtu >= 68 && mtu <= 65_535 else { throw ValidationError("--mtu must be between 68 and 65535") }
+        guard flows >= 0 else { throw ValidationError("--flows must be 0 (all) or more") }
+    }
     @Flag(help: "Print JSON instead of text.")
     var json = false
     @OptionGroup var engine: EngineOptions
@@ -309,6 +363,7 @@ struct Stats: ParsableCommand {
         } else {
             printStats(stats, path: input, flowLimit: flows)
         }
+        if let damage = stats.inputDamage { inputDamaged(damage, records: nil, kept: "the statistics above cover them") }
     }
 }
 
@@ -319,6 +374,7 @@ func printStats(_ s: CaptureStatistics, path: String, flowLimit: Int) {
     print("  larger than MTU \(s.mtu): \(s.overMTU) (largest IP packet \(s.largestIPPacket) bytes)"
         + (s.overMTU > 0 ? " — super-packets already in the capture; `offload segment` restores the wire view" : ""))
     print("  fragments \(s.fragments); bad checksums: IPv4 header \(s.badIPChecksums), TCP/UDP \(s.badL4Checksums)")
+    for line in checksumAdvice(partial: s.partialChecksums, bad: s.badL4Checksums, packets: s.packets) { print("  " + line) }
     let ratio = s.groPacketsOut == 0 ? 0 : Double(s.packets) / Double(s.groPacketsOut)
     print("  GRO would deliver \(s.groPacketsOut) packets (\(String(format: "%.2f", ratio))x fewer): "
         + "\(s.groSuperPackets) super-packets absorbing \(s.groMergedPackets) more packets")

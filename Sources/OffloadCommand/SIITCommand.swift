@@ -49,10 +49,10 @@ struct SIIT: AsyncParsableCommand {
     @Flag(help: "Compute the checksum of IPv4 UDP datagrams that have none, instead of answering them with an ICMP error.")
     var amendUdpChecksumZero = false
 
-    @Option(help: "Offline: the MTU of the IPv4 side (default: no limit).")
-    var mtu4 = 65_535
-    @Option(help: "Offline: the MTU of the IPv6 side (default: no limit).")
-    var mtu6 = 65_535
+    @Option(help: "Offline: the MTU of the IPv4 side (default: no limit, 65535).")
+    var mtu4: Int?
+    @Option(help: "Offline: the MTU of the IPv6 side (default: no limit, 65535).")
+    var mtu6: Int?
     @Flag(help: "Offline: print the counts as JSON.")
     var json = false
     @Argument(help: "Offline: the input capture (pcap or pcapng).")
@@ -91,11 +91,22 @@ struct SIIT: AsyncParsableCommand {
             guard input == nil else { throw ValidationError("give either IN OUT (offline) or --ingress/--egress (live), not both") }
             for r in route6 where IPv6Prefix(r) == nil { throw ValidationError("--route6 \(r): not an IPv6 prefix") }
             for r in route4 where IPv4Prefix(r) == nil { throw ValidationError("--route4 \(r): not an IPv4 prefix") }
+            let offlineOnly = (mtu4 != nil ? ["--mtu4"] : []) + (mtu6 != nil ? ["--mtu6"] : []) + (json ? ["--json"] : [])
+            if !offlineOnly.isEmpty {
+                throw ValidationError("\(offlineOnly.joined(separator: ", ")): offline options (live, the devices' MTUs and "
+                    + "--egress-mtu apply, and the counters go to --stats-json)")
+            }
         } else {
+            let liveOnly = dataplane.liveOnlyGiven + (setup ? ["--setup"] : []) + (route4.isEmpty ? [] : ["--route4"])
+                + (route6.isEmpty ? [] : ["--route6"])
+            if !liveOnly.isEmpty {
+                throw ValidationError("\(liveOnly.joined(separator: ", ")): live options (with --ingress/--egress); "
+                    + "translating a capture would ignore them")
+            }
             guard input != nil, output != nil else {
                 throw ValidationError("give IN OUT to translate a capture, or --ingress and --egress to translate live")
             }
-            guard mtu4 >= 68 && mtu4 <= 65_535, mtu6 >= 1280 && mtu6 <= 65_535 else {
+            guard (68...65_535).contains(mtu4 ?? 65_535), (1280...65_535).contains(mtu6 ?? 65_535) else {
                 throw ValidationError("--mtu4 must be 68...65535 and --mtu6 1280...65535")
             }
         }
@@ -126,8 +137,10 @@ struct SIIT: AsyncParsableCommand {
         }
         guard let input, let output else { return }
         try checkReadable(input)
-        let report = try SIITCapture.translate(input: input, output: output, configuration: configuration, mtu4: mtu4,
-                                               mtu6: mtu6)
+        let report = try keepingWhatWasRead(of: input, kept: "their translation is in \(output)") {
+            try SIITCapture.translate(input: input, output: output, configuration: configuration,
+                                               mtu4: mtu4 ?? 65_535, mtu6: mtu6 ?? 65_535)
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -135,13 +148,18 @@ struct SIIT: AsyncParsableCommand {
             return
         }
         let t = report.translation
-        var line = "\(input) -> \(output): \(report.packetsIn) packets in, \(report.written) written"
-        line += " (\(t.toIPv6) to IPv6, \(t.toIPv4) to IPv4, \(t.errors) ICMP errors translated,"
-        line += " \(t.fragmentsMade) fragments made, \(t.hairpinned) hairpinned); \(report.icmpErrors) ICMP errors back"
+        var line = "\(input) -> \(output): \(report.packetsIn) packets in: \(report.forwarded) forwarded"
+        line += " (\(t.toIPv6) to IPv6, \(t.toIPv4) to IPv4 translated, \(report.superPackets) of them super-packets,"
+        line += " \(t.errors) ICMP errors translated, \(t.fragmentsMade) fragments made, \(t.hairpinned) hairpinned)"
+        line += ", \(report.refused) refused (too big with DF, or TTL expired)"
+        line += ", \(report.notForwarded) not forwarded (multicast, link-local)"
         let drops = t.dropped.filter { $0.value > 0 }.sorted { $0.key.rawValue < $1.key.rawValue }
             .map { "\($0.value) \($0.key.rawValue.replacingOccurrences(of: "_", with: " "))" }
-        line += "; dropped: " + (drops.isEmpty ? "none" : drops.joined(separator: ", "))
-        line += "; \(report.malformed) malformed, \(report.notIP) not IP, \(report.snapped) cut short"
+        line += ", dropped: " + (drops.isEmpty ? "none" : drops.joined(separator: ", "))
+        line += ", \(report.malformed) malformed, \(report.notIP) not IP, \(report.snapped) cut short"
+        line += "\n  \(report.written) written: \(report.packetsToOtherSide) to the other side and \(report.icmpErrors) ICMP "
+            + "errors back (\(report.icmpSuppressed) more held back by the rate limit)"
+        if !report.reconciles { line += "\n  (these do not add up to the packets in: a bug, please report it)" }
         print(line)
     }
 }

@@ -45,6 +45,12 @@ struct TunnelEndpointOptions: ParsableArguments {
             guard input != nil, output != nil else {
                 throw ValidationError("give --device to run the endpoint, or IN OUT to work on a capture")
             }
+            let liveOnly = dataplane.liveOnlyGiven + (setup ? ["--setup"] : []) + (route.isEmpty ? [] : ["--route"])
+                + (address.isEmpty ? [] : ["--address"]) + (nextHop.isEmpty ? [] : ["--next-hop"])
+            if !liveOnly.isEmpty {
+                throw ValidationError("\(liveOnly.joined(separator: ", ")): live options (with --device); working on a "
+                    + "capture would ignore them")
+            }
         }
         if live || needsAddressesOffline {
             guard let local, let remote, let l = IPAddress(local), let r = IPAddress(remote) else {
@@ -96,11 +102,13 @@ struct TunnelEndpointOptions: ParsableArguments {
     func runOffline<Codec: TunnelCodec>(codec: Codec, decapsulate: Bool, name: String) throws {
         guard let input, let output else { return }
         try checkReadable(input)
-        let report = decapsulate
-            ? try TunnelCapture.decapsulate(input: input, output: output, codec: codec)
-            : try TunnelCapture.encapsulate(input: input, output: output, codec: codec,
-                                            local: IPAddress(local!)!, remote: IPAddress(remote!)!,
-                                            underlayMTU: underlayMtu ?? 1500)
+        let report = try keepingWhatWasRead(of: input, kept: "their result is in \(output)") {
+            decapsulate
+                ? try TunnelCapture.decapsulate(input: input, output: output, codec: codec)
+                : try TunnelCapture.encapsulate(input: input, output: output, codec: codec,
+                                                local: IPAddress(local!)!, remote: IPAddress(remote!)!,
+                                                underlayMTU: underlayMtu ?? 1500)
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -112,18 +120,20 @@ struct TunnelEndpointOptions: ParsableArguments {
                 .map { "\($0.value) \($0.key.rawValue.replacingOccurrences(of: "_", with: " "))" }
             return items.isEmpty ? "none" : items.joined(separator: ", ")
         }
-        var line = "\(input) -> \(output): \(report.packetsIn) records in, \(report.written) written"
+        let f = report.forwarding
+        var line = "\(input) -> \(output): \(report.packetsIn) records in"
         if decapsulate {
-            line += "; \(report.notTunnel) not \(name), \(report.signalling) signalling; refused: " + list(report.dropped)
+            line += ", \(report.written) written; \(report.notTunnel) not \(name), \(report.signalling) signalling; "
+                + "refused: " + list(report.dropped)
         } else {
-            line += " (\(report.superPackets) super-packets split per segment); refused: " + list(report.refused)
+            // In GRO's units: every packet GRO delivered was written or refused, one outcome each.
+            line += ", merged by GRO into \(f.gro.packetsOut) packets: \(f.packetsOut) written"
+                + " (\(report.superPackets) super-packets split per segment, \(report.written) datagrams in all)"
+                + ", \(f.dropped) refused as too big for the tunnel or TTL expired (\(f.icmpSent) ICMP errors sent back, "
+                + "\(f.icmpSuppressed) held back by the rate limit)"
+                + ", refused by the encapsulation: " + list(report.refused)
         }
         line += "; \(report.notIP) not IP, \(report.snapped) cut short"
-        // The live pipeline's decisions: what did not fit the tunnel, what ran out of TTL.
-        let f = report.forwarding
-        if f.icmpSent + f.icmpSuppressed > 0 {
-            line += "; \(f.icmpSent + f.icmpSuppressed) not forwarded with an ICMP error back (too big for the tunnel or TTL expired)"
-        }
         print(line)
     }
 }

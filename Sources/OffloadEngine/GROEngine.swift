@@ -165,6 +165,7 @@ public struct GROEngine: ~Copyable {
 
     /// Offers one packet (docs/linux-gro-rules.md §1.3, §2).
     mutating func offer(_ buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata) {
+        var metadata = metadata
         statistics.packetsIn += 1
         guard let base = buffer.baseAddress, buffer.count > 0 else {
             unsafe emitUnchanged(buffer, metadata, nil, reason: .malformed)
@@ -228,10 +229,18 @@ public struct GROEngine: ~Copyable {
         let derivable: Bool
         switch metadata.checksum {
         case .unverified:
-            if !Self.transportChecksumIsValid(b, layout, isIPv4: isIPv4, isTCP: isTCP) {
+            if Self.transportChecksumIsValid(b, layout, isIPv4: isIPv4, isTCP: isTCP) {
+                derivable = true
+            } else if Self.transportChecksumIsPartial(b, layout, isIPv4: isIPv4, isTCP: isTCP) {
+                // The field holds just the pseudo-header sum: checksum offload on the host that
+                // captured it (the NIC would have finished it). Taken as partial, as a virtio
+                // NEEDS_CSUM packet is; a merged packet gets a complete checksum.
+                statistics.partialChecksums += 1
+                metadata.checksum = .partial
+                derivable = false
+            } else {
                 return unsafe bypass(buffer, metadata, layout, reason: .badChecksum)
             }
-            derivable = true
         case .verified:
             derivable = true
         case .partial:
@@ -295,6 +304,15 @@ public struct GROEngine: ~Copyable {
         let sum = b.sum(layout.transportOffset, count: length)
         let pseudo = Segment.pseudoHeaderSum(b, layout: layout, isIPv4: isIPv4, isTCP: isTCP, length: length)
         return pseudo + sum == OnesComplementSum(0xFFFF)
+    }
+
+    /// Whether the L4 checksum field holds only the pseudo-header sum (not complemented): what a
+    /// host with checksum offload hands its capture (tcpdump on the sender), the NIC finishing it.
+    static func transportChecksumIsPartial(_ b: _UnsafeBytes, _ layout: PacketLayout, isIPv4: Bool, isTCP: Bool) -> Bool {
+        let length = layout.ipEnd - layout.transportOffset
+        let field = b.u16(layout.transportOffset + (isTCP ? TCPSegment.Field.checksum : UDPDatagram.Field.checksum))
+        let pseudo = Segment.pseudoHeaderSum(b, layout: layout, isIPv4: isIPv4, isTCP: isTCP, length: length)
+        return field == InternetChecksum.partialChecksumField(pseudoHeader: pseudo)
     }
 
     /// Only Hop-by-Hop, Routing and Destination Options may be skipped (exthdrs_offload.c).

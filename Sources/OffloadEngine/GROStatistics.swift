@@ -151,6 +151,9 @@ public struct GROStatistics: Hashable, Sendable, Codable {
     public var superPackets = 0
     /// Segments inside those super-packets.
     public var mergedSegments = 0
+    /// Packets whose L4 checksum field held only the pseudo-header sum (checksum offload on the
+    /// capturing host), taken as partial checksums rather than as bad ones.
+    public var partialChecksums = 0
     /// Counts per ``GROReason``, indexed by its raw value.
     public var reasons = [Int](repeating: 0, count: GROReason.allCases.count)
 
@@ -168,12 +171,41 @@ public struct GROStatistics: Hashable, Sendable, Codable {
         superPackets == 0 ? 0 : Double(mergedSegments) / Double(superPackets)
     }
 
+    enum CodingKeys: String, CodingKey { case packetsIn, packetsOut, superPackets, mergedSegments, partialChecksums, reasons }
+
+    /// Encodes the reasons as an object keyed by their names (`"batch_end": 306`), so that a
+    /// reader can ask for one by name (`jq .gro.reasons.sequence_gap`).
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(packetsIn, forKey: .packetsIn)
+        try c.encode(packetsOut, forKey: .packetsOut)
+        try c.encode(superPackets, forKey: .superPackets)
+        try c.encode(mergedSegments, forKey: .mergedSegments)
+        try c.encode(partialChecksums, forKey: .partialChecksums)
+        var named: [String: Int] = [:]
+        for reason in GROReason.allCases { named[reason.description] = self[reason] }
+        try c.encode(named, forKey: .reasons)
+    }
+
+    /// Decodes what ``encode(to:)`` wrote; unknown reason names are ignored.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        packetsIn = try c.decode(Int.self, forKey: .packetsIn)
+        packetsOut = try c.decode(Int.self, forKey: .packetsOut)
+        superPackets = try c.decode(Int.self, forKey: .superPackets)
+        mergedSegments = try c.decode(Int.self, forKey: .mergedSegments)
+        partialChecksums = try c.decodeIfPresent(Int.self, forKey: .partialChecksums) ?? 0
+        let named = try c.decode([String: Int].self, forKey: .reasons)
+        for reason in GROReason.allCases { self[reason] = named[reason.description] ?? 0 }
+    }
+
     /// Adds another set of counters to this one.
     public mutating func add(_ other: GROStatistics) {
         packetsIn += other.packetsIn
         packetsOut += other.packetsOut
         superPackets += other.superPackets
         mergedSegments += other.mergedSegments
+        partialChecksums += other.partialChecksums
         for i in reasons.indices { reasons[i] += other.reasons[i] }
     }
 }

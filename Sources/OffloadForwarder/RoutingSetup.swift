@@ -18,6 +18,8 @@ public final class RoutingSetup: @unchecked Sendable {
     public private(set) var applied: [String] = []
     /// Interfaces whose GRO ``enableReceiveOffload(on:)`` turned on, to turn off again at teardown.
     var groTurnedOn: [String] = []
+    /// Sysctls changed, with the value each had before, to put back at teardown (first change first).
+    var sysctlsChanged: [(key: String, was: String)] = []
 
     /// Creates an empty setup.
     public init() {}
@@ -85,6 +87,11 @@ public final class RoutingSetup: @unchecked Sendable {
     public func teardown() {
         for command in undo { try? run(command) }
         undo = []
+        // Every sysctl back to what it was, last change first (a device's own keys may be gone with it).
+        for change in sysctlsChanged.reversed() {
+            try? change.was.write(toFile: "/proc/sys/\(change.key)", atomically: false, encoding: .utf8)
+        }
+        sysctlsChanged = []
         for name in groTurnedOn { try? TUNDevice.setReceiveOffload(name: name, false) }
         groTurnedOn = []
     }
@@ -114,9 +121,17 @@ public final class RoutingSetup: @unchecked Sendable {
         return found
     }
 
+    /// Sets a sysctl, remembering what it was (``teardown()`` puts it back).
     func writeSysctl(_ key: String, _ value: String) throws {
+        let was = (try? String(contentsOfFile: "/proc/sys/\(key)", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
         try value.write(toFile: "/proc/sys/\(key)", atomically: false, encoding: .utf8)
-        applied.append("sysctl \(key.replacingOccurrences(of: "/", with: "."))=\(value)")
+        if let was, was != value, !sysctlsChanged.contains(where: { $0.key == key }) {
+            sysctlsChanged.append((key, was))
+            applied.append("sysctl \(key.replacingOccurrences(of: "/", with: "."))=\(value) (was \(was); put back at exit)")
+        } else {
+            applied.append("sysctl \(key.replacingOccurrences(of: "/", with: "."))=\(value)")
+        }
     }
 
     func run(_ command: [String], quiet: Bool = false) throws {

@@ -152,6 +152,7 @@ public enum LabPresentation {
     /// The table as JSON.
     public static func json(_ rows: [LabRow], configuration: LabConfiguration) throws -> Data {
         struct Document: Encodable {
+            var version = OffloadVersion.current
             var flows: Int, seconds: Double, rows: [LabRow], crawling: [Int]
         }
         let encoder = JSONEncoder()
@@ -164,6 +165,7 @@ public enum LabPresentation {
     /// The HTML page: the table, the explanation, and goodput over time per flow for every row.
     public static func html(_ rows: [LabRow], configuration: LabConfiguration) -> String {
         var page = HTMLReport(title: "offload lab")
+        page.paragraph(OffloadVersion.banner)
         page.paragraph("\(configuration.flows) TCP flows per row for \(formatSeconds(configuration.seconds)) s, "
             + "client → gateway → server in network namespaces, iperf3 with the kernel's TCP on both ends.")
         let slow = Set(crawling(rows).map { rows.firstIndex(of: $0)! })

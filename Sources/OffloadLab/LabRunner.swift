@@ -91,7 +91,7 @@ public final class LabRunner {
                     rowIndex += 1
                     progress("[\(rowIndex)/\(configuration.rowCount)] \(scenario.rawValue) \(scenario.name), IPv\(family), "
                         + "MTU \(configuration.ingressMTU) -> \(mtu), \(configuration.flows) flows, "
-                        + "\(formatSeconds(configuration.seconds))")
+                        + "\(formatSeconds(configuration.seconds)) s each")
                     let row = try runRow(scenario: scenario, family: family, egressMTU: mtu)
                     progress("    " + (row.error.map { "not measured: \($0)" }
                         ?? String(format: "%.0f Mbit/s, Jain %.2f, longest stall %d ms", row.totalGoodputMbps,

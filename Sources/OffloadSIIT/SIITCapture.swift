@@ -21,6 +21,26 @@ public struct SIITCaptureReport: Codable, Hashable, Sendable {
     public var notIP = 0
     /// Records cut short by the capture's snap length (not translated: the payload is missing).
     public var snapped = 0
+    /// Records whose packet went on to the other side (translated, whole, as segments or as fragments).
+    public var forwarded = 0
+    /// Packets written to the other side: ``forwarded`` plus the extra segments and fragments.
+    public var packetsToOtherSide = 0
+    /// Super-packets translated once in place (records that carry GSO facts, as `offload coalesce`
+    /// writes them in pcapng).
+    public var superPackets = 0
+    /// Translated packets the forwarding decision refused: too big for the MTU with DF set (or a
+    /// segment too big), or TTL expired. Each is answered by an ICMP error unless rate-limited.
+    public var refused = 0
+    /// ICMP errors the rate limit held back (as Linux's `icmp_ratelimit` would).
+    public var icmpSuppressed = 0
+    /// Multicast, broadcast and link-local packets, which a router does not forward.
+    public var notForwarded = 0
+
+    /// Every record is accounted for exactly once: forwarded, refused, not forwarded, dropped by
+    /// the translator (by reason), malformed, not IP or cut short.
+    public var reconciles: Bool {
+        packetsIn == forwarded + refused + notForwarded + translation.droppedTotal + malformed + notIP + snapped
+    }
 }
 
 /// The translator's dataplane without devices: one ``ForwardingPipeline`` per family (IPv4 in,
@@ -50,9 +70,11 @@ public struct SIITOfflineDataplane: ~Copyable {
 
     /// Translates one IP packet (from its IP header): what goes on to the other side, and what goes
     /// back to the packet's source (ICMP errors).
-    public mutating func translate(_ packet: [UInt8], now: UInt64 = 0) -> (forwarded: [[UInt8]], returned: [[UInt8]]) {
+    public mutating func translate(_ packet: [UInt8], gso: GSOInfo? = nil, now: UInt64 = 0)
+        -> (forwarded: [[UInt8]], returned: [[UInt8]])
+    {
         batch.removeAll()
-        batch.append(packet, metadata: PacketMetadata(linkType: .raw, checksum: .unverified))
+        batch.append(packet, metadata: PacketMetadata(linkType: .raw, checksum: .unverified, gso: gso))
         if packet.first.map({ $0 >> 4 }) == 6 {
             fromIPv6.process(batch, now: now, egress: forwarded, back: returned)
         } else {
@@ -115,16 +137,24 @@ public enum SIITCapture {
                 report.notIP += 1
                 continue
             }
-            let (forwarded, returned) = dataplane.translate(Array(packet.bytes[n...]), now: packet.info.timestamp)
-            for bytes in forwarded + returned {
-                try writer.writePacket(bytes, timestamp: packet.info.timestamp)
-                report.written += 1
-            }
+            let (forwarded, returned) = dataplane.translate(Array(packet.bytes[n...]), gso: packet.info.gso,
+                                                            now: packet.info.timestamp)
+            // An ICMP error answers the packet: it is written after it, 1 µs later, so that a reader
+            // sorting by time sees the packet first.
+            for bytes in forwarded { try writer.writePacket(bytes, timestamp: packet.info.timestamp) }
+            for bytes in returned { try writer.writePacket(bytes, timestamp: packet.info.timestamp + 1000) }
+            report.written += forwarded.count + returned.count
+            report.packetsToOtherSide += forwarded.count
+            if !forwarded.isEmpty { report.forwarded += 1 }
             report.icmpErrors += returned.count
         }
         try writer.flush()
         report.translation = dataplane.translation
+        report.superPackets = report.translation.superPackets
         let forwarding = dataplane.forwarding
+        report.refused = forwarding.dropped
+        report.icmpSuppressed = forwarding.icmpSuppressed
+        report.notForwarded = forwarding.notForwarded
         report.malformed = max(0, forwarding.stageDropped - report.translation.droppedTotal)
         if let failure { throw failure }
         return report

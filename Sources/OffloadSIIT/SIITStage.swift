@@ -145,22 +145,34 @@ public struct SIITStage: Stage {
             }
             if segmented { packets = (0..<segmenter.segmentCount).map { segmenter.segmentBytes(at: $0) } }
         }
+        // The counters count what came in: a super-packet once, whatever became of its segments
+        // (they share their headers, so they share their fate; the first one's decides).
         var result = StageRewrite()
+        var outcome: (translated: Bool, family6: Bool, error: Bool, hairpin: Bool, dropped: SIITDropReason?)?
         for p in packets {
             let family6 = p.first.map { $0 >> 4 == 6 } ?? false
             let isError = Self.isICMPError(p)
             switch translator.translate(p, egressMTU: egressMTU) {
             case .translated(let out):
                 result.forward += out
-                if family6 { statistics.toIPv4 += 1 } else { statistics.toIPv6 += 1 }
-                if isError { statistics.errors += 1 }
-                if let first = out.first, first.first.map({ $0 >> 4 }) == (family6 ? 6 : 4) { statistics.hairpinned += 1 }
+                let hairpin = out.first.map { $0.first.map { $0 >> 4 } == (family6 ? 6 : 4) } ?? false
+                outcome = outcome ?? (true, family6, isError, hairpin, nil)
                 if out.count > 1 { statistics.fragmentsMade += out.count }
             case .reply(let error, let reason):
-                statistics.dropped[reason, default: 0] += 1
+                outcome = outcome ?? (false, family6, false, false, reason)
                 statistics.errorsSent += 1
                 result.replies.append(error)
             case .drop(let reason):
+                outcome = outcome ?? (false, family6, false, false, reason)
+            }
+        }
+        if let o = outcome {
+            if o.translated {
+                if o.family6 { statistics.toIPv4 += 1 } else { statistics.toIPv6 += 1 }
+                if o.error { statistics.errors += 1 }
+                if o.hairpin { statistics.hairpinned += 1 }
+                if packets.count > 1 { statistics.superPackets += 1 }
+            } else if let reason = o.dropped {
                 statistics.dropped[reason, default: 0] += 1
             }
         }

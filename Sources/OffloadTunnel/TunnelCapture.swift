@@ -68,7 +68,7 @@ public enum TunnelCapture {
             batch.removeAll()
             if let error = writer.failure { throw error }
         }
-        while let record = try reader.next() {
+        while let record = reader.nextUntilDamage() {
             report.packetsIn += 1
             if record.info.isSnapped {
                 report.snapped += 1
@@ -97,6 +97,7 @@ public enum TunnelCapture {
         report.written = writer.written
         report.refused = sink.counters.encapsulationDropped
         report.forwarding = pipeline.snapshot
+        if let damage = reader.damage { throw damage }  // what was read before it is written
         return report
     }
 
@@ -126,7 +127,7 @@ public enum TunnelCapture {
             batch.removeAll()
             if let error = writer.failure { throw error }
         }
-        while let record = try reader.next() {
+        while let record = reader.nextUntilDamage() {
             report.packetsIn += 1
             if record.info.isSnapped {
                 report.snapped += 1
@@ -175,6 +176,7 @@ public enum TunnelCapture {
         try writer.finish()
         report.written = writer.written
         report.forwarding = pipeline.snapshot
+        if let damage = reader.damage { throw damage }  // what was read before it is written
         return report
     }
 

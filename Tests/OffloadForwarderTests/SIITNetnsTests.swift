@@ -114,13 +114,25 @@ struct SIITNetnsTests {
         let endpoint = (settings["SIIT_METRICS"] ?? "").split(separator: ":")
         let scrape = "bash -c 'exec 3<>/dev/tcp/\(endpoint.first ?? "")/\(endpoint.last ?? ""); "
             + "printf \"GET /metrics HTTP/1.0\\r\\n\\r\\n\" >&3; cat <&3'"
+        // What --setup changes must be put back at exit: reverse-path filtering strict (2) and
+        // forwarding off before it runs.
+        let sysctls = "net.ipv4.conf.all.rp_filter net.ipv4.conf.default.rp_filter net.ipv4.ip_forward net.ipv6.conf.all.forwarding"
+        try sh("ip netns exec \(ns) sysctl -qw net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.default.rp_filter=2 "
+            + "net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0")
+        let before = try sh("ip netns exec \(ns) sysctl -n \(sysctls)").1
+        // The scrape waits for the endpoint to answer (up to 10 s), not for a fixed time.
         let (status, output) = try sh(
-            "ip netns exec \(ns) \(command) --duration 3 > /tmp/\(ns).log 2>&1 & sleep 1.5; "
-                + "ip netns exec \(ns) \(scrape); ip -n \(ns) -4 route; wait $!; echo exit=$?; cat /tmp/\(ns).log; rm -f /tmp/\(ns).log",
+            "ip netns exec \(ns) \(command) --duration 4 > /tmp/\(ns).log 2>&1 & "
+                + "for i in $(seq 100); do ip netns exec \(ns) \(scrape) 2>/dev/null | grep -q offload_siit_translated_total "
+                + "&& break; sleep 0.1; done; ip netns exec \(ns) \(scrape); ip -n \(ns) -4 route; "
+                + "wait $!; echo exit=$?; cat /tmp/\(ns).log; rm -f /tmp/\(ns).log",
             timeout: 30)
         #expect(status == 0 && output.contains("exit=0"), "\(output)")
         #expect(output.contains("offload_siit_translated_total"), "the metrics endpoint serves the stage's counters")
         #expect(output.contains("198.18.0.0/24 dev siit4"), "--setup routed --route4 into the IPv4 side")
         #expect(try sh("ip -n \(ns) -4 route").1.contains("siit4") == false, "the routes are gone after exit")
+        let after = try sh("ip netns exec \(ns) sysctl -n \(sysctls)").1
+        #expect(before.split(separator: "\n") == ["2", "2", "0", "0"], "\(before)")
+        #expect(after == before, "--setup put back rp_filter and forwarding: before \(before), after \(after)")
     }
 }
