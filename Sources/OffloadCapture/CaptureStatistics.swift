@@ -5,8 +5,8 @@ import OffloadWire
 public struct CaptureStatistics: Codable, Hashable, Sendable {
     /// Where the file is damaged, when it is: the statistics cover the records before it.
     public var inputDamage: String?
-    /// TCP/UDP checksums that hold only the pseudo-header sum (checksum offload on the capturing
-    /// host): taken as partial, not bad.
+    /// Of ``badL4Checksums``, those that hold only the pseudo-header sum: checksum offload on the
+    /// capturing host (`--checksums trust` merges them).
     public var partialChecksums = 0
     /// One flow (direction-sensitive: each direction of a connection is its own flow).
     public struct Flow: Codable, Hashable, Sendable {

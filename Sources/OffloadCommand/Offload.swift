@@ -231,15 +231,17 @@ struct Coalesce: ParsableCommand {
     }
 }
 
-/// What the checksums of a capture mean for GRO, in words: partial ones were recognised and taken
-/// as such; bad ones keep packets out of GRO, and `--checksums trust` is the way to merge them anyway.
+/// What the checksums of a capture mean for GRO, in words: bad ones keep packets out of GRO; when
+/// they hold only the pseudo-header sum (checksum offload on the capturing host) or are many,
+/// `--checksums trust` is the way to merge them.
 func checksumAdvice(partial: Int, bad: Int, packets: Int) -> [String] {
     var lines: [String] = []
     if partial > 0 {
-        lines.append("\(partial) TCP/UDP checksums hold only the pseudo-header sum: checksum offload on the host that "
-            + "captured them (its NIC finishes them). Taken as partial checksums, so these packets merge.")
-    }
-    if bad > 0 && bad * 20 >= max(packets, 1) {
+        lines.append("\(partial) of the bad TCP/UDP checksums hold only the pseudo-header sum: checksum offload on "
+            + "the host that captured them (its NIC fills them in), the normal host capture. GRO does not merge them "
+            + "as they are; `--checksums trust` merges them (merged packets then get complete checksums, so "
+            + "`offload segment` gives back complete checksums, not the partial fields).")
+    } else if bad > 0 && bad * 20 >= max(packets, 1) {
         lines.append("\(bad) packets have TCP/UDP checksums that are wrong, and GRO does not merge those. If the capture "
             + "was taken where checksums are not filled in, `--checksums trust` merges them anyway.")
     }

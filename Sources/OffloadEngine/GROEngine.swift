@@ -165,7 +165,6 @@ public struct GROEngine: ~Copyable {
 
     /// Offers one packet (docs/linux-gro-rules.md §1.3, §2).
     mutating func offer(_ buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata) {
-        var metadata = metadata
         statistics.packetsIn += 1
         guard let base = buffer.baseAddress, buffer.count > 0 else {
             unsafe emitUnchanged(buffer, metadata, nil, reason: .malformed)
@@ -231,14 +230,15 @@ public struct GROEngine: ~Copyable {
         case .unverified:
             if Self.transportChecksumIsValid(b, layout, isIPv4: isIPv4, isTCP: isTCP) {
                 derivable = true
-            } else if Self.transportChecksumIsPartial(b, layout, isIPv4: isIPv4, isTCP: isTCP) {
-                // The field holds just the pseudo-header sum: checksum offload on the host that
-                // captured it (the NIC would have finished it). Taken as partial, as a virtio
-                // NEEDS_CSUM packet is; a merged packet gets a complete checksum.
-                statistics.partialChecksums += 1
-                metadata.checksum = .partial
-                derivable = false
             } else {
+                // A field holding just the pseudo-header sum is checksum offload on the host that
+                // captured it (its NIC finishes it): counted, so that the tools can say so and
+                // point to `--checksums trust`. It is not merged by default: a merged packet gets
+                // a complete checksum, and segmenting it back would not give the partial fields
+                // that came in (segment(coalesce(x)) == x must hold).
+                if Self.transportChecksumIsPartial(b, layout, isIPv4: isIPv4, isTCP: isTCP) {
+                    statistics.partialChecksums += 1
+                }
                 return unsafe bypass(buffer, metadata, layout, reason: .badChecksum)
             }
         case .verified:

@@ -151,8 +151,8 @@ public struct GROStatistics: Hashable, Sendable, Codable {
     public var superPackets = 0
     /// Segments inside those super-packets.
     public var mergedSegments = 0
-    /// Packets whose L4 checksum field held only the pseudo-header sum (checksum offload on the
-    /// capturing host), taken as partial checksums rather than as bad ones.
+    /// Of the packets with a bad L4 checksum, those whose field held only the pseudo-header sum:
+    /// checksum offload on the capturing host (`--checksums trust` merges them).
     public var partialChecksums = 0
     /// Counts per ``GROReason``, indexed by its raw value.
     public var reasons = [Int](repeating: 0, count: GROReason.allCases.count)

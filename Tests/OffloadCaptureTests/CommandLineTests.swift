@@ -32,12 +32,9 @@ func which(_ tool: String) -> String? {
 
 @Suite("the offload command")
 struct CommandLineTests {
-    @Test("help on every command, exit codes 0 / 1 / 2, clear errors")
+    @Test("help on every command, exit codes 0 / 1 / 2, clear errors", .enabled(if: offloadBuilt, "the offload executable was not built"))
     func exitCodes() throws {
-        guard let offload = offloadBinary else {
-            print("skipped: the offload executable was not found next to the tests")
-            return
-        }
+        let offload = try #require(offloadBinary)
         for command in [[], ["coalesce"], ["segment"], ["stats"], ["demo"]] {
             let (status, out, _) = try run(offload, command + ["--help"])
             #expect(status == 0 && out.contains("USAGE"), "\(command)")
@@ -55,12 +52,9 @@ struct CommandLineTests {
         #expect(bad == 1 && badError.contains("file header at byte 0"))
     }
 
-    @Test("demo, coalesce, segment and stats --json work end to end")
+    @Test("demo, coalesce, segment and stats --json work end to end", .enabled(if: offloadBuilt, "the offload executable was not built"))
     func endToEnd() throws {
-        guard let offload = offloadBinary else {
-            print("skipped: the offload executable was not found next to the tests")
-            return
-        }
+        let offload = try #require(offloadBinary)
         let dir = temporaryPath("demo")
         let (status, out, _) = try run(offload, ["demo", "--directory", dir])
         #expect(status == 0 && out.contains("segment(coalesce(x)) == x"), "\(out)")
@@ -93,12 +87,10 @@ struct CommandLineTests {
         #expect((object?["flows"] as? [Any])?.count == 12)
     }
 
-    @Test("tshark reads every file the tool writes, with no new malformed packets or bad checksums")
+    @Test("tshark reads every file the tool writes, with no new malformed packets or bad checksums",
+          .enabled(if: installed("tshark"), "tshark is not installed (apt-get install -y tshark)"))
     func tsharkAgrees() throws {
-        guard let tshark = which("tshark") else {
-            print("skipped: tshark is not installed (apt-get install -y tshark)")
-            return
-        }
+        let tshark = try #require(which("tshark"))
         // Bad checksums anywhere, and malformed packets whose dissection stopped at a layer the tool
         // writes. (An application dissector such as HTTP may parse a merged payload differently;
         // that says nothing about the headers.)
@@ -140,18 +132,16 @@ struct CommandLineTests {
 
 @Suite("offload doctor and offload lab on the command line")
 struct DiagnosticCommandTests {
-    @Test("doctor: text and JSON on a generated capture, exit 1 with a clear message on missing or corrupt input")
+    @Test("doctor: text and JSON on a generated capture, exit 1 with a clear message on missing or corrupt input",
+          .enabled(if: offloadBuilt, "the offload executable was not built"))
     func doctor() throws {
-        guard let offload = offloadBinary else {
-            print("skipped: the offload executable was not found next to the tests")
-            return
-        }
+        let offload = try #require(offloadBinary)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("doctor-cli-\(getpid())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         #expect(try run(offload, ["generate", "--megabytes", "1", "\(dir)/g.pcap"]).0 == 0)
         let (status, text, _) = try run(offload, ["doctor", "\(dir)/g.pcap"])
-        #expect(status == 0 && text.contains("offload doctor: 1 capture") && text.contains("1. ["), "\(text.prefix(400))")
+        #expect(status == 0 && text.contains("offload doctor (swift-offload ") && text.contains("): 1 capture") && text.contains("1. ["), "\(text.prefix(400))")
         let (jsonStatus, json, _) = try run(offload, ["doctor", "--json", "\(dir)/g.pcap"])
         let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
         #expect(jsonStatus == 0 && (object?["findings"] as? [Any])?.isEmpty == false)
@@ -164,12 +154,9 @@ struct DiagnosticCommandTests {
         #expect(try run(offload, ["doctor", "--help"]).1.contains("Examples"))
     }
 
-    @Test("lab: help, and usage errors exit 2 before anything is built")
+    @Test("lab: help, and usage errors exit 2 before anything is built", .enabled(if: offloadBuilt, "the offload executable was not built"))
     func lab() throws {
-        guard let offload = offloadBinary else {
-            print("skipped: the offload executable was not found next to the tests")
-            return
-        }
+        let offload = try #require(offloadBinary)
         #expect(try run(offload, ["lab", "--help"]).1.contains("kernel forwarding, GRO off"))
         #expect(try run(offload, ["lab", "--scenarios", "15"]).0 == 2)
         #expect(try run(offload, ["lab", "--seconds", "0"]).0 == 2)

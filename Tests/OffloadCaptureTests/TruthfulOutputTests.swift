@@ -114,7 +114,7 @@ struct TruthfulOutputTests {
         #expect(try JSONDecoder().decode(GROStatistics.self, from: data) == stats)
     }
 
-    @Test("checksums holding only the pseudo-header sum (a host capture with checksum offload) merge, counted as partial")
+    @Test("checksums holding only the pseudo-header sum (a host capture with checksum offload): recognised, counted, and merged with --checksums trust")
     func partialChecksums() throws {
         // A bulk flow whose TCP checksum fields hold the pseudo-header sum, as tcpdump on the sender shows.
         let path = temporaryPath("partial.pcap")
@@ -140,10 +140,16 @@ struct TruthfulOutputTests {
         }
         try writer.flush()
         let report = try coalesceCapture(input: path, output: temporaryPath("partial-out.pcapng"))
-        #expect(report.gro.partialChecksums == 40 && report.gro[.badChecksum] == 0, "\(report.gro)")
-        #expect(report.superPackets > 0)
+        #expect(report.gro.partialChecksums == 40 && report.gro[.badChecksum] == 40, "\(report.gro)")
+        var trust = CoalesceOptions()
+        trust.checksums = .verified
+        #expect(try coalesceCapture(input: path, output: temporaryPath("trusted.pcapng"), options: trust).superPackets > 0)
         let stats = try captureStatistics(input: path)
-        #expect(stats.partialChecksums == 40 && stats.badL4Checksums == 0)
+        #expect(stats.partialChecksums == 40 && stats.badL4Checksums == 40)
+        if let offload = offloadBinary {
+            let (_, text, _) = try run(offload, ["stats", path])
+            #expect(text.contains("pseudo-header sum") && text.contains("--checksums trust"), "\(text)")
+        }
     }
 
     @Test("an LRO merge is labelled LRO, and segment says why it cannot split it back",

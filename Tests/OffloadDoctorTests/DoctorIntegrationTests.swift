@@ -16,14 +16,11 @@ let corpus = packageRoot.deletingLastPathComponent().appendingPathComponent("sha
 
 @Suite("offload doctor on real captures")
 struct DoctorIntegrationTests {
-    @Test("runs on every corpus capture: a diagnosis, or for the damaged ones a clear capture error; never a crash")
+    @Test("runs on every corpus capture: a diagnosis, or for the damaged ones a clear capture error; never a crash",
+          .enabled(if: pcapCorpusPresent, "the development corpus (../shared/corpus/pcap) is not beside the project"))
     func corpusRuns() throws {
-        guard let files = FileManager.default.enumerator(atPath: corpus)?.compactMap({ $0 as? String })
-            .filter({ $0.hasSuffix(".pcap") || $0.hasSuffix(".pcapng") }).sorted(), !files.isEmpty
-        else {
-            print("skipped: no corpus at \(corpus)")
-            return
-        }
+        let files = try #require(FileManager.default.enumerator(atPath: corpus)?.compactMap({ $0 as? String })
+            .filter({ $0.hasSuffix(".pcap") || $0.hasSuffix(".pcapng") }).sorted())
         var diagnosed = 0
         for file in files {
             do {
@@ -40,7 +37,8 @@ struct DoctorIntegrationTests {
         print("doctor: \(diagnosed) of \(files.count) corpus captures diagnosed")
     }
 
-    @Test("the HTML report renders in headless Chromium with time–sequence points, retransmission marks and stall bands")
+    @Test("the HTML report renders in headless Chromium with time–sequence points, retransmission marks and stall bands",
+          .enabled(if: chromiumInstalled, "no Chromium (apt-get install chromium)"))
     func chromium() throws {
         var trace = Trace()
         var seq: UInt32 = 1000
@@ -64,17 +62,13 @@ struct DoctorIntegrationTests {
         #expect(lines, "goodput over time")
     }
 
-    @Test("on the lab's captures: LRO behind a smaller MTU is named as a merging black hole; GRO+GSO shows no problem")
+    @Test("on the lab's captures: LRO behind a smaller MTU is named as a merging black hole; GRO+GSO shows no problem",
+          .enabled(if: LabRunner.missingPrerequisites(capture: true) == nil,
+                   "\(LabRunner.missingPrerequisites(capture: true) ?? "")"),
+          .enabled(if: offloadBuilt, "the offload executable was not built"))
     func labCaptures() throws { try exclusiveNetwork { try labCapturesBody() } }
     func labCapturesBody() throws {
-        if let problem = LabRunner.missingPrerequisites(capture: true) {
-            print("skipped: \(problem)")
-            return
-        }
-        guard let offload = builtExecutable(named: "offload") else {
-            print("skipped: the offload executable was not built")
-            return
-        }
+        let offload = try #require(builtExecutable(named: "offload"))
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("labcap-\(getpid())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (status, output) = shell("\(offload) lab --scenarios 4,5 --mtus smaller --seconds 1 --json --capture \(dir) 2>/dev/null",
@@ -99,9 +93,10 @@ struct DoctorIntegrationTests {
         let lroForwarder = try #require(lro.forwarder.first)
         let lroMerged = try #require(lro.finding(.forwarderMerged))
         #expect(!lro.titles([lroMerged])[0].contains("without merging"), "\(lro.titles([lroMerged]))")
-        if let sent = lroRow.icmpSent, let lost = lroRow.captureDrops {
-            #expect(lroForwarder.icmpErrors <= sent && lroForwarder.icmpErrors >= sent - lost,
-                    "doctor \(lroForwarder.icmpErrors) ICMP errors, lab \(sent), capture lost \(lost)")
+        // (The forwarder's count also holds the errors it sent after the captures stopped.)
+        if let sent = lroRow.icmpSent {
+            #expect(lroForwarder.icmpErrors > 0 && lroForwarder.icmpErrors <= sent,
+                    "doctor \(lroForwarder.icmpErrors) ICMP errors, lab \(sent)")
         }
         if let jain = lro.jainIndex, lroRow.flows.count > 1 {
             print("LRO row Jain: lab \(lroRow.fairness.jainIndex), doctor \(jain)")

@@ -73,26 +73,19 @@ struct SIITNetnsTests {
     }
 
     @Test("ping both ways and traceroute across the translator",
-          .enabled(if: netnsReady, "\(netnsSkipReason)"))
+          .enabled(if: netnsReady, "\(netnsSkipReason)"),
+          .enabled(if: installed("ping") && installed("traceroute"), "ping or traceroute is not installed (apt-get install -y iputils-ping traceroute)"))
     func pingAndTraceroute() throws { try exclusiveNetwork { try pingAndTracerouteBody() } }
     func pingAndTracerouteBody() throws {
         let lab = try Lab(siit: true)
         try lab.startTranslator()
-        guard (try? sh("command -v ping").0) == 0 else {
-            print("skipped: ping is not installed (apt-get install -y iputils-ping)")
-            return
-        }
         #expect(try sh("ip netns exec \(lab.client) ping -c 3 -i 0.2 -W 1 \(Lab.serverSeenFromIPv6)").0 == 0)
         #expect(try sh("ip netns exec \(lab.server) ping -c 3 -i 0.2 -W 1 \(Lab.clientSeenFromIPv4)").0 == 0)
-        if (try? sh("command -v traceroute").0) == 0 {
-            // Every hop answers: the gateway, the translator (its own address), the gateway's IPv4 side
-            // (a translated time exceeded), and the server.
-            let (status, trace) = try sh("ip netns exec \(lab.client) traceroute -n -w 1 -q 1 -m 6 \(Lab.serverSeenFromIPv6)",
-                                         timeout: 30)
-            #expect(status == 0 && !trace.contains("*") && trace.contains(Lab.serverSeenFromIPv6), "\(trace)")
-        } else {
-            print("traceroute part skipped: traceroute is not installed")
-        }
+        // Every hop answers: the gateway, the translator (its own address), the gateway's IPv4 side
+        // (a translated time exceeded), and the server.
+        let (status, trace) = try sh("ip netns exec \(lab.client) traceroute -n -w 1 -q 1 -m 6 \(Lab.serverSeenFromIPv6)",
+                                     timeout: 30)
+        #expect(status == 0 && !trace.contains("*") && trace.contains(Lab.serverSeenFromIPv6), "\(trace)")
         let stats = try lab.stopForwarder()
         #expect((stats["wan_to_lan"]?.stageCounter("siit_errors_translated") ?? 0) >= 1, "time exceeded translated")
     }

@@ -44,13 +44,10 @@ func runLab(_ arguments: String) throws -> (rows: [LabRow], pid: String) {
 
 @Suite("offload lab end to end (root)", .serialized)
 struct LabNetnsTests {
-    @Test("short mode: GRO+GSO is fair and beats offloads off; LRO behind a smaller MTU crawls; nothing is left behind")
+    @Test("short mode: every row measured, GRO+GSO merges and every flow moves; LRO behind a smaller MTU is refused with ICMP errors; nothing is left behind",
+          .enabled(if: labUnavailable() == nil, "\(labUnavailable() ?? "")"))
     func shortRun() throws { try exclusiveNetwork { try shortRunBody() } }
     func shortRunBody() throws {
-        if let reason = labUnavailable() {
-            print("skipped: \(reason)")
-            return
-        }
         let (rows, pid) = try runLab("--scenarios 3,4,5 --seconds 2")
         #expect(rows.count == 6)
         func find(_ s: LabScenario, _ mtu: Int) throws -> LabRow {
@@ -59,24 +56,21 @@ struct LabNetnsTests {
         for mtu in [1500, 1400] {
             let gro = try find(.forwarderGRO, mtu), off = try find(.forwarderOffloadsOff, mtu)
             #expect(gro.error == nil && off.error == nil, "\(gro.error ?? "") \(off.error ?? "")")
-            #expect(gro.jainIndex >= 0.9, "scenario 4 Jain at MTU \(mtu): \(gro.jainIndex)")
-            #expect(gro.totalGoodputMbps > off.totalGoodputMbps, "4 vs 3 at MTU \(mtu)")
+            // Behaviour, not speed (fairness and the goodput ratios are the lab's and the benchmarks' to show).
+            #expect(gro.flows.count == 4 && gro.flows.allSatisfy { $0.goodputMbps > 0 }, "every flow moved: \(gro.flows.map(\.goodputMbps))")
             #expect((gro.segmentsPerSuperPacket ?? 0) >= 8)
         }
-        let lro = try find(.forwarderLRO, 1400), gro = try find(.forwarderGRO, 1400)
-        #expect(lro.totalGoodputMbps < 0.1 * gro.totalGoodputMbps, "LRO \(lro.totalGoodputMbps) vs GRO \(gro.totalGoodputMbps)")
+        let lro = try find(.forwarderLRO, 1400)
+        // The merge it cannot undo is refused again and again: ICMP errors the sender cannot act on.
         #expect((lro.icmpSent ?? 0) > 10)
         #expect(try find(.forwarderGRO, 1400).icmpSent ?? 0 > 0, "path MTU discovery happened")
         #expect(labNamespaces(of: pid).isEmpty, "left behind: \(labNamespaces(of: pid))")
     }
 
-    @Test("the ESP rows (13, 14): every flow moves through offload ipsec on both gateways, GRO+GSO merges, nothing is left behind")
+    @Test("the ESP rows (13, 14): every flow moves through offload ipsec on both gateways, GRO+GSO merges, nothing is left behind",
+          .enabled(if: labUnavailable() == nil, "\(labUnavailable() ?? "")"))
     func ipsecRows() throws { try exclusiveNetwork { try ipsecRowsBody() } }
     func ipsecRowsBody() throws {
-        if let reason = labUnavailable() {
-            print("skipped: \(reason)")
-            return
-        }
         let (rows, pid) = try runLab("--scenarios 13,14 --mtus equal --seconds 2")
         #expect(rows.map(\.scenario) == [.ipsecOffloadsOff, .ipsecGRO])
         for row in rows {
@@ -87,13 +81,10 @@ struct LabNetnsTests {
         #expect(labNamespaces(of: pid).isEmpty, "left behind: \(labNamespaces(of: pid))")
     }
 
-    @Test("Ctrl-C half-way: exit 130 and every namespace removed")
+    @Test("Ctrl-C half-way: exit 130 and every namespace removed",
+          .enabled(if: labUnavailable() == nil, "\(labUnavailable() ?? "")"))
     func interrupted() throws { try exclusiveNetwork { try interruptedBody() } }
     func interruptedBody() throws {
-        if let reason = labUnavailable() {
-            print("skipped: \(reason)")
-            return
-        }
         let offload = builtExecutable(named: "offload")!
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("lab-int-\(getpid()).log").path
         defer { try? FileManager.default.removeItem(atPath: log) }
@@ -111,12 +102,10 @@ struct LabNetnsTests {
         #expect(shell("pgrep -f '[i]perf3 -s -1 -J'").status != 0, "no iperf3 left running")
     }
 
-    @Test("without root the lab says so and exits 1")
+    @Test("without root the lab says so and exits 1",
+          .enabled(if: runningAsRoot && installed("setpriv") && offloadBuilt, "needs root to drop to another user (and setpriv)"))
     func notRoot() throws {
-        guard getuid() == 0, shell("command -v setpriv").status == 0, let offload = builtExecutable(named: "offload") else {
-            print("skipped: needs root to drop to another user (and setpriv)")
-            return
-        }
+        let offload = try #require(builtExecutable(named: "offload"))
         let (status, output) = shell("setpriv --reuid=65534 --regid=65534 --clear-groups \(offload) lab")
         #expect(status == 1 && output.contains("needs root"), "\(status) \(output)")
     }

@@ -65,20 +65,19 @@ struct LabMetricTests {
         #expect(throws: LabError.self) { try IperfReport(json: Data("iperf3: error - unable to connect".utf8)) }
     }
 
-    @Test("a real iperf3 on loopback produces a report this parser reads (skips without iperf3)")
+    @Test("a real iperf3 on loopback produces a report this parser reads",
+          .enabled(if: installed("iperf3"), "iperf3 is not installed"))
     func realIperf() throws {
-        guard shell("command -v iperf3").status == 0 else {
-            print("skipped: iperf3 is not installed")
-            return
-        }
         let port = 20_000 + Int(getpid() % 20_000)
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("iperf-\(port).json").path
         defer { try? FileManager.default.removeItem(atPath: file) }
-        shell("(timeout 20 iperf3 -s -1 -J -i 0.1 -p \(port) >/dev/null 2>&1 &); sleep 0.5; "
+        shell("(timeout 20 iperf3 -s -1 -J -i 0.1 -p \(port) >/dev/null 2>&1 &); "
+            + "for i in $(seq 100); do ss -Htln 'sport = :\(port)' | grep -q \(port) && break; sleep 0.05; done; "
             + "iperf3 -c 127.0.0.1 -p \(port) -t 1 -P 2 -i 0.1 -b 100M -J --get-server-output --logfile \(file)", timeout: 30)
         let report = try IperfReport(json: try Data(contentsOf: URL(fileURLWithPath: file)))
         #expect(report.flows.count == 2)
-        #expect(report.flows.allSatisfy { $0.goodputMbps > 50 && $0.goodputMbps < 150 }, "\(report.flows.map(\.goodputMbps))")
+        // What the parser read, not how fast loopback is: both flows moved data.
+        #expect(report.flows.allSatisfy { $0.goodputMbps > 0 }, "\(report.flows.map(\.goodputMbps))")
         #expect(abs(report.intervalSeconds - 0.1) < 0.02)
         #expect(report.flows.allSatisfy { $0.timelineMbps.count >= 8 })
     }
@@ -128,7 +127,8 @@ struct LabPresentationTests {
         #expect(page.contains("<table class=\"results\">") && !page.contains("<script"))
     }
 
-    @Test("the report renders in headless Chromium with its plotted elements (skips without Chromium)")
+    @Test("the report renders in headless Chromium with its plotted elements",
+          .enabled(if: chromiumInstalled, "no Chromium (apt-get install chromium)"))
     func chromium() throws {
         let configuration = LabConfiguration(offloadExecutable: "/bin/false", scratch: "/tmp")
         guard let dom = try renderedDOM(ofHTML: LabPresentation.html(rows, configuration: configuration), name: "lab")

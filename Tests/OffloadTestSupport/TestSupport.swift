@@ -146,3 +146,29 @@ public func hexBytes(_ text: String) -> [UInt8] {
     let digits = Array(text.filter { !$0.isWhitespace })
     return stride(from: 0, to: digits.count - 1, by: 2).map { UInt8(String(digits[$0...$0 + 1]), radix: 16)! }
 }
+
+// MARK: - Conditions for `.enabled(if:)`: a test that lacks what it needs is reported as skipped.
+
+/// Whether a program is on the PATH.
+public func installed(_ tool: String) -> Bool {
+    (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
+        .contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(tool)") }
+}
+
+/// Whether the `offload` executable was built next to the tests.
+public let offloadBuilt = builtExecutable(named: "offload") != nil
+
+/// The project's directory, and the development corpus beside it (not shipped; tests that read it
+/// skip without it).
+public let projectRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent()
+/// `../shared/corpus/pcap` beside the project, when it is there.
+public let pcapCorpusPresent = FileManager.default.fileExists(
+    atPath: projectRoot.deletingLastPathComponent().appendingPathComponent("shared/corpus/pcap").path)
+/// `../shared/corpus/jool-graybox-siit` beside the project, when it is there.
+public let joolCorpusPresent = FileManager.default.fileExists(
+    atPath: projectRoot.deletingLastPathComponent().appendingPathComponent("shared/corpus/jool-graybox-siit").path)
+/// Whether we run as root.
+public let runningAsRoot = getuid() == 0
+/// Whether a Chromium is installed (the HTML reports are rendered headless).
+public let chromiumInstalled = ["chromium", "chromium-browser", "google-chrome"].contains(where: installed)

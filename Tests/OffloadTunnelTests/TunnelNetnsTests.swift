@@ -203,13 +203,10 @@ struct TunnelNetnsTests {
     }
 
     @Test("bad outer input during a transfer (random bytes, a wrong TEID, a lying length, truncated): counted, dropped, the transfer intact",
-          .enabled(if: netnsReady, "\(netnsSkipReason)"))
+          .enabled(if: netnsReady, "\(netnsSkipReason)"),
+          .enabled(if: installed("python3"), "python3 is not installed (the raw sender)"))
     func badInput() throws { try exclusiveNetwork { try badInputBody() } }
     func badInputBody() throws {
-        guard shell("command -v python3").status == 0 else {
-            print("skipped: python3 is not installed (the raw sender)")
-            return
-        }
         let lab = try TunnelLab()
         try lab.startEndpoints()
         // From gw1's underlay address to gw2's GTP-U port, while data flows: 50 of each kind.

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs swift-offload as a gateway operator would run it: the release binary, the systemd units
+# with their env files (never overwriting an env file already there: it holds the operator's
+# settings), shell completions for bash, zsh and fish, and the man page.
+#
+#   sudo scripts/install.sh                 # into /usr/local (binary), /etc/systemd/system, /etc/default
+#   PREFIX=/opt/offload DESTDIR=/tmp/stage scripts/install.sh   # elsewhere, or staged for a package
+#
+# Undo with `sudo scripts/install.sh --uninstall` (the settings in /etc/default stay).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PREFIX=${PREFIX:-/usr/local}
+DESTDIR=${DESTDIR:-}
+BIN="$DESTDIR$PREFIX/bin"
+MAN="$DESTDIR$PREFIX/share/man/man1"
+UNITS="$DESTDIR/etc/systemd/system"
+ETC="$DESTDIR/etc/default"
+BASH_COMPLETION="$DESTDIR$PREFIX/share/bash-completion/completions"
+ZSH_COMPLETION="$DESTDIR$PREFIX/share/zsh/site-functions"
+FISH_COMPLETION="$DESTDIR$PREFIX/share/fish/vendor_completions.d"
+
+if [[ "${1:-}" == "--uninstall" ]]; then
+    rm -f "$BIN/offload" "$MAN/offload"*.1 "$BASH_COMPLETION/offload" "$ZSH_COMPLETION/_offload" \
+        "$FISH_COMPLETION/offload.fish"
+    for unit in contrib/*.service; do rm -f "$UNITS/$(basename "$unit")"; done
+    echo "removed swift-offload (kept $ETC/offload-*: your settings)"
+    exit 0
+fi
+
+echo "building the release binary..."
+swift build -c release --product offload
+binary=$(swift build -c release --show-bin-path)/offload
+install -d "$BIN" "$MAN" "$UNITS" "$ETC" "$BASH_COMPLETION" "$ZSH_COMPLETION" "$FISH_COMPLETION"
+install -m 0755 "$binary" "$BIN/offload"
+
+# The units run /usr/local/bin/offload: point them at PREFIX when it is another.
+for unit in contrib/*.service; do
+    sed "s|/usr/local/bin/offload|$PREFIX/bin/offload|g" "$unit" \
+        > "$UNITS/$(basename "$unit")"
+    chmod 0644 "$UNITS/$(basename "$unit")"
+done
+for env in contrib/*.env; do
+    target="$ETC/$(basename "$env" .env)"  # the units read /etc/default/offload-NAME
+    if [[ -e "$target" ]]; then
+        echo "kept $target (yours); the shipped example is $env"
+    else
+        install -m 0600 "$env" "$target"
+    fi
+done
+
+"$binary" --generate-completion-script bash > "$BASH_COMPLETION/offload"
+"$binary" --generate-completion-script zsh > "$ZSH_COMPLETION/_offload"
+"$binary" --generate-completion-script fish > "$FISH_COMPLETION/offload.fish"
+
+# The man page from argument-parser's manual plugin (one page, every subcommand in it).
+if swift package plugin --list 2>/dev/null | grep -q generate-manual; then
+    swift package plugin generate-manual --product offload --multi-page >/dev/null
+    pages=$(find .build/plugins -path '*GenerateManual*' -name 'offload*.1' 2>/dev/null)
+    for page in $pages; do install -m 0644 "$page" "$MAN/"; done
+fi
+
+echo "installed $("$BIN/offload" --version) into $BIN/offload"
+echo "units in $UNITS, their settings in $ETC (mode 0600); man offload; completions for bash, zsh, fish"
+echo "next: edit $ETC/offload-<unit>, then systemctl daemon-reload && systemctl enable --now offload-siit (or another unit)"
