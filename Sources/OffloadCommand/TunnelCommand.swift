@@ -157,7 +157,7 @@ struct Tunnel: AsyncParsableCommand {
 
             Offline: with IN OUT, each packet of IN is encapsulated (--local -> --remote; super-packets from \
             offload coalesce become one datagram per segment), or with --decapsulate the inner packets of IN's \
-            GTP-U datagrams are written.
+            GTP-U or VXLAN datagrams (as --protocol says) are written.
 
             For an encrypted tunnel (ESP), see offload ipsec.
 
