@@ -349,7 +349,8 @@ public struct CaptureReader: ~Copyable {
             let info = CaptureRecordInfo(record: recordCount + 1, offset: start,
                                          timestamp: Self.nanoseconds(units, interfaces[interface].unitsPerSecond),
                                          interface: interface, originalLength: max(original, captured),
-                                         capturedLength: captured, options: opts)
+                                         capturedLength: captured, options: opts,
+                                         direction: opts.compactMap { [bigEndian] in $0.packetDirection(bigEndian: bigEndian) }.first)
             return .record(info, 28)
         case 3:  // Simple Packet Block: the section's interface 0, no timestamp
             guard sectionBase < interfaces.count else { throw error(.unknownInterface(0), offset: start) }

@@ -103,6 +103,30 @@ public struct CaptureInterface: Hashable, Sendable {
     }
 }
 
+/// Which way a packet went through the interface it was captured on.
+public enum PacketDirection: String, Hashable, Sendable, Codable {
+    /// Received by the capturing host.
+    case inbound
+    /// Sent by the capturing host.
+    case outbound
+}
+
+extension PcapngOption {
+    /// The Enhanced Packet Block's `epb_flags` option (RFC draft-ietf-opsawg-pcapng §4.3.1).
+    public static let packetFlagsCode: UInt16 = 2
+
+    /// The direction in an `epb_flags` value (its two low bits: 1 inbound, 2 outbound), read in
+    /// the section's byte order; nil for "not available" or another option.
+    public func packetDirection(bigEndian: Bool) -> PacketDirection? {
+        guard code == Self.packetFlagsCode, value.count == 4 else { return nil }
+        switch (bigEndian ? value[3] : value[0]) & 3 {
+        case 1: return .inbound
+        case 2: return .outbound
+        default: return nil
+        }
+    }
+}
+
 /// What a capture says about one packet, besides its bytes.
 public struct CaptureRecordInfo: Hashable, Sendable {
     /// The record number, counting from 1.
@@ -119,6 +143,9 @@ public struct CaptureRecordInfo: Hashable, Sendable {
     public var capturedLength: Int
     /// The packet block's options (pcapng), kept for rewriting.
     public var options: [PcapngOption]
+    /// Whether the capturing host received or sent the packet, when the capture says (pcapng's
+    /// `epb_flags`); nil when it does not.
+    public var direction: PacketDirection? = nil
 
     /// The GSO facts recorded by `offload coalesce`, if present.
     public var gso: GSOInfo? { options.lazy.compactMap(\.gsoInfo).first }

@@ -225,12 +225,14 @@ public enum Doctor {
             // Super-packet ranges of this direction, and the peer's ACKs against them.
             var ranges: [(start: UInt32, end: UInt32)] = []
             var aligned = 0, inside = 0
+            var outbound = 0, inbound = 0
             var firstNumber: Int?
             for p in packets {
                 guard let t = p.tcp else { continue }
                 if t.flow == flow.key, p.ipLength > mtu, t.payloadLength > 0 {
                     ranges.append((t.sequence, t.sequence &+ UInt32(truncatingIfNeeded: t.payloadLength)))
                     firstNumber = firstNumber ?? p.number
+                    if p.direction == .outbound { outbound += 1 } else if p.direction == .inbound { inbound += 1 }
                 } else if t.flow == flow.key.reversed, t.flags.contains(.ack) {
                     for r in ranges.suffix(64).reversed() where seqGreater(t.acknowledgment, r.start)
                         && !seqGreater(t.acknowledgment, r.end)
@@ -246,16 +248,22 @@ public enum Doctor {
             // ACKs inside super-packets: the receiver got them in pieces, so they were split after
             // this point. ACKs on their ends fit the receiver's GRO and also a sender's TSO over a
             // veth (handed over whole): only the handshake tells those apart.
-            let point: Finding.CapturePoint = switch (acksInside, handshake?.side ?? .unknown) {
-            case (true, .receiver): .unknown
-            case (true, _), (false, .sender): .beforeSegmentation
-            case (false, .receiver): aligned + inside == 0 || share >= 0.9 ? .afterMerge : .unknown
-            case (false, .unknown): .unknown
+            // A direction the capture records outweighs both: sent by this host is TSO/GSO's input,
+            // received is what GRO/LRO (or the path) merged.
+            let recorded: PacketDirection? = outbound > 9 * inbound && outbound > 0 ? .outbound
+                : inbound > 9 * outbound && inbound > 0 ? .inbound : nil
+            let point: Finding.CapturePoint = switch (recorded, acksInside, handshake?.side ?? .unknown) {
+            case (.outbound?, _, _): .beforeSegmentation
+            case (.inbound?, _, _): .afterMerge
+            case (nil, true, .receiver): .unknown
+            case (nil, true, _), (nil, false, .sender): .beforeSegmentation
+            case (nil, false, .receiver): aligned + inside == 0 || share >= 0.9 ? .afterMerge : .unknown
+            case (nil, false, .unknown): .unknown
             }
             let evidence = Finding.SuperPacketEvidence(
                 overMTU: flow.overMTU, dataPackets: flow.dataPackets, mtu: mtu, mtuInferred: inferred,
                 largest: flow.largestPacket, firstPacket: firstNumber ?? 0, acksAtEnd: aligned, acksInside: inside,
-                handshake: handshake, capturePoint: point)
+                handshake: handshake, recordedDirection: recorded, capturePoint: point)
             findings.append(Finding(severity: .info, kind: .superPackets, evidence: .superPackets(evidence),
                                     capture: capture, flow: flow.flow))
         }

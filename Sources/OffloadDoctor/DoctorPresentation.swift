@@ -189,19 +189,28 @@ public enum DoctorPresentation {
             var lines = ["\(e.overMTU) of \(e.dataPackets) data packets are larger than the \(e.mtuInferred ? "inferred " : "")MTU "
                 + "\(e.mtu) (largest \(e.largest) bytes; first is packet #\(e.firstPacket))"]
             let acks = e.acksAtEnd + e.acksInside
-            switch e.capturePoint {
-            case .afterMerge:
+            if let direction = e.recordedDirection {
+                lines.append(direction == .outbound
+                    ? "the capture records them as sent by the capturing host: its TSO/GSO splits them after this point "
+                        + "(the sending host's view)"
+                    : "the capture records them as received by the capturing host: GRO/LRO (or a device on the path) "
+                        + "merged them before this point (the receiving host's view)")
+            }
+            switch e.recordedDirection == nil ? e.capturePoint : nil {
+            case nil:
+                break
+            case .afterMerge?:
                 lines.append("\(e.acksAtEnd) of \(acks) ACKs from the receiver acknowledge a super-packet exactly at its "
                     + "end, and the handshake puts this capture point next to the receiver: it received them whole, so "
                     + "the capture shows the receiving host's view after GRO")
-            case .beforeSegmentation:
+            case .beforeSegmentation?:
                 lines.append(e.acksInside > e.acksAtEnd
                     ? "\(e.acksInside) of \(acks) ACKs from the receiver point inside a super-packet: on the wire they "
                         + "were separate segments, so the capture shows the sending host's view before segmentation"
                     : "the handshake puts this capture point next to the sender: the capture shows the sending host's "
                         + "view before TSO/GSO split the packets (ACKs on super-packet ends: \(e.acksAtEnd) of \(acks); "
                         + "a virtual link such as a veth hands TSO packets over whole)")
-            case .unknown:
+            case .unknown?:
                 lines.append(acks == 0 ? "no ACKs for them in this capture"
                     : "\(e.acksAtEnd) ACKs at super-packet ends, \(e.acksInside) inside: ACKs on the ends fit a receiver's "
                         + "GRO and also a sender's TSO over a veth, so they do not tell the side alone")

@@ -1,4 +1,5 @@
 import OffloadWire
+import OffloadCapture
 
 /// What the doctor found: a kind, how much it matters, and the numbers that decided it. The words
 /// people read are made from these by ``DoctorPresentation``; tests and `--json` users read the values.
@@ -43,7 +44,8 @@ public struct Finding: Codable, Sendable, Hashable {
         case noSharedFlows = "no-shared-flows"
     }
 
-    /// Where a capture with super-packets was taken, told from the receiver's ACKs and the handshake.
+    /// Where a capture with super-packets was taken: from the direction the capture records when it
+    /// does, else from the receiver's ACKs and the handshake.
     public enum CapturePoint: String, Codable, Sendable {
         /// GRO/LRO merged before the capture (the receiver's view): the handshake shows the capture
         /// next to the receiver, and its ACKs land on super-packet ends.
@@ -174,6 +176,9 @@ public struct Finding: Codable, Sendable, Hashable {
         public var acksAtEnd: Int, acksInside: Int
         /// The handshake's turnarounds, when the capture holds one for this flow.
         public var handshake: HandshakeTiming?
+        /// Which way the super-packets went through the capturing interface, when the capture
+        /// records it (pcapng `epb_flags`, Linux cooked captures): decisive when present.
+        public var recordedDirection: PacketDirection?
         /// What the ACKs and the handshake say about where the capture was taken.
         public var capturePoint: CapturePoint
     }

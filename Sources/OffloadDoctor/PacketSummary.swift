@@ -53,6 +53,9 @@ public struct PacketSummary: Hashable, Sendable {
     public var tcp: TCPSummary?
     /// The ICMP path-MTU message, for one.
     public var pathMTU: PathMTUMessage?
+    /// Whether the capturing host received or sent it, when the capture says: pcapng's
+    /// `epb_flags`, or a Linux cooked header's packet type (`tcpdump -i any`).
+    public var direction: PacketDirection?
 }
 
 /// Reads a capture into summaries. Packets the wire layer cannot parse (not IP, broken headers)
@@ -76,6 +79,7 @@ public struct CaptureSummary: Sendable {
         self.path = path
         var reader = try CaptureReader(path: path)
         var padded = [UInt8]()
+        var zeros = [UInt8]()
         while true {
             let packet: CapturedPacket?
             do { packet = try reader.next() } catch {
@@ -91,15 +95,32 @@ public struct CaptureSummary: Sendable {
                 snapped += 1
                 padded.removeAll(keepingCapacity: true)
                 padded.append(contentsOf: bytes)
-                padded.append(contentsOf: repeatElement(0, count: max(0, min(packet.info.originalLength, 1 << 18) - bytes.count)))
+                // Appended from a zeroed array (a bulk copy), not element by element.
+                let missing = max(0, min(packet.info.originalLength, 1 << 18) - bytes.count)
+                if zeros.count < missing { zeros = [UInt8](repeating: 0, count: missing) }
+                padded.append(contentsOf: zeros[..<missing])
                 bytes = padded
             }
-            if let summary = Self.summarize(bytes, linkType: packet.linkType, capture: index, number: packet.info.record,
+            if var summary = Self.summarize(bytes, linkType: packet.linkType, capture: index, number: packet.info.record,
                                             time: Double(packet.info.timestamp) / 1e9) {
+                summary.direction = packet.info.direction ?? Self.cookedDirection(bytes, linkType: packet.linkType)
                 packets.append(summary)
             } else {
                 skipped += 1
             }
+        }
+    }
+
+    /// The direction a Linux cooked header records: packet type 4 is sent by this host, 0–3 were
+    /// received (to us, broadcast, multicast, to another host); nil for other link types.
+    static func cookedDirection(_ bytes: [UInt8], linkType: LinkType) -> PacketDirection? {
+        guard linkType == .linuxSLL || linkType == .linuxSLL2,
+            let header = try? LinuxCookedHeader(validating: bytes.span.bytes, version: linkType == .linuxSLL ? 1 : 2)
+        else { return nil }
+        switch header.packetType {
+        case 4: return .outbound
+        case 0...3: return .inbound
+        default: return nil
         }
     }
 

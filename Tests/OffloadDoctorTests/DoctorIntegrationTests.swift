@@ -125,3 +125,58 @@ struct DoctorIntegrationTests {
         #expect((gro.forwarder.first?.acksEmittedOrChanged ?? .max) <= captureLost)
     }
 }
+
+@Suite("offload doctor on the sender's and the receiver's veth")
+struct DoctorCaptureSideTests {
+    @Test("""
+        a capture on the sender's veth with TSO on is never called the receiver's GRO; with tcpdump -i any \
+        (which records the direction) each side is named
+        """,
+          .enabled(if: netnsReady, "\(netnsSkipReason)"),
+          .enabled(if: installed("tcpdump") && installed("iperf3") && installed("ethtool"),
+                   "needs tcpdump, iperf3 and ethtool"))
+    func sides() throws { try exclusiveNetwork { try sidesBody() } }
+    func sidesBody() throws {
+        let (a, b) = ("dsa\(getpid() % 100_000)", "dsb\(getpid() % 100_000)")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sides-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer {
+            _ = shell("ip netns del \(a); ip netns del \(b)")
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+        let setup = shell("""
+            ip netns add \(a) && ip netns add \(b) && ip link add va netns \(a) type veth peer name vb netns \(b) && \
+            ip -n \(a) addr add 10.9.0.1/24 dev va && ip -n \(b) addr add 10.9.0.2/24 dev vb && \
+            ip -n \(a) link set va up && ip -n \(b) link set vb up && ip -n \(b) link set lo up && \
+            ip netns exec \(a) ethtool -K va tso on gso on >/dev/null && ip netns exec \(b) ethtool -K vb gro on >/dev/null
+            """)
+        #expect(setup.status == 0, "\(setup.output)")
+        // Four captures at once: each side, on the veth (Ethernet, no direction) and on `any` (cooked, with it).
+        let dumps = [("tx-veth", a, "va"), ("tx-any", a, "any"), ("rx-veth", b, "vb"), ("rx-any", b, "any")]
+        let start = dumps.map { "ip netns exec \($0.1) tcpdump -i \($0.2) -s 128 -U -w \(dir)/\($0.0).pcap tcp 2>\(dir)/\($0.0).log &" }
+            .joined(separator: " ")
+        let run = shell("""
+            \(start)
+            for i in $(seq 100); do [ $(cat \(dir)/*.log 2>/dev/null | grep -c listening) -ge 4 ] && break; sleep 0.05; done
+            ip netns exec \(b) timeout 15 iperf3 -s -1 >/dev/null 2>&1 &
+            for i in $(seq 100); do ip netns exec \(b) ss -Htln 'sport = :5201' | grep -q 5201 && break; sleep 0.05; done
+            ip netns exec \(a) timeout 15 iperf3 -c 10.9.0.2 -t 1 >/dev/null; s=$?
+            sleep 0.3; pkill -INT -f 'tcpdump -i .* -w \(dir)/'; wait; exit $s
+            """, timeout: 60)
+        #expect(run.status == 0, "\(run.output)")
+        func point(_ name: String) throws -> Finding.SuperPacketEvidence? {
+            let d = try Doctor.diagnose(paths: ["\(dir)/\(name).pcap"])
+            return d.findings.first { $0.kind == .superPackets }?.superPackets
+        }
+        // The sender's veth hands TSO packets over whole, so their ACKs land on their ends, as after
+        // GRO: without a recorded direction the doctor must not call this the receiver's side.
+        let txVeth = try #require(try point("tx-veth"))
+        #expect(txVeth.capturePoint != .afterMerge, "\(txVeth)")
+        let txAny = try #require(try point("tx-any"))
+        #expect(txAny.capturePoint == .beforeSegmentation && txAny.recordedDirection == .outbound, "\(txAny)")
+        let rxAny = try #require(try point("rx-any"))
+        #expect(rxAny.capturePoint == .afterMerge && rxAny.recordedDirection == .inbound, "\(rxAny)")
+        let rxVeth = try #require(try point("rx-veth"))
+        #expect(rxVeth.capturePoint != .beforeSegmentation, "\(rxVeth)")
+    }
+}
