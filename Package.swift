@@ -58,7 +58,7 @@ let package = Package(
             swiftSettings: strictSettings),
         .target(name: "OffloadSIIT", dependencies: ["OffloadWire", "OffloadEngine", "OffloadCapture", "OffloadForwarder",
                                                     .product(name: "Logging", package: "swift-log")],
-                swiftSettings: swiftSettings),
+                swiftSettings: strictSettings),
         .target(name: "OffloadTunnel",
                 dependencies: ["OffloadWire", "OffloadEngine", "OffloadTUN", "OffloadCapture", "OffloadForwarder",
                                .product(name: "Logging", package: "swift-log")],

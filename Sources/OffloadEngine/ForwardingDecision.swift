@@ -70,6 +70,15 @@ public enum ForwardingDecision: Hashable, Sendable {
     }
 }
 
+extension ForwardingDecision {
+    /// The MTU an ICMP "too big" error announces to the source of a packet refused at `egressMTU`,
+    /// when a stage grew its headers by `headerGrowth` bytes on the way: the source's packets must
+    /// be that much smaller. Never below the family's minimum (IPv6 1280, RFC 8200; IPv4 68, RFC 791).
+    public static func announcedMTU(egressMTU: Int, headerGrowth: Int, ipv6: Bool) -> Int {
+        ipv6 ? max(1280, egressMTU - headerGrowth) : max(68, egressMTU - headerGrowth)
+    }
+}
+
 /// Router header edits.
 public enum RouterHeaders {
     /// Decrements the IPv4 TTL (updating the header checksum, RFC 1624) or the IPv6 hop limit, in place.

@@ -88,6 +88,9 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
     public let bridging: Bool
     let logger: Logger
     var router: Router
+    /// Segments super-packets in software from the staged headers and the payload in place (the
+    /// path for fixed-ID trains, an egress without virtio headers, and kernels that refuse GSO writes).
+    var segmenter = GSOSegmenter()
     /// The header buffer a stage rewrites (the headers of one packet, plus the stage's growth).
     let headerStorage: GrowableBuffer<UInt8>
     var header: UnsafeMutableRawBufferPointer {
@@ -273,7 +276,7 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
             // The error goes to the source, about the packet it sent: quote the original headers
             // and announce the MTU its packets must have for the stage's output to fit.
             let growth = staged.headerLength - originalHeaderLength
-            let announced = layout.network == .ipv6 ? max(1280, mtu - growth) : max(68, mtu - growth)
+            let announced = ForwardingDecision.announcedMTU(egressMTU: mtu, headerGrowth: growth, ipv6: layout.network == .ipv6)
             routeOriginal(i, packet, decision: .tooBig(mtu: announced), back: ingress, now: now)
         case .timeExceeded:
             routeOriginal(i, packet, decision: .timeExceeded, back: ingress, now: now)
@@ -343,6 +346,11 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         _ i: Int, _ staged: StagePacket, skip: Int, decision: ForwardingDecision, to egress: borrowing E,
         back ingress: borrowing B, now: UInt64
     ) {
+        if decision == .segment, let gso = staged.gso, gso.segmentCount > 1,
+            segmentStaged(i, staged, skip: skip, gso: gso, to: egress)
+        {
+            return
+        }
         var frame = unsafe [UInt8](UnsafeRawBufferPointer(rebasing: header[0..<staged.headerLength]))
         frame.reserveCapacity(staged.headerLength + staged.payloadLength)
         var index = 0
@@ -356,6 +364,68 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         }
         finishPartialChecksum(&frame, layout: staged.layout, checksum: staged.checksum)
         send(router.apply(decision, to: frame, linkType: linkType, gso: staged.gso, now: now), to: egress, back: ingress)
+    }
+
+    /// Segments a super-packet straight from the staged headers and the payload pieces where they
+    /// lie (no gathering, no parsing again, no copy of the payload), lowers the TTL once in the
+    /// header template, and writes each segment as its header plus its payload slice. Returns false,
+    /// with nothing written or changed, when a segment's payload would straddle two pieces (the
+    /// gathering path takes those).
+    mutating func segmentStaged<E: PacketSink & ~Copyable>(
+        _ i: Int, _ staged: StagePacket, skip: Int, gso: GSOInfo, to egress: borrowing E
+    ) -> Bool {
+        let headers = unsafe UnsafeMutableRawBufferPointer(rebasing: header[0..<staged.headerLength])
+        let n = staged.layout.networkOffset
+        // Bytes 4..<12 of the IP header (TTL and checksum, or the hop limit): put back if it fails.
+        let kept = unsafe headers.loadUnaligned(fromByteOffset: n + 4, as: UInt64.self)
+        if !bridging { unsafe RouterHeaders.decrementTTL(headers, networkOffset: n) }
+        var pieceCount = 0
+        unsafe engine.withOutputFragments(at: i) { _ in pieceCount += 1 }
+        let segmented: Bool = unsafe withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self,
+                                                                     capacity: pieceCount) { pieces in
+            var k = 0, index = 0
+            unsafe engine.withOutputFragments(at: i) { piece in
+                let payload = index == 0 ? unsafe UnsafeRawBufferPointer(rebasing: piece[min(skip, piece.count)...]) : piece
+                index += 1
+                guard payload.count > 0 else { return }
+                unsafe pieces[k] = unsafe payload
+                k += 1
+            }
+            return unsafe segmenter.segment(headers: UnsafeRawBufferPointer(headers), layout: staged.layout,
+                                            payload: UnsafeBufferPointer(rebasing: pieces[0..<k]), gso: gso)
+        }
+        guard segmented else {
+            unsafe headers.storeBytes(of: kept, toByteOffset: n + 4, as: UInt64.self)
+            return false
+        }
+        statistics.segmentedInSoftware += 1
+        for s in 0..<segmenter.segmentCount {
+            var failure: TUNError?
+            unsafe withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 2) { pieces in
+                var k = 0
+                unsafe segmenter.withSegmentFragments(at: s) { piece in
+                    unsafe pieces[k] = unsafe piece
+                    k += 1
+                }
+                let slice = unsafe UnsafeBufferPointer(rebasing: pieces[0..<k])
+                do throws(TUNError) {
+                    if let impairment {
+                        unsafe try impairment.write(header: nil, pieces: slice, now: now, to: egress)
+                    } else {
+                        unsafe try egress.write(header: nil, pieces: slice)
+                    }
+                } catch {
+                    failure = error
+                }
+            }
+            if failure != nil {
+                statistics.writeErrors += 1
+            } else {
+                statistics.packetsOut += 1
+                statistics.bytesOut += segmenter.segmentLength(at: s)
+            }
+        }
+        return true
     }
 
     /// A packet the stage built whole: decided on, then forwarded (TTL − 1), fragmented, or answered
@@ -373,7 +443,8 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         case .tooBig(let mtu):
             let rewrittenHeaders = unsafe (try? PacketLayout(parsing: bytes.span.bytes, linkType: .raw))?.transportOffset
             let growth = (rewrittenHeaders ?? originalHeaderLength) - (original.layout?.transportOffset ?? 0)
-            let announced = original.layout?.network == .ipv6 ? max(1280, mtu - growth) : max(68, mtu - growth)
+            let announced = ForwardingDecision.announcedMTU(egressMTU: mtu, headerGrowth: growth,
+                                                            ipv6: original.layout?.network == .ipv6)
             routeOriginal(i, original, decision: .tooBig(mtu: announced), back: ingress, now: now)
         case .timeExceeded:
             routeOriginal(i, original, decision: decision, back: ingress, now: now)

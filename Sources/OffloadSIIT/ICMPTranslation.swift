@@ -125,7 +125,7 @@ extension SIITTranslator {
         var header = IPv4HeaderRepr(source: s4, destination: d4,
                                     protocolNumber: chain.upper == .icmpv6 ? .icmp : chain.upper,
                                     totalLength: min(65_535, 20 + upperLength), identification: 0,
-                                    dontFragment: 20 + upperLength > 1260, timeToLive: quote[7],
+                                    dontFragment: rfc7915DontFragment(ipv4TotalLength: 20 + upperLength), timeToLive: quote[7],
                                     typeOfService: UInt8(truncatingIfNeeded: quote.loadBigEndian(UInt16.self, at: 0) >> 4))
         if let fragment = chain.fragment {
             header.identification = UInt16(truncatingIfNeeded: fragment.identification)

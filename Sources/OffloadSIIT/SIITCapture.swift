@@ -131,7 +131,7 @@ public enum SIITCapture {
                 report.snapped += 1
                 continue
             }
-            guard let (n, network) = try? PacketLayout.linkHeader(packet.bytes.span.bytes, linkType: packet.linkType),
+            guard let (n, network) = unsafe try? PacketLayout.linkHeader(packet.bytes.span.bytes, linkType: packet.linkType),
                 network == .ipv4 || network == .ipv6
             else {
                 report.notIP += 1

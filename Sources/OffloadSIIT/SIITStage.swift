@@ -114,7 +114,7 @@ public struct SIITStage: Stage {
         switch layout.transport {
         case .tcp, .udp: break
         case .icmp, .icmpv6:
-            let type = packet.headers.withUnsafeBytes { $0[layout.transportOffset] }
+            let type = unsafe packet.headers.withUnsafeBytes { unsafe $0[layout.transportOffset] }
             if ICMPTranslation.isError(type, version6: layout.network == .ipv6) { return .wholePacket }
         default: return .wholePacket
         }
@@ -200,9 +200,10 @@ public struct SIITStage: Stage {
         let isICMP = layout.transport == .icmp
         let checksumOffset = isICMP ? ICMPMessage.Field.checksum
             : isTCP ? TCPSegment.Field.checksum : UDPDatagram.Field.checksum
-        let fields = packet.headers.withUnsafeBytes { h in
+        // Safe: every offset read is inside the validated IP and transport headers.
+        let fields = unsafe packet.headers.withUnsafeBytes { h in
             // Safe: the layout validated the IPv4 header at n and the L4 header at t.
-            (tos: h[n + IPv4Packet.Field.typeOfService], ttl: h[n + IPv4Packet.Field.timeToLive],
+            unsafe (tos: h[n + IPv4Packet.Field.typeOfService], ttl: h[n + IPv4Packet.Field.timeToLive],
              dontFragment: h[n + IPv4Packet.Field.flagsAndFragmentOffset] & 0x40 != 0,
              source: IPv4Address(h, n + IPv4Packet.Field.source),
              destination: IPv4Address(h, n + IPv4Packet.Field.destination),
@@ -238,16 +239,18 @@ public struct SIITStage: Stage {
                 + OnesComplementSum(newTypeAndCode) - OnesComplementSum(fields.typeAndCode)
             : (source.wordSum + destination.wordSum) - (fields.source.wordSum + fields.destination.wordSum)
         let partial = packet.checksum == .partial && !isICMP
-        packet.withUnsafeMutableHeaders { h in
+        // Safe: the staged headers hold the whole validated layout up to the transport header, and
+        // the buffer has `headerGrowth` (20) bytes of room beyond it (the stage's contract).
+        unsafe packet.withUnsafeMutableHeaders { h in
             let base = h.baseAddress!
             // The L4 header moves first (to its place after a 40-byte IPv6 header), then the IPv6
             // header is written over the IPv4 one. Safe: both ranges lie inside the buffer (checked).
-            (base + n + 40).copyMemory(from: base + t, byteCount: l4Header)
-            IPv6HeaderRepr(source: source, destination: destination, nextHeader: upper,
+            unsafe (base + n + 40).copyMemory(from: base + t, byteCount: l4Header)
+            unsafe IPv6HeaderRepr(source: source, destination: destination, nextHeader: upper,
                            payloadLength: payloadLength, hopLimit: fields.ttl, trafficClass: fields.tos)
                 .write(to: UnsafeMutableRawBufferPointer(rebasing: h[n..<(n + 40)]))
-            h[n + 40] = UInt8(newTypeAndCode >> 8)
-            Self.adjustChecksum(h, at: n + 40 + checksumOffset, by: delta, partial: partial, udp: !isTCP && !isICMP)
+            unsafe h[n + 40] = UInt8(newTypeAndCode >> 8)
+            unsafe Self.adjustChecksum(h, at: n + 40 + checksumOffset, by: delta, partial: partial, udp: !isTCP && !isICMP)
         }
         packet.headerLength = n + 40 + l4Header
         packet.layout = PacketLayout(frameLength: n + 40 + payloadLength, networkOffset: n, network: .ipv6,
@@ -275,7 +278,7 @@ public struct SIITStage: Stage {
         let isICMP = layout.transport == .icmpv6
         let checksumOffset = isICMP ? ICMPMessage.Field.checksum
             : isTCP ? TCPSegment.Field.checksum : UDPDatagram.Field.checksum
-        let typeAndCode = packet.headers.withUnsafeBytes { h in UInt16(h[t]) << 8 | UInt16(h[t + 1]) }
+        let typeAndCode = unsafe packet.headers.withUnsafeBytes { h in unsafe UInt16(h[t]) << 8 | UInt16(h[t + 1]) }
         var upper = layout.transport
         var newTypeAndCode = typeAndCode
         if isICMP {
@@ -285,10 +288,11 @@ public struct SIITStage: Stage {
         } else if layout.transport == .icmp {
             return false  // ICMPv4 inside IPv6: the slow path drops it as untranslatable
         }
-        let fields = packet.headers.withUnsafeBytes { h in
+        // Safe: every offset read is inside the validated IP and transport headers.
+        let fields = unsafe packet.headers.withUnsafeBytes { h in
             // Safe: the layout validated the 40-byte IPv6 header at n.
-            let word = UInt32(h[n]) << 24 | UInt32(h[n + 1]) << 16
-            return (trafficClass: UInt8(truncatingIfNeeded: word >> 20), hopLimit: h[n + IPv6Packet.Field.hopLimit],
+            let word = unsafe UInt32(h[n]) << 24 | UInt32(h[n + 1]) << 16
+            return unsafe (trafficClass: UInt8(truncatingIfNeeded: word >> 20), hopLimit: h[n + IPv6Packet.Field.hopLimit],
                     source: IPv6Address(h, n + IPv6Packet.Field.source),
                     destination: IPv6Address(h, n + IPv6Packet.Field.destination))
         }
@@ -302,7 +306,7 @@ public struct SIITStage: Stage {
         // RFC 7915 §5.1: DF on segments larger than 1260 bytes; smaller ones get IDs (one per segment,
         // which the kernel's segmentation increments).
         let segmentLength = 20 + (packet.gso.map { l4Header + $0.segmentSize } ?? l4Length)
-        let dontFragment = segmentLength > 1260
+        let dontFragment = rfc7915DontFragment(ipv4TotalLength: segmentLength)
         var identification: UInt16 = 0
         if !dontFragment {
             identification = nextIdentification
@@ -314,17 +318,19 @@ public struct SIITStage: Stage {
                                                    nextHeader: .icmpv6, length: l4Length)
             : (source.wordSum + destination.wordSum) - (fields.source.wordSum + fields.destination.wordSum)
         let partial = packet.checksum == .partial && !isICMP
-        packet.withUnsafeMutableHeaders { h in
+        // Safe: the staged headers hold the whole validated layout up to the transport header, and
+        // the buffer has `headerGrowth` (20) bytes of room beyond it (the stage's contract).
+        unsafe packet.withUnsafeMutableHeaders { h in
             let base = h.baseAddress!
             // The IPv4 header (with its checksum) first, then the L4 header moves down to follow it.
             // Safe: both ranges lie inside the headers in use.
-            IPv4HeaderRepr(source: source, destination: destination, protocolNumber: upper,
+            unsafe IPv4HeaderRepr(source: source, destination: destination, protocolNumber: upper,
                            totalLength: 20 + l4Length, identification: identification, dontFragment: dontFragment,
                            timeToLive: fields.hopLimit, typeOfService: fields.trafficClass)
                 .write(to: UnsafeMutableRawBufferPointer(rebasing: h[n..<(n + 20)]))
-            (base + n + 20).copyMemory(from: base + t, byteCount: l4Header)
-            h[n + 20] = UInt8(newTypeAndCode >> 8)
-            Self.adjustChecksum(h, at: n + 20 + checksumOffset, by: delta, partial: partial, udp: !isTCP && !isICMP)
+            unsafe (base + n + 20).copyMemory(from: base + t, byteCount: l4Header)
+            unsafe h[n + 20] = UInt8(newTypeAndCode >> 8)
+            unsafe Self.adjustChecksum(h, at: n + 20 + checksumOffset, by: delta, partial: partial, udp: !isTCP && !isICMP)
         }
         packet.headerLength = n + 20 + l4Header
         packet.layout = PacketLayout(frameLength: n + 20 + l4Length, networkOffset: n, network: .ipv4,
@@ -345,9 +351,9 @@ public struct SIITStage: Stage {
     /// new pseudo-header sum.
     static func adjustChecksum(_ h: UnsafeMutableRawBufferPointer, at offset: Int, by delta: OnesComplementSum,
                                partial: Bool, udp: Bool) {
-        let old = UInt16(h[offset]) << 8 | UInt16(h[offset + 1])
+        let old = unsafe UInt16(h[offset]) << 8 | UInt16(h[offset + 1])
         let new = movedChecksum(old, by: delta, partial: partial, udp: udp)
-        h[offset] = UInt8(new >> 8)
-        h[offset + 1] = UInt8(new & 0xFF)
+        unsafe h[offset] = UInt8(new >> 8)
+        unsafe h[offset + 1] = UInt8(new & 0xFF)
     }
 }

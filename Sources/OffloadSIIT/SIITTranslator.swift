@@ -33,6 +33,12 @@ public enum SIITOutcome: Hashable, Sendable {
     case drop(SIITDropReason)
 }
 
+/// RFC 7915 §5.1: an IPv4 packet translated from IPv6 gets DF when it is larger than 1260 bytes
+/// (the sender's path MTU discovery still works), and stays fragmentable below it. The one place
+/// the rule is written: the whole-packet path, the in-place segments and the quoted packets of
+/// translated ICMP errors all ask here.
+public func rfc7915DontFragment(ipv4TotalLength: Int) -> Bool { ipv4TotalLength > 1260 }
+
 /// The whole-packet translator of RFC 7915 (with RFC 7757 EAM, RFC 6791 sources, RFC 4884 ICMP
 /// extensions): the reference for every rule, and the slow path of ``SIITStage`` for what its
 /// in-place path does not handle (fragments, extension headers, ICMP errors, DF-clear packets
@@ -126,7 +132,7 @@ public struct SIITTranslator: Sendable {
                     payload.storeBigEndian(UInt16(0), at: 6)
                     let pseudo = InternetChecksum.pseudoHeaderSum(ipv6Source: source, destination: destination,
                                                                   nextHeader: .udp, length: payload.count)
-                    payload.storeBigEndian(InternetChecksum.udpFieldValue(InternetChecksum.checksum(payload.span.bytes, initial: pseudo)), at: 6)
+                    unsafe payload.storeBigEndian(InternetChecksum.udpFieldValue(InternetChecksum.checksum(payload.span.bytes, initial: pseudo)), at: 6)
                 } else {
                     adjust(&payload, at: 6, by: source.wordSum + destination.wordSum - (v4Source.wordSum + v4Destination.wordSum), udp: true)
                 }
@@ -135,7 +141,7 @@ public struct SIITTranslator: Sendable {
                 let pseudo = InternetChecksum.pseudoHeaderSum(ipv6Source: source, destination: destination,
                                                               nextHeader: .icmpv6, length: payload.count)
                 if isError {
-                    payload.storeBigEndian(InternetChecksum.checksum(payload.span.bytes, initial: pseudo), at: 2)
+                    unsafe payload.storeBigEndian(InternetChecksum.checksum(payload.span.bytes, initial: pseudo), at: 2)
                 } else {
                     // Echo: incremental, so that a wrong checksum stays wrong.
                     let old = p.loadBigEndian(UInt16.self, at: ihl + 2)
@@ -195,33 +201,42 @@ public struct SIITTranslator: Sendable {
     /// be represented in IPv4).
     enum ChainError: Error { case malformed, refused(type: UInt8, code: UInt8, pointer: UInt32) }
 
+    /// The translator's walk of an IPv6 extension-header chain (RFC 7915 §5.1). Its policy is its
+    /// own: Hop-by-Hop, Routing with no segments left, and Destination Options are skipped, a
+    /// Fragment header is read; Hop-by-Hop anywhere but first, anything after a Fragment header
+    /// and a Routing header with segments left are refused with a Parameter Problem. Where each
+    /// field is and how long each header is come from the wire layer (``IPv6Packet/ExtensionField``,
+    /// ``IPv6Packet/extensionHeaderLength(_:lengthByte:)``). Any other next header (AH included)
+    /// is the upper layer.
     static func walk(_ p: [UInt8], end: Int) throws(ChainError) -> IPv6Chain {
-        var next = p[6]
-        var at = 40
+        typealias F = IPv6Packet.ExtensionField
+        var next = IPProtocol(rawValue: p[IPv6Packet.Field.nextHeader])
+        var at = IPv6Packet.Field.fixedHeaderEnd
         var fragment: (offset: Int, more: Bool, identification: UInt32)?
         var first = true
         while true {
             switch next {
-            case 0, 43, 60, 44:
-                if fragment != nil || (next == 0 && !first) { throw .refused(type: 1, code: 1, pointer: 0) }
-                guard at + 8 <= end else { throw .malformed }
-                if next == 44 {
-                    let word = p.loadBigEndian(UInt16.self, at: at + 2)
-                    fragment = (Int(word & ~7), word & 1 != 0, p.loadBigEndian(UInt32.self, at: at + 4))
-                    next = p[at]
-                    at += 8
-                } else {
-                    if next == 43 && p[at + 3] != 0 {
-                        throw .refused(type: 4, code: 0, pointer: UInt32(at + 3))  // segments left
-                    }
-                    let length = (Int(p[at + 1]) + 1) * 8
-                    guard at + length <= end else { throw .malformed }
-                    next = p[at]
-                    at += length
+            case .hopByHop, .ipv6Routing, .ipv6DestinationOptions, .ipv6Fragment:
+                if fragment != nil || (next == .hopByHop && !first) {
+                    throw .refused(type: ICMPType.v6DestinationUnreachable, code: ICMPType.v6AdministrativelyProhibited,
+                                   pointer: 0)
                 }
+                guard at + F.minimumLength <= end else { throw .malformed }
+                if next == .ipv6Routing && p[at + F.segmentsLeft] != 0 {
+                    throw .refused(type: ICMPType.v6ParameterProblem, code: ICMPType.v6ErroneousHeaderField,
+                                   pointer: UInt32(at + F.segmentsLeft))
+                }
+                if next == .ipv6Fragment {
+                    let word = p.loadBigEndian(UInt16.self, at: at + F.fragmentOffsetAndFlags)
+                    fragment = (Int(word & ~7), word & 1 != 0, p.loadBigEndian(UInt32.self, at: at + F.fragmentIdentification))
+                }
+                let length = IPv6Packet.extensionHeaderLength(next, lengthByte: p[at + F.length])!
+                guard at + length <= end else { throw .malformed }
+                next = IPProtocol(rawValue: p[at + F.nextHeader])
+                at += length
                 first = false
             default:
-                return IPv6Chain(upperOffset: at, upper: IPProtocol(rawValue: next), fragment: fragment)
+                return IPv6Chain(upperOffset: at, upper: next, fragment: fragment)
             }
         }
     }
@@ -266,7 +281,7 @@ public struct SIITTranslator: Sendable {
                 guard let message = translateError6to4(payload) else { return .drop(.icmpNotTranslated) }
                 payload = message
                 payload.storeBigEndian(UInt16(0), at: 2)
-                payload.storeBigEndian(InternetChecksum.checksum(payload.span.bytes), at: 2)
+                unsafe payload.storeBigEndian(InternetChecksum.checksum(payload.span.bytes), at: 2)
             } else {
                 guard let type4 = ICMPTranslation.echoType(toIPv4: payload[0]) else { return .drop(.icmpNotTranslated) }
                 let old = payload.loadBigEndian(UInt16.self, at: 2)
@@ -294,7 +309,7 @@ public struct SIITTranslator: Sendable {
         } else {
             // RFC 7915 §5.1: DF is set when the IPv4 packet is larger than 1260 bytes (the sender
             // then learns the path MTU); smaller packets may be fragmented on the IPv4 side.
-            header.dontFragment = totalLength > 1260
+            header.dontFragment = rfc7915DontFragment(ipv4TotalLength: totalLength)
             if !header.dontFragment {
                 header.identification = nextIdentification
                 nextIdentification &+= 1

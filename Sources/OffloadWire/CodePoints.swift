@@ -23,6 +23,8 @@ public struct IPProtocol: RawRepresentable, Hashable, Sendable, Comparable, Coda
     @inlinable public static var ipv6Routing: IPProtocol { IPProtocol(rawValue: 43) }
     /// IPv6 Fragment header (RFC 8200 §4.5).
     @inlinable public static var ipv6Fragment: IPProtocol { IPProtocol(rawValue: 44) }
+    /// IPsec Authentication Header (RFC 4302).
+    @inlinable public static var authentication: IPProtocol { IPProtocol(rawValue: 51) }
     /// ICMPv6 (RFC 4443).
     @inlinable public static var icmpv6: IPProtocol { IPProtocol(rawValue: 58) }
     /// IPv6 "no next header" (RFC 8200 §4.7).

@@ -46,25 +46,7 @@ public struct IPv6Packet: ~Escapable {
         var count = 0
         var fragment: Int? = nil
         while true {
-            let length: Int
-            switch next {
-            case .hopByHop, .ipv6Routing, .ipv6DestinationOptions:
-                guard offset + 8 <= end else {
-                    throw WireError(.ipv6Extension, .truncated(needed: offset + 8, available: end), at: offset)
-                }
-                length = (Int(bytes._u8Unchecked(offset + 1)) + 1) * 8
-            case .ipv6Fragment:
-                guard offset + 8 <= end else {
-                    throw WireError(.ipv6Extension, .truncated(needed: offset + 8, available: end), at: offset)
-                }
-                length = 8
-                fragment = offset
-            case IPProtocol(rawValue: 51):  // Authentication Header, RFC 4302: (len + 2) × 4 bytes
-                guard offset + 8 <= end else {
-                    throw WireError(.ipv6Extension, .truncated(needed: offset + 8, available: end), at: offset)
-                }
-                length = (Int(bytes._u8Unchecked(offset + 1)) + 2) * 4
-            default:
+            guard Self.extensionHeaderLength(next, lengthByte: 0) != nil else {
                 self.bytes = bytes
                 self.upperLayerProtocol = next
                 self.upperLayerOffset = offset
@@ -72,6 +54,12 @@ public struct IPv6Packet: ~Escapable {
                 self.fragmentHeaderOffset = fragment
                 return
             }
+            let minimum = ExtensionField.minimumLength
+            guard offset + minimum <= end else {
+                throw WireError(.ipv6Extension, .truncated(needed: offset + minimum, available: end), at: offset)
+            }
+            let length = Self.extensionHeaderLength(next, lengthByte: bytes._u8Unchecked(offset + ExtensionField.length))!
+            if next == .ipv6Fragment { fragment = offset }
             guard offset + length <= end else {
                 throw WireError(.ipv6Extension, .lengthExceedsBuffer(claimed: length, available: end - offset),
                                 at: offset + 1)
@@ -80,7 +68,7 @@ public struct IPv6Packet: ~Escapable {
             guard count <= Self.maximumExtensionHeaders else {
                 throw WireError(.ipv6Extension, .tooManyExtensionHeaders(Self.maximumExtensionHeaders), at: offset)
             }
-            next = IPProtocol(rawValue: bytes._u8Unchecked(offset))
+            next = IPProtocol(rawValue: bytes._u8Unchecked(offset + ExtensionField.nextHeader))
             offset += length
         }
     }
@@ -209,6 +197,36 @@ extension IPv6Packet {
         @inlinable public static var destination: Int { 24 }
         /// The end of the fixed header.
         @inlinable public static var fixedHeaderEnd: Int { 40 }
+    }
+
+    /// Byte offsets inside an extension header (RFC 8200 §4), from the start of that header.
+    public enum ExtensionField {
+        /// The next header: byte 0 of every extension header.
+        @inlinable public static var nextHeader: Int { 0 }
+        /// Hdr Ext Len (Hop-by-Hop, Routing, Destination Options: 8-octet units after the first 8;
+        /// Authentication: 4-octet units less 2).
+        @inlinable public static var length: Int { 1 }
+        /// Routing: Segments Left.
+        @inlinable public static var segmentsLeft: Int { 3 }
+        /// Fragment: the offset (13 bits, 8-octet units, kept in place) and the M flag (bit 0).
+        @inlinable public static var fragmentOffsetAndFlags: Int { 2 }
+        /// Fragment: the identification (32 bits).
+        @inlinable public static var fragmentIdentification: Int { 4 }
+        /// The smallest extension header, and the Fragment header's whole length.
+        @inlinable public static var minimumLength: Int { 8 }
+    }
+
+    /// The length of an extension header of `kind` whose ``ExtensionField/length`` byte is
+    /// `lengthByte`; nil for a next-header value that is not an extension header the walk follows
+    /// (the upper layer).
+    @inlinable
+    public static func extensionHeaderLength(_ kind: IPProtocol, lengthByte: UInt8) -> Int? {
+        switch kind {
+        case .hopByHop, .ipv6Routing, .ipv6DestinationOptions: (Int(lengthByte) + 1) * 8
+        case .ipv6Fragment: ExtensionField.minimumLength
+        case .authentication: (Int(lengthByte) + 2) * 4  // RFC 4302 §2.2
+        default: nil
+        }
     }
 
     /// Masks of the first 32-bit word (``Field/versionClassLabel``).

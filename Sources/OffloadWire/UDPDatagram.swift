@@ -131,6 +131,14 @@ public enum ICMPType {
     @inlinable public static var v6PacketTooBig: UInt8 { 2 }
     /// ICMPv6 Time Exceeded (type 3); code 0 is "hop limit exceeded in transit".
     @inlinable public static var v6TimeExceeded: UInt8 { 3 }
+    /// ICMPv6 Destination Unreachable (type 1).
+    @inlinable public static var v6DestinationUnreachable: UInt8 { 1 }
+    /// ICMPv6 code 1 of type 1: communication administratively prohibited.
+    @inlinable public static var v6AdministrativelyProhibited: UInt8 { 1 }
+    /// ICMPv6 Parameter Problem (type 4).
+    @inlinable public static var v6ParameterProblem: UInt8 { 4 }
+    /// ICMPv6 code 0 of type 4: erroneous header field (the pointer says which).
+    @inlinable public static var v6ErroneousHeaderField: UInt8 { 0 }
 }
 
 extension UDPDatagram {
