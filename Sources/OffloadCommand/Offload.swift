@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import OffloadCapture
+import OffloadDemo
 import Logging
 import OffloadEngine
 import OffloadForwarder
@@ -436,102 +437,28 @@ struct Demo: ParsableCommand {
         print("round trip: \(comparison.flows) flows, \(comparison.packetsA) packets in, \(comparison.packetsB) back; "
             + (comparison.identical ? "every flow byte-identical, in order: segment(coalesce(x)) == x"
                 : "\(comparison.differingFlows.count) flows differ: \(comparison.differingFlows.prefix(3))"))
-        for mtu in [1500, 1400] { print(forwardOffline(frames, egressMTU: mtu)) }
-        let tunnelIntact = try translateAndTunnel(merged: merged, restored: restored)
+        for mtu in [1500, 1400] {
+            let f = DemoTour.forward(frames, egressMTU: mtu)
+            print("forward (stage pipeline, identity stage, egress MTU \(mtu)): \(f.packetsIn) packets in, "
+                + "\(f.written) written (\(f.superPacketsWhole) super-packets whole with their GSO facts), "
+                + "\(f.dropped) too big with DF set: dropped, with \(f.icmpSent) ICMP errors back to the senders "
+                + "(\(f.icmpSuppressed) held back by the rate limit)")
+        }
+        let t = try DemoTour.translateAndTunnel(merged: merged, restored: restored, directory: directory)
+        func verdict(_ intact: Bool) -> String {
+            intact ? "the very packets offload segment restored (two hops older)" : "DIFFERENT from the restored packets"
+        }
+        print("siit (\(DemoTour.prefix)): \(t.siit.packetsIn) packets in, \(t.siit.translation.toIPv6) IPv4 packets to IPv6 "
+            + "(\(t.siit.superPackets) of them super-packets, each translated once in place, then written as its "
+            + "segments: \(t.siit.packetsToOtherSide) IPv6 packets in all), "
+            + "\(t.siit.translation.droppedTotal) IPv6 packets outside the prefix dropped -> \(directory)/\(DemoTour.files.ipv6)")
+        print("gtpu (TEID 7, a 1600-byte underlay): \(t.gtpu.packetsIn) packets (\(t.gtpu.superPackets) super-packets) -> "
+            + "\(t.gtpu.written) datagrams, one per segment -> \(DemoTour.files.gtpu); decapsulated \(t.gtpuBack.written) "
+            + "packets -> \(DemoTour.files.gtpuInner): " + verdict(t.gtpuIntact))
+        print("esp (AES-GCM-128, SPI 0x1001, a key for this run): \(t.esp.written) datagrams, one per segment, encrypted -> "
+            + "\(DemoTour.files.esp); decrypted \(t.espBack.written) packets -> \(DemoTour.files.espInner): " + verdict(t.espIntact))
         print("\nOpen \(merged) in Wireshark: each super-packet's comment says how many segments it holds and why it was completed.")
-        if !comparison.identical || !tunnelIntact { throw ExitCode.failure }
-    }
-
-    /// The merged capture through the SIIT translator (IPv4 to IPv6) and through a GTP-U tunnel and
-    /// back; returns whether the tunnel gave back exactly the packets `offload segment` restored.
-    func translateAndTunnel(merged: String, restored: String) throws -> Bool {
-        let ipv6 = directory + "/demo-ipv6.pcap"
-        let prefix = RFC6052Prefix("2001:db8:64::/96")!
-        let siit = try SIITCapture.translate(input: merged, output: ipv6, configuration: SIITConfiguration(pool6: prefix))
-        var whole = 0  // super-packets that crossed whole: IPv6 packets larger than a 1500-byte link's
-        var translated = try CaptureReader(path: ipv6)
-        while let r = try translated.next() { if r.bytes.count > 1500 { whole += 1 } }
-        print("siit (\(prefix)): \(siit.packetsIn) packets in, \(siit.translation.toIPv6) IPv4 packets to IPv6 "
-            + "(\(whole) of them super-packets, each translated once, its payload untouched), "
-            + "\(siit.translation.droppedTotal) IPv6 packets outside the prefix dropped -> \(ipv6)")
-        let outer = directory + "/demo-gtpu.pcap"
-        let inner = directory + "/demo-decapsulated.pcap"
-        let tunnel = GTPUCodec(GTPUSettings(teid: 7))
-        // The capture's packets are 1500 bytes: the underlay has room for them and the tunnel's headers
-        // (over a 1500-byte underlay the live decision would send "fragmentation needed" back instead).
-        let encapsulated = try TunnelCapture.encapsulate(input: merged, output: outer, codec: tunnel,
-                                                         local: .v4(IPv4Address(192, 0, 2, 1)),
-                                                         remote: .v4(IPv4Address(192, 0, 2, 2)), underlayMTU: 1600)
-        let decapsulated = try TunnelCapture.decapsulate(input: outer, output: inner, codec: tunnel)
-        // The tunnel carries IP packets: compare with the restored frames less their Ethernet header.
-        var expected: [[UInt8]] = []
-        var reader = try CaptureReader(path: restored)
-        while let r = try reader.next() {
-            if let (n, _) = try? PacketLayout.linkHeader(r.bytes.span.bytes, linkType: r.linkType) {
-                expected.append(Array(r.bytes[n...]))
-            }
-        }
-        var got: [[UInt8]] = []
-        var back = try CaptureReader(path: inner)
-        while let r = try back.next() { got.append(r.bytes) }
-        // Both gateways forward as routers do (the captures go through the live dataplane): each
-        // packet comes out two hops older; flows may interleave differently.
-        func older(_ packets: [[UInt8]], hops: Int) -> [[UInt8]] {
-            packets.map { packet in
-                var p = packet
-                for _ in 0..<hops { _ = p.withUnsafeMutableBytes { RouterHeaders.decrementTTL($0, networkOffset: 0) } }
-                return p
-            }.sorted { $0.lexicographicallyPrecedes($1) }
-        }
-        let intact = got.sorted { $0.lexicographicallyPrecedes($1) } == older(expected, hops: 2)
-        print("gtpu (TEID 7, a 1600-byte underlay): \(encapsulated.packetsIn) packets (\(encapsulated.superPackets) super-packets) -> "
-            + "\(encapsulated.written) datagrams, one per segment -> \(outer); decapsulated \(decapsulated.written) packets -> "
-            + "\(inner): " + (intact ? "the very packets offload segment restored (two hops older)" : "DIFFERENT from the restored packets"))
-        // ESP with a key made for this run only (it never leaves this machine, so no sequence
-        // numbers need keeping): one encrypted datagram per segment, and back.
-        let esp = directory + "/demo-esp.pcap", clear = directory + "/demo-esp-decrypted.pcap"
-        let key = ESPSAKeys(spi: 0x1001, key: randomBytes(16), salt: randomBytes(4))
-        let selectors = [TrafficSelector("0.0.0.0/0")!, TrafficSelector("::/0")!]
-        let policy = try ESPSecurityPolicy(tunnels: [ESPTunnelConfiguration(name: "demo", algorithm: .aesGCM128, localSelectors: selectors,
-                                                                            remoteSelectors: selectors, outbound: key, inbound: key)],
-                                           store: nil)
-        let encrypted = try TunnelCapture.encapsulate(input: merged, output: esp, codec: ESPCodec(policy: policy),
-                                                      local: .v4(IPv4Address(192, 0, 2, 1)), remote: .v4(IPv4Address(192, 0, 2, 2)),
-                                                      underlayMTU: 1600)
-        let decrypted = try TunnelCapture.decapsulate(input: esp, output: clear, codec: ESPCodec(policy: policy))
-        var plain: [[UInt8]] = []
-        var clearReader = try CaptureReader(path: clear)
-        while let r = try clearReader.next() { plain.append(r.bytes) }
-        let espIntact = plain.sorted { $0.lexicographicallyPrecedes($1) } == older(expected, hops: 2)
-        print("esp (AES-GCM-128, SPI 0x1001, a key for this run): \(encrypted.written) datagrams, one per segment, encrypted -> \(esp); "
-            + "decrypted \(decrypted.written) packets -> \(clear): "
-            + (espIntact ? "the very packets offload segment restored (two hops older)" : "DIFFERENT from the restored packets"))
-        return intact && espIntact
-    }
-
-    /// Runs the generated packets (IP, as a TUN device hands them over) through the forwarder's
-    /// stage pipeline with the identity stage, writing into recorders instead of devices.
-    func forwardOffline(_ frames: [SyntheticTraffic.Frame], egressMTU: Int) -> String {
-        var pipeline = ForwardingPipeline(direction: .lanToWan, gro: GROConfiguration(), egressMTU: egressMTU,
-                                          icmpSourceV4: IPv4Address(192, 0, 2, 254),
-                                          icmpSourceV6: IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe),
-                                          virtioHeaders: true, stage: IdentityStage(), logger: Logger(label: "demo"))
-        let egress = RecordingSink()
-        let back = RecordingSink()
-        var batch = PacketBatch(packetCapacity: 64, byteCapacity: 64 * 2048)
-        for start in stride(from: 0, to: frames.count, by: 64) {
-            batch.removeAll()
-            for f in frames[start..<min(start + 64, frames.count)] {
-                batch.append(Array(f.bytes.dropFirst(14)), metadata: PacketMetadata(linkType: .raw, checksum: .verified))
-            }
-            pipeline.process(batch, now: frames[start].timestamp, egress: egress, back: back)
-        }
-        let s = pipeline.snapshot
-        let wholeSegments = egress.writes.compactMap { $0.header }.filter { $0.gsoSize > 0 }.count
-        return "forward (stage pipeline, identity stage, egress MTU \(egressMTU)): \(frames.count) packets in, "
-            + "\(egress.writes.count) written (\(wholeSegments) super-packets whole with their GSO facts), "
-            + "\(s.dropped) too big with DF set: dropped, with \(s.icmpSent) ICMP errors back to the senders "
-            + "(\(s.icmpSuppressed) held back by the rate limit)"
+        if !comparison.identical || !t.gtpuIntact || !t.espIntact { throw ExitCode.failure }
     }
 }
 

@@ -48,27 +48,33 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
     /// Creates zeroed counters.
     public init() {}
 
+    /// Every plain counter once: its published name (`offload_<name>_total`), its help text and
+    /// where it is kept. ``add(_:)`` and ``counters`` are made from this table.
+    static let table: [(name: String, help: String, field: WritableKeyPath<ForwarderStatistics, Int> & Sendable)] = [
+        ("packets_in", "Packets read from the ingress device.", \.packetsIn),
+        ("bytes_in", "Bytes read from the ingress device.", \.bytesIn),
+        ("tso_in", "TSO super-packets handed over by the kernel.", \.tsoIn),
+        ("packets_out", "Packets written to the egress device.", \.packetsOut),
+        ("bytes_out", "Bytes written to the egress device.", \.bytesOut),
+        ("super_packets_out", "Super-packets written with a virtio header.", \.superPacketsOut),
+        ("super_packet_segments", "Segments inside super-packets written.", \.segmentsInSuperPackets),
+        ("segmented_in_software", "Super-packets segmented before writing.", \.segmentedInSoftware),
+        ("fragments_out", "IPv4 fragments written.", \.fragmentsOut),
+        ("icmp_sent", "ICMP errors sent to sources.", \.icmpSent),
+        ("icmp_suppressed", "ICMP errors not sent (rate limit).", \.icmpSuppressed),
+        ("dropped", "Packets dropped (too big with DF, TTL expired).", \.dropped),
+        ("gso_fallbacks", "GSO writes refused by the kernel.", \.gsoFallbacks),
+        ("virtio_rejected", "Packets whose virtio header did not fit them.", \.virtioRejected),
+        ("write_errors", "Failed writes.", \.writeErrors),
+        ("not_forwarded", "Multicast, broadcast or link-local packets.", \.notForwarded),
+        ("stage_dropped", "Packets the stage dropped.", \.stageDropped),
+        ("stage_replies", "Packets the stage answered with an error to the source.", \.stageReplies),
+        ("stage_rewrites", "Packets the stage took whole (its slow path).", \.stageRewrites),
+    ]
+
     /// Adds another queue's counters.
     public mutating func add(_ o: ForwarderStatistics) {
-        packetsIn += o.packetsIn
-        bytesIn += o.bytesIn
-        tsoIn += o.tsoIn
-        packetsOut += o.packetsOut
-        bytesOut += o.bytesOut
-        superPacketsOut += o.superPacketsOut
-        segmentsInSuperPackets += o.segmentsInSuperPackets
-        segmentedInSoftware += o.segmentedInSoftware
-        fragmentsOut += o.fragmentsOut
-        icmpSent += o.icmpSent
-        icmpSuppressed += o.icmpSuppressed
-        dropped += o.dropped
-        gsoFallbacks += o.gsoFallbacks
-        virtioRejected += o.virtioRejected
-        writeErrors += o.writeErrors
-        notForwarded += o.notForwarded
-        stageDropped += o.stageDropped
-        stageReplies += o.stageReplies
-        stageRewrites += o.stageRewrites
+        for entry in Self.table { self[keyPath: entry.field] += o[keyPath: entry.field] }
         gro.add(o.gro)
         for counter in o.stage {
             if let k = stage.firstIndex(where: { $0.name == counter.name && $0.labels == counter.labels }) {
@@ -92,27 +98,7 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
     /// Every counter with its name (published as `offload_<name>_total`) and help text: what
     /// ``ForwarderMetrics`` publishes.
     public var counters: [(name: String, help: String, value: Int)] {
-        [
-            ("packets_in", "Packets read from the ingress device.", packetsIn),
-            ("bytes_in", "Bytes read from the ingress device.", bytesIn),
-            ("tso_in", "TSO super-packets handed over by the kernel.", tsoIn),
-            ("packets_out", "Packets written to the egress device.", packetsOut),
-            ("bytes_out", "Bytes written to the egress device.", bytesOut),
-            ("super_packets_out", "Super-packets written with a virtio header.", superPacketsOut),
-            ("super_packet_segments", "Segments inside super-packets written.", segmentsInSuperPackets),
-            ("segmented_in_software", "Super-packets segmented before writing.", segmentedInSoftware),
-            ("fragments_out", "IPv4 fragments written.", fragmentsOut),
-            ("icmp_sent", "ICMP errors sent to sources.", icmpSent),
-            ("icmp_suppressed", "ICMP errors not sent (rate limit).", icmpSuppressed),
-            ("dropped", "Packets dropped (too big with DF, TTL expired).", dropped),
-            ("gso_fallbacks", "GSO writes refused by the kernel.", gsoFallbacks),
-            ("virtio_rejected", "Packets whose virtio header did not fit them.", virtioRejected),
-            ("write_errors", "Failed writes.", writeErrors),
-            ("not_forwarded", "Multicast, broadcast or link-local packets.", notForwarded),
-            ("stage_dropped", "Packets the stage dropped.", stageDropped),
-            ("stage_replies", "Packets the stage answered with an error to the source.", stageReplies),
-            ("stage_rewrites", "Packets the stage took whole (its slow path).", stageRewrites),
-        ]
+        Self.table.map { ($0.name, $0.help, self[keyPath: $0.field]) }
     }
 }
 

@@ -24,16 +24,23 @@ public struct SIITStatistics: Hashable, Sendable, Codable {
     /// Creates zeroed counters.
     public init() {}
 
+    /// Every per-outcome counter once: its metric name, labels, help text and where it is kept.
+    /// ``add(_:)`` and ``SIITStage/counters`` are made from this table.
+    static let table: [(name: String, labels: [String: String], help: String,
+                        field: WritableKeyPath<SIITStatistics, Int> & Sendable)] = [
+        ("siit_translated", ["to": "ipv6"], "Packets translated, by the family they became.", \.toIPv6),
+        ("siit_translated", ["to": "ipv4"], "Packets translated, by the family they became.", \.toIPv4),
+        ("siit_super_packets", [:], "Super-packets translated once in place.", \.superPackets),
+        ("siit_slow_path", [:], "Packets translated whole.", \.slowPath),
+        ("siit_errors_translated", [:], "ICMP errors translated with their quote.", \.errors),
+        ("siit_fragments_made", [:], "IPv6 fragments made from DF-clear IPv4 packets.", \.fragmentsMade),
+        ("siit_hairpinned", [:], "Packets hairpinned back to IPv6 (RFC 7757).", \.hairpinned),
+        ("siit_errors_sent", [:], "ICMP errors the translator sent itself.", \.errorsSent),
+    ]
+
     /// Adds another stage's counters.
     public mutating func add(_ o: SIITStatistics) {
-        toIPv6 += o.toIPv6
-        toIPv4 += o.toIPv4
-        superPackets += o.superPackets
-        slowPath += o.slowPath
-        errors += o.errors
-        fragmentsMade += o.fragmentsMade
-        hairpinned += o.hairpinned
-        errorsSent += o.errorsSent
+        for entry in Self.table { self[keyPath: entry.field] += o[keyPath: entry.field] }
         dropped.merge(o.dropped, uniquingKeysWith: +)
     }
 
@@ -88,18 +95,9 @@ public struct SIITStage: Stage {
     /// `…_hairpinned_total`, `…_errors_sent_total`, `…_dropped_total{reason}`.
     public var counters: [StageCounter] {
         let s = statistics
-        var all = [
-            StageCounter("siit_translated", help: "Packets translated, by the family they became.", labels: ["to": "ipv6"],
-                         value: s.toIPv6),
-            StageCounter("siit_translated", help: "Packets translated, by the family they became.", labels: ["to": "ipv4"],
-                         value: s.toIPv4),
-            StageCounter("siit_super_packets", help: "Super-packets translated once in place.", value: s.superPackets),
-            StageCounter("siit_slow_path", help: "Packets translated whole.", value: s.slowPath),
-            StageCounter("siit_errors_translated", help: "ICMP errors translated with their quote.", value: s.errors),
-            StageCounter("siit_fragments_made", help: "IPv6 fragments made from DF-clear IPv4 packets.", value: s.fragmentsMade),
-            StageCounter("siit_hairpinned", help: "Packets hairpinned back to IPv6 (RFC 7757).", value: s.hairpinned),
-            StageCounter("siit_errors_sent", help: "ICMP errors the translator sent itself.", value: s.errorsSent),
-        ]
+        var all = SIITStatistics.table.map {
+            StageCounter($0.name, help: $0.help, labels: $0.labels, value: s[keyPath: $0.field])
+        }
         for reason in SIITDropReason.allCases {
             all.append(StageCounter("siit_dropped", help: "Packets not translated, by reason.",
                                     labels: ["reason": reason.rawValue], value: s.dropped[reason, default: 0]))

@@ -37,25 +37,25 @@ public struct TunnelCounters: Hashable, Sendable, Codable {
     /// Creates zeroed counters.
     public init() {}
 
+    /// Every plain counter once: its metric name, help text and where it is kept. ``add(_:)`` and
+    /// ``stageCounters(dropReasons:)`` are made from this table.
+    static let table: [(name: String, help: String, field: WritableKeyPath<TunnelCounters, Int> & Sendable)] = [
+        ("tunnel_sendmsg", "sendmsg calls on the tunnel socket.", \.sends),
+        ("tunnel_datagrams_sent", "Datagrams sent on the tunnel socket.", \.datagramsSent),
+        ("tunnel_gso_trains", "sendmsg calls that carried a train of datagrams (UDP GSO).", \.trains),
+        ("tunnel_gso_train_datagrams", "Datagrams in those trains.", \.datagramsInTrains),
+        ("tunnel_recvmsg", "recvmsg calls that returned data.", \.receives),
+        ("tunnel_datagrams_received", "Datagrams received on the tunnel socket.", \.datagramsReceived),
+        ("tunnel_foreign", "Datagrams from another address than the far end's, dropped.", \.foreign),
+        ("tunnel_replies", "Requests answered (GTP-U echo requests).", \.replies),
+        ("tunnel_send_errors", "Sends the kernel refused.", \.sendErrors),
+        ("tunnel_sends_without_gso", "Sends made datagram by datagram (UDP GSO refused).", \.sendsWithoutGSO),
+        ("tunnel_encapsulated_in_place", "Packets encapsulated from their pieces in place (not gathered).", \.sentInPlace),
+    ]
+
     /// As stage counters (published as `offload_tunnel_*_total`), each of `dropReasons` even while zero.
     public func stageCounters(dropReasons: [TunnelDropReason]) -> [StageCounter] {
-        var all = [
-            StageCounter("tunnel_sendmsg", help: "sendmsg calls on the tunnel socket.", value: sends),
-            StageCounter("tunnel_datagrams_sent", help: "Datagrams sent on the tunnel socket.", value: datagramsSent),
-            StageCounter("tunnel_gso_trains", help: "sendmsg calls that carried a train of datagrams (UDP GSO).",
-                         value: trains),
-            StageCounter("tunnel_gso_train_datagrams", help: "Datagrams in those trains.", value: datagramsInTrains),
-            StageCounter("tunnel_recvmsg", help: "recvmsg calls that returned data.", value: receives),
-            StageCounter("tunnel_datagrams_received", help: "Datagrams received on the tunnel socket.", value: datagramsReceived),
-            StageCounter("tunnel_foreign", help: "Datagrams from another address than the far end's, dropped.",
-                         value: foreign),
-            StageCounter("tunnel_replies", help: "Requests answered (GTP-U echo requests).", value: replies),
-            StageCounter("tunnel_send_errors", help: "Sends the kernel refused.", value: sendErrors),
-            StageCounter("tunnel_sends_without_gso", help: "Sends made datagram by datagram (UDP GSO refused).",
-                         value: sendsWithoutGSO),
-            StageCounter("tunnel_encapsulated_in_place", help: "Packets encapsulated from their pieces in place (not gathered).",
-                         value: sentInPlace),
-        ]
+        var all = Self.table.map { StageCounter($0.name, help: $0.help, value: self[keyPath: $0.field]) }
         for (kind, value) in signalling.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
             all.append(StageCounter("tunnel_signalling", help: "Signalling datagrams received, by kind.",
                                     labels: ["kind": kind.rawValue], value: value))
@@ -539,20 +539,10 @@ public final class TunnelEndpoint<Codec: TunnelCodec>: Dataplane, @unchecked Sen
 extension TunnelCounters {
     /// Adds another set.
     public mutating func add(_ o: TunnelCounters) {
-        sends += o.sends
-        datagramsSent += o.datagramsSent
-        trains += o.trains
-        datagramsInTrains += o.datagramsInTrains
-        receives += o.receives
-        datagramsReceived += o.datagramsReceived
-        replies += o.replies
+        for entry in Self.table { self[keyPath: entry.field] += o[keyPath: entry.field] }
         signalling.merge(o.signalling, uniquingKeysWith: +)
         dropped.merge(o.dropped, uniquingKeysWith: +)
         encapsulationDropped.merge(o.encapsulationDropped, uniquingKeysWith: +)
-        foreign += o.foreign
-        sendErrors += o.sendErrors
-        sendsWithoutGSO += o.sendsWithoutGSO
-        sentInPlace += o.sentInPlace
     }
 
     /// These counters and another set's together.

@@ -25,3 +25,31 @@ struct ForwarderMetricsTests {
         #expect(second.contains("offload_packets_in_total{direction=\"wan_to_lan\"} 7\n"))
     }
 }
+
+@Suite("Counter tables: every counter field is published, added and named once")
+struct CounterTableTests {
+    /// The Int stored properties of a value, by name.
+    func intFields(_ value: Any) -> [String: Int] {
+        Dictionary(uniqueKeysWithValues: Mirror(reflecting: value).children.compactMap { child in
+            (child.value as? Int).flatMap { v in child.label.map { ($0, v) } }
+        })
+    }
+
+    @Test("ForwarderStatistics: each Int field has one published counter, and add() sums every one")
+    func forwarder() {
+        var s = ForwarderStatistics()
+        // Give every field a distinct value through the published table's order.
+        let fields = intFields(s)
+        #expect(s.counters.count == fields.count, "\(fields.keys.sorted()) vs \(s.counters.map(\.name))")
+        #expect(Set(s.counters.map(\.name)).count == s.counters.count, "names are unique")
+        var one = ForwarderStatistics()
+        one.packetsIn = 1; one.bytesIn = 2; one.tsoIn = 3; one.packetsOut = 4; one.bytesOut = 5; one.superPacketsOut = 6
+        one.segmentsInSuperPackets = 7; one.segmentedInSoftware = 8; one.fragmentsOut = 9; one.icmpSent = 10
+        one.icmpSuppressed = 11; one.dropped = 12; one.gsoFallbacks = 13; one.virtioRejected = 14; one.writeErrors = 15
+        one.notForwarded = 16; one.stageDropped = 17; one.stageReplies = 18; one.stageRewrites = 19
+        s.add(one)
+        s.add(one)
+        #expect(intFields(s).values.sorted() == intFields(one).values.map { $0 * 2 }.sorted())
+        #expect(!intFields(one).values.contains(0), "every field was set above: a new field must be added to the test too")
+    }
+}
