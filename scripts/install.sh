@@ -54,11 +54,11 @@ done
 
 # The man page from argument-parser's manual plugin (one page, every subcommand in it).
 if swift package plugin --list 2>/dev/null | grep -q generate-manual; then
-    swift package plugin generate-manual --product offload --multi-page >/dev/null
-    pages=$(find .build/plugins -path '*GenerateManual*' -name 'offload*.1' 2>/dev/null)
+    swift package plugin generate-manual >/dev/null
+    pages=$(find .build/plugins/GenerateManual -name 'offload*.1' 2>/dev/null)
     for page in $pages; do install -m 0644 "$page" "$MAN/"; done
 fi
 
-echo "installed $("$BIN/offload" --version) into $BIN/offload"
+echo "installed swift-offload $("$BIN/offload" --version) into $BIN/offload"
 echo "units in $UNITS, their settings in $ETC (mode 0600); man offload; completions for bash, zsh, fish"
 echo "next: edit $ETC/offload-<unit>, then systemctl daemon-reload && systemctl enable --now offload-siit (or another unit)"
