@@ -225,8 +225,9 @@ struct Coalesce: ParsableCommand {
         guard !quiet else { return }
         let seconds = Date().timeIntervalSince(start)
         print("\(input) -> \(output)")
-        print("  packets: \(report.packetsIn) in, \(report.packetsOut) out; super-packets: \(report.superPackets) "
-            + "holding \(report.segments) segments (mean \(String(format: "%.1f", report.gro.meanSegmentsPerSuperPacket)))")
+        // In = out, less the super-packets, plus the segments they hold: every packet is accounted for.
+        print("  packets: \(report.packetsIn) in = \(report.packetsOut) out − \(report.superPackets) super-packets + the "
+            + "\(report.segments) segments they hold (mean \(String(format: "%.1f", report.gro.meanSegmentsPerSuperPacket)))")
         print("  \(String(format: "%.1f", Double(report.bytesIn) / 1e6)) MB in \(String(format: "%.2f", seconds)) s")
         printReasons(report.gro)
     }
@@ -310,8 +311,8 @@ struct Segment: ParsableCommand {
         progress.finish()
         guard !quiet else { return }
         print("\(input) -> \(output)")
-        print("  packets: \(report.packetsIn) in, \(report.packetsOut) out; split \(report.superPackets) super-packets "
-            + "into \(report.segments) segments (\(report.splitByRecordedFacts) by recorded GSO facts, "
+        print("  packets: \(report.packetsOut) out = \(report.packetsIn) in − \(report.superPackets) super-packets split "
+            + "+ the \(report.segments) segments they became (\(report.splitByRecordedFacts) by recorded GSO facts, "
             + "\(report.splitByMTU) by MTU/MSS)")
         if report.leftWholeLRO > 0 {
             print("  left whole: \(report.leftWholeLRO) LRO merges: their segment size was not kept, so they cannot be "

@@ -103,6 +103,17 @@ struct TruthfulOutputTests {
         }
     }
 
+    @Test("coalesce and segment reconcile: in = out − super-packets + their segments, on every corpus capture too")
+    func coalesceSegmentReconcile() throws {
+        for input in [try syntheticCapture()] + corpusFiles().filter({ !$0.contains("/malformed/") }) {
+            let merged = temporaryPath("m.pcapng")
+            let c = try coalesceCapture(input: input, output: merged)
+            #expect(c.packetsIn == c.packetsOut - c.superPackets + c.segments, "\(input): \(c)")
+            let s = try segmentCapture(input: merged, output: temporaryPath("s.pcap"))
+            #expect(s.packetsOut == s.packetsIn - s.superPackets + s.segments, "\(input): \(s)")
+        }
+    }
+
     @Test("GRO counters in JSON are keyed by reason name")
     func reasonsByName() throws {
         var stats = GROStatistics()
