@@ -215,6 +215,12 @@ func summary(_ stats: [String: ForwarderStatistics]) -> String {
         text += "\(direction): " + s.counters.filter { $0.value > 0 || ["packets_in", "packets_out"].contains($0.name) }
             .map { "\($0.name) \($0.value)" }.joined(separator: ", ")
             + String(format: " (mean %.1f segments per super-packet)\n", s.meanSegmentsPerSuperPacket)
+        // Every packet GRO delivered, by its one outcome: they add up to what GRO delivered.
+        text += "  \(direction): \(s.packetsIn) packets in, merged by GRO into \(s.gro.packetsOut): "
+            + "\(s.deliveredSentOn) sent on, \(s.deliveredRefused) refused (too big with DF, TTL; "
+            + "\(s.icmpSent) ICMP errors sent, \(s.icmpSuppressed) rate-limited), \(s.deliveredAnswered) answered by the "
+            + "stage, \(s.deliveredNotForwarded) not forwarded (multicast, link-local), \(s.deliveredDropped) dropped by the stage"
+            + (s.deliveriesReconcile ? "\n" : " (these do not add up: a bug, please report it)\n")
         let stage = s.stage.filter { $0.value > 0 }
         if !stage.isEmpty {
             text += "  \(direction) stage: " + stage.map { counter in

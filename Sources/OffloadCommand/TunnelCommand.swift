@@ -127,10 +127,10 @@ struct TunnelEndpointOptions: ParsableArguments {
                 + "refused: " + list(report.dropped)
         } else {
             // In GRO's units: every packet GRO delivered was written or refused, one outcome each.
-            line += ", merged by GRO into \(f.gro.packetsOut) packets: \(f.packetsOut) written"
+            line += ", merged by GRO into \(f.gro.packetsOut) packets: \(f.deliveredSentOn) sent on"
                 + " (\(report.superPackets) super-packets split per segment, \(report.written) datagrams in all)"
-                + ", \(f.dropped) refused as too big for the tunnel or TTL expired (\(f.icmpSent) ICMP errors sent back, "
-                + "\(f.icmpSuppressed) held back by the rate limit)"
+                + ", \(f.deliveredRefused) refused as too big for the tunnel or TTL expired (\(f.icmpSent) ICMP errors "
+                + "sent back, \(f.icmpSuppressed) held back by the rate limit), \(f.deliveredNotForwarded) not forwarded"
                 + ", refused by the encapsulation: " + list(report.refused)
         }
         line += "; \(report.notIP) not IP, \(report.snapped) cut short"

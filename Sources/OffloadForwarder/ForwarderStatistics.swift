@@ -40,6 +40,14 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
     public var stageReplies = 0
     /// Packets the stage took whole (`StageVerdict.wholePacket`, its slow path).
     public var stageRewrites = 0
+    /// What became of each packet GRO delivered (a super-packet once), exactly one of these each:
+    /// sent on (written whole, as a super-packet, or as its segments or fragments; a failed write
+    /// counts here too, and in ``writeErrors``), refused by the forwarding decision (too big with DF,
+    /// TTL expired), answered by the stage with an error instead, not forwarded (multicast,
+    /// broadcast, link-local), dropped by the stage. `gro.packetsOut` is their sum (see
+    /// ``deliveriesReconcile``).
+    public var deliveredSentOn = 0, deliveredRefused = 0, deliveredAnswered = 0, deliveredNotForwarded = 0,
+               deliveredDropped = 0
     /// The GRO engine's counters.
     public var gro = GROStatistics()
     /// The stage's own counters (``Stage/counters``), as of the last snapshot.
@@ -70,7 +78,22 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
         ("stage_dropped", "Packets the stage dropped.", \.stageDropped),
         ("stage_replies", "Packets the stage answered with an error to the source.", \.stageReplies),
         ("stage_rewrites", "Packets the stage took whole (its slow path).", \.stageRewrites),
+        ("delivered_sent_on", "Packets GRO delivered that were sent on (whole, GSO, segments or fragments).",
+         \.deliveredSentOn),
+        ("delivered_refused", "Packets GRO delivered that the decision refused (too big with DF, TTL).", \.deliveredRefused),
+        ("delivered_answered", "Packets GRO delivered that the stage answered with an error.", \.deliveredAnswered),
+        ("delivered_not_forwarded", "Packets GRO delivered that a router does not forward.", \.deliveredNotForwarded),
+        ("delivered_dropped", "Packets GRO delivered that the stage dropped.", \.deliveredDropped),
     ]
+
+    /// Packets GRO delivered, by outcome: the five `delivered…` counters.
+    public var deliveries: Int {
+        deliveredSentOn + deliveredRefused + deliveredAnswered + deliveredNotForwarded + deliveredDropped
+    }
+
+    /// Whether every packet GRO delivered has exactly one outcome (as of a ``ForwardingPipeline``
+    /// snapshot, where ``gro`` is filled in).
+    public var deliveriesReconcile: Bool { deliveries == gro.packetsOut }
 
     /// Adds another queue's counters.
     public mutating func add(_ o: ForwarderStatistics) {

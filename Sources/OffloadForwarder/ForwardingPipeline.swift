@@ -141,10 +141,39 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
     ) {
         self.now = now
         engine.coalesce(batch, now: now)
-        for i in 0..<engine.outputCount { forward(i, to: egress, back: back, now: now) }
+        for i in 0..<engine.outputCount {
+            let before = outcomeMarks
+            forward(i, to: egress, back: back, now: now)
+            countDelivery(since: before)
+        }
         releaseHeld(now: now, egress: egress)
         // The engine's counters join only in `snapshot`: copying them here every batch would share
         // their array with the engine, whose next count would then copy it (a malloc per batch).
+    }
+
+    /// The counters an outcome moves (a few integers, copied around each packet).
+    struct OutcomeMarks { var written: Int, refused: Int, answered: Int, notForwarded: Int }
+    var outcomeMarks: OutcomeMarks {
+        OutcomeMarks(written: statistics.packetsOut + statistics.writeErrors + statistics.gsoFallbacks,
+                     refused: statistics.dropped, answered: statistics.stageReplies, notForwarded: statistics.notForwarded)
+    }
+
+    /// Gives the packet just handled its one outcome, from what its handling counted: anything
+    /// written (or tried) towards the egress is "sent on"; else a refusal by the decision; else an
+    /// answer from the stage; else not forwarded; else dropped by the stage (the rest).
+    mutating func countDelivery(since before: OutcomeMarks) {
+        let now = outcomeMarks
+        if now.written > before.written {
+            statistics.deliveredSentOn += 1
+        } else if now.refused > before.refused {
+            statistics.deliveredRefused += 1
+        } else if now.answered > before.answered {
+            statistics.deliveredAnswered += 1
+        } else if now.notForwarded > before.notForwarded {
+            statistics.deliveredNotForwarded += 1
+        } else {
+            statistics.deliveredDropped += 1
+        }
     }
 
     /// Writes what the impairment held back (reordered, delayed) and is due by `now`: after every

@@ -85,7 +85,12 @@ final class Lab {
         }
         Thread.sleep(forTimeInterval: 0.1)
         let data = try Data(contentsOf: URL(fileURLWithPath: "\(dir)/stats.json"))
-        return try JSONDecoder().decode([String: ForwarderStatistics].self, from: data)
+        let stats = try JSONDecoder().decode([String: ForwarderStatistics].self, from: data)
+        // Every run's counters reconcile: each packet GRO delivered has exactly one outcome.
+        for (direction, s) in stats {
+            #expect(s.deliveriesReconcile, "\(direction): \(s.deliveries) outcomes for \(s.gro.packetsOut) deliveries")
+        }
+        return stats
     }
 
     /// Sends `megabytes` of random data from `sender` to `receiver` (bounded in time); returns
