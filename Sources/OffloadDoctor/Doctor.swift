@@ -432,6 +432,17 @@ public enum Doctor {
         }
         // Segments an ICMP error quoted: refused as too big, on purpose.
         let refused = Set((a + b).compactMap { $0.pathMTU?.quotedSequence })
+        // What each error refused: from the quoted sequence number, the quoted packet's length less
+        // its headers (at least 40 bytes of them), per flow. A merged packet refused whole is
+        // answered once, quoting its start; its length says how far it reached.
+        var refusedRanges: [FlowKey: [(start: UInt32, end: UInt32)]] = [:]
+        for p in a + b {
+            guard let m = p.pathMTU, let flow = m.quotedFlow, let sequence = m.quotedSequence else { continue }
+            refusedRanges[common(flow), default: []].append((sequence, sequence &+ UInt32(max(m.quotedLength - 40, 1))))
+        }
+        func inRefusedPacket(_ key: FlowKey, _ start: UInt32) -> Bool {
+            refusedRanges[key]?.contains { !seqGreater($0.start, start) && seqGreater($0.end, start) } ?? false
+        }
         var holds: [Double] = []
         var segmentsTotal = 0, matchedOut = 0
         for key in Set(up.keys).union(down.keys) {
@@ -490,7 +501,7 @@ public enum Doctor {
                     refusedRun = nil
                     continue
                 }
-                if refused.contains(s.start) {
+                if refused.contains(s.start) || inRefusedPacket(key, s.start) {
                     refusedRun = (s.start &+ UInt32(s.length), s.time)
                 } else if let run = refusedRun, run.end == s.start, s.time - run.time <= 0.05 {
                     refusedRun = (s.start &+ UInt32(s.length), run.time)
