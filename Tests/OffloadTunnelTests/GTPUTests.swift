@@ -224,10 +224,6 @@ struct VXLANTests {
         #expect(noFlag.withUnsafeBytes { decapsulator.classify($0) } == .drop(.version))
         #expect(Array(datagrams[0].prefix(20)).withUnsafeBytes { decapsulator.classify($0) } == .drop(.truncated))
 
-        guard shell("command -v tshark").status == 0 else {
-            print("tshark part skipped: tshark is not installed")
-            return
-        }
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("vxlan-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
@@ -245,11 +241,15 @@ struct VXLANTests {
         #expect(small.written == 0 && small.forwarding.icmpSent + small.forwarding.icmpSuppressed > 0,
                 "the offline path makes the live MTU decision: \(small.forwarding)")
         #expect(report.written == 16 && report.superPackets == 1)
-        let (status, out) = shell("tshark -r \(scratch)/outer.pcap -o tcp.check_checksum:TRUE -o udp.check_checksum:TRUE "
-            + "-T fields -e vxlan.vni -e _ws.malformed -e tcp.checksum.status -e udp.checksum.status 2>/dev/null")
-        #expect(status == 0)
-        let rows = out.split(separator: "\n")
-        #expect(rows.count == 16 && rows.allSatisfy { $0 == "11259375\t\t1\t1" }, "\(rows.prefix(3))")
+        // Wireshark's VXLAN dissector agrees (where tshark is installed: CI installs it; the
+        // `tshark` test of this suite is skipped, visibly, without it).
+        if installed("tshark") {
+            let (status, out) = shell("tshark -r \(scratch)/outer.pcap -o tcp.check_checksum:TRUE -o udp.check_checksum:TRUE "
+                + "-T fields -e vxlan.vni -e _ws.malformed -e tcp.checksum.status -e udp.checksum.status 2>/dev/null")
+            #expect(status == 0)
+            let rows = out.split(separator: "\n")
+            #expect(rows.count == 16 && rows.allSatisfy { $0 == "11259375\t\t1\t1" }, "\(rows.prefix(3))")
+        }
         let back = try TunnelCapture.decapsulate(input: "\(scratch)/outer.pcap", output: "\(scratch)/inner.pcap",
                                                  codec: Self.tunnel)
         #expect(back.written == 16)
