@@ -125,17 +125,19 @@ public enum Doctor {
             pointFindings += capturePoint(summary.packets, flows: analyzed, capture: index, mtu: mtu, inferred: inferred)
         }
         for flow in flows { findings += flowFindings(flow) }
-        // Fairness over the first capture's bulk flows: the bytes each delivered over the capture,
-        // one interval for all (the lab's definition, over the same interval as its iperf3 test).
+        // Fairness over the first capture's bulk flows: the bytes each delivered (acknowledged by its
+        // receiver; the bytes sent when the capture holds no ACKs) over the capture, one interval for
+        // all. That is the lab's definition (iperf3's receivers over the test), over the same traffic.
         let bulk = flows.filter { $0.capture == 0 && $0.dataPackets >= options.bulkFlowMinimumPackets }
         var jain: Double?
         if bulk.count >= 2 {
             let interval = max((bulk.map(\.lastTime).max() ?? 0) - (bulk.map(\.firstTime).min() ?? 0), 1e-6)
-            let fairness = Fairness(shares: bulk.map { Double($0.bytes) })
+            let delivered = bulk.map { $0.acknowledgedBytes ?? $0.bytes }
+            let fairness = Fairness(shares: delivered.map(Double.init))
             jain = fairness.jainIndex
             let evidence = Finding.FairnessEvidence(
-                flows: bulk.map(\.flow), goodputMbps: bulk.map { Double($0.bytes) * 8 / interval / 1e6 },
-                jainIndex: fairness.jainIndex, starved: fairness.starved, bytes: bulk.map(\.bytes),
+                flows: bulk.map(\.flow), goodputMbps: delivered.map { Double($0) * 8 / interval / 1e6 },
+                jainIndex: fairness.jainIndex, starved: fairness.starved, bytes: delivered,
                 intervalSeconds: interval)
             findings.append(Finding(severity: fairness.isFair ? .info : .warning, kind: fairness.isFair ? .fair : .unfair,
                                     evidence: .fairness(evidence), capture: 0, flow: nil))

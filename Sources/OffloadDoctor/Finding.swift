@@ -127,8 +127,9 @@ public struct Finding: Codable, Sendable, Hashable {
         public var jainIndex: Double
         /// Flows under 10% of a fair share.
         public var starved: Int
-        /// New bytes each flow delivered, and the interval they were counted over (seconds): the
-        /// same for every flow, as in the lab.
+        /// The bytes each flow delivered (acknowledged by its receiver, or sent when the capture
+        /// holds no ACKs), and the interval they were counted over (seconds): the same for every
+        /// flow, as in the lab.
         public var bytes: [Int], intervalSeconds: Double
     }
 

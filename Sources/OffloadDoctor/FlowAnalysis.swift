@@ -39,6 +39,9 @@ public struct FlowAnalysis: Codable, Sendable, Hashable {
     public var dataPackets = 0
     /// New payload bytes (retransmissions not counted twice).
     public var bytes = 0
+    /// Payload bytes the receiver acknowledged, as its ACKs in this capture say (nil when the
+    /// capture holds none): what was delivered, wherever the capture was taken.
+    public var acknowledgedBytes: Int?
     /// First and last data packet times, seconds from the capture's start.
     public var firstTime = 0.0, lastTime = 0.0
     /// Goodput over the flow's own life, Mbit/s.
@@ -76,7 +79,7 @@ public struct FlowAnalysis: Codable, Sendable, Hashable {
     var sequencePoints: [(time: Double, sequence: Double, retransmission: Bool)] = []
 
     enum CodingKeys: String, CodingKey {
-        case flow, key, capture, dataPackets, bytes, firstTime, lastTime, goodputMbps, timelineMbps, binSeconds,
+        case flow, key, capture, dataPackets, bytes, acknowledgedBytes, firstTime, lastTime, goodputMbps, timelineMbps, binSeconds,
              retransmissions, stalls, mss, windowScale, peerWindowScale, sackPermitted, sackBlocksSeen,
              dontFragmentShare, largestPacket, overMTU, pathMTUMessages, largestAfterPathMTU, oversizeAfterPathMTUSeconds,
              zeroWindowSeen
@@ -295,6 +298,10 @@ struct FlowState {
             let s = analysis.stalls[i]
             let retransmittedInside = analysis.sequencePoints.contains { $0.retransmission && $0.time > s.start && $0.time <= s.end }
             if retransmittedInside { analysis.stalls[i].context.endedByRetransmission = true }
+        }
+        if let ack = highestAck, let isn = initialSequence {
+            // A FIN takes one sequence number: never more than the payload seen.
+            analysis.acknowledgedBytes = max(0, min(Int(Int32(bitPattern: ack &- isn)), a.bytes))
         }
         let life = max(a.lastTime - a.firstTime, 1e-6)
         analysis.goodputMbps = Double(a.bytes) * 8 / life / 1e6

@@ -100,7 +100,7 @@ struct DoctorIntegrationTests {
         }
         if let jain = lro.jainIndex, lroRow.flows.count > 1 {
             print("LRO row Jain: lab \(lroRow.fairness.jainIndex), doctor \(jain)")
-            #expect(abs(jain - lroRow.fairness.jainIndex) <= 0.1, "lab \(lroRow.fairness.jainIndex), doctor \(jain)")
+            #expect(abs(jain - lroRow.fairness.jainIndex) <= 0.05, "lab \(lroRow.fairness.jainIndex), doctor \(jain)")
         }
         let gro = try Doctor.diagnose(paths: try pair(4))
         print(DoctorPresentation.text(gro).split(separator: "\n").prefix(12).joined(separator: "\n"))
