@@ -36,7 +36,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
-        .target(name: "OffloadWire", swiftSettings: strictSettings),
+        .target(name: "COffloadChecksum"),
+        .target(name: "OffloadWire", dependencies: ["COffloadChecksum"], swiftSettings: strictSettings),
         .target(name: "OffloadEngine", dependencies: ["OffloadWire"], swiftSettings: strictSettings),
         .target(
             name: "OffloadCapture",
@@ -89,7 +90,7 @@ let package = Package(
             swiftSettings: swiftSettings),
         .target(name: "OffloadTestSupport", dependencies: ["OffloadWire", "OffloadEngine"], path: "Tests/OffloadTestSupport",
                 swiftSettings: swiftSettings),
-        .testTarget(name: "OffloadWireTests", dependencies: ["OffloadWire", "OffloadTestSupport"],
+        .testTarget(name: "OffloadWireTests", dependencies: ["OffloadWire", "COffloadChecksum", "OffloadTestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "OffloadEngineTests", dependencies: ["OffloadEngine", "OffloadWire", "OffloadTestSupport"],
                     swiftSettings: swiftSettings),

@@ -1,3 +1,4 @@
+import COffloadChecksum
 // MARK: - The Internet checksum (RFC 1071, RFC 1624)
 
 /// The Internet checksum: the 16-bit one's complement of the one's complement sum of 16-bit words.
@@ -48,6 +49,9 @@ public enum InternetChecksum {
     @inline(__always)
     internal static func _unsafeNativeSum(_ base: UnsafeRawPointer, count: Int) -> UInt64 {
         if count < _vectorThreshold { return unsafe _unsafeScalarSum(base, count: count) }
+        // The widest loop this CPU has, chosen at load time: AVX2 (in C, the whole buffer); else the
+        // Swift SSE2 loop and the scalar tail.
+        if offload_checksum_has_avx2() != 0 { return unsafe offload_checksum_sum_avx2(base, count) }
         let vectorBytes = count & ~63
         let head = unsafe _unsafeVectorSum(base, count: vectorBytes)
         return unsafe head &+ _unsafeScalarSum(base + vectorBytes, count: count &- vectorBytes)
