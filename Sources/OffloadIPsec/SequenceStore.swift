@@ -26,14 +26,14 @@ public final class SequenceStore: Sendable {
     public let path: String
     /// How many numbers one write reserves ahead.
     public let block: UInt64
-    let marks: Mutex<[UInt32: (fingerprint: String, usedThrough: UInt64)]>
+    let marks: Mutex<[UInt32: (fingerprint: KeyFingerprint, usedThrough: UInt64)]>
 
     /// Opens (or starts) the store at `path`.
     /// - Throws: ``SequenceStoreError`` when the file exists but cannot be read or parsed.
     public init(path: String, block: UInt64 = 1 << 22) throws(SequenceStoreError) {
         self.path = path
         self.block = block
-        var loaded: [UInt32: (fingerprint: String, usedThrough: UInt64)] = [:]
+        var loaded: [UInt32: (fingerprint: KeyFingerprint, usedThrough: UInt64)] = [:]
         if FileManager.default.fileExists(atPath: path) {
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
                 throw SequenceStoreError(description: "\(path): cannot read the sequence high-water marks")
@@ -46,7 +46,7 @@ public final class SequenceStore: Sendable {
                     throw SequenceStoreError(description: "\(path):\(n + 1): not a high-water mark line (refusing to guess: "
                         + "a lost mark could mean a reused IV)")
                 }
-                loaded[spi] = (String(f[3]), used)
+                loaded[spi] = (KeyFingerprint(markFileField: String(f[3])), used)
             }
         }
         marks = Mutex(loaded)
@@ -55,14 +55,14 @@ public final class SequenceStore: Sendable {
     /// The fingerprint of an SA's key: 8 bytes of SHA-256 over a label, the SPI and the key, in
     /// hex. One-way, and only to tell keys apart in the mark file (mode 0600): it is never logged,
     /// and neither error messages nor counters carry it.
-    public static func fingerprint(spi: UInt32, key: [UInt8]) -> String {
+    public static func fingerprint(spi: UInt32, key: [UInt8]) -> KeyFingerprint {
         let label = Array("offload-ipsec sequence mark".utf8)
         let spiBytes = withUnsafeBytes(of: spi.bigEndian) { Array($0) }
-        return sha256(label + spiBytes + key).prefix(8).map { String(format: "%02x", $0) }.joined()
+        return KeyFingerprint(markFileField: sha256(label + spiBytes + key).prefix(8).map { String(format: "%02x", $0) }.joined())
     }
 
     /// The first sequence number an SA may use: one above its mark, or 1 for a new SA or key.
-    public func firstUnused(spi: UInt32, fingerprint: String) -> UInt64 {
+    public func firstUnused(spi: UInt32, fingerprint: KeyFingerprint) -> UInt64 {
         marks.withLock { m in
             guard let mark = m[spi], mark.fingerprint == fingerprint else { return 1 }
             return mark.usedThrough &+ 1
@@ -71,12 +71,12 @@ public final class SequenceStore: Sendable {
 
     /// Durably records that numbers up to `usedThrough` may be used by `spi`.
     /// - Throws: ``SequenceStoreError`` when the file cannot be written: the numbers must not be used.
-    public func reserve(spi: UInt32, fingerprint: String, usedThrough: UInt64) throws(SequenceStoreError) {
+    public func reserve(spi: UInt32, fingerprint: KeyFingerprint, usedThrough: UInt64) throws(SequenceStoreError) {
         let text: String = marks.withLock { m in
             m[spi] = (fingerprint, max(usedThrough, m[spi]?.fingerprint == fingerprint ? m[spi]!.usedThrough : 0))
             return "# offload ipsec: sequence numbers reserved per outbound SA (never reuse an IV). Do not edit.\n"
                 + m.keys.sorted().map { spi in
-                    "spi 0x\(String(format: "%08x", spi)) key-fingerprint \(m[spi]!.fingerprint) used-through \(m[spi]!.usedThrough)"
+                    "spi 0x\(String(format: "%08x", spi)) key-fingerprint \(m[spi]!.fingerprint.markFileField) used-through \(m[spi]!.usedThrough)"
                 }.joined(separator: "\n") + "\n"
         }
         try write(text)
@@ -102,6 +102,20 @@ public final class SequenceStore: Sendable {
     }
 }
 
+/// A key's fingerprint in the mark file. Only the mark file's line writer reads its text
+/// (``markFileField``); printed or interpolated anywhere else (a log line, an error, a counter) it
+/// shows as `<key fingerprint>`, so no path from a key to a log exists by accident.
+public struct KeyFingerprint: Hashable, Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+    /// The hex text the mark file holds.
+    public let markFileField: String
+    /// Wraps a mark file's field.
+    public init(markFileField: String) { self.markFileField = markFileField }
+    /// Redacted.
+    public var description: String { "<key fingerprint>" }
+    /// Redacted.
+    public var debugDescription: String { "<key fingerprint>" }
+}
+
 /// An outbound SA's sequence numbers: handed out in runs (one per train of datagrams), never
 /// twice, never past the end of the space (2^32 − 1 without ESN, 2^64 − 1 with it: RFC 4303 §3.3.3
 /// says a sender must not let the counter wrap), and with a ``SequenceStore`` never past a mark
@@ -112,7 +126,7 @@ public final class OutboundSequence: Sendable {
     /// The last number the space holds.
     public let last: UInt64
     let store: SequenceStore?
-    let fingerprint: String
+    let fingerprint: KeyFingerprint
     struct State {
         var next: UInt64
         var reservedThrough: UInt64
@@ -127,7 +141,7 @@ public final class OutboundSequence: Sendable {
         self.spi = spi
         last = extendedSequenceNumbers ? UInt64.max : UInt64(UInt32.max)
         self.store = store
-        fingerprint = SequenceStore.fingerprint(spi: spi, key: key)  // for the mark file only; never logged
+        fingerprint = SequenceStore.fingerprint(spi: spi, key: key)
         let first = store?.firstUnused(spi: spi, fingerprint: fingerprint) ?? 1
         var reserved = last
         if let store {

@@ -362,3 +362,15 @@ struct SAFileTests {
         #expect(try SAFile.load(path: path).count == 2)
     }
 }
+
+@Suite("Key fingerprints never print")
+struct KeyFingerprintTests {
+    @Test("interpolated, described or dumped, a key's fingerprint is redacted; only the mark file's field holds its text")
+    func redacted() {
+        let f = SequenceStore.fingerprint(spi: 0x1001, key: [UInt8](repeating: 0x42, count: 16))
+        #expect(f.markFileField.count == 16 && f.markFileField.allSatisfy(\.isHexDigit))
+        for shown in ["\(f)", String(describing: f), String(reflecting: f)] {
+            #expect(!shown.contains(f.markFileField) && shown.contains("key fingerprint"), "\(shown)")
+        }
+    }
+}

@@ -154,7 +154,7 @@ struct IPsecNetnsTests {
         try IPsecKeys.write(in: lab.dir, esn: false)
         // gw1 starts its numbers above 1000: the attacker's authentic datagrams (numbers 1...50,
         // made with the key, sent first) then sit below gw1's real traffic and move no window past it.
-        let fingerprint = SequenceStore.fingerprint(spi: 0x1001, key: hexBytes(IPsecKeys.k1))
+        let fingerprint = SequenceStore.fingerprint(spi: 0x1001, key: hexBytes(IPsecKeys.k1)).markFileField
         try "spi 0x00001001 key-fingerprint \(fingerprint) used-through 1000\n".write(toFile: "\(lab.dir)/gw1.conf.seq", atomically: true,
                                                                                     encoding: .utf8)
         try lab.startIPsec()
@@ -308,7 +308,7 @@ struct IPsecUnitTests {
         #expect(output.contains("10.2.0.0/16 dev ipsec0"), "--setup routed the example's prefix into the tunnel")
         #expect(FileManager.default.fileExists(atPath: "\(dir)/sequence"), "the marks went to --state")
         #expect(!output.contains(IPsecKeys.k1) && !output.contains(IPsecKeys.k2), "no key in the log or the metrics")
-        let fingerprint = SequenceStore.fingerprint(spi: 0x1001, key: hexBytes(IPsecKeys.k1))
+        let fingerprint = SequenceStore.fingerprint(spi: 0x1001, key: hexBytes(IPsecKeys.k1)).markFileField
         #expect(!output.contains(fingerprint), "nor the key's fingerprint, which only the mark file holds")
         #expect((try? String(contentsOfFile: "\(dir)/sequence", encoding: .utf8))?.contains(fingerprint) == true)
     }
