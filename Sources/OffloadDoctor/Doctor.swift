@@ -176,31 +176,19 @@ public enum Doctor {
     /// one that lists the flows (in the order first seen).
     static func grouped(_ findings: [Finding]) -> [Finding] {
         struct Key: Hashable { var severity: Finding.Severity, kind: Finding.Kind, evidence: Finding.Evidence, capture: Int? }
-        var order: [Key] = []
-        var byKey: [Key: Finding] = [:]
-        var ungrouped: [(Int, Finding)] = []
+        var out: [Finding] = []
+        var position: [Key: Int] = [:]
         for f in findings {
             // Only per-flow findings group; the evidence of the others names what it is about.
             guard !f.flows.isEmpty else {
-                ungrouped.append((order.count, f))
-                order.append(Key(severity: f.severity, kind: f.kind, evidence: f.evidence, capture: nil))
+                out.append(f)
                 continue
             }
             let key = Key(severity: f.severity, kind: f.kind, evidence: f.evidence, capture: f.capture)
-            if byKey[key] == nil {
-                byKey[key] = f
-                order.append(key)
+            if let i = position[key] {
+                out[i].flows += f.flows
             } else {
-                byKey[key]!.flows += f.flows
-            }
-        }
-        var out: [Finding] = []
-        var next = 0
-        for (index, key) in order.enumerated() {
-            if next < ungrouped.count, ungrouped[next].0 == index {
-                out.append(ungrouped[next].1)
-                next += 1
-            } else if let f = byKey.removeValue(forKey: key) {
+                position[key] = out.count
                 out.append(f)
             }
         }
@@ -286,9 +274,8 @@ public enum Doctor {
                 clientIsSender = t.flow == key
             } else if t.flags.contains(.syn), synTime != nil, (t.flow == key) != clientIsSender {
                 synAckTime = p.time
-            } else if let s = synAckTime, ackTime == nil, t.flags.contains(.ack), (t.flow == key) == clientIsSender {
-                ackTime = p.time
-                _ = s  // the SYN-ACK was seen: this ACK answers it
+            } else if synAckTime != nil, t.flags.contains(.ack), (t.flow == key) == clientIsSender {
+                ackTime = p.time  // the first ACK after the SYN-ACK answers it
                 break
             }
         }
