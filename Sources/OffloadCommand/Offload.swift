@@ -425,11 +425,12 @@ struct Demo: ParsableCommand {
                                        interfaces: [CaptureInterface(linkType: .ethernet)])
         for f in frames { try writer.writePacket(f.bytes, timestamp: f.timestamp) }
         try writer.flush()
-        print("wrote \(input): \(frames.count) packets of generated traffic\n")
+        print("\(OffloadVersion.banner) demo\nwrote \(input): \(frames.count) packets of generated traffic\n")
         printStats(try captureStatistics(input: input), path: input, flowLimit: 10)
         let report = try coalesceCapture(input: input, output: merged)
-        print("\ncoalesce: \(report.packetsIn) packets -> \(report.packetsOut) (\(report.superPackets) super-packets, "
-            + "mean \(String(format: "%.1f", report.gro.meanSegmentsPerSuperPacket)) segments each) -> \(merged)")
+        print("\ncoalesce: \(report.packetsIn) packets in = \(report.packetsOut) out − \(report.superPackets) super-packets + "
+            + "the \(report.segments) segments they hold (mean \(String(format: "%.1f", report.gro.meanSegmentsPerSuperPacket)) "
+            + "each) -> \(merged)")
         print("          \(report.trainFastPathMerges) of \(report.gro.mergedSegments) merged segments took the train fast path "
             + "(headers equal to the held packet's under a mask; the rule-by-rule path decided the rest)")
         let back = try segmentCapture(input: merged, output: restored)
