@@ -89,3 +89,130 @@ int offload_constant_time_compare(const void *a, const void *b, size_t length) {
 int offload_random_bytes(uint8_t *buffer, size_t length) {
     return RAND_bytes(buffer, (int)length) == 1;
 }
+
+// ---- IKEv2: HMAC (the PRF) and key exchange. Every function reports libcrypto's result. ----
+#include <openssl/core_names.h>
+#include <openssl/hmac.h>
+#include <openssl/param_build.h>
+#include <string.h>
+
+size_t offload_hmac(int digest, const void *key, size_t key_length, const void *data, size_t length, uint8_t *out) {
+    const EVP_MD *md = digest == 256 ? EVP_sha256() : digest == 384 ? EVP_sha384() : NULL;
+    if (!md) return 0;
+    unsigned int written = 0;
+    // HMAC() with a zero-length key needs a non-NULL pointer.
+    static const uint8_t empty = 0;
+    if (!HMAC(md, key_length ? key : &empty, (int)key_length, data, length, out, &written)) return 0;
+    return written;
+}
+
+struct offload_ke {
+    int group;
+    EVP_PKEY *key;
+};
+
+offload_ke *offload_ke_new(int group) {
+    EVP_PKEY_CTX *ctx = NULL;
+    if (group == OFFLOAD_KE_CURVE25519) {
+        ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_X25519, NULL);
+    } else if (group == OFFLOAD_KE_MODP_2048) {
+        ctx = EVP_PKEY_CTX_new_from_name(NULL, "DH", NULL);
+    } else {
+        return NULL;
+    }
+    if (!ctx) return NULL;
+    offload_ke *ke = OPENSSL_zalloc(sizeof *ke);
+    int ok = ke && EVP_PKEY_keygen_init(ctx) == 1;
+    if (ok && group == OFFLOAD_KE_MODP_2048) {
+        // RFC 3526's 2048-bit MODP group, by its name in OpenSSL 3.
+        OSSL_PARAM params[] = {
+            OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, "modp_2048", 0),
+            OSSL_PARAM_construct_end(),
+        };
+        ok = EVP_PKEY_CTX_set_params(ctx, params) == 1;
+    }
+    if (ok) ok = EVP_PKEY_keygen(ctx, &ke->key) == 1;
+    EVP_PKEY_CTX_free(ctx);
+    if (!ok) {
+        offload_ke_free(ke);
+        return NULL;
+    }
+    ke->group = group;
+    return ke;
+}
+
+void offload_ke_free(offload_ke *ke) {
+    if (!ke) return;
+    EVP_PKEY_free(ke->key);
+    OPENSSL_free(ke);
+}
+
+size_t offload_ke_public(offload_ke *ke, uint8_t *out, size_t capacity) {
+    if (ke->group == OFFLOAD_KE_CURVE25519) {
+        size_t length = capacity;
+        if (capacity < 32 || EVP_PKEY_get_raw_public_key(ke->key, out, &length) != 1) return 0;
+        return length;
+    }
+    BIGNUM *pub = NULL;
+    if (capacity < 256 || EVP_PKEY_get_bn_param(ke->key, OSSL_PKEY_PARAM_PUB_KEY, &pub) != 1) return 0;
+    int ok = BN_bn2binpad(pub, out, 256) == 256;
+    BN_free(pub);
+    return ok ? 256 : 0;
+}
+
+/// The peer's public value as a key of the same group (NULL when invalid).
+static EVP_PKEY *peer_key(offload_ke *ke, const uint8_t *peer, size_t peer_length) {
+    if (ke->group == OFFLOAD_KE_CURVE25519) {
+        if (peer_length != 32) return NULL;
+        return EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, peer, peer_length);
+    }
+    if (peer_length != 256) return NULL;
+    EVP_PKEY *result = NULL;
+    BIGNUM *pub = BN_bin2bn(peer, (int)peer_length, NULL);
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "DH", NULL);
+    if (pub && bld && ctx
+        && OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "modp_2048", 0) == 1
+        && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PUB_KEY, pub) == 1
+        && (params = OSSL_PARAM_BLD_to_param(bld)) != NULL
+        && EVP_PKEY_fromdata_init(ctx) == 1) {
+        if (EVP_PKEY_fromdata(ctx, &result, EVP_PKEY_PUBLIC_KEY, params) != 1) result = NULL;
+    }
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    EVP_PKEY_CTX_free(ctx);
+    BN_free(pub);
+    return result;
+}
+
+size_t offload_ke_shared(offload_ke *ke, const uint8_t *peer, size_t peer_length, uint8_t *out, size_t capacity) {
+    EVP_PKEY *other = peer_key(ke, peer, peer_length);
+    if (!other) return 0;
+    size_t length = 0, result = 0;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(ke->key, NULL);
+    // EVP_PKEY_derive_set_peer validates the peer's value (range for DH; X25519 rejects an
+    // all-zero shared secret in derive).
+    if (ctx && EVP_PKEY_derive_init(ctx) == 1 && EVP_PKEY_derive_set_peer(ctx, other) == 1
+        && EVP_PKEY_derive(ctx, NULL, &length) == 1 && length <= capacity) {
+        uint8_t buffer[512];
+        size_t got = sizeof buffer;
+        if (length <= sizeof buffer && EVP_PKEY_derive(ctx, buffer, &got) == 1) {
+            size_t width = ke->group == OFFLOAD_KE_MODP_2048 ? 256 : got;
+            if (got <= width && width <= capacity) {
+                // DH's secret is left-padded with zeros to the prime's length (RFC 7296 §2.14).
+                memset(out, 0, width - got);
+                memcpy(out + (width - got), buffer, got);
+                result = width;
+            }
+        }
+        OPENSSL_cleanse(buffer, sizeof buffer);
+    }
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(other);
+    return result;
+}
+
+int offload_sha1(const void *data, size_t length, uint8_t *digest) {
+    return EVP_Digest(data, length, digest, NULL, EVP_sha1(), NULL) == 1;
+}

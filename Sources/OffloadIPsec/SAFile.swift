@@ -76,6 +76,9 @@ public struct ESPTunnelConfiguration: Hashable, Sendable {
     public var extendedSequenceNumbers = true
     /// The anti-replay window of the inbound SA, in packets.
     public var replayWindow = 1024
+    /// Whether this end sends with the outbound SA (false: a rekeyed SA still accepted inbound
+    /// during the overlap, or a new one the peer does not use yet). Manual keys always send.
+    public var sending = true
     /// Inner sources on this side (`local_ts`).
     public var localSelectors: [TrafficSelector] = []
     /// Inner destinations on the far side (`remote_ts`).
@@ -177,7 +180,8 @@ public enum SAFile {
     /// Parses the text of an SA file.
     /// - Throws: ``SAFileError``.
     public static func parse(_ text: String, path: String = "SA file") throws(SAFileError) -> [ESPTunnelConfiguration] {
-        let root = try Section.parse(text, path: path)
+        let root: SwanctlSection
+        do { root = try SwanctlSection.parse(text) } catch { throw SAFileError(path, error.line, error.message) }
         guard let tunnels = root.sections.first(where: { $0.name == "tunnels" }) else {
             throw SAFileError(path, nil, "no `tunnels { ... }` section")
         }
@@ -201,8 +205,8 @@ public enum SAFile {
         return result
     }
 
-    static func tunnel(_ s: Section, path: String) throws(SAFileError) -> ESPTunnelConfiguration {
-        func value(_ key: String) -> (String, Int)? { s.settings.first { $0.key == key }.map { ($0.value, $0.line) } }
+    static func tunnel(_ s: SwanctlSection, path: String) throws(SAFileError) -> ESPTunnelConfiguration {
+        func value(_ key: String) -> (String, Int)? { s.value(key) }
         for setting in s.settings where !["esp_proposals", "esn", "replay_window", "local_ts", "remote_ts"].contains(setting.key) {
             throw SAFileError(path, setting.line, "unknown setting `\(setting.key)` in tunnel \(s.name)")
         }
@@ -337,45 +341,5 @@ public enum SAFile {
             out.append(UInt8(x << 4 | y))
         }
         return out
-    }
-}
-
-/// A section of swanctl.conf-style text: settings and sub-sections.
-struct Section {
-    var name: String
-    var line: Int
-    var settings: [(key: String, value: String, line: Int)] = []
-    var sections: [Section] = []
-
-    static func parse(_ text: String, path: String) throws(SAFileError) -> Section {
-        var stack = [Section(name: "", line: 0)]
-        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let n = index + 1
-            var line = raw[...]
-            if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
-            let t = line.trimmingCharacters(in: .whitespaces)
-            if t.isEmpty { continue }
-            if t == "}" {
-                guard stack.count > 1 else { throw SAFileError(path, n, "`}` without a section to close") }
-                let done = stack.removeLast()
-                stack[stack.count - 1].sections.append(done)
-            } else if t.hasSuffix("{") {
-                let name = t.dropLast().trimmingCharacters(in: .whitespaces)
-                guard !name.isEmpty, !name.contains(" "), !name.contains("=") else {
-                    throw SAFileError(path, n, "a section is `name {` on a line of its own")
-                }
-                stack.append(Section(name: name, line: n))
-            } else if let eq = t.firstIndex(of: "=") {
-                let key = t[..<eq].trimmingCharacters(in: .whitespaces)
-                let value = t[t.index(after: eq)...].trimmingCharacters(in: .whitespaces)
-                guard !key.isEmpty, !key.contains(" ") else { throw SAFileError(path, n, "a setting is `key = value`") }
-                guard stack.count > 1 else { throw SAFileError(path, n, "`\(key)` outside any section") }
-                stack[stack.count - 1].settings.append((key, value, n))
-            } else {
-                throw SAFileError(path, n, "expected `name {`, `key = value` or `}`")
-            }
-        }
-        guard stack.count == 1 else { throw SAFileError(path, stack.last!.line, "section `\(stack.last!.name)` is not closed") }
-        return stack[0]
     }
 }

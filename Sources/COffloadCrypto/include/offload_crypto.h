@@ -53,4 +53,35 @@ int offload_constant_time_compare(const void *a, const void *b, size_t length);
 /// Fills `buffer` with `length` random bytes (RAND_bytes). Returns 1, or 0 on failure.
 int offload_random_bytes(uint8_t *buffer, size_t length);
 
+/// HMAC with SHA-256 (`digest` 256) or SHA-384 (384) of `length` bytes under `key`, into `out`
+/// (32 or 48 bytes). Returns the MAC's length, or 0 on failure. For IKEv2's PRF (RFC 4868).
+size_t offload_hmac(int digest, const void *key, size_t key_length, const void *data, size_t length, uint8_t *out);
+
+/// SHA-1 of `length` bytes into `digest` (20 bytes): only for IKEv2's NAT detection hashes
+/// (RFC 7296 §2.23), which the RFC fixes to SHA-1. Returns 1, or 0 on failure.
+int offload_sha1(const void *data, size_t length, uint8_t *digest);
+
+/// The key-exchange groups (IKEv2 transform type 4 numbers).
+enum {
+    OFFLOAD_KE_MODP_2048 = 14,
+    OFFLOAD_KE_CURVE25519 = 31,
+};
+
+typedef struct offload_ke offload_ke;
+
+/// A fresh private key of `group` (libcrypto's generator); NULL on an unknown group or failure.
+offload_ke *offload_ke_new(int group);
+
+/// Frees the key (libcrypto cleanses it).
+void offload_ke_free(offload_ke *ke);
+
+/// The public value as IKEv2's KE payload carries it (32 bytes for Curve25519, 256 big-endian
+/// bytes for MODP-2048) into `out` (room for `capacity`). Returns its length, or 0.
+size_t offload_ke_public(offload_ke *ke, uint8_t *out, size_t capacity);
+
+/// The shared secret with the peer's public value (the same encoding) into `out` (room for
+/// `capacity`; MODP-2048's is left-padded to 256 bytes as RFC 7296 §2.14 asks). Returns its
+/// length, or 0 when the peer's value is invalid (wrong length, a small-order point, out of range).
+size_t offload_ke_shared(offload_ke *ke, const uint8_t *peer, size_t peer_length, uint8_t *out, size_t capacity);
+
 #endif

@@ -1,0 +1,322 @@
+import Foundation
+import OffloadIPsec
+import OffloadWire
+
+/// Where an IKE message came from or goes to: this end's UDP port (500, or 4500 behind the
+/// non-ESP marker) and the peer's address and port.
+public struct IKEPath: Hashable, Sendable, CustomStringConvertible {
+    /// This end's port.
+    public var localPort: UInt16
+    /// The peer's address.
+    public var remote: IPAddress
+    /// The peer's port.
+    public var remotePort: UInt16
+    /// A path.
+    public init(localPort: UInt16, remote: IPAddress, remotePort: UInt16) {
+        self.localPort = localPort
+        self.remote = remote
+        self.remotePort = remotePort
+    }
+    /// `192.0.2.2:4500 (local 4500)`.
+    public var description: String { "\(remote):\(remotePort)" }
+}
+
+/// A CHILD_SA as the dataplane needs it.
+public struct IKEChildSA: Sendable {
+    /// A number unique in this process (for status lines).
+    public var id: Int
+    /// The connection and child names.
+    public var connection: String, child: String
+    /// The AEAD and whether ESN is on.
+    public var algorithm: ESPAlgorithm, extendedSequenceNumbers: Bool
+    /// The SA this end receives with and the one it sends with.
+    public var inbound: ESPSAKeys, outbound: ESPSAKeys
+    /// The negotiated selectors: this side, the far side.
+    public var localTS: [TrafficSelector], remoteTS: [TrafficSelector]
+    /// Whether this end sends with it (false while a rekeyed SA is still accepted, or a new one is
+    /// not yet used by the peer).
+    public var sending: Bool
+    /// When it was installed (engine time, seconds).
+    public var installed: Double
+    /// The CHILD_SA it replaced (nil: the first).
+    public var replaces: Int?
+    /// How many rekeys led to it.
+    public var generation: Int
+
+    /// The dataplane's view.
+    public var tunnel: ESPTunnelConfiguration {
+        var t = ESPTunnelConfiguration(name: "\(connection).\(child)#\(id)", algorithm: algorithm, extendedSequenceNumbers: extendedSequenceNumbers,
+                                       localSelectors: localTS, remoteSelectors: remoteTS, outbound: outbound, inbound: inbound)
+        t.sending = sending
+        return t
+    }
+}
+
+/// The dataplane's counts for an SA, as the engine reads them to rekey on volume and to see life.
+public struct IKETrafficSample: Sendable {
+    /// Packets and bytes through the SA.
+    public var packets: UInt64 = 0, bytes: UInt64 = 0
+    /// A sample.
+    public init(packets: UInt64 = 0, bytes: UInt64 = 0) {
+        self.packets = packets
+        self.bytes = bytes
+    }
+}
+
+/// What happened, for the log: established, rekeyed, deleted, gave up, authentication failed.
+public struct IKEEvent: Sendable, CustomStringConvertible {
+    /// How bad: info for the life cycle, warning for a peer's refusal, error for a failure.
+    public enum Level: Sendable { case info, warning, error }
+    /// The level.
+    public var level: Level
+    /// One line (never a key or a secret).
+    public var description: String
+}
+
+/// IKEv2 (RFC 7296) as a state machine without I/O: messages and time in, messages, events and
+/// CHILD_SAs out. The host (``IKEDaemon``) owns the sockets, the clock and the dataplane; tests
+/// drive two engines against each other in memory.
+public final class IKEEngine {
+    /// The configuration.
+    public let connections: [IKEConnection]
+    /// IKE SAs by this end's SPI.
+    var sas: [UInt64: IKESA] = [:]
+    /// Events not yet taken by the host.
+    public private(set) var events: [IKEEvent] = []
+    /// Bumped whenever the set of CHILD_SAs (or which of them send) changes.
+    public private(set) var childGeneration = 0
+    /// Half-open IKE SAs (responder, before IKE_AUTH) above which a COOKIE is demanded.
+    public var cookieThreshold = 16
+    /// Half-open IKE SAs above which new ones are dropped.
+    public var halfOpenLimit = 1024
+    /// Seconds a half-open IKE SA is kept.
+    public var halfOpenTimeout = 30.0
+    /// This end's outer address.
+    public let localAddress: IPAddress
+    /// This end's IKE port for what it initiates (4500: ESP and IKE share it, RFC 7296 §2.23).
+    public var initiatorPort: UInt16 = 4500
+    /// Counters for status: rekeys, retransmissions, messages.
+    public internal(set) var counters = Counters()
+    /// Counters.
+    public struct Counters: Sendable, Codable {
+        /// CHILD_SA rekeys completed (either end initiating).
+        public var childRekeys = 0
+        /// IKE SA rekeys completed.
+        public var ikeRekeys = 0
+        /// Requests sent again.
+        public var retransmissions = 0
+        /// Messages received that could not be read or did not authenticate.
+        public var invalidMessages = 0
+        /// COOKIE demands sent.
+        public var cookiesSent = 0
+        /// Rekey collisions resolved (RFC 7296 §2.8.1).
+        public var collisions = 0
+    }
+
+    var cookieSecret = randomBytes(32)
+    var nextChildID = 1
+
+    /// An engine for `connections` (all with the same local and remote addresses).
+    public init(connections: [IKEConnection]) {
+        self.connections = connections
+        localAddress = connections.first?.localAddress ?? .v4(IPv4Address(rawValue: 0))
+    }
+
+    func log(_ level: IKEEvent.Level, _ text: String) { events.append(IKEEvent(level: level, description: text)) }
+
+    /// Takes the events logged since the last call.
+    public func takeEvents() -> [IKEEvent] {
+        defer { events.removeAll() }
+        return events
+    }
+
+    func childrenChanged() { childGeneration += 1 }
+
+    /// Every installed CHILD_SA.
+    public var childSAs: [IKEChildSA] { sas.values.sorted { $0.localSPI < $1.localSPI }.flatMap { $0.children.map(\.sa) } }
+
+    /// A status line per IKE SA and CHILD_SA.
+    public func status(now: Double, traffic: (UInt32) -> IKETrafficSample) -> [IKESAStatus] {
+        sas.values.sorted { $0.created < $1.created }.map { $0.status(now: now, traffic: traffic) }
+    }
+
+    // MARK: starting
+
+    /// Initiates every connection that has a child with `start_action = start` or `trap` and no
+    /// IKE SA yet. Returns the messages to send.
+    public func start(now: Double) -> [(bytes: [UInt8], path: IKEPath)] {
+        var out: [(bytes: [UInt8], path: IKEPath)] = []
+        for c in connections where c.children.contains(where: { $0.startAction != .none }) {
+            guard !sas.values.contains(where: { $0.connection?.name == c.name && $0.state != .dead }) else { continue }
+            out += initiate(c, now: now)
+        }
+        return out
+    }
+
+    /// Starts an IKE SA for `connection` (IKE_SA_INIT on port 4500).
+    public func initiate(_ connection: IKEConnection, now: Double) -> [(bytes: [UInt8], path: IKEPath)] {
+        let path = IKEPath(localPort: initiatorPort, remote: connection.remoteAddress, remotePort: 4500)
+        let sa = IKESA(engine: self, originalInitiator: true, localSPI: freshIKESPI(), path: path, now: now)
+        sa.connection = connection
+        sas[sa.localSPI] = sa
+        log(.info, "\(connection.name): initiating IKE_SA_INIT to \(path)")
+        return sa.sendInit(now: now)
+    }
+
+    func freshIKESPI() -> UInt64 {
+        while true {
+            let v = randomBytes(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            if v != 0 && sas[v] == nil { return v }
+        }
+    }
+
+    func freshChildSPI() -> UInt32 {
+        let used = Set(sas.values.flatMap { $0.children.map(\.sa.inbound.spi) + $0.pendingSPIs })
+        while true {
+            let v = randomBytes(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+            if v >= 256 && !used.contains(v) { return v }
+        }
+    }
+
+    func newChildID() -> Int {
+        defer { nextChildID += 1 }
+        return nextChildID
+    }
+
+    // MARK: receiving
+
+    /// Handles one IKE message (without the non-ESP marker) received on `path`.
+    /// - Returns: the messages to send.
+    public func receive(_ bytes: [UInt8], path: IKEPath, now: Double) -> [(bytes: [UInt8], path: IKEPath)] {
+        let header: IKEHeader
+        do { header = try IKEHeader(parsing: bytes) } catch {
+            counters.invalidMessages += 1
+            return []
+        }
+        guard let exchange = IKEExchange(rawValue: header.exchange) else {
+            counters.invalidMessages += 1
+            return []
+        }
+        // Which SA: ours is the responder SPI when the peer is the original initiator, else the initiator SPI.
+        let ours = header.fromOriginalInitiator ? header.responderSPI : header.initiatorSPI
+        if let sa = sas[ours] {
+            return sa.receive(bytes, header: header, exchange: exchange, path: path, now: now)
+        }
+        if exchange == .ikeSAInit && !header.isResponse && header.responderSPI == 0 && header.messageID == 0 {
+            // A retransmitted first request reaches the half-open SA made for it.
+            if let sa = sas.values.first(where: { !$0.originalInitiator && $0.remoteSPI == header.initiatorSPI && $0.path.remote == path.remote }) {
+                return sa.receive(bytes, header: header, exchange: exchange, path: path, now: now)
+            }
+            return respondToInit(bytes, header: header, path: path, now: now)
+        }
+        counters.invalidMessages += 1
+        return []
+    }
+
+    /// A first IKE_SA_INIT request: a COOKIE when too many SAs are half-open, else a new half-open SA.
+    func respondToInit(_ bytes: [UInt8], header: IKEHeader, path: IKEPath, now: Double) -> [(bytes: [UInt8], path: IKEPath)] {
+        let payloads: [IKEPayload]
+        do {
+            let raw = try IKEPayloadChain.walk(bytes[IKEHeader.length...], first: header.nextPayload)
+            payloads = try IKEPayloadChain.typed(raw.payloads)
+        } catch {
+            counters.invalidMessages += 1
+            log(.warning, "IKE_SA_INIT from \(path): \(error)")
+            return [(IKESA.plainMessage(header: header, payloads: [.notify(error.notify, data: error.notify == .unsupportedCriticalPayload ? [error.payloadType] : [])],
+                                        responderSPI: 0), path)]
+        }
+        guard connections.contains(where: { $0.remoteAddress == path.remote }) else {
+            log(.warning, "IKE_SA_INIT from \(path): no connection for that address")
+            return []
+        }
+        let halfOpen = sas.values.filter { !$0.originalInitiator && $0.state == .initDone }.count
+        guard halfOpen < halfOpenLimit else { return [] }
+        if halfOpen >= cookieThreshold {
+            let nonce = IKESA.nonce(payloads) ?? []
+            let expected = cookie(nonce: nonce, spii: header.initiatorSPI, address: path.remote)
+            let offered = payloads.lazy.compactMap { p -> [UInt8]? in
+                if case .notify(_, _, .cookie, let data) = p { return data }
+                return nil
+            }.first
+            guard let offered, constantTimeEqual(offered, expected) else {
+                counters.cookiesSent += 1
+                return [(IKESA.plainMessage(header: header, payloads: [.notify(.cookie, data: expected)], responderSPI: 0), path)]
+            }
+        }
+        let sa = IKESA(engine: self, originalInitiator: false, localSPI: freshIKESPI(), path: path, now: now)
+        sa.remoteSPI = header.initiatorSPI
+        sas[sa.localSPI] = sa
+        let out = sa.answerInit(bytes, header: header, payloads: payloads, now: now)
+        if sa.state == .dead { sas[sa.localSPI] = nil }  // refused: nothing is kept
+        return out
+    }
+
+    /// RFC 7296 §2.6: a cookie only this end can make, from the request's nonce, address and SPI.
+    func cookie(nonce: [UInt8], spii: UInt64, address: IPAddress) -> [UInt8] {
+        var data = nonce + bigEndianBytes(spii)
+        switch address {
+        case .v4(let a): data += bigEndianBytes(a.rawValue)
+        case .v6(let a): data += bigEndianBytes(a.high) + bigEndianBytes(a.low)
+        }
+        return [1] + IKEPRF.hmacSHA256(cookieSecret, data)
+    }
+
+    // MARK: time
+
+    /// Timers: retransmission, liveness, rekeying, half-open expiry; `traffic` gives an SA's counts
+    /// by SPI (inbound SPIs for what arrived, outbound for what was sent).
+    public func tick(now: Double, traffic: (UInt32) -> IKETrafficSample) -> [(bytes: [UInt8], path: IKEPath)] {
+        var out: [(bytes: [UInt8], path: IKEPath)] = []
+        for sa in sas.values.sorted(by: { $0.created < $1.created }) {
+            out += sa.tick(now: now, traffic: traffic)
+        }
+        // Dead SAs go; a connection that should be up is started again.
+        var restart: [IKEConnection] = []
+        for (spi, sa) in sas where sa.state == .dead {
+            if !sa.children.isEmpty { childrenChanged() }
+            sas[spi] = nil
+            if sa.restartWhenDead, let c = sa.connection { restart.append(c) }
+        }
+        for c in restart where !sas.values.contains(where: { $0.connection?.name == c.name }) {
+            out += initiate(c, now: now)
+        }
+        return out
+    }
+
+    /// Deletes every IKE SA (INFORMATIONAL with a Delete of the IKE SA, sent once, not awaited).
+    public func shutdown() -> [(bytes: [UInt8], path: IKEPath)] {
+        var out: [(bytes: [UInt8], path: IKEPath)] = []
+        for sa in sas.values where sa.state == .established {
+            out.append(sa.deleteMessage())
+            log(.info, "\(sa.name): IKE SA deleted (shutting down)")
+        }
+        sas.removeAll()
+        childrenChanged()
+        return out
+    }
+}
+
+/// A status line of an IKE SA.
+public struct IKESAStatus: Sendable, Codable {
+    /// The connection, the state, the role.
+    public var connection: String, state: String, role: String
+    /// The SPIs (hex), the algorithms.
+    public var spis: String, algorithms: String
+    /// Seconds since established, IKE rekeys.
+    public var age: Double, rekeys: Int
+    /// The peer and its identity.
+    public var peer: String, peerID: String
+    /// The CHILD_SAs.
+    public var children: [Child]
+    /// A CHILD_SA's status.
+    public struct Child: Sendable, Codable {
+        /// Names, SPIs in/out (hex), algorithm, ESN.
+        public var name: String, spiIn: String, spiOut: String, algorithm: String, esn: Bool
+        /// Seconds since installed, rekeys so far (generations), whether this end sends with it.
+        public var age: Double, rekeys: Int, sending: Bool
+        /// Packets and bytes in and out.
+        public var packetsIn: UInt64, bytesIn: UInt64, packetsOut: UInt64, bytesOut: UInt64
+        /// The selectors.
+        public var localTS: String, remoteTS: String
+    }
+}
