@@ -72,7 +72,8 @@ let package = Package(
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: swiftSettings),
         .target(name: "OffloadIKE",
-                dependencies: ["OffloadWire", "OffloadIPsec", "COffloadCrypto", .product(name: "Logging", package: "swift-log")],
+                dependencies: ["OffloadWire", "OffloadIPsec", "OffloadTunnel", "OffloadTUN", "COffloadCrypto",
+                               .product(name: "Logging", package: "swift-log")],
                 swiftSettings: swiftSettings),
         .target(name: "OffloadReport", swiftSettings: swiftSettings),
         .target(name: "OffloadDemo",
@@ -86,7 +87,7 @@ let package = Package(
             name: "OffloadCommand",
             dependencies: [
                 "OffloadWire", "OffloadEngine", "OffloadCapture", "OffloadTUN", "OffloadForwarder", "OffloadReport",
-                "OffloadLab", "OffloadDoctor", "OffloadSIIT", "OffloadTunnel", "OffloadIPsec", "OffloadDemo",
+                "OffloadLab", "OffloadDoctor", "OffloadSIIT", "OffloadTunnel", "OffloadIPsec", "OffloadIKE", "OffloadDemo",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,11 +1,89 @@
 #!/usr/bin/env bash
-# strongSwan (charon with kernel-libipsec: userspace ESP over a TUN device) on both gateways of
-# scripts/netns-tunnel-topology.sh, IKEv2 with a pre-shared key, ESP in UDP (encap = yes),
-# aes128gcm16 (libipsec has no ESN). One charon per namespace: its own strongswan.conf
-# (STRONGSWAN_CONF), its own vici socket and a private /run. For benchmarks and interop tests.
-# Usage: strongswan-netns.sh up PREFIX DIR [ESP_PROPOSAL] | down PREFIX DIR
+# strongSwan (charon with kernel-libipsec: userspace ESP over a TUN device) on the gateways of
+# scripts/netns-tunnel-topology.sh, IKEv2 with a pre-shared key, ESP in UDP (encap = yes).
+# One charon per namespace: its own strongswan.conf (STRONGSWAN_CONF), its own vici socket and a
+# private /run. For benchmarks and interop tests.
+#   up PREFIX DIR [ESP]        charon on both gateways (gw1 initiates), ESP default aes128gcm16
+#   peer PREFIX DIR N [ESP]    charon on gateway N only (the other runs offload ipsec --config);
+#                              it initiates when SW_START=start (default: trap, it waits)
+#   list PREFIX DIR N          swanctl --list-sas on gateway N
+#   down PREFIX DIR            stops every charon started in DIR
+# Knobs (environment): SW_PROPOSALS (IKE, default aes128gcm16-prfsha256-x25519), SW_PSK,
+# SW_CHILD_REKEY / SW_CHILD_LIFE (e.g. 4s / 30s), SW_IKE_REKEY, SW_DPD (dpd_delay).
+# libipsec has no ESN: ESP proposals must not ask for it.
 set -euo pipefail
-action="$1"; p="$2"; dir="$3"; esp="${4:-aes128gcm16}"
+action="$1"; p="$2"; dir="$3"
+psk="${SW_PSK:-offload-bench-psk-not-a-secret}"
+proposals="${SW_PROPOSALS:-aes128gcm16-prfsha256-x25519}"
+
+start_charon() { # n esp start_action
+  local n="$1" esp="$2" start="$3"
+  local me=192.168.88.$n peer=192.168.88.$((3 - n))
+  mkdir -p "$dir"
+  cat > "$dir/strongswan$n.conf" <<CONF
+charon {
+  load = random nonce openssl aes sha1 sha2 hmac gcm chapoly curve25519 kdf pem pkcs1 x509 pubkey kernel-libipsec kernel-netlink socket-default vici updown
+  install_routes = yes
+  retransmit_timeout = 1
+  retransmit_tries = 3
+  plugins {
+    vici { socket = unix://$dir/charon$n.vici }
+  }
+  filelog {
+    charon$n { path = $dir/charon$n.log
+      default = 1
+      flush_line = yes }
+  }
+}
+CONF
+  local child_rekey="" ike_rekey="" dpd=""
+  [ -n "${SW_CHILD_REKEY:-}" ] && child_rekey="rekey_time = $SW_CHILD_REKEY
+        life_time = ${SW_CHILD_LIFE:-60s}
+        rand_time = 1s"
+  [ -n "${SW_IKE_REKEY:-}" ] && ike_rekey="rekey_time = $SW_IKE_REKEY"
+  [ -n "${SW_DPD:-}" ] && dpd="dpd_delay = $SW_DPD"
+  cat > "$dir/swanctl$n.conf" <<CONF
+connections {
+  site {
+    local_addrs = $me
+    remote_addrs = $peer
+    encap = yes
+    proposals = $proposals
+    $ike_rekey
+    $dpd
+    local { auth = psk
+      id = gw$n }
+    remote { auth = psk
+      id = gw$((3 - n)) }
+    children {
+      net {
+        local_ts = 10.88.$n.0/24, fd88:$n::/64
+        remote_ts = 10.88.$((3 - n)).0/24, fd88:$((3 - n))::/64
+        esp_proposals = $esp
+        start_action = $start
+        $child_rekey
+      }
+    }
+  }
+}
+secrets {
+  ike-site { id-a = gw1
+    id-b = gw2
+    secret = "$psk" }
+}
+CONF
+  chmod 600 "$dir/swanctl$n.conf"
+  ip netns exec "$p-gw$n" sh -c "mount -t tmpfs none /run && STRONGSWAN_CONF=$dir/strongswan$n.conf exec /usr/lib/ipsec/charon" \
+    > "$dir/charon$n.out" 2>&1 < /dev/null &
+  echo $! > "$dir/charon$n.pid"
+}
+
+load_charon() { # n
+  local n="$1"
+  for _ in $(seq 50); do [ -S "$dir/charon$n.vici" ] && break; sleep 0.1; done
+  ip netns exec "$p-gw$n" swanctl --load-all --file "$dir/swanctl$n.conf" --uri "unix://$dir/charon$n.vici" > "$dir/load$n.log" 2>&1
+}
+
 case "$action" in
 down)
   for n in 1 2; do
@@ -14,60 +92,11 @@ down)
   sleep 0.5
   ;;
 up)
-  mkdir -p "$dir"
-  for n in 1 2; do
-    me=192.168.88.$n; peer=192.168.88.$((3 - n))
-    cat > "$dir/strongswan$n.conf" <<CONF
-charon {
-  load = random nonce openssl aes sha1 sha2 hmac gcm chapoly curve25519 kdf pem pkcs1 x509 pubkey kernel-libipsec kernel-netlink socket-default vici updown
-  install_routes = yes
-  plugins {
-    vici { socket = unix://$dir/charon$n.vici }
-  }
-  filelog {
-    charon$n { path = $dir/charon$n.log
-      default = 1 }
-  }
-}
-CONF
-    cat > "$dir/swanctl$n.conf" <<CONF
-connections {
-  site {
-    local_addrs = $me
-    remote_addrs = $peer
-    encap = yes
-    proposals = aes128gcm16-prfsha256-x25519
-    local { auth = psk
-      id = gw$n }
-    remote { auth = psk
-      id = gw$((3 - n)) }
-    children {
-      net {
-        local_ts = 10.88.$n.0/24
-        remote_ts = 10.88.$((3 - n)).0/24
-        esp_proposals = $esp
-        start_action = $([ $n = 1 ] && echo start || echo trap)
-      }
-    }
-  }
-}
-secrets {
-  ike-site { id-a = gw1
-    id-b = gw2
-    secret = "offload-bench-psk-not-a-secret" }
-}
-CONF
-    chmod 600 "$dir/swanctl$n.conf"
-    ip netns exec "$p-gw$n" sh -c "mount -t tmpfs none /run && STRONGSWAN_CONF=$dir/strongswan$n.conf exec /usr/lib/ipsec/charon" \
-      > "$dir/charon$n.out" 2>&1 < /dev/null &
-    echo $! > "$dir/charon$n.pid"
-  done
-  for n in 1 2; do
-    for _ in $(seq 50); do [ -S "$dir/charon$n.vici" ] && break; sleep 0.1; done
-  done
-  for n in 2 1; do
-    ip netns exec "$p-gw$n" swanctl --load-all --file "$dir/swanctl$n.conf" --uri "unix://$dir/charon$n.vici" > "$dir/load$n.log" 2>&1
-  done
+  esp="${4:-aes128gcm16}"
+  start_charon 1 "$esp" start
+  start_charon 2 "$esp" trap
+  load_charon 2
+  load_charon 1
   for _ in $(seq 100); do
     ip netns exec "$p-gw1" swanctl --list-sas --uri "unix://$dir/charon1.vici" 2>/dev/null | grep -q INSTALLED && exit 0
     sleep 0.1
@@ -75,5 +104,13 @@ CONF
   echo "strongSwan: no CHILD_SA installed; see $dir/charon1.log" >&2
   exit 1
   ;;
-*) echo "usage: $0 up PREFIX DIR [ESP] | down PREFIX DIR" >&2; exit 2 ;;
+peer)
+  n="$4"; esp="${5:-aes128gcm16}"
+  start_charon "$n" "$esp" "${SW_START:-trap}"
+  load_charon "$n"
+  ;;
+list)
+  ip netns exec "$p-gw$4" swanctl --list-sas --uri "unix://$dir/charon$4.vici"
+  ;;
+*) echo "usage: $0 up PREFIX DIR [ESP] | peer PREFIX DIR N [ESP] | list PREFIX DIR N | down PREFIX DIR" >&2; exit 2 ;;
 esac

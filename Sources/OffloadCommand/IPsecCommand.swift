@@ -1,8 +1,11 @@
 import ArgumentParser
 import Foundation
+import Logging
+import OffloadIKE
 import OffloadIPsec
 import OffloadTunnel
 import OffloadWire
+import Synchronization
 
 /// `offload ipsec`: an ESP-in-UDP gateway with manual keys, live or on captures.
 struct IPsec: AsyncParsableCommand {
@@ -30,6 +33,15 @@ struct IPsec: AsyncParsableCommand {
 
             --write-keys FILE writes Wireshark's esp_sa lines (mode 0600) so that tshark decrypts a capture.
 
+            IKEv2: with --config instead of --sa, the SAs are negotiated with the peer (RFC 7296; strongSwan \
+            and this gateway in either role): a file of connections and secrets in swanctl.conf's syntax and \
+            names (docs/ipsec.md), mode 0600; IKE on port 500 and on 4500 beside ESP (the non-ESP marker); \
+            pre-shared keys; AES-GCM and ChaCha20-Poly1305, HMAC-SHA2, Curve25519 and MODP-2048; CHILD_SAs \
+            and the IKE SA rekeyed on time, bytes or packets with nothing lost (the new inbound SA is accepted \
+            before the old one goes); dead peers found (dpd_delay) and connections with start_action = start \
+            started again. --status prints the SAs of the running gateway; so does SIGUSR1 (to its log). \
+            --write-keys then also writes FILE.ikev2 (Wireshark's ikev2_decryption_table).
+
             Offline: with IN OUT, the packets of IN are encrypted (--local -> --remote, outer IPv4 or IPv6 and \
             UDP 4500), or with --decrypt the inner packets of IN's ESP datagrams are written (refusals counted).
 
@@ -37,10 +49,18 @@ struct IPsec: AsyncParsableCommand {
               offload ipsec --sa /etc/offload/ipsec.conf --device ipsec0 --local 192.0.2.1 --remote 192.0.2.2 --setup --route 10.2.0.0/16
               offload ipsec --sa ipsec.conf --local 192.0.2.1 --remote 192.0.2.2 inner.pcapng esp.pcap
               offload ipsec --sa peer.conf --decrypt esp.pcap inner.pcap
+              offload ipsec --config /etc/offload/swanctl.conf --device ipsec0 --setup --route 10.2.0.0/16
+              offload ipsec --config /etc/offload/swanctl.conf --status
             """)
 
     @Option(help: "The SA file (manual keys, swanctl.conf syntax, mode 0600).")
-    var sa: String
+    var sa: String?
+    @Option(help: "IKEv2: connections and secrets (swanctl.conf syntax, mode 0600); live only. --local/--remote default to its addresses.")
+    var config: String?
+    @Option(help: "IKEv2: where the running gateway writes its SAs each second (default: the config's path with .status).")
+    var statusFile: String?
+    @Flag(help: "IKEv2: print the SAs of the gateway running with --config (ages, rekeys, bytes and packets per SA) and exit.")
+    var status = false
     @Option(help: "Where sequence high-water marks are kept (default: the SA file's path with .seq).")
     var state: String?
     @Option(help: "Write the SAs as Wireshark esp_sa lines to this file (mode 0600) so tshark can decrypt.")
@@ -50,10 +70,28 @@ struct IPsec: AsyncParsableCommand {
     @OptionGroup var endpoint: TunnelEndpointOptions
 
     func validate() throws {
+        guard (sa == nil) != (config == nil) else { throw ValidationError("give --sa (manual keys) or --config (IKEv2), one of them") }
+        if config != nil {
+            if status { return }
+            guard endpoint.live else { throw ValidationError("--config: IKEv2 runs live, with --device (captures take --sa)") }
+            guard !decrypt else { throw ValidationError("--decrypt: with --sa (captures)") }
+            var e = endpoint
+            // The addresses come from the configuration when not given.
+            if e.local == nil { e.local = "0.0.0.0" }
+            if e.remote == nil { e.remote = e.local!.contains(":") ? "::" : "0.0.0.0" }
+            try e.check(needsAddressesOffline: false)
+            return
+        }
+        guard !status else { throw ValidationError("--status: with --config") }
         try endpoint.check(needsAddressesOffline: !decrypt)
     }
 
     func run() async throws {
+        if let config {
+            if status { return try printStatus(config) }
+            return try await runIKE(config)
+        }
+        guard let sa else { return }
         let tunnels: [ESPTunnelConfiguration]
         do { tunnels = try SAFile.load(path: sa) } catch { throw InputError(message: "\(error)") }
         let policy: ESPSecurityPolicy
@@ -73,6 +111,67 @@ struct IPsec: AsyncParsableCommand {
             try await endpoint.serve(codec: codec, label: "offload.ipsec")
         } else {
             try endpoint.runOffline(codec: codec, decapsulate: decrypt, name: "ESP")
+        }
+    }
+}
+
+extension IPsec {
+    func printStatus(_ config: String) throws {
+        let path = statusFile ?? config + ".status"
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw InputError(message: "\(path): no status (is offload ipsec --config \(config) running?)")
+        }
+        let file: IKEStatusFile
+        do { file = try JSONDecoder().decode(IKEStatusFile.self, from: data) } catch { throw InputError(message: "\(path): not a status file") }
+        if endpoint.json {
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print(file.text, terminator: "")
+        }
+    }
+
+    /// The gateway with IKEv2: the dataplane starts with no SA; the daemon fills it.
+    func runIKE(_ config: String) async throws {
+        let connections: [IKEConnection]
+        do { connections = try IKEConfig.load(path: config) } catch { throw InputError(message: "\(error)") }
+        var options = endpoint
+        if options.local == nil { options.local = connections[0].localAddress.description }
+        if options.remote == nil { options.remote = connections[0].remoteAddress.description }
+        guard IPAddress(options.local!) == connections[0].localAddress, IPAddress(options.remote!) == connections[0].remoteAddress else {
+            throw InputError(message: "--local/--remote differ from the configuration's local_addrs/remote_addrs")
+        }
+        // IKE's keys are new with each negotiation: sequence numbers start at 1 and need no marks on disk.
+        let policy = try ESPSecurityPolicy(tunnels: [], store: nil)
+        if let writeKeys { try? ESPKeyLog.write([], to: writeKeys) }
+        let box = Mutex<IKEDaemon?>(nil)
+        let finished = DispatchSemaphore(value: 0)
+        signal(SIGUSR1, SIG_IGN)
+        let usr1 = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
+        usr1.setEventHandler { box.withLock { $0 }?.requestStatus() }
+        usr1.resume()
+        defer { usr1.cancel() }
+        try await options.serve(codec: ESPCodec(policy: policy), label: "offload.ipsec", signalHandler: { kind, bytes in
+            if kind == .ike { box.withLock { $0 }?.deliver(bytes) }
+        }, started: { endpoint, logger in
+            let daemon: IKEDaemon
+            do { daemon = try IKEDaemon(connections: connections, policy: policy, logger: logger) } catch {
+                throw InputError(message: "IKE port 500: \(error)")
+            }
+            daemon.statusPath = statusFile ?? config + ".status"
+            daemon.keyLogPath = writeKeys
+            let socket = endpoint.socket
+            daemon.attach { bytes in try? socket.send(bytes, trafficClass: 0) }
+            box.withLock { $0 = daemon }
+            let thread = Thread {
+                daemon.run()
+                finished.signal()
+            }
+            thread.name = "offload-ike"
+            thread.start()
+        })
+        if let daemon = box.withLock({ $0 }) {
+            daemon.stop()
+            finished.wait()
         }
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import OffloadEngine
 import OffloadForwarder
 import OffloadTunnel
@@ -73,7 +74,8 @@ struct TunnelEndpointOptions: ParsableArguments {
     }
 
     /// Runs the endpoint live with `codec` until SIGINT/SIGTERM or the duration.
-    func serve<Codec: TunnelCodec>(codec: Codec, label: String, started: (TunnelEndpoint<Codec>) -> Void = { _ in }) async throws {
+    func serve<Codec: TunnelCodec>(codec: Codec, label: String, signalHandler: (@Sendable (TunnelSignal, [UInt8]) -> Void)? = nil,
+                                   started: (TunnelEndpoint<Codec>, Logger) throws -> Void = { _, _ in }) async throws {
         guard let device else { return }
         let logger = try dataplane.prepare(label: label)
         var configuration = TunnelConfiguration(device: device, local: IPAddress(local!)!, remote: IPAddress(remote!)!, codec: codec)
@@ -85,12 +87,13 @@ struct TunnelEndpointOptions: ParsableArguments {
         configuration.batch = dataplane.batch
         configuration.icmpSourceV4 = IPv4Address(dataplane.icmpSource4)!
         configuration.icmpSourceV6 = IPv6Address(dataplane.icmpSource6)!
+        configuration.signalHandler = signalHandler
         let endpoint: TunnelEndpoint<Codec>
         do { endpoint = try TunnelEndpoint(configuration: configuration, logger: logger) } catch {
             throw InputError(message: "\(error)")
         }
         logger.info("\(codec) \(configuration.local) <-> \(configuration.remote) on \(device); inner MTU \(endpoint.innerMTU); offloads granted: \(endpoint.grantedOffloads); UDP GRO \(endpoint.socket.receiveCoalescing ? "on" : "off")")
-        started(endpoint)
+        try started(endpoint, logger)
         // The device gets the inner MTU, as the kernel's own tunnels do: the gateway's own
         // traffic picks the right MSS, and forwarded packets that cannot fit are refused early.
         try await dataplane.serve(endpoint, routing: setup ? .deviceRoutes(addresses: address, routes: route, nextHops: nextHop) : nil,

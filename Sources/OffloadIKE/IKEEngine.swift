@@ -135,8 +135,24 @@ public final class IKEEngine {
     /// Every installed CHILD_SA.
     public var childSAs: [IKEChildSA] { sas.values.sorted { $0.localSPI < $1.localSPI }.flatMap { $0.children.map(\.sa) } }
 
+    /// Lines of Wireshark's `ikev2_decryption_table` for the established IKE SAs (so that tshark
+    /// decrypts IKE_AUTH and later exchanges). Holds keys: only for a file of mode 0600.
+    public func wiresharkIKELines() -> [String] {
+        func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined() }
+        return sas.values.filter { $0.state == .established && $0.keys != nil }.sorted { $0.created < $1.created }.map { sa in
+            let k = sa.keys!
+            let name: String
+            switch sa.aead {
+            case .aesGCM128: name = "AES-GCM-128 with 16 octet ICV [RFC5282]"
+            case .aesGCM256: name = "AES-GCM-256 with 16 octet ICV [RFC5282]"
+            case .chacha20Poly1305: name = "ChaCha20-Poly1305 [RFC7634]"
+            }
+            return "\(String(format: "%016llx", sa.spii)),\(String(format: "%016llx", sa.spir)),\(hex(k.ei)),\(hex(k.er)),\"\(name)\",,,\"NONE [RFC4306]\""
+        }
+    }
+
     /// A status line per IKE SA and CHILD_SA.
-    public func status(now: Double, traffic: (UInt32) -> IKETrafficSample) -> [IKESAStatus] {
+    public func status(now: Double, traffic: (UInt32, Bool) -> IKETrafficSample) -> [IKESAStatus] {
         sas.values.sorted { $0.created < $1.created }.map { $0.status(now: now, traffic: traffic) }
     }
 
@@ -264,8 +280,8 @@ public final class IKEEngine {
     // MARK: time
 
     /// Timers: retransmission, liveness, rekeying, half-open expiry; `traffic` gives an SA's counts
-    /// by SPI (inbound SPIs for what arrived, outbound for what was sent).
-    public func tick(now: Double, traffic: (UInt32) -> IKETrafficSample) -> [(bytes: [UInt8], path: IKEPath)] {
+    /// by SPI and direction (true: the SA this end receives with).
+    public func tick(now: Double, traffic: (UInt32, Bool) -> IKETrafficSample) -> [(bytes: [UInt8], path: IKEPath)] {
         var out: [(bytes: [UInt8], path: IKEPath)] = []
         for sa in sas.values.sorted(by: { $0.created < $1.created }) {
             out += sa.tick(now: now, traffic: traffic)

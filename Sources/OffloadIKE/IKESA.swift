@@ -922,7 +922,7 @@ final class IKESA {
         return []
     }
 
-    func tick(now: Double, traffic: (UInt32) -> IKETrafficSample) -> Output {
+    func tick(now: Double, traffic: (UInt32, Bool) -> IKETrafficSample) -> Output {
         guard state != .dead else { return [] }
         if !originalInitiator && state == .initDone && now - created > engine.halfOpenTimeout {
             state = .dead
@@ -948,7 +948,7 @@ final class IKESA {
         }
         guard state == .established else { return out }
         for i in children.indices {
-            let seen = traffic(children[i].sa.inbound.spi).packets
+            let seen = traffic(children[i].sa.inbound.spi, true).packets
             if seen != children[i].lastInboundPackets {
                 children[i].lastInboundPackets = seen
                 lastHeard = now
@@ -961,7 +961,7 @@ final class IKESA {
         }
         if let c = connection {
             for child in children where child.state == .active {
-                let sent = traffic(child.sa.outbound.spi), got = traffic(child.sa.inbound.spi)
+                let sent = traffic(child.sa.outbound.spi, false), got = traffic(child.sa.inbound.spi, true)
                 let packets = max(sent.packets, got.packets)
                 let due = now >= child.rekeyAt
                     || (child.config.rekeyBytes > 0 && sent.bytes + got.bytes >= child.config.rekeyBytes)
@@ -986,13 +986,13 @@ final class IKESA {
         return out
     }
 
-    func status(now: Double, traffic: (UInt32) -> IKETrafficSample) -> IKESAStatus {
+    func status(now: Double, traffic: (UInt32, Bool) -> IKETrafficSample) -> IKESAStatus {
         IKESAStatus(
             connection: name, state: state.rawValue, role: originalInitiator ? "initiator" : "responder",
             spis: "\(String(format: "%016llx", spii))_i \(String(format: "%016llx", spir))_r", algorithms: "\(aead)-\(prf)-\(group)",
             age: established > 0 ? now - established : 0, rekeys: rekeys, peer: path.description, peerID: peerID?.description ?? "",
             children: children.map { c in
-                let i = traffic(c.sa.inbound.spi), o = traffic(c.sa.outbound.spi)
+                let i = traffic(c.sa.inbound.spi, true), o = traffic(c.sa.outbound.spi, false)
                 return IKESAStatus.Child(name: c.config.name, spiIn: String(format: "%08x", c.sa.inbound.spi),
                                          spiOut: String(format: "%08x", c.sa.outbound.spi), algorithm: c.sa.algorithm.rawValue,
                                          esn: c.sa.extendedSequenceNumbers, age: now - c.sa.installed, rekeys: c.sa.generation,

@@ -1,5 +1,6 @@
 import OffloadTunnel
 import OffloadWire
+import Synchronization
 
 extension TunnelDropReason {
     /// An SPI this end has no inbound SA for.
@@ -35,26 +36,103 @@ extension TunnelSignal {
     public static let dummy = TunnelSignal(rawValue: "dummy")
 }
 
+/// Packets and bytes (inner, before encryption or after decryption) through one SA in one
+/// direction, counted by the thread that handles the SA and read by anyone (status, rekeying on
+/// volume, liveness).
+public final class ESPSACounters: Sendable {
+    let packetCount = Atomic<UInt64>(0)
+    let byteCount = Atomic<UInt64>(0)
+    /// Zero counters.
+    public init() {}
+    /// Packets so far.
+    public var packets: UInt64 { packetCount.load(ordering: .relaxed) }
+    /// Bytes so far.
+    public var bytes: UInt64 { byteCount.load(ordering: .relaxed) }
+    /// Counts one packet of `bytes`.
+    public func count(bytes: Int) {
+        packetCount.add(1, ordering: .relaxed)
+        byteCount.add(UInt64(bytes), ordering: .relaxed)
+    }
+}
+
 /// The SAs of a gateway and what both directions share: the outbound sequence counters (one per
 /// SA, so that the encapsulating thread and the decapsulating thread's ICMP errors never use a
-/// number twice).
+/// number twice) and the per-SA counters.
+///
+/// The set can be replaced while traffic flows (IKEv2 installs and removes SAs): a replacement is
+/// a new ``Generation``; each encoder and decoder checks the generation's number (one atomic load)
+/// per packet and moves to the new set between two packets, keeping the sequence counter, the
+/// replay window and the counters of every SA that stays. Nothing is stopped.
 public final class ESPSecurityPolicy: Sendable {
-    /// The tunnels, in the order their selectors are tried.
-    public let tunnels: [ESPTunnelConfiguration]
-    /// Each tunnel's outbound counter.
-    public let sequences: [OutboundSequence]
+    /// One set of SAs.
+    public struct Generation: Sendable {
+        /// Increases with each replacement.
+        public let number: UInt64
+        /// The tunnels, in the order their selectors are tried.
+        public let tunnels: [ESPTunnelConfiguration]
+        /// Each tunnel's outbound counter.
+        public let sequences: [OutboundSequence]
+        /// Each tunnel's inbound and outbound counts.
+        public let inbound: [ESPSACounters], outbound: [ESPSACounters]
+    }
+    let current: Mutex<Generation>
+    let number = Atomic<UInt64>(0)
+    let store: SequenceStore?
+
+    /// The tunnels now.
+    public var tunnels: [ESPTunnelConfiguration] { current.withLock { $0.tunnels } }
+    /// Each tunnel's outbound counter now.
+    public var sequences: [OutboundSequence] { current.withLock { $0.sequences } }
+    /// The set now.
+    public var generation: Generation { current.withLock { $0 } }
+    /// The number of the set now (what encoders and decoders compare with theirs).
+    public var generationNumber: UInt64 { number.load(ordering: .acquiring) }
 
     /// The policy, with sequence numbers kept in `store` (nil: counters start at 1 and are not
-    /// kept: only for tests and captures that never reach a wire).
+    /// kept: for SAs whose keys are new each time, negotiated by IKE, and for tests and captures
+    /// that never reach a wire).
     /// - Throws: ``SequenceStoreError`` when the first reservations cannot be written.
     public init(tunnels: [ESPTunnelConfiguration], store: SequenceStore?) throws(SequenceStoreError) {
-        self.tunnels = tunnels
-        var sequences: [OutboundSequence] = []
+        self.store = store
+        current = Mutex(try Self.generation(0, tunnels, store: store, keeping: nil))
+    }
+
+    static func generation(_ number: UInt64, _ tunnels: [ESPTunnelConfiguration], store: SequenceStore?,
+                           keeping old: Generation?) throws(SequenceStoreError) -> Generation {
+        var sequences: [OutboundSequence] = [], inbound: [ESPSACounters] = [], outbound: [ESPSACounters] = []
         for t in tunnels {
-            sequences.append(try OutboundSequence(spi: t.outbound.spi, key: t.outbound.keyMaterial,
-                                                  extendedSequenceNumbers: t.extendedSequenceNumbers, store: store))
+            if let old, let i = old.tunnels.firstIndex(where: { $0.outbound == t.outbound && $0.extendedSequenceNumbers == t.extendedSequenceNumbers }) {
+                sequences.append(old.sequences[i])
+                outbound.append(old.outbound[i])
+            } else {
+                sequences.append(try OutboundSequence(spi: t.outbound.spi, key: t.outbound.keyMaterial,
+                                                      extendedSequenceNumbers: t.extendedSequenceNumbers, store: store))
+                outbound.append(ESPSACounters())
+            }
+            if let old, let i = old.tunnels.firstIndex(where: { $0.inbound == t.inbound }) {
+                inbound.append(old.inbound[i])
+            } else {
+                inbound.append(ESPSACounters())
+            }
         }
-        self.sequences = sequences
+        return Generation(number: number, tunnels: tunnels, sequences: sequences, inbound: inbound, outbound: outbound)
+    }
+
+    /// Installs a new set between two packets: SAs that stay keep their sequence counters, windows
+    /// and counts; SAs that go are gone for the next packet.
+    /// - Throws: ``SequenceStoreError`` when a new SA's first reservation cannot be written.
+    public func replace(_ tunnels: [ESPTunnelConfiguration]) throws(SequenceStoreError) {
+        try current.withLock { (g: inout Generation) throws(SequenceStoreError) in
+            g = try Self.generation(g.number + 1, tunnels, store: store, keeping: g)
+            number.store(g.number, ordering: .releasing)
+        }
+    }
+
+    /// The counts of the SA that receives with `spi` (inbound) or sends with it.
+    public func counters(spi: UInt32, inbound: Bool) -> ESPSACounters? {
+        let g = generation
+        guard let i = g.tunnels.firstIndex(where: { (inbound ? $0.inbound.spi : $0.outbound.spi) == spi }) else { return nil }
+        return inbound ? g.inbound[i] : g.outbound[i]
     }
 }
 
@@ -81,36 +159,29 @@ public struct ESPCodec: TunnelCodec {
     }
     /// `ESP (2 tunnels: aes128gcm16)`.
     public var description: String {
-        "ESP (\(policy.tunnels.count) tunnel\(policy.tunnels.count == 1 ? "" : "s"): "
-            + Set(policy.tunnels.map(\.algorithm.rawValue)).sorted().joined(separator: ", ") + ")"
+        let tunnels = policy.tunnels
+        guard !tunnels.isEmpty else { return "ESP (SAs from IKEv2)" }
+        return "ESP (\(tunnels.count) tunnel\(tunnels.count == 1 ? "" : "s"): "
+            + Set(tunnels.map(\.algorithm.rawValue)).sorted().joined(separator: ", ") + ")"
     }
 
     public func makeEncoder() throws(TunnelCodecError) -> Encoder {
-        var contexts: [AEADContext] = []
-        for t in policy.tunnels {
-            do { contexts.append(try AEADContext(t.algorithm, key: t.outbound.key, sealing: true)) } catch {
-                throw TunnelCodecError("tunnel \(t.name): \(error)")
-            }
-        }
-        return Encoder(policy: policy, contexts: contexts)
+        var encoder = Encoder(policy: policy, generation: policy.generation, contexts: [])
+        try encoder.load(policy.generation)
+        return encoder
     }
 
     public func makeDecoder() throws(TunnelCodecError) -> Decoder {
-        var inbound: [Decoder.Inbound] = []
-        for (i, t) in policy.tunnels.enumerated() {
-            do {
-                inbound.append(Decoder.Inbound(spi: t.inbound.spi, tunnel: i, context: try AEADContext(t.algorithm, key: t.inbound.key, sealing: false),
-                                               salt: t.inbound.salt,
-                                               window: ReplayWindow(size: t.replayWindow, extendedSequenceNumbers: t.extendedSequenceNumbers)))
-            } catch { throw TunnelCodecError("tunnel \(t.name): \(error)") }
-        }
-        return Decoder(policy: policy, inbound: inbound)
+        var decoder = Decoder(policy: policy, generation: policy.generation, inbound: [])
+        try decoder.load(policy.generation)
+        return decoder
     }
 
     /// Encrypts: chooses the tunnel per inner packet, reserves its sequence numbers per train.
     public struct Encoder: TunnelEncoder {
         let policy: ESPSecurityPolicy
-        let contexts: [AEADContext]
+        var generation: ESPSecurityPolicy.Generation
+        var contexts: [AEADContext]
         var tunnel = 0
         var firstSequence: UInt64 = 0
         /// The IV of the next datagram when set (known-answer tests only; never on a wire).
@@ -118,15 +189,40 @@ public struct ESPCodec: TunnelCodec {
 
         public var writesWholeDatagram: Bool { true }
 
+        /// Moves to a set of SAs: contexts of SAs that stay are kept, new ones made.
+        /// - Throws: when libcrypto cannot make a context (the SA is then not used).
+        mutating func load(_ next: ESPSecurityPolicy.Generation) throws(TunnelCodecError) {
+            var made: [AEADContext] = []
+            var failure: TunnelCodecError?
+            for t in next.tunnels {
+                if let i = generation.tunnels.firstIndex(where: { $0.outbound == t.outbound && $0.algorithm == t.algorithm }), i < contexts.count {
+                    made.append(contexts[i])
+                    continue
+                }
+                do { made.append(try AEADContext(t.algorithm, key: t.outbound.key, sealing: true)) } catch {
+                    failure = TunnelCodecError("tunnel \(t.name): \(error)")
+                    break
+                }
+            }
+            if let failure { throw failure }
+            generation = next
+            contexts = made
+            tunnel = 0
+        }
+
         public mutating func begin(headers: UnsafeRawBufferPointer, datagrams: Int) -> TunnelDropReason? {
+            if policy.generationNumber != generation.number {
+                do { try load(policy.generation) } catch { return .encryptFailed }
+            }
             guard let (source, destination) = Self.addresses(headers) else { return .noPolicy }
-            if !policy.tunnels[tunnel].sends(from: source, to: destination) {
-                guard let match = policy.tunnels.firstIndex(where: { $0.sends(from: source, to: destination) }) else {
+            let tunnels = generation.tunnels
+            if tunnel >= tunnels.count || !tunnels[tunnel].sending || !tunnels[tunnel].sends(from: source, to: destination) {
+                guard let match = tunnels.firstIndex(where: { $0.sending && $0.sends(from: source, to: destination) }) else {
                     return .noPolicy
                 }
                 tunnel = match
             }
-            guard let first = policy.sequences[tunnel].reserve(datagrams) else { return .sequenceExhausted }
+            guard let first = generation.sequences[tunnel].reserve(datagrams) else { return .sequenceExhausted }
             firstSequence = first
             return nil
         }
@@ -145,7 +241,7 @@ public struct ESPCodec: TunnelCodec {
         }
 
         public mutating func encode(_ segment: InnerSegment, index: Int, into slot: UnsafeMutableRawBufferPointer) -> Int {
-            let t = policy.tunnels[tunnel]
+            let t = generation.tunnels[tunnel]
             let sequence = firstSequence &+ UInt64(index)
             let iv = fixedIV ?? sequence
             let base = slot.baseAddress!
@@ -184,7 +280,9 @@ public struct ESPCodec: TunnelCodec {
                                               tag: base + ESPFormat.headerLength + plaintext)
                     }
                 }
-                return sealed ? ESPFormat.headerLength + plaintext + ESPFormat.icvLength : 0
+                guard sealed else { return 0 }
+                generation.outbound[tunnel].count(bytes: segment.count)
+                return ESPFormat.headerLength + plaintext + ESPFormat.icvLength
             }
         }
     }
@@ -192,15 +290,45 @@ public struct ESPCodec: TunnelCodec {
     /// Decrypts: classifies, checks replay, opens in place, checks padding and selectors.
     public struct Decoder: TunnelDecoder {
         let policy: ESPSecurityPolicy
+        var generation: ESPSecurityPolicy.Generation
         struct Inbound {
             let spi: UInt32
             let tunnel: Int
             let context: AEADContext
             let salt: [UInt8]
             var window: ReplayWindow
+            let counters: ESPSACounters
         }
         var inbound: [Inbound]
         var last = 0
+
+        /// Moves to a set of SAs: each inbound SA that stays keeps its context and anti-replay window.
+        /// - Throws: when libcrypto cannot make a context.
+        mutating func load(_ next: ESPSecurityPolicy.Generation) throws(TunnelCodecError) {
+            var made: [Inbound] = []
+            var failure: TunnelCodecError?
+            for (i, t) in next.tunnels.enumerated() {
+                if let j = generation.tunnels.firstIndex(where: { $0.inbound == t.inbound && $0.algorithm == t.algorithm }),
+                   let kept = inbound.first(where: { $0.tunnel == j }) {
+                    made.append(Inbound(spi: kept.spi, tunnel: i, context: kept.context, salt: kept.salt, window: kept.window,
+                                        counters: next.inbound[i]))
+                    continue
+                }
+                do {
+                    made.append(Inbound(spi: t.inbound.spi, tunnel: i, context: try AEADContext(t.algorithm, key: t.inbound.key, sealing: false),
+                                        salt: t.inbound.salt,
+                                        window: ReplayWindow(size: t.replayWindow, extendedSequenceNumbers: t.extendedSequenceNumbers),
+                                        counters: next.inbound[i]))
+                } catch {
+                    failure = TunnelCodecError("tunnel \(t.name): \(error)")
+                    break
+                }
+            }
+            if let failure { throw failure }
+            generation = next
+            inbound = made
+            last = 0
+        }
 
         /// The anti-replay window of the inbound SA with `spi` (nil: none).
         public func window(spi: UInt32) -> ReplayWindow? { inbound.first { $0.spi == spi }?.window }
@@ -212,6 +340,10 @@ public struct ESPCodec: TunnelCodec {
             let spi = UInt32(bigEndian: datagram.loadUnaligned(fromByteOffset: ESPFormat.spi, as: UInt32.self))
             if spi == 0 { return .signalling(.ike) }  // the non-ESP marker: IKE shares the port
             guard count >= ESPFormat.minimumLength else { return .drop(.truncated) }
+            if policy.generationNumber != generation.number {
+                do { try load(policy.generation) } catch { return .drop(.unknownSPI) }
+            }
+            guard !inbound.isEmpty else { return .drop(.unknownSPI) }
             if inbound[last].spi != spi {
                 guard let i = inbound.firstIndex(where: { $0.spi == spi }) else { return .drop(.unknownSPI) }
                 last = i
@@ -224,7 +356,7 @@ public struct ESPCodec: TunnelCodec {
             case .tooOld: return .drop(.tooOld)
             }
             let sa = inbound[last]
-            let t = policy.tunnels[sa.tunnel]
+            let t = generation.tunnels[sa.tunnel]
             let ciphertextLength = count - ESPFormat.headerLength - ESPFormat.icvLength
             let base = datagram.baseAddress!
             var nonce = (UInt64(0), UInt32(0))
@@ -263,6 +395,7 @@ public struct ESPCodec: TunnelCodec {
             else { return .drop(.nextHeader) }
             guard let (source, destination) = Encoder.addresses(inner) else { return .drop(.truncated) }
             guard t.receives(from: source, to: destination) else { return .drop(.policy) }
+            sa.counters.count(bytes: inner.count)
             return .packet(ESPFormat.headerLength..<innerEnd)
         }
     }

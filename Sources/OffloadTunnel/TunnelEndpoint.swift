@@ -290,6 +290,10 @@ public struct TunnelConfiguration<Codec: TunnelCodec>: Sendable {
     public var icmpSourceV4 = IPv4Address(192, 0, 2, 254)
     /// ICMPv6 error source.
     public var icmpSourceV6 = IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe)
+    /// Called on the receiving thread with each signalling datagram (an IKE message behind the
+    /// non-ESP marker, a NAT keepalive, ...) after it is counted: for a control plane that shares
+    /// the port. It must return quickly (hand the bytes over, never handle them there).
+    public var signalHandler: (@Sendable (TunnelSignal, [UInt8]) -> Void)?
 
     /// A configuration.
     public init(device: String, local: IPAddress, remote: IPAddress, codec: Codec) {
@@ -521,7 +525,9 @@ public final class TunnelEndpoint<Codec: TunnelCodec>: Dataplane, @unchecked Sen
                     case .reply(let answer):
                         back.sendRaw(answer)
                         counters.replies += 1
-                    case .signalling(let kind): counters.signalling[kind, default: 0] += 1
+                    case .signalling(let kind):
+                        counters.signalling[kind, default: 0] += 1
+                        if let handler = configuration.signalHandler { handler(kind, unsafe Array(UnsafeRawBufferPointer(datagram))) }
                     case .drop(let reason): counters.dropped[reason, default: 0] += 1
                     }
                 }

@@ -56,7 +56,7 @@ final class IKEWire {
         while t < seconds {
             now += step
             t += step
-            let sample = { (spi: UInt32) in self.traffic[spi] ?? IKETrafficSample() }
+            let sample = { (spi: UInt32, _: Bool) in self.traffic[spi] ?? IKETrafficSample() }
             send(a.tick(now: now, traffic: sample), fromA: true)
             send(b.tick(now: now, traffic: sample), fromA: false)
             run()
@@ -238,7 +238,7 @@ struct IKEEngineTests {
         let old = try #require(w.b.childSAs.first)
         for sa in w.a.sas.values { for i in sa.children.indices { sa.children[i].rekeyAt = w.now } }
         w.now += 0.1
-        w.send(w.a.tick(now: w.now, traffic: { _ in IKETrafficSample() }), fromA: true)
+        w.send(w.a.tick(now: w.now, traffic: { _, _ in IKETrafficSample() }), fromA: true)
         #expect(w.inFlight.count == 1, "the CREATE_CHILD_SA request")
         let request = w.inFlight.removeFirst()
         w.send(w.b.receive(request.bytes, path: request.path, now: w.now), fromA: false)

@@ -1,0 +1,187 @@
+import Foundation
+import Logging
+import OffloadIPsec
+import OffloadTUN
+import OffloadTunnel
+import OffloadWire
+import Synchronization
+
+/// The host of an ``IKEEngine`` on a live gateway: a socket on port 500, the IKE messages the
+/// dataplane hands over from port 4500 (behind the non-ESP marker), a clock, and the ESP
+/// dataplane's SA set, replaced whenever the engine's CHILD_SAs change. Runs on a thread of its
+/// own; everything the engine does happens there.
+public final class IKEDaemon: @unchecked Sendable {
+    let engine: IKEEngine
+    /// The dataplane's SAs.
+    public let policy: ESPSecurityPolicy
+    let socket500: UDPTunnelSocket?
+    let logger: Logger
+    let inbox = Mutex<[[UInt8]]>([])
+    let send4500 = Mutex<(@Sendable ([UInt8]) -> Void)?>(nil)
+    let stopFlag = Atomic<Bool>(false)
+    let statusLines = Mutex<[IKESAStatus]>([])
+    let countersSnapshot = Mutex<IKEEngine.Counters>(IKEEngine.Counters())
+    let statusRequested = Atomic<Bool>(false)
+    let started = DispatchTime.now().uptimeNanoseconds
+    /// Where the status is written each second (JSON, for `offload ipsec --status`).
+    public var statusPath: String?
+    /// Where Wireshark's `esp_sa` lines go (mode 0600; `PATH.ikev2` gets the `ikev2_decryption_table` lines).
+    public var keyLogPath: String?
+    var installedGeneration = -1
+    let remote: IPAddress
+
+    /// A daemon for `connections` (one peer), with the dataplane's `policy`.
+    /// - Throws: when port 500 cannot be bound (another IKE daemon runs?).
+    public init(connections: [IKEConnection], policy: ESPSecurityPolicy, logger: Logger) throws(TUNError) {
+        engine = IKEEngine(connections: connections)
+        self.policy = policy
+        self.logger = logger
+        remote = connections[0].remoteAddress
+        socket500 = try UDPTunnelSocket(local: connections[0].localAddress, remote: connections[0].remoteAddress, port: 500,
+                                        coalesce: false, connected: false)
+    }
+
+    /// How messages on port 4500 leave: through the dataplane's socket (the marker is added here).
+    public func attach(send: @escaping @Sendable ([UInt8]) -> Void) { send4500.withLock { $0 = send } }
+
+    /// An IKE message received on port 4500 (the datagram, non-ESP marker included): queued for the daemon's thread.
+    public func deliver(_ datagram: [UInt8]) {
+        guard datagram.count > 4 else { return }
+        inbox.withLock { $0.append(Array(datagram.dropFirst(4))) }
+    }
+
+    /// Asks the thread to delete the SAs and stop.
+    public func stop() { stopFlag.store(true, ordering: .relaxed) }
+
+    /// Asks the thread to log the status (SIGUSR1).
+    public func requestStatus() { statusRequested.store(true, ordering: .relaxed) }
+
+    /// The status as of the last second.
+    public var status: [IKESAStatus] { statusLines.withLock { $0 } }
+    /// The engine's counters as of the last second.
+    public var counters: IKEEngine.Counters { countersSnapshot.withLock { $0 } }
+
+    var now: Double { Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9 }
+
+    func traffic(_ spi: UInt32, _ inbound: Bool) -> IKETrafficSample {
+        guard let c = policy.counters(spi: spi, inbound: inbound) else { return IKETrafficSample() }
+        return IKETrafficSample(packets: c.packets, bytes: c.bytes)
+    }
+
+    func send(_ out: [(bytes: [UInt8], path: IKEPath)]) {
+        for m in out {
+            if m.path.localPort == 500 {
+                do { try socket500?.send(m.bytes, trafficClass: 0) } catch { logger.warning("IKE: sending on port 500: \(error)") }
+            } else if let send = send4500.withLock({ $0 }) {
+                send([0, 0, 0, 0] + m.bytes)
+            }
+        }
+    }
+
+    /// Runs until ``stop()``: starts the connections, answers, retransmits, rekeys.
+    public func run() {
+        send(engine.start(now: now))
+        afterEngine()
+        var lastTick = 0.0, lastStatus = -1.0
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while !stopFlag.load(ordering: .relaxed) {
+            if let s = socket500, s.waitReadable(milliseconds: 10) {
+                while true {
+                    let got = buffer.withUnsafeMutableBytes { try? s.receive(into: $0) }
+                    guard let got else { break }
+                    let (length, _, fromRemote, _) = got
+                    guard fromRemote, length > 0 else { continue }
+                    send(engine.receive(Array(buffer[0..<length]), path: IKEPath(localPort: 500, remote: remote, remotePort: 500), now: now))
+                }
+            }
+            let messages = inbox.withLock { m in defer { m.removeAll() }; return m }
+            for m in messages {
+                send(engine.receive(m, path: IKEPath(localPort: 4500, remote: remote, remotePort: 4500), now: now))
+            }
+            let t = now
+            if t - lastTick >= 0.1 {
+                lastTick = t
+                send(engine.tick(now: t, traffic: traffic))
+            }
+            afterEngine()
+            if t - lastStatus >= 1 || statusRequested.exchange(false, ordering: .relaxed) {
+                if lastStatus >= 0 && t - lastStatus < 1 { logStatus() }
+                lastStatus = t
+                publishStatus()
+            }
+        }
+        send(engine.shutdown())
+        afterEngine()
+    }
+
+    /// Logs the events, installs a changed SA set, rewrites the key log.
+    func afterEngine() {
+        for e in engine.takeEvents() {
+            switch e.level {
+            case .info: logger.info("IKE \(e.description)")
+            case .warning: logger.warning("IKE \(e.description)")
+            case .error: logger.error("IKE \(e.description)")
+            }
+        }
+        guard engine.childGeneration != installedGeneration else { return }
+        installedGeneration = engine.childGeneration
+        // Sending SAs first: the encoder takes the first whose selectors match.
+        let children = engine.childSAs.sorted { $0.sending && !$1.sending }
+        do { try policy.replace(children.map(\.tunnel)) } catch { logger.error("IKE: installing SAs: \(error)") }
+        if let keyLogPath {
+            let local = engine.localAddress
+            do {
+                try ESPKeyLog.write(ESPKeyLog.lines(children.map(\.tunnel), local: local, remote: remote), to: keyLogPath)
+                try ESPKeyLog.write(engine.wiresharkIKELines(), to: keyLogPath + ".ikev2")
+            } catch { logger.warning("IKE: --write-keys: \(error)") }
+        }
+    }
+
+    func publishStatus() {
+        let lines = engine.status(now: now, traffic: traffic)
+        statusLines.withLock { $0 = lines }
+        countersSnapshot.withLock { $0 = engine.counters }
+        if let statusPath {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            if let data = try? encoder.encode(IKEStatusFile(sas: lines, counters: engine.counters)) {
+                try? data.write(to: URL(fileURLWithPath: statusPath), options: .atomic)
+            }
+        }
+    }
+
+    func logStatus() {
+        for line in IKEStatusFile(sas: engine.status(now: now, traffic: traffic), counters: engine.counters).text.split(separator: "\n") {
+            logger.notice("\(line)")
+        }
+    }
+}
+
+/// What `offload ipsec --status` reads: the SAs and the counters.
+public struct IKEStatusFile: Codable, Sendable {
+    /// The IKE SAs with their CHILD_SAs.
+    public var sas: [IKESAStatus]
+    /// Rekeys, retransmissions, ...
+    public var counters: IKEEngine.Counters
+
+    /// As text, in the spirit of `swanctl --list-sas`.
+    public var text: String {
+        func age(_ s: Double) -> String { s < 120 ? "\(Int(s))s" : s < 7200 ? "\(Int(s / 60))m" : "\(Int(s / 3600))h" }
+        var out = ""
+        for sa in sas {
+            out += "\(sa.connection): #\(sa.rekeys) rekeys, \(sa.state.uppercased()), \(sa.role), peer \(sa.peerID) at \(sa.peer)\n"
+            out += "  \(sa.algorithms), SPIs \(sa.spis), established \(age(sa.age)) ago\n"
+            for c in sa.children {
+                out += "  \(c.name): \(c.sending ? "INSTALLED" : "INSTALLED (receiving only)"), \(c.algorithm)\(c.esn ? "-esn" : ""), "
+                    + "SPIs \(c.spiIn)_i \(c.spiOut)_o, \(c.rekeys) rekeys, installed \(age(c.age)) ago\n"
+                out += "    in  \(c.bytesIn) bytes, \(c.packetsIn) packets\n"
+                out += "    out \(c.bytesOut) bytes, \(c.packetsOut) packets\n"
+                out += "    local  \(c.localTS)\n    remote \(c.remoteTS)\n"
+            }
+        }
+        if sas.isEmpty { out += "no IKE SA\n" }
+        out += "CHILD_SA rekeys \(counters.childRekeys), IKE SA rekeys \(counters.ikeRekeys), collisions \(counters.collisions), "
+            + "retransmissions \(counters.retransmissions), invalid messages \(counters.invalidMessages), cookies sent \(counters.cookiesSent)\n"
+        return out
+    }
+}
