@@ -28,6 +28,8 @@ public final class IKEDaemon: @unchecked Sendable {
     /// Where Wireshark's `esp_sa` lines go (mode 0600; `PATH.ikev2` gets the `ikev2_decryption_table` lines).
     public var keyLogPath: String?
     var installedGeneration = -1
+    /// Every key-log line written so far: SAs that are gone stay, so that a capture of their time decrypts.
+    var espKeyLines: [String] = [], ikeKeyLines: [String] = []
     let remote: IPAddress
 
     /// A daemon for `connections` (one peer), with the dataplane's `policy`.
@@ -130,9 +132,13 @@ public final class IKEDaemon: @unchecked Sendable {
         do { try policy.replace(children.map(\.tunnel)) } catch { logger.error("IKE: installing SAs: \(error)") }
         if let keyLogPath {
             let local = engine.localAddress
+            for line in ESPKeyLog.lines(children.map(\.tunnel), local: local, remote: remote) where !espKeyLines.contains(line) {
+                espKeyLines.append(line)
+            }
+            for line in engine.wiresharkIKELines() where !ikeKeyLines.contains(line) { ikeKeyLines.append(line) }
             do {
-                try ESPKeyLog.write(ESPKeyLog.lines(children.map(\.tunnel), local: local, remote: remote), to: keyLogPath)
-                try ESPKeyLog.write(engine.wiresharkIKELines(), to: keyLogPath + ".ikev2")
+                try ESPKeyLog.write(espKeyLines, to: keyLogPath)
+                try ESPKeyLog.write(ikeKeyLines, to: keyLogPath + ".ikev2")
             } catch { logger.warning("IKE: --write-keys: \(error)") }
         }
     }

@@ -147,6 +147,7 @@ public final class IKEEngine {
             case .aesGCM256: name = "AES-GCM-256 with 16 octet ICV [RFC5282]"
             case .chacha20Poly1305: name = "ChaCha20-Poly1305 [RFC7634]"
             }
+            // Byte fields bare, text fields quoted, as Wireshark writes this table.
             return "\(String(format: "%016llx", sa.spii)),\(String(format: "%016llx", sa.spir)),\(hex(k.ei)),\(hex(k.er)),\"\(name)\",,,\"NONE [RFC4306]\""
         }
     }

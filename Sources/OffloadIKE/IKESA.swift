@@ -670,6 +670,7 @@ final class IKESA {
         state = .rekeyed
         engine.sas[next.localSPI] = next
         engine.counters.ikeRekeys += 1
+        engine.childrenChanged()  // the same CHILD_SAs; the key log gains the new IKE SA
         return next
     }
 

@@ -142,3 +142,54 @@ struct ESPKnownAnswerTests {
         #expect(open(flipped) == nil)
     }
 }
+
+@Suite("SA sets replaced while traffic flows (IKEv2's installs): between two packets, nothing else touched")
+struct ESPPolicyReplacementTests {
+    func packet(_ n: Int) -> [UInt8] {
+        var b = PacketBuilder()
+        b.link = .raw
+        b.sequence = UInt32(1 + n * 100)
+        b.payloadLength = 100
+        return b.frame()
+    }
+
+    @Test("make before break: the old and new inbound SAs both decrypt during the overlap; the encoder moves to the sending SA; the old window, counters and sequence numbers survive the swap; a removed SA is an unknown SPI")
+    func replace() throws {
+        let any = ["0.0.0.0/0", "::/0"].map { TrafficSelector($0)! }
+        let old = ESPTunnelConfiguration(name: "old", algorithm: .aesGCM128, extendedSequenceNumbers: false, localSelectors: any,
+                                         remoteSelectors: any, outbound: keys(.aesGCM128, spi: 0x1001, seed: 1),
+                                         inbound: keys(.aesGCM128, spi: 0x2001, seed: 2))
+        var new = ESPTunnelConfiguration(name: "new", algorithm: .aesGCM128, extendedSequenceNumbers: false, localSelectors: any,
+                                         remoteSelectors: any, outbound: keys(.aesGCM128, spi: 0x1002, seed: 3),
+                                         inbound: keys(.aesGCM128, spi: 0x2002, seed: 4))
+        let ours = try ESPSecurityPolicy(tunnels: [old], store: nil)
+        // The far end's view, to make what arrives here.
+        let theirs = try ESPSecurityPolicy(tunnels: [old.reversed], store: nil)
+        var encapsulator = try TunnelEncapsulator(codec: ESPCodec(policy: ours))
+        var theirEncapsulator = try TunnelEncapsulator(codec: ESPCodec(policy: theirs))
+        var decoder = try ESPCodec(policy: ours).makeDecoder()
+        let first = try encrypt(packet(0), with: &encapsulator)
+        #expect(first.count == 1 && Array(first[0][0..<4]) == [0, 0, 0x10, 0x01])
+        let fromOld = try encrypt(packet(1), with: &theirEncapsulator)
+        #expect(decoder.open(fromOld[0]).1 != nil)
+        // The rekey: the new SA is installed and sends; the old one still receives.
+        var oldReceiving = old
+        oldReceiving.sending = false
+        try ours.replace([new, oldReceiving])
+        let second = try encrypt(packet(2), with: &encapsulator)
+        #expect(Array(second[0][0..<4]) == [0, 0, 0x10, 0x02], "the encoder moved to the new SA between two packets")
+        let late = try encrypt(packet(3), with: &theirEncapsulator)
+        #expect(decoder.open(late[0]).1 != nil, "the old SA still decrypts during the overlap")
+        #expect(decoder.open(late[0]).0 == .drop(.replay), "and its window survived the swap")
+        try theirs.replace([new.reversed])
+        let fromNew = try encrypt(packet(4), with: &theirEncapsulator)
+        #expect(decoder.open(fromNew[0]).1 != nil, "the new SA decrypts")
+        #expect(ours.counters(spi: 0x2001, inbound: true)?.packets == 2 && ours.counters(spi: 0x2002, inbound: true)?.packets == 1)
+        #expect(ours.counters(spi: 0x1001, inbound: false)?.packets == 1 && ours.counters(spi: 0x1002, inbound: false)?.packets == 1)
+        // The old SA deleted: its datagrams are refused as an unknown SPI.
+        new.sending = true
+        try ours.replace([new])
+        #expect(decoder.open(late[0]).0 == .drop(.unknownSPI))
+        #expect(ours.sequences[0].next == 2, "the new SA's counter went on from its first packet")
+    }
+}

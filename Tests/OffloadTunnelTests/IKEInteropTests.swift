@@ -16,8 +16,24 @@ extension TunnelLab {
     /// An `offload ipsec --config` file for gateway `n` (the lab's addresses and prefixes), mode 0600.
     @discardableResult
     func writeIKEConfig(_ n: Int, start: String, esp: String = "aes128gcm16", proposals: String = "aes128gcm16-prfsha256-x25519",
-                        psk: String = "offload-bench-psk-not-a-secret", connection: String = "", child: String = "") throws -> String {
+                        psk: String = "offload-bench-psk-not-a-secret", connection: String = "", child: String = "",
+                        perFamily: Bool = false) throws -> String {
         let path = "\(dir)/ike\(n).conf"
+        func childSection(_ name: String, _ local: String, _ remote: String) -> String {
+            """
+                  \(name) {
+                    local_ts = \(local)
+                    remote_ts = \(remote)
+                    esp_proposals = \(esp)
+                    start_action = \(start)
+                    \(child)
+                  }
+
+            """
+        }
+        let children = perFamily
+            ? childSection("net4", "10.88.\(n).0/24", "10.88.\(3 - n).0/24") + childSection("net6", "fd88:\(n)::/64", "fd88:\(3 - n)::/64")
+            : childSection("net", "10.88.\(n).0/24, fd88:\(n)::/64", "10.88.\(3 - n).0/24, fd88:\(3 - n)::/64")
         let text = """
             connections {
               site {
@@ -30,14 +46,7 @@ extension TunnelLab {
                 remote { auth = psk
                   id = gw\(3 - n) }
                 children {
-                  net {
-                    local_ts = 10.88.\(n).0/24, fd88:\(n)::/64
-                    remote_ts = 10.88.\(3 - n).0/24, fd88:\(3 - n)::/64
-                    esp_proposals = \(esp)
-                    start_action = \(start)
-                    \(child)
-                  }
-                }
+            \(children)    }
               }
             }
             secrets {
@@ -223,20 +232,63 @@ struct IKEInteropTests {
         withExtendedLifetime(lab) {}
     }
 
-    @Test("this gateway with IKEv2 at both ends: 64 MB each way, offloads on (UDP GSO trains out, merged again in)",
+    @Test("this gateway with IKEv2 at both ends, offloads on: a CHILD_SA per family, each rekeyed every 2 s on its own (collisions too) while 64 MB cross each way in each family; trains out, merged again in; nothing dropped as an unknown SPI",
           .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func bothEnds() throws { try exclusiveNetwork { try bothEndsBody() } }
     func bothEndsBody() throws {
         let lab = try TunnelLab()
-        try lab.writeIKEConfig(1, start: "start", esp: "aes128gcm16-esn")
-        try lab.writeIKEConfig(2, start: "none", esp: "aes128gcm16-esn")
+        try lab.writeIKEConfig(1, start: "start", esp: "aes128gcm16-esn", connection: "rekey_time = 7s", child: "rekey_time = 2s", perFamily: true)
+        try lab.writeIKEConfig(2, start: "none", esp: "aes128gcm16-esn", child: "rekey_time = 3s", perFamily: true)
         try lab.startIKE(2)
-        try lab.startIKE(1)
-        #expect(lab.waitFor(seconds: 10) { lab.ikeStatus(1).contains("INSTALLED") && lab.ikeStatus(2).contains("INSTALLED") })
+        try lab.startIKE(1, ["--write-keys", "\(lab.dir)/keys"])
+        #expect(lab.waitFor(seconds: 10) { lab.ikeStatus(1).components(separatedBy: "INSTALLED").count == 3 && lab.ikeStatus(2).contains("INSTALLED") })
         #expect(lab.ikeStatus(1).contains("aes128gcm16-esn"), "ESN between two of these gateways")
         let (encap, decap) = try lab.transferBothWaysAndCheckTrains(label: "ike")
+        let log = lab.gatewayLog(1) + lab.gatewayLog(2)
+        let rekeys = (net4: log.components(separatedBy: "CHILD_SA net4 installed").count - 1, net6: log.components(separatedBy: "CHILD_SA net6 installed").count - 1)
+        print("gateway to gateway: CHILD_SAs installed at both ends \(rekeys), unknown_spi \(decap.tunnel("dropped", ["reason": "unknown_spi"])), "
+            + "replay \(decap.tunnel("dropped", ["reason": "replay"])), no_policy \(encap.tunnel("encapsulation_dropped", ["reason": "no_policy"]))")
+        #expect(rekeys.net4 >= 6 && rekeys.net6 >= 6, "each family's CHILD_SA rekeyed several times")
         #expect(decap.tunnel("dropped", ["reason": "bad_icv"]) == 0 && decap.tunnel("dropped", ["reason": "unknown_spi"]) == 0)
         #expect(encap.tunnel("send_errors") <= 2)
+        let keys = (try? String(contentsOfFile: "\(lab.dir)/keys", encoding: .utf8)) ?? ""
+        let ikeKeys = (try? String(contentsOfFile: "\(lab.dir)/keys.ikev2", encoding: .utf8)) ?? ""
+        #expect(keys.contains("AES-GCM with 16 octet ICV") && ikeKeys.contains("AES-GCM-128 with 16 octet ICV"), "the key log follows the SAs")
+        let someKey = keys.split(separator: "\n").first.map { $0.split(separator: ",").map { $0.replacingOccurrences(of: "\"", with: "") } }?[5] ?? ""
+        #expect(someKey.hasPrefix("0x") && someKey.count == 42, "\(someKey.count)")
+        #expect(!log.contains(someKey.dropFirst(2)), "no key in the logs")
+    }
+}
+
+@Suite("IKEv2 key log: Wireshark decrypts what it names", .serialized)
+struct IKEKeyLogTests {
+    @Test("tshark decrypts IKE_AUTH with the .ikev2 lines and the ESP of negotiated SAs with the esp_sa lines (--write-keys)",
+          .enabled(if: netnsReady && tcpdumpAvailable && shell("command -v tshark").status == 0, "needs namespaces, tcpdump and tshark"))
+    func tsharkDecrypts() throws { try exclusiveNetwork { try body() } }
+    func body() throws {
+        let lab = try TunnelLab()
+        // As a NIC without USO: each datagram is its own packet on the capture.
+        shell("ip netns exec \(lab.gateway(1)) ethtool -K u0 tx-udp-segmentation off")
+        try lab.writeIKEConfig(1, start: "start")
+        try lab.writeIKEConfig(2, start: "none")
+        let capture = lab.capturingUnderlay("ike", snaplen: 0) {
+            try? lab.startIKE(2)
+            try? lab.startIKE(1, ["--write-keys", "\(lab.dir)/keys"])
+            _ = lab.waitFor(seconds: 10) { lab.ikeStatus(1).contains("INSTALLED") }
+            _ = lab.transfer(megabytes: 1, from: lab.client, to: lab.server, address: "10.88.2.2", ipv6: false)
+        }
+        _ = try lab.stopEndpoints()
+        let ike = try String(contentsOfFile: "\(lab.dir)/keys.ikev2", encoding: .utf8).split(separator: "\n")
+        let esp = try String(contentsOfFile: "\(lab.dir)/keys", encoding: .utf8).split(separator: "\n")
+        #expect(ike.count == 1 && esp.count == 2)
+        let options = ike.map { "-o 'uat:ikev2_decryption_table:\($0)'" }.joined(separator: " ") + " "
+            + esp.map { "-o 'uat:esp_sa:\($0)'" }.joined(separator: " ")
+        let decoded = shell("tshark -r \(capture) -o esp.enable_encryption_decode:TRUE \(options) -V 2>/dev/null").output
+        print("tshark: IKE_AUTH decrypted: \(decoded.contains("Payload: Identification - Initiator (35)"))")
+        #expect(decoded.contains("Payload: Identification - Initiator (35)"), "IKE_AUTH decrypted")
+        let tcp = shell("tshark -r \(capture) -o esp.enable_encryption_decode:TRUE \(options) -Y 'esp && tcp.dstport == 5001' 2>/dev/null | wc -l").output
+        #expect((Int(tcp.trimmed) ?? 0) > 100, "ESP decrypted to the inner TCP: \(tcp.trimmed)")
+        withExtendedLifetime(lab) {}
     }
 }
 
