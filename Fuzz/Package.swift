@@ -5,7 +5,7 @@ import PackageDescription
 // package never builds them. Each executable defines `LLVMFuzzerTestOneInput`; libFuzzer supplies
 // `main`. Build and run them with ../scripts/fuzz.sh, which passes `-sanitize=fuzzer,address`.
 
-let targets = ["FuzzPacketLayout", "FuzzGRORoundTrip", "FuzzGSO", "FuzzCaptureReader", "FuzzVirtio", "FuzzSIIT", "FuzzTunnel", "FuzzESP"]
+let targets = ["FuzzPacketLayout", "FuzzGRORoundTrip", "FuzzGSO", "FuzzCaptureReader", "FuzzVirtio", "FuzzSIIT", "FuzzTunnel", "FuzzESP", "FuzzIKE"]
 
 let package = Package(
     name: "Fuzz",
@@ -25,6 +25,7 @@ let package = Package(
                     .product(name: "OffloadSIIT", package: "swift-offload"),
                     .product(name: "OffloadTunnel", package: "swift-offload"),
                     .product(name: "OffloadIPsec", package: "swift-offload"),
+                    .product(name: "OffloadIKE", package: "swift-offload"),
                 ],
                 swiftSettings: [.unsafeFlags(["-parse-as-library"])])
         }

@@ -666,3 +666,32 @@ func hexBytes(_ text: String) -> [UInt8]? {
 
 /// Bytes of a UInt64 / UInt32 in network order.
 func bigEndianBytes<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.bigEndian) { Array($0) } }
+
+/// A whole message read without keys: its header and, when it carries no SK payload, its payloads.
+public struct IKEPlainMessage: Sendable {
+    /// The header.
+    public var header: IKEHeader
+    /// The payloads before the SK payload (all of them in IKE_SA_INIT).
+    public var payloads: [IKEPayload]
+    /// Whether an SK payload (encrypted, read only with the IKE SA's keys) ends the message.
+    public var encrypted: Bool
+
+    /// Reads `bytes` (without the non-ESP marker).
+    /// - Throws: ``IKEParseError``: the header, a length that lies, a cut payload, a critical payload
+    ///   this end does not support.
+    public init(parsing bytes: [UInt8]) throws(IKEParseError) {
+        header = try IKEHeader(parsing: bytes)
+        let raw = try IKEPayloadChain.walk(bytes[IKEHeader.length...], first: header.nextPayload)
+        payloads = try IKEPayloadChain.typed(raw.payloads)
+        encrypted = raw.encrypted != nil
+    }
+
+    /// The bytes of a message with `header` (its next payload and length set here) and `payloads`, unencrypted.
+    public static func encode(header: IKEHeader, payloads: [IKEPayload]) -> [UInt8] {
+        let (first, body) = IKEPayloadChain.encode(payloads)
+        var h = header
+        h.nextPayload = first
+        h.length = UInt32(IKEHeader.length + body.count)
+        return h.bytes + body
+    }
+}
