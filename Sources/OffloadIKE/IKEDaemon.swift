@@ -6,6 +6,10 @@ import OffloadTunnel
 import OffloadWire
 import Synchronization
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The host of an ``IKEEngine`` on a live gateway: a socket on port 500, the IKE messages the
 /// dataplane hands over from port 4500 (behind the non-ESP marker), a clock, and the ESP
 /// dataplane's SA set, replaced whenever the engine's CHILD_SAs change. Runs on a thread of its
@@ -31,6 +35,8 @@ public final class IKEDaemon: @unchecked Sendable {
     /// Every key-log line written so far: SAs that are gone stay, so that a capture of their time decrypts.
     var espKeyLines: [String] = [], ikeKeyLines: [String] = []
     let remote: IPAddress
+    /// Wakes the thread when a message arrives on port 4500: a pipe's read and write ends.
+    let wake: CInt, wakeWriter: CInt
 
     /// A daemon for `connections` (one peer), with the dataplane's `policy`.
     /// - Throws: when port 500 cannot be bound (another IKE daemon runs?).
@@ -41,6 +47,31 @@ public final class IKEDaemon: @unchecked Sendable {
         remote = connections[0].remoteAddress
         socket500 = try UDPTunnelSocket(local: connections[0].localAddress, remote: connections[0].remoteAddress, port: 500,
                                         coalesce: false, connected: false)
+        var ends: [CInt] = [-1, -1]
+        if pipe(&ends) == 0 {
+            for fd in ends {
+                _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            }
+        }
+        (wake, wakeWriter) = (ends[0], ends[1])
+    }
+
+    deinit {
+        if wake >= 0 { close(wake) }
+        if wakeWriter >= 0 { close(wakeWriter) }
+    }
+
+    /// Waits up to `milliseconds` for port 500 or the wake-up: whether port 500 is readable.
+    func waitForMessages(milliseconds: CInt) -> Bool {
+        var fds = [pollfd(fd: socket500?.descriptor ?? -1, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: wake, events: Int16(POLLIN), revents: 0)]
+        guard poll(&fds, 2, milliseconds) > 0 else { return false }
+        if fds[1].revents != 0 {
+            var drain = [UInt8](repeating: 0, count: 64)
+            while read(wake, &drain, drain.count) > 0 {}
+        }
+        return fds[0].revents & Int16(POLLIN) != 0
     }
 
     /// How messages on port 4500 leave: through the dataplane's socket (the marker is added here).
@@ -50,6 +81,8 @@ public final class IKEDaemon: @unchecked Sendable {
     public func deliver(_ datagram: [UInt8]) {
         guard datagram.count > 4 else { return }
         inbox.withLock { $0.append(Array(datagram.dropFirst(4))) }
+        var one: UInt8 = 1
+        _ = write(wakeWriter, &one, 1)
     }
 
     /// Asks the thread to delete the SAs and stop.
@@ -87,7 +120,7 @@ public final class IKEDaemon: @unchecked Sendable {
         var lastTick = 0.0, lastStatus = -1.0
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while !stopFlag.load(ordering: .relaxed) {
-            if let s = socket500, s.waitReadable(milliseconds: 10) {
+            if waitForMessages(milliseconds: 100), let s = socket500 {
                 while true {
                     let got = buffer.withUnsafeMutableBytes { try? s.receive(into: $0) }
                     guard let got else { break }
