@@ -78,7 +78,7 @@ let package = Package(
         .target(name: "OffloadReport", swiftSettings: swiftSettings),
         .target(name: "OffloadDemo",
                 dependencies: ["OffloadWire", "OffloadEngine", "OffloadCapture", "OffloadForwarder", "OffloadSIIT",
-                               "OffloadTunnel", "OffloadIPsec", .product(name: "Logging", package: "swift-log")],
+                               "OffloadTunnel", "OffloadIPsec", "OffloadIKE", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: swiftSettings),
         .target(name: "OffloadLab", dependencies: ["OffloadForwarder", "OffloadReport", "OffloadIPsec"], swiftSettings: swiftSettings),
         .target(name: "OffloadDoctor", dependencies: ["OffloadWire", "OffloadCapture", "OffloadReport"],

@@ -457,8 +457,11 @@ struct Demo: ParsableCommand {
         print("gtpu (TEID 7, a 1600-byte underlay): \(t.gtpu.packetsIn) packets (\(t.gtpu.superPackets) super-packets) -> "
             + "\(t.gtpu.written) datagrams, one per segment -> \(DemoTour.files.gtpu); decapsulated \(t.gtpuBack.written) "
             + "packets -> \(DemoTour.files.gtpuInner): " + verdict(t.gtpuIntact))
-        print("esp (AES-GCM-128, SPI 0x1001, a key for this run): \(t.esp.written) datagrams, one per segment, encrypted -> "
-            + "\(DemoTour.files.esp); decrypted \(t.espBack.written) packets -> \(DemoTour.files.espInner): " + verdict(t.espIntact))
+        print("ike: two IKEv2 engines in memory (IKE_SA_INIT, IKE_AUTH with a pre-shared key made for this run) agreed in "
+            + "\(t.ikeMessages) messages on \(t.child.algorithm)\(t.child.extendedSequenceNumbers ? " with ESN" : ""), SPIs "
+            + String(format: "0x%08x / 0x%08x", t.child.outbound.spi, t.child.inbound.spi))
+        print("esp (those keys, SPI \(String(format: "0x%08x", t.child.outbound.spi))): \(t.esp.written) datagrams, one per segment, encrypted -> "
+            + "\(DemoTour.files.esp); decrypted by the other end \(t.espBack.written) packets -> \(DemoTour.files.espInner): " + verdict(t.espIntact))
         print("\nOpen \(merged) in Wireshark: each super-packet's comment says how many segments it holds and why it was completed.")
         if !comparison.identical || !t.gtpuIntact || !t.espIntact { throw ExitCode.failure }
     }

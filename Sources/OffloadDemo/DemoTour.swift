@@ -2,6 +2,7 @@ import Logging
 import OffloadCapture
 import OffloadEngine
 import OffloadForwarder
+import OffloadIKE
 import OffloadIPsec
 import OffloadSIIT
 import OffloadTunnel
@@ -52,8 +53,10 @@ public enum DemoTour {
         public var siit: SIITCaptureReport
         /// GTP-U: encapsulated, then decapsulated; whether the packets came back as restored.
         public var gtpu: TunnelCaptureReport, gtpuBack: TunnelCaptureReport, gtpuIntact: Bool
-        /// ESP (AES-GCM-128 with a key for this run only), likewise.
+        /// ESP (AES-GCM-128) with keys two IKEv2 engines negotiated in memory for this run, likewise.
         public var esp: TunnelCaptureReport, espBack: TunnelCaptureReport, espIntact: Bool
+        /// The IKEv2 negotiation: messages exchanged, and the CHILD_SA as the sending end has it.
+        public var ikeMessages: Int, child: IKEChildSA
     }
 
     /// The files ``translateAndTunnel(merged:restored:directory:)`` writes, in `directory`.
@@ -80,12 +83,12 @@ public enum DemoTour {
         // The capture's packets are 1500 bytes: the underlay has room for them and the tunnel's
         // headers (over a 1500-byte underlay the live decision would send "fragmentation needed").
         let local = IPAddress.v4(IPv4Address(192, 0, 2, 1)), remote = IPAddress.v4(IPv4Address(192, 0, 2, 2))
-        func roundTrip<Codec: TunnelCodec>(_ codec: Codec, outer: String, inner: String) throws
+        func roundTrip<Codec: TunnelCodec>(_ codec: Codec, farEnd: Codec? = nil, outer: String, inner: String) throws
             -> (TunnelCaptureReport, TunnelCaptureReport, Bool)
         {
             let there = try TunnelCapture.encapsulate(input: merged, output: outer, codec: codec, local: local, remote: remote,
                                                       underlayMTU: 1600)
-            let back = try TunnelCapture.decapsulate(input: outer, output: inner, codec: codec)
+            let back = try TunnelCapture.decapsulate(input: outer, output: inner, codec: farEnd ?? codec)
             var got: [[UInt8]] = []
             var r = try CaptureReader(path: inner)
             while let p = try r.next() { got.append(p.bytes) }
@@ -93,18 +96,35 @@ public enum DemoTour {
         }
         let (gtpu, gtpuBack, gtpuIntact) = try roundTrip(GTPUCodec(GTPUSettings(teid: 7)), outer: "\(directory)/\(files.gtpu)",
                                                           inner: "\(directory)/\(files.gtpuInner)")
-        // ESP with a key made for this run only (it never leaves this machine, so no sequence
-        // numbers need keeping).
-        let key = ESPSAKeys(spi: 0x1001, key: randomBytes(16), salt: randomBytes(4))
-        let selectors = [TrafficSelector("0.0.0.0/0")!, TrafficSelector("::/0")!]
-        let policy = try ESPSecurityPolicy(
-            tunnels: [ESPTunnelConfiguration(name: "demo", algorithm: .aesGCM128, localSelectors: selectors,
-                                             remoteSelectors: selectors, outbound: key, inbound: key)],
-            store: nil)
-        let (esp, espBack, espIntact) = try roundTrip(ESPCodec(policy: policy), outer: "\(directory)/\(files.esp)",
-                                                       inner: "\(directory)/\(files.espInner)")
+        // ESP with keys negotiated by two IKEv2 engines in memory, for this run only (they never
+        // leave this machine, so no sequence numbers need keeping).
+        let psk = randomBytes(24).map { String(format: "%02x", $0) }.joined()
+        func engine(_ me: Int, start: String) throws -> IKEEngine {
+            IKEEngine(connections: try IKEConfig.parse("""
+                connections { demo {
+                  local_addrs = 192.0.2.\(me)
+                  remote_addrs = 192.0.2.\(3 - me)
+                  proposals = aes128gcm16-prfsha256-x25519
+                  local { auth = psk
+                    id = gw\(me) }
+                  remote { auth = psk
+                    id = gw\(3 - me) }
+                  children { all {
+                    local_ts = 0.0.0.0/0, ::/0
+                    remote_ts = 0.0.0.0/0, ::/0
+                    esp_proposals = aes128gcm16-esn
+                    start_action = \(start) } } } }
+                secrets { ike { secret = 0x\(psk) } }
+                """))
+        }
+        guard let negotiated = IKEEngine.negotiateInMemory(initiator: try engine(1, start: "start"), responder: try engine(2, start: "none"))
+        else { throw DemoError("the two IKEv2 engines did not agree") }
+        let sender = try ESPSecurityPolicy(tunnels: [negotiated.initiator.tunnel], store: nil)
+        let receiver = try ESPSecurityPolicy(tunnels: [negotiated.responder.tunnel], store: nil)
+        let (esp, espBack, espIntact) = try roundTrip(ESPCodec(policy: sender), farEnd: ESPCodec(policy: receiver),
+                                                       outer: "\(directory)/\(files.esp)", inner: "\(directory)/\(files.espInner)")
         return Tunnels(siit: siit, gtpu: gtpu, gtpuBack: gtpuBack, gtpuIntact: gtpuIntact, esp: esp,
-                       espBack: espBack, espIntact: espIntact)
+                       espBack: espBack, espIntact: espIntact, ikeMessages: negotiated.messages, child: negotiated.initiator)
     }
 
     /// The packets `hops` routers later (TTL or hop limit lowered), sorted: flows may interleave
@@ -116,4 +136,11 @@ public enum DemoTour {
             return p
         }.sorted { $0.lexicographicallyPrecedes($1) }
     }
+}
+
+/// The demo could not go on.
+public struct DemoError: Error, CustomStringConvertible {
+    /// Why.
+    public var description: String
+    init(_ description: String) { self.description = description }
 }

@@ -337,3 +337,23 @@ public struct IKESAStatus: Sendable, Codable {
         public var localTS: String, remoteTS: String
     }
 }
+
+extension IKEEngine {
+    /// Runs IKE_SA_INIT and IKE_AUTH between two engines in memory (no sockets; both ends on this
+    /// machine): the messages exchanged and each end's first CHILD_SA, nil when they did not agree.
+    /// For the demo and tests; a live gateway uses ``IKEDaemon``.
+    public static func negotiateInMemory(initiator a: IKEEngine, responder b: IKEEngine) -> (messages: Int, initiator: IKEChildSA, responder: IKEChildSA)? {
+        guard let ca = a.connections.first, let cb = b.connections.first else { return nil }
+        let pathAtB = IKEPath(localPort: 4500, remote: ca.localAddress, remotePort: 4500)
+        let pathAtA = IKEPath(localPort: 4500, remote: cb.localAddress, remotePort: 4500)
+        var inFlight = a.initiate(ca, now: 0).map { ($0.bytes, true) }
+        var messages = 0
+        while !inFlight.isEmpty && messages < 32 {
+            let (bytes, toB) = inFlight.removeFirst()
+            messages += 1
+            inFlight += (toB ? b.receive(bytes, path: pathAtB, now: 0) : a.receive(bytes, path: pathAtA, now: 0)).map { ($0.bytes, !toB) }
+        }
+        guard let x = a.childSAs.first, let y = b.childSAs.first, x.outbound == y.inbound, x.inbound == y.outbound else { return nil }
+        return (messages, x, y)
+    }
+}
