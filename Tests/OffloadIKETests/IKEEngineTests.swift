@@ -218,6 +218,52 @@ struct IKEEngineTests {
         #expect(Set(w.a.childSAs.map(\.inbound.key)).count == 4)
     }
 
+    @Test("rekey on volume: rekey_bytes and rekey_packets, counted by the dataplane per SA")
+    func rekeyOnVolume() throws {
+        for (extra, sample) in [("rekey_bytes = 1M", IKETrafficSample(packets: 10, bytes: 2 << 20)),
+                                ("rekey_packets = 1000", IKETrafficSample(packets: 1000, bytes: 10))] {
+            let w = try IKEWire(IKEWire.config(me: 1, childExtra: extra), IKEWire.config(me: 2, start: "none"))
+            w.start()
+            let first = try #require(w.a.childSAs.first)
+            w.advance(1)
+            #expect(w.a.counters.childRekeys == 0, "below the volume: no rekey")
+            w.traffic[first.outbound.spi] = sample
+            w.advance(1)
+            #expect(w.a.counters.childRekeys == 1 && matched(w.a, w.b) && w.a.childSAs.first?.inbound.spi != first.inbound.spi, "\(extra)")
+        }
+    }
+
+    @Test("two connections to one peer, told apart by identity: each its own IKE SA and CHILD_SA")
+    func twoConnections() throws {
+        func config(_ me: Int, start: String) -> String {
+            let peer = 3 - me
+            var text = "connections {\n"
+            for (name, n) in [("a", 1), ("b", 2)] {
+                text += """
+                    \(name) {
+                      local_addrs = 192.0.2.\(me)
+                      remote_addrs = 192.0.2.\(peer)
+                      local { auth = psk
+                        id = gw\(me)\(name) }
+                      remote { auth = psk
+                        id = gw\(peer)\(name) }
+                      children { net {
+                        local_ts = 10.\(me).\(n).0/24
+                        remote_ts = 10.\(peer).\(n).0/24
+                        start_action = \(start) } }
+                    }
+
+                    """
+            }
+            return text + "}\nsecrets { ike { secret = shared-secret-for-both } }\n"
+        }
+        let w = try IKEWire(config(1, start: "start"), config(2, start: "none"))
+        w.start()
+        #expect(w.a.sas.count == 2 && w.b.sas.count == 2 && w.a.childSAs.count == 2 && matched(w.a, w.b))
+        #expect(Set(w.b.childSAs.map(\.connection)) == ["a", "b"])
+        #expect(Set(w.b.childSAs.flatMap(\.localTS).map(\.description)) == ["10.2.1.0/24", "10.2.2.0/24"])
+    }
+
     @Test("CHILD_SA rekey on time: make before break (the old SA still receives until deleted), then deleted; both ends agree")
     func childRekey() throws {
         let w = try IKEWire(IKEWire.config(me: 1, childExtra: "rekey_time = 10s"), IKEWire.config(me: 2, start: "none", childExtra: "rekey_time = 100s"))
