@@ -160,8 +160,8 @@ public final class IKEDaemon: @unchecked Sendable {
         }
         guard engine.childGeneration != installedGeneration else { return }
         installedGeneration = engine.childGeneration
-        // Sending SAs first: the encoder takes the first whose selectors match.
-        let children = engine.childSAs.sorted { $0.sending && !$1.sending }
+        // Sending SAs first, the newest first: the encoder takes the first whose selectors match.
+        let children = engine.childSAs.sorted { ($0.sending ? 1 : 0, $0.installed) > ($1.sending ? 1 : 0, $1.installed) }
         do { try policy.replace(children.map(\.tunnel)) } catch { logger.error("IKE: installing SAs: \(error)") }
         if let keyLogPath {
             let local = engine.localAddress

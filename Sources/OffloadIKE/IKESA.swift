@@ -378,6 +378,10 @@ final class IKESA {
         var payloads: [IKEPayload] = [.identityInitiator(c.localID)]
         if let r = c.remoteID { payloads.append(.identityResponder(r)) }
         payloads.append(.authentication(method: 2, data: authData(secret: c.secret, message: initRequest, nonce: nr, idKey: keys.pi, id: c.localID)))
+        if !engine.sas.values.contains(where: { $0 !== self && $0.connection?.name == c.name && $0.state == .established }) {
+            // This end holds no other IKE SA with the peer: whatever the peer holds from before is stale (RFC 7296 §2.4).
+            payloads.append(.notify(.initialContact))
+        }
         payloads += [.securityAssociation(espProposals(child, spi: spi)),
                      .trafficSelectorsInitiator(child.localTS.map(SelectorMath.range)),
                      .trafficSelectorsResponder(child.remoteTS.map(SelectorMath.range))]
@@ -452,6 +456,15 @@ final class IKESA {
         state = .established
         established = now
         scheduleIKERekey(now: now)
+        if payloads.contains(where: { if case .notify(_, _, .initialContact, _) = $0 { true } else { false } }) {
+            // The peer starts afresh (a restart): its earlier IKE SAs with this identity are gone on its side.
+            for other in engine.sas.values where other !== self && other.connection?.name == c.name && other.peerID == idi && other.state != .dead {
+                other.log(.info, "replaced: the peer \(idi) started again (INITIAL_CONTACT)")
+                if !other.children.isEmpty { engine.childrenChanged() }
+                other.children = []
+                other.state = .dead
+            }
+        }
         log(.info, "IKE SA established with \(idi) at \(from) (\(aead)-\(prf)-\(group), SPIs \(String(format: "%016llx", spii))_i \(String(format: "%016llx", spir))_r)")
         var answer: [IKEPayload] = [.identityResponder(c.localID),
                                     .authentication(method: 2, data: authData(secret: c.secret, message: initResponse, nonce: ni, idKey: keys.pr, id: c.localID))]

@@ -7,7 +7,7 @@ import Testing
 
 /// Two engines wired back to back in memory, with a clock and a lossy, duplicating wire.
 final class IKEWire {
-    let a: IKEEngine, b: IKEEngine
+    var a: IKEEngine, b: IKEEngine
     var now = 0.0
     /// Messages in flight: to a (true) or to b, with the receiver's path.
     var inFlight: [(toA: Bool, bytes: [UInt8], path: IKEPath)] = []
@@ -231,6 +231,18 @@ struct IKEEngineTests {
             w.advance(1)
             #expect(w.a.counters.childRekeys == 1 && matched(w.a, w.b) && w.a.childSAs.first?.inbound.spi != first.inbound.spi, "\(extra)")
         }
+    }
+
+    @Test("a restarted peer sends INITIAL_CONTACT: the responder drops what it held from before, so no stale SA carries traffic")
+    func restartedPeer() throws {
+        let w = try IKEWire(IKEWire.config(me: 1), IKEWire.config(me: 2, start: "none"))
+        w.start()
+        let before = try #require(w.b.childSAs.first)
+        w.a = IKEEngine(connections: try IKEConfig.parse(IKEWire.config(me: 1)))
+        w.start()
+        #expect(w.b.sas.values.filter { $0.state != .dead }.count == 1 && w.b.childSAs.count == 1 && matched(w.a, w.b))
+        #expect(w.b.childSAs.first?.inbound != before.inbound)
+        #expect(w.b.takeEvents().contains { $0.description.contains("INITIAL_CONTACT") })
     }
 
     @Test("two connections to one peer, told apart by identity: each its own IKE SA and CHILD_SA")
