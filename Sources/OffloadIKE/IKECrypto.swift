@@ -179,21 +179,10 @@ public final class IKEMessageCipher {
         let aad = h.bytes + skHeader
         let iv = bigEndianBytes(nextIV)
         nextIV += 1
-        let nonce = sealSalt + iv
-        var out = [UInt8](repeating: 0, count: plaintext.count + Self.icvLength)
-        let ok = nonce.withUnsafeBytes { n in
-            aad.withUnsafeBytes { a in
-                plaintext.withUnsafeBytes { p in
-                    out.withUnsafeMutableBytes { o in
-                        sealer.seal(nonce: n.baseAddress!, aad: a, pieces: (p, UnsafeRawBufferPointer(start: nil, count: 0)),
-                                    trailer: UnsafeRawBufferPointer(start: nil, count: 0), out: o.baseAddress!,
-                                    tag: o.baseAddress! + plaintext.count)
-                    }
-                }
-            }
+        guard let sealed = sealer.seal(nonce: sealSalt + iv, aad: aad, plaintext) else {
+            preconditionFailure("libcrypto failed to seal an IKE message")
         }
-        precondition(ok, "libcrypto failed to seal an IKE message")
-        return aad + iv + out
+        return aad + iv + sealed
     }
 
     /// Opens a message's SK payload (at `offset` in the chain after the header, `firstInner` its
@@ -202,17 +191,9 @@ public final class IKEMessageCipher {
     func open(message: [UInt8], skOffset: Int, firstInner: UInt8, body: [UInt8]) throws(IKEParseError) -> IKEPayloadChain.Raw {
         guard body.count >= Self.ivLength + Self.icvLength + 1 else { throw IKEParseError("SK payload: too short to hold an IV and ICV") }
         let aad = Array(message[0..<(IKEHeader.length + skOffset + 4)])
-        let nonce = openSalt + Array(body[0..<Self.ivLength])
-        var data = Array(body[Self.ivLength..<(body.count - Self.icvLength)])
-        let tag = Array(body.suffix(Self.icvLength))
-        let authentic = nonce.withUnsafeBytes { n in
-            aad.withUnsafeBytes { a in
-                tag.withUnsafeBytes { t in
-                    data.withUnsafeMutableBytes { d in opener.open(nonce: n.baseAddress!, aad: a, data: d, tag: t.baseAddress!) }
-                }
-            }
+        guard let data = opener.open(nonce: openSalt + Array(body[0..<Self.ivLength]), aad: aad, Array(body[Self.ivLength...])) else {
+            throw IKEParseError("SK payload: the ICV does not verify", .authenticationFailed)
         }
-        guard authentic else { throw IKEParseError("SK payload: the ICV does not verify", .authenticationFailed) }
         let pad = Int(data.last!)
         guard pad + 1 <= data.count else { throw IKEParseError("SK payload: a pad length longer than the plaintext") }
         let inner = data[0..<(data.count - pad - 1)]

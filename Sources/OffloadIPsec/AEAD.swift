@@ -103,6 +103,38 @@ public final class AEADContext: @unchecked Sendable {
     }
 }
 
+extension AEADContext {
+    /// Seals `plaintext` whole (for messages, not packets: it allocates): ciphertext ‖ 16-byte tag,
+    /// nil when libcrypto failed. `nonce` is 12 bytes.
+    public func seal(nonce: [UInt8], aad: [UInt8], _ plaintext: [UInt8]) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: plaintext.count + 16)
+        let ok = plaintext.withUnsafeBytes { p in
+            nonce.withUnsafeBytes { n in
+                aad.withUnsafeBytes { a in
+                    out.withUnsafeMutableBytes { o in
+                        seal(nonce: n.baseAddress!, aad: a, pieces: (p, UnsafeRawBufferPointer(start: nil, count: 0)),
+                             trailer: UnsafeRawBufferPointer(start: nil, count: 0), out: o.baseAddress!, tag: o.baseAddress! + plaintext.count)
+                    }
+                }
+            }
+        }
+        return ok ? out : nil
+    }
+
+    /// Opens ciphertext ‖ 16-byte tag: the plaintext, or nil when the tag is wrong (or too short).
+    public func open(nonce: [UInt8], aad: [UInt8], _ sealed: [UInt8]) -> [UInt8]? {
+        guard sealed.count >= 16 else { return nil }
+        var data = Array(sealed.dropLast(16))
+        let tag = Array(sealed.suffix(16))
+        let authentic = nonce.withUnsafeBytes { n in
+            aad.withUnsafeBytes { a in
+                tag.withUnsafeBytes { t in data.withUnsafeMutableBytes { d in open(nonce: n.baseAddress!, aad: a, data: d, tag: t.baseAddress!) } }
+            }
+        }
+        return authentic ? data : nil
+    }
+}
+
 /// SHA-256 (libcrypto): for key fingerprints, never for keys themselves.
 public func sha256(_ bytes: [UInt8]) -> [UInt8] {
     var digest = [UInt8](repeating: 0, count: 32)

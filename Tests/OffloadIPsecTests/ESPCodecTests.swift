@@ -34,19 +34,7 @@ func encrypt(_ packet: [UInt8], gso: GSOInfo? = nil, with encapsulator: inout Tu
 
 /// Seals `plaintext` with `context`: ciphertext ‖ 16-byte tag (nil when libcrypto failed).
 func seal(_ context: AEADContext, nonce: [UInt8], aad: [UInt8], _ plaintext: [UInt8]) -> [UInt8]? {
-    var out = [UInt8](repeating: 0, count: plaintext.count + 16)
-    let ok = plaintext.withUnsafeBytes { p in
-        nonce.withUnsafeBytes { n in
-            aad.withUnsafeBytes { a in
-                out.withUnsafeMutableBytes { o in
-                    context.seal(nonce: n.baseAddress!, aad: a, pieces: (p, UnsafeRawBufferPointer(start: nil, count: 0)),
-                                 trailer: UnsafeRawBufferPointer(start: nil, count: 0), out: o.baseAddress!,
-                                 tag: o.baseAddress! + plaintext.count)
-                }
-            }
-        }
-    }
-    return ok ? out : nil
+    context.seal(nonce: nonce, aad: aad, plaintext)
 }
 
 struct TestFailure: Error, CustomStringConvertible {

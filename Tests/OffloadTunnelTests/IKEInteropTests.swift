@@ -87,10 +87,7 @@ extension TunnelLab {
     /// Stops `offload ipsec` on gateway `n`: its counters.
     func stopGateway(_ n: Int) throws -> [String: ForwarderStatistics] {
         shell("pkill -TERM -f '[s]tats-json \(dir)/gw\(n).json' || true")
-        let path = "\(dir)/gw\(n).json"
-        for _ in 0..<100 where !FileManager.default.fileExists(atPath: path) { Thread.sleep(forTimeInterval: 0.05) }
-        Thread.sleep(forTimeInterval: 0.1)
-        return try JSONDecoder().decode([String: ForwarderStatistics].self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+        return try statistics(of: n)
     }
 
     func stopStrongSwan() { shell("\(root)/scripts/strongswan-netns.sh down \(prefix) \(dir)/sw") }

@@ -95,14 +95,15 @@ final class TunnelLab {
     /// Stops both endpoints; their final counters.
     func stopEndpoints() throws -> [[String: ForwarderStatistics]] {
         shell("pkill -TERM -f '[s]tats-json \(dir)/gw' || true")
-        var result: [[String: ForwarderStatistics]] = []
-        for n in [1, 2] {
-            let path = "\(dir)/gw\(n).json"
-            for _ in 0..<100 where !FileManager.default.fileExists(atPath: path) { Thread.sleep(forTimeInterval: 0.05) }
-            Thread.sleep(forTimeInterval: 0.1)
-            result.append(try JSONDecoder().decode([String: ForwarderStatistics].self, from: Data(contentsOf: URL(fileURLWithPath: path))))
-        }
-        return result
+        return try [1, 2].map { try statistics(of: $0) }
+    }
+
+    /// The counters gateway `n`'s endpoint writes at exit (waited for, bounded).
+    func statistics(of n: Int) throws -> [String: ForwarderStatistics] {
+        let path = "\(dir)/gw\(n).json"
+        for _ in 0..<100 where !FileManager.default.fileExists(atPath: path) { Thread.sleep(forTimeInterval: 0.05) }
+        Thread.sleep(forTimeInterval: 0.1)
+        return try JSONDecoder().decode([String: ForwarderStatistics].self, from: Data(contentsOf: URL(fileURLWithPath: path)))
     }
 
     /// Sends `megabytes` of random data from `sender` to `receiver` (bounded in time): whether the
