@@ -34,7 +34,10 @@ extension GROEngine {
         unsafe f.pointee.next = -1
         if newest >= 0 { unsafe flows[Int(newest)].next = slot } else { oldest = slot }
         newest = slot
-        unsafe fragments[Int(slot) * configuration.maximumSegments] = fragment(of: s)
+        let head = fragment(of: s)
+        unsafe fragments[Int(slot) * configuration.maximumSegments] = head
+        unsafe f.pointee.varyingTotal = head.varyingSum
+        unsafe f.pointee.allDerivable = head.derivable
         indexInsert(slot, hash: s.hash)
         prepareTrainMask(slot, s)
         cachePorts(of: s, in: slot)
@@ -75,6 +78,8 @@ extension GROEngine {
         unsafe f.pointee.count = count &+ 1
         unsafe f.pointee.totalPayload &+= piece.length
         unsafe f.pointee.nextSequence &+= UInt32(truncatingIfNeeded: piece.length)
+        unsafe f.pointee.varyingTotal = f.pointee.varyingTotal + piece.varyingSum
+        unsafe f.pointee.allDerivable = f.pointee.allDerivable && piece.derivable
         lastSlot = slot
     }
 

@@ -103,19 +103,24 @@ extension GROEngine {
     /// flow touched last (the common case: every flow has the same header layout). Returns
     /// false, having changed nothing, when the full path must decide.
     @inline(__always)
-    mutating func mergeIntoTrain(_ base: UnsafeRawPointer, frameLength: Int, _ metadata: PacketMetadata) -> Bool {
+    mutating func mergeIntoTrain(_ base: UnsafeRawPointer, frameLength: Int, _ metadata: UnsafePointer<PacketMetadata>) -> Bool {
         let reference = unsafe flows + Int(lastSlot)
         let referenceChunks = unsafe Int(reference.pointee.maskChunks)
-        guard referenceChunks > 0, frameLength >= referenceChunks &* 16, metadata.gso == nil else { return false }
+        guard referenceChunks > 0, frameLength >= referenceChunks &* 16, unsafe metadata.pointee.gso == nil else { return false }
         // Safe: frameLength >= the reference header length, so the ports are inside the packet.
-        let ports = unsafe base.loadUnaligned(fromByteOffset: reference.pointee.layout.transportOffset, as: UInt32.self)
-        let slot = unsafe portCache[Self.portCacheIndex(ports)]
-        guard slot >= 0 else { return false }
+        let portOffset = unsafe reference.pointee.layout.transportOffset
+        let ports = unsafe base.loadUnaligned(fromByteOffset: portOffset, as: UInt32.self)
+        // The flow touched last first (one flow, or a burst of one): its head's ports, then the cache.
+        var slot = lastSlot
+        if unsafe reference.pointee.base.loadUnaligned(fromByteOffset: portOffset, as: UInt32.self) != ports {
+            slot = unsafe portCache[Self.portCacheIndex(ports)]
+            guard slot >= 0 else { return false }
+        }
         let f = unsafe flows + Int(slot)
         // A slot's mask chunks are zero while it is free, so a stale cache entry never matches.
         let chunks = unsafe Int(f.pointee.maskChunks)
-        guard chunks > 0, frameLength >= chunks &* 16, unsafe f.pointee.metadata.linkType == metadata.linkType,
-            unsafe f.pointee.metadata.interface == metadata.interface, unsafe headerMatches(slot, base, chunks: chunks)
+        guard chunks > 0, frameLength >= chunks &* 16, unsafe f.pointee.metadata.linkType == metadata.pointee.linkType,
+            unsafe f.pointee.metadata.interface == metadata.pointee.interface, unsafe headerMatches(slot, base, chunks: chunks)
         else { return false }
         let b = unsafe _UnsafeBytes(base)
         let n = unsafe f.pointee.layout.networkOffset
@@ -142,7 +147,8 @@ extension GROEngine {
             else { return false }
         }
         guard unsafe limitReason(f, segmentSize) == nil else { return false }
-        if metadata.checksum == .unverified {
+        let checksum = unsafe metadata.pointee.checksum
+        if checksum == .unverified {
             var layout = unsafe f.pointee.layout
             layout.ipEnd = ipEnd
             layout.frameLength = frameLength
@@ -153,7 +159,7 @@ extension GROEngine {
         // (kept for LRO) are the same.
         let varying = Self.varyingWordsSum(b, transportOffset: t, l4Length: ipEnd &- t, isTCP: true)
         extendChain(slot, with: unsafe Fragment(base: base + payloadOffset, length: segmentSize, varyingSum: varying,
-                                                derivable: metadata.checksum != .partial))
+                                                derivable: checksum != .partial))
         trainFastPathMerges &+= 1
         if count &+ 1 >= configuration.maximumSegments { complete(slot, .segmentLimit) }
         return true

@@ -126,11 +126,21 @@ public struct GROEngine: ~Copyable {
     public mutating func coalesce(_ batch: borrowing PacketBatch, now: UInt64? = nil) {
         resetOutput()
         var clock: UInt64 = 0
-        for i in 0..<batch.count {
-            let buffer = unsafe batch.unsafeBuffer(at: i)
-            let metadata = batch._metadata[i]
-            clock = max(clock, metadata.timestamp)
-            unsafe offer(buffer, metadata)
+        let timed = configuration.flushTimeout != 0 && now == nil
+        // Each packet's metadata is read where it lies: the fast path needs four of its fields,
+        // and only the full path loads it whole.
+        unsafe batch._metadata.withUnsafeBufferPointer { metadata in
+            for i in 0..<metadata.count {
+                let buffer = unsafe batch.unsafeBuffer(at: i)
+                let m = unsafe metadata.baseAddress! + i
+                if timed { clock = unsafe max(clock, m.pointee.timestamp) }
+                // The train fast path first, here in the loop; the full path only when it declines.
+                if unsafe lastSlot >= 0, let base = buffer.baseAddress, mergeIntoTrain(base, frameLength: buffer.count, m) {
+                    statistics.packetsIn += 1
+                    continue
+                }
+                unsafe offer(buffer, m)
+            }
         }
         if configuration.flushTimeout == 0 {
             completeAll(.batchEnd)
@@ -164,13 +174,14 @@ public struct GROEngine: ~Copyable {
     // MARK: - One packet
 
     /// Offers one packet (docs/linux-gro-rules.md §1.3, §2).
-    mutating func offer(_ buffer: UnsafeRawBufferPointer, _ metadata: PacketMetadata) {
+    mutating func offer(_ buffer: UnsafeRawBufferPointer, _ packetMetadata: UnsafePointer<PacketMetadata>) {
         statistics.packetsIn += 1
         guard let base = buffer.baseAddress, buffer.count > 0 else {
-            unsafe emitUnchanged(buffer, metadata, nil, reason: .malformed)
+            unsafe emitUnchanged(buffer, packetMetadata.pointee, nil, reason: .malformed)
             return
         }
-        if unsafe lastSlot >= 0 && mergeIntoTrain(base, frameLength: buffer.count, metadata) { return }
+        // (`coalesce` has tried the train fast path already.)
+        let metadata = unsafe packetMetadata.pointee
         let layout: PacketLayout
         do {
             layout = unsafe try PacketLayout(parsing: buffer.bytes, linkType: metadata.linkType)
@@ -498,6 +509,10 @@ struct HeldFlow {
     /// LRO: the newest segment's ack and window.
     var lastAck: UInt32 = 0
     var lastWindow: UInt16 = 0
+    /// The sum of the chain's pieces' varying words, and whether every piece's is usable: with
+    /// them completion derives the payload's checksum in one step (see `buildSuperPacket`).
+    var varyingTotal = OnesComplementSum.zero
+    var allDerivable = true
     /// The train fast path's mask length in 16-byte chunks (0: free, or on the full path only).
     var maskChunks: Int8 = 0
     /// The header layout the slot's mask was built for (kept while the slot is free, so a

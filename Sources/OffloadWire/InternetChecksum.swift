@@ -273,6 +273,19 @@ public struct OnesComplementSum: Hashable, Sendable {
     @inlinable
     public static func += (lhs: inout OnesComplementSum, rhs: OnesComplementSum) { lhs = lhs + rhs }
 
+    /// The negation: the complement (x + −x is zero).
+    @inlinable
+    public static prefix func - (operand: OnesComplementSum) -> OnesComplementSum { OnesComplementSum(~operand.value) }
+
+    /// `count` copies added: the product folded with end-around carries (the same value as
+    /// adding them one by one, modulo 0xFFFF).
+    @inlinable
+    public func times(_ count: Int) -> OnesComplementSum {
+        var wide = UInt64(value) &* UInt64(truncatingIfNeeded: count)
+        while wide > 0xFFFF { wide = (wide & 0xFFFF) &+ (wide >> 16) }
+        return OnesComplementSum(UInt16(truncatingIfNeeded: wide))
+    }
+
     /// One's complement subtraction: adds the complement of `rhs`.
     @inlinable
     public static func - (lhs: OnesComplementSum, rhs: OnesComplementSum) -> OnesComplementSum {

@@ -144,3 +144,31 @@ func sameOnesComplement(_ a: UInt16, _ b: UInt16) -> Bool {
     a == b || (a == 0 && b == 0xFFFF) || (a == 0xFFFF && b == 0)
 }
 
+
+@Suite("One's complement algebra used by GRO completion")
+struct OnesComplementAlgebraTests {
+    @Test("times(n) is n additions and −x cancels x, for random values and counts (the zero class compared as one value)")
+    func timesAndNegation() {
+        var generator = SystemRandomNumberGenerator()
+        func same(_ a: OnesComplementSum, _ b: OnesComplementSum) -> Bool {
+            a.value == b.value || (a.value == 0 || a.value == 0xFFFF) && (b.value == 0 || b.value == 0xFFFF)
+        }
+        for _ in 0..<2000 {
+            let x = OnesComplementSum(UInt16.random(in: 0...0xFFFF, using: &generator))
+            let n = Int.random(in: 0...130, using: &generator)
+            var added = OnesComplementSum.zero
+            for _ in 0..<n { added += x }
+            #expect(same(x.times(n), added), "\(x.value) × \(n)")
+            #expect(same(x + (-x), .zero))
+            let k = OnesComplementSum(UInt16.random(in: 0...0xFFFF, using: &generator))
+            // The completion's identity: Σ ~(K + v_i) = −(n·K + Σ v_i).
+            let vs = (0..<n).map { _ in OnesComplementSum(UInt16.random(in: 0...0xFFFF, using: &generator)) }
+            var loop = OnesComplementSum.zero, total = OnesComplementSum.zero
+            for v in vs {
+                loop += OnesComplementSum(~(k + v).value)
+                total += v
+            }
+            #expect(same(loop, -(k.times(n) + total)))
+        }
+    }
+}
