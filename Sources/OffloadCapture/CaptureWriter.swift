@@ -21,7 +21,7 @@ public struct CaptureWriter: ~Copyable {
     let fd: FileDescriptor
     let ownsDescriptor: Bool
     var buffer: UnsafeMutableRawPointer
-    let capacity = 4 << 20
+    let capacity = 256 << 10
     var used = 0
     var interfaces: [CaptureInterface]
 
@@ -53,7 +53,7 @@ public struct CaptureWriter: ~Copyable {
         self.fd = fileDescriptor
         self.ownsDescriptor = closeOnDeinit
         self.interfaces = interfaces
-        unsafe buffer = .allocate(byteCount: 4 << 20, alignment: 16)
+        unsafe buffer = .allocate(byteCount: 256 << 10, alignment: 4096)
         writeHeader()
     }
 
@@ -78,32 +78,35 @@ public struct CaptureWriter: ~Copyable {
                                      options: [PcapngOption] = [],
                                      _ produce: ((UnsafeRawBufferPointer) -> Void) -> Void) throws(CaptureError) {
         let original = max(originalLength ?? length, length)
+        // The record's header and trailer go straight into the buffer: nothing is allocated per
+        // packet (options, when there are any, are encoded once here).
         switch format {
         case .pcap(let nanosecond, let big):
-            var header: [UInt8] = []
             let seconds = UInt32(truncatingIfNeeded: timestamp / 1_000_000_000)
             let fraction = UInt32(truncatingIfNeeded: nanosecond ? timestamp % 1_000_000_000 : (timestamp % 1_000_000_000) / 1000)
-            for v in [seconds, fraction, UInt32(length), UInt32(original)] { append32(&header, v, big) }
-            try append(header)
+            try reserve(16)
+            store32(seconds, big)
+            store32(fraction, big)
+            store32(UInt32(truncatingIfNeeded: length), big)
+            store32(UInt32(truncatingIfNeeded: original), big)
             unsafe try appendPieces(length, produce)
         case .pcapng:
             let padded = (length + 3) & ~3
-            let optionBytes = encode(options)
+            let optionBytes = options.isEmpty ? [] : encode(options)
             let total = 28 + padded + optionBytes.count + 4
-            var header: [UInt8] = []
-            append32(&header, 6, false)
-            append32(&header, UInt32(total), false)
-            append32(&header, UInt32(interface), false)
-            append32(&header, UInt32(truncatingIfNeeded: timestamp >> 32), false)
-            append32(&header, UInt32(truncatingIfNeeded: timestamp), false)
-            append32(&header, UInt32(length), false)
-            append32(&header, UInt32(original), false)
-            try append(header)
+            try reserve(28)
+            store32(6, false)
+            store32(UInt32(truncatingIfNeeded: total), false)
+            store32(UInt32(truncatingIfNeeded: interface), false)
+            store32(UInt32(truncatingIfNeeded: timestamp >> 32), false)
+            store32(UInt32(truncatingIfNeeded: timestamp), false)
+            store32(UInt32(truncatingIfNeeded: length), false)
+            store32(UInt32(truncatingIfNeeded: original), false)
             unsafe try appendPieces(length, produce)
-            var trailer = [UInt8](repeating: 0, count: padded - length)
-            trailer += optionBytes
-            append32(&trailer, UInt32(total), false)
-            try append(trailer)
+            try reserve(padded - length + optionBytes.count + 4)
+            for _ in length..<padded { store8(0) }
+            if !optionBytes.isEmpty { try append(optionBytes) }
+            store32(UInt32(truncatingIfNeeded: total), false)
         }
         packetCount += 1
     }
@@ -216,6 +219,31 @@ public struct CaptureWriter: ~Copyable {
     func append16(_ b: inout [UInt8], _ v: UInt16, _ big: Bool) {
         let x = big ? v.bigEndian : v.littleEndian
         unsafe withUnsafeBytes(of: x) { unsafe b.append(contentsOf: $0) }
+    }
+
+    /// Makes room for `count` bytes in the buffer (flushing it when they do not fit); `count`
+    /// is small (a record's header or trailer), far below the buffer's capacity.
+    @inline(__always)
+    mutating func reserve(_ count: Int) throws(CaptureError) {
+        if used + count > capacity { try flush() }
+    }
+
+    /// Stores a 32-bit word at the buffer's end (room reserved by the caller).
+    @inline(__always)
+    mutating func store32(_ v: UInt32, _ big: Bool) {
+        // Safe: the caller reserved the room.
+        unsafe (buffer + used).storeBytes(of: big ? v.bigEndian : v.littleEndian, as: UInt32.self)
+        used += 4
+        byteCount += 4
+    }
+
+    /// Stores a byte at the buffer's end (room reserved by the caller).
+    @inline(__always)
+    mutating func store8(_ v: UInt8) {
+        // Safe: the caller reserved the room.
+        unsafe (buffer + used).storeBytes(of: v, as: UInt8.self)
+        used += 1
+        byteCount += 1
     }
 
     mutating func append(_ bytes: [UInt8]) throws(CaptureError) {

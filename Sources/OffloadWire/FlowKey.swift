@@ -30,6 +30,23 @@ public struct FlowKey: Hashable, Sendable, Comparable, Codable, CustomStringConv
         self.destinationPort = destinationPort
     }
 
+    /// Hashes the same fields `==` compares, folded into three words: a third of the hasher calls
+    /// of the synthesized hash (one per field and address half), which per-flow tables pay per
+    /// packet.
+    @inlinable
+    public func hash(into hasher: inout Hasher) {
+        @inline(__always) func word(_ a: IPAddress) -> UInt64 {
+            switch a {
+            case .v4(let x): UInt64(x.rawValue) | 1 << 63
+            case .v6(let x): x.high ^ (x.low &* 0x9E37_79B9_7F4A_7C15)
+            }
+        }
+        hasher.combine(word(source))
+        hasher.combine(word(destination))
+        hasher.combine((transport.map { UInt64($0.rawValue) << 40 } ?? 1 << 50) | UInt64(sourcePort ?? 0) << 16 | UInt64(destinationPort ?? 0)
+            | (sourcePort == nil ? 1 << 33 : 0) | (destinationPort == nil ? 1 << 34 : 0))
+    }
+
     /// Reads the key of a parsed packet; nil when it is not IP or `layout` does not fit `bytes`.
     public init?(_ bytes: RawSpan, layout: PacketLayout) {
         let n = layout.networkOffset

@@ -196,3 +196,20 @@ struct StaysOnLinkTests {
         #expect(frame.withUnsafeBytes { FlowKey.staysOnLink($0, layout: layout) } == expected)
     }
 }
+
+@Suite("FlowKey's hash")
+struct FlowKeyHashTests {
+    @Test("keys that differ in one field only (a port, the protocol, an address, a port present or not) hash apart; equal keys hash alike")
+    func spreads() {
+        let a = IPAddress("10.0.0.1")!, b = IPAddress("fd00::2")!
+        var keys: [FlowKey] = []
+        for port in 0..<500 { keys.append(FlowKey(source: a, destination: a, transport: .tcp, sourcePort: UInt16(port), destinationPort: 80)) }
+        for port in 0..<500 { keys.append(FlowKey(source: b, destination: b, transport: .udp, sourcePort: 53, destinationPort: UInt16(port))) }
+        for n in 0..<100 { keys.append(FlowKey(source: .v4(IPv4Address(rawValue: UInt32(n))), destination: a, transport: .tcp)) }
+        keys.append(FlowKey(source: a, destination: a, transport: .tcp, sourcePort: nil, destinationPort: 80))
+        keys.append(FlowKey(source: a, destination: a, transport: nil, sourcePort: 0, destinationPort: 80))
+        #expect(Set(keys.map(\.hashValue)).count == keys.count, "no collision among \(keys.count) keys that differ in one field")
+        let copy = FlowKey(source: a, destination: a, transport: .tcp, sourcePort: 7, destinationPort: 80)
+        #expect(copy.hashValue == keys[7].hashValue && copy == keys[7])
+    }
+}
