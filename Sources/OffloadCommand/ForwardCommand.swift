@@ -181,7 +181,7 @@ struct DataplaneOptions: ParsableArguments {
     /// Runs a dataplane with these options' lifecycle settings (txqueuelen, routing, metrics,
     /// duration, counters) until SIGINT/SIGTERM or the duration; prints the counters at exit.
     func serve<D: Dataplane>(_ dataplane: D, routing: RoutingPlan?, deviceMTU: Int? = nil, ingressGRO: Bool = true,
-                             failClosed: Bool = false, logger: Logger) async throws {
+                             failClosed: Bool = false, onSIGUSR1: (@Sendable () -> Void)? = nil, logger: Logger) async throws {
         var settings = ForwarderLifecycleSettings()
         settings.failClosed = failClosed
         settings.deviceMTU = deviceMTU
@@ -195,6 +195,7 @@ struct DataplaneOptions: ParsableArguments {
         do {
             lifecycle = try ForwarderLifecycle(forwarder: dataplane, settings: settings, logger: logger) { stats in
                 FileHandle.standardError.write(Data(summary(stats).utf8))
+                onSIGUSR1?()
             }
         } catch {
             throw InputError(message: "\(error)")

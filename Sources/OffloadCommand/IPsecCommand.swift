@@ -145,14 +145,10 @@ extension IPsec {
         if let writeKeys { try? ESPKeyLog.write([], to: writeKeys) }
         let box = Mutex<IKEDaemon?>(nil)
         let finished = DispatchSemaphore(value: 0)
-        signal(SIGUSR1, SIG_IGN)
-        let usr1 = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
-        usr1.setEventHandler { box.withLock { $0 }?.requestStatus() }
-        usr1.resume()
-        defer { usr1.cancel() }
+        // SIGUSR1 prints the dataplane's counters (as every live command does) and the SAs.
         try await options.serve(codec: ESPCodec(policy: policy), label: "offload.ipsec", signalHandler: { kind, bytes in
             if kind == .ike { box.withLock { $0 }?.deliver(bytes) }
-        }, started: { endpoint, logger in
+        }, onSIGUSR1: { box.withLock { $0 }?.requestStatus() }, started: { endpoint, logger in
             let daemon: IKEDaemon
             do { daemon = try IKEDaemon(connections: connections, policy: policy, logger: logger) } catch {
                 throw InputError(message: "IKE port 500: \(error)")

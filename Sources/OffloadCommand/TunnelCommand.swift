@@ -75,6 +75,7 @@ struct TunnelEndpointOptions: ParsableArguments {
 
     /// Runs the endpoint live with `codec` until SIGINT/SIGTERM or the duration.
     func serve<Codec: TunnelCodec>(codec: Codec, label: String, signalHandler: (@Sendable (TunnelSignal, [UInt8]) -> Void)? = nil,
+                                   onSIGUSR1: (@Sendable () -> Void)? = nil,
                                    started: (TunnelEndpoint<Codec>, Logger) throws -> Void = { _, _ in }) async throws {
         guard let device else { return }
         let logger = try dataplane.prepare(label: label)
@@ -97,7 +98,7 @@ struct TunnelEndpointOptions: ParsableArguments {
         // The device gets the inner MTU, as the kernel's own tunnels do: the gateway's own
         // traffic picks the right MSS, and forwarded packets that cannot fit are refused early.
         try await dataplane.serve(endpoint, routing: setup ? .deviceRoutes(addresses: address, routes: route, nextHops: nextHop) : nil,
-                                  deviceMTU: setup ? endpoint.innerMTU : nil, logger: logger)
+                                  deviceMTU: setup ? endpoint.innerMTU : nil, onSIGUSR1: onSIGUSR1, logger: logger)
     }
 
     /// Works on the captures with `codec`: encapsulates, or with `decapsulate` takes the inner

@@ -132,8 +132,13 @@ public final class IKEEngine {
 
     func childrenChanged() { childGeneration += 1 }
 
-    /// Every installed CHILD_SA.
-    public var childSAs: [IKEChildSA] { sas.values.sorted { $0.localSPI < $1.localSPI }.flatMap { $0.children.map(\.sa) } }
+    /// Every installed CHILD_SA (those just deleted too, receiving only, for a moment).
+    public var childSAs: [IKEChildSA] {
+        sas.values.sorted { $0.localSPI < $1.localSPI }.flatMap { sa in sa.children.map(\.sa) + (sa.state == .dead ? [] : sa.retired.map(\.sa)) }
+    }
+
+    /// The CHILD_SAs that are established (not the deleted ones still receiving).
+    public var activeChildSAs: [IKEChildSA] { sas.values.sorted { $0.localSPI < $1.localSPI }.flatMap { $0.children.map(\.sa) } }
 
     /// Lines of Wireshark's `ikev2_decryption_table` for the established IKE SAs (so that tshark
     /// decrypts IKE_AUTH and later exchanges). Holds keys: only for a file of mode 0600.

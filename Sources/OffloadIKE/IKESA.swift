@@ -78,6 +78,11 @@ final class IKESA {
         var rekeyedAt = 0.0
     }
     var children: [Child] = []
+    /// CHILD_SAs deleted by either end, still accepted inbound for a moment: datagrams the peer's
+    /// sending thread encrypted just before it switched may still be on the way.
+    var retired: [(sa: IKEChildSA, until: Double)] = []
+    /// How long a deleted CHILD_SA still decrypts.
+    static let retiredGrace = 2.0
     /// Inbound SPIs offered in a request not yet answered.
     var pendingSPIs: [UInt32] = []
     /// The child being negotiated by this end's outstanding request.
@@ -714,9 +719,8 @@ final class IKESA {
                 out = finishChild(payloads, nonces: (pendingChild?.nonce ?? [], Self.nonce(payloads) ?? []), now: now)
             case .rekeyIKE?: out = finishRekeyIKE(payloads, now: now)
             case .deleteChildren(let ids)?:
-                let before = children.count
+                for child in children where ids.contains(child.sa.id) { retire(child.sa, now: now) }
                 children.removeAll { ids.contains($0.sa.id) }
-                if children.count != before { engine.childrenChanged() }
             case .deleteIKE?:
                 log(.info, state == .rekeyed ? "the old IKE SA deleted after its rekey" : "IKE SA deleted")
                 state = .dead
@@ -892,6 +896,7 @@ final class IKESA {
                     let value = spi.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
                     guard let i = children.firstIndex(where: { $0.sa.outbound.spi == value }) else { continue }
                     let child = children.remove(at: i)
+                    retire(child.sa, now: now)
                     if child.state != .deleting { ours.append(bigEndianBytes(child.sa.inbound.spi)) }
                     // The peer's rekey is done: its new SA is the one to send with now.
                     for j in children.indices where children[j].sa.replaces == child.sa.id && children[j].state != .deleting {
@@ -908,6 +913,14 @@ final class IKESA {
             }
         }
         return respond(.informational, id: id, answer, to: from)
+    }
+
+    /// Keeps a deleted CHILD_SA inbound only, for ``retiredGrace`` seconds.
+    func retire(_ sa: IKEChildSA, now: Double) {
+        var kept = sa
+        kept.sending = false
+        retired.append((kept, now + Self.retiredGrace))
+        engine.childrenChanged()
     }
 
     // MARK: time
@@ -937,6 +950,10 @@ final class IKESA {
     }
 
     func tick(now: Double, traffic: (UInt32, Bool) -> IKETrafficSample) -> Output {
+        if retired.contains(where: { $0.until <= now }) {
+            retired.removeAll { $0.until <= now }
+            engine.childrenChanged()
+        }
         guard state != .dead else { return [] }
         if !originalInitiator && state == .initDone && now - created > engine.halfOpenTimeout {
             state = .dead

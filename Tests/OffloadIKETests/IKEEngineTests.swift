@@ -111,7 +111,7 @@ final class IKEWire {
 
 /// The CHILD_SAs of two ends agree: each one's outbound is the other's inbound, keys included.
 func matched(_ a: IKEEngine, _ b: IKEEngine) -> Bool {
-    let left = a.childSAs, right = b.childSAs
+    let left = a.activeChildSAs, right = b.activeChildSAs
     guard !left.isEmpty, left.count == right.count else { return false }
     return left.allSatisfy { x in
         right.contains { y in x.outbound == y.inbound && x.inbound == y.outbound && x.algorithm == y.algorithm
@@ -129,7 +129,7 @@ struct IKEEngineTests {
         let w = try IKEWire(IKEWire.config(me: 1, proposals: proposals, esp: esp), IKEWire.config(me: 2, start: "none", proposals: proposals, esp: esp))
         w.start()
         #expect(matched(w.a, w.b), "\(w.a.takeEvents()) / \(w.b.takeEvents())")
-        let child = try #require(w.a.childSAs.first)
+        let child = try #require(w.a.activeChildSAs.first)
         #expect(child.localTS == [TrafficSelector("10.1.0.0/24")!] && child.remoteTS == [TrafficSelector("10.2.0.0/24")!])
         #expect(child.algorithm.rawValue == esp.replacingOccurrences(of: "-esn", with: ""))
         #expect(child.extendedSequenceNumbers == esp.hasSuffix("-esn"))
@@ -142,7 +142,7 @@ struct IKEEngineTests {
                             IKEWire.config(me: 2, start: "none", esp: "chacha20poly1305-aes128gcm16-noesn"))
         w.start()
         #expect(matched(w.a, w.b))
-        #expect(w.a.childSAs.first?.algorithm == .chacha20Poly1305 && w.a.childSAs.first?.extendedSequenceNumbers == false)
+        #expect(w.a.activeChildSAs.first?.algorithm == .chacha20Poly1305 && w.a.activeChildSAs.first?.extendedSequenceNumbers == false)
     }
 
     @Test("INVALID_KE_PAYLOAD: the initiator guessed x25519, the responder wants modp2048; it tries again with it")
@@ -158,7 +158,7 @@ struct IKEEngineTests {
     func wrongPSK() throws {
         let w = try IKEWire(IKEWire.config(me: 1, psk: "one-secret-here"), IKEWire.config(me: 2, start: "none", psk: "another-secret"))
         w.start()
-        #expect(w.a.childSAs.isEmpty && w.b.childSAs.isEmpty)
+        #expect(w.a.activeChildSAs.isEmpty && w.b.activeChildSAs.isEmpty)
         let a = w.a.takeEvents().map(\.description), b = w.b.takeEvents().map(\.description)
         #expect(a.contains { $0.contains("authentication failed") && $0.contains("AUTHENTICATION_FAILED") }, "\(a)")
         #expect(b.contains { $0.contains("authentication failed") && $0.contains("gw1") }, "\(b)")
@@ -171,13 +171,13 @@ struct IKEEngineTests {
         let ike = try IKEWire(IKEWire.config(me: 1, proposals: "aes128gcm16-prfsha256-x25519"),
                               IKEWire.config(me: 2, start: "none", proposals: "aes256gcm16-prfsha384-x25519"))
         ike.start()
-        #expect(ike.a.childSAs.isEmpty)
+        #expect(ike.a.activeChildSAs.isEmpty)
         #expect(ike.a.takeEvents().contains { $0.description.contains("NO_PROPOSAL_CHOSEN") })
         #expect(ike.b.takeEvents().contains { $0.description.contains("NO_PROPOSAL_CHOSEN") })
         #expect(ike.b.sas.isEmpty, "a refused IKE_SA_INIT leaves nothing half-open")
         let esp = try IKEWire(IKEWire.config(me: 1, esp: "aes128gcm16"), IKEWire.config(me: 2, start: "none", esp: "chacha20poly1305"))
         esp.start()
-        #expect(esp.a.childSAs.isEmpty && esp.b.childSAs.isEmpty)
+        #expect(esp.a.activeChildSAs.isEmpty && esp.b.activeChildSAs.isEmpty)
         #expect(esp.a.sas.values.contains { $0.state == .established }, "the IKE SA is up")
         #expect(esp.a.takeEvents().contains { $0.description.contains("refused by the peer: NO_PROPOSAL_CHOSEN") })
     }
@@ -188,11 +188,11 @@ struct IKEEngineTests {
                             IKEWire.config(me: 2, start: "none", localTS: "10.2.5.0/24", remoteTS: "10.0.0.0/8"))
         w.start()
         #expect(matched(w.a, w.b))
-        #expect(w.a.childSAs.first?.remoteTS == [TrafficSelector("10.2.5.0/24")!] && w.a.childSAs.first?.localTS == [TrafficSelector("10.1.0.0/16")!])
+        #expect(w.a.activeChildSAs.first?.remoteTS == [TrafficSelector("10.2.5.0/24")!] && w.a.activeChildSAs.first?.localTS == [TrafficSelector("10.1.0.0/16")!])
         let none = try IKEWire(IKEWire.config(me: 1, localTS: "10.1.0.0/16", remoteTS: "10.2.0.0/16"),
                                IKEWire.config(me: 2, start: "none", localTS: "10.9.0.0/16", remoteTS: "10.1.0.0/16"))
         none.start()
-        #expect(none.a.childSAs.isEmpty && none.b.childSAs.isEmpty)
+        #expect(none.a.activeChildSAs.isEmpty && none.b.activeChildSAs.isEmpty)
         #expect(none.a.takeEvents().contains { $0.description.contains("TS_UNACCEPTABLE") })
     }
 
@@ -214,8 +214,8 @@ struct IKEEngineTests {
     func severalChildren() throws {
         let w = try IKEWire(IKEWire.config(me: 1, children: 4), IKEWire.config(me: 2, start: "none", children: 4))
         w.start()
-        #expect(w.a.childSAs.count == 4 && matched(w.a, w.b))
-        #expect(Set(w.a.childSAs.map(\.inbound.key)).count == 4)
+        #expect(w.a.activeChildSAs.count == 4 && matched(w.a, w.b))
+        #expect(Set(w.a.activeChildSAs.map(\.inbound.key)).count == 4)
     }
 
     @Test("rekey on volume: rekey_bytes and rekey_packets, counted by the dataplane per SA")
@@ -224,12 +224,12 @@ struct IKEEngineTests {
                                 ("rekey_packets = 1000", IKETrafficSample(packets: 1000, bytes: 10))] {
             let w = try IKEWire(IKEWire.config(me: 1, childExtra: extra), IKEWire.config(me: 2, start: "none"))
             w.start()
-            let first = try #require(w.a.childSAs.first)
+            let first = try #require(w.a.activeChildSAs.first)
             w.advance(1)
             #expect(w.a.counters.childRekeys == 0, "below the volume: no rekey")
             w.traffic[first.outbound.spi] = sample
             w.advance(1)
-            #expect(w.a.counters.childRekeys == 1 && matched(w.a, w.b) && w.a.childSAs.first?.inbound.spi != first.inbound.spi, "\(extra)")
+            #expect(w.a.counters.childRekeys == 1 && matched(w.a, w.b) && w.a.activeChildSAs.first?.inbound.spi != first.inbound.spi, "\(extra)")
         }
     }
 
@@ -237,11 +237,11 @@ struct IKEEngineTests {
     func restartedPeer() throws {
         let w = try IKEWire(IKEWire.config(me: 1), IKEWire.config(me: 2, start: "none"))
         w.start()
-        let before = try #require(w.b.childSAs.first)
+        let before = try #require(w.b.activeChildSAs.first)
         w.a = IKEEngine(connections: try IKEConfig.parse(IKEWire.config(me: 1)))
         w.start()
-        #expect(w.b.sas.values.filter { $0.state != .dead }.count == 1 && w.b.childSAs.count == 1 && matched(w.a, w.b))
-        #expect(w.b.childSAs.first?.inbound != before.inbound)
+        #expect(w.b.sas.values.filter { $0.state != .dead }.count == 1 && w.b.activeChildSAs.count == 1 && matched(w.a, w.b))
+        #expect(w.b.activeChildSAs.first?.inbound != before.inbound)
         #expect(w.b.takeEvents().contains { $0.description.contains("INITIAL_CONTACT") })
     }
 
@@ -271,20 +271,20 @@ struct IKEEngineTests {
         }
         let w = try IKEWire(config(1, start: "start"), config(2, start: "none"))
         w.start()
-        #expect(w.a.sas.count == 2 && w.b.sas.count == 2 && w.a.childSAs.count == 2 && matched(w.a, w.b))
-        #expect(Set(w.b.childSAs.map(\.connection)) == ["a", "b"])
-        #expect(Set(w.b.childSAs.flatMap(\.localTS).map(\.description)) == ["10.2.1.0/24", "10.2.2.0/24"])
+        #expect(w.a.sas.count == 2 && w.b.sas.count == 2 && w.a.activeChildSAs.count == 2 && matched(w.a, w.b))
+        #expect(Set(w.b.activeChildSAs.map(\.connection)) == ["a", "b"])
+        #expect(Set(w.b.activeChildSAs.flatMap(\.localTS).map(\.description)) == ["10.2.1.0/24", "10.2.2.0/24"])
     }
 
     @Test("CHILD_SA rekey on time: make before break (the old SA still receives until deleted), then deleted; both ends agree")
     func childRekey() throws {
         let w = try IKEWire(IKEWire.config(me: 1, childExtra: "rekey_time = 10s"), IKEWire.config(me: 2, start: "none", childExtra: "rekey_time = 100s"))
         w.start()
-        let first = try #require(w.a.childSAs.first)
+        let first = try #require(w.a.activeChildSAs.first)
         w.advance(11)
-        #expect(matched(w.a, w.b), "\(w.a.childSAs.map(\.inbound.spi)) \(w.b.childSAs.map(\.outbound.spi))")
-        let now = try #require(w.a.childSAs.first)
-        #expect(w.a.childSAs.count == 1 && now.inbound.spi != first.inbound.spi && now.inbound.key != first.inbound.key)
+        #expect(matched(w.a, w.b), "\(w.a.activeChildSAs.map(\.inbound.spi)) \(w.b.activeChildSAs.map(\.outbound.spi))")
+        let now = try #require(w.a.activeChildSAs.first)
+        #expect(w.a.activeChildSAs.count == 1 && now.inbound.spi != first.inbound.spi && now.inbound.key != first.inbound.key)
         #expect(now.replaces == first.id && now.sending)
         #expect(w.a.counters.childRekeys == 1 && w.b.counters.childRekeys == 1)
     }
@@ -293,22 +293,22 @@ struct IKEEngineTests {
     func overlap() throws {
         let w = try IKEWire(IKEWire.config(me: 1), IKEWire.config(me: 2, start: "none"))
         w.start()
-        let old = try #require(w.b.childSAs.first)
+        let old = try #require(w.b.activeChildSAs.first)
         for sa in w.a.sas.values { for i in sa.children.indices { sa.children[i].rekeyAt = w.now } }
         w.now += 0.1
         w.send(w.a.tick(now: w.now, traffic: { _, _ in IKETrafficSample() }), fromA: true)
         #expect(w.inFlight.count == 1, "the CREATE_CHILD_SA request")
         let request = w.inFlight.removeFirst()
         w.send(w.b.receive(request.bytes, path: request.path, now: w.now), fromA: false)
-        #expect(w.b.childSAs.count == 2, "both inbound SAs")
-        #expect(w.b.childSAs.first { $0.inbound.spi == old.inbound.spi }?.sending == true, "the old one still sends")
-        #expect(w.b.childSAs.first { $0.inbound.spi != old.inbound.spi }?.sending == false, "the new one waits")
+        #expect(w.b.activeChildSAs.count == 2, "both inbound SAs")
+        #expect(w.b.activeChildSAs.first { $0.inbound.spi == old.inbound.spi }?.sending == true, "the old one still sends")
+        #expect(w.b.activeChildSAs.first { $0.inbound.spi != old.inbound.spi }?.sending == false, "the new one waits")
         let answer = w.inFlight.removeFirst()
         w.send(w.a.receive(answer.bytes, path: answer.path, now: w.now), fromA: true)
-        #expect(w.a.childSAs.count == 2 && w.a.childSAs.filter(\.sending).count == 1)
-        #expect(w.a.childSAs.first { $0.sending }?.outbound.spi != old.inbound.spi, "the initiator sends on the new SA at once")
+        #expect(w.a.activeChildSAs.count == 2 && w.a.activeChildSAs.filter(\.sending).count == 1)
+        #expect(w.a.activeChildSAs.first { $0.sending }?.outbound.spi != old.inbound.spi, "the initiator sends on the new SA at once")
         w.run()
-        #expect(w.a.childSAs.count == 1 && w.b.childSAs.count == 1 && matched(w.a, w.b) && w.b.childSAs[0].sending)
+        #expect(w.a.activeChildSAs.count == 1 && w.b.activeChildSAs.count == 1 && matched(w.a, w.b) && w.b.activeChildSAs[0].sending)
     }
 
     @Test("rekey collision: both ends rekey the same CHILD_SA at once; one new SA survives at both ends (lowest nonce loses)")
@@ -319,10 +319,10 @@ struct IKEEngineTests {
         for e in [w.a, w.b] { for sa in e.sas.values { for i in sa.children.indices { sa.children[i].rekeyAt = w.now + 1 } } }
         w.advance(1, step: 1)
         w.advance(2)
-        #expect(w.a.childSAs.count == 1 && w.b.childSAs.count == 1, "\(w.a.childSAs.map(\.inbound.spi)) \(w.b.childSAs.map(\.inbound.spi))")
+        #expect(w.a.activeChildSAs.count == 1 && w.b.activeChildSAs.count == 1, "\(w.a.activeChildSAs.map(\.inbound.spi)) \(w.b.activeChildSAs.map(\.inbound.spi))")
         #expect(matched(w.a, w.b))
         #expect(w.a.counters.collisions + w.b.counters.collisions >= 1)
-        #expect(w.a.childSAs.allSatisfy(\.sending) && w.b.childSAs.allSatisfy(\.sending))
+        #expect(w.a.activeChildSAs.allSatisfy(\.sending) && w.b.activeChildSAs.allSatisfy(\.sending))
     }
 
     @Test("IKE SA rekey: new SPIs and keys, the children move over, the old IKE SA is deleted; then a CHILD_SA rekey on the new one")
@@ -330,11 +330,11 @@ struct IKEEngineTests {
         let w = try IKEWire(IKEWire.config(me: 1, extra: "rekey_time = 20s", childExtra: "rekey_time = 40s"), IKEWire.config(me: 2, start: "none"))
         w.start()
         let before = w.a.sas.values.first!.localSPI
-        let child = try #require(w.a.childSAs.first)
+        let child = try #require(w.a.activeChildSAs.first)
         w.advance(21)
         #expect(w.a.sas.count == 1 && w.b.sas.count == 1, "the old IKE SA is gone at both ends")
         #expect(w.a.sas.values.first!.localSPI != before && w.a.sas.values.first!.state == .established)
-        #expect(w.a.childSAs.first?.inbound == child.inbound, "the CHILD_SA moved, unchanged")
+        #expect(w.a.activeChildSAs.first?.inbound == child.inbound, "the CHILD_SA moved, unchanged")
         #expect(w.a.counters.ikeRekeys == 1 && w.b.counters.ikeRekeys == 1)
         w.advance(20)
         #expect(matched(w.a, w.b) && w.a.counters.childRekeys == 1, "the new IKE SA's keys work for a CHILD_SA rekey")
@@ -345,14 +345,14 @@ struct IKEEngineTests {
         let w = try IKEWire(IKEWire.config(me: 1, extra: "retransmit_timeout = 1s"), IKEWire.config(me: 2, start: "none"))
         w.dropNext = 1
         w.start()
-        #expect(w.a.childSAs.isEmpty)
+        #expect(w.a.activeChildSAs.isEmpty)
         w.advance(1.5)
         #expect(matched(w.a, w.b))
         #expect(w.a.counters.retransmissions == 1)
         let d = try IKEWire(IKEWire.config(me: 1), IKEWire.config(me: 2, start: "none"))
         d.duplicate = true
         d.start()
-        #expect(d.b.childSAs.count == 1 && matched(d.a, d.b), "a duplicate IKE_AUTH does not make a second child")
+        #expect(d.b.activeChildSAs.count == 1 && matched(d.a, d.b), "a duplicate IKE_AUTH does not make a second child")
     }
 
     @Test("dead peer: liveness checks go unanswered, the SA is torn down within dpd_delay + the retransmissions, then started again when the peer returns")
@@ -364,14 +364,14 @@ struct IKEEngineTests {
         w.bDead = true
         // 2 s idle, then 0.5 + 1 + 2 s of tries.
         w.advance(6)
-        #expect(w.a.childSAs.isEmpty, "torn down")
+        #expect(w.a.activeChildSAs.isEmpty, "torn down")
         #expect(w.a.takeEvents().contains { $0.description.contains("no answer to INFORMATIONAL after 3 tries") })
         // The peer comes back with no state: it answers a new IKE_SA_INIT.
         w.bDead = false
         let fresh = try IKEWire(IKEWire.config(me: 1), IKEWire.config(me: 2, start: "none"))
         _ = fresh
         w.advance(8)
-        #expect(w.a.childSAs.count == 1, "started again (start_action = start)")
+        #expect(w.a.activeChildSAs.count == 1, "started again (start_action = start)")
     }
 
     @Test("COOKIE: over the half-open threshold the responder demands one; the initiator sends it back and gets in")

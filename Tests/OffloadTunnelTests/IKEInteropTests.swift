@@ -240,6 +240,10 @@ struct IKEInteropTests {
         try lab.startIKE(1, ["--write-keys", "\(lab.dir)/keys"])
         #expect(lab.waitFor(seconds: 10) { lab.ikeStatus(1).components(separatedBy: "INSTALLED").count == 3 && lab.ikeStatus(2).contains("INSTALLED") })
         #expect(lab.ikeStatus(1).contains("aes128gcm16-esn"), "ESN between two of these gateways")
+        // SIGUSR1: the same status, to the log.
+        shell("pkill -USR1 -f '[s]tats-json \(lab.dir)/gw1.json'")
+        #expect(lab.waitFor(seconds: 5) { lab.gatewayLog(1).contains("INSTALLED") && lab.gatewayLog(1).contains("CHILD_SA rekeys") },
+                "SIGUSR1 logs the SAs: \(lab.gatewayLog(1).suffix(800))")
         let (encap, decap) = try lab.transferBothWaysAndCheckTrains(label: "ike")
         let log = lab.gatewayLog(1) + lab.gatewayLog(2)
         let rekeys = (net4: log.components(separatedBy: "CHILD_SA net4 installed").count - 1, net6: log.components(separatedBy: "CHILD_SA net6 installed").count - 1)
