@@ -437,6 +437,20 @@ struct IKEConfigTests {
         #expect("\(c[0].secret)" == "<secret>" && String(reflecting: c[0].secret) == "<secret>")
     }
 
+    @Test("the file must be mode 0600: 0644 is refused with the chmod to type, 0600 is read")
+    func permissions() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ike-\(UUID().uuidString).conf").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try IKEWire.config(me: 1).write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o644)
+        do {
+            _ = try IKEConfig.load(path: path)
+            Issue.record("mode 644 accepted")
+        } catch { #expect(error.description.contains("chmod 600"), "\(error)") }
+        chmod(path, 0o600)
+        #expect(try IKEConfig.load(path: path).count == 1)
+    }
+
     @Test("errors name the line and never the secret", arguments: [
         ("proposals = aes128-sha256-modp2048", "`aes128` is not supported"),
         ("local_addrs = 192.0.2.1, 192.0.2.9", "one IP address"),
