@@ -271,14 +271,17 @@ public enum IKEConfig {
         return child
     }
 
+    /// A proposals setting's proposals (comma-separated), `default` replaced by `fallback`'s.
+    static func proposalTexts(_ text: String, default fallback: String) -> [String] {
+        text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.flatMap {
+            $0 == "default" && !fallback.isEmpty ? proposalTexts(fallback, default: "") : [$0]
+        }
+    }
+
     /// `aes128gcm16-prfsha256-x25519, aes256gcm16-prfsha384-modp2048`.
     static func ikeProposals(_ text: String, line: Int, path: String) throws(IKEConfigError) -> [IKEProposalChoice] {
         var out: [IKEProposalChoice] = []
-        for proposal in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
-            if proposal == "default" {
-                out += try ikeProposals(defaultProposals, line: line, path: path)
-                continue
-            }
+        for proposal in proposalTexts(text, default: defaultProposals) {
             var p = IKEProposalChoice(encryption: [], prfs: [], groups: [])
             for token in proposal.split(separator: "-").map(String.init) {
                 if let a = aead(token) { p.encryption.append(a) } else if token == "prfsha256" || token == "sha256" {
@@ -305,11 +308,7 @@ public enum IKEConfig {
     /// `aes128gcm16-esn-noesn, chacha20poly1305`.
     static func espProposals(_ text: String, line: Int, path: String) throws(IKEConfigError) -> [ESPProposalChoice] {
         var out: [ESPProposalChoice] = []
-        for proposal in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
-            if proposal == "default" {
-                out += try espProposals(defaultESPProposals, line: line, path: path)
-                continue
-            }
+        for proposal in proposalTexts(text, default: defaultESPProposals) {
             var p = ESPProposalChoice(encryption: [], extendedSequenceNumbers: [])
             for token in proposal.split(separator: "-").map(String.init) {
                 if let a = aead(token) { p.encryption.append(a) } else if token == "esn" {
