@@ -20,7 +20,9 @@ public final class IKEDaemon: @unchecked Sendable {
     public let policy: ESPSecurityPolicy
     let socket500: UDPTunnelSocket?
     let logger: Logger
-    let inbox = Mutex<[[UInt8]]>([])
+    let inbox = Mutex<(messages: [[UInt8]], last: UInt64)>(([], 0))
+    /// The number of the last message on port 4500 handled, with its SA changes installed.
+    let handled = Atomic<UInt64>(0)
     let send4500 = Mutex<(@Sendable ([UInt8]) -> Void)?>(nil)
     let stopFlag = Atomic<Bool>(false)
     let statusLines = Mutex<[IKESAStatus]>([])
@@ -77,12 +79,24 @@ public final class IKEDaemon: @unchecked Sendable {
     /// How messages on port 4500 leave: through the dataplane's socket (the marker is added here).
     public func attach(send: @escaping @Sendable ([UInt8]) -> Void) { send4500.withLock { $0 = send } }
 
-    /// An IKE message received on port 4500 (the datagram, non-ESP marker included): queued for the daemon's thread.
+    /// An IKE message received on port 4500 (the datagram, non-ESP marker included), called on
+    /// the receiving thread: queued for the daemon's thread, which is woken; then waits (at most
+    /// 20 ms) until the message is handled and what it changed is installed. The datagrams after
+    /// it are decoded only then: a peer that sends on a new SA right after its answer (strongSwan
+    /// does) finds the SA in place.
     public func deliver(_ datagram: [UInt8]) {
         guard datagram.count > 4 else { return }
-        inbox.withLock { $0.append(Array(datagram.dropFirst(4))) }
+        let ticket = inbox.withLock { box -> UInt64 in
+            box.messages.append(Array(datagram.dropFirst(4)))
+            box.last += 1
+            return box.last
+        }
         var one: UInt8 = 1
         _ = write(wakeWriter, &one, 1)
+        let deadline = DispatchTime.now().uptimeNanoseconds + 20_000_000
+        while handled.load(ordering: .acquiring) < ticket && DispatchTime.now().uptimeNanoseconds < deadline && !stopFlag.load(ordering: .relaxed) {
+            usleep(50)
+        }
     }
 
     /// Asks the thread to delete the SAs and stop.
@@ -103,7 +117,10 @@ public final class IKEDaemon: @unchecked Sendable {
         return IKETrafficSample(packets: c.packets, bytes: c.bytes)
     }
 
+    /// Installs what the engine changed, then sends its messages: an answer that creates an SA
+    /// leaves only once the SA can receive.
     func send(_ out: [(bytes: [UInt8], path: IKEPath)]) {
+        afterEngine()
         for m in out {
             if m.path.localPort == 500 {
                 do { try socket500?.send(m.bytes, trafficClass: 0) } catch { logger.warning("IKE: sending on port 500: \(error)") }
@@ -129,9 +146,16 @@ public final class IKEDaemon: @unchecked Sendable {
                     send(engine.receive(Array(buffer[0..<length]), path: IKEPath(localPort: 500, remote: remote, remotePort: 500), now: now))
                 }
             }
-            let messages = inbox.withLock { m in defer { m.removeAll() }; return m }
+            let (messages, ticket) = inbox.withLock { box in
+                defer { box.messages.removeAll() }
+                return (box.messages, box.last)
+            }
             for m in messages {
                 send(engine.receive(m, path: IKEPath(localPort: 4500, remote: remote, remotePort: 4500), now: now))
+            }
+            if !messages.isEmpty {
+                afterEngine()
+                handled.store(ticket, ordering: .releasing)
             }
             let t = now
             if t - lastTick >= 0.1 {
