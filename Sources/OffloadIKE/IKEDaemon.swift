@@ -81,7 +81,7 @@ public final class IKEDaemon: @unchecked Sendable {
 
     /// An IKE message received on port 4500 (the datagram, non-ESP marker included), called on
     /// the receiving thread: queued for the daemon's thread, which is woken; then waits (at most
-    /// 20 ms) until the message is handled and what it changed is installed. The datagrams after
+    /// 50 ms) until the message is handled and what it changed is installed. The datagrams after
     /// it are decoded only then: a peer that sends on a new SA right after its answer (strongSwan
     /// does) finds the SA in place.
     public func deliver(_ datagram: [UInt8]) {
@@ -93,7 +93,7 @@ public final class IKEDaemon: @unchecked Sendable {
         }
         var one: UInt8 = 1
         _ = write(wakeWriter, &one, 1)
-        let deadline = DispatchTime.now().uptimeNanoseconds + 20_000_000
+        let deadline = DispatchTime.now().uptimeNanoseconds + 50_000_000
         while handled.load(ordering: .acquiring) < ticket && DispatchTime.now().uptimeNanoseconds < deadline && !stopFlag.load(ordering: .relaxed) {
             usleep(50)
         }
