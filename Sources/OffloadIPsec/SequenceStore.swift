@@ -58,6 +58,8 @@ public final class SequenceStore: Sendable {
     public static func fingerprint(spi: UInt32, key: [UInt8]) -> KeyFingerprint {
         let label = Array("offload-ipsec sequence mark".utf8)
         let spiBytes = withUnsafeBytes(of: spi.bigEndian) { Array($0) }
+        // One-way (8 bytes of SHA-256), and wrapped at once in the redacted type: the hex text exists
+        // only inside KeyFingerprint, whose sole reader is the mark file's line writer.
         return KeyFingerprint(markFileField: sha256(label + spiBytes + key).prefix(8).map { String(format: "%02x", $0) }.joined())
     }
 

@@ -216,6 +216,14 @@ struct IPsecNetnsTests {
         #expect((after.min() ?? 0) > (before.max() ?? .max), "the restart goes on above the first run")
         let stats = try lab.stopEndpoints()
         #expect(stats[1]["wan_to_lan"]?.tunnel("dropped", ["reason": "replay"]) == 0, "the far end saw no replay")
+        // The mark file holds the key's fingerprint; neither it nor the key reaches the logs.
+        let marks = (try? String(contentsOfFile: "\(lab.dir)/gw1.conf.seq", encoding: .utf8)) ?? ""
+        let fingerprint = SequenceStore.fingerprint(spi: 0x1001, key: hexBytes(IPsecKeys.k1)).markFileField
+        #expect(marks.contains(fingerprint), "the mark file names the key by its fingerprint")
+        let logs = ((try? String(contentsOfFile: "\(lab.dir)/gw1.log", encoding: .utf8)) ?? "")
+            + ((try? String(contentsOfFile: "\(lab.dir)/gw2.log", encoding: .utf8)) ?? "")
+        #expect(!logs.isEmpty && !logs.contains(fingerprint) && !logs.contains(IPsecKeys.k1) && !logs.contains(IPsecKeys.k2),
+                "no key or fingerprint in the gateways' logs")
     }
 }
 
