@@ -364,7 +364,7 @@ public enum IKEConfig {
     }
 
     static func secretBytes(_ text: String) -> [UInt8]? {
-        if text.hasPrefix("0x") { return hexBytes(String(text.dropFirst(2))) }
+        if text.hasPrefix("0x") { return SAFile.hexBytes(text) }
         if text.hasPrefix("0s") { return Data(base64Encoded: String(text.dropFirst(2))).map { Array($0) } }
         return Array(text.utf8)
     }

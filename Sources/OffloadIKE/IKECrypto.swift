@@ -203,12 +203,7 @@ public final class IKEMessageCipher {
 
 /// NAT detection hashes (RFC 7296 §2.23): SHA-1(SPIi | SPIr | address | port).
 public func natDetectionHash(spii: UInt64, spir: UInt64, address: IPAddress, port: UInt16) -> [UInt8] {
-    var data = bigEndianBytes(spii) + bigEndianBytes(spir)
-    switch address {
-    case .v4(let a): data += bigEndianBytes(a.rawValue)
-    case .v6(let a): data += bigEndianBytes(a.high) + bigEndianBytes(a.low)
-    }
-    data += bigEndianBytes(port)
+    let data = bigEndianBytes(spii) + bigEndianBytes(spir) + addressBytes(address) + bigEndianBytes(port)
     var digest = [UInt8](repeating: 0, count: 20)
     _ = data.withUnsafeBytes { d in digest.withUnsafeMutableBufferPointer { offload_sha1(d.baseAddress, d.count, $0.baseAddress) } }
     return digest

@@ -153,10 +153,8 @@ public final class IKEDaemon: @unchecked Sendable {
             for m in messages {
                 send(engine.receive(m, path: IKEPath(localPort: 4500, remote: remote, remotePort: 4500), now: now))
             }
-            if !messages.isEmpty {
-                afterEngine()
-                handled.store(ticket, ordering: .releasing)
-            }
+            // `send` installed what they changed before anything left.
+            if !messages.isEmpty { handled.store(ticket, ordering: .releasing) }
             let t = now
             if t - lastTick >= 0.1 {
                 lastTick = t

@@ -275,12 +275,7 @@ public final class IKEEngine {
 
     /// RFC 7296 §2.6: a cookie only this end can make, from the request's nonce, address and SPI.
     func cookie(nonce: [UInt8], spii: UInt64, address: IPAddress) -> [UInt8] {
-        var data = nonce + bigEndianBytes(spii)
-        switch address {
-        case .v4(let a): data += bigEndianBytes(a.rawValue)
-        case .v6(let a): data += bigEndianBytes(a.high) + bigEndianBytes(a.low)
-        }
-        return [1] + IKEPRF.hmacSHA256(cookieSecret, data)
+        [1] + IKEPRF.hmacSHA256(cookieSecret, nonce + bigEndianBytes(spii) + addressBytes(address))
     }
 
     // MARK: time

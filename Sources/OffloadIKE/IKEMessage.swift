@@ -253,11 +253,9 @@ public struct IKEIdentity: Hashable, Sendable, CustomStringConvertible {
     /// As swanctl.conf writes it: an address is ID_IPV*_ADDR, `@#hex` a KEY_ID, `a@b` an RFC822
     /// name, `@x` or `x` an FQDN (as strongSwan reads an `id`).
     public init(_ text: String) {
-        if let a = IPv4Address(text) {
-            self.init(type: 1, data: withUnsafeBytes(of: a.rawValue.bigEndian) { Array($0) })
-        } else if let a = IPv6Address(text) {
-            self.init(type: 5, data: withUnsafeBytes(of: a.high.bigEndian) { Array($0) } + withUnsafeBytes(of: a.low.bigEndian) { Array($0) })
-        } else if text.hasPrefix("@#"), let bytes = hexBytes(String(text.dropFirst(2))) {
+        if let a = IPAddress(text) {
+            self.init(type: a.isIPv4 ? 1 : 5, data: addressBytes(a))
+        } else if text.hasPrefix("@#"), let bytes = SAFile.hexBytes("0x" + text.dropFirst(2)) {
             self.init(type: 11, data: bytes)
         } else if text.hasPrefix("@") {
             self.init(type: 2, data: Array(text.dropFirst().utf8))
@@ -649,23 +647,16 @@ struct ByteWriter {
     mutating func append(_ b: [UInt8]) { bytes.append(contentsOf: b) }
 }
 
-/// Hex digits (without 0x) as bytes; nil when not hex.
-func hexBytes(_ text: String) -> [UInt8]? {
-    let digits = Array(text.lowercased().utf8)
-    guard digits.count % 2 == 0, !digits.isEmpty else { return nil }
-    var out: [UInt8] = []
-    var i = 0
-    while i < digits.count {
-        guard let a = Character(UnicodeScalar(digits[i])).hexDigitValue, let b = Character(UnicodeScalar(digits[i + 1])).hexDigitValue
-        else { return nil }
-        out.append(UInt8(a << 4 | b))
-        i += 2
-    }
-    return out
-}
-
 /// Bytes of a UInt64 / UInt32 in network order.
 func bigEndianBytes<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.bigEndian) { Array($0) } }
+
+/// An address's bytes in network order (4 or 16), as ID payloads, NAT detection and cookies hash them.
+func addressBytes(_ address: IPAddress) -> [UInt8] {
+    switch address {
+    case .v4(let a): bigEndianBytes(a.rawValue)
+    case .v6(let a): bigEndianBytes(a.high) + bigEndianBytes(a.low)
+    }
+}
 
 /// A whole message read without keys: its header and, when it carries no SK payload, its payloads.
 public struct IKEPlainMessage: Sendable {

@@ -329,7 +329,8 @@ public enum SAFile {
                                       inbound: keys(inboundSPI))
     }
 
-    static func hexBytes(_ text: String) -> [UInt8]? {
+    /// `0x`-prefixed hex digits as bytes; nil when not that (or empty).
+    public static func hexBytes(_ text: String) -> [UInt8]? {
         var digits = text.lowercased()
         guard digits.hasPrefix("0x") else { return nil }
         digits.removeFirst(2)
