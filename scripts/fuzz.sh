@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in Fuzz/ (with -sanitize=fuzzer,address) and runs each for a while.
-# Seed corpora: the frames and files of ../shared/corpus/pcap when it exists; otherwise libFuzzer
-# starts from nothing. A crash leaves its input in $FUZZ_OUT/<target>/ and fails the script.
+# Seed corpora: Fuzz/Corpus/<target>/ (committed inputs that once failed: each is run first, every
+# time), plus the frames and files of the development pcap corpus beside the repository when it
+# exists; otherwise libFuzzer starts from the committed seeds alone. A crash leaves its input in $FUZZ_OUT/<target>/ and fails the script.
 # Usage: scripts/fuzz.sh [seconds-per-target] [target ...]
 #   FUZZ_OUT=dir   where corpora and crash inputs go (default .build-fuzz/work)
 #   FUZZ_SEEDS=dir a folder of pcap captures to seed from (default: the development corpus beside the repository)
@@ -50,8 +51,9 @@ for t in "${targets[@]}"; do
       *) seed_frames "$dir/corpus" ;;
     esac
   fi
+  if [ -d "$root/Fuzz/Corpus/$t" ]; then cp "$root/Fuzz/Corpus/$t"/* "$dir/corpus/" 2>/dev/null || true; fi
   echo "== $t: ${seconds}s" >&2
-  if ! "$bin/$t" "$dir/corpus" -max_total_time="$seconds" -max_len=70000 -rss_limit_mb=2048 -timeout=10 \
+  if ! SWIFT_BACKTRACE=enable=no "$bin/$t" "$dir/corpus" -max_total_time="$seconds" -max_len=70000 -rss_limit_mb=2048 -timeout=10 \
         -artifact_prefix="$dir/crashes/" -print_final_stats=1 > "$dir/log.txt" 2>&1; then
     echo "$t FAILED: see $dir/log.txt and $dir/crashes/" >&2
     tail -30 "$dir/log.txt" >&2

@@ -472,7 +472,7 @@ public enum IKEPayload: Hashable, Sendable {
                         } else {
                             let alength = Int(t.u16())
                             guard alength <= t.remaining else { throw IKEParseError("SA payload: an attribute longer than its transform") }
-                            _ = t.take(alength)
+                            t.skip(alength)
                         }
                     }
                     transforms.append(IKETransform(type: ttype, id: id, keyLength: keyLength))
@@ -490,13 +490,13 @@ public enum IKEPayload: Hashable, Sendable {
         case .identificationInitiator, .identificationResponder:
             guard r.remaining >= 4 else { throw IKEParseError("ID payload: shorter than 4 bytes") }
             let t = r.u8()
-            _ = r.take(3)
+            r.skip(3)
             let id = IKEIdentity(type: t, data: r.rest())
             return type == IKEPayloadType.identificationInitiator.rawValue ? .identityInitiator(id) : .identityResponder(id)
         case .authentication:
             guard r.remaining >= 4 else { throw IKEParseError("AUTH payload: shorter than 4 bytes") }
             let method = r.u8()
-            _ = r.take(3)
+            r.skip(3)
             return .authentication(method: method, data: r.rest())
         case .nonce:
             guard body.count >= 16, body.count <= 256 else { throw IKEParseError("Nonce payload: \(body.count) bytes (16...256)") }
@@ -516,7 +516,7 @@ public enum IKEPayload: Hashable, Sendable {
         case .trafficSelectorInitiator, .trafficSelectorResponder:
             guard r.remaining >= 4 else { throw IKEParseError("TS payload: shorter than 4 bytes") }
             let count = Int(r.u8())
-            _ = r.take(3)
+            r.skip(3)
             var list: [IKETrafficSelector] = []
             for _ in 0..<count {
                 guard r.remaining >= 8 else { throw IKEParseError("TS payload: fewer selectors than it says") }
@@ -617,6 +617,15 @@ public enum IKEPayloadChain {
 }
 
 /// Big-endian reads over a byte array; reads past the end give zeros (callers check `remaining` first).
+///
+/// Bytes that are read past (reserved fields, attribute values this end ignores) are skipped with
+/// ``skip(_:)``, never taken and discarded: a discarded `take` is an array made from a slice that
+/// nobody uses, and Swift 6.3.1's optimizer (the SIL DCE pass) then deletes the copy that keeps the
+/// new array's buffer alive while its bytes are copied in, so the buffer is freed *before* the copy
+/// writes into it: an unauthenticated IKE_SA_INIT with one skipped transform attribute wrote into
+/// freed heap memory in release builds. `scripts/toolchain/array-copy-lifetime.swift` reproduces
+/// the miscompile on its own, and a test fails when a discarded `take` (or any discarded array
+/// copy) comes back anywhere in the sources.
 struct ByteReader {
     let bytes: [UInt8]
     var at = 0
@@ -630,11 +639,13 @@ struct ByteReader {
     mutating func u32() -> UInt32 { UInt32(u16()) << 16 | UInt32(u16()) }
     mutating func u64() -> UInt64 { UInt64(u32()) << 32 | UInt64(u32()) }
     mutating func take(_ n: Int) -> [UInt8] {
-        let end = min(bytes.count, at + max(0, n))
+        let end = min(bytes.count, at + min(max(0, n), max(0, remaining)))
         defer { at = end }
         return Array(bytes[min(at, end)..<end])
     }
     mutating func rest() -> [UInt8] { take(remaining) }
+    /// Moves past `n` bytes (at most to the end) without copying them.
+    mutating func skip(_ n: Int) { at = min(bytes.count, at + min(max(0, n), remaining)) }
 }
 
 /// Big-endian writes into a byte array.
