@@ -195,6 +195,8 @@ public final class SequenceStore: Sendable {
         }
         let line = text.split(separator: "\n").first.map(String.init) ?? text
         if pid == getpid() { return "this process, for another of its SAs (\(line))" }
+        // The holder may have locked and not written yet: the file then still names the one before.
+        if kill(pid, 0) != 0 && errno == ESRCH { return "another process (it has not said which yet; the one before was \(line))" }
         return "another process (\(line))"
     }
 
@@ -217,9 +219,11 @@ public final class SequenceStore: Sendable {
         return mark
     }
 
-    /// Refuses a file or directory of another user's, one that others may change (a directory),
-    /// or read or change (a file), and a file that is not a regular file.
-    static func checkOwner(_ fd: Int32, directory: Bool, what: String) throws(SequenceStoreError) {
+    /// Refuses a file or directory of another user's, one that others may change (a directory, an
+    /// old mark file: importing one can only raise a mark) or read or change (a file of the store),
+    /// and a file that is not a regular file. `chmod` is what the message tells to type.
+    static func checkOwner(_ fd: Int32, directory: Bool, what: String, othersMayRead: Bool = false,
+                           chmod: String = "chmod 600 the files of the store") throws(SequenceStoreError) {
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw SequenceStoreError(description: "\(what): \(String(cString: strerror(errno)))") }
         guard directory || info.st_mode & S_IFMT == S_IFREG else { throw SequenceStoreError(description: "\(what): not a regular file") }
@@ -228,9 +232,9 @@ public final class SequenceStore: Sendable {
                 + "a mark someone else can lower could repeat a nonce")
         }
         let mode = info.st_mode & 0o777
-        guard mode & (directory ? 0o022 : 0o077) == 0 else {
-            throw SequenceStoreError(description: "\(what): mode \(String(mode, radix: 8)) lets others change the sequence marks: "
-                + (directory ? "chmod 700 \(what)" : "chmod 600 the files of the store"))
+        guard mode & (directory || othersMayRead ? 0o022 : 0o077) == 0 else {
+            throw SequenceStoreError(description: "\(what): mode \(String(mode, radix: 8)) lets others "
+                + (directory || othersMayRead ? "change" : "read or change") + " the sequence marks: " + (directory ? "chmod 700 \(what)" : chmod))
         }
     }
 
@@ -242,7 +246,7 @@ public final class SequenceStore: Sendable {
             throw SequenceStoreError(description: "\(path): cannot read the old sequence marks (\(String(cString: strerror(errno))))")
         }
         defer { close(fd) }
-        try checkOwner(fd, directory: false, what: "\(path) (old sequence marks)")
+        try checkOwner(fd, directory: false, what: "\(path) (old sequence marks)", othersMayRead: true, chmod: "chmod 600 \(path)")
         var marks: [ImportedMark] = []
         var text = ""
         var chunk = [UInt8](repeating: 0, count: 65_536)
