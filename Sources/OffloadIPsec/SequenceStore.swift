@@ -142,6 +142,7 @@ public final class SequenceStore: Sendable {
             // Who holds the key, for the next one that tries: informational, so not fsynced.
             let record = Array((holder + "\n").utf8)
             _ = ftruncate(lockFD, 0)
+            // Safe: pwrite reads record.count bytes from the array's own storage.
             _ = record.withUnsafeBytes { pwrite(lockFD, $0.baseAddress, $0.count, 0) }
             var used: UInt64 = 0
             let markFD = openat(directoryFD, name + ".mark", O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
