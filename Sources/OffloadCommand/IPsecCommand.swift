@@ -27,9 +27,12 @@ struct IPsec: AsyncParsableCommand {
               tunnels { NAME { esp_proposals = aes128gcm16  esn = yes  local_ts = ...  remote_ts = ... \
                                out { spi = 0x1001  key = 0x<key and 4-byte salt> }  in { spi = ...  key = ... } } }
 
-            Sequence numbers never repeat under a key, restarts included: before a number is used, a high-water \
-            mark at or above it is fsynced to --state (default: the SA file's path with .seq). A sender whose \
-            numbers are used up (2^32 without ESN) stops and says so; new keys (new SAs) go on.
+            Sequence numbers never repeat under a key on this machine, restarts included: before a number is \
+            used, a high-water mark at or above it is fsynced to the key's mark in --state, a directory of \
+            this machine where marks are found by the key's fingerprint, whatever the SA file or SPI. A key \
+            sends from one process at a time: a second one with it refuses to start and names the first. One \
+            key in two SAs of a file is refused. The same SA file on two machines cannot be caught: use IKEv2 \
+            there. A sender whose numbers are used up (2^32 without ESN) stops and says so; new keys go on.
 
             --write-keys FILE writes Wireshark's esp_sa lines (mode 0600) so that tshark decrypts a capture.
 
@@ -61,7 +64,12 @@ struct IPsec: AsyncParsableCommand {
     var statusFile: String?
     @Flag(help: "IKEv2: print the SAs of the gateway running with --config (ages, rekeys, bytes and packets per SA) and exit.")
     var status = false
-    @Option(help: "Where sequence high-water marks are kept (default: the SA file's path with .seq).")
+    @Option(help: ArgumentHelp(
+        "The directory of this machine's sequence marks, one per key, found by the key's fingerprint (not by the SA file).",
+        discussion: "Default: /var/lib/offload-ipsec/marks as root, else $XDG_STATE_HOME/offload-ipsec/marks or "
+            + "~/.local/state/offload-ipsec/marks. Marks of the old form (SA file.seq, /var/lib/offload-ipsec/sequence, "
+            + "or a file given here) are imported. Keep it, and use one: marks in another directory are not seen.",
+        valueName: "directory"))
     var state: String?
     @Option(help: "Write the SAs as Wireshark esp_sa lines to this file (mode 0600) so tshark can decrypt.")
     var writeKeys: String?
@@ -97,7 +105,7 @@ struct IPsec: AsyncParsableCommand {
         let policy: ESPSecurityPolicy
         do {
             // Decrypting a capture sends nothing: it needs no sequence numbers, and leaves the marks alone.
-            let store = decrypt && !endpoint.live ? nil : try SequenceStore(path: state ?? sa + ".seq")
+            let store = decrypt && !endpoint.live ? nil : try openSequenceStore(sa: sa)
             policy = try ESPSecurityPolicy(tunnels: tunnels, store: store)
         } catch { throw InputError(message: "\(error)") }
         if let writeKeys {
@@ -116,6 +124,23 @@ struct IPsec: AsyncParsableCommand {
 }
 
 extension IPsec {
+    /// The sequence store: --state, or this machine's place for it; the marks of the old form (one
+    /// file per SA file: its path with .seq, the old unit's /var/lib/offload-ipsec/sequence, or a
+    /// file given as --state) are imported, so that a key goes on above them.
+    func openSequenceStore(sa: String) throws -> SequenceStore {
+        var old = [sa + ".seq"] + (geteuid() == 0 ? ["/var/lib/offload-ipsec/sequence"] : [])
+        var directory = state ?? SequenceStore.defaultDirectory()
+        var info = stat()
+        if let state, lstat(state, &info) == 0, info.st_mode & S_IFMT == S_IFREG {
+            // A unit or script from before still names the old mark file: its marks are imported.
+            old.append(state)
+            directory = SequenceStore.defaultDirectory()
+            FileHandle.standardError.write(Data(("offload ipsec: --state \(state) is a mark file of the old form: its marks are "
+                + "imported into \(directory), where marks are now kept by key (--state names that directory)\n").utf8))
+        }
+        return try SequenceStore(directory: directory, importing: old)
+    }
+
     func printStatus(_ config: String) throws {
         let path = statusFile ?? config + ".status"
         guard let data = FileManager.default.contents(atPath: path) else {

@@ -202,7 +202,26 @@ public enum SAFile {
             seenIn[t.inbound.spi] = t.name
             seenOut[t.outbound.spi] = t.name
         }
+        try checkDistinctKeys(result, path: path)
         return result
+    }
+
+    /// Refuses one key in two SAs anywhere in the file (two tunnels' `out`, one's `out` and
+    /// another's `in`, …), compared without the salt, and a tunnel whose `in` and `out` SPIs are
+    /// equal. Two senders with one key send the same nonces (each counts its sequence numbers from
+    /// the same mark, or from 1): the nonce is only the salt and the sequence number.
+    static func checkDistinctKeys(_ tunnels: [ESPTunnelConfiguration], path: String) throws(SAFileError) {
+        for t in tunnels where t.inbound.spi == t.outbound.spi {
+            throw SAFileError(path, nil, "tunnel \(t.name): `in` and `out` have the same SPI 0x\(String(t.inbound.spi, radix: 16)): "
+                + "each direction needs its own")
+        }
+        let all = tunnels.flatMap { t in [(t.name, "out", t.outbound), (t.name, "in", t.inbound)] }
+        for i in all.indices {
+            for j in all.indices where j > i && constantTimeEqual(all[i].2.key, all[j].2.key) {
+                throw SAFileError(path, nil, "tunnel \(all[i].0) (`\(all[i].1)`) and tunnel \(all[j].0) (`\(all[j].1)`) have the same "
+                    + "key: each SA needs its own (one key in two SAs sends the same nonces twice)")
+            }
+        }
     }
 
     static func tunnel(_ s: SwanctlSection, path: String) throws(SAFileError) -> ESPTunnelConfiguration {

@@ -104,7 +104,8 @@ public final class LabRunner {
     }
 
     /// The `offload ipsec` arguments of both gateways: SA files (mode 0600) with keys made for this
-    /// row (AES-GCM-128, one tunnel each way); the high-water marks go beside them.
+    /// row (AES-GCM-128, one tunnel each way); the high-water marks go to the scratch directory's
+    /// store (keys made for one row need no marks on the machine's own).
     private func ipsecSAFiles(tag: String) throws -> [[String]] {
         let tunnel = SAFile.freshTunnel(name: "lab", algorithm: .aesGCM128, local: [TrafficSelector("10.77.1.0/24")!],
                                         remote: [TrafficSelector("10.77.2.0/24")!])
@@ -112,7 +113,7 @@ public final class LabRunner {
         for (n, view) in [(1, tunnel), (2, tunnel.reversed)] {
             let path = "\(configuration.scratch)/\(tag)-sa\(n).conf"
             try SAFile.write(SAFile.render([view]), to: path)
-            arguments.append(["--sa", path])
+            arguments.append(["--sa", path, "--state", "\(configuration.scratch)/marks"])
         }
         return arguments
     }

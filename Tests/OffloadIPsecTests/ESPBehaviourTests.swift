@@ -208,31 +208,33 @@ struct ESPBehaviourTests {
         #expect(p.sequences[0].isExhausted)
     }
 
-    @Test("the high-water mark: a restarted sender starts above everything reserved, a new key starts at 1, a corrupt file is refused")
+    @Test("the high-water mark: a restarted sender starts above everything reserved, a new key starts at 1, a corrupt mark is refused")
     func persistence() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("esp-seq-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let path = dir + "/marks"
         let key: [UInt8] = Array(repeating: 7, count: 20)
         var used: [UInt64] = []
         do {
-            let store = try SequenceStore(path: path, block: 100)
+            let store = try SequenceStore(directory: dir, block: 100)
             let s = try OutboundSequence(spi: 0x5005, key: key, extendedSequenceNumbers: true, store: store)
             for _ in 0..<25 { used.append(s.reserve(10)!) }  // 1...250: marks written at 100, 211, ...
         }
+        let path = dir + "/" + SequenceStore.fingerprint(key: key).markFileField + ".mark"
         let text = try String(contentsOfFile: path, encoding: .utf8)
         #expect(!text.contains("0707070707"), "no key in the file")
         let mode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
         #expect(mode == 0o600)
-        let restarted = try OutboundSequence(spi: 0x5005, key: key, extendedSequenceNumbers: true, store: SequenceStore(path: path, block: 100))
+        let restarted = try OutboundSequence(spi: 0x5005, key: key, extendedSequenceNumbers: true, store: SequenceStore(directory: dir, block: 100))
         let first = try #require(restarted.reserve(1))
         #expect(first > used.last! + 9, "after a restart: \(first), last used \(used.last! + 9)")
         let newKey = try OutboundSequence(spi: 0x5005, key: Array(repeating: 8, count: 20), extendedSequenceNumbers: true,
-                                          store: SequenceStore(path: path, block: 100))
+                                          store: SequenceStore(directory: dir, block: 100))
         #expect(newKey.reserve(1) == 1)
-        try "spi 0x5005 garbage\n".write(toFile: path, atomically: true, encoding: .utf8)
-        #expect(throws: SequenceStoreError.self) { try SequenceStore(path: path) }
+        try "used-through garbage\n".write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o600)
+        #expect(throws: SequenceStoreError.self) {
+            try OutboundSequence(spi: 0x5005, key: key, extendedSequenceNumbers: true, store: SequenceStore(directory: dir))
+        }
     }
 }
 
@@ -324,7 +326,10 @@ struct SAFileTests {
         #expect(try SAFile.parse(SAFile.render(tunnels)) == tunnels)
         let fresh = SAFile.freshTunnel(name: "x", algorithm: .aesGCM256, local: [TrafficSelector("10.0.0.0/8")!],
                                        remote: [TrafficSelector("fd00::/8")!])
-        #expect(try SAFile.parse(SAFile.render([fresh, fresh.reversed].enumerated().map { i, t in
+        // Two tunnels of one file, each with keys of its own (one key in two SAs of a file is refused).
+        let other = SAFile.freshTunnel(name: "y", algorithm: .aesGCM256, local: [TrafficSelector("10.0.0.0/8")!],
+                                       remote: [TrafficSelector("fd00::/8")!])
+        #expect(try SAFile.parse(SAFile.render([fresh, other].enumerated().map { i, t in
             var t = t
             t.name = "t\(i)"
             if i == 1 { (t.outbound.spi, t.inbound.spi) = (0x3001, 0x4001) }
@@ -367,8 +372,8 @@ struct SAFileTests {
 struct KeyFingerprintTests {
     @Test("interpolated, described or dumped, a key's fingerprint is redacted; only the mark file's field holds its text")
     func redacted() {
-        let f = SequenceStore.fingerprint(spi: 0x1001, key: [UInt8](repeating: 0x42, count: 16))
-        #expect(f.markFileField.count == 16 && f.markFileField.allSatisfy(\.isHexDigit))
+        let f = SequenceStore.fingerprint(key: [UInt8](repeating: 0x42, count: 16))
+        #expect(f.markFileField.count == 32 && f.markFileField.allSatisfy(\.isHexDigit))
         for shown in ["\(f)", String(describing: f), String(reflecting: f)] {
             #expect(!shown.contains(f.markFileField) && shown.contains("key fingerprint"), "\(shown)")
         }

@@ -92,7 +92,7 @@ struct ESPInteropTests {
         let (records, segments) = try innerTraffic()
         try s.writeInner(records)
         let (local, remote) = outerIPv6 ? ("2001:db8::1", "2001:db8::2") : ("192.0.2.1", "192.0.2.2")
-        let encrypt = shell("\(offload) ipsec --sa \(s.dir)/sa.conf --local \(local) --remote \(remote) \(s.dir)/inner.pcapng \(s.dir)/esp.pcap")
+        let encrypt = shell("\(offload) ipsec --sa \(s.dir)/sa.conf --state \(s.dir)/marks --local \(local) --remote \(remote) \(s.dir)/inner.pcapng \(s.dir)/esp.pcap")
         #expect(encrypt.status == 0, "\(encrypt.output)")
         let script = "\(repositoryRoot)/scripts/esp-scapy.py"
         let decrypted = shell("python3 \(script) decrypt \(s.dir)/esp.pcap \(algorithm.rawValue) \(s.outKey) 0x1001 \(esn ? 1 : 0)")
@@ -128,7 +128,7 @@ struct ESPInteropTests {
         defer { s.cleanup() }
         let (records, segments) = try innerTraffic()
         try s.writeInner(records)
-        let run = shell("\(offload) ipsec --sa \(s.dir)/sa.conf --local 192.0.2.1 --remote 192.0.2.2 --write-keys \(s.dir)/keys "
+        let run = shell("\(offload) ipsec --sa \(s.dir)/sa.conf --state \(s.dir)/marks --local 192.0.2.1 --remote 192.0.2.2 --write-keys \(s.dir)/keys "
             + "\(s.dir)/inner.pcapng \(s.dir)/esp.pcap")
         #expect(run.status == 0, "\(run.output)")
         let keys = try String(contentsOfFile: "\(s.dir)/keys", encoding: .utf8).split(separator: "\n")

@@ -31,10 +31,12 @@ struct IPsecKeys {
 }
 
 extension TunnelLab {
-    /// `offload ipsec` on the gateways (device ipsec0), with the SA files of ``IPsecKeys``.
+    /// `offload ipsec` on the gateways (device ipsec0), with the SA files of ``IPsecKeys`` and the
+    /// sequence marks in the lab's `marks` directory (the lab's machine: both gateways share it).
     func startIPsec(_ arguments: [String] = [], algorithm: String = "aes128gcm16", gateways: [Int] = [1, 2]) throws {
         if !FileManager.default.fileExists(atPath: "\(dir)/gw1.conf") { try IPsecKeys.write(in: dir, algorithm: algorithm) }
-        try startEndpoints(command: { n in ["ipsec", "--sa", "\(self.dir)/gw\(n).conf"] + arguments }, device: "ipsec0",
+        try startEndpoints(command: { n in ["ipsec", "--sa", "\(self.dir)/gw\(n).conf", "--state", "\(self.dir)/marks"] + arguments },
+                           device: "ipsec0",
                            gateways: gateways)
     }
 
@@ -154,7 +156,8 @@ struct IPsecNetnsTests {
         try IPsecKeys.write(in: lab.dir, esn: false)
         // gw1 starts its numbers above 1000: the attacker's authentic datagrams (numbers 1...50,
         // made with the key, sent first) then sit below gw1's real traffic and move no window past it.
-        let fingerprint = SequenceStore.fingerprint(spi: 0x1001, key: hexBytes(IPsecKeys.k1)).markFileField
+        // The mark is in the old form (beside the SA file, by SPI), which the gateway imports.
+        let fingerprint = SequenceStore.oldFormFingerprint(spi: 0x1001, key: hexBytes(IPsecKeys.k1)).markFileField
         try "spi 0x00001001 key-fingerprint \(fingerprint) used-through 1000\n".write(toFile: "\(lab.dir)/gw1.conf.seq", atomically: true,
                                                                                     encoding: .utf8)
         try lab.startIPsec()
@@ -216,10 +219,9 @@ struct IPsecNetnsTests {
         #expect((after.min() ?? 0) > (before.max() ?? .max), "the restart goes on above the first run")
         let stats = try lab.stopEndpoints()
         #expect(stats[1]["wan_to_lan"]?.tunnel("dropped", ["reason": "replay"]) == 0, "the far end saw no replay")
-        // The mark file holds the key's fingerprint; neither it nor the key reaches the logs.
-        let marks = (try? String(contentsOfFile: "\(lab.dir)/gw1.conf.seq", encoding: .utf8)) ?? ""
-        let fingerprint = SequenceStore.fingerprint(spi: 0x1001, key: hexBytes(IPsecKeys.k1)).markFileField
-        #expect(marks.contains(fingerprint), "the mark file names the key by its fingerprint")
+        // The mark file is named by the key's fingerprint; neither it nor the key reaches the logs.
+        let fingerprint = SequenceStore.fingerprint(key: hexBytes(IPsecKeys.k1)).markFileField
+        #expect(FileManager.default.fileExists(atPath: "\(lab.dir)/marks/\(fingerprint).mark"), "the key's mark file is named by its fingerprint")
         let logs = ((try? String(contentsOfFile: "\(lab.dir)/gw1.log", encoding: .utf8)) ?? "")
             + ((try? String(contentsOfFile: "\(lab.dir)/gw2.log", encoding: .utf8)) ?? "")
         #expect(!logs.isEmpty && !logs.contains(fingerprint) && !logs.contains(IPsecKeys.k1) && !logs.contains(IPsecKeys.k2),
@@ -288,7 +290,7 @@ struct IPsecUnitTests {
         let env = try String(contentsOfFile: "\(repositoryRootPath)/contrib/offload-ipsec.env", encoding: .utf8)
         guard case (var command, let settings)? = systemdCommand(unit: unit, environment: env) else { throw TunnelLabError("no ExecStart") }
         #expect(!command.contains("$"), "unexpanded: \(command)")
-        #expect(unit.contains("StateDirectory=offload-ipsec") && command.contains("--state /var/lib/offload-ipsec/"),
+        #expect(unit.contains("StateDirectory=offload-ipsec") && command.contains("--state /var/lib/offload-ipsec/marks "),
                 "the high-water marks live in the unit's state directory")
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("unit-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -296,7 +298,7 @@ struct IPsecUnitTests {
         try IPsecKeys.write(in: dir)
         command = command.replacingOccurrences(of: "/usr/local/bin/offload", with: offload)
             .replacingOccurrences(of: settings["IPSEC_SA_FILE"] ?? "-", with: "\(dir)/gw1.conf")
-            .replacingOccurrences(of: "/var/lib/offload-ipsec/sequence", with: "\(dir)/sequence")
+            .replacingOccurrences(of: "/var/lib/offload-ipsec/marks", with: "\(dir)/marks")
         let ns = "oisu\(getpid() % 100_000)"
         let local = settings["IPSEC_LOCAL"] ?? ""
         shell("ip netns del \(ns) 2>/dev/null; ip netns add \(ns) && ip -n \(ns) link set lo up && "
@@ -314,11 +316,45 @@ struct IPsecUnitTests {
                 "ESP's refusal counters are served")
         #expect(!output.contains("offload_tunnel_dropped_total{direction=\"lan_to_wan\""), "no refusal counters where nothing is received")
         #expect(output.contains("10.2.0.0/16 dev ipsec0"), "--setup routed the example's prefix into the tunnel")
-        #expect(FileManager.default.fileExists(atPath: "\(dir)/sequence"), "the marks went to --state")
         #expect(!output.contains(IPsecKeys.k1) && !output.contains(IPsecKeys.k2), "no key in the log or the metrics")
-        let fingerprint = SequenceStore.fingerprint(spi: 0x1001, key: hexBytes(IPsecKeys.k1)).markFileField
-        #expect(!output.contains(fingerprint), "nor the key's fingerprint, which only the mark file holds")
-        #expect((try? String(contentsOfFile: "\(dir)/sequence", encoding: .utf8))?.contains(fingerprint) == true)
+        let fingerprint = SequenceStore.fingerprint(key: hexBytes(IPsecKeys.k1)).markFileField
+        #expect(!output.contains(fingerprint), "nor the key's fingerprint, which only the mark files' names hold")
+        #expect(FileManager.default.fileExists(atPath: "\(dir)/marks/\(fingerprint).mark"), "the marks went to --state, by key")
+    }
+}
+
+@Suite("offload ipsec: one key, one sender on a machine", .serialized)
+struct IPsecOneSenderTests {
+    @Test("a second gateway started with the same SA file (another device, the same namespace) refuses to start and names the first; the first goes on",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
+    func secondGatewayRefused() throws { try exclusiveNetwork { try secondGatewayRefusedBody() } }
+    func secondGatewayRefusedBody() throws {
+        guard let offload = builtExecutable(named: "offload") else { throw TunnelLabError("offload executable not found") }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("one-sender-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try IPsecKeys.write(in: dir)
+        let ns = "oios\(getpid() % 100_000)"
+        shell("ip netns del \(ns) 2>/dev/null; ip netns add \(ns) && ip -n \(ns) link set lo up && "
+            + "ip -n \(ns) link add u0 type veth peer name u1 && ip -n \(ns) addr add 192.168.77.1/24 dev u0 && "
+            + "ip -n \(ns) link set u0 up && ip -n \(ns) link set u1 up")
+        defer { shell("ip netns del \(ns)") }
+        let gateway = { (device: String) in
+            "ip netns exec \(ns) \(offload) ipsec --sa \(dir)/gw1.conf --state \(dir)/marks --device \(device) "
+                + "--local 192.168.77.1 --remote 192.168.77.2"
+        }
+        // The first runs 4 s; the second starts once the first's device is up (at most 5 s of waiting).
+        let (status, output) = shell(
+            "\(gateway("ipsec0")) --duration 4 > \(dir)/first.log 2>&1 & first=$!; "
+                + "for i in $(seq 50); do ip -n \(ns) link show ipsec0 >/dev/null 2>&1 && break; sleep 0.1; done; sleep 0.3; "
+                + "\(gateway("ipsec8")) --duration 1 > \(dir)/second.log 2>&1; echo second=$?; echo first-pid=$first; "
+                + "wait $first; echo first=$?; cat \(dir)/second.log", timeout: 30)
+        let firstPID = output.split(separator: "\n").first { $0.hasPrefix("first-pid=") }?.dropFirst(10) ?? "?"
+        #expect(status == 0 && output.contains("first=0"), "the first ran its course: \(output)")
+        #expect(!output.contains("second=0"), "the second refused to start: \(output)")
+        #expect(output.contains("already sending") && output.contains("pid \(firstPID):"), "and named the first: \(output)")
+        #expect(!output.contains(IPsecKeys.k1) && !output.contains(SequenceStore.fingerprint(key: hexBytes(IPsecKeys.k1)).markFileField),
+                "neither the key nor its fingerprint in the message")
     }
 }
 
