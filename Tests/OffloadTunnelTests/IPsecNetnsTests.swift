@@ -33,11 +33,12 @@ struct IPsecKeys {
 extension TunnelLab {
     /// `offload ipsec` on the gateways (device ipsec0), with the SA files of ``IPsecKeys`` and the
     /// sequence marks in the lab's `marks` directory (the lab's machine: both gateways share it).
-    func startIPsec(_ arguments: [String] = [], algorithm: String = "aes128gcm16", gateways: [Int] = [1, 2]) throws {
+    func startIPsec(_ arguments: [String] = [], algorithm: String = "aes128gcm16", gateways: [Int] = [1, 2],
+                    executable: String? = nil, environment: String = "") throws {
         if !FileManager.default.fileExists(atPath: "\(dir)/gw1.conf") { try IPsecKeys.write(in: dir, algorithm: algorithm) }
         try startEndpoints(command: { n in ["ipsec", "--sa", "\(self.dir)/gw\(n).conf", "--state", "\(self.dir)/marks"] + arguments },
                            device: "ipsec0",
-                           gateways: gateways)
+                           gateways: gateways, executable: executable, environment: environment)
     }
 
     /// A capture on gw1's underlay while `body` runs; the capture's path.
@@ -146,7 +147,7 @@ struct IPsecNetnsTests {
         #expect((stats[0]["lan_to_wan"]?.tunnel("send_errors") ?? 99) <= 2, "no datagram over the underlay MTU")
     }
 
-    @Test("hostile datagrams during a transfer (replays of captured ones, flipped bits, unknown SPIs, truncated, authentic with lying padding): each counted by reason, none forwarded, the transfer intact",
+    @Test("hostile datagrams to an AddressSanitizer release build during a transfer (replays of captured ones, flipped bits, unknown SPIs, truncated, authentic with lying padding): each counted by reason, none forwarded, the transfer intact",
           .enabled(if: netnsReady && tcpdumpAvailable && scapyOrCryptography, "needs namespaces, tcpdump and python3 with cryptography"))
     func hostileInput() throws { try exclusiveNetwork { try hostileInputBody() } }
     func hostileInputBody() throws {
@@ -160,7 +161,9 @@ struct IPsecNetnsTests {
         let fingerprint = SequenceStore.oldFormFingerprint(spi: 0x1001, key: hexBytes(IPsecKeys.k1)).markFileField
         try "spi 0x00001001 key-fingerprint \(fingerprint) used-through 1000\n".write(toFile: "\(lab.dir)/gw1.conf.seq", atomically: true,
                                                                                     encoding: .utf8)
-        try lab.startIPsec()
+        // The receiver of the hostile datagrams is the release build with AddressSanitizer.
+        try lab.startIPsec(gateways: [1])
+        try lab.startIPsec(gateways: [2], executable: asanOffload.get(), environment: asanEnvironment)
         try hostileScript(lab).write(toFile: "\(lab.dir)/hostile.py", atomically: true, encoding: .utf8)
         let padding = shell("ip netns exec \(lab.gateway(1)) python3 \(lab.dir)/hostile.py padding")
         #expect(padding.status == 0, "\(padding.output)")
@@ -179,6 +182,8 @@ struct IPsecNetnsTests {
         print("hostile: \(log) -> replay \(dropped("replay")), too_old \(dropped("too_old")), bad_icv \(dropped("bad_icv")), "
             + "unknown_spi \(dropped("unknown_spi")), truncated \(dropped("truncated")), bad_padding \(dropped("bad_padding"))")
         #expect(log.contains("'flipped': 50"), "the sender ran: \(log)")
+        let gatewayLog = (try? String(contentsOfFile: "\(lab.dir)/gw2.log", encoding: .utf8)) ?? ""
+        #expect(!gatewayLog.contains("AddressSanitizer"), "\(gatewayLog.suffix(6000))")
         // A replay is a replay or, once the window has moved past it, too old: never forwarded.
         #expect(dropped("replay") + dropped("too_old") == 50, "every replay refused")
         #expect(dropped("bad_icv") == 50, "flipped bits")

@@ -33,12 +33,13 @@ final class TunnelLab {
 
     /// Starts `offload COMMAND` on both gateways (`command(n)` for gateway n: the subcommand and
     /// its own options) on `device`, each routing the far side's prefixes into it.
-    func startEndpoints(command: (Int) -> [String], device: String, gateways: [Int] = [1, 2]) throws {
-        guard let offload = builtExecutable(named: "offload") else { throw TunnelLabError("offload executable not found") }
+    func startEndpoints(command: (Int) -> [String], device: String, gateways: [Int] = [1, 2], executable: String? = nil,
+                        environment: String = "") throws {
+        guard let offload = executable ?? builtExecutable(named: "offload") else { throw TunnelLabError("offload executable not found") }
         for (n, local, remote, routes) in [(1, "192.168.88.1", "192.168.88.2", ["10.88.2.0/24", "fd88:2::/64"]),
                                            (2, "192.168.88.2", "192.168.88.1", ["10.88.1.0/24", "fd88:1::/64"])]
         where gateways.contains(n) {
-            let line = ["setsid", "ip", "netns", "exec", gateway(n), offload] + command(n)
+            let line = (environment.isEmpty ? [] : ["env", environment]) + ["setsid", "ip", "netns", "exec", gateway(n), offload] + command(n)
                 + ["--device", device, "--local", local, "--remote", remote, "--setup"] + routes.flatMap { ["--route", $0] }
                 + ["--stats-json", "\(dir)/gw\(n).json", "--duration", "150"]
             shell(line.joined(separator: " ") + " >> \(dir)/gw\(n).log 2>&1 < /dev/null &")
