@@ -70,7 +70,7 @@ let package = Package(
         .target(name: "OffloadIPsec",
                 dependencies: ["OffloadWire", "OffloadEngine", "OffloadTunnel", "COffloadCrypto",
                                .product(name: "Logging", package: "swift-log")],
-                swiftSettings: swiftSettings),
+                swiftSettings: strictSettings),
         .target(name: "OffloadIKE",
                 dependencies: ["OffloadWire", "OffloadIPsec", "OffloadTunnel", "OffloadTUN", "COffloadCrypto",
                                .product(name: "Logging", package: "swift-log")],
