@@ -153,7 +153,7 @@ public struct ESPCodec: TunnelCodec {
     /// SPI, sequence number, IV.
     public var headerRoom: Int { ESPFormat.headerLength }
     /// Up to 3 bytes of padding, pad length, next header, ICV.
-    public var trailerRoom: Int { 3 + ESPFormat.trailerLength + ESPFormat.icvLength }
+    public var trailerRoom: Int { ESPTrailer.maximumLength + ESPFormat.icvLength }
     public var dropReasons: [TunnelDropReason] {
         [.truncated, .unknownSPI, .badICV, .replay, .tooOld, .badPadding, .nextHeader, .policy, .ecn]
     }
