@@ -153,7 +153,7 @@ public struct ESPCodec: TunnelCodec {
     /// SPI, sequence number, IV.
     public var headerRoom: Int { ESPFormat.headerLength }
     /// Up to 3 bytes of padding, pad length, next header, ICV.
-    public var trailerRoom: Int { 3 + ESPFormat.trailerLength + ESPFormat.icvLength }
+    public var trailerRoom: Int { ESPTrailer.maximumLength + ESPFormat.icvLength }
     public var dropReasons: [TunnelDropReason] {
         [.truncated, .unknownSPI, .badICV, .replay, .tooOld, .badPadding, .nextHeader, .policy, .ecn]
     }
@@ -214,7 +214,7 @@ public struct ESPCodec: TunnelCodec {
             if policy.generationNumber != generation.number {
                 do { try load(policy.generation) } catch { return .encryptFailed }
             }
-            guard let (source, destination) = Self.addresses(headers) else { return .noPolicy }
+            guard let (source, destination) = unsafe Self.addresses(headers) else { return .noPolicy }
             let tunnels = generation.tunnels
             if tunnel >= tunnels.count || !tunnels[tunnel].sending || !tunnels[tunnel].sends(from: source, to: destination) {
                 guard let match = tunnels.firstIndex(where: { $0.sending && $0.sends(from: source, to: destination) }) else {
@@ -230,60 +230,71 @@ public struct ESPCodec: TunnelCodec {
         /// An IP packet's addresses (nil: not IP, or too short).
         static func addresses(_ p: UnsafeRawBufferPointer) -> (IPAddress, IPAddress)? {
             guard p.count >= 1 else { return nil }
-            switch p[0] >> 4 {
+            // Safe: each read is under the count checked in its case (1 byte; 20 or 40 bytes of fixed header).
+            switch unsafe p[0] >> 4 {
             case 4 where p.count >= IPv4Packet.Field.minimumHeaderEnd:
-                return (.v4(IPv4Address(p, IPv4Packet.Field.source)), .v4(IPv4Address(p, IPv4Packet.Field.destination)))
+                return unsafe (.v4(IPv4Address(p, IPv4Packet.Field.source)), .v4(IPv4Address(p, IPv4Packet.Field.destination)))
             case 6 where p.count >= IPv6Packet.Field.fixedHeaderEnd:
-                return (.v6(IPv6Address(p, IPv6Packet.Field.source)), .v6(IPv6Address(p, IPv6Packet.Field.destination)))
+                return unsafe (.v6(IPv6Address(p, IPv6Packet.Field.source)), .v6(IPv6Address(p, IPv6Packet.Field.destination)))
             default:
                 return nil
             }
         }
 
-        public mutating func encode(_ segment: InnerSegment, index: Int, into slot: UnsafeMutableRawBufferPointer) -> Int {
+        /// Writes the ESP datagram of segment `index`: header, then the segment and its trailer
+        /// sealed straight into the slot, then the ICV.
+        /// - Throws: ``TunnelDropReason/encryptFailed`` when libcrypto fails (or the slot is too
+        ///   small, which the encapsulator never lets happen): the datagram is not sent and its
+        ///   sequence number, reserved in ``begin(headers:datagrams:)``, is never used again.
+        public mutating func encode(_ segment: InnerSegment, index: Int, into slot: UnsafeMutableRawBufferPointer) throws(TunnelDropReason) -> Int {
             let t = generation.tunnels[tunnel]
             let sequence = firstSequence &+ UInt64(index)
             let iv = fixedIV ?? sequence
-            let base = slot.baseAddress!
-            base.storeBytes(of: t.outbound.spi.bigEndian, toByteOffset: ESPFormat.spi, as: UInt32.self)
-            base.storeBytes(of: UInt32(truncatingIfNeeded: sequence).bigEndian, toByteOffset: ESPFormat.sequence, as: UInt32.self)
-            base.storeBytes(of: iv.bigEndian, toByteOffset: ESPFormat.iv, as: UInt64.self)
-            // Trailer: padding 1, 2, 3 to a 4-byte boundary, its length, the next header.
-            let version = segment.first.count > 0 ? segment.first[0] >> 4 : 0
-            let padding = ESPFormat.padding(for: segment.count)
-            var trailer: (UInt8, UInt8, UInt8, UInt8, UInt8) = (1, 2, 3, 0, 0)
-            let plaintext = segment.count + padding + ESPFormat.trailerLength
-            guard slot.count >= ESPFormat.headerLength + plaintext + ESPFormat.icvLength else { return 0 }
-            return withUnsafeMutableBytes(of: &trailer) { trailerBytes in
-                trailerBytes[padding] = UInt8(padding)
-                trailerBytes[padding + 1] = version == 6 ? ESPFormat.nextHeaderIPv6 : ESPFormat.nextHeaderIPv4
-                // Nonce = salt ‖ IV (12 bytes); AAD = SPI ‖ sequence (32 bits), or SPI ‖ ESN high ‖ low.
-                var nonce = (UInt64(0), UInt32(0))
-                var aad: (UInt32, UInt32, UInt32) = (t.outbound.spi.bigEndian, 0, 0)
-                let aadLength: Int
-                if t.extendedSequenceNumbers {
-                    aad.1 = UInt32(truncatingIfNeeded: sequence >> 32).bigEndian
-                    aad.2 = UInt32(truncatingIfNeeded: sequence).bigEndian
-                    aadLength = 12
-                } else {
-                    aad.1 = UInt32(truncatingIfNeeded: sequence).bigEndian
-                    aadLength = 8
+            // Safe: the count is checked before the byte is read.
+            let version = unsafe segment.first.count > 0 ? segment.first[0] >> 4 : 0
+            let trailer = ESPTrailer(innerLength: segment.count,
+                                     nextHeader: version == 6 ? ESPFormat.nextHeaderIPv6 : ESPFormat.nextHeaderIPv4)
+            let plaintext = segment.count + trailer.length
+            let length = ESPFormat.headerLength + plaintext + ESPFormat.icvLength
+            guard slot.count >= length else { throw .encryptFailed }
+            unsafe ESPHeader(spi: t.outbound.spi, sequence: UInt32(truncatingIfNeeded: sequence), iv: iv).write(to: slot)
+            var trailerBytes: (UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0)
+            let sealed = unsafe withUnsafeMutableBytes(of: &trailerBytes) { trailerBuffer in
+                unsafe trailer.write(to: trailerBuffer)
+                let parameters = unsafe t.outbound.salt.withUnsafeBytes { salt in
+                    unsafe ESPNonceAndAAD(salt: salt, iv: iv, spi: t.outbound.spi, sequence: sequence,
+                                          extendedSequenceNumbers: t.extendedSequenceNumbers)
                 }
-                let sealed = withUnsafeMutableBytes(of: &nonce) { n in
-                    t.outbound.salt.withUnsafeBytes { n.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: 4) }
-                    (n.baseAddress! + 4).storeBytes(of: iv.bigEndian, as: UInt64.self)
-                    return withUnsafeBytes(of: &aad) { a in
-                        contexts[tunnel].seal(nonce: n.baseAddress!, aad: UnsafeRawBufferPointer(rebasing: a[0..<aadLength]),
-                                              pieces: (segment.first, segment.second),
-                                              trailer: UnsafeRawBufferPointer(rebasing: trailerBytes[0..<(padding + 2)]),
-                                              out: base + ESPFormat.headerLength,
-                                              tag: base + ESPFormat.headerLength + plaintext)
-                    }
+                return unsafe parameters.withUnsafeBytes { nonce, aad in
+                    // Safe: slot.count >= length (checked above): the ciphertext fills
+                    // [headerLength, headerLength + plaintext), the ICV the 16 bytes after it.
+                    unsafe contexts[tunnel].seal(nonce: nonce, aad: aad, pieces: (segment.first, segment.second),
+                                                 trailer: UnsafeRawBufferPointer(rebasing: trailerBuffer[0..<trailer.length]),
+                                                 out: slot.baseAddress! + ESPFormat.headerLength,
+                                                 tag: slot.baseAddress! + ESPFormat.headerLength + plaintext)
                 }
-                guard sealed else { return 0 }
-                generation.outbound[tunnel].count(bytes: segment.count)
-                return ESPFormat.headerLength + plaintext + ESPFormat.icvLength
             }
+            guard sealed else { throw .encryptFailed }
+            generation.outbound[tunnel].count(bytes: segment.count)
+            return length
+        }
+
+        /// Tests only: replaces each outbound context with one that opens, so that every seal
+        /// fails in libcrypto as a broken context's would. ``restoreSealing()`` undoes it.
+        mutating func breakSealing() throws(TunnelCodecError) {
+            var broken: [AEADContext] = []
+            for t in generation.tunnels {
+                do { broken.append(try AEADContext(t.algorithm, key: t.outbound.key, sealing: false)) } catch {
+                    throw TunnelCodecError("tunnel \(t.name): \(error)")
+                }
+            }
+            contexts = broken
+        }
+
+        /// Tests only: sealing contexts again, made afresh.
+        mutating func restoreSealing() throws(TunnelCodecError) {
+            contexts = []
+            try load(generation)
         }
     }
 
@@ -333,13 +344,21 @@ public struct ESPCodec: TunnelCodec {
         /// The anti-replay window of the inbound SA with `spi` (nil: none).
         public func window(spi: UInt32) -> ReplayWindow? { inbound.first { $0.spi == spi }?.window }
 
+        /// Classifies one datagram and, when it is ESP for one of the inbound SAs, checks the
+        /// window, opens it in place and checks the trailer and the selectors.
         public mutating func decode(_ datagram: UnsafeMutableRawBufferPointer) -> TunnelDatagram {
-            let count = datagram.count
-            if count == 1 && datagram[0] == ESPFormat.natKeepalive { return .signalling(.natKeepalive) }
-            guard count >= ESPFormat.nonESPMarkerLength else { return .drop(.truncated) }
-            let spi = UInt32(bigEndian: datagram.loadUnaligned(fromByteOffset: ESPFormat.spi, as: UInt32.self))
+            let raw = UnsafeRawBufferPointer(datagram)
+            // Safe: the count is checked before the byte is read.
+            if unsafe raw.count == 1 && raw[0] == ESPFormat.natKeepalive { return .signalling(.natKeepalive) }
+            guard let spi = unsafe ESPPacket.spi(of: raw.bytes) else { return .drop(.truncated) }
             if spi == 0 { return .signalling(.ike) }  // the non-ESP marker: IKE shares the port
-            guard count >= ESPFormat.minimumLength else { return .drop(.truncated) }
+            let header: ESPHeader, ciphertext: Range<Int>, icv: Range<Int>
+            do {
+                let packet = unsafe try ESPPacket(validating: raw.bytes)
+                header = ESPHeader(parsing: packet)
+                ciphertext = packet.ciphertextRange
+                icv = packet.icvRange
+            } catch { return .drop(.truncated) }
             if policy.generationNumber != generation.number {
                 do { try load(policy.generation) } catch { return .drop(.unknownSPI) }
             }
@@ -348,55 +367,45 @@ public struct ESPCodec: TunnelCodec {
                 guard let i = inbound.firstIndex(where: { $0.spi == spi }) else { return .drop(.unknownSPI) }
                 last = i
             }
-            let low = UInt32(bigEndian: datagram.loadUnaligned(fromByteOffset: ESPFormat.sequence, as: UInt32.self))
             let sequence: UInt64
-            switch inbound[last].window.check(low: low) {
+            switch inbound[last].window.check(low: header.sequence) {
             case .new(let s): sequence = s
             case .replay: return .drop(.replay)
             case .tooOld: return .drop(.tooOld)
             }
             let sa = inbound[last]
             let t = generation.tunnels[sa.tunnel]
-            let ciphertextLength = count - ESPFormat.headerLength - ESPFormat.icvLength
-            let base = datagram.baseAddress!
-            var nonce = (UInt64(0), UInt32(0))
-            var aad: (UInt32, UInt32, UInt32) = (spi.bigEndian, 0, 0)
-            let aadLength: Int
-            if t.extendedSequenceNumbers {
-                aad.1 = UInt32(truncatingIfNeeded: sequence >> 32).bigEndian
-                aad.2 = low.bigEndian
-                aadLength = 12
-            } else {
-                aad.1 = low.bigEndian
-                aadLength = 8
+            let parameters = unsafe sa.salt.withUnsafeBytes { salt in
+                unsafe ESPNonceAndAAD(salt: salt, iv: header.iv, spi: spi, sequence: sequence,
+                                      extendedSequenceNumbers: t.extendedSequenceNumbers)
             }
-            let authentic = withUnsafeMutableBytes(of: &nonce) { n in
-                sa.salt.withUnsafeBytes { n.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: 4) }
-                (n.baseAddress! + 4).copyMemory(from: base + ESPFormat.iv, byteCount: ESPFormat.ivLength)
-                return withUnsafeBytes(of: &aad) { a in
-                    sa.context.open(nonce: n.baseAddress!, aad: UnsafeRawBufferPointer(rebasing: a[0..<aadLength]),
-                                    data: UnsafeMutableRawBufferPointer(start: base + ESPFormat.headerLength, count: ciphertextLength),
-                                    tag: base + ESPFormat.headerLength + ciphertextLength)
-                }
+            let authentic = unsafe parameters.withUnsafeBytes { nonce, aad in
+                // Safe: the view checked that both ranges lie inside the datagram.
+                unsafe sa.context.open(nonce: nonce, aad: aad, data: UnsafeMutableRawBufferPointer(rebasing: datagram[ciphertext]),
+                                       tag: raw.baseAddress! + icv.lowerBound)
             }
             guard authentic else { return .drop(.badICV) }
             // Authentic: only now may the window move (RFC 4303 §3.4.3).
             inbound[last].window.accept(sequence)
-            let end = ESPFormat.headerLength + ciphertextLength
-            let padLength = Int(datagram[end - 2])
-            let nextHeader = datagram[end - 1]
-            guard padLength + ESPFormat.trailerLength <= ciphertextLength else { return .drop(.badPadding) }
-            let innerEnd = end - ESPFormat.trailerLength - padLength
-            for i in 0..<padLength where datagram[innerEnd + i] != UInt8(i + 1) { return .drop(.badPadding) }
+            let innerLength: Int, nextHeader: UInt8
+            do {
+                // Safe: the ciphertext range lies inside the datagram; it is plaintext now.
+                let payload = unsafe try ESPPayload(validating: UnsafeRawBufferPointer(rebasing: raw[ciphertext]).bytes)
+                innerLength = payload.innerLength
+                nextHeader = payload.nextHeader
+            } catch { return .drop(.badPadding) }
             if nextHeader == ESPFormat.nextHeaderDummy { return .signalling(.dummy) }
-            let inner = UnsafeRawBufferPointer(rebasing: datagram[ESPFormat.headerLength..<innerEnd])
-            let version = inner.count > 0 ? inner[0] >> 4 : 0
+            let innerRange = ciphertext.lowerBound..<(ciphertext.lowerBound + innerLength)
+            // Safe: the inner packet lies inside the ciphertext range (ESPPayload checked its length).
+            let inner = unsafe UnsafeRawBufferPointer(rebasing: raw[innerRange])
+            // Safe: the count is checked before the byte is read.
+            let version = unsafe inner.count > 0 ? inner[0] >> 4 : 0
             guard (nextHeader == ESPFormat.nextHeaderIPv4 && version == 4) || (nextHeader == ESPFormat.nextHeaderIPv6 && version == 6)
             else { return .drop(.nextHeader) }
-            guard let (source, destination) = Encoder.addresses(inner) else { return .drop(.truncated) }
+            guard let (source, destination) = unsafe Encoder.addresses(inner) else { return .drop(.truncated) }
             guard t.receives(from: source, to: destination) else { return .drop(.policy) }
-            sa.counters.count(bytes: inner.count)
-            return .packet(ESPFormat.headerLength..<innerEnd)
+            sa.counters.count(bytes: innerLength)
+            return .packet(innerRange)
         }
     }
 }

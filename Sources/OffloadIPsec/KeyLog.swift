@@ -33,12 +33,13 @@ public enum ESPKeyLog {
     /// Writes the lines to `path` with mode 0600 (a file that was there is truncated and made 0600).
     /// - Throws: a message when the file cannot be written.
     public static func write(_ lines: [String], to path: String) throws(SAFileError) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw SAFileError(path, nil, String(cString: strerror(errno))) }
+        let fd = unsafe open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw SAFileError(path, nil, unsafe String(cString: strerror(errno))) }
         defer { close(fd) }
         fchmod(fd, 0o600)
         let bytes = Array((lines.joined(separator: "\n") + "\n").utf8)
-        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        // Safe: write reads bytes.count bytes from the array's own storage.
+        let n = unsafe bytes.withUnsafeBytes { unsafe Glibc.write(fd, $0.baseAddress, $0.count) }
         guard n == bytes.count else { throw SAFileError(path, nil, "short write") }
     }
 }

@@ -65,9 +65,9 @@ public final class SequenceStore: Sendable {
                 throw SequenceStoreError(description: "\(directory): cannot make the directory of sequence marks")
             }
         }
-        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        let fd = unsafe open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else {
-            throw SequenceStoreError(description: "\(directory): cannot open the directory of sequence marks (\(String(cString: strerror(errno))); "
+            throw SequenceStoreError(description: "\(directory): cannot open the directory of sequence marks (\(unsafe String(cString: strerror(errno))); "
                 + "a link is refused)")
         }
         do throws(SequenceStoreError) {
@@ -92,7 +92,8 @@ public final class SequenceStore: Sendable {
         if geteuid() == 0 { return "/var/lib/offload-ipsec/marks" }
         if let state = environment["XDG_STATE_HOME"], state.hasPrefix("/") { return state + "/offload-ipsec/marks" }
         var home = environment["HOME"] ?? ""
-        if !home.hasPrefix("/"), let entry = getpwuid(geteuid()), let dir = entry.pointee.pw_dir { home = String(cString: dir) }
+        // Safe: getpwuid's entry is read at once, before any other call could reuse it.
+        if !home.hasPrefix("/"), let entry = unsafe getpwuid(geteuid()), let dir = unsafe entry.pointee.pw_dir { home = unsafe String(cString: dir) }
         return home + "/.local/state/offload-ipsec/marks"
     }
 
@@ -112,7 +113,8 @@ public final class SequenceStore: Sendable {
     /// the key (only to find an old mark of the key under any of its SPIs, and to write one in tests).
     public static func oldFormFingerprint(spi: UInt32, key: [UInt8]) -> KeyFingerprint {
         let label = Array("offload-ipsec sequence mark".utf8)
-        let spiBytes = withUnsafeBytes(of: spi.bigEndian) { Array($0) }
+        // Safe: the bytes are copied out while the value they view exists.
+        let spiBytes = unsafe withUnsafeBytes(of: spi.bigEndian) { unsafe Array($0) }
         return KeyFingerprint(markFileField: sha256(label + spiBytes + key).prefix(8).map { String(format: "%02x", $0) }.joined())
     }
 
@@ -124,16 +126,16 @@ public final class SequenceStore: Sendable {
         let fingerprint = Self.fingerprint(key: key)
         let name = fingerprint.markFileField
         let sa = "the key of SPI 0x\(String(format: "%08x", spi))"
-        let lockFD = openat(directoryFD, name + ".lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        let lockFD = unsafe openat(directoryFD, name + ".lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard lockFD >= 0 else {
-            throw SequenceStoreError(description: "\(directory): cannot open the lock of \(sa) (\(String(cString: strerror(errno))))")
+            throw SequenceStoreError(description: "\(directory): cannot open the lock of \(sa) (\(unsafe String(cString: strerror(errno))))")
         }
         do throws(SequenceStoreError) {
             try Self.checkOwner(lockFD, directory: false, what: "\(directory): the lock file of \(sa)")
             guard flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
                 let reason = errno
                 guard reason == EWOULDBLOCK else {
-                    throw SequenceStoreError(description: "\(directory): cannot lock \(sa) (\(String(cString: strerror(reason))))")
+                    throw SequenceStoreError(description: "\(directory): cannot lock \(sa) (\(unsafe String(cString: strerror(reason))))")
                 }
                 throw SequenceStoreError(description: "\(sa) is already sending in \(Self.describeHolder(lockFD)): two senders with "
                     + "one key would send the same nonces (the same key under another SPI or in another SA file counts too); "
@@ -143,9 +145,9 @@ public final class SequenceStore: Sendable {
             let record = Array((holder + "\n").utf8)
             _ = ftruncate(lockFD, 0)
             // Safe: pwrite reads record.count bytes from the array's own storage.
-            _ = record.withUnsafeBytes { pwrite(lockFD, $0.baseAddress, $0.count, 0) }
+            _ = unsafe record.withUnsafeBytes { unsafe pwrite(lockFD, $0.baseAddress, $0.count, 0) }
             var used: UInt64 = 0
-            let markFD = openat(directoryFD, name + ".mark", O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+            let markFD = unsafe openat(directoryFD, name + ".mark", O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
             if markFD >= 0 {
                 defer { close(markFD) }
                 try Self.checkOwner(markFD, directory: false, what: "\(directory): the mark file of \(sa)")
@@ -155,7 +157,7 @@ public final class SequenceStore: Sendable {
                 }
                 used = mark
             } else if errno != ENOENT {
-                throw SequenceStoreError(description: "\(directory): cannot read the mark of \(sa) (\(String(cString: strerror(errno))))")
+                throw SequenceStoreError(description: "\(directory): cannot read the mark of \(sa) (\(unsafe String(cString: strerror(errno))))")
             }
             for old in imported where old.fingerprint == Self.oldFormFingerprint(spi: old.spi, key: key) {
                 used = max(used, old.usedThrough)
@@ -173,7 +175,7 @@ public final class SequenceStore: Sendable {
     func removeTemporaries(of name: String) {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
         for entry in entries where entry.hasPrefix(name + ".mark.") && entry.hasSuffix(".tmp") {
-            _ = unlinkat(directoryFD, entry, 0)
+            _ = unsafe unlinkat(directoryFD, entry, 0)
         }
     }
 
@@ -205,7 +207,7 @@ public final class SequenceStore: Sendable {
     static func readAll(_ fd: Int32) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: 4096)
         // Safe: pread writes at most bytes.count bytes into the array's own storage.
-        let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        let n = unsafe bytes.withUnsafeMutableBytes { unsafe pread(fd, $0.baseAddress, $0.count, 0) }
         return n > 0 ? Array(bytes.prefix(n)) : []
     }
 
@@ -226,7 +228,7 @@ public final class SequenceStore: Sendable {
     static func checkOwner(_ fd: Int32, directory: Bool, what: String, othersMayRead: Bool = false,
                            chmod: String = "chmod 600 the files of the store") throws(SequenceStoreError) {
         var info = stat()
-        guard fstat(fd, &info) == 0 else { throw SequenceStoreError(description: "\(what): \(String(cString: strerror(errno)))") }
+        guard unsafe fstat(fd, &info) == 0 else { throw SequenceStoreError(description: "\(what): \(unsafe String(cString: strerror(errno)))") }
         guard directory || info.st_mode & S_IFMT == S_IFREG else { throw SequenceStoreError(description: "\(what): not a regular file") }
         guard info.st_uid == geteuid() else {
             throw SequenceStoreError(description: "\(what): owned by uid \(info.st_uid), not by this user (uid \(geteuid())): "
@@ -241,10 +243,10 @@ public final class SequenceStore: Sendable {
 
     /// The marks of a mark file of the old form; none when it does not exist.
     static func readOldForm(_ path: String) throws(SequenceStoreError) -> [ImportedMark] {
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        let fd = unsafe open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else {
             if errno == ENOENT { return [] }
-            throw SequenceStoreError(description: "\(path): cannot read the old sequence marks (\(String(cString: strerror(errno))))")
+            throw SequenceStoreError(description: "\(path): cannot read the old sequence marks (\(unsafe String(cString: strerror(errno))))")
         }
         defer { close(fd) }
         try checkOwner(fd, directory: false, what: "\(path) (old sequence marks)", othersMayRead: true, chmod: "chmod 600 \(path)")
@@ -253,7 +255,7 @@ public final class SequenceStore: Sendable {
         var chunk = [UInt8](repeating: 0, count: 65_536)
         while true {
             // Safe: read writes at most chunk.count bytes into the array's own storage.
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            let n = unsafe chunk.withUnsafeMutableBytes { unsafe read(fd, $0.baseAddress, $0.count) }
             guard n >= 0 else { throw SequenceStoreError(description: "\(path): cannot read the old sequence marks") }
             if n == 0 { break }
             text += String(decoding: chunk.prefix(n), as: UTF8.self)
@@ -316,21 +318,21 @@ public final class KeyMark: Sendable {
         let what = "\(store.directory): the mark of the key of SPI 0x\(String(format: "%08x", spi))"
         let temporary = SequenceStore.temporaryName(name)
         // Exclusive and never through a link: a file or link already at the name is refused, not followed.
-        let fd = openat(directory, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        let fd = unsafe openat(directory, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
-            throw SequenceStoreError(description: "\(what): cannot create its new copy (\(String(cString: strerror(errno))))")
+            throw SequenceStoreError(description: "\(what): cannot create its new copy (\(unsafe String(cString: strerror(errno))))")
         }
         let bytes = Array("# offload ipsec: sequence numbers reserved under one key (never a nonce twice). Do not edit.\nused-through \(through)\n".utf8)
         // Safe: write reads bytes.count bytes from the array's own storage.
-        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let written = unsafe bytes.withUnsafeBytes { unsafe Glibc.write(fd, $0.baseAddress, $0.count) }
         let synced = fsync(fd) == 0
         let closed = close(fd) == 0
-        guard written == bytes.count, synced, closed, renameat(directory, temporary, directory, name + ".mark") == 0 else {
-            _ = unlinkat(directory, temporary, 0)
+        guard written == bytes.count, synced, closed, unsafe renameat(directory, temporary, directory, name + ".mark") == 0 else {
+            _ = unsafe unlinkat(directory, temporary, 0)
             throw SequenceStoreError(description: "\(what): could not be written durably")
         }
         guard fsync(directory) == 0 else {
-            throw SequenceStoreError(description: "\(what): the directory could not be synced (\(String(cString: strerror(errno))))")
+            throw SequenceStoreError(description: "\(what): the directory could not be synced (\(unsafe String(cString: strerror(errno))))")
         }
     }
 }

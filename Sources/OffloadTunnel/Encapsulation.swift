@@ -12,6 +12,10 @@ import OffloadWire
 /// where they are: its datagrams are the header slot plus the segment's pieces, gathered by the
 /// send. The datagrams of one packet are all the same size but the last, as one UDP GSO send needs.
 ///
+/// A segment the encoder refuses (ESP: a seal that failed) gets no datagram: the next segment's
+/// datagram takes its slot, and the refusal is in ``refusedSegments`` for the caller to count.
+/// Nothing of a refused segment is ever sent, neither an empty datagram nor a header without it.
+///
 /// (`@safe`: the pointers it keeps, into the caller's packet and its own arena, are handed out
 /// only inside ``withDatagramPieces(at:_:)`` and documented as valid until the next ``prepare(_:gso:)``.)
 @safe
@@ -26,6 +30,11 @@ public struct TunnelEncapsulator<Codec: TunnelCodec>: ~Copyable {
     var stride = 0
     /// What the encoder wrote in each slot.
     var written: [Int] = []
+    /// The segment each datagram carries (not all segments have one: see ``refusedSegments``).
+    var segmentIndex: [Int] = []
+    /// Why the encoder refused segments of the prepared packet, one entry per segment refused
+    /// (those segments have no datagram).
+    public private(set) var refusedSegments: [TunnelDropReason] = []
     var count = 0
     /// The packet when it is one segment (one piece, or headers and payload in place).
     var single: InnerSegment?
@@ -39,12 +48,15 @@ public struct TunnelEncapsulator<Codec: TunnelCodec>: ~Copyable {
         self.codec = codec
         encoder = try codec.makeEncoder()
         written.reserveCapacity(128)
+        segmentIndex.reserveCapacity(128)
+        refusedSegments.reserveCapacity(8)
     }
 
     /// Prepares the datagrams of one inner packet (from its IP header, or its Ethernet header for
     /// Ethernet inside; checksums complete or, with `gso`, partial): afterwards ``datagramCount``
     /// and ``withDatagramPieces(at:_:)`` give them.
-    /// - Returns: nil, or why the encoder refused the packet (then there are no datagrams).
+    /// - Returns: nil, or why the encoder refused the packet (then there are no datagrams). Segments
+    ///   refused one by one are in ``refusedSegments``.
     /// - Throws: ``GSOError`` when the GSO facts do not fit the packet.
     /// - Warning: the datagrams may point into `packet`: valid while it is and until the next call.
     @discardableResult
@@ -79,10 +91,13 @@ public struct TunnelEncapsulator<Codec: TunnelCodec>: ~Copyable {
         return .some(encodeAll())
     }
 
-    /// Lets the encoder write every datagram of the prepared packet into its slot.
+    /// Lets the encoder write every datagram of the prepared packet into its slot; a segment it
+    /// refuses leaves its slot to the next one.
     mutating func encodeAll() -> TunnelDropReason? {
         count = 0
         written.removeAll(keepingCapacity: true)
+        segmentIndex.removeAll(keepingCapacity: true)
+        refusedSegments.removeAll(keepingCapacity: true)
         let total = single == nil ? segmenter.segmentCount : 1
         let first = segment(at: 0)
         if let refusal = unsafe encoder.begin(headers: first.first, datagrams: total) { return refusal }
@@ -91,10 +106,18 @@ public struct TunnelEncapsulator<Codec: TunnelCodec>: ~Copyable {
         stride = (stride + 15) & ~15
         _ = arena.reserve(stride * total)
         for i in 0..<total {
-            let slot = unsafe UnsafeMutableRawBufferPointer(start: arena.rawBase + stride * i, count: stride)
-            written.append(unsafe encoder.encode(segment(at: i), index: i, into: slot))
+            // Safe: the arena holds `total` slots of `stride` bytes (reserved above) and count <= i < total.
+            let slot = unsafe UnsafeMutableRawBufferPointer(start: arena.rawBase + stride * count, count: stride)
+            do {
+                let length = unsafe try encoder.encode(segment(at: i), index: i, into: slot)
+                precondition(length >= 0 && length <= stride, "the encoder wrote outside its slot")
+                written.append(length)
+                segmentIndex.append(i)
+                count += 1
+            } catch {
+                refusedSegments.append(error)
+            }
         }
-        count = total
         return nil
     }
 
@@ -115,7 +138,7 @@ public struct TunnelEncapsulator<Codec: TunnelCodec>: ~Copyable {
 
     /// The UDP payload length of datagram `index`.
     public func datagramLength(at index: Int) -> Int {
-        encoder.writesWholeDatagram ? written[index] : written[index] + segment(at: index).count
+        encoder.writesWholeDatagram ? written[index] : written[index] + segment(at: segmentIndex[index]).count
     }
 
     /// Calls `body` with datagram `index`'s pieces: the slot the encoder wrote, then (when it
@@ -123,7 +146,7 @@ public struct TunnelEncapsulator<Codec: TunnelCodec>: ~Copyable {
     public func withDatagramPieces(at index: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
         unsafe body(UnsafeRawBufferPointer(start: arena.rawBase + stride * index, count: written[index]))
         guard !encoder.writesWholeDatagram else { return }
-        let inner = segment(at: index)
+        let inner = segment(at: segmentIndex[index])
         unsafe body(inner.first)
         if unsafe inner.second.count > 0 { unsafe body(inner.second) }
     }

@@ -96,7 +96,10 @@ public protocol TunnelEncoder {
     /// Writes datagram `index` of the packet begun for `segment` into `slot` (``TunnelCodec/headerRoom``
     /// bytes, plus the segment's length and ``TunnelCodec/trailerRoom`` when it writes whole datagrams).
     /// - Returns: the bytes written: the header, or the whole datagram.
-    mutating func encode(_ segment: InnerSegment, index: Int, into slot: UnsafeMutableRawBufferPointer) -> Int
+    /// - Throws: why this segment cannot be sent (ESP: the seal failed): it then has no datagram,
+    ///   nothing of the slot is sent, and the caller counts the reason. What ``begin(headers:datagrams:)``
+    ///   reserved for it (ESP: its sequence number) is skipped, never used again.
+    mutating func encode(_ segment: InnerSegment, index: Int, into slot: UnsafeMutableRawBufferPointer) throws(TunnelDropReason) -> Int
 }
 
 /// Reads received datagrams of a protocol.
@@ -217,6 +220,7 @@ public struct GTPUCodec: TunnelCodec {
         public private(set) var nextSequence: UInt16 = 0
         public var writesWholeDatagram: Bool { false }
         public mutating func begin(headers: UnsafeRawBufferPointer, datagrams: Int) -> TunnelDropReason? { nil }
+        /// Writes a G-PDU header (never fails: the slot always has the header room).
         public mutating func encode(_ segment: InnerSegment, index: Int, into slot: UnsafeMutableRawBufferPointer) -> Int {
             var sequence: UInt16?
             if settings.sequenceNumbers {
@@ -300,6 +304,7 @@ public struct VXLANCodec: TunnelCodec {
         let vni: UInt32
         public var writesWholeDatagram: Bool { false }
         public mutating func begin(headers: UnsafeRawBufferPointer, datagrams: Int) -> TunnelDropReason? { nil }
+        /// Writes a VXLAN header (never fails: the slot always has the header room).
         public mutating func encode(_ segment: InnerSegment, index: Int, into slot: UnsafeMutableRawBufferPointer) -> Int {
             unsafe VXLANHeader(vni: vni).write(to: slot)
             return VXLANHeader.length

@@ -174,16 +174,22 @@ public final class TunnelSink<Codec: TunnelCodec>: PacketSink, @unchecked Sendab
         try finish(refusal)
     }
 
-    /// Counts a refusal, or sends the prepared datagrams.
+    /// Counts a refusal, or counts the segments the encoder refused and sends the prepared datagrams.
     func finish(_ refusal: TunnelDropReason?) throws(TUNError) {
         if let refusal {
-            counters.encapsulationDropped[refusal, default: 0] += 1
-            if counters.encapsulationDropped[refusal] == 1 {
-                logger.warning("an inner packet was not sent into the tunnel: \(refusal) (counted from now on as tunnel_encapsulation_dropped)")
-            }
+            countRefusal(refusal)
             return
         }
+        for reason in encapsulator.refusedSegments { countRefusal(reason) }
         try sendTrain()
+    }
+
+    /// Counts one inner packet (or segment) not sent, and says so the first time for each reason.
+    func countRefusal(_ reason: TunnelDropReason) {
+        counters.encapsulationDropped[reason, default: 0] += 1
+        if counters.encapsulationDropped[reason] == 1 {
+            logger.warning("an inner packet was not sent into the tunnel: \(reason) (counted from now on as tunnel_encapsulation_dropped)")
+        }
     }
 
     /// Sends the prepared datagrams: trains of same-size datagrams, at most

@@ -5,7 +5,8 @@
 ///  0       4        8                16                              end-16      end
 ///  | SPI  | seq    | IV (8)          | ciphertext: inner ‖ pad ‖ pad length ‖ next header | ICV (16) |
 /// ```
-/// The only code that knows these offsets.
+/// The only code that knows these offsets; ``ESPPacket``, ``ESPHeader``, ``ESPTrailer`` and
+/// ``ESPPayload`` read and write them.
 public enum ESPFormat {
     /// Security Parameters Index (32 bits).
     @inlinable public static var spi: Int { 0 }

@@ -9,6 +9,8 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         case ethernet, vlan, linuxSLL = "linux-sll", linuxSLL2 = "linux-sll2", null = "loopback"
         case ipv4, ipv6, ipv6Extension = "ipv6-extension", tcp, tcpOption = "tcp-option"
         case udp, icmpv4, icmpv6, virtio = "virtio-net-hdr", link
+        /// ESP (RFC 4303): the packet, or its trailer after decryption.
+        case esp
     }
 
     /// What is wrong.

@@ -156,7 +156,7 @@ public func fuzzESP(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             var written = 0
             inner.withUnsafeBytes { raw in
                 if encoder.begin(headers: raw, datagrams: 1) == nil {
-                    written = slot.withUnsafeMutableBytes { encoder.encode(InnerSegment(first: raw), index: 0, into: $0) }
+                    written = slot.withUnsafeMutableBytes { (try? encoder.encode(InnerSegment(first: raw), index: 0, into: $0)) ?? 0 }
                 }
             }
             if written > 0 {
