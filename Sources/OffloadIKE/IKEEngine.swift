@@ -114,7 +114,29 @@ public final class IKEEngine {
     }
 
     var cookieSecret = randomBytes(32)
+    /// The secret before the last rotation: its cookies are still accepted until the next one.
+    var previousCookieSecret: [UInt8]?
+    /// When the cookie secret was made (engine time; nil before the first tick).
+    var cookieSecretBorn: Double?
+    /// Seconds a cookie secret is used before a new one replaces it (RFC 7296 §2.6); its
+    /// cookies are accepted for as long again.
+    public var cookieSecretLifetime = 300.0
     var nextChildID = 1
+
+    /// CHILD_SAs an IKE SA holds at most: a request for one more is refused with
+    /// NO_ADDITIONAL_SAS (a rekey may go up to twice this, while old and new overlap).
+    public var maxChildSAs = 32
+    /// Traffic selectors a TSi or TSr payload may carry: more is refused with TS_UNACCEPTABLE.
+    public static let maxSelectorsPerPayload = 16
+    /// The wait after the first failed attempt of a connection that starts by itself (seconds),
+    /// doubled with each failure up to ``retryMaxDelay``, less up to a quarter (random).
+    public var retryBaseDelay = 1.0
+    /// The longest wait between attempts (seconds).
+    public var retryMaxDelay = 60.0
+    /// Attempts after which a connection is given up (strongSwan's `keyingtries`); 0: never.
+    public var keyingTries = 0
+    /// Attempts that failed in a row per connection (by name), and when the next starts.
+    var retries: [String: (failures: Int, at: Double)] = [:]
 
     /// An engine for `connections` (all with the same local and remote addresses).
     public init(connections: [IKEConnection]) {
@@ -260,7 +282,8 @@ public final class IKEEngine {
                 if case .notify(_, _, .cookie, let data) = p { return data }
                 return nil
             }.first
-            guard let offered, constantTimeEqual(offered, expected) else {
+            let earlier = previousCookieSecret.map { cookie(nonce: nonce, spii: header.initiatorSPI, address: path.remote, secret: $0) }
+            guard let offered, constantTimeEqual(offered, expected) || earlier.map({ constantTimeEqual(offered, $0) }) == true else {
                 counters.cookiesSent += 1
                 return [(IKESA.plainMessage(header: header, payloads: [.notify(.cookie, data: expected)], responderSPI: 0), path)]
             }
@@ -274,8 +297,8 @@ public final class IKEEngine {
     }
 
     /// RFC 7296 §2.6: a cookie only this end can make, from the request's nonce, address and SPI.
-    func cookie(nonce: [UInt8], spii: UInt64, address: IPAddress) -> [UInt8] {
-        [1] + IKEPRF.hmacSHA256(cookieSecret, nonce + bigEndianBytes(spii) + addressBytes(address))
+    func cookie(nonce: [UInt8], spii: UInt64, address: IPAddress, secret: [UInt8]? = nil) -> [UInt8] {
+        [1] + IKEPRF.hmacSHA256(secret ?? cookieSecret, nonce + bigEndianBytes(spii) + addressBytes(address))
     }
 
     // MARK: time
@@ -287,17 +310,53 @@ public final class IKEEngine {
         for sa in sas.values.sorted(by: { $0.created < $1.created }) {
             out += sa.tick(now: now, traffic: traffic)
         }
-        // Dead SAs go; a connection that should be up is started again.
-        var restart: [IKEConnection] = []
+        // Dead SAs go; a connection that should be up is started again, after a backoff.
         for (spi, sa) in sas where sa.state == .dead {
             if !sa.children.isEmpty { childrenChanged() }
             sas[spi] = nil
-            if sa.restartWhenDead, let c = sa.connection { restart.append(c) }
+            if sa.restartWhenDead, let c = sa.connection, !sas.values.contains(where: { $0.connection?.name == c.name && $0.state != .dead }) {
+                scheduleRetry(c, now: now)
+            }
         }
-        for c in restart where !sas.values.contains(where: { $0.connection?.name == c.name }) {
-            out += initiate(c, now: now)
+        for c in connections {
+            guard let r = retries[c.name], r.at <= now else { continue }
+            retries[c.name]?.at = .infinity
+            if !sas.values.contains(where: { $0.connection?.name == c.name && $0.state != .dead }) { out += initiate(c, now: now) }
         }
+        rotateCookieSecret(now: now)
         return out
+    }
+
+    /// After a failed attempt (or a torn-down SA): the next one in 1, 2, 4, ... up to 60 s (less
+    /// up to a quarter, at random, so that gateways restarted together spread out), unless
+    /// ``keyingTries`` attempts have failed.
+    func scheduleRetry(_ c: IKEConnection, now: Double) {
+        let failures = (retries[c.name]?.failures ?? 0) + 1
+        if keyingTries > 0 && failures >= keyingTries {
+            log(.error, "\(c.name): \(failures) attempts failed: given up (keyingtries \(keyingTries))")
+            retries[c.name] = nil
+            return
+        }
+        let delay = min(retryMaxDelay, retryBaseDelay * Double(1 << min(failures - 1, 30)))
+        let wait = delay * (1 - 0.25 * Double(randomBytes(1)[0]) / 255)
+        retries[c.name] = (failures, now + wait)
+        log(.info, "\(c.name): trying again in \(String(format: "%.1f", wait)) s (\(failures) failed in a row)")
+    }
+
+    /// A connection is up: the next failure starts the backoff afresh.
+    func succeeded(_ c: IKEConnection) { retries[c.name] = nil }
+
+    /// RFC 7296 §2.6: the secret behind cookies changes now and then; the previous one's cookies
+    /// stay good for one more lifetime (an initiator may be between the demand and its retry).
+    func rotateCookieSecret(now: Double) {
+        guard let born = cookieSecretBorn else {
+            cookieSecretBorn = now
+            return
+        }
+        guard now - born >= cookieSecretLifetime else { return }
+        previousCookieSecret = cookieSecret
+        cookieSecret = randomBytes(32)
+        cookieSecretBorn = now
     }
 
     /// Deletes every IKE SA (INFORMATIONAL with a Delete of the IKE SA, sent once, not awaited).
