@@ -133,8 +133,6 @@ public final class IKEEngine {
     public var retryBaseDelay = 1.0
     /// The longest wait between attempts (seconds).
     public var retryMaxDelay = 60.0
-    /// Attempts after which a connection is given up (strongSwan's `keyingtries`); 0: never.
-    public var keyingTries = 0
     /// Attempts that failed in a row per connection (by name), and when the next starts.
     var retries: [String: (failures: Int, at: Double)] = [:]
 
@@ -328,12 +326,12 @@ public final class IKEEngine {
     }
 
     /// After a failed attempt (or a torn-down SA): the next one in 1, 2, 4, ... up to 60 s (less
-    /// up to a quarter, at random, so that gateways restarted together spread out), unless
-    /// ``keyingTries`` attempts have failed.
+    /// up to a quarter, at random, so that gateways restarted together spread out), unless the
+    /// connection's ``IKEConnection/keyingTries`` attempts have failed.
     func scheduleRetry(_ c: IKEConnection, now: Double) {
         let failures = (retries[c.name]?.failures ?? 0) + 1
-        if keyingTries > 0 && failures >= keyingTries {
-            log(.error, "\(c.name): \(failures) attempts failed: given up (keyingtries \(keyingTries))")
+        if c.keyingTries > 0 && failures >= c.keyingTries {
+            log(.error, "\(c.name): \(failures) attempts failed: given up (keyingtries \(c.keyingTries))")
             retries[c.name] = nil
             return
         }

@@ -60,8 +60,7 @@ struct IKERetryTests {
         #expect((7...8).contains(attempts), "\(attempts) attempts")
         #expect(w.a.activeChildSAs.isEmpty)
 
-        let limited = try IKEWire(IKEWire.config(me: 1), refusing)
-        limited.a.keyingTries = 3
+        let limited = try IKEWire(IKEWire.config(me: 1, extra: "keyingtries = 3"), refusing)
         limited.start()
         limited.advance(300)
         let events = limited.a.takeEvents()
