@@ -414,3 +414,36 @@ extension IKEEngine {
         return (messages, x, y)
     }
 }
+
+// MARK: fuzzing
+
+/// For fuzzing only (the fuzz targets are another package and see public API alone): what an
+/// IKE SA's message IDs are. Not for use by a gateway.
+public struct _IKEFuzzView: Sendable, Equatable {
+    /// This end's SPI and the peer's.
+    public var localSPI: UInt64, remoteSPI: UInt64
+    /// Whether it is established (not half-open, rekeyed or dead).
+    public var established: Bool
+    /// The ID of this end's next request, and of the peer's next request this end takes.
+    public var nextRequestID: UInt32, expectedRequestID: UInt32
+    /// The ID of this end's request awaiting an answer.
+    public var outstandingID: UInt32?
+}
+
+extension IKEEngine {
+    /// For fuzzing only: every IKE SA's message IDs, oldest first.
+    public func _fuzzViews() -> [_IKEFuzzView] {
+        sas.values.sorted { ($0.created, $0.localSPI) < ($1.created, $1.localSPI) }.map {
+            _IKEFuzzView(localSPI: $0.localSPI, remoteSPI: $0.remoteSPI, established: $0.state == .established,
+                         nextRequestID: $0.nextRequestID, expectedRequestID: $0.expectedRequestID, outstandingID: $0.outstanding?.id)
+        }
+    }
+
+    /// For fuzzing only: `payloads` sealed in an SK payload with the keys of this end's IKE SA
+    /// `localSPI`, as a request or response of `exchange` with message ID `id` (the SA's state is
+    /// not changed, but for the IV counter). nil when that SA has no keys.
+    public func _fuzzSeal(localSPI: UInt64, _ exchange: IKEExchange, response: Bool, id: UInt32, payloads: [IKEPayload]) -> [UInt8]? {
+        guard let sa = sas[localSPI], let cipher = sa.cipher else { return nil }
+        return cipher.seal(header: sa.header(exchange, response: response, id: id), payloads: payloads)
+    }
+}
