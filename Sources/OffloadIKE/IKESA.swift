@@ -791,6 +791,11 @@ final class IKESA {
             engine.counters.invalidMessages += 1
             return []
         }
+        if state == .initSent || state == .authSent {
+            // The initiator before IKE_AUTH's answer: the responder has no request to make yet.
+            engine.counters.invalidMessages += 1
+            return []
+        }
         guard header.messageID == expectedRequestID else { return [] }
         let payloads: [IKEPayload]
         do { payloads = try open(bytes, header: header) } catch {

@@ -71,7 +71,7 @@ struct IKERetryTests {
 
 @Suite("IKEv2 engine: protocol limits (RFC 7296 §2.6, §2.10, §2.8)")
 struct IKEHardeningTests {
-    @Test("a half-open responder takes only IKE_AUTH with message ID 1: an INFORMATIONAL (ID 1) first does not spend the ID")
+    @Test("a half-open responder takes only IKE_AUTH with message ID 1: an INFORMATIONAL (ID 1) first does not spend the ID; the initiator takes no request before IKE_AUTH's answer")
     func halfOpenOnlyAuth() throws {
         let w = try IKEWire(IKEWire.config(me: 1), IKEWire.config(me: 2, start: "none"))
         let first = try #require(w.a.start(now: 0).first)
@@ -86,6 +86,10 @@ struct IKEHardeningTests {
         }
         let wrongID = a.cipher!.seal(header: a.header(.ikeAuth, response: false, id: 2), payloads: [])
         #expect(w.b.receive(wrongID, path: pathAtB, now: 0).isEmpty)
+        // Nor does the initiator, waiting for IKE_AUTH's answer, take a request of the responder's.
+        let b = try #require(w.b.sas.values.first)
+        let fromB = b.cipher!.seal(header: b.header(.informational, response: false, id: 0), payloads: [])
+        #expect(w.a.receive(fromB, path: pathAtA, now: 0).isEmpty, "no request before IKE_AUTH is answered")
         w.send(auth, fromA: true)
         w.run()
         #expect(matched(w.a, w.b), "IKE_AUTH with ID 1 still establishes")
