@@ -162,6 +162,21 @@ struct IKEInteropTests {
         let big = lab.transfer(megabytes: 256, from: lab.client, to: lab.server, address: "10.88.2.2", ipv6: false)
         Thread.sleep(forTimeInterval: 0.5)
         let status = lab.ikeStatus(1)
+        // The handover from the ESP receiving thread (SIGUSR1 logs its counters): strongSwan's
+        // messages all pass the filter, and the rekeys' messages are the ones waited for.
+        shell("pkill -USR1 -f '[s]tats-json \(lab.dir)/gw1.json'")
+        #expect(lab.waitFor(seconds: 5) { lab.gatewayLog(1).contains("IKE on port 4500:") })
+        let handover = lab.gatewayLog(1).split(separator: "\n").last { $0.contains("IKE on port 4500:") }.map(String.init) ?? ""
+        let numbers = handover.split(separator: "IKE on port 4500:").last.map { text in
+            text.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+        } ?? []
+        // queued, waited for, past 50 ms (the 50 itself), malformed, unknown SPI, over the rate, queue full.
+        print("handover: \(handover)")
+        #expect(numbers.count == 8, "\(handover)")
+        if numbers.count == 8 {
+            #expect(numbers[0] > 0 && numbers[1] > 0, "IKE messages queued, the rekeys' waited for")
+            #expect(numbers[4] == 0 && numbers[6] == 0 && numbers[7] == 0, "none malformed, over the rate or over the queue: \(handover)")
+        }
         let stats = try lab.stopGateway(1)
         let decap = try #require(stats["wan_to_lan"]), encap = try #require(stats["lan_to_wan"])
         let log = lab.gatewayLog(1)
