@@ -133,6 +133,14 @@ public final class IKEEngine {
     public var retryBaseDelay = 1.0
     /// The longest wait between attempts (seconds).
     public var retryMaxDelay = 60.0
+    /// Where nonces, SPIs and timer jitter come from: libcrypto's generator, unless a fuzz target
+    /// seeded a deterministic one (``_fuzzSeedRandom(_:)``). The key exchange's keys and the
+    /// cookie secret always come from libcrypto.
+    var randomSource: ((Int) -> [UInt8])?
+
+    /// `count` bytes from ``randomSource``.
+    func random(_ count: Int) -> [UInt8] { randomSource?(count) ?? randomBytes(count) }
+
     /// Attempts that failed in a row per connection (by name), and when the next starts.
     var retries: [String: (failures: Int, at: Double)] = [:]
 
@@ -207,7 +215,7 @@ public final class IKEEngine {
 
     func freshIKESPI() -> UInt64 {
         while true {
-            let v = randomBytes(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            let v = random(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             if v != 0 && sas[v] == nil { return v }
         }
     }
@@ -215,7 +223,7 @@ public final class IKEEngine {
     func freshChildSPI() -> UInt32 {
         let used = Set(sas.values.flatMap { $0.children.map(\.sa.inbound.spi) + $0.pendingSPIs })
         while true {
-            let v = randomBytes(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+            let v = random(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
             if v >= 256 && !used.contains(v) { return v }
         }
     }
@@ -336,7 +344,7 @@ public final class IKEEngine {
             return
         }
         let delay = min(retryMaxDelay, retryBaseDelay * Double(1 << min(failures - 1, 30)))
-        let wait = delay * (1 - 0.25 * Double(randomBytes(1)[0]) / 255)
+        let wait = delay * (1 - 0.25 * Double(random(1)[0]) / 255)
         retries[c.name] = (failures, now + wait)
         log(.info, "\(c.name): trying again in \(String(format: "%.1f", wait)) s (\(failures) failed in a row)")
     }
@@ -431,6 +439,22 @@ public struct _IKEFuzzView: Sendable, Equatable {
 }
 
 extension IKEEngine {
+    /// For fuzzing only, never on a gateway (it makes nonces and SPIs predictable): nonces, SPIs
+    /// and jitter from HMAC-SHA-256(seed, counter) blocks, so that a fuzz input runs the same way
+    /// each time. The key exchange's keys stay libcrypto's (random; no path depends on them).
+    public func _fuzzSeedRandom(_ seed: UInt64) {
+        var counter: UInt64 = 0, pool: [UInt8] = []
+        let key = bigEndianBytes(seed)
+        randomSource = { count in
+            while pool.count < count {
+                counter += 1
+                pool += IKEPRF.hmacSHA256(key, bigEndianBytes(counter))
+            }
+            defer { pool.removeFirst(count) }
+            return Array(pool.prefix(count))
+        }
+    }
+
     /// For fuzzing only: every IKE SA's message IDs, oldest first.
     public func _fuzzViews() -> [_IKEFuzzView] {
         sas.values.sorted { ($0.created, $0.localSPI) < ($1.created, $1.localSPI) }.map {

@@ -187,7 +187,7 @@ final class IKESA {
     func natPayloads(spir: UInt64) -> [IKEPayload] {
         // The source hash is never right (RFC 7296 §2.23 lets an end claim a NAT): the peer then sends
         // ESP in UDP on port 4500, the only way this gateway speaks ESP.
-        [.notify(.natDetectionSourceIP, data: randomBytes(20)),
+        [.notify(.natDetectionSourceIP, data: engine.random(20)),
          .notify(.natDetectionDestinationIP, data: natDetectionHash(spii: spii, spir: spir, address: path.remote, port: path.remotePort))]
     }
 
@@ -197,7 +197,7 @@ final class IKESA {
             guard let k = try? IKEKeyPair(firstGroup) else { log(.error, "no key pair"); state = .dead; return [] }
             keyPair = k
         }
-        if ni.isEmpty { ni = randomBytes(32) }
+        if ni.isEmpty { ni = engine.random(32) }
         var payloads: [IKEPayload] = cookie.map { [.notify(.cookie, data: $0)] } ?? []
         payloads += [.securityAssociation(proposals(spi: [], groupFirst: keyPair!.group)),
                      .keyExchange(group: keyPair!.group.rawValue, data: keyPair!.publicValue), .nonce(ni)]
@@ -245,7 +245,7 @@ final class IKESA {
         }
         (self.prf, self.aead, self.group, keyPair) = (prf, encryption, group, pair)
         ni = nonce
-        nr = randomBytes(32)
+        nr = engine.random(32)
         checkNAT(payloads, spirInMessage: 0)
         let chosen = IKEProposal(number: number, protocolID: IKEProposal.ike, spi: [],
                                  transforms: [encryption.ikeTransform, IKETransform(type: IKETransform.prf, id: prf.rawValue),
@@ -547,7 +547,7 @@ final class IKESA {
                             outbound: ESPSAKeys(spi: outbound.0, key: Array(outbound.1.prefix(k)), salt: Array(outbound.1.suffix(4))),
                             localTS: local, remoteTS: remote, sending: sending, installed: now, replaces: replaces, generation: generation)
         // Rekeyed at its time less up to a tenth (as strongSwan's rand_time), so both ends rarely start at once.
-        let jitter = config.rekeyTime * 0.1 * Double(randomBytes(1)[0]) / 255
+        let jitter = config.rekeyTime * 0.1 * Double(engine.random(1)[0]) / 255
         children.append(Child(sa: sa, config: config, rekeyAt: config.rekeyTime > 0 ? now + config.rekeyTime - jitter : .infinity))
         engine.childrenChanged()
         log(.info, "CHILD_SA \(config.name) installed: SPIs \(String(format: "%08x", inbound.0))_i \(String(format: "%08x", outbound.0))_o, "
@@ -613,7 +613,7 @@ final class IKESA {
         func again() {
             guard let r = pending.replaces, let i = children.firstIndex(where: { $0.sa.id == r }) else { return }
             children[i].state = .active
-            children[i].rekeyAt = now + 2 + Double(randomBytes(1)[0]) / 64
+            children[i].rekeyAt = now + 2 + Double(engine.random(1)[0]) / 64
         }
         for case .notify(_, _, let type, _) in payloads where type.isError {
             log(.warning, "CHILD_SA \(pending.config.name) refused by the peer: \(type)")
@@ -683,7 +683,7 @@ final class IKESA {
     func sendCreateChild(_ name: String, now: Double) -> Output {
         guard let c = connection, let config = c.children.first(where: { $0.name == name }) else { return [] }
         let spi = engine.freshChildSPI()
-        let nonce = randomBytes(32)
+        let nonce = engine.random(32)
         pendingSPIs = [spi]
         pendingChild = (config, spi, nonce, nil)
         return request(.createChildSA, [.securityAssociation(espProposals(config, spi: spi)), .nonce(nonce),
@@ -696,7 +696,7 @@ final class IKESA {
         children[i].state = .rekeying
         let child = children[i]
         let spi = engine.freshChildSPI()
-        let nonce = randomBytes(32)
+        let nonce = engine.random(32)
         pendingSPIs = [spi]
         pendingChild = (child.config, spi, nonce, id)
         return request(.createChildSA, [.notify(protocolID: IKEProposal.esp, spi: bigEndianBytes(child.sa.inbound.spi), type: .rekeySA, data: []),
@@ -710,7 +710,7 @@ final class IKESA {
     func sendRekeyIKE(now: Double) -> Output {
         guard let pair = try? IKEKeyPair(group) else { return [] }
         let spi = engine.freshIKESPI()
-        let nonce = randomBytes(32)
+        let nonce = engine.random(32)
         pendingIKERekey = (spi, nonce, pair)
         return request(.createChildSA, [.securityAssociation(proposals(spi: bigEndianBytes(spi), groupFirst: group)), .nonce(nonce),
                                         .keyExchange(group: group.rawValue, data: pair.publicValue)], task: .rekeyIKE, now: now)
@@ -744,7 +744,7 @@ final class IKESA {
 
     func scheduleIKERekey(now: Double) {
         guard let t = connection?.rekeyTime, t > 0 else { return }
-        ikeRekeyAt = now + t - t * 0.1 * Double(randomBytes(1)[0]) / 255
+        ikeRekeyAt = now + t - t * 0.1 * Double(engine.random(1)[0]) / 255
     }
 
     // MARK: receiving
@@ -849,7 +849,7 @@ final class IKESA {
             log(.warning, "CREATE_CHILD_SA with a key exchange (PFS) refused: not supported")
             return respond(.createChildSA, id: id, [.notify(.noProposalChosen)], to: from)
         }
-        let nonce = randomBytes(32)
+        let nonce = engine.random(32)
         var replaces: Int?
         for case .notify(let proto, let spi, .rekeySA, _) in payloads where proto == IKEProposal.esp && spi.count == 4 {
             let peerInbound = spi.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
@@ -909,7 +909,7 @@ final class IKESA {
         guard let pair = try? IKEKeyPair(g), let shared = pair.shared(with: ke.1) else {
             return respond(.createChildSA, id: id, [.notify(.invalidSyntax)], to: from)
         }
-        let nr = randomBytes(32)
+        let nr = engine.random(32)
         let newSPI = engine.freshIKESPI()
         let peerSPI = proposal.spi.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         let chosen = IKEProposal(number: number, protocolID: IKEProposal.ike, spi: bigEndianBytes(newSPI),
@@ -927,7 +927,7 @@ final class IKESA {
         pendingIKERekey = nil
         for case .notify(_, _, let type, _) in payloads where type.isError {
             log(.warning, "IKE SA rekey refused by the peer: \(type); tried again shortly")
-            ikeRekeyAt = now + 2 + Double(randomBytes(1)[0]) / 64
+            ikeRekeyAt = now + 2 + Double(engine.random(1)[0]) / 64
             return []
         }
         var chosen: IKEProposal?, ke: (UInt16, [UInt8])?
@@ -941,7 +941,7 @@ final class IKESA {
               let shared = pending.keyPair.shared(with: ke.1)
         else {
             log(.error, "IKE SA rekey: the answer is not what was offered; tried again shortly")
-            ikeRekeyAt = now + 2 + Double(randomBytes(1)[0]) / 64
+            ikeRekeyAt = now + 2 + Double(engine.random(1)[0]) / 64
             return []
         }
         let peerSPI = chosen.spi.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }

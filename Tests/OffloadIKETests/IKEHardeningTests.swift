@@ -221,3 +221,25 @@ struct IKEHardeningTests {
         }
     }
 }
+
+@Suite("IKEv2 engine: the fuzzing hooks")
+struct IKEFuzzHookTests {
+    @Test("a seeded engine draws the same nonces and SPIs each time; unseeded engines do not")
+    func seeded() throws {
+        func establish(seeded: Bool) throws -> (IKEWire, [UInt8], UInt32) {
+            let w = try IKEWire(IKEWire.config(me: 1), IKEWire.config(me: 2, start: "none"))
+            if seeded {
+                w.a._fuzzSeedRandom(1)
+                w.b._fuzzSeedRandom(2)
+            }
+            w.start()
+            let sa = try #require(w.a.sas.values.first)
+            return (w, sa.ni + sa.nr, try #require(w.a.activeChildSAs.first).inbound.spi)
+        }
+        let (w1, nonces1, spi1) = try establish(seeded: true), (w2, nonces2, spi2) = try establish(seeded: true)
+        #expect(matched(w1.a, w1.b) && matched(w2.a, w2.b))
+        #expect(nonces1 == nonces2 && spi1 == spi2 && w1.a._fuzzViews().map(\.localSPI) == w2.a._fuzzViews().map(\.localSPI))
+        let (w3, nonces3, _) = try establish(seeded: false)
+        #expect(matched(w3.a, w3.b) && nonces3 != nonces1)
+    }
+}

@@ -9,12 +9,12 @@
 // one before for a retransmission) is never answered and never moves the window; the window moves
 // by at most one per request; a response to no outstanding request changes nothing.
 //
-// Determinism: the engines draw randomness (SPIs, nonces, keys) from libcrypto, and have no seeded
-// source. Each input therefore gets a freshly established pair (nothing carries over from earlier
-// inputs), and the input names SPIs and nonces only by position (the i-th CHILD_SA's SPI, the
-// engine's expected message ID + k), so that its path through the engines depends on the input
-// alone; what still depends on the random values is which of two colliding rekeys has the lowest
-// nonce (RFC 7296 §2.8.1), both branches of which are valid.
+// Determinism: each input gets a freshly established pair (nothing carries over from earlier
+// inputs) whose nonces, SPIs and timer jitter come from a seeded generator
+// (IKEEngine._fuzzSeedRandom, for fuzzing only), so an input runs the same way each time. The key
+// exchange's keys stay libcrypto's (random), and with them the SK keys; no path depends on their
+// values. The input names SPIs by position (the i-th CHILD_SA's) and message IDs relative to the
+// receiver's expected one.
 import FuzzDriver
 import FuzzSupport
 import OffloadIKE
@@ -114,6 +114,8 @@ final class Session {
     }
 
     init?() {
+        a._fuzzSeedRandom(1)
+        b._fuzzSeedRandom(2)
         post(a.start(now: 0), fromA: true)
         deliver(16)
         guard !a.activeChildSAs.isEmpty, !b.activeChildSAs.isEmpty else { return nil }
