@@ -198,6 +198,7 @@ final class IKESA {
             keyPair = k
         }
         if ni.isEmpty { ni = engine.random(32) }
+        initRefusal = nil  // a new request (COOKIE, INVALID_KE_PAYLOAD): its own chance
         var payloads: [IKEPayload] = cookie.map { [.notify(.cookie, data: $0)] } ?? []
         payloads += [.securityAssociation(proposals(spi: [], groupFirst: keyPair!.group)),
                      .keyExchange(group: keyPair!.group.rawValue, data: keyPair!.publicValue), .nonce(ni)]

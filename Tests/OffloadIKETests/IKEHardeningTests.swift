@@ -47,6 +47,20 @@ struct IKERetryTests {
         #expect(w.a.takeEvents().filter { $0.description.contains("initiating IKE_SA_INIT") }.count == 1)
     }
 
+    @Test("a forged refusal, then a genuine COOKIE demand: the request with the cookie gets its own timer (retransmitted, not given up)")
+    func refusalThenCookie() throws {
+        let w = try IKEWire(IKEWire.config(me: 1), IKEWire.config(me: 2, start: "none"))
+        w.b.cookieThreshold = 0
+        let first = try #require(w.a.start(now: 0).first)
+        let forged = IKESA.plainMessage(header: try IKEHeader(parsing: first.bytes), payloads: [.notify(.noProposalChosen)], responderSPI: 0)
+        _ = w.a.receive(forged, path: pathAtA, now: 0)
+        let demand = try #require(w.b.receive(first.bytes, path: pathAtB, now: 0).first)
+        let withCookie = try #require(w.a.receive(demand.bytes, path: pathAtA, now: 0).first)  // lost on the way
+        let again = w.a.tick(now: 4.5, traffic: { _, _ in IKETrafficSample() })
+        #expect(again.map(\.bytes) == [withCookie.bytes], "the request with the cookie, sent again")
+        #expect(w.a.counters.retransmissions == 1)
+    }
+
     @Test("a responder that keeps refusing: attempts back off (1 s doubling, up to 60 s) and stop after keyingtries")
     func backoff() throws {
         // Proposals that do not meet: the responder's NO_PROPOSAL_CHOSEN each time.
