@@ -97,6 +97,9 @@ public struct IKEConnection: Sendable {
     /// Retransmission (strongswan.conf's charon.retransmit_*): the first timeout in seconds,
     /// its growth per try, the tries before the SA is given up.
     public var retransmitTimeout: Double = 4, retransmitBase: Double = 1.8, retransmitTries = 5
+    /// Attempts of a connection that starts by itself before it is given up (swanctl.conf's
+    /// `keyingtries`; 0, the default here: never given up, retried with backoff).
+    public var keyingTries = 0
     /// CHILD_SAs.
     public var children: [IKEChildConfig]
 }
@@ -173,7 +176,8 @@ public enum IKEConfig {
     static func connection(_ s: SwanctlSection, secrets: [(ids: [String], secret: IKESecret, line: Int)],
                            path: String) throws(IKEConfigError) -> IKEConnection {
         let known = ["local_addrs", "remote_addrs", "proposals", "rekey_time", "dpd_delay", "version", "encap", "mobike",
-                     "retransmit_timeout", "retransmit_base", "retransmit_tries", "reauth_time", "over_time", "unique", "fragmentation"]
+                     "retransmit_timeout", "retransmit_base", "retransmit_tries", "reauth_time", "over_time", "unique", "fragmentation",
+                     "keyingtries"]
         for setting in s.settings where !known.contains(setting.key) {
             throw IKEConfigError(path, setting.line, "connection \(s.name): `\(setting.key)` is not supported (see docs/ipsec.md)")
         }
@@ -230,6 +234,10 @@ public enum IKEConfig {
         if let (v, line) = s.value("retransmit_tries") {
             guard let n = Int(v), n >= 0, n <= 20 else { throw IKEConfigError(path, line, "retransmit_tries: 0...20") }
             c.retransmitTries = n
+        }
+        if let (v, line) = s.value("keyingtries") {
+            guard let n = Int(v), n >= 0 else { throw IKEConfigError(path, line, "keyingtries: 0 (forever) or more") }
+            c.keyingTries = n
         }
         guard let children = s.section("children"), !children.sections.isEmpty else {
             throw IKEConfigError(path, s.line, "connection \(s.name): no `children { NAME { ... } }`")

@@ -20,9 +20,8 @@ public final class IKEDaemon: @unchecked Sendable {
     public let policy: ESPSecurityPolicy
     let socket500: UDPTunnelSocket?
     let logger: Logger
-    let inbox = Mutex<(messages: [[UInt8]], last: UInt64)>(([], 0))
-    /// The number of the last message on port 4500 handled, with its SA changes installed.
-    let handled = Atomic<UInt64>(0)
+    /// The handover of messages on port 4500 from the receiving thread: filtered, rate-limited, queued.
+    public let handoff: IKEHandoff
     let send4500 = Mutex<(@Sendable ([UInt8]) -> Void)?>(nil)
     let stopFlag = Atomic<Bool>(false)
     let statusLines = Mutex<[IKESAStatus]>([])
@@ -57,6 +56,11 @@ public final class IKEDaemon: @unchecked Sendable {
             }
         }
         (wake, wakeWriter) = (ends[0], ends[1])
+        let writer = ends[1]
+        handoff = IKEHandoff(wake: {
+            var one: UInt8 = 1
+            _ = write(writer, &one, 1)
+        })
     }
 
     deinit {
@@ -80,27 +84,20 @@ public final class IKEDaemon: @unchecked Sendable {
     public func attach(send: @escaping @Sendable ([UInt8]) -> Void) { send4500.withLock { $0 = send } }
 
     /// An IKE message received on port 4500 (the datagram, non-ESP marker included), called on
-    /// the receiving thread: queued for the daemon's thread, which is woken; then waits (at most
-    /// 50 ms) until the message is handled and what it changed is installed. The datagrams after
-    /// it are decoded only then: a peer that sends on a new SA right after its answer (strongSwan
-    /// does) finds the SA in place.
-    public func deliver(_ datagram: [UInt8]) {
-        guard datagram.count > 4 else { return }
-        let ticket = inbox.withLock { box -> UInt64 in
-            box.messages.append(Array(datagram.dropFirst(4)))
-            box.last += 1
-            return box.last
-        }
-        var one: UInt8 = 1
-        _ = write(wakeWriter, &one, 1)
-        let deadline = DispatchTime.now().uptimeNanoseconds + 50_000_000
-        while handled.load(ordering: .acquiring) < ticket && DispatchTime.now().uptimeNanoseconds < deadline && !stopFlag.load(ordering: .relaxed) {
-            usleep(50)
-        }
+    /// the receiving thread: see ``IKEHandoff/deliver(_:now:)``. Only a message of a known IKE SA
+    /// that may install a CHILD_SA makes the thread wait (at most 50 ms) until it is handled and
+    /// installed; anything else is queued (bounded, IKE_SA_INIT requests rate-limited) or dropped
+    /// and counted, without waiting.
+    @discardableResult
+    public func deliver(_ datagram: [UInt8]) -> IKEHandoff.Result {
+        handoff.deliver(datagram, now: now)
     }
 
     /// Asks the thread to delete the SAs and stop.
-    public func stop() { stopFlag.store(true, ordering: .relaxed) }
+    public func stop() {
+        stopFlag.store(true, ordering: .relaxed)
+        handoff.stop()
+    }
 
     /// Asks the thread to log the status (SIGUSR1).
     public func requestStatus() { statusRequested.store(true, ordering: .relaxed) }
@@ -146,15 +143,12 @@ public final class IKEDaemon: @unchecked Sendable {
                     send(engine.receive(Array(buffer[0..<length]), path: IKEPath(localPort: 500, remote: remote, remotePort: 500), now: now))
                 }
             }
-            let (messages, ticket) = inbox.withLock { box in
-                defer { box.messages.removeAll() }
-                return (box.messages, box.last)
-            }
+            let (messages, ticket) = handoff.take()
             for m in messages {
                 send(engine.receive(m, path: IKEPath(localPort: 4500, remote: remote, remotePort: 4500), now: now))
             }
-            // `send` installed what they changed before anything left.
-            if !messages.isEmpty { handled.store(ticket, ordering: .releasing) }
+            // `send` installed what they changed (and published the SPIs) before anything left.
+            if !messages.isEmpty { handoff.markHandled(ticket) }
             let t = now
             if t - lastTick >= 0.1 {
                 lastTick = t
@@ -173,6 +167,8 @@ public final class IKEDaemon: @unchecked Sendable {
 
     /// Logs the events, installs a changed SA set, rewrites the key log.
     func afterEngine() {
+        // Before any message leaves: the answer to it comes back with these SPIs.
+        handoff.setKnownSPIs(engine.sas.keys)
         for e in engine.takeEvents() {
             switch e.level {
             case .info: logger.info("IKE \(e.description)")
@@ -215,6 +211,10 @@ public final class IKEDaemon: @unchecked Sendable {
         for line in IKEStatusFile(sas: engine.status(now: now, traffic: traffic), counters: engine.counters).text.split(separator: "\n") {
             logger.notice("\(line)")
         }
+        let h = handoff.counters
+        let line = "IKE on port 4500: \(h.queued) queued (\(h.waits) waited for, \(h.waitsTimedOut) past 50 ms), dropped \(h.malformed) malformed, "
+            + "\(h.unknownSPI) unknown SPI, \(h.rateLimited) IKE_SA_INIT over the rate, \(h.queueFull) queue full"
+        logger.notice("\(line)")
     }
 }
 
@@ -245,4 +245,168 @@ public struct IKEStatusFile: Codable, Sendable {
             + "retransmissions \(counters.retransmissions), invalid messages \(counters.invalidMessages), cookies sent \(counters.cookiesSent)\n"
         return out
     }
+}
+
+/// The handover of IKE messages on port 4500 from the ESP receiving thread to the IKE daemon's
+/// thread. The receiving thread must not stall on what anyone can send behind the non-ESP
+/// marker, so a datagram is filtered first (IKE header, version 2, and either an SPI of an IKE SA
+/// of this end or a first IKE_SA_INIT request), first IKE_SA_INIT requests pass a token bucket,
+/// and the queue is bounded; what fails is dropped and counted. The receiving thread waits only
+/// for a message of a known IKE SA that may install a CHILD_SA (IKE_AUTH, CREATE_CHILD_SA): a
+/// peer may send on the new SA right behind its answer (strongSwan does), and those datagrams
+/// must find it installed.
+public final class IKEHandoff: Sendable {
+    /// What became of a datagram.
+    public enum Result: Sendable, Equatable {
+        /// Not passed on (counted by reason); the receiving thread went on at once.
+        case dropped(Drop)
+        /// Queued for the daemon; the receiving thread went on at once.
+        case queued
+        /// Queued; the receiving thread waited until the daemon handled it and installed what it changed.
+        case handled
+        /// Queued; the receiving thread waited the longest it waits (50 ms), or the daemon stopped.
+        case timedOut
+    }
+
+    /// Why a datagram was dropped.
+    public enum Drop: String, Sendable, Equatable {
+        /// Shorter than an IKE header, a version other than 2, a length that disagrees, an unknown exchange.
+        case malformed
+        /// Neither an SPI of this end's IKE SAs nor a first IKE_SA_INIT request.
+        case unknownSPI
+        /// A first IKE_SA_INIT request beyond the token bucket.
+        case rateLimited
+        /// The queue for the daemon was full.
+        case queueFull
+    }
+
+    /// The handover's counters.
+    public struct Counters: Sendable, Codable, Equatable {
+        /// Messages queued (waited for or not).
+        public var queued = 0
+        /// Times the receiving thread waited for a message to be handled.
+        public var waits = 0
+        /// Of those, waits that ended without the message handled (50 ms, or stopping).
+        public var waitsTimedOut = 0
+        /// Datagrams dropped: malformed, unknown SPI, IKE_SA_INIT over the rate, queue full.
+        public var malformed = 0, unknownSPI = 0, rateLimited = 0, queueFull = 0
+        /// Every drop.
+        public var dropped: Int { malformed + unknownSPI + rateLimited + queueFull }
+        /// Counters at zero.
+        public init() {}
+    }
+
+    struct State {
+        var messages: [[UInt8]] = []
+        var last: UInt64 = 0
+        var known: Set<UInt64> = []
+        var tokens: Double
+        var refilled: Double?
+        var counters = Counters()
+    }
+
+    /// Messages waiting for the daemon above which more are dropped.
+    public let queueLimit: Int
+    /// First IKE_SA_INIT requests let through per second, and at most at once.
+    public let initRate: Double, initBurst: Double
+    /// The longest the receiving thread waits (seconds).
+    public static let longestWait = 0.05
+    let state: Mutex<State>
+    /// The number of the last message handled, with its SA changes installed.
+    let handled = Atomic<UInt64>(0)
+    let stopped = Atomic<Bool>(false)
+    let wake: @Sendable () -> Void
+
+    /// A handover that calls `wake` after queueing a message (from the receiving thread).
+    public init(queueLimit: Int = 64, initRate: Double = 20, initBurst: Double = 20, wake: @escaping @Sendable () -> Void) {
+        self.queueLimit = queueLimit
+        self.initRate = initRate
+        self.initBurst = initBurst
+        self.wake = wake
+        state = Mutex(State(tokens: initBurst))
+    }
+
+    /// The counters so far.
+    public var counters: Counters { state.withLock { $0.counters } }
+
+    /// The local SPIs of the engine's IKE SAs (the daemon's thread publishes them before any
+    /// message leaves, so that the answer finds its SA known).
+    public func setKnownSPIs<S: Sequence>(_ spis: S) where S.Element == UInt64 {
+        let set = Set(spis)
+        state.withLock { if $0.known != set { $0.known = set } }
+    }
+
+    /// Stops any wait (the daemon is going).
+    public func stop() { stopped.store(true, ordering: .relaxed) }
+
+    /// What to do with a message (without the marker), the token bucket at time `now` (seconds).
+    func admit(_ m: [UInt8], now: Double, _ s: inout State) -> (drop: Drop?, wait: Bool) {
+        // The fixed header: length, version 2.x, the length field, a known exchange (RFC 7296 §3.1).
+        guard m.count >= IKEHeader.length, m[17] >> 4 == 2, let exchange = IKEExchange(rawValue: m[18]) else { return (.malformed, false) }
+        let length = Int(m[24]) << 24 | Int(m[25]) << 16 | Int(m[26]) << 8 | Int(m[27])
+        guard length == m.count else { return (.malformed, false) }
+        let spii = m[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }, spir = m[8..<16].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let flags = m[19], messageID = m[20..<24].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        let fromOriginalInitiator = flags & 0x08 != 0, isResponse = flags & 0x20 != 0
+        let ours = fromOriginalInitiator ? spir : spii
+        if ours != 0 && s.known.contains(ours) {
+            return (nil, exchange == .ikeAuth || exchange == .createChildSA)
+        }
+        guard exchange == .ikeSAInit, !isResponse, fromOriginalInitiator, spir == 0, spii != 0, messageID == 0 else { return (.unknownSPI, false) }
+        if let last = s.refilled { s.tokens = min(initBurst, s.tokens + max(0, now - last) * initRate) }
+        s.refilled = now
+        guard s.tokens >= 1 else { return (.rateLimited, false) }
+        s.tokens -= 1
+        return (nil, false)
+    }
+
+    /// A datagram from port 4500 (non-ESP marker included) at time `now` (seconds, monotonic):
+    /// dropped, queued, or queued and waited for (see the type's description).
+    @discardableResult
+    public func deliver(_ datagram: [UInt8], now: Double) -> Result {
+        guard datagram.count >= 4 else {
+            state.withLock { $0.counters.malformed += 1 }
+            return .dropped(.malformed)
+        }
+        let message = Array(datagram.dropFirst(4))
+        let (ticket, wait, drop) = state.withLock { s -> (UInt64, Bool, Drop?) in
+            var (drop, wait) = admit(message, now: now, &s)
+            if drop == nil && s.messages.count >= queueLimit { drop = .queueFull }
+            switch drop {
+            case .malformed?: s.counters.malformed += 1
+            case .unknownSPI?: s.counters.unknownSPI += 1
+            case .rateLimited?: s.counters.rateLimited += 1
+            case .queueFull?: s.counters.queueFull += 1
+            case nil:
+                s.messages.append(message)
+                s.last += 1
+                s.counters.queued += 1
+                if wait { s.counters.waits += 1 }
+            }
+            return (s.last, wait, drop)
+        }
+        if let drop { return .dropped(drop) }
+        wake()
+        guard wait else { return .queued }
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(Self.longestWait * 1e9)
+        while handled.load(ordering: .acquiring) < ticket {
+            guard DispatchTime.now().uptimeNanoseconds < deadline, !stopped.load(ordering: .relaxed) else {
+                state.withLock { $0.counters.waitsTimedOut += 1 }
+                return .timedOut
+            }
+            usleep(50)
+        }
+        return .handled
+    }
+
+    /// The messages queued so far and the ticket of the last (the daemon's thread).
+    public func take() -> (messages: [[UInt8]], ticket: UInt64) {
+        state.withLock { s in
+            defer { s.messages.removeAll() }
+            return (s.messages, s.last)
+        }
+    }
+
+    /// The messages up to `ticket` are handled and what they changed is installed.
+    public func markHandled(_ ticket: UInt64) { handled.store(ticket, ordering: .releasing) }
 }

@@ -114,7 +114,35 @@ public final class IKEEngine {
     }
 
     var cookieSecret = randomBytes(32)
+    /// The secret before the last rotation: its cookies are still accepted until the next one.
+    var previousCookieSecret: [UInt8]?
+    /// When the cookie secret was made (engine time; nil before the first tick).
+    var cookieSecretBorn: Double?
+    /// Seconds a cookie secret is used before a new one replaces it (RFC 7296 §2.6); its
+    /// cookies are accepted for as long again.
+    public var cookieSecretLifetime = 300.0
     var nextChildID = 1
+
+    /// CHILD_SAs an IKE SA holds at most: a request for one more is refused with
+    /// NO_ADDITIONAL_SAS (a rekey may go up to twice this, while old and new overlap).
+    public var maxChildSAs = 32
+    /// Traffic selectors a TSi or TSr payload may carry: more is refused with TS_UNACCEPTABLE.
+    public static let maxSelectorsPerPayload = 16
+    /// The wait after the first failed attempt of a connection that starts by itself (seconds),
+    /// doubled with each failure up to ``retryMaxDelay``, less up to a quarter (random).
+    public var retryBaseDelay = 1.0
+    /// The longest wait between attempts (seconds).
+    public var retryMaxDelay = 60.0
+    /// Where nonces, SPIs and timer jitter come from: libcrypto's generator, unless a fuzz target
+    /// seeded a deterministic one (``_fuzzSeedRandom(_:)``). The key exchange's keys and the
+    /// cookie secret always come from libcrypto.
+    var randomSource: ((Int) -> [UInt8])?
+
+    /// `count` bytes from ``randomSource``.
+    func random(_ count: Int) -> [UInt8] { randomSource?(count) ?? randomBytes(count) }
+
+    /// Attempts that failed in a row per connection (by name), and when the next starts.
+    var retries: [String: (failures: Int, at: Double)] = [:]
 
     /// An engine for `connections` (all with the same local and remote addresses).
     public init(connections: [IKEConnection]) {
@@ -187,7 +215,7 @@ public final class IKEEngine {
 
     func freshIKESPI() -> UInt64 {
         while true {
-            let v = randomBytes(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            let v = random(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             if v != 0 && sas[v] == nil { return v }
         }
     }
@@ -195,7 +223,7 @@ public final class IKEEngine {
     func freshChildSPI() -> UInt32 {
         let used = Set(sas.values.flatMap { $0.children.map(\.sa.inbound.spi) + $0.pendingSPIs })
         while true {
-            let v = randomBytes(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+            let v = random(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
             if v >= 256 && !used.contains(v) { return v }
         }
     }
@@ -260,7 +288,8 @@ public final class IKEEngine {
                 if case .notify(_, _, .cookie, let data) = p { return data }
                 return nil
             }.first
-            guard let offered, constantTimeEqual(offered, expected) else {
+            let earlier = previousCookieSecret.map { cookie(nonce: nonce, spii: header.initiatorSPI, address: path.remote, secret: $0) }
+            guard let offered, constantTimeEqual(offered, expected) || earlier.map({ constantTimeEqual(offered, $0) }) == true else {
                 counters.cookiesSent += 1
                 return [(IKESA.plainMessage(header: header, payloads: [.notify(.cookie, data: expected)], responderSPI: 0), path)]
             }
@@ -274,8 +303,8 @@ public final class IKEEngine {
     }
 
     /// RFC 7296 §2.6: a cookie only this end can make, from the request's nonce, address and SPI.
-    func cookie(nonce: [UInt8], spii: UInt64, address: IPAddress) -> [UInt8] {
-        [1] + IKEPRF.hmacSHA256(cookieSecret, nonce + bigEndianBytes(spii) + addressBytes(address))
+    func cookie(nonce: [UInt8], spii: UInt64, address: IPAddress, secret: [UInt8]? = nil) -> [UInt8] {
+        [1] + IKEPRF.hmacSHA256(secret ?? cookieSecret, nonce + bigEndianBytes(spii) + addressBytes(address))
     }
 
     // MARK: time
@@ -287,17 +316,53 @@ public final class IKEEngine {
         for sa in sas.values.sorted(by: { $0.created < $1.created }) {
             out += sa.tick(now: now, traffic: traffic)
         }
-        // Dead SAs go; a connection that should be up is started again.
-        var restart: [IKEConnection] = []
+        // Dead SAs go; a connection that should be up is started again, after a backoff.
         for (spi, sa) in sas where sa.state == .dead {
             if !sa.children.isEmpty { childrenChanged() }
             sas[spi] = nil
-            if sa.restartWhenDead, let c = sa.connection { restart.append(c) }
+            if sa.restartWhenDead, let c = sa.connection, !sas.values.contains(where: { $0.connection?.name == c.name && $0.state != .dead }) {
+                scheduleRetry(c, now: now)
+            }
         }
-        for c in restart where !sas.values.contains(where: { $0.connection?.name == c.name }) {
-            out += initiate(c, now: now)
+        for c in connections {
+            guard let r = retries[c.name], r.at <= now else { continue }
+            retries[c.name]?.at = .infinity
+            if !sas.values.contains(where: { $0.connection?.name == c.name && $0.state != .dead }) { out += initiate(c, now: now) }
         }
+        rotateCookieSecret(now: now)
         return out
+    }
+
+    /// After a failed attempt (or a torn-down SA): the next one in 1, 2, 4, ... up to 60 s (less
+    /// up to a quarter, at random, so that gateways restarted together spread out), unless the
+    /// connection's ``IKEConnection/keyingTries`` attempts have failed.
+    func scheduleRetry(_ c: IKEConnection, now: Double) {
+        let failures = (retries[c.name]?.failures ?? 0) + 1
+        if c.keyingTries > 0 && failures >= c.keyingTries {
+            log(.error, "\(c.name): \(failures) attempts failed: given up (keyingtries \(c.keyingTries))")
+            retries[c.name] = nil
+            return
+        }
+        let delay = min(retryMaxDelay, retryBaseDelay * Double(1 << min(failures - 1, 30)))
+        let wait = delay * (1 - 0.25 * Double(random(1)[0]) / 255)
+        retries[c.name] = (failures, now + wait)
+        log(.info, "\(c.name): trying again in \(String(format: "%.1f", wait)) s (\(failures) failed in a row)")
+    }
+
+    /// A connection is up: the next failure starts the backoff afresh.
+    func succeeded(_ c: IKEConnection) { retries[c.name] = nil }
+
+    /// RFC 7296 §2.6: the secret behind cookies changes now and then; the previous one's cookies
+    /// stay good for one more lifetime (an initiator may be between the demand and its retry).
+    func rotateCookieSecret(now: Double) {
+        guard let born = cookieSecretBorn else {
+            cookieSecretBorn = now
+            return
+        }
+        guard now - born >= cookieSecretLifetime else { return }
+        previousCookieSecret = cookieSecret
+        cookieSecret = randomBytes(32)
+        cookieSecretBorn = now
     }
 
     /// Deletes every IKE SA (INFORMATIONAL with a Delete of the IKE SA, sent once, not awaited).
@@ -355,5 +420,54 @@ extension IKEEngine {
         }
         guard let x = a.childSAs.first, let y = b.childSAs.first, x.outbound == y.inbound, x.inbound == y.outbound else { return nil }
         return (messages, x, y)
+    }
+}
+
+// MARK: fuzzing
+
+/// For fuzzing only (the fuzz targets are another package and see public API alone): what an
+/// IKE SA's message IDs are. Not for use by a gateway.
+public struct _IKEFuzzView: Sendable, Equatable {
+    /// This end's SPI and the peer's.
+    public var localSPI: UInt64, remoteSPI: UInt64
+    /// Whether it is established (not half-open, rekeyed or dead).
+    public var established: Bool
+    /// The ID of this end's next request, and of the peer's next request this end takes.
+    public var nextRequestID: UInt32, expectedRequestID: UInt32
+    /// The ID of this end's request awaiting an answer.
+    public var outstandingID: UInt32?
+}
+
+extension IKEEngine {
+    /// For fuzzing only, never on a gateway (it makes nonces and SPIs predictable): nonces, SPIs
+    /// and jitter from HMAC-SHA-256(seed, counter) blocks, so that a fuzz input runs the same way
+    /// each time. The key exchange's keys stay libcrypto's (random; no path depends on them).
+    public func _fuzzSeedRandom(_ seed: UInt64) {
+        var counter: UInt64 = 0, pool: [UInt8] = []
+        let key = bigEndianBytes(seed)
+        randomSource = { count in
+            while pool.count < count {
+                counter += 1
+                pool += IKEPRF.hmacSHA256(key, bigEndianBytes(counter))
+            }
+            defer { pool.removeFirst(count) }
+            return Array(pool.prefix(count))
+        }
+    }
+
+    /// For fuzzing only: every IKE SA's message IDs, oldest first.
+    public func _fuzzViews() -> [_IKEFuzzView] {
+        sas.values.sorted { ($0.created, $0.localSPI) < ($1.created, $1.localSPI) }.map {
+            _IKEFuzzView(localSPI: $0.localSPI, remoteSPI: $0.remoteSPI, established: $0.state == .established,
+                         nextRequestID: $0.nextRequestID, expectedRequestID: $0.expectedRequestID, outstandingID: $0.outstanding?.id)
+        }
+    }
+
+    /// For fuzzing only: `payloads` sealed in an SK payload with the keys of this end's IKE SA
+    /// `localSPI`, as a request or response of `exchange` with message ID `id` (the SA's state is
+    /// not changed, but for the IV counter). nil when that SA has no keys.
+    public func _fuzzSeal(localSPI: UInt64, _ exchange: IKEExchange, response: Bool, id: UInt32, payloads: [IKEPayload]) -> [UInt8]? {
+        guard let sa = sas[localSPI], let cipher = sa.cipher else { return nil }
+        return cipher.seal(header: sa.header(exchange, response: response, id: id), payloads: payloads)
     }
 }

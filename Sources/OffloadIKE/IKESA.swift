@@ -91,6 +91,14 @@ final class IKESA {
     var pendingIKERekey: (spi: UInt64, nonce: [UInt8], keyPair: IKEKeyPair)?
     var lastHeard: Double
     var ikeRekeyAt = Double.infinity
+    /// When this IKE SA was rekeyed (its successor took the children).
+    var rekeyedAt = 0.0
+    /// How long an IKE SA the peer rekeyed may wait for the peer's Delete before this end deletes it.
+    static let rekeyedIKEGrace = 30.0
+    /// The initiator's IKE_SA_INIT drew a refusal or an unusable answer: unauthenticated, so the
+    /// request stays outstanding for its timer (a genuine answer may follow, RFC 7296 §2.21.1);
+    /// when the timer fires, the attempt ends and the engine tries again later.
+    var initRefusal: String?
 
     init(engine: IKEEngine, originalInitiator: Bool, localSPI: UInt64, path: IKEPath, now: Double) {
         self.engine = engine
@@ -103,6 +111,14 @@ final class IKESA {
     }
 
     var name: String { connection?.name ?? "IKE SA \(String(format: "%016llx", localSPI))" }
+
+    /// Whether the connection is started again after a failure (a child with start_action start/trap).
+    var startsAgain: Bool { connection?.children.contains { $0.startAction != .none } ?? false }
+
+    /// RFC 7296 §2.10: a nonce of at least 16 bytes and half the PRF's key, at most 256.
+    static func nonceAcceptable(_ nonce: [UInt8], prf: IKEPRF) -> Bool {
+        nonce.count >= max(16, prf.length / 2) && nonce.count <= 256
+    }
 
     func log(_ level: IKEEvent.Level, _ text: String) { engine.log(level, "\(name): \(text)") }
 
@@ -171,7 +187,7 @@ final class IKESA {
     func natPayloads(spir: UInt64) -> [IKEPayload] {
         // The source hash is never right (RFC 7296 §2.23 lets an end claim a NAT): the peer then sends
         // ESP in UDP on port 4500, the only way this gateway speaks ESP.
-        [.notify(.natDetectionSourceIP, data: randomBytes(20)),
+        [.notify(.natDetectionSourceIP, data: engine.random(20)),
          .notify(.natDetectionDestinationIP, data: natDetectionHash(spii: spii, spir: spir, address: path.remote, port: path.remotePort))]
     }
 
@@ -181,7 +197,8 @@ final class IKESA {
             guard let k = try? IKEKeyPair(firstGroup) else { log(.error, "no key pair"); state = .dead; return [] }
             keyPair = k
         }
-        if ni.isEmpty { ni = randomBytes(32) }
+        if ni.isEmpty { ni = engine.random(32) }
+        initRefusal = nil  // a new request (COOKIE, INVALID_KE_PAYLOAD): its own chance
         var payloads: [IKEPayload] = cookie.map { [.notify(.cookie, data: $0)] } ?? []
         payloads += [.securityAssociation(proposals(spi: [], groupFirst: keyPair!.group)),
                      .keyExchange(group: keyPair!.group.rawValue, data: keyPair!.publicValue), .nonce(ni)]
@@ -221,12 +238,15 @@ final class IKESA {
         guard ke.0 == group.rawValue else {
             return refuse(.invalidKEPayload, bigEndianBytes(group.rawValue), "the peer guessed group \(ke.0), this end wants \(group)")
         }
+        guard Self.nonceAcceptable(nonce, prf: prf) else {
+            return refuse(.invalidSyntax, [], "a nonce of \(nonce.count) bytes (\(prf) wants \(max(16, prf.length / 2)) to 256)")
+        }
         guard let pair = try? IKEKeyPair(group), let shared = pair.shared(with: ke.1) else {
             return refuse(.invalidSyntax, [], "the peer's \(group) public value is invalid")
         }
         (self.prf, self.aead, self.group, keyPair) = (prf, encryption, group, pair)
         ni = nonce
-        nr = randomBytes(32)
+        nr = engine.random(32)
         checkNAT(payloads, spirInMessage: 0)
         let chosen = IKEProposal(number: number, protocolID: IKEProposal.ike, spi: [],
                                  transforms: [encryption.ikeTransform, IKETransform(type: IKETransform.prf, id: prf.rawValue),
@@ -240,7 +260,7 @@ final class IKESA {
         initRequest = bytes
         initResponse = h.bytes + body
         lastResponse = (0, initResponse)
-        deriveKeys(skeyseed: prf(ni + nr, shared))
+        deriveKeys(skeyseed: Self.skeyseed(prf, ni: ni, nr: nr, shared: shared))
         expectedRequestID = 1
         return [(initResponse, path)]
     }
@@ -288,6 +308,9 @@ final class IKESA {
         }
     }
 
+    /// SKEYSEED = prf(Ni | Nr, g^ir) (RFC 7296 §2.14).
+    static func skeyseed(_ prf: IKEPRF, ni: [UInt8], nr: [UInt8], shared: [UInt8]) -> [UInt8] { prf(ni + nr, shared) }
+
     func deriveKeys(skeyseed: [UInt8]) {
         let k = IKESAKeys.derive(prf: prf, aead: aead, skeyseed: skeyseed, ni: ni, nr: nr, spii: spii, spir: spir)
         keys = k
@@ -316,8 +339,9 @@ final class IKESA {
                 guard let g = IKEKeyExchangeGroup(rawValue: wanted), c.proposals.contains(where: { $0.groups.contains(g) }),
                       g != keyPair?.group, let pair = try? IKEKeyPair(g)
                 else {
-                    log(.error, "the peer wants key-exchange group \(wanted), which this end does not offer")
-                    state = .dead
+                    log(.error, "the peer wants key-exchange group \(wanted), which this end does not offer (unauthenticated: "
+                        + "another answer is awaited until the retransmission timer)")
+                    initRefusal = "INVALID_KE_PAYLOAD \(wanted)"
                     return []
                 }
                 log(.info, "the peer wants \(g): IKE_SA_INIT sent again with it")
@@ -325,8 +349,11 @@ final class IKESA {
                 return sendInit(now: now)
             }
             if type.isError {
-                log(.error, "the peer refused IKE_SA_INIT: \(type)\(type == .noProposalChosen ? " (proposals \(c.proposals.map(\.description).joined(separator: ", ")))" : "")")
-                state = .dead
+                // Unauthenticated: anyone on the path can send it (RFC 7296 §2.21.1). The request
+                // stays outstanding; a genuine answer before its timer is still taken.
+                log(.error, "the peer refused IKE_SA_INIT: \(type)\(type == .noProposalChosen ? " (proposals \(c.proposals.map(\.description).joined(separator: ", ")))" : "")"
+                    + " (unauthenticated: another answer is awaited until the retransmission timer, then the attempt is tried again later)")
+                initRefusal = type.description
                 return []
             }
         }
@@ -341,19 +368,21 @@ final class IKESA {
         }
         guard let chosen, let ke, let nonce, let pair = keyPair,
               let (_, e, f, g) = Self.choose(ours: c.proposals, theirs: [chosen]),
-              chosen.transforms.count == 3, g == pair.group, ke.0 == g.rawValue, let shared = pair.shared(with: ke.1)
+              chosen.transforms.count == 3, g == pair.group, ke.0 == g.rawValue, Self.nonceAcceptable(nonce, prf: f),
+              let shared = pair.shared(with: ke.1)
         else {
-            log(.error, "IKE_SA_INIT response without one acceptable proposal, KE and nonce")
-            state = .dead
+            log(.error, "IKE_SA_INIT response without one acceptable proposal, KE and nonce (unauthenticated: another answer is awaited)")
+            initRefusal = "an unusable answer"
             return []
         }
         outstanding = nil
+        initRefusal = nil
         (prf, aead, group) = (f, e, g)
         nr = nonce
         remoteSPI = header.responderSPI
         initResponse = bytes
         checkNAT(payloads, spirInMessage: remoteSPI)
-        deriveKeys(skeyseed: prf(ni + nr, shared))
+        deriveKeys(skeyseed: Self.skeyseed(prf, ni: ni, nr: nr, shared: shared))
         state = .authSent
         lastHeard = now
         queue.insert(.auth, at: 0)
@@ -397,6 +426,7 @@ final class IKESA {
         guard let c = connection, let keys else { return [] }
         for case .notify(_, _, let type, _) in payloads where type == .authenticationFailed {
             log(.error, "authentication failed: the peer refused this end's identity \(c.localID) or pre-shared key (AUTHENTICATION_FAILED)")
+            restartWhenDead = startsAgain
             state = .dead
             return []
         }
@@ -407,23 +437,27 @@ final class IKESA {
         }
         guard let idr, let auth else {
             log(.error, "IKE_AUTH response without IDr and a shared-key AUTH payload")
+            restartWhenDead = startsAgain
             state = .dead
             return []
         }
         if let want = c.remoteID, want != idr {
             log(.error, "authentication failed: the peer is \(idr), the connection wants \(want)")
+            restartWhenDead = startsAgain
             state = .dead
             return []
         }
         let expected = authData(secret: c.secret, message: initResponse, nonce: ni, idKey: keys.pr, id: idr)
         guard constantTimeEqual(expected, auth) else {
             log(.error, "authentication failed: the peer's AUTH does not verify (a different pre-shared key?)")
+            restartWhenDead = startsAgain
             state = .dead
             return []
         }
         peerID = idr
         state = .established
         established = now
+        engine.succeeded(c)
         scheduleIKERekey(now: now)
         log(.info, "IKE SA established with \(idr) at \(path) (\(aead)-\(prf)-\(group), SPIs \(String(format: "%016llx", spii))_i \(String(format: "%016llx", spir))_r)")
         var out = finishChild(payloads, nonces: (ni, nr), now: now)
@@ -460,6 +494,7 @@ final class IKESA {
         peerID = idi
         state = .established
         established = now
+        engine.succeeded(c)
         scheduleIKERekey(now: now)
         if payloads.contains(where: { if case .notify(_, _, .initialContact, _) = $0 { true } else { false } }) {
             // The peer starts afresh (a restart): its earlier IKE SAs with this identity are gone on its side.
@@ -513,7 +548,7 @@ final class IKESA {
                             outbound: ESPSAKeys(spi: outbound.0, key: Array(outbound.1.prefix(k)), salt: Array(outbound.1.suffix(4))),
                             localTS: local, remoteTS: remote, sending: sending, installed: now, replaces: replaces, generation: generation)
         // Rekeyed at its time less up to a tenth (as strongSwan's rand_time), so both ends rarely start at once.
-        let jitter = config.rekeyTime * 0.1 * Double(randomBytes(1)[0]) / 255
+        let jitter = config.rekeyTime * 0.1 * Double(engine.random(1)[0]) / 255
         children.append(Child(sa: sa, config: config, rekeyAt: config.rekeyTime > 0 ? now + config.rekeyTime - jitter : .infinity))
         engine.childrenChanged()
         log(.info, "CHILD_SA \(config.name) installed: SPIs \(String(format: "%08x", inbound.0))_i \(String(format: "%08x", outbound.0))_o, "
@@ -533,6 +568,10 @@ final class IKESA {
             case .trafficSelectorsResponder(let l): tsr = l
             default: break
             }
+        }
+        guard tsi.count <= IKEEngine.maxSelectorsPerPayload, tsr.count <= IKEEngine.maxSelectorsPerPayload else {
+            log(.warning, "CHILD_SA refused (TS_UNACCEPTABLE): \(tsi.count) and \(tsr.count) selectors, at most \(IKEEngine.maxSelectorsPerPayload) each")
+            return [.notify(.tsUnacceptable)]
         }
         if payloads.contains(where: { if case .notify(_, _, .useTransportMode, _) = $0 { true } else { false } }) {
             log(.warning, "the peer asks for transport mode: refused (tunnel mode only)")
@@ -567,21 +606,29 @@ final class IKESA {
 
     /// The initiator's child from the answer; nil when refused (logged).
     @discardableResult
-    func finishChild(_ payloads: [IKEPayload], nonces: ([UInt8], [UInt8]), now: Double) -> Output {
+    func finishChild(_ payloads: [IKEPayload], nonces: ([UInt8], [UInt8]?), now: Double) -> Output {
         guard let pending = pendingChild else { return [] }
         pendingChild = nil
         pendingSPIs = []
+        /// The rekeyed child is active again and tried later.
+        func again() {
+            guard let r = pending.replaces, let i = children.firstIndex(where: { $0.sa.id == r }) else { return }
+            children[i].state = .active
+            children[i].rekeyAt = now + 2 + Double(engine.random(1)[0]) / 64
+        }
         for case .notify(_, _, let type, _) in payloads where type.isError {
             log(.warning, "CHILD_SA \(pending.config.name) refused by the peer: \(type)")
-            if let r = pending.replaces, let i = children.firstIndex(where: { $0.sa.id == r }) {
-                if type == .childSANotFound {
-                    children.remove(at: i)
-                    engine.childrenChanged()
-                } else {
-                    children[i].state = .active
-                    children[i].rekeyAt = now + 2 + Double(randomBytes(1)[0]) / 64
-                }
+            if let r = pending.replaces, let i = children.firstIndex(where: { $0.sa.id == r }), type == .childSANotFound {
+                children.remove(at: i)
+                engine.childrenChanged()
+            } else {
+                again()
             }
+            return []
+        }
+        guard let peerNonce = nonces.1, Self.nonceAcceptable(peerNonce, prf: prf) else {
+            log(.error, "CHILD_SA \(pending.config.name): the answer has \(nonces.1 == nil ? "no nonce" : "a nonce of \(nonces.1!.count) bytes"): refused")
+            again()
             return []
         }
         var chosen: IKEProposal?, tsi: [IKETrafficSelector] = [], tsr: [IKETrafficSelector] = []
@@ -593,14 +640,17 @@ final class IKESA {
             default: break
             }
         }
+        let most = IKEEngine.maxSelectorsPerPayload
         guard let chosen, chosen.spi.count == 4, let (_, algorithm, esn) = Self.chooseESP(ours: pending.config.espProposals, theirs: [chosen]),
-              !tsi.isEmpty, !tsr.isEmpty, SelectorMath.within(tsi, pending.config.localTS), SelectorMath.within(tsr, pending.config.remoteTS)
+              !tsi.isEmpty, !tsr.isEmpty, tsi.count <= most, tsr.count <= most,
+              SelectorMath.within(tsi, pending.config.localTS), SelectorMath.within(tsr, pending.config.remoteTS)
         else {
             log(.error, "CHILD_SA \(pending.config.name): the answer's proposal or selectors are not what was offered")
+            again()
             return []
         }
         let peerSPI = chosen.spi.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-        let (i2r, r2i) = keymat(algorithm, nonces: nonces)
+        let (i2r, r2i) = keymat(algorithm, nonces: (nonces.0, peerNonce))
         let local = tsi.flatMap(SelectorMath.prefixes), remote = tsr.flatMap(SelectorMath.prefixes)
         let newID = install(pending.config, algorithm: algorithm, esn: esn, inbound: (pending.spi, r2i), outbound: (peerSPI, i2r),
                             local: local, remote: remote, replaces: pending.replaces, sending: true, now: now)
@@ -615,7 +665,7 @@ final class IKESA {
             // Both ends rekeyed it at once (RFC 7296 §2.8.1): the SA made by the exchange with the
             // lowest of the four nonces is redundant, and the end that made it deletes it.
             engine.counters.collisions += 1
-            let ours = [pending.nonce, nonces.1]
+            let ours = [pending.nonce, peerNonce]
             let lowest = (ours + peer.nonces).min { $0.lexicographicallyPrecedes($1) }!
             if ours.contains(lowest) {
                 log(.info, "CHILD_SA \(pending.config.name): rekey collision, this end's new SA is redundant: deleting it")
@@ -634,7 +684,7 @@ final class IKESA {
     func sendCreateChild(_ name: String, now: Double) -> Output {
         guard let c = connection, let config = c.children.first(where: { $0.name == name }) else { return [] }
         let spi = engine.freshChildSPI()
-        let nonce = randomBytes(32)
+        let nonce = engine.random(32)
         pendingSPIs = [spi]
         pendingChild = (config, spi, nonce, nil)
         return request(.createChildSA, [.securityAssociation(espProposals(config, spi: spi)), .nonce(nonce),
@@ -647,7 +697,7 @@ final class IKESA {
         children[i].state = .rekeying
         let child = children[i]
         let spi = engine.freshChildSPI()
-        let nonce = randomBytes(32)
+        let nonce = engine.random(32)
         pendingSPIs = [spi]
         pendingChild = (child.config, spi, nonce, id)
         return request(.createChildSA, [.notify(protocolID: IKEProposal.esp, spi: bigEndianBytes(child.sa.inbound.spi), type: .rekeySA, data: []),
@@ -661,7 +711,7 @@ final class IKESA {
     func sendRekeyIKE(now: Double) -> Output {
         guard let pair = try? IKEKeyPair(group) else { return [] }
         let spi = engine.freshIKESPI()
-        let nonce = randomBytes(32)
+        let nonce = engine.random(32)
         pendingIKERekey = (spi, nonce, pair)
         return request(.createChildSA, [.securityAssociation(proposals(spi: bigEndianBytes(spi), groupFirst: group)), .nonce(nonce),
                                         .keyExchange(group: group.rawValue, data: pair.publicValue)], task: .rekeyIKE, now: now)
@@ -686,6 +736,7 @@ final class IKESA {
         children = []
         queue.removeAll { if case .deleteIKE = $0 { false } else { true } }
         state = .rekeyed
+        rekeyedAt = now
         engine.sas[next.localSPI] = next
         engine.counters.ikeRekeys += 1
         engine.childrenChanged()  // the same CHILD_SAs; the key log gains the new IKE SA
@@ -694,7 +745,7 @@ final class IKESA {
 
     func scheduleIKERekey(now: Double) {
         guard let t = connection?.rekeyTime, t > 0 else { return }
-        ikeRekeyAt = now + t - t * 0.1 * Double(randomBytes(1)[0]) / 255
+        ikeRekeyAt = now + t - t * 0.1 * Double(engine.random(1)[0]) / 255
     }
 
     // MARK: receiving
@@ -714,9 +765,9 @@ final class IKESA {
             var out: Output = []
             switch o.task {
             case .auth?: out = authResponse(payloads, now: now)
-            case .createChild?: out = finishChild(payloads, nonces: (pendingChild?.nonce ?? [], Self.nonce(payloads) ?? []), now: now)
-            case .rekeyChild?:
-                out = finishChild(payloads, nonces: (pendingChild?.nonce ?? [], Self.nonce(payloads) ?? []), now: now)
+            case .createChild?, .rekeyChild?:
+                // Nr is the answer's: without one (or a short one) the exchange fails (checked there).
+                out = finishChild(payloads, nonces: (pendingChild?.nonce ?? [], Self.nonce(payloads)), now: now)
             case .rekeyIKE?: out = finishRekeyIKE(payloads, now: now)
             case .deleteChildren(let ids)?:
                 for child in children where ids.contains(child.sa.id) { retire(child.sa, now: now) }
@@ -735,6 +786,16 @@ final class IKESA {
         }
         if let last = lastResponse, header.messageID == last.id, header.messageID &+ 1 == expectedRequestID {
             return [(last.bytes, from)]  // retransmitted: the same answer, not processed again
+        }
+        if state == .initDone && !(exchange == .ikeAuth && header.messageID == 1) {
+            // Half-open (responder after IKE_SA_INIT): IKE_AUTH with message ID 1 is the only request there is.
+            engine.counters.invalidMessages += 1
+            return []
+        }
+        if state == .initSent || state == .authSent {
+            // The initiator before IKE_AUTH's answer: the responder has no request to make yet.
+            engine.counters.invalidMessages += 1
+            return []
         }
         guard header.messageID == expectedRequestID else { return [] }
         let payloads: [IKEPayload]
@@ -776,7 +837,10 @@ final class IKESA {
     }
 
     func answerCreateChild(_ payloads: [IKEPayload], id: UInt32, from: IKEPath, now: Double) -> Output {
-        guard let peerNonce = Self.nonce(payloads) else { return respond(.createChildSA, id: id, [.notify(.invalidSyntax)], to: from) }
+        guard let peerNonce = Self.nonce(payloads), Self.nonceAcceptable(peerNonce, prf: prf) else {
+            log(.warning, "CREATE_CHILD_SA without an acceptable nonce (\(prf) wants \(max(16, prf.length / 2)) to 256 bytes): refused")
+            return respond(.createChildSA, id: id, [.notify(.invalidSyntax)], to: from)
+        }
         var offered: [IKEProposal] = []
         for case .securityAssociation(let l) in payloads { offered = l }
         if offered.contains(where: { $0.protocolID == IKEProposal.ike }) {
@@ -786,7 +850,7 @@ final class IKESA {
             log(.warning, "CREATE_CHILD_SA with a key exchange (PFS) refused: not supported")
             return respond(.createChildSA, id: id, [.notify(.noProposalChosen)], to: from)
         }
-        let nonce = randomBytes(32)
+        let nonce = engine.random(32)
         var replaces: Int?
         for case .notify(let proto, let spi, .rekeySA, _) in payloads where proto == IKEProposal.esp && spi.count == 4 {
             let peerInbound = spi.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
@@ -797,6 +861,11 @@ final class IKESA {
                 return respond(.createChildSA, id: id, [.notify(.temporaryFailure)], to: from)
             }
             replaces = children[i].sa.id
+        }
+        // A new CHILD_SA up to the cap; a rekey (old and new overlap for a while) up to twice it.
+        guard children.count < engine.maxChildSAs * (replaces == nil ? 1 : 2) else {
+            log(.warning, "CREATE_CHILD_SA refused (NO_ADDITIONAL_SAS): \(children.count) CHILD_SAs, at most \(engine.maxChildSAs)")
+            return respond(.createChildSA, id: id, [.notify(.noAdditionalSAs)], to: from)
         }
         let before = Set(children.map(\.sa.id))
         var answer = answerChild(payloads, nonces: (peerNonce, nonce), replaces: replaces, now: now)
@@ -830,6 +899,9 @@ final class IKESA {
             log(.warning, "IKE SA rekey refused (NO_PROPOSAL_CHOSEN)")
             return respond(.createChildSA, id: id, [.notify(.noProposalChosen)], to: from)
         }
+        guard Self.nonceAcceptable(nonce, prf: f) else {
+            return respond(.createChildSA, id: id, [.notify(.invalidSyntax)], to: from)
+        }
         var ke: (UInt16, [UInt8])?
         for case .keyExchange(let group, let data) in payloads { ke = (group, data) }
         guard let ke, ke.0 == g.rawValue else {
@@ -838,7 +910,7 @@ final class IKESA {
         guard let pair = try? IKEKeyPair(g), let shared = pair.shared(with: ke.1) else {
             return respond(.createChildSA, id: id, [.notify(.invalidSyntax)], to: from)
         }
-        let nr = randomBytes(32)
+        let nr = engine.random(32)
         let newSPI = engine.freshIKESPI()
         let peerSPI = proposal.spi.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         let chosen = IKEProposal(number: number, protocolID: IKEProposal.ike, spi: bigEndianBytes(newSPI),
@@ -856,7 +928,7 @@ final class IKESA {
         pendingIKERekey = nil
         for case .notify(_, _, let type, _) in payloads where type.isError {
             log(.warning, "IKE SA rekey refused by the peer: \(type); tried again shortly")
-            ikeRekeyAt = now + 2 + Double(randomBytes(1)[0]) / 64
+            ikeRekeyAt = now + 2 + Double(engine.random(1)[0]) / 64
             return []
         }
         var chosen: IKEProposal?, ke: (UInt16, [UInt8])?
@@ -866,9 +938,11 @@ final class IKESA {
         }
         guard let c = connection, let chosen, chosen.spi.count == 8, let nr = Self.nonce(payloads), let ke,
               let (_, e, f, g) = Self.choose(ours: c.proposals, theirs: [chosen]), g == pending.keyPair.group, ke.0 == g.rawValue,
+              Self.nonceAcceptable(nr, prf: prf), Self.nonceAcceptable(nr, prf: f),
               let shared = pending.keyPair.shared(with: ke.1)
         else {
-            log(.error, "IKE SA rekey: the answer is not what was offered")
+            log(.error, "IKE SA rekey: the answer is not what was offered; tried again shortly")
+            ikeRekeyAt = now + 2 + Double(engine.random(1)[0]) / 64
             return []
         }
         let peerSPI = chosen.spi.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
@@ -959,12 +1033,26 @@ final class IKESA {
             state = .dead
             return []
         }
+        if state == .rekeyed && now - rekeyedAt > Self.rekeyedIKEGrace && outstanding?.task != .deleteIKE && !queue.contains(.deleteIKE) {
+            // The peer rekeyed this IKE SA and never deleted it (RFC 7296 §2.8 says it should):
+            // this end deletes it (the Delete sent once, not awaited).
+            log(.info, "the old IKE SA was not deleted by the peer \(Int(Self.rekeyedIKEGrace)) s after its rekey: deleted")
+            let bye = cipher != nil ? [deleteMessage()] : []
+            state = .dead
+            return bye
+        }
         var out: Output = []
+        if let o = outstanding, now >= o.sentAt + o.timeout, state == .initSent, let refusal = initRefusal {
+            log(.error, "IKE_SA_INIT: \(refusal), and no other answer within the retransmission timer: this attempt ends")
+            restartWhenDead = startsAgain
+            state = .dead
+            return []
+        }
         if var o = outstanding, now >= o.sentAt + o.timeout {
             if o.tries >= (connection?.retransmitTries ?? 5) {
                 log(.error, "no answer to \(o.exchange) after \(o.tries + 1) tries: IKE SA torn down (peer dead?)")
                 restartWhenDead = state == .established || state == .authSent || state == .initSent
-                restartWhenDead = restartWhenDead && (connection?.children.contains { $0.startAction != .none } ?? false)
+                restartWhenDead = restartWhenDead && startsAgain
                 if !children.isEmpty { engine.childrenChanged() }
                 children = []
                 state = .dead

@@ -298,7 +298,9 @@ public struct TunnelConfiguration<Codec: TunnelCodec>: Sendable {
     public var icmpSourceV6 = IPv6Address(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe)
     /// Called on the receiving thread with each signalling datagram (an IKE message behind the
     /// non-ESP marker, a NAT keepalive, ...) after it is counted: for a control plane that shares
-    /// the port. It must return quickly (hand the bytes over, never handle them there).
+    /// the port. It must return quickly (hand the bytes over, never handle them there): filter what
+    /// anyone can send, queue within a bound, and wait (briefly, bounded) only for a message the
+    /// datagrams after it depend on, as `IKEHandoff` does for IKE_AUTH and CREATE_CHILD_SA.
     public var signalHandler: (@Sendable (TunnelSignal, [UInt8]) -> Void)?
 
     /// A configuration.

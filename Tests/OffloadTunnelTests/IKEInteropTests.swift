@@ -162,6 +162,21 @@ struct IKEInteropTests {
         let big = lab.transfer(megabytes: 256, from: lab.client, to: lab.server, address: "10.88.2.2", ipv6: false)
         Thread.sleep(forTimeInterval: 0.5)
         let status = lab.ikeStatus(1)
+        // The handover from the ESP receiving thread (SIGUSR1 logs its counters): strongSwan's
+        // messages all pass the filter, and the rekeys' messages are the ones waited for.
+        shell("pkill -USR1 -f '[s]tats-json \(lab.dir)/gw1.json'")
+        #expect(lab.waitFor(seconds: 5) { lab.gatewayLog(1).contains("IKE on port 4500:") })
+        let handover = lab.gatewayLog(1).split(separator: "\n").last { $0.contains("IKE on port 4500:") }.map(String.init) ?? ""
+        let numbers = handover.split(separator: "IKE on port 4500:").last.map { text in
+            text.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+        } ?? []
+        // queued, waited for, past 50 ms (the 50 itself), malformed, unknown SPI, over the rate, queue full.
+        print("handover: \(handover)")
+        #expect(numbers.count == 8, "\(handover)")
+        if numbers.count == 8 {
+            #expect(numbers[0] > 0 && numbers[1] > 0, "IKE messages queued, the rekeys' waited for")
+            #expect(numbers[4] == 0 && numbers[6] == 0 && numbers[7] == 0, "none malformed, over the rate or over the queue: \(handover)")
+        }
         let stats = try lab.stopGateway(1)
         let decap = try #require(stats["wan_to_lan"]), encap = try #require(stats["lan_to_wan"])
         let log = lab.gatewayLog(1)
@@ -227,6 +242,56 @@ struct IKEInteropTests {
         #expect(shell("ip netns exec \(lab.client) ping -c 1 -W 1 10.88.2.2").status != 0, "no traffic without an SA")
         _ = try lab.stopGateway(1)
         withExtendedLifetime(lab) {}
+    }
+
+    @Test("junk behind the non-ESP marker sent to a live gateway's port 4500 (from the peer's address and port): dropped and counted, never queued nor waited for; the SA carries traffic throughout",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
+    func junkOn4500() throws { try exclusiveNetwork { try junkBody() } }
+    func junkBody() throws {
+        let lab = try TunnelLab()
+        try lab.writeIKEConfig(1, start: "start")
+        try lab.writeIKEConfig(2, start: "none")
+        try lab.startIKE(2)
+        try lab.startIKE(1)
+        #expect(lab.waitFor(seconds: 10) { lab.ikeStatus(1).contains("INSTALLED") && lab.ikeStatus(2).contains("INSTALLED") })
+        /// Gateway 1's handover counters, logged afresh with SIGUSR1: queued, waited for, past 50 ms
+        /// (and the 50), malformed, unknown SPI, over the rate, queue full.
+        func handover() -> [Int] {
+            let marker = "IKE on port 4500:"
+            let seen = lab.gatewayLog(1).components(separatedBy: marker).count
+            shell("pkill -USR1 -f '[s]tats-json \(lab.dir)/gw1.json'")
+            _ = lab.waitFor(seconds: 5) { lab.gatewayLog(1).components(separatedBy: marker).count > seen }
+            let line = lab.gatewayLog(1).components(separatedBy: marker).last?.split(separator: "\n").first ?? ""
+            return line.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+        }
+        let before = handover()
+        // From gateway 2's namespace (its address), source port 4500 through a raw socket (gateway 2's
+        // own socket holds the port): 200 datagrams of garbage and 200 well-formed IKE headers with
+        // SPIs nobody has, all behind the marker.
+        let script = """
+            import os, socket, struct, sys
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+            for i in range(400):
+                if i % 2 == 0:
+                    body = bytes([0x10]) * (40 + i % 90)
+                else:
+                    body = os.urandom(16) + bytes([46, 0x20, 36, 0x08]) + struct.pack("!II", 2, 28)
+                datagram = b"\\0\\0\\0\\0" + body
+                s.sendto(struct.pack("!HHHH", 4500, 4500, 8 + len(datagram), 0) + datagram, (sys.argv[1], 0))
+            """
+        try script.write(toFile: "\(lab.dir)/junk.py", atomically: true, encoding: .utf8)
+        #expect(shell("ip netns exec \(lab.gateway(2)) python3 \(lab.dir)/junk.py 192.168.88.1").status == 0)
+        let after = handover()
+        print("handover before \(before), after \(after)")
+        #expect(before.count == 8 && after.count == 8)
+        if before.count == 8 && after.count == 8 {
+            #expect(after[4] > before[4] && after[5] > before[5], "garbage counted malformed, unknown SPIs counted")
+            #expect(after[4] - before[4] + after[5] - before[5] <= 400)
+            #expect(after[0] == before[0] && after[1] == before[1], "nothing of it queued or waited for")
+        }
+        #expect(shell("ip netns exec \(lab.client) ping -c 2 -W 1 10.88.2.2").status == 0)
+        _ = try lab.stopGateway(1)
+        _ = try lab.stopGateway(2)
     }
 
     @Test("this gateway with IKEv2 at both ends, offloads on: a CHILD_SA per family, each rekeyed every 2 s on its own (collisions too) while 64 MB cross each way in each family; trains out, merged again in; nothing dropped as an unknown SPI",
