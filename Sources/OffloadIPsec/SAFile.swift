@@ -156,32 +156,33 @@ public enum SAFile {
     /// Reads and validates the file.
     /// - Throws: ``SAFileError``.
     public static func load(path: String) throws(SAFileError) -> [ESPTunnelConfiguration] {
-        try checkPermissions(path: path)
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-            throw SAFileError(path, nil, "cannot read it as UTF-8 text")
-        }
-        return try parse(text, path: path)
+        try parse(readProtected(path: path), path: path)
     }
 
-    /// Refuses a file that others may read or change.
-    public static func checkPermissions(path: String) throws(SAFileError) {
-        var info = stat()
-        guard lstat(path, &info) == 0 else { throw SAFileError(path, nil, String(cString: strerror(errno))) }
-        guard info.st_mode & S_IFMT == S_IFREG else { throw SAFileError(path, nil, "not a regular file (links are refused)") }
-        guard info.st_uid == geteuid() else {
-            throw SAFileError(path, nil, "owned by uid \(info.st_uid), not by this user (uid \(geteuid())): it holds keys")
-        }
-        let mode = info.st_mode & 0o777
-        guard mode & 0o077 == 0 else {
-            throw SAFileError(path, nil, "mode \(String(mode, radix: 8)) lets others read or change keys: chmod 600 \(path)")
-        }
+    /// The text of a file that holds keys, read through one descriptor that is checked first
+    /// (``ProtectedFile/readText(path:)``: a regular file, not a link, owned by root or this user,
+    /// no access for group or others).
+    /// - Throws: ``SAFileError`` naming the file.
+    public static func readProtected(path: String) throws(SAFileError) -> String {
+        do { return try ProtectedFile.readText(path: path) } catch { throw SAFileError(path, nil, error.description) }
     }
+
+    /// Refuses a file that others may read or change (checked on an opened descriptor; to read
+    /// the file, ``readProtected(path:)`` checks and reads through the same one).
+    public static func checkPermissions(path: String) throws(SAFileError) {
+        _ = try readProtected(path: path)
+    }
+
+    /// The sections that hold keys: nothing in them is ever quoted in an error.
+    static let keySections = SwanctlSection.defaultSecretSections.union(["in", "out"])
 
     /// Parses the text of an SA file.
     /// - Throws: ``SAFileError``.
     public static func parse(_ text: String, path: String = "SA file") throws(SAFileError) -> [ESPTunnelConfiguration] {
         let root: SwanctlSection
-        do { root = try SwanctlSection.parse(text) } catch { throw SAFileError(path, error.line, error.message) }
+        do {
+            root = try SwanctlSection.parse(text, secretSections: keySections)
+        } catch { throw SAFileError(path, error.line, error.message) }
         guard let tunnels = root.sections.first(where: { $0.name == "tunnels" }) else {
             throw SAFileError(path, nil, "no `tunnels { ... }` section")
         }
@@ -266,7 +267,8 @@ public enum SAFile {
                     }
                     material = bytes
                 default:
-                    throw SAFileError(path, setting.line, "unknown setting `\(setting.key)` in \(name)")
+                    // Not quoted: in a section of keys, an unknown "setting" may be a key's value on the wrong line.
+                    throw SAFileError(path, setting.line, "an unknown setting in \(name) (\(SwanctlSection.redacted)): only spi and key")
                 }
             }
             guard let spi else { throw SAFileError(path, sub.line, "\(name): no spi") }
