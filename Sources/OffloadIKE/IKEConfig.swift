@@ -1,17 +1,23 @@
+import COffloadCrypto
 import Foundation
 import OffloadIPsec
 import OffloadWire
 
 /// A pre-shared key. Its text never prints: interpolated, described or dumped it shows as
-/// `<secret>`; only the AUTH computation reads its bytes.
-public struct IKESecret: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
-    let bytes: [UInt8]
+/// `<secret>`; only the AUTH computation reads its bytes, which are ``SecretBytes`` (wiped when
+/// the last configuration holding them goes).
+public struct IKESecret: Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    let bytes: SecretBytes
     /// A secret.
-    public init(bytes: [UInt8]) { self.bytes = bytes }
+    public init(_ bytes: SecretBytes) { self.bytes = bytes }
+    /// A secret copied from an array (which the caller should drop).
+    public init(bytes: [UInt8]) { self.bytes = SecretBytes(bytes) }
     /// Redacted.
     public var description: String { "<secret>" }
     /// Redacted.
     public var debugDescription: String { "<secret>" }
+    /// No children: `dump` shows `<secret>` only.
+    public var customMirror: Mirror { Mirror(self, children: [], displayStyle: .struct) }
 }
 
 /// The IKE SA's algorithms offered or accepted, one proposal: alternatives per transform type.
@@ -149,10 +155,10 @@ public enum IKEConfig {
                 if setting.key == "id" || setting.key.hasPrefix("id-") {
                     ids.append(setting.value)
                 } else if setting.key == "secret" {
-                    guard let bytes = secretBytes(setting.value), !bytes.isEmpty else {
+                    guard let bytes = secretBytes(setting.value), bytes.count > 0 else {
                         throw IKEConfigError(path, setting.line, "secret: text, 0x<hex> or 0s<base64> (the value is not shown)")
                     }
-                    secret = IKESecret(bytes: bytes)
+                    secret = IKESecret(bytes)
                 } else {
                     throw IKEConfigError(path, setting.line, "secrets: an unknown setting (\(SwanctlSection.redacted)): only id and secret")
                 }
@@ -375,9 +381,14 @@ public enum IKEConfig {
         return total
     }
 
-    static func secretBytes(_ text: String) -> [UInt8]? {
-        if text.hasPrefix("0x") { return SAFile.hexBytes(text) }
-        if text.hasPrefix("0s") { return Data(base64Encoded: String(text.dropFirst(2))).map { Array($0) } }
-        return Array(text.utf8)
+    /// A `secret` value: text, `0x<hex>` or `0s<base64>` (swanctl's forms), as secret bytes.
+    static func secretBytes(_ text: String) -> SecretBytes? {
+        if text.hasPrefix("0x") { return SAFile.secretHexBytes(text) }
+        if text.hasPrefix("0s") {
+            guard var data = Data(base64Encoded: String(text.dropFirst(2))) else { return nil }
+            defer { data.withUnsafeMutableBytes { offload_cleanse($0.baseAddress, $0.count) } }
+            return data.withUnsafeBytes { SecretBytes(copying: $0) }
+        }
+        return SecretBytes(text.utf8)
     }
 }

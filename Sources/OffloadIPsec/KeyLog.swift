@@ -19,7 +19,7 @@ public enum ESPKeyLog {
         for t in tunnels {
             for (sa, source, destination) in [(t.outbound, here, there), (t.inbound, there, here)] {
                 let spi = "0x" + String(format: "%08x", sa.spi)
-                let key = "0x" + sa.keyMaterial.map { String(format: "%02x", $0) }.joined()
+                let key = "0x" + sa.keyMaterial.hexForKeyFile()
                 guard let algorithm = t.algorithm.wiresharkName else {
                     out.append("# \(t.name) \(spi): \(t.algorithm) (Wireshark 4.0 cannot decrypt it)")
                     continue
