@@ -70,6 +70,8 @@ public enum IKEPRF: UInt16, Sendable, CaseIterable, CustomStringConvertible {
             // Tn-1 | S | n, rebuilt each round in one buffer.
             var input = [UInt8](repeating: 0, count: length + seed.count + 1)
             defer { input.withUnsafeMutableBytes { offload_cleanse($0.baseAddress, $0.count) } }
+            // Safe: `input` holds length + seed.count + 1 bytes and `out` rounds * length + 48, so
+            // each copy and each round's 48-byte output stay inside their buffers.
             key.withUnsafeBytes { k in
                 input.withUnsafeMutableBytes { buffer in
                     var start = length  // round 1 has no Tn-1
