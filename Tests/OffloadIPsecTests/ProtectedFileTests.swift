@@ -104,3 +104,27 @@ struct ProtectedFileTests {
 enum OffloadIPsecReadsLikeIKE {
     static func load(_ path: String) throws(ProtectedFileError) -> String { try ProtectedFile.readText(path: path) }
 }
+
+@Suite("Key files are new files: an old descriptor never sees new keys")
+struct KeyFileReplaceTests {
+    /// Someone opened the key file while it was 0644; the gateway then writes keys to that path.
+    /// Truncating and rewriting the same file (as before) handed them the keys through their
+    /// descriptor; a new file renamed over the path does not.
+    @Test("a reader holding an older 0644 key file open reads nothing new")
+    func oldDescriptor() throws {
+        let dir = try protectedTestDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/keys"
+        try "old\n".write(toFile: path, atomically: false, encoding: .utf8)
+        #expect(chmod(path, 0o644) == 0)
+        let reader = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+        defer { try? reader.close() }
+        let fresh = SAFile.freshTunnel(name: "t", algorithm: .aesGCM128, local: [], remote: [])
+        try SAFile.write(SAFile.render([fresh]), to: path)
+        try reader.seek(toOffset: 0)
+        let seen = String(decoding: try reader.readToEnd() ?? Data(), as: UTF8.self)
+        #expect(seen == "old\n", "the old descriptor saw the new file (\(seen.count) bytes)")
+        #expect(modeBits(path) == 0o600)
+        #expect(try SAFile.load(path: path).count == 1)
+    }
+}
