@@ -216,3 +216,24 @@ size_t offload_ke_shared(offload_ke *ke, const uint8_t *peer, size_t peer_length
 int offload_sha1(const void *data, size_t length, uint8_t *digest) {
     return EVP_Digest(data, length, digest, NULL, EVP_sha1(), NULL) == 1;
 }
+
+// ---- Keeping keys out of places they must not reach: see offload_crypto.h. ----
+#include <errno.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+void offload_cleanse(void *buffer, size_t length) {
+    if (buffer != NULL && length > 0) OPENSSL_cleanse(buffer, length);
+}
+
+int offload_disable_core_dumps(void) {
+    struct rlimit none = {0, 0};
+    if (setrlimit(RLIMIT_CORE, &none) != 0) return -errno;
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return -errno;
+    return 0;
+}
+
+int offload_dumpable(void) {
+    int n = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+    return n < 0 ? -errno : n;
+}

@@ -95,6 +95,8 @@ struct IPsec: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Keys are read from here on: a crash must not write them to disk in a core dump.
+        do { try KeyHoldingProcess.disableCoreDumps() } catch { throw InputError(message: "\(error)") }
         if let config {
             if status { return try printStatus(config) }
             return try await runIKE(config)

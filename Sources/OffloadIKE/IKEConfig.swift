@@ -1,17 +1,23 @@
+import COffloadCrypto
 import Foundation
 import OffloadIPsec
 import OffloadWire
 
 /// A pre-shared key. Its text never prints: interpolated, described or dumped it shows as
-/// `<secret>`; only the AUTH computation reads its bytes.
-public struct IKESecret: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
-    let bytes: [UInt8]
+/// `<secret>`; only the AUTH computation reads its bytes, which are ``SecretBytes`` (wiped when
+/// the last configuration holding them goes).
+public struct IKESecret: Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    let bytes: SecretBytes
     /// A secret.
-    public init(bytes: [UInt8]) { self.bytes = bytes }
+    public init(_ bytes: SecretBytes) { self.bytes = bytes }
+    /// A secret copied from an array (which the caller should drop).
+    public init(bytes: [UInt8]) { self.bytes = SecretBytes(bytes) }
     /// Redacted.
     public var description: String { "<secret>" }
     /// Redacted.
     public var debugDescription: String { "<secret>" }
+    /// No children: `dump` shows `<secret>` only.
+    public var customMirror: Mirror { Mirror(self, children: [], displayStyle: .struct) }
 }
 
 /// The IKE SA's algorithms offered or accepted, one proposal: alternatives per transform type.
@@ -124,10 +130,8 @@ public enum IKEConfig {
     /// Reads and checks a file.
     /// - Throws: ``IKEConfigError``.
     public static func load(path: String) throws(IKEConfigError) -> [IKEConnection] {
-        do { try SAFile.checkPermissions(path: path) } catch { throw IKEConfigError(path, nil, "\(error)".replacingOccurrences(of: "\(path): ", with: "")) }
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-            throw IKEConfigError(path, nil, "cannot read it as UTF-8 text")
-        }
+        let text: String
+        do { text = try ProtectedFile.readText(path: path) } catch { throw IKEConfigError(path, nil, error.description) }
         return try parse(text, path: path)
     }
 
@@ -144,8 +148,9 @@ public enum IKEConfig {
         }
         var secrets: [(ids: [String], secret: IKESecret, line: Int)] = []
         for s in root.section("secrets")?.sections ?? [] {
+            // Nothing inside `secrets` is quoted in an error: a misplaced secret could be any of its tokens.
             guard s.name.hasPrefix("ike") else {
-                throw IKEConfigError(path, s.line, "secrets: `\(s.name)`: only `ike...` (pre-shared key) sections are read")
+                throw IKEConfigError(path, s.line, "secrets: a section not named `ike...`: only `ike...` (pre-shared key) sections are read")
             }
             var ids: [String] = []
             var secret: IKESecret?
@@ -153,15 +158,15 @@ public enum IKEConfig {
                 if setting.key == "id" || setting.key.hasPrefix("id-") {
                     ids.append(setting.value)
                 } else if setting.key == "secret" {
-                    guard let bytes = secretBytes(setting.value), !bytes.isEmpty else {
+                    guard let bytes = secretBytes(setting.value), bytes.count > 0 else {
                         throw IKEConfigError(path, setting.line, "secret: text, 0x<hex> or 0s<base64> (the value is not shown)")
                     }
-                    secret = IKESecret(bytes: bytes)
+                    secret = IKESecret(bytes)
                 } else {
-                    throw IKEConfigError(path, setting.line, "unknown setting `\(setting.key)` in \(s.name)")
+                    throw IKEConfigError(path, setting.line, "secrets: an unknown setting (\(SwanctlSection.redacted)): only id and secret")
                 }
             }
-            guard let secret else { throw IKEConfigError(path, s.line, "\(s.name): no secret") }
+            guard let secret else { throw IKEConfigError(path, s.line, "secrets: this section has no secret") }
             secrets.append((ids, secret, s.line))
         }
         var result: [IKEConnection] = []
@@ -345,7 +350,11 @@ public enum IKEConfig {
         }
     }
 
-    /// swanctl's durations: `30`, `30s`, `5m`, `4h`, `1d`.
+    /// The longest duration accepted: ten years, in seconds (longer is a typo; 0 means never).
+    static let longestDuration: Double = 10 * 365 * 86_400
+
+    /// swanctl's durations: `30`, `30s`, `5m`, `4h`, `1d`, decimal digits (with a fraction, `1.5h`),
+    /// up to ten years. Anything else (`inf`, `nan`, `1e9`, hex, a sign) is refused with its line.
     static func duration(_ text: String, line: Int, path: String) throws(IKEConfigError) -> Double {
         let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
         var t = text
@@ -354,11 +363,16 @@ public enum IKEConfig {
             unit = u
             t.removeLast()
         }
-        guard let v = Double(t), v >= 0 else { throw IKEConfigError(path, line, "`\(text)`: a duration (30s, 5m, 4h, 1d)") }
+        let decimal = !t.isEmpty && t.allSatisfy { $0.isASCII && ($0.isNumber || $0 == ".") } && t.filter { $0 == "." }.count <= 1
+            && t.first != "." && t.last != "."
+        guard decimal, let v = Double(t), v.isFinite, v * unit <= longestDuration else {
+            throw IKEConfigError(path, line, "`\(text)`: a duration (30s, 5m, 4h, 1d) of at most ten years")
+        }
         return v * unit
     }
 
-    /// swanctl's volumes: `1000`, `500k`, `64M`, `2G`.
+    /// swanctl's volumes: `1000`, `500k`, `64M`, `2G`: decimal digits and a unit, at most 2^64 - 1
+    /// in all (a larger one is refused with its line, never wrapped).
     static func quantity(_ text: String, line: Int, path: String) throws(IKEConfigError) -> UInt64 {
         let units: [Character: UInt64] = ["k": 1 << 10, "K": 1 << 10, "m": 1 << 20, "M": 1 << 20, "g": 1 << 30, "G": 1 << 30]
         var t = text
@@ -367,13 +381,22 @@ public enum IKEConfig {
             unit = u
             t.removeLast()
         }
-        guard let v = UInt64(t) else { throw IKEConfigError(path, line, "`\(text)`: a number (with k, M or G)") }
-        return v * unit
+        guard !t.isEmpty, t.allSatisfy({ $0.isASCII && $0.isNumber }), let v = UInt64(t) else {
+            throw IKEConfigError(path, line, "`\(text)`: a number (with k, M or G) up to 2^64 - 1")
+        }
+        let (total, overflow) = v.multipliedReportingOverflow(by: unit)
+        guard !overflow else { throw IKEConfigError(path, line, "`\(text)`: more than 2^64 - 1") }
+        return total
     }
 
-    static func secretBytes(_ text: String) -> [UInt8]? {
-        if text.hasPrefix("0x") { return SAFile.hexBytes(text) }
-        if text.hasPrefix("0s") { return Data(base64Encoded: String(text.dropFirst(2))).map { Array($0) } }
-        return Array(text.utf8)
+    /// A `secret` value: text, `0x<hex>` or `0s<base64>` (swanctl's forms), as secret bytes.
+    static func secretBytes(_ text: String) -> SecretBytes? {
+        if text.hasPrefix("0x") { return SAFile.secretHexBytes(text) }
+        if text.hasPrefix("0s") {
+            guard var data = Data(base64Encoded: String(text.dropFirst(2))) else { return nil }
+            defer { data.withUnsafeMutableBytes { offload_cleanse($0.baseAddress, $0.count) } }
+            return data.withUnsafeBytes { SecretBytes(copying: $0) }
+        }
+        return SecretBytes(text.utf8)
     }
 }

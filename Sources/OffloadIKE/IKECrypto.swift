@@ -21,33 +21,80 @@ public enum IKEPRF: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     /// strongSwan's name: `prfsha256`.
     public var description: String { self == .hmacSHA256 ? "prfsha256" : "prfsha384" }
 
-    /// prf(key, data).
+    /// prf(key, data) into `out` (at least 48 bytes): the core the overloads share.
+    func mac(_ key: UnsafeRawBufferPointer, _ data: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) {
+        precondition(out.count >= 48)
+        let n = offload_hmac(self == .hmacSHA256 ? 256 : 384, key.baseAddress, key.count, data.baseAddress, data.count,
+                             out.baseAddress?.assumingMemoryBound(to: UInt8.self))
+        precondition(n == length, "libcrypto's HMAC failed")
+    }
+
+    /// prf(key, data), a public result (an AUTH payload's data).
     public func callAsFunction(_ key: [UInt8], _ data: [UInt8]) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 48)
-        let n = key.withUnsafeBytes { k in
-            data.withUnsafeBytes { d in
-                out.withUnsafeMutableBufferPointer { o in
-                    offload_hmac(self == .hmacSHA256 ? 256 : 384, k.baseAddress, k.count, d.baseAddress, d.count, o.baseAddress)
-                }
-            }
-        }
-        precondition(n == length, "libcrypto's HMAC failed")
+        key.withUnsafeBytes { k in data.withUnsafeBytes { d in out.withUnsafeMutableBytes { mac(k, d, into: $0) } } }
         return Array(out.prefix(length))
     }
 
-    /// prf+(key, seed) cut to `count` bytes (RFC 7296 §2.13): T1 = prf(K, S | 0x01),
-    /// Tn = prf(K, Tn-1 | S | n).
-    public func plus(_ key: [UInt8], _ seed: [UInt8], count: Int) -> [UInt8] {
-        var out: [UInt8] = []
-        var previous: [UInt8] = []
-        var n: UInt8 = 1
-        while out.count < count {
-            previous = self(key, previous + seed + [n])
-            out += previous
-            n &+= 1
-        }
-        return Array(out.prefix(count))
+    /// prf(key, data) under a secret key, a public result (AUTH's MAC of an identity or a message).
+    public func callAsFunction(_ key: SecretBytes, _ data: [UInt8]) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 48)
+        key.withUnsafeBytes { k in data.withUnsafeBytes { d in out.withUnsafeMutableBytes { mac(k, d, into: $0) } } }
+        return Array(out.prefix(length))
     }
+
+    /// prf(key, secret data), a secret result: SKEYSEED = prf(Ni | Nr, g^ir).
+    public func callAsFunction(_ key: [UInt8], _ data: SecretBytes) -> SecretBytes {
+        secret(SecretBytes(key), data)
+    }
+
+    /// prf(secret key, secret data), a secret result: a rekeyed SKEYSEED = prf(SK_d, g^ir | Ni | Nr).
+    public func callAsFunction(_ key: SecretBytes, _ data: SecretBytes) -> SecretBytes { secret(key, data) }
+
+    /// prf(key, data) as a secret (the pad key of a pre-shared key, SKEYSEED).
+    public func secret(_ key: SecretBytes, _ data: SecretBytes) -> SecretBytes {
+        let full = SecretBytes(count: 48) { out in key.withUnsafeBytes { k in data.withUnsafeBytes { d in mac(k, d, into: out) } } }
+        return full.prefix(length)
+    }
+
+    /// prf(key, public data) as a secret.
+    public func secret(_ key: SecretBytes, _ data: [UInt8]) -> SecretBytes { secret(key, SecretBytes(data)) }
+
+    /// prf+(key, seed) cut to `count` bytes (RFC 7296 §2.13): T1 = prf(K, S | 0x01),
+    /// Tn = prf(K, Tn-1 | S | n). Written in place into the secret it returns; each round's
+    /// input buffer is cleansed.
+    public func plus(_ key: SecretBytes, _ seed: [UInt8], count: Int) -> SecretBytes {
+        let rounds = (count + length - 1) / length
+        precondition(rounds <= 255, "prf+ gives at most 255 blocks")
+        let all = SecretBytes(count: rounds * length + 48) { out in
+            // Tn-1 | S | n, rebuilt each round in one buffer.
+            var input = [UInt8](repeating: 0, count: length + seed.count + 1)
+            defer { input.withUnsafeMutableBytes { offload_cleanse($0.baseAddress, $0.count) } }
+            // Safe: `input` holds length + seed.count + 1 bytes and `out` rounds * length + 48, so
+            // each copy and each round's 48-byte output stay inside their buffers.
+            key.withUnsafeBytes { k in
+                input.withUnsafeMutableBytes { buffer in
+                    var start = length  // round 1 has no Tn-1
+                    for n in 1...max(1, rounds) {
+                        if n > 1 {
+                            start = 0
+                            buffer.baseAddress!.copyMemory(from: out.baseAddress! + (n - 2) * length, byteCount: length)
+                        }
+                        seed.withUnsafeBytes { s in
+                            if s.count > 0 { (buffer.baseAddress! + length).copyMemory(from: s.baseAddress!, byteCount: s.count) }
+                        }
+                        buffer[length + seed.count] = UInt8(n)
+                        mac(k, UnsafeRawBufferPointer(rebasing: buffer[start...]),
+                            into: UnsafeMutableRawBufferPointer(rebasing: out[((n - 1) * length)...]))
+                    }
+                }
+            }
+        }
+        return all.prefix(count)
+    }
+
+    /// prf+ with a public key (for tests against published vectors).
+    public func plus(_ key: [UInt8], _ seed: [UInt8], count: Int) -> SecretBytes { plus(SecretBytes(key), seed, count: count) }
 }
 
 /// Key-exchange groups (transform type 4).
@@ -86,13 +133,15 @@ public final class IKEKeyPair {
 
     deinit { offload_ke_free(key) }
 
-    /// g^ir with the peer's public value; nil when that value is invalid.
-    public func shared(with peer: [UInt8]) -> [UInt8]? {
-        var out = [UInt8](repeating: 0, count: 256)
-        let n = peer.withUnsafeBytes { p in
-            out.withUnsafeMutableBufferPointer { offload_ke_shared(key, p.baseAddress, p.count, $0.baseAddress, $0.count) }
+    /// g^ir with the peer's public value, a secret; nil when that value is invalid.
+    public func shared(with peer: [UInt8]) -> SecretBytes? {
+        var n = 0
+        let out = SecretBytes(count: 256) { o in
+            n = peer.withUnsafeBytes { p in
+                offload_ke_shared(key, p.baseAddress, p.count, o.baseAddress?.assumingMemoryBound(to: UInt8.self), o.count)
+            }
         }
-        return n > 0 ? Array(out.prefix(n)) : nil
+        return n > 0 ? out.prefix(n) : nil
     }
 }
 
@@ -121,27 +170,31 @@ extension ESPAlgorithm {
     public var keyMaterialLength: Int { keyLength + ESPAlgorithm.saltLength }
 }
 
-/// The keys of an IKE SA (RFC 7296 §2.14), with an AEAD (so no SK_a).
-public struct IKESAKeys {
+/// The keys of an IKE SA (RFC 7296 §2.14), with an AEAD (so no SK_a): ``SecretBytes``, wiped
+/// when the SA goes, printed as `<secret, N bytes>`.
+public struct IKESAKeys: CustomStringConvertible {
     /// For new CHILD_SAs' and rekeyed IKE SAs' keys.
-    public var d: [UInt8]
+    public var d: SecretBytes
     /// Encryption, initiator to responder (key ‖ salt).
-    public var ei: [UInt8]
+    public var ei: SecretBytes
     /// Encryption, responder to initiator.
-    public var er: [UInt8]
+    public var er: SecretBytes
     /// The initiator's AUTH key.
-    public var pi: [UInt8]
+    public var pi: SecretBytes
     /// The responder's AUTH key.
-    public var pr: [UInt8]
+    public var pr: SecretBytes
 
     /// {SK_d | SK_ei | SK_er | SK_pi | SK_pr} = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr) (SK_ai/SK_ar are empty with an AEAD).
-    public static func derive(prf: IKEPRF, aead: ESPAlgorithm, skeyseed: [UInt8], ni: [UInt8], nr: [UInt8],
+    public static func derive(prf: IKEPRF, aead: ESPAlgorithm, skeyseed: SecretBytes, ni: [UInt8], nr: [UInt8],
                               spii: UInt64, spir: UInt64) -> IKESAKeys {
         let e = aead.keyMaterialLength, p = prf.length
         let m = prf.plus(skeyseed, ni + nr + bigEndianBytes(spii) + bigEndianBytes(spir), count: 3 * p + 2 * e)
-        return IKESAKeys(d: Array(m[0..<p]), ei: Array(m[p..<(p + e)]), er: Array(m[(p + e)..<(p + 2 * e)]),
-                         pi: Array(m[(p + 2 * e)..<(2 * p + 2 * e)]), pr: Array(m[(2 * p + 2 * e)..<(3 * p + 2 * e)]))
+        return IKESAKeys(d: m.bytes(0..<p), ei: m.bytes(p..<(p + e)), er: m.bytes((p + e)..<(p + 2 * e)),
+                         pi: m.bytes((p + 2 * e)..<(2 * p + 2 * e)), pr: m.bytes((2 * p + 2 * e)..<(3 * p + 2 * e)))
     }
+
+    /// The keys' lengths only.
+    public var description: String { "IKESAKeys(d: \(d), ei: \(ei), er: \(er), pi: \(pi), pr: \(pr))" }
 }
 
 /// Seals and opens SK payloads with one direction's key (RFC 5282 for AES-GCM, RFC 7634 for
@@ -150,19 +203,19 @@ public struct IKESAKeys {
 public final class IKEMessageCipher {
     let sealer: AEADContext
     let opener: AEADContext
-    let sealSalt: [UInt8], openSalt: [UInt8]
+    let sealSalt: SecretBytes, openSalt: SecretBytes
     /// The next IV: a counter, so that no IV repeats under the key (a retransmission resends the
     /// same bytes; it is never sealed again).
     var nextIV: UInt64 = 1
 
     /// A cipher that seals with `outbound` and opens with `inbound` (each key ‖ salt).
     /// - Throws: ``CryptoError``.
-    public init(_ algorithm: ESPAlgorithm, outbound: [UInt8], inbound: [UInt8]) throws(CryptoError) {
+    public init(_ algorithm: ESPAlgorithm, outbound: SecretBytes, inbound: SecretBytes) throws(CryptoError) {
         let k = algorithm.keyLength
-        sealer = try AEADContext(algorithm, key: Array(outbound.prefix(k)), sealing: true)
-        opener = try AEADContext(algorithm, key: Array(inbound.prefix(k)), sealing: false)
-        sealSalt = Array(outbound.suffix(4))
-        openSalt = Array(inbound.suffix(4))
+        sealer = try AEADContext(algorithm, key: outbound.prefix(k), sealing: true)
+        opener = try AEADContext(algorithm, key: inbound.prefix(k), sealing: false)
+        sealSalt = outbound.suffix(4)
+        openSalt = inbound.suffix(4)
     }
 
     static let ivLength = 8, icvLength = 16
@@ -179,7 +232,7 @@ public final class IKEMessageCipher {
         let aad = h.bytes + skHeader
         let iv = bigEndianBytes(nextIV)
         nextIV += 1
-        guard let sealed = sealer.seal(nonce: sealSalt + iv, aad: aad, plaintext) else {
+        guard let sealed = sealer.seal(nonce: sealSalt.withUnsafeBytes { Array($0) } + iv, aad: aad, plaintext) else {
             preconditionFailure("libcrypto failed to seal an IKE message")
         }
         return aad + iv + sealed
@@ -191,7 +244,8 @@ public final class IKEMessageCipher {
     func open(message: [UInt8], skOffset: Int, firstInner: UInt8, body: [UInt8]) throws(IKEParseError) -> IKEPayloadChain.Raw {
         guard body.count >= Self.ivLength + Self.icvLength + 1 else { throw IKEParseError("SK payload: too short to hold an IV and ICV") }
         let aad = Array(message[0..<(IKEHeader.length + skOffset + 4)])
-        guard let data = opener.open(nonce: openSalt + Array(body[0..<Self.ivLength]), aad: aad, Array(body[Self.ivLength...])) else {
+        guard let data = opener.open(nonce: openSalt.withUnsafeBytes { Array($0) } + Array(body[0..<Self.ivLength]), aad: aad,
+                                     Array(body[Self.ivLength...])) else {
             throw IKEParseError("SK payload: the ICV does not verify", .authenticationFailed)
         }
         let pad = Int(data.last!)

@@ -202,7 +202,8 @@ public final class IKEDaemon: @unchecked Sendable {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             if let data = try? encoder.encode(IKEStatusFile(sas: lines, counters: engine.counters)) {
-                try? data.write(to: URL(fileURLWithPath: statusPath), options: .atomic)
+                // Mode 0600 from the first byte (a new file renamed over the old): the SAs' state is root's.
+                try? ProtectedFile.replace(statusPath, with: Array(data))
             }
         }
     }

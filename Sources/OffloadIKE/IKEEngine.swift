@@ -171,7 +171,7 @@ public final class IKEEngine {
     /// Lines of Wireshark's `ikev2_decryption_table` for the established IKE SAs (so that tshark
     /// decrypts IKE_AUTH and later exchanges). Holds keys: only for a file of mode 0600.
     public func wiresharkIKELines() -> [String] {
-        func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined() }
+        func hex(_ b: SecretBytes) -> String { b.hexForKeyFile() }
         return sas.values.filter { $0.state == .established && $0.keys != nil }.sorted { $0.created < $1.created }.map { sa in
             let k = sa.keys!
             let name: String

@@ -309,9 +309,9 @@ final class IKESA {
     }
 
     /// SKEYSEED = prf(Ni | Nr, g^ir) (RFC 7296 §2.14).
-    static func skeyseed(_ prf: IKEPRF, ni: [UInt8], nr: [UInt8], shared: [UInt8]) -> [UInt8] { prf(ni + nr, shared) }
+    static func skeyseed(_ prf: IKEPRF, ni: [UInt8], nr: [UInt8], shared: SecretBytes) -> SecretBytes { prf(ni + nr, shared) }
 
-    func deriveKeys(skeyseed: [UInt8]) {
+    func deriveKeys(skeyseed: SecretBytes) {
         let k = IKESAKeys.derive(prf: prf, aead: aead, skeyseed: skeyseed, ni: ni, nr: nr, spii: spii, spir: spir)
         keys = k
         cipher = try? IKEMessageCipher(aead, outbound: originalInitiator ? k.ei : k.er, inbound: originalInitiator ? k.er : k.ei)
@@ -391,8 +391,8 @@ final class IKESA {
 
     // MARK: IKE_AUTH
 
-    func authData(secret: IKESecret, message: [UInt8], nonce: [UInt8], idKey: [UInt8], id: IKEIdentity) -> [UInt8] {
-        let padKey = prf(secret.bytes, Array("Key Pad for IKEv2".utf8))
+    func authData(secret: IKESecret, message: [UInt8], nonce: [UInt8], idKey: SecretBytes, id: IKEIdentity) -> [UInt8] {
+        let padKey = prf.secret(secret.bytes, Array("Key Pad for IKEv2".utf8))
         return prf(padKey, message + nonce + prf(idKey, id.body))
     }
 
@@ -532,20 +532,19 @@ final class IKESA {
         return nil
     }
 
-    func keymat(_ algorithm: ESPAlgorithm, nonces: ([UInt8], [UInt8])) -> (initiatorToResponder: [UInt8], responderToInitiator: [UInt8]) {
+    func keymat(_ algorithm: ESPAlgorithm, nonces: ([UInt8], [UInt8])) -> (initiatorToResponder: SecretBytes, responderToInitiator: SecretBytes) {
         let n = algorithm.keyMaterialLength
         let m = prf.plus(keys!.d, nonces.0 + nonces.1, count: 2 * n)
-        return (Array(m[0..<n]), Array(m[n..<(2 * n)]))
+        return (m.bytes(0..<n), m.bytes(n..<(2 * n)))
     }
 
-    func install(_ config: IKEChildConfig, algorithm: ESPAlgorithm, esn: Bool, inbound: (UInt32, [UInt8]), outbound: (UInt32, [UInt8]),
+    func install(_ config: IKEChildConfig, algorithm: ESPAlgorithm, esn: Bool, inbound: (UInt32, SecretBytes), outbound: (UInt32, SecretBytes),
                  local: [TrafficSelector], remote: [TrafficSelector], replaces: Int?, sending: Bool, now: Double) -> Int {
         let id = engine.newChildID()
         let generation = replaces.flatMap { r in children.first { $0.sa.id == r }?.sa.generation }.map { $0 + 1 } ?? 0
-        let k = algorithm.keyLength
         let sa = IKEChildSA(id: id, connection: connection?.name ?? "?", child: config.name, algorithm: algorithm, extendedSequenceNumbers: esn,
-                            inbound: ESPSAKeys(spi: inbound.0, key: Array(inbound.1.prefix(k)), salt: Array(inbound.1.suffix(4))),
-                            outbound: ESPSAKeys(spi: outbound.0, key: Array(outbound.1.prefix(k)), salt: Array(outbound.1.suffix(4))),
+                            inbound: ESPSAKeys(spi: inbound.0, material: inbound.1),
+                            outbound: ESPSAKeys(spi: outbound.0, material: outbound.1),
                             localTS: local, remoteTS: remote, sending: sending, installed: now, replaces: replaces, generation: generation)
         // Rekeyed at its time less up to a tenth (as strongSwan's rand_time), so both ends rarely start at once.
         let jitter = config.rekeyTime * 0.1 * Double(engine.random(1)[0]) / 255
@@ -719,7 +718,7 @@ final class IKESA {
 
     /// The new IKE SA of a rekey: keys from the old SK_d, the children moved over.
     func successor(initiator: Bool, localSPI: UInt64, remoteSPI: UInt64, choice: (ESPAlgorithm, IKEPRF, IKEKeyExchangeGroup),
-                   shared: [UInt8], ni: [UInt8], nr: [UInt8], now: Double) -> IKESA {
+                   shared: SecretBytes, ni: [UInt8], nr: [UInt8], now: Double) -> IKESA {
         let next = IKESA(engine: engine, originalInitiator: initiator, localSPI: localSPI, path: path, now: now)
         next.remoteSPI = remoteSPI
         next.connection = connection

@@ -62,17 +62,26 @@ public final class AEADContext: @unchecked Sendable {
     /// Whether it seals (else it opens).
     public let seals: Bool
 
-    /// A context for `key` (without the salt).
+    /// A context for `key` (without the salt), which libcrypto copies into its context (and
+    /// cleanses when the context is freed).
     /// - Throws: ``CryptoError`` when the key length is wrong or libcrypto fails.
-    public init(_ algorithm: ESPAlgorithm, key: [UInt8], sealing: Bool) throws(CryptoError) {
+    public init(_ algorithm: ESPAlgorithm, key: SecretBytes, sealing: Bool) throws(CryptoError) {
         guard key.count == algorithm.keyLength else {
             throw CryptoError(description: "\(algorithm) needs a \(algorithm.keyLength)-byte key, got \(key.count) bytes")
         }
-        let made = key.withUnsafeBufferPointer { offload_aead_new(algorithm.shimIdentifier, $0.baseAddress, $0.count, sealing ? 1 : 0) }
+        let made = key.withUnsafeBytes {
+            offload_aead_new(algorithm.shimIdentifier, $0.baseAddress?.assumingMemoryBound(to: UInt8.self), $0.count, sealing ? 1 : 0)
+        }
         guard let made else { throw CryptoError(description: "libcrypto could not make a \(algorithm) context") }
         context = made
         self.algorithm = algorithm
         seals = sealing
+    }
+
+    /// A context for `key` (without the salt), from an array (tests and tools).
+    /// - Throws: ``CryptoError`` when the key length is wrong or libcrypto fails.
+    public convenience init(_ algorithm: ESPAlgorithm, key: [UInt8], sealing: Bool) throws(CryptoError) {
+        try self.init(algorithm, key: SecretBytes(key), sealing: sealing)
     }
 
     deinit { offload_aead_free(context) }

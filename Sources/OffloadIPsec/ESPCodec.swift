@@ -105,8 +105,9 @@ public final class ESPSecurityPolicy: Sendable {
                 sequences.append(old.sequences[i])
                 outbound.append(old.outbound[i])
             } else {
-                sequences.append(try OutboundSequence(spi: t.outbound.spi, key: t.outbound.keyMaterial,
-                                                      extendedSequenceNumbers: t.extendedSequenceNumbers, store: store))
+                sequences.append(try t.outbound.keyMaterial.withTemporaryArray { (material) throws(SequenceStoreError) in
+                    try OutboundSequence(spi: t.outbound.spi, key: material, extendedSequenceNumbers: t.extendedSequenceNumbers, store: store)
+                })
                 outbound.append(ESPSACounters())
             }
             if let old, let i = old.tunnels.firstIndex(where: { $0.inbound == t.inbound }) {
@@ -306,7 +307,7 @@ public struct ESPCodec: TunnelCodec {
             let spi: UInt32
             let tunnel: Int
             let context: AEADContext
-            let salt: [UInt8]
+            let salt: SecretBytes
             var window: ReplayWindow
             let counters: ESPSACounters
         }

@@ -19,7 +19,7 @@ public enum ESPKeyLog {
         for t in tunnels {
             for (sa, source, destination) in [(t.outbound, here, there), (t.inbound, there, here)] {
                 let spi = "0x" + String(format: "%08x", sa.spi)
-                let key = "0x" + sa.keyMaterial.map { String(format: "%02x", $0) }.joined()
+                let key = "0x" + sa.keyMaterial.hexForKeyFile()
                 guard let algorithm = t.algorithm.wiresharkName else {
                     out.append("# \(t.name) \(spi): \(t.algorithm) (Wireshark 4.0 cannot decrypt it)")
                     continue
@@ -30,16 +30,12 @@ public enum ESPKeyLog {
         return out
     }
 
-    /// Writes the lines to `path` with mode 0600 (a file that was there is truncated and made 0600).
+    /// Writes the lines to `path` with mode 0600: a new file, renamed over what was there (so a
+    /// reader that held an older, more open file at that path never sees these keys).
     /// - Throws: a message when the file cannot be written.
     public static func write(_ lines: [String], to path: String) throws(SAFileError) {
-        let fd = unsafe open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw SAFileError(path, nil, unsafe String(cString: strerror(errno))) }
-        defer { close(fd) }
-        fchmod(fd, 0o600)
-        let bytes = Array((lines.joined(separator: "\n") + "\n").utf8)
-        // Safe: write reads bytes.count bytes from the array's own storage.
-        let n = unsafe bytes.withUnsafeBytes { unsafe Glibc.write(fd, $0.baseAddress, $0.count) }
-        guard n == bytes.count else { throw SAFileError(path, nil, "short write") }
+        do { try ProtectedFile.replace(path, with: Array((lines.joined(separator: "\n") + "\n").utf8)) } catch {
+            throw SAFileError(path, nil, error.description)
+        }
     }
 }

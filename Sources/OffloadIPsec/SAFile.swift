@@ -6,22 +6,53 @@ import OffloadWire
 #endif
 
 /// One direction's SA of a manually keyed tunnel: what `ip xfrm state` holds.
-public struct ESPSAKeys: Hashable, Sendable {
+///
+/// The key and salt are ``SecretBytes``: wiped when the last copy of the SA goes, and never
+/// printed (`<secret, N bytes>` where they would be). Two SAs are equal when their SPIs are and
+/// their keys and salts are (compared in constant time); the type is not `Hashable`.
+public struct ESPSAKeys: Equatable, Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     /// The SPI (the receiver's choice; 256 and up, RFC 4303 §2.1).
     public var spi: UInt32
     /// The key, without the salt.
-    public var key: [UInt8]
+    public var key: SecretBytes
     /// The salt: the last 4 bytes of the key material (RFC 4106 §8.1, RFC 7634 §2).
-    public var salt: [UInt8]
+    public var salt: SecretBytes
 
-    /// The key material as `ip xfrm` and Wireshark take it: key ‖ salt.
-    public var keyMaterial: [UInt8] { key + salt }
+    /// The key material as `ip xfrm` and Wireshark take it: key ‖ salt (a new secret each time).
+    public var keyMaterial: SecretBytes { key + salt }
 
     /// An SA's keys.
-    public init(spi: UInt32, key: [UInt8], salt: [UInt8]) {
+    public init(spi: UInt32, key: SecretBytes, salt: SecretBytes) {
         self.spi = spi
         self.key = key
         self.salt = salt
+    }
+
+    /// An SA's keys from key material, key ‖ salt (the last 4 bytes).
+    public init(spi: UInt32, material: SecretBytes) {
+        self.init(spi: spi, key: material.prefix(material.count - ESPAlgorithm.saltLength),
+                  salt: material.suffix(ESPAlgorithm.saltLength))
+    }
+
+    /// An SA's keys, copied from arrays (for tests and tools; the arrays are the caller's to drop).
+    public init(spi: UInt32, key: [UInt8], salt: [UInt8]) {
+        self.init(spi: spi, key: SecretBytes(key), salt: SecretBytes(salt))
+    }
+
+    /// The same SPI, key and salt (the bytes compared in constant time).
+    public static func == (a: ESPSAKeys, b: ESPSAKeys) -> Bool {
+        a.spi == b.spi && a.key.isEqual(to: b.key) && a.salt.isEqual(to: b.salt)
+    }
+
+    /// `ESPSAKeys(spi: 0x00001001, key: <secret, 16 bytes>, salt: <secret, 4 bytes>)`.
+    public var description: String {
+        "ESPSAKeys(spi: 0x\(String(spi, radix: 16)), key: \(key), salt: \(salt))"
+    }
+    /// The same as ``description``.
+    public var debugDescription: String { description }
+    /// The SPI, and the key and salt as their redacted descriptions.
+    public var customMirror: Mirror {
+        Mirror(self, children: ["spi": spi, "key": key.description, "salt": salt.description], displayStyle: .struct)
     }
 }
 
@@ -67,7 +98,7 @@ public enum TrafficSelector: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// A manually keyed ESP tunnel: a pair of SAs and the traffic selectors of what goes through it.
-public struct ESPTunnelConfiguration: Hashable, Sendable {
+public struct ESPTunnelConfiguration: Equatable, Sendable {
     /// The tunnel's name (for logs and counters).
     public var name: String
     /// The AEAD of both SAs.
@@ -156,32 +187,33 @@ public enum SAFile {
     /// Reads and validates the file.
     /// - Throws: ``SAFileError``.
     public static func load(path: String) throws(SAFileError) -> [ESPTunnelConfiguration] {
-        try checkPermissions(path: path)
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-            throw SAFileError(path, nil, "cannot read it as UTF-8 text")
-        }
-        return try parse(text, path: path)
+        try parse(readProtected(path: path), path: path)
     }
 
-    /// Refuses a file that others may read or change.
-    public static func checkPermissions(path: String) throws(SAFileError) {
-        var info = stat()
-        guard lstat(path, &info) == 0 else { throw SAFileError(path, nil, String(cString: strerror(errno))) }
-        guard info.st_mode & S_IFMT == S_IFREG else { throw SAFileError(path, nil, "not a regular file (links are refused)") }
-        guard info.st_uid == geteuid() else {
-            throw SAFileError(path, nil, "owned by uid \(info.st_uid), not by this user (uid \(geteuid())): it holds keys")
-        }
-        let mode = info.st_mode & 0o777
-        guard mode & 0o077 == 0 else {
-            throw SAFileError(path, nil, "mode \(String(mode, radix: 8)) lets others read or change keys: chmod 600 \(path)")
-        }
+    /// The text of a file that holds keys, read through one descriptor that is checked first
+    /// (``ProtectedFile/readText(path:)``: a regular file, not a link, owned by root or this user,
+    /// no access for group or others).
+    /// - Throws: ``SAFileError`` naming the file.
+    public static func readProtected(path: String) throws(SAFileError) -> String {
+        do { return try ProtectedFile.readText(path: path) } catch { throw SAFileError(path, nil, error.description) }
     }
+
+    /// Refuses a file that others may read or change (checked on an opened descriptor; to read
+    /// the file, ``readProtected(path:)`` checks and reads through the same one).
+    public static func checkPermissions(path: String) throws(SAFileError) {
+        _ = try readProtected(path: path)
+    }
+
+    /// The sections that hold keys: nothing in them is ever quoted in an error.
+    static let keySections = SwanctlSection.defaultSecretSections.union(["in", "out"])
 
     /// Parses the text of an SA file.
     /// - Throws: ``SAFileError``.
     public static func parse(_ text: String, path: String = "SA file") throws(SAFileError) -> [ESPTunnelConfiguration] {
         let root: SwanctlSection
-        do { root = try SwanctlSection.parse(text) } catch { throw SAFileError(path, error.line, error.message) }
+        do {
+            root = try SwanctlSection.parse(text, secretSections: keySections)
+        } catch { throw SAFileError(path, error.line, error.message) }
         guard let tunnels = root.sections.first(where: { $0.name == "tunnels" }) else {
             throw SAFileError(path, nil, "no `tunnels { ... }` section")
         }
@@ -217,7 +249,7 @@ public enum SAFile {
         }
         let all = tunnels.flatMap { t in [(t.name, "out", t.outbound), (t.name, "in", t.inbound)] }
         for i in all.indices {
-            for j in all.indices where j > i && constantTimeEqual(all[i].2.key, all[j].2.key) {
+            for j in all.indices where j > i && all[i].2.key.isEqual(to: all[j].2.key) {
                 throw SAFileError(path, nil, "tunnel \(all[i].0) (`\(all[i].1)`) and tunnel \(all[j].0) (`\(all[j].1)`) have the same "
                     + "key: each SA needs its own (one key in two SAs sends the same nonces twice)")
             }
@@ -266,7 +298,7 @@ public enum SAFile {
                 throw SAFileError(path, s.line, "tunnel \(s.name): no `\(name) { spi = ... key = ... }` section")
             }
             var spi: UInt32?
-            var material: [UInt8]?
+            var material: SecretBytes?
             for setting in sub.settings {
                 switch setting.key {
                 case "spi":
@@ -276,7 +308,7 @@ public enum SAFile {
                     }
                     spi = v
                 case "key":
-                    guard let bytes = hexBytes(setting.value) else {
+                    guard let bytes = secretHexBytes(setting.value) else {
                         throw SAFileError(path, setting.line, "key: hex digits after 0x (the value is not shown)")
                     }
                     guard bytes.count == algorithm.keyLength + ESPAlgorithm.saltLength else {
@@ -285,15 +317,16 @@ public enum SAFile {
                     }
                     material = bytes
                 default:
-                    throw SAFileError(path, setting.line, "unknown setting `\(setting.key)` in \(name)")
+                    // Not quoted: in a section of keys, an unknown "setting" may be a key's value on the wrong line.
+                    throw SAFileError(path, setting.line, "an unknown setting in \(name) (\(SwanctlSection.redacted)): only spi and key")
                 }
             }
             guard let spi else { throw SAFileError(path, sub.line, "\(name): no spi") }
             guard let material else { throw SAFileError(path, sub.line, "\(name): no key") }
-            return ESPSAKeys(spi: spi, key: Array(material.prefix(algorithm.keyLength)), salt: Array(material.suffix(4)))
+            return ESPSAKeys(spi: spi, material: material)
         }
         let outbound = try keys("out"), inbound = try keys("in")
-        if constantTimeEqual(outbound.keyMaterial, inbound.keyMaterial) {
+        if outbound.key.isEqual(to: inbound.key) && outbound.salt.isEqual(to: inbound.salt) {
             throw SAFileError(path, s.line, "tunnel \(s.name): `in` and `out` have the same key: each direction needs its own")
         }
         return ESPTunnelConfiguration(name: s.name, algorithm: algorithm, extendedSequenceNumbers: esn, replayWindow: window,
@@ -304,7 +337,7 @@ public enum SAFile {
     /// The text of an SA file for `tunnels` (what ``parse(_:path:)`` reads back): for the lab, the
     /// tests and scripts that make keys on the spot. Holds keys: write it with mode 0600.
     public static func render(_ tunnels: [ESPTunnelConfiguration]) -> String {
-        func hex(_ bytes: [UInt8]) -> String { "0x" + bytes.map { String(format: "%02x", $0) }.joined() }
+        func hex(_ bytes: SecretBytes) -> String { "0x" + bytes.hexForKeyFile() }
         var text = "tunnels {\n"
         for t in tunnels {
             text += """
@@ -341,11 +374,36 @@ public enum SAFile {
                                    local: [TrafficSelector], remote: [TrafficSelector],
                                    outboundSPI: UInt32 = 0x1001, inboundSPI: UInt32 = 0x2001) -> ESPTunnelConfiguration {
         func keys(_ spi: UInt32) -> ESPSAKeys {
-            ESPSAKeys(spi: spi, key: randomBytes(algorithm.keyLength), salt: randomBytes(ESPAlgorithm.saltLength))
+            ESPSAKeys(spi: spi, key: SecretBytes(random: algorithm.keyLength), salt: SecretBytes(random: ESPAlgorithm.saltLength))
         }
         return ESPTunnelConfiguration(name: name, algorithm: algorithm, extendedSequenceNumbers: extendedSequenceNumbers,
                                       localSelectors: local, remoteSelectors: remote, outbound: keys(outboundSPI),
                                       inbound: keys(inboundSPI))
+    }
+
+    /// `0x`-prefixed hex digits as secret bytes, written in place (no array of the key on the way);
+    /// nil when not that (or empty).
+    public static func secretHexBytes(_ text: String) -> SecretBytes? {
+        let utf8 = text.utf8
+        guard utf8.count > 2, utf8.count % 2 == 0, utf8.starts(with: "0x".utf8) || utf8.starts(with: "0X".utf8) else { return nil }
+        func nibble(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+            default: nil
+            }
+        }
+        struct NotHex: Error {}
+        return try? SecretBytes(count: (utf8.count - 2) / 2) { (out: UnsafeMutableRawBufferPointer) throws(NotHex) in
+            var it = utf8.dropFirst(2).makeIterator()
+            var i = 0
+            while let a = it.next(), let b = it.next() {
+                guard let x = nibble(a), let y = nibble(b) else { throw NotHex() }
+                out[i] = x << 4 | y
+                i += 1
+            }
+        }
     }
 
     /// `0x`-prefixed hex digits as bytes; nil when not that (or empty).

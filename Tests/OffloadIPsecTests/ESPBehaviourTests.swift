@@ -136,7 +136,7 @@ struct ESPBehaviourTests {
         let sealer = try AEADContext(.aesGCM128, key: sa.key, sealing: true)
         let header = withUnsafeBytes(of: sa.spi.bigEndian) { Array($0) } + withUnsafeBytes(of: sequence.bigEndian) { Array($0) }
             + withUnsafeBytes(of: UInt64(sequence).bigEndian) { Array($0) }
-        let nonce = sa.salt + Array(header[8..<16])
+        let nonce = sa.salt.withUnsafeBytes { Array($0) } + Array(header[8..<16])
         let aad = Array(header[0..<4]) + [0, 0, 0, 0] + Array(header[4..<8])  // ESN: SPI ‖ high 0 ‖ low
         return header + (seal(sealer, nonce: nonce, aad: aad, plaintext) ?? [])
     }
@@ -285,7 +285,7 @@ struct SAFileTests {
         #expect(tunnels.count == 2)
         #expect(tunnels[0].algorithm == .aesGCM128 && !tunnels[0].extendedSequenceNumbers && tunnels[0].replayWindow == 1024)
         #expect(tunnels[0].outbound.spi == 0x1001 && tunnels[0].inbound.spi == 0x2001)
-        #expect(tunnels[0].outbound.key == Array(0..<16) && tunnels[0].outbound.salt == [16, 17, 18, 19])
+        #expect(tunnels[0].outbound.key.isEqual(to: SecretBytes(Array(0..<16))) && tunnels[0].outbound.salt.isEqual(to: SecretBytes([16, 17, 18, 19])))
         #expect(tunnels[0].sends(from: IPAddress("10.1.2.3")!, to: IPAddress("10.2.0.1")!))
         #expect(!tunnels[0].sends(from: IPAddress("10.1.2.3")!, to: IPAddress("10.3.0.1")!))
         #expect(tunnels[0].receives(from: IPAddress("10.2.0.1")!, to: IPAddress("10.1.2.3")!))
@@ -336,8 +336,8 @@ struct SAFileTests {
             return t
         })).count == 2)
         #expect(fresh.reversed.outbound == fresh.inbound && fresh.reversed.localSelectors == fresh.remoteSelectors)
-        #expect(fresh.outbound.key.count == 32 && fresh.outbound.key != fresh.inbound.key
-            && fresh.outbound.key != SAFile.freshTunnel(name: "y", algorithm: .aesGCM256, local: [], remote: []).outbound.key)
+        #expect(fresh.outbound.key.count == 32 && !fresh.outbound.key.isEqual(to: fresh.inbound.key)
+            && !fresh.outbound.key.isEqual(to: SAFile.freshTunnel(name: "y", algorithm: .aesGCM256, local: [], remote: []).outbound.key))
     }
 
     @Test("structure: a duplicate inbound SPI, the same key both ways, an unclosed section, an unknown setting")

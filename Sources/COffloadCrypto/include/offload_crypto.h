@@ -84,4 +84,19 @@ size_t offload_ke_public(offload_ke *ke, uint8_t *out, size_t capacity);
 /// length, or 0 when the peer's value is invalid (wrong length, a small-order point, out of range).
 size_t offload_ke_shared(offload_ke *ke, const uint8_t *peer, size_t peer_length, uint8_t *out, size_t capacity);
 
+// ---- Keeping keys out of places they must not reach. ----
+
+/// Overwrites `length` bytes at `buffer` with zeros in a way the compiler may not remove
+/// (OPENSSL_cleanse): for key material about to be freed.
+void offload_cleanse(void *buffer, size_t length);
+
+/// Stops this process from writing core dumps, which would put its keys on disk:
+/// setrlimit(RLIMIT_CORE, 0) and prctl(PR_SET_DUMPABLE, 0) (the latter also keeps non-root
+/// users from ptrace-attaching, and makes /proc/self's files root's). prctl is variadic, so Swift
+/// cannot call it: hence here. Returns 0, or -errno of the first call that failed.
+int offload_disable_core_dumps(void);
+
+/// prctl(PR_GET_DUMPABLE): 1 when this process may dump core, 0 when not, or -errno.
+int offload_dumpable(void);
+
 #endif
