@@ -52,7 +52,9 @@ struct Forward: AsyncParsableCommand {
 
     func validate() throws {
         if setup && (lan == nil || wan == nil) { throw ValidationError("--setup needs --lan and --wan") }
-        if failClosed && !setup { throw ValidationError("--fail-closed needs --setup") }
+        let setupOnly = (lan != nil ? ["--lan"] : []) + (wan != nil ? ["--wan"] : []) + (keepIngressGro ? ["--keep-ingress-gro"] : [])
+            + (failClosed ? ["--fail-closed"] : [])
+        if !setup && !setupOnly.isEmpty { throw needsSetup(setupOnly) }
     }
 
     func run() async throws {
@@ -83,7 +85,7 @@ struct DataplaneOptions: ParsableArguments {
     var queues = 1
     @Option(help: "Transmit queue length of both devices: the packets the kernel may queue for the forwarder to read (Linux's TUN default is 500; 0 leaves it).")
     var txqueuelen = 4096
-    @Option(help: "Serve Prometheus text on ADDRESS:PORT (IPv4).")
+    @Option(help: "Serve Prometheus text on ADDRESS:PORT: IPv4 (127.0.0.1:9101, 0.0.0.0:9101) or IPv6 in brackets ([::1]:9101, [::]:9101).")
     var metrics: String?
     @Option(help: "Source address of ICMPv4 errors.")
     var icmpSource4 = "192.0.2.254"
@@ -126,7 +128,9 @@ struct DataplaneOptions: ParsableArguments {
         guard txqueuelen >= 0 && txqueuelen <= 1_000_000 else { throw ValidationError("--txqueuelen must be 0...1000000") }
         guard IPv4Address(icmpSource4) != nil else { throw ValidationError("--icmp-source4: not an IPv4 address") }
         guard IPv6Address(icmpSource6) != nil else { throw ValidationError("--icmp-source6: not an IPv6 address") }
-        if let metrics, parseEndpoint(metrics) == nil { throw ValidationError("--metrics wants ADDRESS:PORT") }
+        if let metrics, parseEndpoint(metrics) == nil {
+            throw ValidationError("--metrics \(metrics): want ADDRESS:PORT, like 127.0.0.1:9101 or [::1]:9101")
+        }
         if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
         if let impair {
             do { _ = try ImpairmentSettings(parsing: impair) } catch { throw ValidationError("--impair: \(error)") }
@@ -233,9 +237,19 @@ func summary(_ stats: [String: ForwarderStatistics]) -> String {
     return text
 }
 
+/// `127.0.0.1:9101` or `[::1]:9101` as the address (without brackets) and the port; nil when it is neither.
 func parseEndpoint(_ text: String) -> (String, UInt16)? {
-    guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]),
-        IPv4Address(text[..<colon]) != nil
-    else { return nil }
-    return (String(text[..<colon]), port)
+    guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else { return nil }
+    let host = text[..<colon]
+    if host.hasPrefix("["), host.hasSuffix("]") {
+        let inside = host.dropFirst().dropLast()
+        return IPv6Address(inside) != nil ? (String(inside), port) : nil
+    }
+    return IPv4Address(host) != nil ? (String(host), port) : nil
+}
+
+/// A usage error for options that do something only with `--setup`: without it they would be ignored.
+func needsSetup(_ options: [String]) -> ValidationError {
+    ValidationError("\(options.joined(separator: ", ")): only with --setup (without it, nothing is routed or set up; "
+        + "add --setup, or leave \(options.count == 1 ? "it" : "them") out)")
 }
