@@ -52,6 +52,47 @@ struct CommandLineTests {
         #expect(bad == 1 && badError.contains("file header at byte 0"))
     }
 
+    @Test("live options that do something only with --setup are refused without it; a missing --local or --remote is named; --metrics takes [IPv6]:PORT",
+          .enabled(if: offloadBuilt, "the offload executable was not built"))
+    func liveUsageErrors() throws {
+        let offload = try #require(offloadBinary)
+        // Validation happens before anything is opened: no device is created, no root needed. In
+        // case it did not (a regression), root runs them in a network namespace of their own, and
+        // each stops within a second.
+        let unshare = getuid() == 0 ? which("unshare") : nil
+        func run(_ offload: String, _ arguments: [String]) throws -> (Int32, String, String) {
+            let bounded = arguments.contains("--duration") ? arguments : arguments + ["--duration", "1"]
+            return try OffloadCaptureTests.run(unshare ?? offload, (unshare != nil ? ["--net", offload] : []) + bounded)
+        }
+        let withoutSetup: [([String], String)] = [
+            (["tunnel", "--device", "t0", "--local", "192.0.2.1", "--remote", "192.0.2.2", "--id", "7", "--route", "10.2.0.0/16"], "--route"),
+            (["tunnel", "--device", "t0", "--local", "192.0.2.1", "--remote", "192.0.2.2", "--id", "7", "--address", "10.9.0.1/30"], "--address"),
+            (["siit", "--ingress", "a", "--egress", "b", "--pool6", "64:ff9b::/96", "--route4", "198.18.0.0/24"], "--route4"),
+            (["siit", "--ingress", "a", "--egress", "b", "--pool6", "64:ff9b::/96", "--route6", "2001:db8::/64"], "--route6"),
+            (["forward", "--ingress", "a", "--egress", "b", "--lan", "eth0", "--wan", "eth1"], "--lan, --wan"),
+            (["ipsec", "--sa", "/nonexistent.conf", "--device", "i0", "--local", "192.0.2.1", "--remote", "192.0.2.2", "--route", "10.2.0.0/16"], "--route"),
+        ]
+        for (arguments, named) in withoutSetup {
+            let (status, _, err) = try run(offload, arguments)
+            #expect(status == 2 && err.contains("\(named): only with --setup"), "\(arguments): exit \(status), \(err)")
+        }
+        let (noRemote, _, noRemoteError) = try run(offload, ["tunnel", "--device", "t0", "--local", "192.0.2.1", "--id", "7"])
+        #expect(noRemote == 2 && noRemoteError.contains("missing --remote") && !noRemoteError.contains("--local ("), "\(noRemoteError)")
+        let (noLocal, _, noLocalError) = try run(offload, ["ipsec", "--sa", "/nonexistent.conf", "--device", "i0", "--remote", "192.0.2.2"])
+        #expect(noLocal == 2 && noLocalError.contains("missing --local"), "\(noLocalError)")
+        let (badRemote, _, badRemoteError) = try run(offload, ["tunnel", "--device", "t0", "--local", "192.0.2.1", "--remote", "far", "--id", "7"])
+        #expect(badRemote == 2 && badRemoteError.contains("--remote far: not an IP address"), "\(badRemoteError)")
+        // --metrics: a bracketed IPv6 address passes (the next check, --duration, is the one that fails).
+        for endpoint in ["[::1]:9105", "[::]:9105", "0.0.0.0:9105", "127.0.0.1:9105"] {
+            let (status, _, err) = try run(offload, ["forward", "--ingress", "a", "--egress", "b", "--metrics", endpoint, "--duration", "0"])
+            #expect(status == 2 && !err.contains("--metrics") && err.contains("--duration"), "\(endpoint): \(err)")
+        }
+        for endpoint in ["::1:9105", "[127.0.0.1]:9105", "[::1]", "localhost:9105"] {
+            let (status, _, err) = try run(offload, ["forward", "--ingress", "a", "--egress", "b", "--metrics", endpoint])
+            #expect(status == 2 && err.contains("--metrics"), "\(endpoint): \(err)")
+        }
+    }
+
     @Test("demo, coalesce, segment and stats --json work end to end", .enabled(if: offloadBuilt, "the offload executable was not built"))
     func endToEnd() throws {
         let offload = try #require(offloadBinary)
