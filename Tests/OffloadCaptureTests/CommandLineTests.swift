@@ -93,6 +93,40 @@ struct CommandLineTests {
         }
     }
 
+    @Test("ipsec --status: a status whose gateway is gone says so (pid, time) and exits 1; a current one prints and exits 0",
+          .enabled(if: offloadBuilt, "the offload executable was not built"))
+    func ipsecStatusFreshness() throws {
+        let offload = try #require(offloadBinary)
+        let dir = temporaryPath("status")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let counters = #"{"childRekeys":0,"ikeRekeys":0,"retransmissions":0,"invalidMessages":0,"cookiesSent":0,"collisions":0}"#
+        func status(pid: Int32, written: Double) throws -> (Int32, String, String) {
+            let path = "\(dir)/gw.conf.status"
+            try #"{"sas":[],"counters":\#(counters),"pid":\#(pid),"written":\#(written)}"#
+                .write(toFile: path, atomically: true, encoding: .utf8)
+            return try run(offload, ["ipsec", "--config", "\(dir)/gw.conf", "--status-file", path, "--status"])
+        }
+        // A process that has ended: its pid is free.
+        let ended = Process()
+        ended.executableURL = URL(fileURLWithPath: "/bin/true")
+        try ended.run()
+        ended.waitUntilExit()
+        let written = Date().timeIntervalSince1970 - 300
+        let (gone, goneOut, goneError) = try status(pid: ended.processIdentifier, written: written)
+        #expect(gone == 1 && goneError.contains("the gateway (pid \(ended.processIdentifier)) is not running"), "\(gone): \(goneError)")
+        #expect(goneError.contains(ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: written))), "\(goneError)")
+        #expect(goneOut.contains("no IKE SA"), "the last status is still shown: \(goneOut)")
+        // Alive (this test process) but silent for five minutes.
+        let (silent, _, silentError) = try status(pid: getpid(), written: written)
+        #expect(silent == 1 && silentError.contains("has not written its status since"), "\(silentError)")
+        // Alive and current.
+        let (current, currentOut, currentError) = try status(pid: getpid(), written: Date().timeIntervalSince1970)
+        #expect(current == 0 && currentOut.contains("no IKE SA") && currentError.isEmpty, "\(current): \(currentError)")
+        // No status at all: where it looked.
+        let (none, _, noneError) = try run(offload, ["ipsec", "--config", "\(dir)/other.conf", "--status"])
+        #expect(none == 1 && noneError.contains("\(dir)/other.conf.status: no status"), "\(noneError)")
+    }
+
     @Test("demo, coalesce, segment and stats --json work end to end", .enabled(if: offloadBuilt, "the offload executable was not built"))
     func endToEnd() throws {
         let offload = try #require(offloadBinary)
