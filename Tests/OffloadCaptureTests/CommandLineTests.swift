@@ -127,6 +127,46 @@ struct CommandLineTests {
         #expect(none == 1 && noneError.contains("\(dir)/other.conf.status: no status"), "\(noneError)")
     }
 
+    @Test("scripts/install.sh --binary: installs a built binary without building, every unit with the env file it reads (0600), and names the man page only when it installed one",
+          .enabled(if: offloadBuilt, "the offload executable was not built"))
+    func installBinary() throws {
+        let offload = try #require(offloadBinary)
+        let stage = temporaryPath("install-stage")
+        try? FileManager.default.removeItem(atPath: stage)
+        let (status, out, err) = try run("/usr/bin/env", ["DESTDIR=\(stage)", "PREFIX=/usr/local", "bash",
+                                                          projectRoot.appendingPathComponent("scripts/install.sh").path, "--binary", offload])
+        #expect(status == 0, "\(out)\n\(err)")
+        #expect(!out.contains("building the release binary"), "it built although a binary was given: \(out)")
+        #expect(FileManager.default.isExecutableFile(atPath: "\(stage)/usr/local/bin/offload"))
+        let units = try FileManager.default.contentsOfDirectory(atPath: "\(stage)/etc/systemd/system").filter { $0.hasSuffix(".service") }
+        #expect(units.count == 4, "\(units)")
+        for unit in units {
+            let text = try String(contentsOfFile: "\(stage)/etc/systemd/system/\(unit)", encoding: .utf8)
+            for line in text.split(separator: "\n") where line.hasPrefix("EnvironmentFile=") {
+                let env = "\(stage)\(line.dropFirst("EnvironmentFile=".count))"
+                let mode = (try? FileManager.default.attributesOfItem(atPath: env)[.posixPermissions] as? Int) ?? nil
+                #expect(mode == 0o600, "\(unit) reads \(env): \(mode.map { String($0, radix: 8) } ?? "missing")")
+            }
+        }
+        let pages = (try? FileManager.default.contentsOfDirectory(atPath: "\(stage)/usr/local/share/man/man1")) ?? []
+        #expect(out.contains("man offload") == !pages.isEmpty, "man pages \(pages); said: \(out)")
+        let (missing, _, missingError) = try run("/usr/bin/env", ["DESTDIR=\(stage)", "bash",
+                                                                  projectRoot.appendingPathComponent("scripts/install.sh").path,
+                                                                  "--binary", "\(stage)/nonexistent"])
+        #expect(missing != 0 && missingError.contains("not an executable file"), "\(missingError)")
+        // No swift on the PATH and no --binary: the release binary already built, or a clear refusal.
+        if !FileManager.default.isExecutableFile(atPath: "/usr/bin/swift") && !FileManager.default.isExecutableFile(atPath: "/bin/swift") {
+            let (noSwift, noSwiftOut, noSwiftError) = try run("/usr/bin/env", ["PATH=/usr/bin:/bin", "DESTDIR=\(stage)", "bash",
+                                                                               projectRoot.appendingPathComponent("scripts/install.sh").path])
+            if FileManager.default.isExecutableFile(atPath: projectRoot.appendingPathComponent(".build/release/offload").path) {
+                #expect(noSwift == 0 && noSwiftOut.contains("no swift here"), "\(noSwiftOut)\(noSwiftError)")
+            } else {
+                #expect(noSwift == 1 && noSwiftError.contains("give it with --binary PATH"), "\(noSwiftError)")
+            }
+        }
+        try? FileManager.default.removeItem(atPath: stage)
+    }
+
     @Test("demo, coalesce, segment and stats --json work end to end", .enabled(if: offloadBuilt, "the offload executable was not built"))
     func endToEnd() throws {
         let offload = try #require(offloadBinary)
