@@ -107,6 +107,13 @@ struct HostSafetyTests {
         #expect(forward == 1 && forwardOut.contains("table 4100 is in use"), "\(forward): \(forwardOut)")
         #expect(try ns.exec("ip route show table 4100").1.contains("default via 10.9.0.2"))
         #expect(try !ns.exec("ip rule").1.contains("lookup 4100"), "a rule was left behind")
+        // Nor one that a rule already looks up.
+        try ns.exec("ip route del default via 10.9.0.2 table 4100 && ip rule add from 10.7.0.0/24 lookup 4101 priority 300")
+        let (ruled, ruledOut) = try ns.exec("timeout 20 \(ns.offload) forward --ingress hsa --egress hsb --setup --lan d0 --wan d1 "
+            + "--duration 2", timeout: 30)
+        #expect(ruled == 1 && ruledOut.contains("a rule already uses table 4101"), "\(ruled): \(ruledOut)")
+        #expect(try ns.exec("ip rule").1.contains("from 10.7.0.0/24 lookup 4101"), "the operator's rule was removed")
+        #expect(try !ns.exec("ip rule").1.contains("lookup 4100"), "a rule was left behind")
         // What it may add, it adds and removes: a free prefix beside the operator's route.
         let (free, freeOut) = try ns.exec("timeout 20 \(ns.offload) \(siit) --route4 10.3.0.0/16", timeout: 30)
         #expect(free == 0, "\(freeOut)")
