@@ -156,7 +156,10 @@ extension IPsec {
         guard let pid = file.pid, let written = file.written else { return nil }
         let when = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: written))
         let age = Int(max(0, now - written))
-        if kill(pid, 0) != 0 && errno == ESRCH {
+        // Gone, or killed and not yet reaped by its parent (a zombie: `PID (COMM) Z ...`).
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        let zombie = stat.lastIndex(of: ")").map { stat[stat.index(after: $0)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z") } ?? false
+        if (kill(pid, 0) != 0 && errno == ESRCH) || zombie {
             return "the gateway (pid \(pid)) is not running; this is its last status, from \(when) (\(age) s ago)"
         }
         if age > 10 {

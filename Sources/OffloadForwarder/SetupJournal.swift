@@ -83,10 +83,15 @@ public struct SetupJournal: Sendable {
     func remove() { unsafe unlink(path) }
 
     /// Whether `pid` is a running `offload` process (another gateway that set the devices up).
+    /// A killed one that its parent has not reaped yet (a zombie) is not running.
     static func isOffloadProcess(_ pid: Int32) -> Bool {
-        guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return false }
-        let name = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? ""
-        return name.hasPrefix("offload")
+        guard pid > 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return false }
+        // `PID (COMM) STATE ...`: the name may hold spaces and parentheses, the state follows the last ")".
+        let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first
+        let name = stat[..<close].split(separator: "(", maxSplits: 1).last ?? ""
+        return name.hasPrefix("offload") && state != "Z" && state != "X"
     }
 
     /// The network namespace this process is in: its cookie (`SO_NETNS_COOKIE`, Linux 5.14; never
