@@ -60,7 +60,8 @@ public final class RoutingSetup: @unchecked Sendable {
 
     /// Applies the routing for a forwarder between `ingress` and `egress` TUN devices, with
     /// traffic arriving from the `lan` and `wan` interfaces.
-    /// - Throws: when a command fails (what was done so far is still undone by ``teardown()``).
+    /// - Throws: ``SetupRefusal`` when table `table` or `table + 1` has routes or rules already;
+    ///   ``SetupError`` when a command fails (what was done so far is still undone by ``teardown()``).
     ///
     /// While the forwarder runs, its TUN devices carry the tables' default routes. When the process
     /// dies, the devices and those routes go, and the rules then find nothing in their tables:
