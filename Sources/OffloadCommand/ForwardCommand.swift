@@ -99,6 +99,8 @@ struct DataplaneOptions: ParsableArguments {
     var impair: String?
     @Option(help: "Which direction --impair damages: both, lan_to_wan or wan_to_lan.")
     var impairDirection = "both"
+    @Flag(help: "Put back what a --setup run for these devices left in this network namespace when it was killed (routes, rules, sysctls, GRO; written down in /run/offload), and exit. The next --setup run does the same by itself.")
+    var cleanup = false
 
     /// The live-only options given on the command line (not at their defaults): offline work would
     /// ignore them, so offline commands refuse them rather than pretend.
@@ -118,6 +120,7 @@ struct DataplaneOptions: ParsableArguments {
         if statsJson != nil { given.append("--stats-json") }
         if impair != nil { given.append("--impair") }
         if impairDirection != "both" { given.append("--impair-direction") }
+        if cleanup { given.append("--cleanup") }
         return given
     }
 
@@ -146,6 +149,7 @@ struct DataplaneOptions: ParsableArguments {
                        failClosed: Bool = false, label: String,
                        makeStage: @escaping @Sendable (Direction) -> S) async throws {
         let logger = try prepare(label: label)
+        if cleanup { return try cleanupSetup(devices: [ingress, egress]) }
         var config = ForwarderConfiguration(ingress: ingress, egress: egress)
         config.egressMTU = egressMtu
         config.gro.mode = mode == .gro ? .gro : .unsafeLRO
@@ -171,6 +175,19 @@ struct DataplaneOptions: ParsableArguments {
         logger.info("forwarding \(names.ingress) <-> \(names.egress); offloads granted: \(names.ingress): \(forwarder.grantedOffloads.ingress), \(names.egress): \(forwarder.grantedOffloads.egress); egress MTU \(forwarder.egressMTU); mode \(mode.rawValue); GSO writes \(forwarder.gsoWritesWork ? "accepted" : "refused: segmenting")")
         if mode == .lro { logger.warning("--mode lro is the UNSAFE greedy merge: expect black holes behind a smaller MTU") }
         try await serve(forwarder, routing: routing, ingressGRO: ingressGRO, failClosed: failClosed, logger: logger)
+    }
+
+    /// `--cleanup`: puts back what a killed `--setup` run for `devices` left in this network
+    /// namespace (its ``SetupJournal``), says what, and returns without opening any device.
+    func cleanupSetup(devices: [String]) throws {
+        let setup = RoutingSetup()
+        let recovered: [String]
+        do { recovered = try setup.keepJournal(SetupJournal(devices: Set(devices).sorted())) } catch {
+            throw InputError(message: "--cleanup: \(error)")
+        }
+        setup.teardown()
+        print(recovered.isEmpty ? "nothing to put back for \(Set(devices).sorted().joined(separator: ", ")) in this network namespace"
+            : "put back what a killed run left: " + recovered.joined(separator: "; "))
     }
 
     /// Logging to standard error, and the check for the privileges TUN devices need.

@@ -86,6 +86,7 @@ struct TunnelEndpointOptions: ParsableArguments {
                                    started: (TunnelEndpoint<Codec>, Logger) throws -> Void = { _, _ in }) async throws {
         guard let device else { return }
         let logger = try dataplane.prepare(label: label)
+        if dataplane.cleanup { return try dataplane.cleanupSetup(devices: [device]) }
         var configuration = TunnelConfiguration(device: device, local: IPAddress(local!)!, remote: IPAddress(remote!)!, codec: codec)
         configuration.underlayMTU = underlayMtu
         configuration.offloads = !dataplane.noVnetHdr

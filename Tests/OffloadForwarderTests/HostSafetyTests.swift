@@ -159,6 +159,27 @@ struct HostSafetyTests {
         #expect(try sh("ls /run/offload 2>/dev/null").1.contains("-hka-hkb.json") == false, "the journal outlived a clean exit")
     }
 
+    @Test("--cleanup puts back what a killed run left, without starting; a second --cleanup finds nothing",
+          .enabled(if: hostTestsReady, "needs root, /dev/net/tun, network namespaces and the offload executable"))
+    func cleanupOption() throws { try exclusiveNetwork { try cleanupOptionBody() } }
+    func cleanupOptionBody() throws {
+        let ns = try HostNamespace("x")
+        try sh("rm -f /run/offload/setup-*-hx4-hx6.json")
+        try ns.exec("sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0 net.ipv4.conf.all.rp_filter=2")
+        let siit = "siit --ingress hx6 --egress hx4 --pool6 64:ff9b::/96 --setup --route4 198.18.8.0/24"
+        let first = try ns.start(siit + " --duration 60")
+        try ns.wait("the route into hx4") { try ns.exec("ip route").1.contains("198.18.8.0/24 dev hx4") }
+        kill(first, SIGKILL)
+        try ns.wait("the run to be killed") { try !ns.exec("ip link").1.contains("hx4") }
+        #expect(try ns.sysctls(setupSysctls) == ["1", "1", "0"])
+        let (status, out) = try ns.exec("timeout 20 \(ns.offload) \(siit) --cleanup", timeout: 30)
+        #expect(status == 0 && out.contains("put back") && out.contains("net.ipv4.ip_forward=0"), "\(status): \(out)")
+        #expect(try ns.sysctls(setupSysctls) == originalSysctls)
+        let (again, againOut) = try ns.exec("timeout 20 \(ns.offload) \(siit) --cleanup", timeout: 30)
+        #expect(again == 0 && againOut.contains("nothing to put back"), "\(againOut)")
+        #expect(try ns.sysctls(setupSysctls) == originalSysctls)
+    }
+
     @Test("a namespace whose loopback is down: siit and forward with --setup stop on their duration and on SIGTERM, and put the sysctls back",
           .enabled(if: hostTestsReady, "needs root, /dev/net/tun, network namespaces and the offload executable"))
     func loopbackDown() throws { try exclusiveNetwork { try loopbackDownBody() } }
