@@ -204,6 +204,52 @@ struct HostSafetyTests {
         #expect(try !ns.exec("ip route").1.contains("198.18.7.0/24"))
     }
 
+    @Test("offload ipsec --config: the status file names its writer and time; a status that cannot be written is logged once",
+          .enabled(if: hostTestsReady, "needs root, /dev/net/tun, network namespaces and the offload executable"))
+    func ipsecStatusWriter() throws { try exclusiveNetwork { try ipsecStatusWriterBody() } }
+    func ipsecStatusWriterBody() throws {
+        let ns = try HostNamespace("i")
+        let config = "\(ns.dir)/gw.conf"
+        let text = """
+            connections {
+              site {
+                local_addrs = 10.9.0.1
+                remote_addrs = 10.9.0.2
+                proposals = aes128gcm16-prfsha256-x25519
+                local { auth = psk
+                  id = gw1 }
+                remote { auth = psk
+                  id = gw2 }
+                children {
+                  net {
+                    local_ts = 10.88.1.0/24
+                    remote_ts = 10.88.2.0/24
+                    esp_proposals = aes128gcm16
+                    start_action = none
+                  }
+                }
+              }
+            }
+            secrets {
+              ike-site { id = gw2
+                secret = "host-safety-test-psk" }
+            }
+            """
+        FileManager.default.createFile(atPath: config, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+        // Written: the writer's pid and the time.
+        let status = "\(ns.dir)/gw.status"
+        let (ok, okOut) = try ns.exec("timeout 20 \(ns.offload) ipsec --config \(config) --device hi0 --status-file \(status) "
+            + "--duration 2.5", timeout: 30)
+        #expect(ok == 0, "\(okOut)")
+        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: status))) as? [String: Any]
+        #expect((written?["pid"] as? Int ?? 0) > 0 && (written?["written"] as? Double ?? 0) > 1_700_000_000, "\(String(describing: written))")
+        // Not writable (no such directory): said once, not once a second.
+        let (failed, failedOut) = try ns.exec("timeout 20 \(ns.offload) ipsec --config \(config) --device hi0 "
+            + "--status-file \(ns.dir)/missing/gw.status --duration 3.5", timeout: 30)
+        #expect(failed == 0, "\(failedOut)")
+        #expect(failedOut.components(separatedBy: "cannot write the status to \(ns.dir)/missing/gw.status").count - 1 == 1, "\(failedOut)")
+    }
+
     @Test("TUNSETIFF refused: the message says it needs root or CAP_NET_ADMIN")
     func tunPermissionMessage() {
         let error = TUNError(operation: "TUNSETIFF", device: "tun0", errno: .notPermitted)
