@@ -269,7 +269,8 @@ public enum RoutingPlan: Sendable, Hashable {
 
 extension RoutingSetup {
     /// Routes `intoIngress` prefixes into the ingress device and `intoEgress` ones into the egress
-    /// device (`ip route add PREFIX dev DEVICE`, refused when a route to PREFIX is there), with forwarding on; ``teardown()`` deletes them.
+    /// device (`ip route add PREFIX dev DEVICE`, refused when a route to PREFIX is there), with
+    /// forwarding on; ``teardown()`` deletes them.
     public func applyRoutes(ingress: String, egress: String, intoIngress: [String], intoEgress: [String]) throws {
         try enableForwarding(looseReversePath: [ingress, egress])
         for (prefixes, device) in [(intoIngress, ingress), (intoEgress, egress)] {
@@ -300,8 +301,8 @@ extension RoutingSetup {
             try change(add, undo: ["ip", family, "route", "del", prefix, "dev", device, "table", "main"])
         } catch let error as SetupError where error.message.contains("File exists") {
             // Added by someone else between the look and the add.
-            throw SetupRefusal.routeExists(prefix: prefix, 
-                                           existing: (try? listing(["ip", family, "route", "show", "table", "main", "exact", prefix]))?.first ?? prefix)
+            let existing = (try? listing(["ip", family, "route", "show", "table", "main", "exact", prefix]))?.first
+            throw SetupRefusal.routeExists(prefix: prefix, existing: existing ?? prefix)
         }
     }
 }
