@@ -52,7 +52,9 @@ struct Forward: AsyncParsableCommand {
 
     func validate() throws {
         if setup && (lan == nil || wan == nil) { throw ValidationError("--setup needs --lan and --wan") }
-        if failClosed && !setup { throw ValidationError("--fail-closed needs --setup") }
+        let setupOnly = (lan != nil ? ["--lan"] : []) + (wan != nil ? ["--wan"] : []) + (keepIngressGro ? ["--keep-ingress-gro"] : [])
+            + (failClosed ? ["--fail-closed"] : [])
+        if !setup && !setupOnly.isEmpty { throw needsSetup(setupOnly) }
     }
 
     func run() async throws {
@@ -83,7 +85,7 @@ struct DataplaneOptions: ParsableArguments {
     var queues = 1
     @Option(help: "Transmit queue length of both devices: the packets the kernel may queue for the forwarder to read (Linux's TUN default is 500; 0 leaves it).")
     var txqueuelen = 4096
-    @Option(help: "Serve Prometheus text on ADDRESS:PORT (IPv4).")
+    @Option(help: "Serve Prometheus text on ADDRESS:PORT: IPv4 (127.0.0.1:9101, 0.0.0.0:9101) or IPv6 in brackets ([::1]:9101, [::]:9101).")
     var metrics: String?
     @Option(help: "Source address of ICMPv4 errors.")
     var icmpSource4 = "192.0.2.254"
@@ -97,6 +99,8 @@ struct DataplaneOptions: ParsableArguments {
     var impair: String?
     @Option(help: "Which direction --impair damages: both, lan_to_wan or wan_to_lan.")
     var impairDirection = "both"
+    @Flag(help: "Put back what a --setup run for these devices left in this network namespace when it was killed (routes, rules, sysctls, GRO; written down in /run/offload), and exit. The next --setup run does the same by itself.")
+    var cleanup = false
 
     /// The live-only options given on the command line (not at their defaults): offline work would
     /// ignore them, so offline commands refuse them rather than pretend.
@@ -116,6 +120,7 @@ struct DataplaneOptions: ParsableArguments {
         if statsJson != nil { given.append("--stats-json") }
         if impair != nil { given.append("--impair") }
         if impairDirection != "both" { given.append("--impair-direction") }
+        if cleanup { given.append("--cleanup") }
         return given
     }
 
@@ -126,7 +131,9 @@ struct DataplaneOptions: ParsableArguments {
         guard txqueuelen >= 0 && txqueuelen <= 1_000_000 else { throw ValidationError("--txqueuelen must be 0...1000000") }
         guard IPv4Address(icmpSource4) != nil else { throw ValidationError("--icmp-source4: not an IPv4 address") }
         guard IPv6Address(icmpSource6) != nil else { throw ValidationError("--icmp-source6: not an IPv6 address") }
-        if let metrics, parseEndpoint(metrics) == nil { throw ValidationError("--metrics wants ADDRESS:PORT") }
+        if let metrics, parseEndpoint(metrics) == nil {
+            throw ValidationError("--metrics \(metrics): want ADDRESS:PORT, like 127.0.0.1:9101 or [::1]:9101")
+        }
         if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
         if let impair {
             do { _ = try ImpairmentSettings(parsing: impair) } catch { throw ValidationError("--impair: \(error)") }
@@ -142,6 +149,7 @@ struct DataplaneOptions: ParsableArguments {
                        failClosed: Bool = false, label: String,
                        makeStage: @escaping @Sendable (Direction) -> S) async throws {
         let logger = try prepare(label: label)
+        if cleanup { return try cleanupSetup(devices: [ingress, egress]) }
         var config = ForwarderConfiguration(ingress: ingress, egress: egress)
         config.egressMTU = egressMtu
         config.gro.mode = mode == .gro ? .gro : .unsafeLRO
@@ -167,6 +175,19 @@ struct DataplaneOptions: ParsableArguments {
         logger.info("forwarding \(names.ingress) <-> \(names.egress); offloads granted: \(names.ingress): \(forwarder.grantedOffloads.ingress), \(names.egress): \(forwarder.grantedOffloads.egress); egress MTU \(forwarder.egressMTU); mode \(mode.rawValue); GSO writes \(forwarder.gsoWritesWork ? "accepted" : "refused: segmenting")")
         if mode == .lro { logger.warning("--mode lro is the UNSAFE greedy merge: expect black holes behind a smaller MTU") }
         try await serve(forwarder, routing: routing, ingressGRO: ingressGRO, failClosed: failClosed, logger: logger)
+    }
+
+    /// `--cleanup`: puts back what a killed `--setup` run for `devices` left in this network
+    /// namespace (its ``SetupJournal``), says what, and returns without opening any device.
+    func cleanupSetup(devices: [String]) throws {
+        let setup = RoutingSetup()
+        let recovered: [String]
+        do { recovered = try setup.keepJournal(SetupJournal(devices: Set(devices).sorted())) } catch {
+            throw InputError(message: "--cleanup: \(error)")
+        }
+        setup.teardown()
+        print(recovered.isEmpty ? "nothing to put back for \(Set(devices).sorted().joined(separator: ", ")) in this network namespace"
+            : "put back what a killed run left: " + recovered.joined(separator: "; "))
     }
 
     /// Logging to standard error, and the check for the privileges TUN devices need.
@@ -233,9 +254,19 @@ func summary(_ stats: [String: ForwarderStatistics]) -> String {
     return text
 }
 
+/// `127.0.0.1:9101` or `[::1]:9101` as the address (without brackets) and the port; nil when it is neither.
 func parseEndpoint(_ text: String) -> (String, UInt16)? {
-    guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]),
-        IPv4Address(text[..<colon]) != nil
-    else { return nil }
-    return (String(text[..<colon]), port)
+    guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else { return nil }
+    let host = text[..<colon]
+    if host.hasPrefix("["), host.hasSuffix("]") {
+        let inside = host.dropFirst().dropLast()
+        return IPv6Address(inside) != nil ? (String(inside), port) : nil
+    }
+    return IPv4Address(host) != nil ? (String(host), port) : nil
+}
+
+/// A usage error for options that do something only with `--setup`: without it they would be ignored.
+func needsSetup(_ options: [String]) -> ValidationError {
+    ValidationError("\(options.joined(separator: ", ")): only with --setup (without it, nothing is routed or set up; "
+        + "add --setup, or leave \(options.count == 1 ? "it" : "them") out)")
 }

@@ -42,7 +42,8 @@ struct IPsec: AsyncParsableCommand {
             pre-shared keys; AES-GCM and ChaCha20-Poly1305, HMAC-SHA2, Curve25519 and MODP-2048; CHILD_SAs \
             and the IKE SA rekeyed on time, bytes or packets with nothing lost (the new inbound SA is accepted \
             before the old one goes); dead peers found (dpd_delay) and connections with start_action = start \
-            started again. --status prints the SAs of the running gateway; so does SIGUSR1 (to its log). \
+            started again. --status prints the SAs of the running gateway (and exits 1, saying so, when the gateway that \
+            wrote them is not running or has stopped writing); so does SIGUSR1 (to its log). \
             --write-keys then also writes FILE.ikev2 (Wireshark's ikev2_decryption_table).
 
             Offline: with IN OUT, the packets of IN are encrypted (--local -> --remote, outer IPv4 or IPv6 and \
@@ -60,7 +61,7 @@ struct IPsec: AsyncParsableCommand {
     var sa: String?
     @Option(help: "IKEv2: connections and secrets (swanctl.conf syntax, mode 0600); live only. --local/--remote default to its addresses.")
     var config: String?
-    @Option(help: "IKEv2: where the running gateway writes its SAs each second (default: the config's path with .status).")
+    @Option(help: "IKEv2: where the running gateway writes its SAs each second (default: /run/offload-ipsec/NAME.status when that directory is there, as under the systemd unit; else the config's path with .status).")
     var statusFile: String?
     @Flag(help: "IKEv2: print the SAs of the gateway running with --config (ages, rekeys, bytes and packets per SA) and exit.")
     var status = false
@@ -143,10 +144,26 @@ extension IPsec {
         return try SequenceStore(directory: directory, importing: old)
     }
 
+    /// Where the status of the gateway running with `config` is: --status-file, or
+    /// `/run/offload-ipsec/NAME.status` when that directory is there (systemd's RuntimeDirectory
+    /// in contrib/offload-ipsec.service: writable under ProtectSystem=strict), or else the config's
+    /// path with `.status`. `writing`: for the gateway (the directory must be writable), or for
+    /// the reader (the file must be there).
+    func statusPath(_ config: String, writing: Bool) -> String {
+        if let statusFile { return statusFile }
+        let run = "\(Self.statusDirectory)/\((config as NSString).lastPathComponent).status"
+        if writing ? access(Self.statusDirectory, W_OK) == 0 : FileManager.default.fileExists(atPath: run) { return run }
+        return config + ".status"
+    }
+
+    /// The runtime directory the unit gives the gateway.
+    static let statusDirectory = "/run/offload-ipsec"
+
     func printStatus(_ config: String) throws {
-        let path = statusFile ?? config + ".status"
+        let path = statusPath(config, writing: false)
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw InputError(message: "\(path): no status (is offload ipsec --config \(config) running?)")
+            throw InputError(message: "\(path): no status (is offload ipsec --config \(config) running? It writes its status "
+                + "there each second; \(statusFile == nil ? "or in \(Self.statusDirectory) when that directory is there" : "with the same --status-file"))")
         }
         let file: IKEStatusFile
         do { file = try JSONDecoder().decode(IKEStatusFile.self, from: data) } catch { throw InputError(message: "\(path): not a status file") }
@@ -155,6 +172,27 @@ extension IPsec {
         } else {
             print(file.text, terminator: "")
         }
+        if let stale = Self.staleness(of: file, now: Date().timeIntervalSince1970) {
+            throw InputError(message: "\(path): \(stale)")
+        }
+    }
+
+    /// Why a status file does not describe a running gateway (its writer is gone, or has not
+    /// written for a while: it writes each second), or nil when it does.
+    static func staleness(of file: IKEStatusFile, now: Double) -> String? {
+        guard let pid = file.pid, let written = file.written else { return nil }
+        let when = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: written))
+        let age = Int(max(0, now - written))
+        // Gone, or killed and not yet reaped by its parent (a zombie: `PID (COMM) Z ...`).
+        let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        let zombie = stat.lastIndex(of: ")").map { stat[stat.index(after: $0)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z") } ?? false
+        if (kill(pid, 0) != 0 && errno == ESRCH) || zombie {
+            return "the gateway (pid \(pid)) is not running; this is its last status, from \(when) (\(age) s ago)"
+        }
+        if age > 10 {
+            return "the gateway (pid \(pid)) has not written its status since \(when) (\(age) s ago; it writes each second)"
+        }
+        return nil
     }
 
     /// The gateway with IKEv2: the dataplane starts with no SA; the daemon fills it.
@@ -180,7 +218,7 @@ extension IPsec {
             do { daemon = try IKEDaemon(connections: connections, policy: policy, logger: logger) } catch {
                 throw InputError(message: "IKE port 500: \(error)")
             }
-            daemon.statusPath = statusFile ?? config + ".status"
+            daemon.statusPath = statusPath(config, writing: true)
             daemon.keyLogPath = writeKeys
             let socket = endpoint.socket
             daemon.attach { bytes in try? socket.send(bytes, trafficClass: 0) }

@@ -89,6 +89,8 @@ struct SIIT: AsyncParsableCommand {
         if live {
             guard ingress != nil, egress != nil else { throw ValidationError("live translation needs both --ingress and --egress") }
             guard input == nil else { throw ValidationError("give either IN OUT (offline) or --ingress/--egress (live), not both") }
+            let setupOnly = (route4.isEmpty ? [] : ["--route4"]) + (route6.isEmpty ? [] : ["--route6"])
+            if !setup && !setupOnly.isEmpty { throw needsSetup(setupOnly) }
             for r in route6 where IPv6Prefix(r) == nil { throw ValidationError("--route6 \(r): not an IPv6 prefix") }
             for r in route4 where IPv4Prefix(r) == nil { throw ValidationError("--route4 \(r): not an IPv4 prefix") }
             let offlineOnly = (mtu4 != nil ? ["--mtu4"] : []) + (mtu6 != nil ? ["--mtu6"] : []) + (json ? ["--json"] : [])

@@ -42,6 +42,9 @@ struct TunnelEndpointOptions: ParsableArguments {
             guard input == nil else { throw ValidationError("give either --device (live) or IN OUT (offline), not both") }
             guard dataplane.queues == 1 else { throw ValidationError("--queues: a tunnel endpoint runs one queue") }
             guard dataplane.egressMtu == nil else { throw ValidationError("--egress-mtu: use --underlay-mtu for a tunnel") }
+            let setupOnly = (route.isEmpty ? [] : ["--route"]) + (address.isEmpty ? [] : ["--address"])
+                + (nextHop.isEmpty ? [] : ["--next-hop"])
+            if !setup && !setupOnly.isEmpty { throw needsSetup(setupOnly) }
         } else {
             guard input != nil, output != nil else {
                 throw ValidationError("give --device to run the endpoint, or IN OUT to work on a capture")
@@ -54,9 +57,13 @@ struct TunnelEndpointOptions: ParsableArguments {
             }
         }
         if live || needsAddressesOffline {
-            guard let local, let remote, let l = IPAddress(local), let r = IPAddress(remote) else {
-                throw ValidationError("--local and --remote must be IP addresses")
+            let missing = (local == nil ? ["--local (this end's outer address)"] : [])
+                + (remote == nil ? ["--remote (the far end's outer address)"] : [])
+            guard missing.isEmpty, let local, let remote else {
+                throw ValidationError("missing \(missing.joined(separator: " and ")): \(live ? "a live endpoint" : "encapsulating") needs both")
             }
+            guard let l = IPAddress(local) else { throw ValidationError("--local \(local): not an IP address") }
+            guard let r = IPAddress(remote) else { throw ValidationError("--remote \(remote): not an IP address") }
             guard l.isIPv4 == r.isIPv4 else { throw ValidationError("--local and --remote must be of one family") }
         }
         if let m = underlayMtu, m < 1280 || m > 65_535 { throw ValidationError("--underlay-mtu must be 1280...65535") }
@@ -79,6 +86,7 @@ struct TunnelEndpointOptions: ParsableArguments {
                                    started: (TunnelEndpoint<Codec>, Logger) throws -> Void = { _, _ in }) async throws {
         guard let device else { return }
         let logger = try dataplane.prepare(label: label)
+        if dataplane.cleanup { return try dataplane.cleanupSetup(devices: [device]) }
         var configuration = TunnelConfiguration(device: device, local: IPAddress(local!)!, remote: IPAddress(remote!)!, codec: codec)
         configuration.underlayMTU = underlayMtu
         configuration.offloads = !dataplane.noVnetHdr

@@ -21,7 +21,9 @@ public struct ForwarderLifecycleSettings: Sendable {
     /// With the policy routing: drop LAN and WAN traffic while no forwarder runs, instead of
     /// letting the kernel forward it (see ``RoutingSetup/apply(ingress:egress:lan:wan:table:failClosed:)``).
     public var failClosed = false
-    /// Serve Prometheus text on this IPv4 address and port.
+    /// Where the routing setup writes down what it changes (``SetupJournal``).
+    public var journalDirectory = SetupJournal.directory
+    /// Serve Prometheus text on this address (IPv4 or IPv6, without brackets) and port.
     public var metrics: (address: String, port: UInt16)?
     /// Stop after this many seconds (nil: until ``ForwarderLifecycle/requestStop()`` or SIGINT/SIGTERM).
     public var duration: Double?
@@ -86,6 +88,14 @@ public final class ForwarderLifecycle<D: Dataplane>: Service, @unchecked Sendabl
         }
         if let plan = settings.routing {
             do {
+                // What a killed run left for these devices goes back first; then every change is
+                // written down before it is made (``SetupJournal``).
+                let journal = SetupJournal(devices: Set([names.ingress, names.egress]).sorted(),
+                                           directory: settings.journalDirectory)
+                let recovered = try routing.keepJournal(journal)
+                if !recovered.isEmpty {
+                    logger.warning("a run that was stopped without its teardown left its setup (\(journal.path)); put back: \(recovered.joined(separator: "; "))")
+                }
                 try TUNDevice.bringUp(name: names.ingress, mtu: settings.deviceMTU)
                 try TUNDevice.bringUp(name: names.egress, mtu: settings.deviceMTU)
                 switch plan {
@@ -104,6 +114,9 @@ public final class ForwarderLifecycle<D: Dataplane>: Service, @unchecked Sendabl
                 throw ForwarderSetupError(step: "setup", reason: "\(error)")
             }
             logger.info("setup: \(routing.applied.joined(separator: "; "))")
+            if let problem = routing.journalProblem {
+                logger.warning("what --setup changed is not written down (\(problem)): if this process is killed, the next run cannot put it back")
+            }
         }
         if let (address, port) = settings.metrics {
             do {
@@ -112,7 +125,7 @@ public final class ForwarderLifecycle<D: Dataplane>: Service, @unchecked Sendabl
                 routing.teardown()
                 throw ForwarderSetupError(step: "metrics", reason: "\(error)")
             }
-            logger.info("metrics on http://\(address):\(server!.port)/metrics")
+            logger.info("metrics on http://\(address.contains(":") ? "[\(address)]" : address):\(server!.port)/metrics")
         }
     }
 

@@ -30,6 +30,8 @@ public final class IKEDaemon: @unchecked Sendable {
     let started = DispatchTime.now().uptimeNanoseconds
     /// Where the status is written each second (JSON, for `offload ipsec --status`).
     public var statusPath: String?
+    /// Whether the last status write failed (logged once, and again when it works).
+    var statusWriteFailed = false
     /// Where Wireshark's `esp_sa` lines go (mode 0600; `PATH.ikev2` gets the `ikev2_decryption_table` lines).
     public var keyLogPath: String?
     var installedGeneration = -1
@@ -201,9 +203,20 @@ public final class IKEDaemon: @unchecked Sendable {
         if let statusPath {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            if let data = try? encoder.encode(IKEStatusFile(sas: lines, counters: engine.counters)) {
-                // Mode 0600 from the first byte (a new file renamed over the old): the SAs' state is root's.
-                try? ProtectedFile.replace(statusPath, with: Array(data))
+            // The writer and the time: the reader tells a gateway that is gone from one that runs.
+            let file = IKEStatusFile(sas: lines, counters: engine.counters, pid: getpid(), written: Date().timeIntervalSince1970)
+            if let data = try? encoder.encode(file) {
+                do {
+                    // Mode 0600 from the first byte (a new file renamed over the old): the SAs' state is root's.
+                    try ProtectedFile.replace(statusPath, with: Array(data))
+                    if statusWriteFailed { logger.notice("IKE: the status is written to \(statusPath) again") }
+                    statusWriteFailed = false
+                } catch {
+                    if !statusWriteFailed {
+                        logger.warning("IKE: cannot write the status to \(statusPath) (offload ipsec --status will not see it): \(error)")
+                    }
+                    statusWriteFailed = true
+                }
             }
         }
     }
@@ -225,6 +238,10 @@ public struct IKEStatusFile: Codable, Sendable {
     public var sas: [IKESAStatus]
     /// Rekeys, retransmissions, ...
     public var counters: IKEEngine.Counters
+    /// The process that wrote it (nil in files from before it was recorded).
+    public var pid: Int32? = nil
+    /// When it was written, in seconds since 1970 (nil in files from before it was recorded).
+    public var written: Double? = nil
 
     /// As text, in the spirit of `swanctl --list-sas`.
     public var text: String {

@@ -43,8 +43,12 @@ public struct TUNError: Error, Hashable, Sendable, CustomStringConvertible {
     public var device: String
     /// The system's reason.
     public var errno: Errno
-    /// `tun0: TUNSETIFF: Operation not permitted`.
-    public var description: String { "\(device): \(operation): \(errno)" }
+    /// `tun0: TUNSETIFF: Operation not permitted (creating a TUN device needs root or CAP_NET_ADMIN)`.
+    public var description: String {
+        let hint = operation == "TUNSETIFF" && (errno == .notPermitted || errno == .permissionDenied)
+            ? " (creating or attaching to a TUN device needs root or CAP_NET_ADMIN)" : ""
+        return "\(device): \(operation): \(errno)\(hint)"
+    }
 
     /// An error (for other sinks and outputs that report as a device does).
     public init(operation: String, device: String, errno: Errno) {

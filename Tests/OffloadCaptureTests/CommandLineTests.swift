@@ -52,6 +52,121 @@ struct CommandLineTests {
         #expect(bad == 1 && badError.contains("file header at byte 0"))
     }
 
+    @Test("live options that do something only with --setup are refused without it; a missing --local or --remote is named; --metrics takes [IPv6]:PORT",
+          .enabled(if: offloadBuilt, "the offload executable was not built"))
+    func liveUsageErrors() throws {
+        let offload = try #require(offloadBinary)
+        // Validation happens before anything is opened: no device is created, no root needed. In
+        // case it did not (a regression), root runs them in a network namespace of their own, and
+        // each stops within a second.
+        let unshare = getuid() == 0 ? which("unshare") : nil
+        func run(_ offload: String, _ arguments: [String]) throws -> (Int32, String, String) {
+            let bounded = arguments.contains("--duration") ? arguments : arguments + ["--duration", "1"]
+            return try OffloadCaptureTests.run(unshare ?? offload, (unshare != nil ? ["--net", offload] : []) + bounded)
+        }
+        let withoutSetup: [([String], String)] = [
+            (["tunnel", "--device", "t0", "--local", "192.0.2.1", "--remote", "192.0.2.2", "--id", "7", "--route", "10.2.0.0/16"], "--route"),
+            (["tunnel", "--device", "t0", "--local", "192.0.2.1", "--remote", "192.0.2.2", "--id", "7", "--address", "10.9.0.1/30"], "--address"),
+            (["siit", "--ingress", "a", "--egress", "b", "--pool6", "64:ff9b::/96", "--route4", "198.18.0.0/24"], "--route4"),
+            (["siit", "--ingress", "a", "--egress", "b", "--pool6", "64:ff9b::/96", "--route6", "2001:db8::/64"], "--route6"),
+            (["forward", "--ingress", "a", "--egress", "b", "--lan", "eth0", "--wan", "eth1"], "--lan, --wan"),
+            (["ipsec", "--sa", "/nonexistent.conf", "--device", "i0", "--local", "192.0.2.1", "--remote", "192.0.2.2", "--route", "10.2.0.0/16"], "--route"),
+        ]
+        for (arguments, named) in withoutSetup {
+            let (status, _, err) = try run(offload, arguments)
+            #expect(status == 2 && err.contains("\(named): only with --setup"), "\(arguments): exit \(status), \(err)")
+        }
+        let (noRemote, _, noRemoteError) = try run(offload, ["tunnel", "--device", "t0", "--local", "192.0.2.1", "--id", "7"])
+        #expect(noRemote == 2 && noRemoteError.contains("missing --remote") && !noRemoteError.contains("--local ("), "\(noRemoteError)")
+        let (noLocal, _, noLocalError) = try run(offload, ["ipsec", "--sa", "/nonexistent.conf", "--device", "i0", "--remote", "192.0.2.2"])
+        #expect(noLocal == 2 && noLocalError.contains("missing --local"), "\(noLocalError)")
+        let (badRemote, _, badRemoteError) = try run(offload, ["tunnel", "--device", "t0", "--local", "192.0.2.1", "--remote", "far", "--id", "7"])
+        #expect(badRemote == 2 && badRemoteError.contains("--remote far: not an IP address"), "\(badRemoteError)")
+        // --metrics: a bracketed IPv6 address passes (the next check, --duration, is the one that fails).
+        for endpoint in ["[::1]:9105", "[::]:9105", "0.0.0.0:9105", "127.0.0.1:9105"] {
+            let (status, _, err) = try run(offload, ["forward", "--ingress", "a", "--egress", "b", "--metrics", endpoint, "--duration", "0"])
+            #expect(status == 2 && !err.contains("--metrics") && err.contains("--duration"), "\(endpoint): \(err)")
+        }
+        for endpoint in ["::1:9105", "[127.0.0.1]:9105", "[::1]", "localhost:9105"] {
+            let (status, _, err) = try run(offload, ["forward", "--ingress", "a", "--egress", "b", "--metrics", endpoint])
+            #expect(status == 2 && err.contains("--metrics"), "\(endpoint): \(err)")
+        }
+    }
+
+    @Test("ipsec --status: a status whose gateway is gone says so (pid, time) and exits 1; a current one prints and exits 0",
+          .enabled(if: offloadBuilt, "the offload executable was not built"))
+    func ipsecStatusFreshness() throws {
+        let offload = try #require(offloadBinary)
+        let dir = temporaryPath("status")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let counters = #"{"childRekeys":0,"ikeRekeys":0,"retransmissions":0,"invalidMessages":0,"cookiesSent":0,"collisions":0}"#
+        func status(pid: Int32, written: Double) throws -> (Int32, String, String) {
+            let path = "\(dir)/gw.conf.status"
+            try #"{"sas":[],"counters":\#(counters),"pid":\#(pid),"written":\#(written)}"#
+                .write(toFile: path, atomically: true, encoding: .utf8)
+            return try run(offload, ["ipsec", "--config", "\(dir)/gw.conf", "--status-file", path, "--status"])
+        }
+        // A process that has ended: its pid is free.
+        let ended = Process()
+        ended.executableURL = URL(fileURLWithPath: "/bin/true")
+        try ended.run()
+        ended.waitUntilExit()
+        let written = Date().timeIntervalSince1970 - 300
+        let (gone, goneOut, goneError) = try status(pid: ended.processIdentifier, written: written)
+        #expect(gone == 1 && goneError.contains("the gateway (pid \(ended.processIdentifier)) is not running"), "\(gone): \(goneError)")
+        #expect(goneError.contains(ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: written))), "\(goneError)")
+        #expect(goneOut.contains("no IKE SA"), "the last status is still shown: \(goneOut)")
+        // Alive (this test process) but silent for five minutes.
+        let (silent, _, silentError) = try status(pid: getpid(), written: written)
+        #expect(silent == 1 && silentError.contains("has not written its status since"), "\(silentError)")
+        // Alive and current.
+        let (current, currentOut, currentError) = try status(pid: getpid(), written: Date().timeIntervalSince1970)
+        #expect(current == 0 && currentOut.contains("no IKE SA") && currentError.isEmpty, "\(current): \(currentError)")
+        // No status at all: where it looked.
+        let (none, _, noneError) = try run(offload, ["ipsec", "--config", "\(dir)/other.conf", "--status"])
+        #expect(none == 1 && noneError.contains("\(dir)/other.conf.status: no status"), "\(noneError)")
+    }
+
+    @Test("scripts/install.sh --binary: installs a built binary without building, every unit with the env file it reads (0600), and names the man page only when it installed one",
+          .enabled(if: offloadBuilt, "the offload executable was not built"))
+    func installBinary() throws {
+        let offload = try #require(offloadBinary)
+        let stage = temporaryPath("install-stage")
+        try? FileManager.default.removeItem(atPath: stage)
+        let (status, out, err) = try run("/usr/bin/env", ["DESTDIR=\(stage)", "PREFIX=/usr/local", "bash",
+                                                          projectRoot.appendingPathComponent("scripts/install.sh").path, "--binary", offload])
+        #expect(status == 0, "\(out)\n\(err)")
+        #expect(!out.contains("building the release binary"), "it built although a binary was given: \(out)")
+        #expect(FileManager.default.isExecutableFile(atPath: "\(stage)/usr/local/bin/offload"))
+        let units = try FileManager.default.contentsOfDirectory(atPath: "\(stage)/etc/systemd/system").filter { $0.hasSuffix(".service") }
+        #expect(units.count == 4, "\(units)")
+        for unit in units {
+            let text = try String(contentsOfFile: "\(stage)/etc/systemd/system/\(unit)", encoding: .utf8)
+            for line in text.split(separator: "\n") where line.hasPrefix("EnvironmentFile=") {
+                let env = "\(stage)\(line.dropFirst("EnvironmentFile=".count))"
+                let mode = (try? FileManager.default.attributesOfItem(atPath: env)[.posixPermissions] as? Int) ?? nil
+                #expect(mode == 0o600, "\(unit) reads \(env): \(mode.map { String($0, radix: 8) } ?? "missing")")
+            }
+        }
+        let pages = (try? FileManager.default.contentsOfDirectory(atPath: "\(stage)/usr/local/share/man/man1")) ?? []
+        #expect(out.contains("man offload") == !pages.isEmpty, "man pages \(pages); said: \(out)")
+        let (missing, _, missingError) = try run("/usr/bin/env", ["DESTDIR=\(stage)", "bash",
+                                                                  projectRoot.appendingPathComponent("scripts/install.sh").path,
+                                                                  "--binary", "\(stage)/nonexistent"])
+        #expect(missing != 0 && missingError.contains("not an executable file"), "\(missingError)")
+        // No swift on the PATH and no --binary: the release binary already built, or a clear refusal.
+        if !FileManager.default.isExecutableFile(atPath: "/usr/bin/swift") && !FileManager.default.isExecutableFile(atPath: "/bin/swift") {
+            let (noSwift, noSwiftOut, noSwiftError) = try run("/usr/bin/env", ["PATH=/usr/bin:/bin", "DESTDIR=\(stage)", "bash",
+                                                                               projectRoot.appendingPathComponent("scripts/install.sh").path])
+            if FileManager.default.isExecutableFile(atPath: projectRoot.appendingPathComponent(".build/release/offload").path) {
+                #expect(noSwift == 0 && noSwiftOut.contains("no swift here"), "\(noSwiftOut)\(noSwiftError)")
+            } else {
+                #expect(noSwift == 1 && noSwiftError.contains("give it with --binary PATH"), "\(noSwiftError)")
+            }
+        }
+        try? FileManager.default.removeItem(atPath: stage)
+    }
+
     @Test("demo, coalesce, segment and stats --json work end to end", .enabled(if: offloadBuilt, "the offload executable was not built"))
     func endToEnd() throws {
         let offload = try #require(offloadBinary)
