@@ -24,6 +24,7 @@ let package = Package(
                     .product(name: "OffloadCapture", package: "swift-offload"),
                     .product(name: "OffloadSIIT", package: "swift-offload"),
                     .product(name: "OffloadTunnel", package: "swift-offload"),
+                    .product(name: "OffloadCrypto", package: "swift-offload"),
                     .product(name: "OffloadIPsec", package: "swift-offload"),
                     .product(name: "OffloadIKE", package: "swift-offload"),
                 ],

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
 import Logging
+import OffloadCrypto
 import OffloadIKE
+import OffloadIKEDaemon
 import OffloadIPsec
 import OffloadTunnel
 import OffloadWire

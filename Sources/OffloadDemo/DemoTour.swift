@@ -1,5 +1,6 @@
 import Logging
 import OffloadCapture
+import OffloadCrypto
 import OffloadEngine
 import OffloadForwarder
 import OffloadIKE

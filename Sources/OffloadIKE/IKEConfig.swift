@@ -1,5 +1,6 @@
 import COffloadCrypto
 import Foundation
+import OffloadCrypto
 import OffloadIPsec
 import OffloadWire
 

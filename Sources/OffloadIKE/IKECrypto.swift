@@ -1,4 +1,5 @@
 import COffloadCrypto
+import OffloadCrypto
 import OffloadIPsec
 import OffloadWire
 

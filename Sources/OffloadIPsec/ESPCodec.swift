@@ -1,3 +1,4 @@
+import OffloadCrypto
 import OffloadTunnel
 import OffloadWire
 import Synchronization

@@ -1,4 +1,5 @@
 import Foundation
+import OffloadCrypto
 import OffloadWire
 
 #if canImport(Glibc)
@@ -36,6 +37,16 @@ public enum ESPKeyLog {
     public static func write(_ lines: [String], to path: String) throws(SAFileError) {
         do { try ProtectedFile.replace(path, with: Array((lines.joined(separator: "\n") + "\n").utf8)) } catch {
             throw SAFileError(path, nil, error.description)
+        }
+    }
+}
+
+extension ESPAlgorithm {
+    /// Wireshark's name for the algorithm in its `esp_sa` table (nil: Wireshark 4.0 has none).
+    public var wiresharkName: String? {
+        switch self {
+        case .aesGCM128, .aesGCM256: "AES-GCM with 16 octet ICV [RFC4106]"
+        case .chacha20Poly1305: nil
         }
     }
 }

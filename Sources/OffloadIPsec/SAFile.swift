@@ -1,4 +1,5 @@
 import Foundation
+import OffloadCrypto
 import OffloadWire
 
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 import Foundation
+import OffloadCrypto
 import Synchronization
 
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 import Foundation
+import OffloadCrypto
 import OffloadIPsec
 import OffloadWire
 import Testing

@@ -3,6 +3,7 @@ import Synchronization
 import Testing
 
 @testable import OffloadIKE
+@testable import OffloadIKEDaemon
 
 /// A datagram as it arrives on port 4500: the non-ESP marker, an IKE header, `body`.
 func markedIKE(spii: UInt64, spir: UInt64, exchange: IKEExchange, fromOriginalInitiator: Bool = true, response: Bool = false,

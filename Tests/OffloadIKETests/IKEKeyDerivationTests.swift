@@ -1,3 +1,4 @@
+import OffloadCrypto
 import OffloadIPsec
 import OffloadWire
 import Testing

@@ -5,6 +5,7 @@ import OffloadWire
 import Testing
 
 @testable import OffloadIKE
+@testable import OffloadIKEDaemon
 
 #if canImport(Glibc)
     import Glibc

@@ -1,4 +1,5 @@
 import Foundation
+import OffloadCrypto
 import OffloadEngine
 import OffloadTestSupport
 import OffloadTunnel

@@ -1,4 +1,5 @@
 import Foundation
+@testable import OffloadCrypto
 import Synchronization
 import Testing
 

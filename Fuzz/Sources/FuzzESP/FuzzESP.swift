@@ -13,6 +13,7 @@
 // ends at the highest number accepted; a removed SA's datagrams are unknown SPIs.
 import FuzzDriver
 import FuzzSupport
+import OffloadCrypto
 import OffloadIPsec
 import OffloadTunnel
 import OffloadWire

@@ -1,5 +1,7 @@
 import Foundation
 import Logging
+import OffloadCrypto
+import OffloadIKE
 import OffloadIPsec
 import OffloadTUN
 import OffloadTunnel
@@ -25,7 +27,7 @@ public final class IKEDaemon: @unchecked Sendable {
     let send4500 = Mutex<(@Sendable ([UInt8]) -> Void)?>(nil)
     let stopFlag = Atomic<Bool>(false)
     let statusLines = Mutex<[IKESAStatus]>([])
-    let countersSnapshot = Mutex<IKEEngine.Counters>(IKEEngine.Counters())
+    let countersSnapshot = Mutex<IKEEngine.Counters>(.zero)
     let statusRequested = Atomic<Bool>(false)
     let started = DispatchTime.now().uptimeNanoseconds
     /// Where the status is written each second (JSON, for `offload ipsec --status`).
@@ -170,7 +172,7 @@ public final class IKEDaemon: @unchecked Sendable {
     /// Logs the events, installs a changed SA set, rewrites the key log.
     func afterEngine() {
         // Before any message leaves: the answer to it comes back with these SPIs.
-        handoff.setKnownSPIs(engine.sas.keys)
+        handoff.setKnownSPIs(engine.localIKESPIs)
         for e in engine.takeEvents() {
             switch e.level {
             case .info: logger.info("IKE \(e.description)")

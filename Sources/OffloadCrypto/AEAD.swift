@@ -1,7 +1,8 @@
 import COffloadCrypto
 
-/// The ESP AEADs this gateway speaks, by the names strongSwan and `ip xfrm` users know.
-public enum ESPAlgorithm: String, CaseIterable, Hashable, Sendable, Codable, CustomStringConvertible {
+/// The AEADs this project seals with (ESP's and IKE's SK payload today; any tunnel protocol's
+/// tomorrow), by the names strongSwan and `ip xfrm` users know. OffloadIPsec calls it `ESPAlgorithm`.
+public enum AEADAlgorithm: String, CaseIterable, Hashable, Sendable, Codable, CustomStringConvertible {
     /// AES-GCM with a 16-byte ICV and a 128-bit key (RFC 4106).
     case aesGCM128 = "aes128gcm16"
     /// AES-GCM with a 16-byte ICV and a 256-bit key (RFC 4106).
@@ -27,14 +28,6 @@ public enum ESPAlgorithm: String, CaseIterable, Hashable, Sendable, Codable, Cus
     /// The name.
     public var description: String { rawValue }
 
-    /// Wireshark's name for the algorithm in its `esp_sa` table (nil: Wireshark 4.0 has none).
-    public var wiresharkName: String? {
-        switch self {
-        case .aesGCM128, .aesGCM256: "AES-GCM with 16 octet ICV [RFC4106]"
-        case .chacha20Poly1305: nil
-        }
-    }
-
     var shimIdentifier: CInt {
         switch self {
         case .aesGCM128: CInt(OFFLOAD_AEAD_AES_128_GCM)
@@ -58,14 +51,14 @@ public struct CryptoError: Error, Hashable, Sendable, CustomStringConvertible {
 public final class AEADContext: @unchecked Sendable {
     let context: OpaquePointer
     /// The algorithm.
-    public let algorithm: ESPAlgorithm
+    public let algorithm: AEADAlgorithm
     /// Whether it seals (else it opens).
     public let seals: Bool
 
     /// A context for `key` (without the salt), which libcrypto copies into its context (and
     /// cleanses when the context is freed).
     /// - Throws: ``CryptoError`` when the key length is wrong or libcrypto fails.
-    public init(_ algorithm: ESPAlgorithm, key: SecretBytes, sealing: Bool) throws(CryptoError) {
+    public init(_ algorithm: AEADAlgorithm, key: SecretBytes, sealing: Bool) throws(CryptoError) {
         guard key.count == algorithm.keyLength else {
             throw CryptoError(description: "\(algorithm) needs a \(algorithm.keyLength)-byte key, got \(key.count) bytes")
         }
@@ -80,7 +73,7 @@ public final class AEADContext: @unchecked Sendable {
 
     /// A context for `key` (without the salt), from an array (tests and tools).
     /// - Throws: ``CryptoError`` when the key length is wrong or libcrypto fails.
-    public convenience init(_ algorithm: ESPAlgorithm, key: [UInt8], sealing: Bool) throws(CryptoError) {
+    public convenience init(_ algorithm: AEADAlgorithm, key: [UInt8], sealing: Bool) throws(CryptoError) {
         try self.init(algorithm, key: SecretBytes(key), sealing: sealing)
     }
 
