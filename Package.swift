@@ -70,7 +70,7 @@ let package = Package(
         // OpenSSL's libcrypto (Debian's libssl-dev) for the ESP AEADs: in place, no allocation per packet.
         .target(name: "COffloadCrypto", linkerSettings: [.linkedLibrary("crypto")]),
         // Crypto every protocol shares, with no protocol in it: AEAD contexts, secrets, key files, core dumps off.
-        .target(name: "OffloadCrypto", dependencies: ["COffloadCrypto"], swiftSettings: swiftSettings),
+        .target(name: "OffloadCrypto", dependencies: ["COffloadCrypto"], swiftSettings: strictSettings),
         .target(name: "OffloadIPsec",
                 dependencies: ["OffloadWire", "OffloadEngine", "OffloadTunnel", "OffloadCrypto", "COffloadCrypto",
                                .product(name: "Logging", package: "swift-log")],
@@ -78,12 +78,12 @@ let package = Package(
         .target(name: "OffloadIKE",
                 dependencies: ["OffloadWire", "OffloadIPsec", "OffloadCrypto", "COffloadCrypto",
                                .product(name: "Logging", package: "swift-log")],
-                swiftSettings: swiftSettings),
+                swiftSettings: strictSettings),
         // The IKE engine's host: sockets, the TUN device, the tunnel endpoint, timers, the status file.
         .target(name: "OffloadIKEDaemon",
                 dependencies: ["OffloadIKE", "OffloadIPsec", "OffloadCrypto", "OffloadTunnel", "OffloadTUN", "OffloadWire",
                                .product(name: "Logging", package: "swift-log")],
-                swiftSettings: swiftSettings),
+                swiftSettings: strictSettings),
         .target(name: "OffloadReport", swiftSettings: swiftSettings),
         .target(name: "OffloadDemo",
                 dependencies: ["OffloadWire", "OffloadEngine", "OffloadCapture", "OffloadForwarder", "OffloadSIIT",

@@ -48,6 +48,7 @@ public struct CryptoError: Error, Hashable, Sendable, CustomStringConvertible {
 /// nothing is allocated per packet.
 ///
 /// (`@unchecked Sendable`: handed from the thread that makes it to the one that uses it, never shared.)
+@safe  // owns its memory; every pointer use inside is marked `unsafe`
 public final class AEADContext: @unchecked Sendable {
     let context: OpaquePointer
     /// The algorithm.
@@ -62,11 +63,11 @@ public final class AEADContext: @unchecked Sendable {
         guard key.count == algorithm.keyLength else {
             throw CryptoError(description: "\(algorithm) needs a \(algorithm.keyLength)-byte key, got \(key.count) bytes")
         }
-        let made = key.withUnsafeBytes {
-            offload_aead_new(algorithm.shimIdentifier, $0.baseAddress?.assumingMemoryBound(to: UInt8.self), $0.count, sealing ? 1 : 0)
+        let made = unsafe key.withUnsafeBytes {
+            unsafe offload_aead_new(algorithm.shimIdentifier, $0.baseAddress?.assumingMemoryBound(to: UInt8.self), $0.count, sealing ? 1 : 0)
         }
-        guard let made else { throw CryptoError(description: "libcrypto could not make a \(algorithm) context") }
-        context = made
+        guard let made = unsafe made else { throw CryptoError(description: "libcrypto could not make a \(algorithm) context") }
+        unsafe context = unsafe made
         self.algorithm = algorithm
         seals = sealing
     }
@@ -77,29 +78,29 @@ public final class AEADContext: @unchecked Sendable {
         try self.init(algorithm, key: SecretBytes(key), sealing: sealing)
     }
 
-    deinit { offload_aead_free(context) }
+    deinit { unsafe offload_aead_free(context) }
 
     /// Seals the pieces then `trailer` into `out` (the ciphertext, as long as the plaintext) and
     /// the 16-byte tag into `tag`.
     /// - Returns: false when libcrypto failed (nothing usable was written).
     public func seal(nonce: UnsafeRawPointer, aad: UnsafeRawBufferPointer, pieces: (UnsafeRawBufferPointer, UnsafeRawBufferPointer),
                      trailer: UnsafeRawBufferPointer, out: UnsafeMutableRawPointer, tag: UnsafeMutableRawPointer) -> Bool {
-        var list = (offload_piece(base: pieces.0.baseAddress, length: pieces.0.count),
+        var list = unsafe (offload_piece(base: pieces.0.baseAddress, length: pieces.0.count),
                     offload_piece(base: pieces.1.baseAddress, length: pieces.1.count))
-        let n = withUnsafeMutableBytes(of: &list) { raw in
-            offload_aead_seal(context, nonce.assumingMemoryBound(to: UInt8.self), aad.baseAddress?.assumingMemoryBound(to: UInt8.self),
+        let n = unsafe withUnsafeMutableBytes(of: &list) { raw in
+            unsafe offload_aead_seal(context, nonce.assumingMemoryBound(to: UInt8.self), aad.baseAddress?.assumingMemoryBound(to: UInt8.self),
                               aad.count, raw.baseAddress!.assumingMemoryBound(to: offload_piece.self), 2,
                               trailer.baseAddress?.assumingMemoryBound(to: UInt8.self), trailer.count,
                               out.assumingMemoryBound(to: UInt8.self), tag.assumingMemoryBound(to: UInt8.self))
         }
-        return n == pieces.0.count + pieces.1.count + trailer.count
+        return unsafe n == pieces.0.count + pieces.1.count + trailer.count
     }
 
     /// Opens `data` in place, checking `tag` (compared in constant time by libcrypto).
     /// - Returns: true only when the tag is right; otherwise `data` is garbage.
     public func open(nonce: UnsafeRawPointer, aad: UnsafeRawBufferPointer, data: UnsafeMutableRawBufferPointer,
                      tag: UnsafeRawPointer) -> Bool {
-        offload_aead_open(context, nonce.assumingMemoryBound(to: UInt8.self), aad.baseAddress?.assumingMemoryBound(to: UInt8.self),
+        unsafe offload_aead_open(context, nonce.assumingMemoryBound(to: UInt8.self), aad.baseAddress?.assumingMemoryBound(to: UInt8.self),
                           aad.count, data.baseAddress?.assumingMemoryBound(to: UInt8.self), data.count,
                           tag.assumingMemoryBound(to: UInt8.self)) == 1
     }
@@ -110,11 +111,11 @@ extension AEADContext {
     /// nil when libcrypto failed. `nonce` is 12 bytes.
     public func seal(nonce: [UInt8], aad: [UInt8], _ plaintext: [UInt8]) -> [UInt8]? {
         var out = [UInt8](repeating: 0, count: plaintext.count + 16)
-        let ok = plaintext.withUnsafeBytes { p in
-            nonce.withUnsafeBytes { n in
-                aad.withUnsafeBytes { a in
-                    out.withUnsafeMutableBytes { o in
-                        seal(nonce: n.baseAddress!, aad: a, pieces: (p, UnsafeRawBufferPointer(start: nil, count: 0)),
+        let ok = unsafe plaintext.withUnsafeBytes { p in
+            unsafe nonce.withUnsafeBytes { n in
+                unsafe aad.withUnsafeBytes { a in
+                    unsafe out.withUnsafeMutableBytes { o in
+                        unsafe seal(nonce: n.baseAddress!, aad: a, pieces: (p, UnsafeRawBufferPointer(start: nil, count: 0)),
                              trailer: UnsafeRawBufferPointer(start: nil, count: 0), out: o.baseAddress!, tag: o.baseAddress! + plaintext.count)
                     }
                 }
@@ -128,9 +129,9 @@ extension AEADContext {
         guard sealed.count >= 16 else { return nil }
         var data = Array(sealed.dropLast(16))
         let tag = Array(sealed.suffix(16))
-        let authentic = nonce.withUnsafeBytes { n in
-            aad.withUnsafeBytes { a in
-                tag.withUnsafeBytes { t in data.withUnsafeMutableBytes { d in open(nonce: n.baseAddress!, aad: a, data: d, tag: t.baseAddress!) } }
+        let authentic = unsafe nonce.withUnsafeBytes { n in
+            unsafe aad.withUnsafeBytes { a in
+                unsafe tag.withUnsafeBytes { t in unsafe data.withUnsafeMutableBytes { d in unsafe open(nonce: n.baseAddress!, aad: a, data: d, tag: t.baseAddress!) } }
             }
         }
         return authentic ? data : nil
@@ -140,20 +141,20 @@ extension AEADContext {
 /// SHA-256 (libcrypto): for key fingerprints, never for keys themselves.
 public func sha256(_ bytes: [UInt8]) -> [UInt8] {
     var digest = [UInt8](repeating: 0, count: 32)
-    _ = bytes.withUnsafeBytes { b in digest.withUnsafeMutableBufferPointer { offload_sha256(b.baseAddress, b.count, $0.baseAddress) } }
+    _ = unsafe bytes.withUnsafeBytes { b in unsafe digest.withUnsafeMutableBufferPointer { unsafe offload_sha256(b.baseAddress, b.count, $0.baseAddress) } }
     return digest
 }
 
 /// Whether two byte strings are equal, in time that depends only on their length.
 public func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
     guard a.count == b.count else { return false }
-    return a.withUnsafeBytes { x in b.withUnsafeBytes { y in offload_constant_time_compare(x.baseAddress, y.baseAddress, a.count) == 0 } }
+    return unsafe a.withUnsafeBytes { x in unsafe b.withUnsafeBytes { y in unsafe offload_constant_time_compare(x.baseAddress, y.baseAddress, a.count) == 0 } }
 }
 
 /// `count` random bytes from libcrypto's generator (for keys made on the spot).
 public func randomBytes(_ count: Int) -> [UInt8] {
     var bytes = [UInt8](repeating: 0, count: count)
-    let ok = bytes.withUnsafeMutableBufferPointer { offload_random_bytes($0.baseAddress, $0.count) }
+    let ok = unsafe bytes.withUnsafeMutableBufferPointer { unsafe offload_random_bytes($0.baseAddress, $0.count) }
     precondition(ok == 1, "libcrypto's random generator failed")
     return bytes
 }

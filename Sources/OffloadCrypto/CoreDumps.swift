@@ -21,7 +21,7 @@ public enum KeyHoldingProcess {
     public static func disableCoreDumps() throws(HardeningError) {
         let result = offload_disable_core_dumps()
         guard result == 0 else {
-            throw HardeningError(description: "cannot turn core dumps off: \(String(cString: strerror(-result)))")
+            throw HardeningError(description: unsafe "cannot turn core dumps off: \(String(cString: strerror(-result)))")
         }
     }
 
@@ -31,7 +31,7 @@ public enum KeyHoldingProcess {
     /// The core size limits (RLIMIT_CORE), soft and hard, in bytes.
     public static var coreSizeLimit: (soft: UInt64, hard: UInt64) {
         var limit = rlimit()
-        _ = getrlimit(Int32(RLIMIT_CORE.rawValue), &limit)
+        _ = unsafe getrlimit(Int32(RLIMIT_CORE.rawValue), &limit)
         return (UInt64(limit.rlim_cur), UInt64(limit.rlim_max))
     }
 }

@@ -30,16 +30,16 @@ public enum ProtectedFile {
     /// buffer is cleansed once the text is made (the text itself is a `String`, which cannot be).
     /// - Throws: ``ProtectedFileError``.
     public static func readText(path: String) throws(ProtectedFileError) -> String {
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+        let fd = unsafe open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else {
             let e = errno
             if e == ELOOP { throw ProtectedFileError(description: "a symbolic link (refused: name the file itself)") }
-            throw ProtectedFileError(description: String(cString: strerror(e)))
+            throw unsafe ProtectedFileError(description: String(cString: strerror(e)))
         }
         defer { close(fd) }
         afterOpen.withLock { $0 }?(path)
         var info = stat()
-        guard fstat(fd, &info) == 0 else { throw ProtectedFileError(description: String(cString: strerror(errno))) }
+        guard unsafe fstat(fd, &info) == 0 else { throw unsafe ProtectedFileError(description: String(cString: strerror(errno))) }
         guard info.st_mode & S_IFMT == S_IFREG else { throw ProtectedFileError(description: "not a regular file") }
         let me = geteuid()
         guard info.st_uid == 0 || info.st_uid == me else {
@@ -52,13 +52,13 @@ public enum ProtectedFile {
         guard Int(info.st_size) <= largest else { throw ProtectedFileError(description: "larger than 1 MiB") }
         var buffer = [UInt8](repeating: 0, count: largest + 1)
         // Safe: `buffer` outlives the call and cleansing writes only its own bytes.
-        defer { buffer.withUnsafeMutableBytes { offload_cleanse($0.baseAddress, $0.count) } }
+        defer { unsafe buffer.withUnsafeMutableBytes { unsafe offload_cleanse($0.baseAddress, $0.count) } }
         var count = 0
         while count <= largest {
             // Safe: reads at most the room left after `count` bytes.
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, $0.count - count) }
+            let n = unsafe buffer.withUnsafeMutableBytes { unsafe read(fd, $0.baseAddress! + count, $0.count - count) }
             if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw ProtectedFileError(description: String(cString: strerror(errno))) }
+            guard n >= 0 else { throw unsafe ProtectedFileError(description: String(cString: strerror(errno))) }
             if n == 0 { break }
             count += n
         }
@@ -79,27 +79,27 @@ public enum ProtectedFile {
         for _ in 0..<8 where made < 0 {
             let suffix = randomBytes(8).map { String(format: "%02x", $0) }.joined()
             temporary = "\(path).\(suffix).tmp"
-            made = Int(open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600))
+            made = unsafe Int(open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600))
             if made < 0 && errno != EEXIST { break }
         }
-        guard made >= 0 else { throw ProtectedFileError(description: String(cString: strerror(errno))) }
+        guard made >= 0 else { throw unsafe ProtectedFileError(description: String(cString: strerror(errno))) }
         let fd = Int32(made)
         var failure: ProtectedFileError?
         // The umask may have cleared bits of 0600, never added any; fchmod makes it exactly 0600.
-        if fchmod(fd, 0o600) != 0 { failure = ProtectedFileError(description: String(cString: strerror(errno))) }
+        if fchmod(fd, 0o600) != 0 { failure = unsafe ProtectedFileError(description: String(cString: strerror(errno))) }
         var written = 0
         while failure == nil && written < bytes.count {
             // Safe: writes from inside `bytes`, the rest after `written`.
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
+            let n = unsafe bytes.withUnsafeBytes { unsafe write(fd, $0.baseAddress! + written, $0.count - written) }
             if n < 0 && errno == EINTR { continue }
-            if n <= 0 { failure = ProtectedFileError(description: n < 0 ? String(cString: strerror(errno)) : "short write") } else {
+            if n <= 0 { failure = unsafe ProtectedFileError(description: n < 0 ? String(cString: strerror(errno)) : "short write") } else {
                 written += n
             }
         }
         close(fd)
-        if failure == nil && rename(temporary, path) != 0 { failure = ProtectedFileError(description: String(cString: strerror(errno))) }
+        if unsafe failure == nil && rename(temporary, path) != 0 { failure = unsafe ProtectedFileError(description: String(cString: strerror(errno))) }
         if let failure {
-            unlink(temporary)
+            unsafe unlink(temporary)
             throw failure
         }
     }

@@ -22,6 +22,7 @@ import Synchronization
 ///
 /// (`@unchecked Sendable`: the buffer is written only in the initializer and read-only afterwards,
 /// until the deinitializer, which runs when no reference is left.)
+@safe  // owns its memory; every pointer use inside is marked `unsafe`
 public final class SecretBytes: @unchecked Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     /// Safe: allocated in init with exactly `count` bytes, freed only in deinit; never handed out
     /// beyond a `withUnsafeBytes` body.
@@ -29,10 +30,10 @@ public final class SecretBytes: @unchecked Sendable, CustomStringConvertible, Cu
 
     /// For tests: called with the buffer after it is wiped and before it is freed (to observe the
     /// wipe without reading freed memory). Nil in normal use.
-    static let wiped = Mutex<(@Sendable (UnsafeRawBufferPointer) -> Void)?>(nil)
+    static let wiped = unsafe Mutex<(@Sendable (UnsafeRawBufferPointer) -> Void)?>(nil)
 
     /// How many bytes.
-    public var count: Int { storage.count }
+    public var count: Int { unsafe storage.count }
 
     /// Secret bytes of `count`, written by `fill` in place (so that they need not pass through an
     /// array first).
@@ -41,63 +42,63 @@ public final class SecretBytes: @unchecked Sendable, CustomStringConvertible, Cu
         // Safe: a fresh buffer of `count` bytes, zeroed before `fill` sees it. It becomes `storage`
         // only once filled: when `fill` throws, no instance exists (no deinit), so it is wiped and freed here.
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
-        buffer.initializeMemory(as: UInt8.self, repeating: 0)
-        do { try fill(buffer) } catch {
-            offload_cleanse(buffer.baseAddress, buffer.count)
-            buffer.deallocate()
+        unsafe buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        do { try unsafe fill(buffer) } catch {
+            unsafe offload_cleanse(buffer.baseAddress, buffer.count)
+            unsafe buffer.deallocate()
             throw error
         }
-        storage = buffer
+        unsafe storage = unsafe buffer
     }
 
     /// A copy of `bytes` (which the caller should then drop, or cleanse if it is an array it owns).
     public convenience init(_ bytes: some Collection<UInt8>) {
-        self.init(count: bytes.count) { out in _ = out.initializeMemory(as: UInt8.self, from: bytes) }
+        unsafe self.init(count: bytes.count) { out in _ = unsafe out.initializeMemory(as: UInt8.self, from: bytes) }
     }
 
     /// A copy of the raw bytes (from another secret's or libcrypto's buffer).
     public convenience init(copying bytes: UnsafeRawBufferPointer) {
-        self.init(count: bytes.count) { out in if let base = bytes.baseAddress { out.baseAddress!.copyMemory(from: base, byteCount: bytes.count) } }
+        unsafe self.init(count: bytes.count) { out in if let base = bytes.baseAddress { unsafe out.baseAddress!.copyMemory(from: base, byteCount: bytes.count) } }
     }
 
     /// `count` bytes from libcrypto's random generator.
     public convenience init(random count: Int) {
-        self.init(count: count) { out in
-            precondition(offload_random_bytes(out.baseAddress?.assumingMemoryBound(to: UInt8.self), out.count) == 1 || out.count == 0,
+        unsafe self.init(count: count) { out in
+            unsafe precondition(offload_random_bytes(out.baseAddress?.assumingMemoryBound(to: UInt8.self), out.count) == 1 || out.count == 0,
                          "libcrypto's random generator failed")
         }
     }
 
     deinit {
-        offload_cleanse(storage.baseAddress, storage.count)
-        if let observe = Self.wiped.withLock({ $0 }) { observe(UnsafeRawBufferPointer(storage)) }
-        storage.deallocate()
+        unsafe offload_cleanse(storage.baseAddress, storage.count)
+        if let observe = unsafe Self.wiped.withLock({ unsafe $0 }) { unsafe observe(UnsafeRawBufferPointer(storage)) }
+        unsafe storage.deallocate()
     }
 
     /// Reads the bytes: only inside `body`, which must not keep the pointer (and should not copy
     /// the bytes elsewhere).
     public func withUnsafeBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
-        try body(UnsafeRawBufferPointer(storage))
+        try unsafe body(UnsafeRawBufferPointer(storage))
     }
 
     /// Calls `body` with the bytes in a temporary array, cleansed when `body` returns: for an
     /// interface that takes an array (a fingerprint's hash). `body` must not keep the array.
     public func withTemporaryArray<R, E: Error>(_ body: ([UInt8]) throws(E) -> R) throws(E) -> R {
-        var copy = [UInt8](UnsafeRawBufferPointer(storage))
-        defer { copy.withUnsafeMutableBytes { offload_cleanse($0.baseAddress, $0.count) } }
+        var copy = unsafe [UInt8](UnsafeRawBufferPointer(storage))
+        defer { unsafe copy.withUnsafeMutableBytes { unsafe offload_cleanse($0.baseAddress, $0.count) } }
         return try body(copy)
     }
 
     /// Whether both hold the same bytes, in time that depends only on the length (CRYPTO_memcmp).
     public func isEqual(to other: SecretBytes) -> Bool {
         guard count == other.count else { return false }
-        return offload_constant_time_compare(storage.baseAddress, other.storage.baseAddress, count) == 0
+        return unsafe offload_constant_time_compare(storage.baseAddress, other.storage.baseAddress, count) == 0
     }
 
     /// Bytes `range` of this secret, as a secret of their own.
     public func bytes(_ range: Range<Int>) -> SecretBytes {
         precondition(range.lowerBound >= 0 && range.upperBound <= count, "a range outside the secret")
-        return SecretBytes(copying: UnsafeRawBufferPointer(rebasing: storage[range]))
+        return unsafe SecretBytes(copying: UnsafeRawBufferPointer(rebasing: storage[range]))
     }
 
     /// The first `n` bytes.
@@ -108,9 +109,9 @@ public final class SecretBytes: @unchecked Sendable, CustomStringConvertible, Cu
 
     /// `a` then `b`, as one secret.
     public static func + (a: SecretBytes, b: SecretBytes) -> SecretBytes {
-        SecretBytes(count: a.count + b.count) { out in
-            if a.count > 0 { out.baseAddress!.copyMemory(from: a.storage.baseAddress!, byteCount: a.count) }
-            if b.count > 0 { (out.baseAddress! + a.count).copyMemory(from: b.storage.baseAddress!, byteCount: b.count) }
+        unsafe SecretBytes(count: a.count + b.count) { out in
+            if a.count > 0 { unsafe out.baseAddress!.copyMemory(from: a.storage.baseAddress!, byteCount: a.count) }
+            if b.count > 0 { unsafe (out.baseAddress! + a.count).copyMemory(from: b.storage.baseAddress!, byteCount: b.count) }
         }
     }
 
@@ -124,11 +125,11 @@ public final class SecretBytes: @unchecked Sendable, CustomStringConvertible, Cu
     public func hexForKeyFile() -> String {
         let digits = Array("0123456789abcdef".utf8)
         var text = [UInt8](repeating: 0, count: 2 * count)
-        for (i, b) in UnsafeRawBufferPointer(storage).enumerated() {
+        for unsafe (i, b) in unsafe UnsafeRawBufferPointer(storage).enumerated() {
             text[2 * i] = digits[Int(b >> 4)]
             text[2 * i + 1] = digits[Int(b & 0x0F)]
         }
-        defer { text.withUnsafeMutableBytes { offload_cleanse($0.baseAddress, $0.count) } }
+        defer { unsafe text.withUnsafeMutableBytes { unsafe offload_cleanse($0.baseAddress, $0.count) } }
         return String(decoding: text, as: UTF8.self)
     }
 

@@ -395,8 +395,8 @@ public enum IKEConfig {
         if text.hasPrefix("0x") { return SAFile.secretHexBytes(text) }
         if text.hasPrefix("0s") {
             guard var data = Data(base64Encoded: String(text.dropFirst(2))) else { return nil }
-            defer { data.withUnsafeMutableBytes { offload_cleanse($0.baseAddress, $0.count) } }
-            return data.withUnsafeBytes { SecretBytes(copying: $0) }
+            defer { unsafe data.withUnsafeMutableBytes { unsafe offload_cleanse($0.baseAddress, $0.count) } }
+            return unsafe data.withUnsafeBytes { unsafe SecretBytes(copying: $0) }
         }
         return SecretBytes(text.utf8)
     }

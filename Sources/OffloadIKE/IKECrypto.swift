@@ -25,7 +25,7 @@ public enum IKEPRF: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     /// prf(key, data) into `out` (at least 48 bytes): the core the overloads share.
     func mac(_ key: UnsafeRawBufferPointer, _ data: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) {
         precondition(out.count >= 48)
-        let n = offload_hmac(self == .hmacSHA256 ? 256 : 384, key.baseAddress, key.count, data.baseAddress, data.count,
+        let n = unsafe offload_hmac(self == .hmacSHA256 ? 256 : 384, key.baseAddress, key.count, data.baseAddress, data.count,
                              out.baseAddress?.assumingMemoryBound(to: UInt8.self))
         precondition(n == length, "libcrypto's HMAC failed")
     }
@@ -33,14 +33,14 @@ public enum IKEPRF: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     /// prf(key, data), a public result (an AUTH payload's data).
     public func callAsFunction(_ key: [UInt8], _ data: [UInt8]) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 48)
-        key.withUnsafeBytes { k in data.withUnsafeBytes { d in out.withUnsafeMutableBytes { mac(k, d, into: $0) } } }
+        unsafe key.withUnsafeBytes { k in unsafe data.withUnsafeBytes { d in unsafe out.withUnsafeMutableBytes { unsafe mac(k, d, into: $0) } } }
         return Array(out.prefix(length))
     }
 
     /// prf(key, data) under a secret key, a public result (AUTH's MAC of an identity or a message).
     public func callAsFunction(_ key: SecretBytes, _ data: [UInt8]) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 48)
-        key.withUnsafeBytes { k in data.withUnsafeBytes { d in out.withUnsafeMutableBytes { mac(k, d, into: $0) } } }
+        unsafe key.withUnsafeBytes { k in unsafe data.withUnsafeBytes { d in unsafe out.withUnsafeMutableBytes { unsafe mac(k, d, into: $0) } } }
         return Array(out.prefix(length))
     }
 
@@ -54,7 +54,7 @@ public enum IKEPRF: UInt16, Sendable, CaseIterable, CustomStringConvertible {
 
     /// prf(key, data) as a secret (the pad key of a pre-shared key, SKEYSEED).
     public func secret(_ key: SecretBytes, _ data: SecretBytes) -> SecretBytes {
-        let full = SecretBytes(count: 48) { out in key.withUnsafeBytes { k in data.withUnsafeBytes { d in mac(k, d, into: out) } } }
+        let full = unsafe SecretBytes(count: 48) { out in unsafe key.withUnsafeBytes { k in unsafe data.withUnsafeBytes { d in unsafe mac(k, d, into: out) } } }
         return full.prefix(length)
     }
 
@@ -67,25 +67,25 @@ public enum IKEPRF: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     public func plus(_ key: SecretBytes, _ seed: [UInt8], count: Int) -> SecretBytes {
         let rounds = (count + length - 1) / length
         precondition(rounds <= 255, "prf+ gives at most 255 blocks")
-        let all = SecretBytes(count: rounds * length + 48) { out in
+        let all = unsafe SecretBytes(count: rounds * length + 48) { out in
             // Tn-1 | S | n, rebuilt each round in one buffer.
             var input = [UInt8](repeating: 0, count: length + seed.count + 1)
-            defer { input.withUnsafeMutableBytes { offload_cleanse($0.baseAddress, $0.count) } }
+            defer { unsafe input.withUnsafeMutableBytes { unsafe offload_cleanse($0.baseAddress, $0.count) } }
             // Safe: `input` holds length + seed.count + 1 bytes and `out` rounds * length + 48, so
             // each copy and each round's 48-byte output stay inside their buffers.
-            key.withUnsafeBytes { k in
-                input.withUnsafeMutableBytes { buffer in
+            unsafe key.withUnsafeBytes { k in
+                unsafe input.withUnsafeMutableBytes { buffer in
                     var start = length  // round 1 has no Tn-1
                     for n in 1...max(1, rounds) {
                         if n > 1 {
                             start = 0
-                            buffer.baseAddress!.copyMemory(from: out.baseAddress! + (n - 2) * length, byteCount: length)
+                            unsafe buffer.baseAddress!.copyMemory(from: out.baseAddress! + (n - 2) * length, byteCount: length)
                         }
-                        seed.withUnsafeBytes { s in
-                            if s.count > 0 { (buffer.baseAddress! + length).copyMemory(from: s.baseAddress!, byteCount: s.count) }
+                        unsafe seed.withUnsafeBytes { s in
+                            if s.count > 0 { unsafe (buffer.baseAddress! + length).copyMemory(from: s.baseAddress!, byteCount: s.count) }
                         }
-                        buffer[length + seed.count] = UInt8(n)
-                        mac(k, UnsafeRawBufferPointer(rebasing: buffer[start...]),
+                        unsafe buffer[length + seed.count] = UInt8(n)
+                        unsafe mac(k, UnsafeRawBufferPointer(rebasing: buffer[start...]),
                             into: UnsafeMutableRawBufferPointer(rebasing: out[((n - 1) * length)...]))
                     }
                 }
@@ -110,6 +110,7 @@ public enum IKEKeyExchangeGroup: UInt16, Sendable, CaseIterable, CustomStringCon
 }
 
 /// One side's ephemeral key of a key exchange (libcrypto's), freed (and cleansed) with the object.
+@safe  // owns its memory; every pointer use inside is marked `unsafe`
 public final class IKEKeyPair {
     let key: OpaquePointer
     /// The group.
@@ -120,26 +121,26 @@ public final class IKEKeyPair {
     /// A fresh key.
     /// - Throws: ``IKECryptoError`` when libcrypto fails.
     public init(_ group: IKEKeyExchangeGroup) throws(IKECryptoError) {
-        guard let key = offload_ke_new(CInt(group.rawValue)) else { throw IKECryptoError(description: "libcrypto could not make a \(group) key") }
-        self.key = key
+        guard let key = unsafe offload_ke_new(CInt(group.rawValue)) else { throw IKECryptoError(description: "libcrypto could not make a \(group) key") }
+        unsafe self.key = unsafe key
         self.group = group
         var out = [UInt8](repeating: 0, count: 256)
-        let n = out.withUnsafeMutableBufferPointer { offload_ke_public(key, $0.baseAddress, $0.count) }
+        let n = unsafe out.withUnsafeMutableBufferPointer { unsafe offload_ke_public(key, $0.baseAddress, $0.count) }
         guard n > 0 else {
-            offload_ke_free(key)
+            unsafe offload_ke_free(key)
             throw IKECryptoError(description: "libcrypto could not export a \(group) public value")
         }
         publicValue = Array(out.prefix(n))
     }
 
-    deinit { offload_ke_free(key) }
+    deinit { unsafe offload_ke_free(key) }
 
     /// g^ir with the peer's public value, a secret; nil when that value is invalid.
     public func shared(with peer: [UInt8]) -> SecretBytes? {
         var n = 0
-        let out = SecretBytes(count: 256) { o in
-            n = peer.withUnsafeBytes { p in
-                offload_ke_shared(key, p.baseAddress, p.count, o.baseAddress?.assumingMemoryBound(to: UInt8.self), o.count)
+        let out = unsafe SecretBytes(count: 256) { o in
+            n = unsafe peer.withUnsafeBytes { p in
+                unsafe offload_ke_shared(key, p.baseAddress, p.count, o.baseAddress?.assumingMemoryBound(to: UInt8.self), o.count)
             }
         }
         return n > 0 ? out.prefix(n) : nil
@@ -233,7 +234,7 @@ public final class IKEMessageCipher {
         let aad = h.bytes + skHeader
         let iv = bigEndianBytes(nextIV)
         nextIV += 1
-        guard let sealed = sealer.seal(nonce: sealSalt.withUnsafeBytes { Array($0) } + iv, aad: aad, plaintext) else {
+        guard let sealed = unsafe sealer.seal(nonce: sealSalt.withUnsafeBytes { unsafe Array($0) } + iv, aad: aad, plaintext) else {
             preconditionFailure("libcrypto failed to seal an IKE message")
         }
         return aad + iv + sealed
@@ -245,7 +246,7 @@ public final class IKEMessageCipher {
     func open(message: [UInt8], skOffset: Int, firstInner: UInt8, body: [UInt8]) throws(IKEParseError) -> IKEPayloadChain.Raw {
         guard body.count >= Self.ivLength + Self.icvLength + 1 else { throw IKEParseError("SK payload: too short to hold an IV and ICV") }
         let aad = Array(message[0..<(IKEHeader.length + skOffset + 4)])
-        guard let data = opener.open(nonce: openSalt.withUnsafeBytes { Array($0) } + Array(body[0..<Self.ivLength]), aad: aad,
+        guard let data = unsafe opener.open(nonce: openSalt.withUnsafeBytes { unsafe Array($0) } + Array(body[0..<Self.ivLength]), aad: aad,
                                      Array(body[Self.ivLength...])) else {
             throw IKEParseError("SK payload: the ICV does not verify", .authenticationFailed)
         }
@@ -260,6 +261,6 @@ public final class IKEMessageCipher {
 public func natDetectionHash(spii: UInt64, spir: UInt64, address: IPAddress, port: UInt16) -> [UInt8] {
     let data = bigEndianBytes(spii) + bigEndianBytes(spir) + addressBytes(address) + bigEndianBytes(port)
     var digest = [UInt8](repeating: 0, count: 20)
-    _ = data.withUnsafeBytes { d in digest.withUnsafeMutableBufferPointer { offload_sha1(d.baseAddress, d.count, $0.baseAddress) } }
+    _ = unsafe data.withUnsafeBytes { d in unsafe digest.withUnsafeMutableBufferPointer { unsafe offload_sha1(d.baseAddress, d.count, $0.baseAddress) } }
     return digest
 }

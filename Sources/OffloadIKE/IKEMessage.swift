@@ -659,7 +659,7 @@ struct ByteWriter {
 }
 
 /// Bytes of a UInt64 / UInt32 in network order.
-func bigEndianBytes<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.bigEndian) { Array($0) } }
+func bigEndianBytes<T: FixedWidthInteger>(_ v: T) -> [UInt8] { unsafe withUnsafeBytes(of: v.bigEndian) { unsafe Array($0) } }
 
 /// An address's bytes in network order (4 or 16), as ID payloads, NAT detection and cookies hash them.
 func addressBytes(_ address: IPAddress) -> [UInt8] {

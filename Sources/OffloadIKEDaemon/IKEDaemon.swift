@@ -53,7 +53,7 @@ public final class IKEDaemon: @unchecked Sendable {
         socket500 = try UDPTunnelSocket(local: connections[0].localAddress, remote: connections[0].remoteAddress, port: 500,
                                         coalesce: false, connected: false)
         var ends: [CInt] = [-1, -1]
-        if pipe(&ends) == 0 {
+        if unsafe pipe(&ends) == 0 {
             for fd in ends {
                 _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
                 _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
@@ -63,7 +63,7 @@ public final class IKEDaemon: @unchecked Sendable {
         let writer = ends[1]
         handoff = IKEHandoff(wake: {
             var one: UInt8 = 1
-            _ = write(writer, &one, 1)
+            _ = unsafe write(writer, &one, 1)
         })
     }
 
@@ -76,10 +76,10 @@ public final class IKEDaemon: @unchecked Sendable {
     func waitForMessages(milliseconds: CInt) -> Bool {
         var fds = [pollfd(fd: socket500?.descriptor ?? -1, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: wake, events: Int16(POLLIN), revents: 0)]
-        guard poll(&fds, 2, milliseconds) > 0 else { return false }
+        guard unsafe poll(&fds, 2, milliseconds) > 0 else { return false }
         if fds[1].revents != 0 {
             var drain = [UInt8](repeating: 0, count: 64)
-            while read(wake, &drain, drain.count) > 0 {}
+            while unsafe read(wake, &drain, drain.count) > 0 {}
         }
         return fds[0].revents & Int16(POLLIN) != 0
     }
@@ -140,7 +140,7 @@ public final class IKEDaemon: @unchecked Sendable {
         while !stopFlag.load(ordering: .relaxed) {
             if waitForMessages(milliseconds: 100), let s = socket500 {
                 while true {
-                    let got = buffer.withUnsafeMutableBytes { try? s.receive(into: $0) }
+                    let got = unsafe buffer.withUnsafeMutableBytes { try? unsafe s.receive(into: $0) }
                     guard let got else { break }
                     let (length, _, fromRemote, _) = got
                     guard fromRemote, length > 0 else { continue }

@@ -396,12 +396,12 @@ public enum SAFile {
             }
         }
         struct NotHex: Error {}
-        return try? SecretBytes(count: (utf8.count - 2) / 2) { (out: UnsafeMutableRawBufferPointer) throws(NotHex) in
+        return try? unsafe SecretBytes(count: (utf8.count - 2) / 2) { (out: UnsafeMutableRawBufferPointer) throws(NotHex) in
             var it = utf8.dropFirst(2).makeIterator()
             var i = 0
             while let a = it.next(), let b = it.next() {
                 guard let x = nibble(a), let y = nibble(b) else { throw NotHex() }
-                out[i] = x << 4 | y
+                unsafe out[i] = x << 4 | y
                 i += 1
             }
         }
