@@ -8,7 +8,7 @@ let swiftSettings: [SwiftSetting] = [
 ]
 
 /// The modules that do pointer work (the wire layer, the engine, the capture buffers, TUN I/O, the
-/// forwarding pipeline, the tunnel endpoint, ESP) check memory safety strictly: every use of an unsafe construct is marked
+/// forwarding pipeline, the tunnel endpoint, ESP, IKE and the crypto they share) check memory safety strictly: every use of an unsafe construct is marked
 /// `unsafe` (SE-0458). The marker is compile-time only; the generated code is the same.
 let strictSettings: [SwiftSetting] = swiftSettings + [.strictMemorySafety()]
 
