@@ -5,6 +5,7 @@
 # exists; otherwise libFuzzer starts from the committed seeds alone. A crash leaves its input in $FUZZ_OUT/<target>/ and fails the script.
 # Usage: scripts/fuzz.sh [seconds-per-target] [target ...]
 #   FUZZ_OUT=dir   where corpora and crash inputs go (default .build-fuzz/work)
+#   FUZZ_BUILD=dir the build folder (default .build-fuzz; another one lets two runs go side by side)
 #   FUZZ_SEEDS=dir a folder of pcap captures to seed from (default: the development corpus beside the repository)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -15,8 +16,9 @@ targets=("$@")
 out="${FUZZ_OUT:-$root/.build-fuzz/work}"
 mkdir -p "$out"
 echo "building the fuzz targets (release, -sanitize=fuzzer,address) ..." >&2
-(cd "$root/Fuzz" && swift build -c release --build-path "$root/.build-fuzz" -Xswiftc -sanitize=fuzzer,address >/dev/null)
-bin="$root/.build-fuzz/release"
+build="${FUZZ_BUILD:-$root/.build-fuzz}"
+(cd "$root/Fuzz" && swift build -c release --build-path "$build" -Xswiftc -sanitize=fuzzer,address >/dev/null)
+bin="$build/release"
 corpus="${FUZZ_SEEDS:-$root/../shared/corpus/pcap}"
 seed_frames() {  # $1: directory; one file per frame of the corpus captures (classic pcap only), first 40 per file
   python3 - "$corpus" "$1" <<'PY'

@@ -38,6 +38,8 @@ struct IPsec: AsyncParsableCommand {
 
             --write-keys FILE writes Wireshark's esp_sa lines (mode 0600) so that tshark decrypts a capture.
 
+            Secrets: keys never reach a log, an error or the status; core dumps are off; SA and config files             must be mode 0600 and are read through one checked descriptor (a symbolic link is refused).             What the gateway promises and what you must do: docs/ipsec.md, "What it promises".
+
             IKEv2: with --config instead of --sa, the SAs are negotiated with the peer (RFC 7296; strongSwan \
             and this gateway in either role): a file of connections and secrets in swanctl.conf's syntax and \
             names (docs/ipsec.md), mode 0600; IKE on port 500 and on 4500 beside ESP (the non-ESP marker); \

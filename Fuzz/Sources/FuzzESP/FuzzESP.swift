@@ -35,7 +35,8 @@ let policies = algorithms.flatMap { a in [false, true].map { policy(a, esn: $0) 
 func fuzzSequenceEdge(_ input: inout FuzzInput, setup: UInt8) {
     let algorithm = algorithms[Int(setup & 3) % algorithms.count]
     let esn = setup & 0x20 != 0
-    let keys = ESPSAKeys(spi: 0x2002, key: (0..<algorithm.keyLength).map { UInt8(0x40 &+ $0) }, salt: [9, 8, 7, 6])
+    let salt: [UInt8] = [9, 8, 7, 6]
+    let keys = ESPSAKeys(spi: 0x2002, key: (0..<algorithm.keyLength).map { UInt8(0x40 &+ $0) }, salt: salt)
     let other = ESPSAKeys(spi: 0x3003, key: (0..<algorithm.keyLength).map { UInt8(0x80 &+ $0) }, salt: [5, 4, 3, 2])
     func tunnel(_ k: ESPSAKeys) -> ESPTunnelConfiguration {
         ESPTunnelConfiguration(name: "edge", algorithm: algorithm, extendedSequenceNumbers: esn, replayWindow: 128,
@@ -98,7 +99,7 @@ func fuzzSequenceEdge(_ input: inout FuzzInput, setup: UInt8) {
             let high = UInt32(truncatingIfNeeded: sequence >> 32).bigEndian
             let aad = withUnsafeBytes(of: spi) { Array($0) } + (esn ? withUnsafeBytes(of: high) { Array($0) } : []) + withUnsafeBytes(of: low) { Array($0) }
             let iv = withUnsafeBytes(of: sequence.bigEndian) { Array($0) }
-            guard let sealed = sealer.seal(nonce: keys.salt + iv, aad: aad, plaintext) else { oracleFailure("libcrypto refused to seal") }
+            guard let sealed = sealer.seal(nonce: salt + iv, aad: aad, plaintext) else { oracleFailure("libcrypto refused to seal") }
             datagram = withUnsafeBytes(of: spi) { Array($0) } + withUnsafeBytes(of: low) { Array($0) } + iv + sealed
             sent.append((sequence, datagram))
         }
