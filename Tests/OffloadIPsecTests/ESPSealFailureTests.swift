@@ -12,31 +12,13 @@ import Testing
     import Glibc
 #endif
 
-/// A ``DatagramOutput`` that keeps every datagram it is given (UDP GSO sends cut at the segment size).
-final class KeptDatagrams: DatagramOutput {
-    var datagrams: [[UInt8]] = []
-    func send(_ iovecs: UnsafeBufferPointer<iovec>, segmentSize: Int, trafficClass: UInt8?) throws(TUNError) -> Int {
-        var payload: [UInt8] = []
-        for v in iovecs { payload += UnsafeRawBufferPointer(start: v.iov_base, count: v.iov_len) }
-        if segmentSize == 0 {
-            datagrams.append(payload)
-        } else {
-            for start in stride(from: 0, to: payload.count, by: segmentSize) {
-                datagrams.append(Array(payload[start..<min(start + segmentSize, payload.count)]))
-            }
-        }
-        return payload.count
-    }
-    func setTrafficClass(_ value: UInt8) {}
-}
-
 @Suite("ESP: a seal that fails sends nothing, is counted as encrypt_failed, and its sequence number is never used")
 struct ESPSealFailureTests {
     @Test("a packet whose seal fails: no datagram (not even an empty one), encrypt_failed counted once, the next packet gets the next number",
           arguments: [ESPAlgorithm.aesGCM128, .chacha20Poly1305])
     func failedSeal(algorithm: ESPAlgorithm) throws {
         let p = try policy(algorithm, out: keys(algorithm, spi: 0x2001, seed: 3), esn: false)
-        let output = KeptDatagrams()
+        let output = RecordingOutput()
         let sink = try TunnelSink(output: output, codec: ESPCodec(policy: p), logger: Logger(label: "test"))
         var b = PacketBuilder()
         b.link = .raw
@@ -61,7 +43,7 @@ struct ESPSealFailureTests {
     @Test("a super-packet whose seals fail: each segment counted, none sent; the numbers it reserved are skipped")
     func failedSuperPacket() throws {
         let p = try policy(.aesGCM256, out: keys(.aesGCM256, spi: 0x2002, seed: 4), esn: true)
-        let output = KeptDatagrams()
+        let output = RecordingOutput()
         let sink = try TunnelSink(output: output, codec: ESPCodec(policy: p), logger: Logger(label: "test"))
         let (bytes, gso) = superPacket(count: 5, size: 600, last: 100)
         try sink.encapsulator.encoder.breakSealing()

@@ -11,24 +11,6 @@ import Testing
     import Glibc
 #endif
 
-/// A ``DatagramOutput`` that keeps every datagram it is given (UDP GSO sends cut at the segment size).
-final class RecordingOutput: DatagramOutput {
-    var datagrams: [[UInt8]] = []
-    func send(_ iovecs: UnsafeBufferPointer<iovec>, segmentSize: Int, trafficClass: UInt8?) throws(TUNError) -> Int {
-        var payload: [UInt8] = []
-        for v in iovecs { payload += UnsafeRawBufferPointer(start: v.iov_base, count: v.iov_len) }
-        if segmentSize == 0 {
-            datagrams.append(payload)
-        } else {
-            for start in stride(from: 0, to: payload.count, by: segmentSize) {
-                datagrams.append(Array(payload[start..<min(start + segmentSize, payload.count)]))
-            }
-        }
-        return payload.count
-    }
-    func setTrafficClass(_ value: UInt8) {}
-}
-
 /// A codec that writes a 4-byte header (the datagram's index) and fails the datagrams it is told to.
 struct FailingCodec: TunnelCodec {
     var failing: Set<Int>
