@@ -206,7 +206,8 @@ public final class IKEDaemon: @unchecked Sendable {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             // The writer and the time: the reader tells a gateway that is gone from one that runs.
-            let file = IKEStatusFile(sas: lines, counters: engine.counters, pid: getpid(), written: Date().timeIntervalSince1970)
+            let file = IKEStatusFile(sas: lines, counters: engine.counters, pid: getpid(), written: Date().timeIntervalSince1970,
+                                     handoff: handoff.counters)
             if let data = try? encoder.encode(file) {
                 do {
                     // Mode 0600 from the first byte (a new file renamed over the old): the SAs' state is root's.
@@ -244,6 +245,8 @@ public struct IKEStatusFile: Codable, Sendable {
     public var pid: Int32? = nil
     /// When it was written, in seconds since 1970 (nil in files from before it was recorded).
     public var written: Double? = nil
+    /// What the receiving thread handed over on port 4500 and what it dropped (nil in files from before).
+    public var handoff: IKEHandoff.Counters? = nil
 
     /// As text, in the spirit of `swanctl --list-sas`.
     public var text: String {
@@ -263,6 +266,10 @@ public struct IKEStatusFile: Codable, Sendable {
         if sas.isEmpty { out += "no IKE SA\n" }
         out += "CHILD_SA rekeys \(counters.childRekeys), IKE SA rekeys \(counters.ikeRekeys), collisions \(counters.collisions), "
             + "retransmissions \(counters.retransmissions), invalid messages \(counters.invalidMessages), cookies sent \(counters.cookiesSent)\n"
+        if let h = handoff {
+            out += "port 4500 handover: \(h.queued) queued, \(h.waits) waited for (\(h.waitsTimedOut) past 50 ms), dropped \(h.dropped) "
+                + "(malformed \(h.malformed), unknown SPI \(h.unknownSPI), IKE_SA_INIT over the rate \(h.rateLimited), queue full \(h.queueFull))\n"
+        }
         return out
     }
 }

@@ -290,6 +290,12 @@ struct IKEInteropTests {
             #expect(after[0] == before[0] && after[1] == before[1], "nothing of it queued or waited for")
         }
         #expect(shell("ip netns exec \(lab.client) ping -c 2 -W 1 10.88.2.2").status == 0)
+        // --status shows the same drops (the status file is rewritten each second).
+        #expect(lab.waitFor(seconds: 3) {
+            let line = lab.ikeStatus(1).split(separator: "\n").first { $0.hasPrefix("port 4500 handover:") } ?? ""
+            let numbers = line.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+            return numbers.count == 10 && after.count == 8 && numbers[6] >= after[4] && numbers[7] >= after[5]  // [4500, queued, waits, past, 50, dropped, malformed, unknown SPI, …]
+        }, "offload ipsec --status: \(lab.ikeStatus(1))")
         _ = try lab.stopGateway(1)
         _ = try lab.stopGateway(2)
     }
