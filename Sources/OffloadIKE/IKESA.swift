@@ -21,7 +21,8 @@ final class IKESA {
     enum State: String {
         case initSent = "connecting", initDone = "half-open", authSent = "authenticating", established, rekeyed, dead
     }
-    var state: State
+    /// Where the SA is in its life; changed only by ``transition(to:reason:)``.
+    private(set) var state: State
     /// Whether the connection is started again when this SA dies (a child with start_action start/trap).
     var restartWhenDead = false
     var rekeys = 0
@@ -122,6 +123,13 @@ final class IKESA {
 
     func log(_ level: IKEEvent.Level, _ text: String) { engine.log(level, "\(name): \(text)") }
 
+    /// The one place an SA's state changes: logged as `state old -> new (reason)`.
+    func transition(to next: State, reason: String) {
+        guard next != state else { return }
+        log(.info, "state \(state.rawValue) -> \(next.rawValue) (\(reason))")
+        state = next
+    }
+
     // MARK: messages
 
     typealias Output = [(bytes: [UInt8], path: IKEPath)]
@@ -194,7 +202,7 @@ final class IKESA {
     func sendInit(now: Double) -> Output {
         guard let c = connection, let firstGroup = c.proposals.first?.groups.first else { return [] }
         if keyPair == nil {
-            guard let k = try? IKEKeyPair(firstGroup) else { log(.error, "no key pair"); state = .dead; return [] }
+            guard let k = try? IKEKeyPair(firstGroup) else { log(.error, "no key pair"); transition(to: .dead, reason: "no key pair for the first group"); return [] }
             keyPair = k
         }
         if ni.isEmpty { ni = engine.random(32) }
@@ -217,7 +225,7 @@ final class IKESA {
     func answerInit(_ bytes: [UInt8], header: IKEHeader, payloads: [IKEPayload], now: Double) -> Output {
         func refuse(_ notify: IKENotifyType, _ data: [UInt8] = [], _ why: String) -> Output {
             log(.warning, "IKE_SA_INIT from \(path) refused (\(notify)): \(why)")
-            state = .dead
+            transition(to: .dead, reason: "IKE_SA_INIT refused (\(notify))")
             return [(Self.plainMessage(header: header, payloads: [.notify(notify, data: data)], responderSPI: 0), path)]
         }
         guard let c = engine.connections.first(where: { $0.remoteAddress == path.remote }) else { return refuse(.noProposalChosen, [], "no connection") }
@@ -383,7 +391,7 @@ final class IKESA {
         initResponse = bytes
         checkNAT(payloads, spirInMessage: remoteSPI)
         deriveKeys(skeyseed: Self.skeyseed(prf, ni: ni, nr: nr, shared: shared))
-        state = .authSent
+        transition(to: .authSent, reason: "IKE_SA_INIT answered")
         lastHeard = now
         queue.insert(.auth, at: 0)
         return pump(now: now)
@@ -427,7 +435,7 @@ final class IKESA {
         for case .notify(_, _, let type, _) in payloads where type == .authenticationFailed {
             log(.error, "authentication failed: the peer refused this end's identity \(c.localID) or pre-shared key (AUTHENTICATION_FAILED)")
             restartWhenDead = startsAgain
-            state = .dead
+            transition(to: .dead, reason: "the peer sent AUTHENTICATION_FAILED")
             return []
         }
         var idr: IKEIdentity?, auth: [UInt8]?
@@ -438,24 +446,24 @@ final class IKESA {
         guard let idr, let auth else {
             log(.error, "IKE_AUTH response without IDr and a shared-key AUTH payload")
             restartWhenDead = startsAgain
-            state = .dead
+            transition(to: .dead, reason: "IKE_AUTH response without IDr or AUTH")
             return []
         }
         if let want = c.remoteID, want != idr {
             log(.error, "authentication failed: the peer is \(idr), the connection wants \(want)")
             restartWhenDead = startsAgain
-            state = .dead
+            transition(to: .dead, reason: "the peer's identity is not the one configured")
             return []
         }
         let expected = authData(secret: c.secret, message: initResponse, nonce: ni, idKey: keys.pr, id: idr)
         guard constantTimeEqual(expected, auth) else {
             log(.error, "authentication failed: the peer's AUTH does not verify (a different pre-shared key?)")
             restartWhenDead = startsAgain
-            state = .dead
+            transition(to: .dead, reason: "the peer's AUTH does not verify")
             return []
         }
         peerID = idr
-        state = .established
+        transition(to: .established, reason: "IKE_AUTH answered and verified")
         established = now
         engine.succeeded(c)
         scheduleIKERekey(now: now)
@@ -479,7 +487,7 @@ final class IKESA {
         }
         func fail(_ why: String) -> Output {
             log(.error, "authentication failed: \(why)")
-            state = .dead
+            transition(to: .dead, reason: "authentication failed")
             return respond(.ikeAuth, id: id, [.notify(.authenticationFailed)], to: from)
         }
         guard let idi, let auth, let keys else { return fail("IKE_AUTH without IDi and a shared-key AUTH payload") }
@@ -492,7 +500,7 @@ final class IKESA {
             return fail("the peer \(idi) at \(from.remote): its AUTH does not verify (a different pre-shared key?)")
         }
         peerID = idi
-        state = .established
+        transition(to: .established, reason: "IKE_AUTH request verified")
         established = now
         engine.succeeded(c)
         scheduleIKERekey(now: now)
@@ -502,7 +510,7 @@ final class IKESA {
                 other.log(.info, "replaced: the peer \(idi) started again (INITIAL_CONTACT)")
                 if !other.children.isEmpty { engine.childrenChanged() }
                 other.children = []
-                other.state = .dead
+                other.transition(to: .dead, reason: "replaced by a new IKE SA (INITIAL_CONTACT)")
             }
         }
         log(.info, "IKE SA established with \(idi) at \(from) (\(aead)-\(prf)-\(group), SPIs \(String(format: "%016llx", spii))_i \(String(format: "%016llx", spir))_r)")
@@ -727,14 +735,14 @@ final class IKESA {
         (next.ni, next.nr) = (ni, nr)
         // SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr), with the old SA's PRF (RFC 7296 §2.18).
         next.deriveKeys(skeyseed: prf(keys!.d, shared + ni + nr))
-        next.state = .established
+        next.transition(to: .established, reason: "made by an IKE SA rekey")
         next.established = now
         next.rekeys = rekeys + 1
         next.children = children
         next.scheduleIKERekey(now: now)
         children = []
         queue.removeAll { if case .deleteIKE = $0 { false } else { true } }
-        state = .rekeyed
+        transition(to: .rekeyed, reason: "its successor took the CHILD_SAs")
         rekeyedAt = now
         engine.sas[next.localSPI] = next
         engine.counters.ikeRekeys += 1
@@ -773,7 +781,7 @@ final class IKESA {
                 children.removeAll { ids.contains($0.sa.id) }
             case .deleteIKE?:
                 log(.info, state == .rekeyed ? "the old IKE SA deleted after its rekey" : "IKE SA deleted")
-                state = .dead
+                transition(to: .dead, reason: "this end's Delete answered")
             case .liveness?, nil: break
             }
             return out + pump(now: now)
@@ -961,7 +969,7 @@ final class IKESA {
                 let out = respond(.informational, id: id, [], to: from)
                 if !children.isEmpty { engine.childrenChanged() }
                 children = []
-                state = .dead
+                transition(to: .dead, reason: "deleted by the peer")
                 return out
             case .delete(let proto, let spis) where proto == IKEProposal.esp:
                 var ours: [[UInt8]] = []
@@ -1029,7 +1037,7 @@ final class IKESA {
         }
         guard state != .dead else { return [] }
         if !originalInitiator && state == .initDone && now - created > engine.halfOpenTimeout {
-            state = .dead
+            transition(to: .dead, reason: "half-open for longer than \(engine.halfOpenTimeout) s")
             return []
         }
         if state == .rekeyed && now - rekeyedAt > Self.rekeyedIKEGrace && outstanding?.task != .deleteIKE && !queue.contains(.deleteIKE) {
@@ -1037,14 +1045,14 @@ final class IKESA {
             // this end deletes it (the Delete sent once, not awaited).
             log(.info, "the old IKE SA was not deleted by the peer \(Int(Self.rekeyedIKEGrace)) s after its rekey: deleted")
             let bye = cipher != nil ? [deleteMessage()] : []
-            state = .dead
+            transition(to: .dead, reason: "not deleted by the peer after its rekey")
             return bye
         }
         var out: Output = []
         if let o = outstanding, now >= o.sentAt + o.timeout, state == .initSent, let refusal = initRefusal {
             log(.error, "IKE_SA_INIT: \(refusal), and no other answer within the retransmission timer: this attempt ends")
             restartWhenDead = startsAgain
-            state = .dead
+            transition(to: .dead, reason: "IKE_SA_INIT refused and no other answer")
             return []
         }
         if var o = outstanding, now >= o.sentAt + o.timeout {
@@ -1054,7 +1062,7 @@ final class IKESA {
                 restartWhenDead = restartWhenDead && startsAgain
                 if !children.isEmpty { engine.childrenChanged() }
                 children = []
-                state = .dead
+                transition(to: .dead, reason: "no answer to \(o.exchange)")
                 return []
             }
             o.tries += 1
