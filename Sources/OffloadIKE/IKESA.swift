@@ -60,11 +60,11 @@ final class IKESA {
         var tries: Int
         var timeout: Double
         var task: Task?
+        /// The state of the request's exchange, until its answer.
+        var taskState: IKETaskState?
     }
     var outstanding: Outstanding?
     var queue: [Task] = []
-    /// When a task refused with TEMPORARY_FAILURE may be tried again.
-    var retryAfter: [Task: Double] = [:]
 
     enum ChildState: String { case active, rekeying, rekeyed, deleting }
     struct Child {
@@ -85,11 +85,9 @@ final class IKESA {
     /// How long a deleted CHILD_SA still decrypts.
     static let retiredGrace = 2.0
     /// Inbound SPIs offered in a request not yet answered.
-    var pendingSPIs: [UInt32] = []
-    /// The child being negotiated by this end's outstanding request.
-    var pendingChild: (config: IKEChildConfig, spi: UInt32, nonce: [UInt8], replaces: Int?)?
-    /// The IKE rekey under way: the new SA's SPI, nonce and key.
-    var pendingIKERekey: (spi: UInt64, nonce: [UInt8], keyPair: IKEKeyPair)?
+    var pendingSPIs: [UInt32] {
+        if case .child(let task)? = outstanding?.taskState { [task.spi] } else { [] }
+    }
     var lastHeard: Double
     var ikeRekeyAt = Double.infinity
     /// When this IKE SA was rekeyed (its successor took the children).
@@ -148,11 +146,11 @@ final class IKESA {
     }
 
     /// Sends an encrypted request (the window is one: only when nothing is outstanding).
-    func request(_ exchange: IKEExchange, _ payloads: [IKEPayload], task: Task?, now: Double) -> Output {
+    func request(_ exchange: IKEExchange, _ payloads: [IKEPayload], task: Task?, state taskState: IKETaskState? = nil, now: Double) -> Output {
         guard let cipher else { return [] }
         let bytes = cipher.seal(header: header(exchange, response: false, id: nextRequestID), payloads: payloads)
         outstanding = Outstanding(id: nextRequestID, exchange: exchange, bytes: bytes, sentAt: now, tries: 0,
-                                  timeout: connection?.retransmitTimeout ?? 4, task: task)
+                                  timeout: connection?.retransmitTimeout ?? 4, task: task, taskState: taskState)
         nextRequestID &+= 1
         return [(bytes, path)]
     }
@@ -415,8 +413,7 @@ final class IKESA {
     func sendAuth(now: Double) -> Output {
         guard let c = connection, let keys, let child = c.children.first else { return [] }
         let spi = engine.freshChildSPI()
-        pendingSPIs = [spi]
-        pendingChild = (child, spi, [], nil)
+        let childTask = ChildCreateTask(config: child, spi: spi, nonce: [], replaces: nil)
         var payloads: [IKEPayload] = [.identityInitiator(c.localID)]
         if let r = c.remoteID { payloads.append(.identityResponder(r)) }
         payloads.append(.authentication(method: 2, data: authData(secret: c.secret, message: initRequest, nonce: nr, idKey: keys.pi, id: c.localID)))
@@ -427,10 +424,10 @@ final class IKESA {
         payloads += [.securityAssociation(espProposals(child, spi: spi)),
                      .trafficSelectorsInitiator(child.localTS.map(SelectorMath.range)),
                      .trafficSelectorsResponder(child.remoteTS.map(SelectorMath.range))]
-        return request(.ikeAuth, payloads, task: .auth, now: now)
+        return request(.ikeAuth, payloads, task: .auth, state: .child(childTask), now: now)
     }
 
-    func authResponse(_ payloads: [IKEPayload], now: Double) -> Output {
+    func authResponse(_ payloads: [IKEPayload], child: ChildCreateTask?, now: Double) -> Output {
         guard let c = connection, let keys else { return [] }
         for case .notify(_, _, let type, _) in payloads where type == .authenticationFailed {
             log(.error, "authentication failed: the peer refused this end's identity \(c.localID) or pre-shared key (AUTHENTICATION_FAILED)")
@@ -468,7 +465,7 @@ final class IKESA {
         engine.succeeded(c)
         scheduleIKERekey(now: now)
         log(.info, "IKE SA established with \(idr) at \(path) (\(aead)-\(prf)-\(group), SPIs \(String(format: "%016llx", spii))_i \(String(format: "%016llx", spir))_r)")
-        var out = finishChild(payloads, nonces: (ni, nr), now: now)
+        var out = finishChild(child, payloads, nonces: (ni, nr), now: now)
         for child in c.children.dropFirst() { queue.append(.createChild(child.name)) }
         out += pump(now: now)
         return out
@@ -613,10 +610,8 @@ final class IKESA {
 
     /// The initiator's child from the answer; nil when refused (logged).
     @discardableResult
-    func finishChild(_ payloads: [IKEPayload], nonces: ([UInt8], [UInt8]?), now: Double) -> Output {
-        guard let pending = pendingChild else { return [] }
-        pendingChild = nil
-        pendingSPIs = []
+    func finishChild(_ pending: ChildCreateTask?, _ payloads: [IKEPayload], nonces: ([UInt8], [UInt8]?), now: Double) -> Output {
+        guard let pending else { return [] }
         /// The rekeyed child is active again and tried later.
         func again() {
             guard let r = pending.replaces, let i = children.firstIndex(where: { $0.sa.id == r }) else { return }
@@ -692,11 +687,10 @@ final class IKESA {
         guard let c = connection, let config = c.children.first(where: { $0.name == name }) else { return [] }
         let spi = engine.freshChildSPI()
         let nonce = engine.random(32)
-        pendingSPIs = [spi]
-        pendingChild = (config, spi, nonce, nil)
         return request(.createChildSA, [.securityAssociation(espProposals(config, spi: spi)), .nonce(nonce),
                                         .trafficSelectorsInitiator(config.localTS.map(SelectorMath.range)),
-                                        .trafficSelectorsResponder(config.remoteTS.map(SelectorMath.range))], task: .createChild(name), now: now)
+                                        .trafficSelectorsResponder(config.remoteTS.map(SelectorMath.range))], task: .createChild(name),
+                       state: .child(ChildCreateTask(config: config, spi: spi, nonce: nonce, replaces: nil)), now: now)
     }
 
     func sendRekeyChild(_ id: Int, now: Double) -> Output {
@@ -705,12 +699,11 @@ final class IKESA {
         let child = children[i]
         let spi = engine.freshChildSPI()
         let nonce = engine.random(32)
-        pendingSPIs = [spi]
-        pendingChild = (child.config, spi, nonce, id)
         return request(.createChildSA, [.notify(protocolID: IKEProposal.esp, spi: bigEndianBytes(child.sa.inbound.spi), type: .rekeySA, data: []),
                                         .securityAssociation(espProposals(child.config, spi: spi)), .nonce(nonce),
                                         .trafficSelectorsInitiator(child.sa.localTS.map(SelectorMath.range)),
-                                        .trafficSelectorsResponder(child.sa.remoteTS.map(SelectorMath.range))], task: .rekeyChild(id), now: now)
+                                        .trafficSelectorsResponder(child.sa.remoteTS.map(SelectorMath.range))], task: .rekeyChild(id),
+                       state: .child(ChildCreateTask(config: child.config, spi: spi, nonce: nonce, replaces: id)), now: now)
     }
 
     // MARK: rekeying the IKE SA
@@ -719,9 +712,9 @@ final class IKESA {
         guard let pair = try? IKEKeyPair(group) else { return [] }
         let spi = engine.freshIKESPI()
         let nonce = engine.random(32)
-        pendingIKERekey = (spi, nonce, pair)
         return request(.createChildSA, [.securityAssociation(proposals(spi: bigEndianBytes(spi), groupFirst: group)), .nonce(nonce),
-                                        .keyExchange(group: group.rawValue, data: pair.publicValue)], task: .rekeyIKE, now: now)
+                                        .keyExchange(group: group.rawValue, data: pair.publicValue)], task: .rekeyIKE,
+                       state: .ikeRekey(IKERekeyTask(spi: spi, nonce: nonce, keyPair: pair)), now: now)
     }
 
     /// The new IKE SA of a rekey: keys from the old SK_d, the children moved over.
@@ -770,12 +763,18 @@ final class IKESA {
             lastHeard = now
             path = from
             var out: Output = []
+            var childTask: ChildCreateTask?, rekeyTask: IKERekeyTask?
+            switch o.taskState {
+            case .child(let t)?: childTask = t
+            case .ikeRekey(let t)?: rekeyTask = t
+            case nil: break
+            }
             switch o.task {
-            case .auth?: out = authResponse(payloads, now: now)
+            case .auth?: out = authResponse(payloads, child: childTask, now: now)
             case .createChild?, .rekeyChild?:
                 // Nr is the answer's: without one (or a short one) the exchange fails (checked there).
-                out = finishChild(payloads, nonces: (pendingChild?.nonce ?? [], Self.nonce(payloads)), now: now)
-            case .rekeyIKE?: out = finishRekeyIKE(payloads, now: now)
+                out = finishChild(childTask, payloads, nonces: (childTask?.nonce ?? [], Self.nonce(payloads)), now: now)
+            case .rekeyIKE?: out = finishRekeyIKE(rekeyTask, payloads, now: now)
             case .deleteChildren(let ids)?:
                 for child in children where ids.contains(child.sa.id) { retire(child.sa, now: now) }
                 children.removeAll { ids.contains($0.sa.id) }
@@ -930,9 +929,8 @@ final class IKESA {
         return out
     }
 
-    func finishRekeyIKE(_ payloads: [IKEPayload], now: Double) -> Output {
-        guard let pending = pendingIKERekey else { return [] }
-        pendingIKERekey = nil
+    func finishRekeyIKE(_ pending: IKERekeyTask?, _ payloads: [IKEPayload], now: Double) -> Output {
+        guard let pending else { return [] }
         for case .notify(_, _, let type, _) in payloads where type.isError {
             log(.warning, "IKE SA rekey refused by the peer: \(type); tried again shortly")
             ikeRekeyAt = now + 2 + Double(engine.random(1)[0]) / 64
