@@ -34,10 +34,9 @@ final class IKESA {
     var keys: IKESAKeys?
     var cipher: IKEMessageCipher?
 
-    var keyPair: IKEKeyPair?
     var ni: [UInt8] = [], nr: [UInt8] = []
-    var initRequest: [UInt8] = [], initResponse: [UInt8] = []
-    var cookie: [UInt8]?
+    /// IKE_SA_INIT's messages, for IKE_AUTH (from the end of IKE_SA_INIT until established).
+    var authTask: IKEAuthTask?
 
     var nextRequestID: UInt32 = 0
     var expectedRequestID: UInt32 = 0
@@ -94,10 +93,6 @@ final class IKESA {
     var rekeyedAt = 0.0
     /// How long an IKE SA the peer rekeyed may wait for the peer's Delete before this end deletes it.
     static let rekeyedIKEGrace = 30.0
-    /// The initiator's IKE_SA_INIT drew a refusal or an unusable answer: unauthenticated, so the
-    /// request stays outstanding for its timer (a genuine answer may follow, RFC 7296 §2.21.1);
-    /// when the timer fires, the attempt ends and the engine tries again later.
-    var initRefusal: String?
 
     init(engine: IKEEngine, originalInitiator: Bool, localSPI: UInt64, path: IKEPath, now: Double) {
         self.engine = engine
@@ -197,26 +192,31 @@ final class IKESA {
          .notify(.natDetectionDestinationIP, data: natDetectionHash(spii: spii, spir: spir, address: path.remote, port: path.remotePort))]
     }
 
-    func sendInit(now: Double) -> Output {
+    /// Sends IKE_SA_INIT: the first request (`task` nil), or the exchange's next (with a COOKIE,
+    /// or another group).
+    func sendInit(_ existing: IKEInitTask? = nil, now: Double) -> Output {
         guard let c = connection, let firstGroup = c.proposals.first?.groups.first else { return [] }
-        if keyPair == nil {
+        let task: IKEInitTask
+        if let existing {
+            task = existing
+        } else {
             guard let k = try? IKEKeyPair(firstGroup) else { log(.error, "no key pair"); transition(to: .dead, reason: "no key pair for the first group"); return [] }
-            keyPair = k
+            task = IKEInitTask(keyPair: k, nonce: engine.random(32))
         }
-        if ni.isEmpty { ni = engine.random(32) }
-        initRefusal = nil  // a new request (COOKIE, INVALID_KE_PAYLOAD): its own chance
-        var payloads: [IKEPayload] = cookie.map { [.notify(.cookie, data: $0)] } ?? []
-        payloads += [.securityAssociation(proposals(spi: [], groupFirst: keyPair!.group)),
-                     .keyExchange(group: keyPair!.group.rawValue, data: keyPair!.publicValue), .nonce(ni)]
+        task.refusal = nil  // a new request (COOKIE, INVALID_KE_PAYLOAD): its own chance
+        var payloads: [IKEPayload] = task.cookie.map { [.notify(.cookie, data: $0)] } ?? []
+        payloads += [.securityAssociation(proposals(spi: [], groupFirst: task.keyPair.group)),
+                     .keyExchange(group: task.keyPair.group.rawValue, data: task.keyPair.publicValue), .nonce(task.nonce)]
         payloads += natPayloads(spir: 0)
         let (first, body) = IKEPayloadChain.encode(payloads)
         var h = header(.ikeSAInit, response: false, id: 0)
         h.nextPayload = first
         h.length = UInt32(IKEHeader.length + body.count)
-        initRequest = h.bytes + body
-        outstanding = Outstanding(id: 0, exchange: .ikeSAInit, bytes: initRequest, sentAt: now, tries: 0, timeout: c.retransmitTimeout, task: nil)
+        task.request = h.bytes + body
+        outstanding = Outstanding(id: 0, exchange: .ikeSAInit, bytes: task.request, sentAt: now, tries: 0, timeout: c.retransmitTimeout, task: nil,
+                                  taskState: .ikeInit(task))
         nextRequestID = 1
-        return [(initRequest, path)]
+        return [(task.request, path)]
     }
 
     /// The responder's side of IKE_SA_INIT.
@@ -250,7 +250,7 @@ final class IKESA {
         guard let pair = try? IKEKeyPair(group), let shared = pair.shared(with: ke.1) else {
             return refuse(.invalidSyntax, [], "the peer's \(group) public value is invalid")
         }
-        (self.prf, self.aead, self.group, keyPair) = (prf, encryption, group, pair)
+        (self.prf, self.aead, self.group) = (prf, encryption, group)
         ni = nonce
         nr = engine.random(32)
         checkNAT(payloads, spirInMessage: 0)
@@ -263,12 +263,12 @@ final class IKESA {
         var h = self.header(.ikeSAInit, response: true, id: 0)
         h.nextPayload = first
         h.length = UInt32(IKEHeader.length + body.count)
-        initRequest = bytes
-        initResponse = h.bytes + body
-        lastResponse = (0, initResponse)
+        let response = h.bytes + body
+        authTask = IKEAuthTask(initRequest: bytes, initResponse: response)
+        lastResponse = (0, response)
         deriveKeys(skeyseed: Self.skeyseed(prf, ni: ni, nr: nr, shared: shared))
         expectedRequestID = 1
-        return [(initResponse, path)]
+        return [(response, path)]
     }
 
     static func describe(_ proposals: [IKEProposal]) -> String {
@@ -325,7 +325,7 @@ final class IKESA {
 
     /// The initiator reads the IKE_SA_INIT response.
     func initResponse(_ bytes: [UInt8], header: IKEHeader, now: Double) -> Output {
-        guard let c = connection else { return [] }
+        guard let c = connection, case .ikeInit(let task)? = outstanding?.taskState else { return [] }
         let payloads: [IKEPayload]
         do {
             payloads = try IKEPayloadChain.typed(IKEPayloadChain.walk(bytes[IKEHeader.length...], first: header.nextPayload).payloads)
@@ -335,31 +335,31 @@ final class IKESA {
         }
         for case .notify(_, _, let type, let data) in payloads {
             if type == .cookie {
-                guard cookie == nil || cookie! != data else { continue }
-                cookie = data
+                guard task.cookie == nil || task.cookie! != data else { continue }
+                task.cookie = data
                 log(.info, "the peer asks for a COOKIE: IKE_SA_INIT sent again with it")
-                return sendInit(now: now)
+                return sendInit(task, now: now)
             }
             if type == .invalidKEPayload, data.count == 2 {
                 let wanted = UInt16(data[0]) << 8 | UInt16(data[1])
                 guard let g = IKEKeyExchangeGroup(rawValue: wanted), c.proposals.contains(where: { $0.groups.contains(g) }),
-                      g != keyPair?.group, let pair = try? IKEKeyPair(g)
+                      g != task.keyPair.group, let pair = try? IKEKeyPair(g)
                 else {
                     log(.error, "the peer wants key-exchange group \(wanted), which this end does not offer (unauthenticated: "
                         + "another answer is awaited until the retransmission timer)")
-                    initRefusal = "INVALID_KE_PAYLOAD \(wanted)"
+                    task.refusal = "INVALID_KE_PAYLOAD \(wanted)"
                     return []
                 }
                 log(.info, "the peer wants \(g): IKE_SA_INIT sent again with it")
-                keyPair = pair
-                return sendInit(now: now)
+                task.keyPair = pair
+                return sendInit(task, now: now)
             }
             if type.isError {
                 // Unauthenticated: anyone on the path can send it (RFC 7296 §2.21.1). The request
                 // stays outstanding; a genuine answer before its timer is still taken.
                 log(.error, "the peer refused IKE_SA_INIT: \(type)\(type == .noProposalChosen ? " (proposals \(c.proposals.map(\.description).joined(separator: ", ")))" : "")"
                     + " (unauthenticated: another answer is awaited until the retransmission timer, then the attempt is tried again later)")
-                initRefusal = type.description
+                task.refusal = type.description
                 return []
             }
         }
@@ -372,21 +372,21 @@ final class IKESA {
             default: break
             }
         }
-        guard let chosen, let ke, let nonce, let pair = keyPair,
+        let pair = task.keyPair
+        guard let chosen, let ke, let nonce,
               let (_, e, f, g) = Self.choose(ours: c.proposals, theirs: [chosen]),
               chosen.transforms.count == 3, g == pair.group, ke.0 == g.rawValue, Self.nonceAcceptable(nonce, prf: f),
               let shared = pair.shared(with: ke.1)
         else {
             log(.error, "IKE_SA_INIT response without one acceptable proposal, KE and nonce (unauthenticated: another answer is awaited)")
-            initRefusal = "an unusable answer"
+            task.refusal = "an unusable answer"
             return []
         }
         outstanding = nil
-        initRefusal = nil
         (prf, aead, group) = (f, e, g)
-        nr = nonce
+        (ni, nr) = (task.nonce, nonce)
         remoteSPI = header.responderSPI
-        initResponse = bytes
+        authTask = IKEAuthTask(initRequest: task.request, initResponse: bytes)
         checkNAT(payloads, spirInMessage: remoteSPI)
         deriveKeys(skeyseed: Self.skeyseed(prf, ni: ni, nr: nr, shared: shared))
         transition(to: .authSent, reason: "IKE_SA_INIT answered")
@@ -411,12 +411,12 @@ final class IKESA {
     }
 
     func sendAuth(now: Double) -> Output {
-        guard let c = connection, let keys, let child = c.children.first else { return [] }
+        guard let c = connection, let keys, let signed = authTask, let child = c.children.first else { return [] }
         let spi = engine.freshChildSPI()
         let childTask = ChildCreateTask(config: child, spi: spi, nonce: [], replaces: nil)
         var payloads: [IKEPayload] = [.identityInitiator(c.localID)]
         if let r = c.remoteID { payloads.append(.identityResponder(r)) }
-        payloads.append(.authentication(method: 2, data: authData(secret: c.secret, message: initRequest, nonce: nr, idKey: keys.pi, id: c.localID)))
+        payloads.append(.authentication(method: 2, data: authData(secret: c.secret, message: signed.initRequest, nonce: nr, idKey: keys.pi, id: c.localID)))
         if !engine.sas.values.contains(where: { $0 !== self && $0.connection?.name == c.name && $0.state == .established }) {
             // This end holds no other IKE SA with the peer: whatever the peer holds from before is stale (RFC 7296 §2.4).
             payloads.append(.notify(.initialContact))
@@ -428,7 +428,7 @@ final class IKESA {
     }
 
     func authResponse(_ payloads: [IKEPayload], child: ChildCreateTask?, now: Double) -> Output {
-        guard let c = connection, let keys else { return [] }
+        guard let c = connection, let keys, let signed = authTask else { return [] }
         for case .notify(_, _, let type, _) in payloads where type == .authenticationFailed {
             log(.error, "authentication failed: the peer refused this end's identity \(c.localID) or pre-shared key (AUTHENTICATION_FAILED)")
             restartWhenDead = startsAgain
@@ -452,7 +452,7 @@ final class IKESA {
             transition(to: .dead, reason: "the peer's identity is not the one configured")
             return []
         }
-        let expected = authData(secret: c.secret, message: initResponse, nonce: ni, idKey: keys.pr, id: idr)
+        let expected = authData(secret: c.secret, message: signed.initResponse, nonce: ni, idKey: keys.pr, id: idr)
         guard constantTimeEqual(expected, auth) else {
             log(.error, "authentication failed: the peer's AUTH does not verify (a different pre-shared key?)")
             restartWhenDead = startsAgain
@@ -460,6 +460,7 @@ final class IKESA {
             return []
         }
         peerID = idr
+        authTask = nil
         transition(to: .established, reason: "IKE_AUTH answered and verified")
         established = now
         engine.succeeded(c)
@@ -487,16 +488,17 @@ final class IKESA {
             transition(to: .dead, reason: "authentication failed")
             return respond(.ikeAuth, id: id, [.notify(.authenticationFailed)], to: from)
         }
-        guard let idi, let auth, let keys else { return fail("IKE_AUTH without IDi and a shared-key AUTH payload") }
+        guard let idi, let auth, let keys, let signed = authTask else { return fail("IKE_AUTH without IDi and a shared-key AUTH payload") }
         guard let c = engine.connections.first(where: {
             $0.remoteAddress == from.remote && ($0.remoteID == nil || $0.remoteID == idi) && (idr == nil || $0.localID == idr)
         }) else { return fail("the peer at \(from.remote) is \(idi), which no connection accepts") }
         connection = c
-        let expected = authData(secret: c.secret, message: initRequest, nonce: nr, idKey: keys.pi, id: idi)
+        let expected = authData(secret: c.secret, message: signed.initRequest, nonce: nr, idKey: keys.pi, id: idi)
         guard constantTimeEqual(expected, auth) else {
             return fail("the peer \(idi) at \(from.remote): its AUTH does not verify (a different pre-shared key?)")
         }
         peerID = idi
+        authTask = nil
         transition(to: .established, reason: "IKE_AUTH request verified")
         established = now
         engine.succeeded(c)
@@ -512,7 +514,7 @@ final class IKESA {
         }
         log(.info, "IKE SA established with \(idi) at \(from) (\(aead)-\(prf)-\(group), SPIs \(String(format: "%016llx", spii))_i \(String(format: "%016llx", spir))_r)")
         var answer: [IKEPayload] = [.identityResponder(c.localID),
-                                    .authentication(method: 2, data: authData(secret: c.secret, message: initResponse, nonce: ni, idKey: keys.pr, id: c.localID))]
+                                    .authentication(method: 2, data: authData(secret: c.secret, message: signed.initResponse, nonce: ni, idKey: keys.pr, id: c.localID))]
         answer += answerChild(payloads, nonces: (ni, nr), replaces: nil, now: now)
         return respond(.ikeAuth, id: id, answer, to: from)
     }
@@ -767,7 +769,7 @@ final class IKESA {
             switch o.taskState {
             case .child(let t)?: childTask = t
             case .ikeRekey(let t)?: rekeyTask = t
-            case nil: break
+            case .ikeInit?, nil: break
             }
             switch o.task {
             case .auth?: out = authResponse(payloads, child: childTask, now: now)
@@ -1047,7 +1049,7 @@ final class IKESA {
             return bye
         }
         var out: Output = []
-        if let o = outstanding, now >= o.sentAt + o.timeout, state == .initSent, let refusal = initRefusal {
+        if let o = outstanding, now >= o.sentAt + o.timeout, state == .initSent, case .ikeInit(let task)? = o.taskState, let refusal = task.refusal {
             log(.error, "IKE_SA_INIT: \(refusal), and no other answer within the retransmission timer: this attempt ends")
             restartWhenDead = startsAgain
             transition(to: .dead, reason: "IKE_SA_INIT refused and no other answer")
