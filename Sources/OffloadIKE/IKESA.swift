@@ -34,6 +34,7 @@ final class IKESA {
     var keys: IKESAKeys?
     var cipher: IKEMessageCipher?
 
+    /// IKE_SA_INIT's nonces: the SA's keys come from them (and a rekeyed SA's from the rekey's).
     var ni: [UInt8] = [], nr: [UInt8] = []
     /// IKE_SA_INIT's messages, for IKE_AUTH (from the end of IKE_SA_INIT until established).
     var authTask: IKEAuthTask?
@@ -42,6 +43,8 @@ final class IKESA {
     var expectedRequestID: UInt32 = 0
     var lastResponse: (id: UInt32, bytes: [UInt8])?
 
+    /// A request this end has queued (strongSwan's queued tasks): sent one at a time by ``pump(now:)``;
+    /// the state of its exchange, once sent, is the outstanding request's ``Outstanding/taskState``.
     enum Task: Equatable {
         case auth
         case createChild(String)
@@ -51,6 +54,7 @@ final class IKESA {
         case deleteIKE
         case liveness
     }
+    /// This end's request awaiting its answer (the window is one), with its exchange's state.
     struct Outstanding {
         var id: UInt32
         var exchange: IKEExchange
