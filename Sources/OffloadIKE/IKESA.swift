@@ -22,7 +22,8 @@ final class IKESA {
     enum State: String {
         case initSent = "connecting", initDone = "half-open", authSent = "authenticating", established, rekeyed, dead
     }
-    var state: State
+    /// Where the SA is in its life; changed only by ``transition(to:reason:)``.
+    private(set) var state: State
     /// Whether the connection is started again when this SA dies (a child with start_action start/trap).
     var restartWhenDead = false
     var rekeys = 0
@@ -34,15 +35,17 @@ final class IKESA {
     var keys: IKESAKeys?
     var cipher: IKEMessageCipher?
 
-    var keyPair: IKEKeyPair?
+    /// IKE_SA_INIT's nonces: the SA's keys come from them (and a rekeyed SA's from the rekey's).
     var ni: [UInt8] = [], nr: [UInt8] = []
-    var initRequest: [UInt8] = [], initResponse: [UInt8] = []
-    var cookie: [UInt8]?
+    /// IKE_SA_INIT's messages, for IKE_AUTH (from the end of IKE_SA_INIT until established).
+    var authTask: IKEAuthTask?
 
     var nextRequestID: UInt32 = 0
     var expectedRequestID: UInt32 = 0
     var lastResponse: (id: UInt32, bytes: [UInt8])?
 
+    /// A request this end has queued (strongSwan's queued tasks): sent one at a time by ``pump(now:)``;
+    /// the state of its exchange, once sent, is the outstanding request's ``Outstanding/taskState``.
     enum Task: Equatable {
         case auth
         case createChild(String)
@@ -52,6 +55,7 @@ final class IKESA {
         case deleteIKE
         case liveness
     }
+    /// This end's request awaiting its answer (the window is one), with its exchange's state.
     struct Outstanding {
         var id: UInt32
         var exchange: IKEExchange
@@ -60,11 +64,11 @@ final class IKESA {
         var tries: Int
         var timeout: Double
         var task: Task?
+        /// The state of the request's exchange, until its answer.
+        var taskState: IKETaskState?
     }
     var outstanding: Outstanding?
     var queue: [Task] = []
-    /// When a task refused with TEMPORARY_FAILURE may be tried again.
-    var retryAfter: [Task: Double] = [:]
 
     enum ChildState: String { case active, rekeying, rekeyed, deleting }
     struct Child {
@@ -85,21 +89,15 @@ final class IKESA {
     /// How long a deleted CHILD_SA still decrypts.
     static let retiredGrace = 2.0
     /// Inbound SPIs offered in a request not yet answered.
-    var pendingSPIs: [UInt32] = []
-    /// The child being negotiated by this end's outstanding request.
-    var pendingChild: (config: IKEChildConfig, spi: UInt32, nonce: [UInt8], replaces: Int?)?
-    /// The IKE rekey under way: the new SA's SPI, nonce and key.
-    var pendingIKERekey: (spi: UInt64, nonce: [UInt8], keyPair: IKEKeyPair)?
+    var pendingSPIs: [UInt32] {
+        if case .child(let task)? = outstanding?.taskState { [task.spi] } else { [] }
+    }
     var lastHeard: Double
     var ikeRekeyAt = Double.infinity
     /// When this IKE SA was rekeyed (its successor took the children).
     var rekeyedAt = 0.0
     /// How long an IKE SA the peer rekeyed may wait for the peer's Delete before this end deletes it.
     static let rekeyedIKEGrace = 30.0
-    /// The initiator's IKE_SA_INIT drew a refusal or an unusable answer: unauthenticated, so the
-    /// request stays outstanding for its timer (a genuine answer may follow, RFC 7296 §2.21.1);
-    /// when the timer fires, the attempt ends and the engine tries again later.
-    var initRefusal: String?
 
     init(engine: IKEEngine, originalInitiator: Bool, localSPI: UInt64, path: IKEPath, now: Double) {
         self.engine = engine
@@ -123,6 +121,13 @@ final class IKESA {
 
     func log(_ level: IKEEvent.Level, _ text: String) { engine.log(level, "\(name): \(text)") }
 
+    /// The one place an SA's state changes: logged as `state old -> new (reason)`.
+    func transition(to next: State, reason: String) {
+        guard next != state else { return }
+        log(.info, "state \(state.rawValue) -> \(next.rawValue) (\(reason))")
+        state = next
+    }
+
     // MARK: messages
 
     typealias Output = [(bytes: [UInt8], path: IKEPath)]
@@ -141,11 +146,11 @@ final class IKESA {
     }
 
     /// Sends an encrypted request (the window is one: only when nothing is outstanding).
-    func request(_ exchange: IKEExchange, _ payloads: [IKEPayload], task: Task?, now: Double) -> Output {
+    func request(_ exchange: IKEExchange, _ payloads: [IKEPayload], task: Task?, state taskState: IKETaskState? = nil, now: Double) -> Output {
         guard let cipher else { return [] }
         let bytes = cipher.seal(header: header(exchange, response: false, id: nextRequestID), payloads: payloads)
         outstanding = Outstanding(id: nextRequestID, exchange: exchange, bytes: bytes, sentAt: now, tries: 0,
-                                  timeout: connection?.retransmitTimeout ?? 4, task: task)
+                                  timeout: connection?.retransmitTimeout ?? 4, task: task, taskState: taskState)
         nextRequestID &+= 1
         return [(bytes, path)]
     }
@@ -167,148 +172,6 @@ final class IKESA {
         return try IKEPayloadChain.typed(inner.payloads)
     }
 
-    func deleteMessage() -> (bytes: [UInt8], path: IKEPath) {
-        let bytes = cipher!.seal(header: header(.informational, response: false, id: nextRequestID), payloads: [.delete(protocolID: 1, spis: [])])
-        nextRequestID &+= 1
-        return (bytes, path)
-    }
-
-    // MARK: IKE_SA_INIT
-
-    func proposals(spi: [UInt8], groupFirst: IKEKeyExchangeGroup?) -> [IKEProposal] {
-        (connection?.proposals ?? []).enumerated().map { i, p in
-            var groups = p.groups
-            if let g = groupFirst, let at = groups.firstIndex(of: g) { groups.remove(at: at); groups.insert(g, at: 0) }
-            let t = p.encryption.map(\.ikeTransform) + p.prfs.map { IKETransform(type: IKETransform.prf, id: $0.rawValue) }
-                + groups.map { IKETransform(type: IKETransform.keyExchange, id: $0.rawValue) }
-            return IKEProposal(number: UInt8(i + 1), protocolID: IKEProposal.ike, spi: spi, transforms: t)
-        }
-    }
-
-    func natPayloads(spir: UInt64) -> [IKEPayload] {
-        // The source hash is never right (RFC 7296 §2.23 lets an end claim a NAT): the peer then sends
-        // ESP in UDP on port 4500, the only way this gateway speaks ESP.
-        [.notify(.natDetectionSourceIP, data: engine.random(20)),
-         .notify(.natDetectionDestinationIP, data: natDetectionHash(spii: spii, spir: spir, address: path.remote, port: path.remotePort))]
-    }
-
-    func sendInit(now: Double) -> Output {
-        guard let c = connection, let firstGroup = c.proposals.first?.groups.first else { return [] }
-        if keyPair == nil {
-            guard let k = try? IKEKeyPair(firstGroup) else { log(.error, "no key pair"); state = .dead; return [] }
-            keyPair = k
-        }
-        if ni.isEmpty { ni = engine.random(32) }
-        initRefusal = nil  // a new request (COOKIE, INVALID_KE_PAYLOAD): its own chance
-        var payloads: [IKEPayload] = cookie.map { [.notify(.cookie, data: $0)] } ?? []
-        payloads += [.securityAssociation(proposals(spi: [], groupFirst: keyPair!.group)),
-                     .keyExchange(group: keyPair!.group.rawValue, data: keyPair!.publicValue), .nonce(ni)]
-        payloads += natPayloads(spir: 0)
-        let (first, body) = IKEPayloadChain.encode(payloads)
-        var h = header(.ikeSAInit, response: false, id: 0)
-        h.nextPayload = first
-        h.length = UInt32(IKEHeader.length + body.count)
-        initRequest = h.bytes + body
-        outstanding = Outstanding(id: 0, exchange: .ikeSAInit, bytes: initRequest, sentAt: now, tries: 0, timeout: c.retransmitTimeout, task: nil)
-        nextRequestID = 1
-        return [(initRequest, path)]
-    }
-
-    /// The responder's side of IKE_SA_INIT.
-    func answerInit(_ bytes: [UInt8], header: IKEHeader, payloads: [IKEPayload], now: Double) -> Output {
-        func refuse(_ notify: IKENotifyType, _ data: [UInt8] = [], _ why: String) -> Output {
-            log(.warning, "IKE_SA_INIT from \(path) refused (\(notify)): \(why)")
-            state = .dead
-            return [(Self.plainMessage(header: header, payloads: [.notify(notify, data: data)], responderSPI: 0), path)]
-        }
-        guard let c = engine.connections.first(where: { $0.remoteAddress == path.remote }) else { return refuse(.noProposalChosen, [], "no connection") }
-        connection = c
-        var offered: [IKEProposal] = [], ke: (UInt16, [UInt8])?, nonce: [UInt8]?
-        for p in payloads {
-            switch p {
-            case .securityAssociation(let list): offered = list
-            case .keyExchange(let g, let d): ke = (g, d)
-            case .nonce(let n): nonce = n
-            default: break
-            }
-        }
-        guard let ke, let nonce, !offered.isEmpty else { return refuse(.invalidSyntax, [], "no SA, KE or Nonce payload") }
-        guard let (number, encryption, prf, group) = Self.choose(ours: c.proposals, theirs: offered) else {
-            return refuse(.noProposalChosen, [], "none of the peer's proposals (\(Self.describe(offered))) matches \(c.proposals.map(\.description).joined(separator: ", "))")
-        }
-        guard ke.0 == group.rawValue else {
-            return refuse(.invalidKEPayload, bigEndianBytes(group.rawValue), "the peer guessed group \(ke.0), this end wants \(group)")
-        }
-        guard Self.nonceAcceptable(nonce, prf: prf) else {
-            return refuse(.invalidSyntax, [], "a nonce of \(nonce.count) bytes (\(prf) wants \(max(16, prf.length / 2)) to 256)")
-        }
-        guard let pair = try? IKEKeyPair(group), let shared = pair.shared(with: ke.1) else {
-            return refuse(.invalidSyntax, [], "the peer's \(group) public value is invalid")
-        }
-        (self.prf, self.aead, self.group, keyPair) = (prf, encryption, group, pair)
-        ni = nonce
-        nr = engine.random(32)
-        checkNAT(payloads, spirInMessage: 0)
-        let chosen = IKEProposal(number: number, protocolID: IKEProposal.ike, spi: [],
-                                 transforms: [encryption.ikeTransform, IKETransform(type: IKETransform.prf, id: prf.rawValue),
-                                              IKETransform(type: IKETransform.keyExchange, id: group.rawValue)])
-        let answer: [IKEPayload] = [.securityAssociation([chosen]), .keyExchange(group: group.rawValue, data: pair.publicValue), .nonce(nr)]
-            + natPayloads(spir: localSPI)
-        let (first, body) = IKEPayloadChain.encode(answer)
-        var h = self.header(.ikeSAInit, response: true, id: 0)
-        h.nextPayload = first
-        h.length = UInt32(IKEHeader.length + body.count)
-        initRequest = bytes
-        initResponse = h.bytes + body
-        lastResponse = (0, initResponse)
-        deriveKeys(skeyseed: Self.skeyseed(prf, ni: ni, nr: nr, shared: shared))
-        expectedRequestID = 1
-        return [(initResponse, path)]
-    }
-
-    static func describe(_ proposals: [IKEProposal]) -> String {
-        proposals.map { p in p.transforms.map { "\($0.type):\($0.id)\($0.keyLength.map { "/\($0)" } ?? "")" }.joined(separator: "-") }
-            .joined(separator: ", ")
-    }
-
-    /// The first of this end's choices (in its order) that one of the peer's IKE proposals allows.
-    static func choose(ours: [IKEProposalChoice], theirs: [IKEProposal]) -> (UInt8, ESPAlgorithm, IKEPRF, IKEKeyExchangeGroup)? {
-        for choice in ours {
-            for e in choice.encryption {
-                for f in choice.prfs {
-                    for g in choice.groups {
-                        for p in theirs where p.protocolID == IKEProposal.ike {
-                            // An AEAD proposal has no integrity transform other than NONE (0).
-                            guard !p.transforms.contains(where: { $0.type == IKETransform.integrity && $0.id != 0 }) else { continue }
-                            if p.transforms.contains(e.ikeTransform)
-                                && p.transforms.contains(where: { $0.type == IKETransform.prf && $0.id == f.rawValue })
-                                && p.transforms.contains(where: { $0.type == IKETransform.keyExchange && $0.id == g.rawValue }) {
-                                return (p.number, e, f, g)
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        return nil
-    }
-
-    func checkNAT(_ payloads: [IKEPayload], spirInMessage: UInt64) {
-        var sourceHashes: [[UInt8]] = [], destinationHashes: [[UInt8]] = []
-        for case .notify(_, _, let type, let data) in payloads {
-            if type == .natDetectionSourceIP { sourceHashes.append(data) }
-            if type == .natDetectionDestinationIP { destinationHashes.append(data) }
-        }
-        guard !sourceHashes.isEmpty, !destinationHashes.isEmpty else { return }
-        let me = natDetectionHash(spii: spii, spir: spirInMessage, address: engine.localAddress, port: path.localPort)
-        let them = natDetectionHash(spii: spii, spir: spirInMessage, address: path.remote, port: path.remotePort)
-        let meBehind = !destinationHashes.contains { constantTimeEqual($0, me) }
-        let peerBehind = !sourceHashes.contains { constantTimeEqual($0, them) }
-        if meBehind || peerBehind {
-            log(.info, "NAT detected (\(meBehind ? "this end" : "")\(meBehind && peerBehind ? " and " : "")\(peerBehind ? "the peer, or it asks for UDP encapsulation" : "")): ESP in UDP on 4500")
-        }
-    }
-
     /// SKEYSEED = prf(Ni | Nr, g^ir) (RFC 7296 §2.14).
     static func skeyseed(_ prf: IKEPRF, ni: [UInt8], nr: [UInt8], shared: SecretBytes) -> SecretBytes { prf(ni + nr, shared) }
 
@@ -316,436 +179,6 @@ final class IKESA {
         let k = IKESAKeys.derive(prf: prf, aead: aead, skeyseed: skeyseed, ni: ni, nr: nr, spii: spii, spir: spir)
         keys = k
         cipher = try? IKEMessageCipher(aead, outbound: originalInitiator ? k.ei : k.er, inbound: originalInitiator ? k.er : k.ei)
-    }
-
-    /// The initiator reads the IKE_SA_INIT response.
-    func initResponse(_ bytes: [UInt8], header: IKEHeader, now: Double) -> Output {
-        guard let c = connection else { return [] }
-        let payloads: [IKEPayload]
-        do {
-            payloads = try IKEPayloadChain.typed(IKEPayloadChain.walk(bytes[IKEHeader.length...], first: header.nextPayload).payloads)
-        } catch {
-            engine.counters.invalidMessages += 1
-            return []
-        }
-        for case .notify(_, _, let type, let data) in payloads {
-            if type == .cookie {
-                guard cookie == nil || cookie! != data else { continue }
-                cookie = data
-                log(.info, "the peer asks for a COOKIE: IKE_SA_INIT sent again with it")
-                return sendInit(now: now)
-            }
-            if type == .invalidKEPayload, data.count == 2 {
-                let wanted = UInt16(data[0]) << 8 | UInt16(data[1])
-                guard let g = IKEKeyExchangeGroup(rawValue: wanted), c.proposals.contains(where: { $0.groups.contains(g) }),
-                      g != keyPair?.group, let pair = try? IKEKeyPair(g)
-                else {
-                    log(.error, "the peer wants key-exchange group \(wanted), which this end does not offer (unauthenticated: "
-                        + "another answer is awaited until the retransmission timer)")
-                    initRefusal = "INVALID_KE_PAYLOAD \(wanted)"
-                    return []
-                }
-                log(.info, "the peer wants \(g): IKE_SA_INIT sent again with it")
-                keyPair = pair
-                return sendInit(now: now)
-            }
-            if type.isError {
-                // Unauthenticated: anyone on the path can send it (RFC 7296 §2.21.1). The request
-                // stays outstanding; a genuine answer before its timer is still taken.
-                log(.error, "the peer refused IKE_SA_INIT: \(type)\(type == .noProposalChosen ? " (proposals \(c.proposals.map(\.description).joined(separator: ", ")))" : "")"
-                    + " (unauthenticated: another answer is awaited until the retransmission timer, then the attempt is tried again later)")
-                initRefusal = type.description
-                return []
-            }
-        }
-        var chosen: IKEProposal?, ke: (UInt16, [UInt8])?, nonce: [UInt8]?
-        for p in payloads {
-            switch p {
-            case .securityAssociation(let list): chosen = list.count == 1 ? list[0] : nil
-            case .keyExchange(let g, let d): ke = (g, d)
-            case .nonce(let n): nonce = n
-            default: break
-            }
-        }
-        guard let chosen, let ke, let nonce, let pair = keyPair,
-              let (_, e, f, g) = Self.choose(ours: c.proposals, theirs: [chosen]),
-              chosen.transforms.count == 3, g == pair.group, ke.0 == g.rawValue, Self.nonceAcceptable(nonce, prf: f),
-              let shared = pair.shared(with: ke.1)
-        else {
-            log(.error, "IKE_SA_INIT response without one acceptable proposal, KE and nonce (unauthenticated: another answer is awaited)")
-            initRefusal = "an unusable answer"
-            return []
-        }
-        outstanding = nil
-        initRefusal = nil
-        (prf, aead, group) = (f, e, g)
-        nr = nonce
-        remoteSPI = header.responderSPI
-        initResponse = bytes
-        checkNAT(payloads, spirInMessage: remoteSPI)
-        deriveKeys(skeyseed: Self.skeyseed(prf, ni: ni, nr: nr, shared: shared))
-        state = .authSent
-        lastHeard = now
-        queue.insert(.auth, at: 0)
-        return pump(now: now)
-    }
-
-    // MARK: IKE_AUTH
-
-    func authData(secret: IKESecret, message: [UInt8], nonce: [UInt8], idKey: SecretBytes, id: IKEIdentity) -> [UInt8] {
-        let padKey = prf.secret(secret.bytes, Array("Key Pad for IKEv2".utf8))
-        return prf(padKey, message + nonce + prf(idKey, id.body))
-    }
-
-    func espProposals(_ config: IKEChildConfig, spi: UInt32) -> [IKEProposal] {
-        config.espProposals.enumerated().map { i, p in
-            IKEProposal(number: UInt8(i + 1), protocolID: IKEProposal.esp, spi: bigEndianBytes(spi),
-                        transforms: p.encryption.map(\.ikeTransform)
-                            + p.extendedSequenceNumbers.map { IKETransform(type: IKETransform.extendedSequenceNumbers, id: $0 ? 1 : 0) })
-        }
-    }
-
-    func sendAuth(now: Double) -> Output {
-        guard let c = connection, let keys, let child = c.children.first else { return [] }
-        let spi = engine.freshChildSPI()
-        pendingSPIs = [spi]
-        pendingChild = (child, spi, [], nil)
-        var payloads: [IKEPayload] = [.identityInitiator(c.localID)]
-        if let r = c.remoteID { payloads.append(.identityResponder(r)) }
-        payloads.append(.authentication(method: 2, data: authData(secret: c.secret, message: initRequest, nonce: nr, idKey: keys.pi, id: c.localID)))
-        if !engine.sas.values.contains(where: { $0 !== self && $0.connection?.name == c.name && $0.state == .established }) {
-            // This end holds no other IKE SA with the peer: whatever the peer holds from before is stale (RFC 7296 §2.4).
-            payloads.append(.notify(.initialContact))
-        }
-        payloads += [.securityAssociation(espProposals(child, spi: spi)),
-                     .trafficSelectorsInitiator(child.localTS.map(SelectorMath.range)),
-                     .trafficSelectorsResponder(child.remoteTS.map(SelectorMath.range))]
-        return request(.ikeAuth, payloads, task: .auth, now: now)
-    }
-
-    func authResponse(_ payloads: [IKEPayload], now: Double) -> Output {
-        guard let c = connection, let keys else { return [] }
-        for case .notify(_, _, let type, _) in payloads where type == .authenticationFailed {
-            log(.error, "authentication failed: the peer refused this end's identity \(c.localID) or pre-shared key (AUTHENTICATION_FAILED)")
-            restartWhenDead = startsAgain
-            state = .dead
-            return []
-        }
-        var idr: IKEIdentity?, auth: [UInt8]?
-        for p in payloads {
-            if case .identityResponder(let id) = p { idr = id }
-            if case .authentication(let m, let d) = p, m == 2 { auth = d }
-        }
-        guard let idr, let auth else {
-            log(.error, "IKE_AUTH response without IDr and a shared-key AUTH payload")
-            restartWhenDead = startsAgain
-            state = .dead
-            return []
-        }
-        if let want = c.remoteID, want != idr {
-            log(.error, "authentication failed: the peer is \(idr), the connection wants \(want)")
-            restartWhenDead = startsAgain
-            state = .dead
-            return []
-        }
-        let expected = authData(secret: c.secret, message: initResponse, nonce: ni, idKey: keys.pr, id: idr)
-        guard constantTimeEqual(expected, auth) else {
-            log(.error, "authentication failed: the peer's AUTH does not verify (a different pre-shared key?)")
-            restartWhenDead = startsAgain
-            state = .dead
-            return []
-        }
-        peerID = idr
-        state = .established
-        established = now
-        engine.succeeded(c)
-        scheduleIKERekey(now: now)
-        log(.info, "IKE SA established with \(idr) at \(path) (\(aead)-\(prf)-\(group), SPIs \(String(format: "%016llx", spii))_i \(String(format: "%016llx", spir))_r)")
-        var out = finishChild(payloads, nonces: (ni, nr), now: now)
-        for child in c.children.dropFirst() { queue.append(.createChild(child.name)) }
-        out += pump(now: now)
-        return out
-    }
-
-    /// The responder's side of IKE_AUTH.
-    func answerAuth(_ payloads: [IKEPayload], id: UInt32, path from: IKEPath, now: Double) -> Output {
-        var idi: IKEIdentity?, idr: IKEIdentity?, auth: [UInt8]?
-        for p in payloads {
-            switch p {
-            case .identityInitiator(let i): idi = i
-            case .identityResponder(let i): idr = i
-            case .authentication(let m, let d) where m == 2: auth = d
-            default: break
-            }
-        }
-        func fail(_ why: String) -> Output {
-            log(.error, "authentication failed: \(why)")
-            state = .dead
-            return respond(.ikeAuth, id: id, [.notify(.authenticationFailed)], to: from)
-        }
-        guard let idi, let auth, let keys else { return fail("IKE_AUTH without IDi and a shared-key AUTH payload") }
-        guard let c = engine.connections.first(where: {
-            $0.remoteAddress == from.remote && ($0.remoteID == nil || $0.remoteID == idi) && (idr == nil || $0.localID == idr)
-        }) else { return fail("the peer at \(from.remote) is \(idi), which no connection accepts") }
-        connection = c
-        let expected = authData(secret: c.secret, message: initRequest, nonce: nr, idKey: keys.pi, id: idi)
-        guard constantTimeEqual(expected, auth) else {
-            return fail("the peer \(idi) at \(from.remote): its AUTH does not verify (a different pre-shared key?)")
-        }
-        peerID = idi
-        state = .established
-        established = now
-        engine.succeeded(c)
-        scheduleIKERekey(now: now)
-        if payloads.contains(where: { if case .notify(_, _, .initialContact, _) = $0 { true } else { false } }) {
-            // The peer starts afresh (a restart): its earlier IKE SAs with this identity are gone on its side.
-            for other in engine.sas.values where other !== self && other.connection?.name == c.name && other.peerID == idi && other.state != .dead {
-                other.log(.info, "replaced: the peer \(idi) started again (INITIAL_CONTACT)")
-                if !other.children.isEmpty { engine.childrenChanged() }
-                other.children = []
-                other.state = .dead
-            }
-        }
-        log(.info, "IKE SA established with \(idi) at \(from) (\(aead)-\(prf)-\(group), SPIs \(String(format: "%016llx", spii))_i \(String(format: "%016llx", spir))_r)")
-        var answer: [IKEPayload] = [.identityResponder(c.localID),
-                                    .authentication(method: 2, data: authData(secret: c.secret, message: initResponse, nonce: ni, idKey: keys.pr, id: c.localID))]
-        answer += answerChild(payloads, nonces: (ni, nr), replaces: nil, now: now)
-        return respond(.ikeAuth, id: id, answer, to: from)
-    }
-
-    // MARK: CHILD_SAs
-
-    static func chooseESP(ours: [ESPProposalChoice], theirs: [IKEProposal]) -> (IKEProposal, ESPAlgorithm, Bool)? {
-        for choice in ours {
-            for e in choice.encryption {
-                for esn in choice.extendedSequenceNumbers {
-                    for p in theirs where p.protocolID == IKEProposal.esp && p.spi.count == 4 {
-                        guard !p.transforms.contains(where: { $0.type == IKETransform.keyExchange && $0.id != 0 }) else { continue }
-                        guard !p.transforms.contains(where: { $0.type == IKETransform.integrity && $0.id != 0 }) else { continue }
-                        let esns = p.transforms.filter { $0.type == IKETransform.extendedSequenceNumbers }.map { $0.id == 1 }
-                        if p.transforms.contains(e.ikeTransform) && (esns.isEmpty ? !esn : esns.contains(esn)) {
-                            return (p, e, esn)
-                        }
-                    }
-                }
-            }
-        }
-        return nil
-    }
-
-    func keymat(_ algorithm: ESPAlgorithm, nonces: ([UInt8], [UInt8])) -> (initiatorToResponder: SecretBytes, responderToInitiator: SecretBytes) {
-        let n = algorithm.keyMaterialLength
-        let m = prf.plus(keys!.d, nonces.0 + nonces.1, count: 2 * n)
-        return (m.bytes(0..<n), m.bytes(n..<(2 * n)))
-    }
-
-    func install(_ config: IKEChildConfig, algorithm: ESPAlgorithm, esn: Bool, inbound: (UInt32, SecretBytes), outbound: (UInt32, SecretBytes),
-                 local: [TrafficSelector], remote: [TrafficSelector], replaces: Int?, sending: Bool, now: Double) -> Int {
-        let id = engine.newChildID()
-        let generation = replaces.flatMap { r in children.first { $0.sa.id == r }?.sa.generation }.map { $0 + 1 } ?? 0
-        let sa = IKEChildSA(id: id, connection: connection?.name ?? "?", child: config.name, algorithm: algorithm, extendedSequenceNumbers: esn,
-                            inbound: ESPSAKeys(spi: inbound.0, material: inbound.1),
-                            outbound: ESPSAKeys(spi: outbound.0, material: outbound.1),
-                            localTS: local, remoteTS: remote, sending: sending, installed: now, replaces: replaces, generation: generation)
-        // Rekeyed at its time less up to a tenth (as strongSwan's rand_time), so both ends rarely start at once.
-        let jitter = config.rekeyTime * 0.1 * Double(engine.random(1)[0]) / 255
-        children.append(Child(sa: sa, config: config, rekeyAt: config.rekeyTime > 0 ? now + config.rekeyTime - jitter : .infinity))
-        engine.childrenChanged()
-        log(.info, "CHILD_SA \(config.name) installed: SPIs \(String(format: "%08x", inbound.0))_i \(String(format: "%08x", outbound.0))_o, "
-            + "\(algorithm)\(esn ? "-esn" : ""), \(local.map(\.description).joined(separator: ",")) === \(remote.map(\.description).joined(separator: ","))"
-            + (replaces != nil ? " (rekeyed)" : ""))
-        return id
-    }
-
-    /// The responder's child: chosen proposal, narrowed selectors, keys; the payloads of the answer.
-    func answerChild(_ payloads: [IKEPayload], nonces: ([UInt8], [UInt8]), replaces: Int?, now: Double) -> [IKEPayload] {
-        guard let c = connection else { return [.notify(.noProposalChosen)] }
-        var offered: [IKEProposal] = [], tsi: [IKETrafficSelector] = [], tsr: [IKETrafficSelector] = []
-        for p in payloads {
-            switch p {
-            case .securityAssociation(let l): offered = l
-            case .trafficSelectorsInitiator(let l): tsi = l
-            case .trafficSelectorsResponder(let l): tsr = l
-            default: break
-            }
-        }
-        guard tsi.count <= IKEEngine.maxSelectorsPerPayload, tsr.count <= IKEEngine.maxSelectorsPerPayload else {
-            log(.warning, "CHILD_SA refused (TS_UNACCEPTABLE): \(tsi.count) and \(tsr.count) selectors, at most \(IKEEngine.maxSelectorsPerPayload) each")
-            return [.notify(.tsUnacceptable)]
-        }
-        if payloads.contains(where: { if case .notify(_, _, .useTransportMode, _) = $0 { true } else { false } }) {
-            log(.warning, "the peer asks for transport mode: refused (tunnel mode only)")
-            return [.notify(.noProposalChosen)]
-        }
-        let candidates = replaces.flatMap { r in children.first { $0.sa.id == r }.map { [$0.config] } } ?? c.children
-        var match: (IKEChildConfig, [TrafficSelector], [TrafficSelector])?
-        for config in candidates {
-            let remote = SelectorMath.narrow(tsi, to: config.remoteTS), local = SelectorMath.narrow(tsr, to: config.localTS)
-            if !remote.isEmpty && !local.isEmpty { match = (config, local, remote); break }
-        }
-        guard let (config, local, remote) = match else {
-            log(.warning, "CHILD_SA refused (TS_UNACCEPTABLE): the peer's \(tsi.map(\.description).joined(separator: ",")) === "
-                + "\(tsr.map(\.description).joined(separator: ",")) is outside every child's selectors")
-            return [.notify(.tsUnacceptable)]
-        }
-        guard let (proposal, algorithm, esn) = Self.chooseESP(ours: config.espProposals, theirs: offered) else {
-            log(.warning, "CHILD_SA \(config.name) refused (NO_PROPOSAL_CHOSEN): the peer offers \(Self.describe(offered)), "
-                + "this end \(config.espProposals.map(\.description).joined(separator: ", "))")
-            return [.notify(.noProposalChosen)]
-        }
-        let spi = engine.freshChildSPI()
-        let peerSPI = proposal.spi.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-        let (i2r, r2i) = keymat(algorithm, nonces: nonces)
-        _ = install(config, algorithm: algorithm, esn: esn, inbound: (spi, i2r), outbound: (peerSPI, r2i), local: local, remote: remote,
-                    replaces: replaces, sending: replaces == nil, now: now)
-        let chosen = IKEProposal(number: proposal.number, protocolID: IKEProposal.esp, spi: bigEndianBytes(spi),
-                                 transforms: [algorithm.ikeTransform, IKETransform(type: IKETransform.extendedSequenceNumbers, id: esn ? 1 : 0)])
-        return [.securityAssociation([chosen]), .trafficSelectorsInitiator(remote.map(SelectorMath.range)),
-                .trafficSelectorsResponder(local.map(SelectorMath.range))]
-    }
-
-    /// The initiator's child from the answer; nil when refused (logged).
-    @discardableResult
-    func finishChild(_ payloads: [IKEPayload], nonces: ([UInt8], [UInt8]?), now: Double) -> Output {
-        guard let pending = pendingChild else { return [] }
-        pendingChild = nil
-        pendingSPIs = []
-        /// The rekeyed child is active again and tried later.
-        func again() {
-            guard let r = pending.replaces, let i = children.firstIndex(where: { $0.sa.id == r }) else { return }
-            children[i].state = .active
-            children[i].rekeyAt = now + 2 + Double(engine.random(1)[0]) / 64
-        }
-        for case .notify(_, _, let type, _) in payloads where type.isError {
-            log(.warning, "CHILD_SA \(pending.config.name) refused by the peer: \(type)")
-            if let r = pending.replaces, let i = children.firstIndex(where: { $0.sa.id == r }), type == .childSANotFound {
-                children.remove(at: i)
-                engine.childrenChanged()
-            } else {
-                again()
-            }
-            return []
-        }
-        guard let peerNonce = nonces.1, Self.nonceAcceptable(peerNonce, prf: prf) else {
-            log(.error, "CHILD_SA \(pending.config.name): the answer has \(nonces.1 == nil ? "no nonce" : "a nonce of \(nonces.1!.count) bytes"): refused")
-            again()
-            return []
-        }
-        var chosen: IKEProposal?, tsi: [IKETrafficSelector] = [], tsr: [IKETrafficSelector] = []
-        for p in payloads {
-            switch p {
-            case .securityAssociation(let l): chosen = l.count == 1 ? l[0] : nil
-            case .trafficSelectorsInitiator(let l): tsi = l
-            case .trafficSelectorsResponder(let l): tsr = l
-            default: break
-            }
-        }
-        let most = IKEEngine.maxSelectorsPerPayload
-        guard let chosen, chosen.spi.count == 4, let (_, algorithm, esn) = Self.chooseESP(ours: pending.config.espProposals, theirs: [chosen]),
-              !tsi.isEmpty, !tsr.isEmpty, tsi.count <= most, tsr.count <= most,
-              SelectorMath.within(tsi, pending.config.localTS), SelectorMath.within(tsr, pending.config.remoteTS)
-        else {
-            log(.error, "CHILD_SA \(pending.config.name): the answer's proposal or selectors are not what was offered")
-            again()
-            return []
-        }
-        let peerSPI = chosen.spi.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-        let (i2r, r2i) = keymat(algorithm, nonces: (nonces.0, peerNonce))
-        let local = tsi.flatMap(SelectorMath.prefixes), remote = tsr.flatMap(SelectorMath.prefixes)
-        let newID = install(pending.config, algorithm: algorithm, esn: esn, inbound: (pending.spi, r2i), outbound: (peerSPI, i2r),
-                            local: local, remote: remote, replaces: pending.replaces, sending: true, now: now)
-        guard let old = pending.replaces, let i = children.firstIndex(where: { $0.sa.id == old }) else { return [] }
-        // Make before break: the new SA sends from now on; the old one still receives until deleted.
-        children[i].sa.sending = false
-        children[i].state = .rekeyed
-        children[i].rekeyedAt = now
-        engine.childrenChanged()
-        engine.counters.childRekeys += 1
-        if let peer = children[i].peerRekey {
-            // Both ends rekeyed it at once (RFC 7296 §2.8.1): the SA made by the exchange with the
-            // lowest of the four nonces is redundant, and the end that made it deletes it.
-            engine.counters.collisions += 1
-            let ours = [pending.nonce, peerNonce]
-            let lowest = (ours + peer.nonces).min { $0.lexicographicallyPrecedes($1) }!
-            if ours.contains(lowest) {
-                log(.info, "CHILD_SA \(pending.config.name): rekey collision, this end's new SA is redundant: deleting it")
-                if let j = children.firstIndex(where: { $0.sa.id == newID }) { children[j].sa.sending = false }
-                if let j = children.firstIndex(where: { $0.sa.id == peer.newID }) { children[j].sa.sending = true }
-                queue.append(.deleteChildren([newID]))
-                return []
-            }
-            log(.info, "CHILD_SA \(pending.config.name): rekey collision, the peer's new SA is redundant (it deletes it)")
-        }
-        log(.info, "CHILD_SA \(pending.config.name) rekeyed")
-        queue.append(.deleteChildren([old]))
-        return []
-    }
-
-    func sendCreateChild(_ name: String, now: Double) -> Output {
-        guard let c = connection, let config = c.children.first(where: { $0.name == name }) else { return [] }
-        let spi = engine.freshChildSPI()
-        let nonce = engine.random(32)
-        pendingSPIs = [spi]
-        pendingChild = (config, spi, nonce, nil)
-        return request(.createChildSA, [.securityAssociation(espProposals(config, spi: spi)), .nonce(nonce),
-                                        .trafficSelectorsInitiator(config.localTS.map(SelectorMath.range)),
-                                        .trafficSelectorsResponder(config.remoteTS.map(SelectorMath.range))], task: .createChild(name), now: now)
-    }
-
-    func sendRekeyChild(_ id: Int, now: Double) -> Output {
-        guard let i = children.firstIndex(where: { $0.sa.id == id && $0.state == .active }) else { return [] }
-        children[i].state = .rekeying
-        let child = children[i]
-        let spi = engine.freshChildSPI()
-        let nonce = engine.random(32)
-        pendingSPIs = [spi]
-        pendingChild = (child.config, spi, nonce, id)
-        return request(.createChildSA, [.notify(protocolID: IKEProposal.esp, spi: bigEndianBytes(child.sa.inbound.spi), type: .rekeySA, data: []),
-                                        .securityAssociation(espProposals(child.config, spi: spi)), .nonce(nonce),
-                                        .trafficSelectorsInitiator(child.sa.localTS.map(SelectorMath.range)),
-                                        .trafficSelectorsResponder(child.sa.remoteTS.map(SelectorMath.range))], task: .rekeyChild(id), now: now)
-    }
-
-    // MARK: rekeying the IKE SA
-
-    func sendRekeyIKE(now: Double) -> Output {
-        guard let pair = try? IKEKeyPair(group) else { return [] }
-        let spi = engine.freshIKESPI()
-        let nonce = engine.random(32)
-        pendingIKERekey = (spi, nonce, pair)
-        return request(.createChildSA, [.securityAssociation(proposals(spi: bigEndianBytes(spi), groupFirst: group)), .nonce(nonce),
-                                        .keyExchange(group: group.rawValue, data: pair.publicValue)], task: .rekeyIKE, now: now)
-    }
-
-    /// The new IKE SA of a rekey: keys from the old SK_d, the children moved over.
-    func successor(initiator: Bool, localSPI: UInt64, remoteSPI: UInt64, choice: (ESPAlgorithm, IKEPRF, IKEKeyExchangeGroup),
-                   shared: SecretBytes, ni: [UInt8], nr: [UInt8], now: Double) -> IKESA {
-        let next = IKESA(engine: engine, originalInitiator: initiator, localSPI: localSPI, path: path, now: now)
-        next.remoteSPI = remoteSPI
-        next.connection = connection
-        next.peerID = peerID
-        (next.aead, next.prf, next.group) = choice
-        (next.ni, next.nr) = (ni, nr)
-        // SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr), with the old SA's PRF (RFC 7296 §2.18).
-        next.deriveKeys(skeyseed: prf(keys!.d, shared + ni + nr))
-        next.state = .established
-        next.established = now
-        next.rekeys = rekeys + 1
-        next.children = children
-        next.scheduleIKERekey(now: now)
-        children = []
-        queue.removeAll { if case .deleteIKE = $0 { false } else { true } }
-        state = .rekeyed
-        rekeyedAt = now
-        engine.sas[next.localSPI] = next
-        engine.counters.ikeRekeys += 1
-        engine.childrenChanged()  // the same CHILD_SAs; the key log gains the new IKE SA
-        return next
-    }
-
-    func scheduleIKERekey(now: Double) {
-        guard let t = connection?.rekeyTime, t > 0 else { return }
-        ikeRekeyAt = now + t - t * 0.1 * Double(engine.random(1)[0]) / 255
     }
 
     // MARK: receiving
@@ -763,18 +196,24 @@ final class IKESA {
             lastHeard = now
             path = from
             var out: Output = []
+            var childTask: ChildCreateTask?, rekeyTask: IKERekeyTask?
+            switch o.taskState {
+            case .child(let t)?: childTask = t
+            case .ikeRekey(let t)?: rekeyTask = t
+            case .ikeInit?, nil: break
+            }
             switch o.task {
-            case .auth?: out = authResponse(payloads, now: now)
+            case .auth?: out = authResponse(payloads, child: childTask, now: now)
             case .createChild?, .rekeyChild?:
                 // Nr is the answer's: without one (or a short one) the exchange fails (checked there).
-                out = finishChild(payloads, nonces: (pendingChild?.nonce ?? [], Self.nonce(payloads)), now: now)
-            case .rekeyIKE?: out = finishRekeyIKE(payloads, now: now)
+                out = finishChild(childTask, payloads, nonces: (childTask?.nonce ?? [], Self.nonce(payloads)), now: now)
+            case .rekeyIKE?: out = finishRekeyIKE(rekeyTask, payloads, now: now)
             case .deleteChildren(let ids)?:
                 for child in children where ids.contains(child.sa.id) { retire(child.sa, now: now) }
                 children.removeAll { ids.contains($0.sa.id) }
             case .deleteIKE?:
                 log(.info, state == .rekeyed ? "the old IKE SA deleted after its rekey" : "IKE SA deleted")
-                state = .dead
+                transition(to: .dead, reason: "this end's Delete answered")
             case .liveness?, nil: break
             }
             return out + pump(now: now)
@@ -836,167 +275,6 @@ final class IKESA {
         return nil
     }
 
-    func answerCreateChild(_ payloads: [IKEPayload], id: UInt32, from: IKEPath, now: Double) -> Output {
-        guard let peerNonce = Self.nonce(payloads), Self.nonceAcceptable(peerNonce, prf: prf) else {
-            log(.warning, "CREATE_CHILD_SA without an acceptable nonce (\(prf) wants \(max(16, prf.length / 2)) to 256 bytes): refused")
-            return respond(.createChildSA, id: id, [.notify(.invalidSyntax)], to: from)
-        }
-        var offered: [IKEProposal] = []
-        for case .securityAssociation(let l) in payloads { offered = l }
-        if offered.contains(where: { $0.protocolID == IKEProposal.ike }) {
-            return answerRekeyIKE(payloads, offered: offered, nonce: peerNonce, id: id, from: from, now: now)
-        }
-        if payloads.contains(where: { if case .keyExchange = $0 { true } else { false } }) {
-            log(.warning, "CREATE_CHILD_SA with a key exchange (PFS) refused: not supported")
-            return respond(.createChildSA, id: id, [.notify(.noProposalChosen)], to: from)
-        }
-        let nonce = engine.random(32)
-        var replaces: Int?
-        for case .notify(let proto, let spi, .rekeySA, _) in payloads where proto == IKEProposal.esp && spi.count == 4 {
-            let peerInbound = spi.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-            guard let i = children.firstIndex(where: { $0.sa.outbound.spi == peerInbound }) else {
-                return respond(.createChildSA, id: id, [.notify(protocolID: proto, spi: spi, type: .childSANotFound, data: [])], to: from)
-            }
-            guard children[i].state == .active || children[i].state == .rekeying else {
-                return respond(.createChildSA, id: id, [.notify(.temporaryFailure)], to: from)
-            }
-            replaces = children[i].sa.id
-        }
-        // A new CHILD_SA up to the cap; a rekey (old and new overlap for a while) up to twice it.
-        guard children.count < engine.maxChildSAs * (replaces == nil ? 1 : 2) else {
-            log(.warning, "CREATE_CHILD_SA refused (NO_ADDITIONAL_SAS): \(children.count) CHILD_SAs, at most \(engine.maxChildSAs)")
-            return respond(.createChildSA, id: id, [.notify(.noAdditionalSAs)], to: from)
-        }
-        let before = Set(children.map(\.sa.id))
-        var answer = answerChild(payloads, nonces: (peerNonce, nonce), replaces: replaces, now: now)
-        if answer.count > 1 {
-            answer.insert(.nonce(nonce), at: 1)
-            if let r = replaces, let i = children.firstIndex(where: { $0.sa.id == r }),
-               let newID = children.map(\.sa.id).first(where: { !before.contains($0) }) {
-                if children[i].state == .rekeying {
-                    children[i].peerRekey = ([peerNonce, nonce], newID)
-                } else {
-                    // The peer's rekey: its new SA receives now; this end sends on it once the
-                    // peer deletes the old one or uses the new one.
-                    children[i].state = .rekeyed
-                    children[i].rekeyedAt = now
-                    engine.counters.childRekeys += 1
-                }
-            }
-        }
-        return respond(.createChildSA, id: id, answer, to: from)
-    }
-
-    func answerRekeyIKE(_ payloads: [IKEPayload], offered: [IKEProposal], nonce: [UInt8], id: UInt32, from: IKEPath, now: Double) -> Output {
-        guard let c = connection else { return [] }
-        if case .rekeyIKE? = outstanding?.task {
-            // Both ends at once: refuse the peer's; this end's goes on (the peer does the same or answers it).
-            return respond(.createChildSA, id: id, [.notify(.temporaryFailure)], to: from)
-        }
-        guard let (number, e, f, g) = Self.choose(ours: c.proposals, theirs: offered),
-              let proposal = offered.first(where: { $0.number == number && $0.protocolID == IKEProposal.ike }), proposal.spi.count == 8
-        else {
-            log(.warning, "IKE SA rekey refused (NO_PROPOSAL_CHOSEN)")
-            return respond(.createChildSA, id: id, [.notify(.noProposalChosen)], to: from)
-        }
-        guard Self.nonceAcceptable(nonce, prf: f) else {
-            return respond(.createChildSA, id: id, [.notify(.invalidSyntax)], to: from)
-        }
-        var ke: (UInt16, [UInt8])?
-        for case .keyExchange(let group, let data) in payloads { ke = (group, data) }
-        guard let ke, ke.0 == g.rawValue else {
-            return respond(.createChildSA, id: id, [.notify(.invalidKEPayload, data: bigEndianBytes(g.rawValue))], to: from)
-        }
-        guard let pair = try? IKEKeyPair(g), let shared = pair.shared(with: ke.1) else {
-            return respond(.createChildSA, id: id, [.notify(.invalidSyntax)], to: from)
-        }
-        let nr = engine.random(32)
-        let newSPI = engine.freshIKESPI()
-        let peerSPI = proposal.spi.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        let chosen = IKEProposal(number: number, protocolID: IKEProposal.ike, spi: bigEndianBytes(newSPI),
-                                 transforms: [e.ikeTransform, IKETransform(type: IKETransform.prf, id: f.rawValue),
-                                              IKETransform(type: IKETransform.keyExchange, id: g.rawValue)])
-        let out = respond(.createChildSA, id: id, [.securityAssociation([chosen]), .nonce(nr), .keyExchange(group: g.rawValue, data: pair.publicValue)],
-                          to: from)
-        let next = successor(initiator: false, localSPI: newSPI, remoteSPI: peerSPI, choice: (e, f, g), shared: shared, ni: nonce, nr: nr, now: now)
-        log(.info, "IKE SA rekeyed by the peer: now \(String(format: "%016llx", next.spii))_i \(String(format: "%016llx", next.spir))_r")
-        return out
-    }
-
-    func finishRekeyIKE(_ payloads: [IKEPayload], now: Double) -> Output {
-        guard let pending = pendingIKERekey else { return [] }
-        pendingIKERekey = nil
-        for case .notify(_, _, let type, _) in payloads where type.isError {
-            log(.warning, "IKE SA rekey refused by the peer: \(type); tried again shortly")
-            ikeRekeyAt = now + 2 + Double(engine.random(1)[0]) / 64
-            return []
-        }
-        var chosen: IKEProposal?, ke: (UInt16, [UInt8])?
-        for p in payloads {
-            if case .securityAssociation(let l) = p, l.count == 1 { chosen = l[0] }
-            if case .keyExchange(let g, let d) = p { ke = (g, d) }
-        }
-        guard let c = connection, let chosen, chosen.spi.count == 8, let nr = Self.nonce(payloads), let ke,
-              let (_, e, f, g) = Self.choose(ours: c.proposals, theirs: [chosen]), g == pending.keyPair.group, ke.0 == g.rawValue,
-              Self.nonceAcceptable(nr, prf: prf), Self.nonceAcceptable(nr, prf: f),
-              let shared = pending.keyPair.shared(with: ke.1)
-        else {
-            log(.error, "IKE SA rekey: the answer is not what was offered; tried again shortly")
-            ikeRekeyAt = now + 2 + Double(engine.random(1)[0]) / 64
-            return []
-        }
-        let peerSPI = chosen.spi.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        let next = successor(initiator: true, localSPI: pending.spi, remoteSPI: peerSPI, choice: (e, f, g), shared: shared,
-                             ni: pending.nonce, nr: nr, now: now)
-        log(.info, "IKE SA rekeyed: now \(String(format: "%016llx", next.spii))_i \(String(format: "%016llx", next.spir))_r")
-        queue.append(.deleteIKE)
-        return []
-    }
-
-    func answerInformational(_ payloads: [IKEPayload], id: UInt32, from: IKEPath, now: Double) -> Output {
-        var answer: [IKEPayload] = []
-        for p in payloads {
-            switch p {
-            case .delete(let proto, _) where proto == IKEProposal.ike:
-                log(.info, state == .rekeyed ? "the old IKE SA deleted by the peer after the rekey" : "IKE SA deleted by the peer")
-                let out = respond(.informational, id: id, [], to: from)
-                if !children.isEmpty { engine.childrenChanged() }
-                children = []
-                state = .dead
-                return out
-            case .delete(let proto, let spis) where proto == IKEProposal.esp:
-                var ours: [[UInt8]] = []
-                for spi in spis where spi.count == 4 {
-                    let value = spi.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-                    guard let i = children.firstIndex(where: { $0.sa.outbound.spi == value }) else { continue }
-                    let child = children.remove(at: i)
-                    retire(child.sa, now: now)
-                    if child.state != .deleting { ours.append(bigEndianBytes(child.sa.inbound.spi)) }
-                    // The peer's rekey is done: its new SA is the one to send with now.
-                    for j in children.indices where children[j].sa.replaces == child.sa.id && children[j].state != .deleting {
-                        children[j].sa.sending = true
-                    }
-                    queue.removeAll { $0 == .rekeyChild(child.sa.id) }
-                    log(.info, "CHILD_SA \(child.config.name) (SPIs \(String(format: "%08x", child.sa.inbound.spi))_i) deleted by the peer")
-                    engine.childrenChanged()
-                }
-                if !ours.isEmpty { answer.append(.delete(protocolID: IKEProposal.esp, spis: ours)) }
-            case .notify(_, _, let type, _) where type.isError:
-                log(.warning, "the peer says \(type)")
-            default: break
-            }
-        }
-        return respond(.informational, id: id, answer, to: from)
-    }
-
-    /// Keeps a deleted CHILD_SA inbound only, for ``retiredGrace`` seconds.
-    func retire(_ sa: IKEChildSA, now: Double) {
-        var kept = sa
-        kept.sending = false
-        retired.append((kept, now + Self.retiredGrace))
-        engine.childrenChanged()
-    }
-
     // MARK: time
 
     /// Sends the next queued request when nothing is outstanding.
@@ -1030,7 +308,7 @@ final class IKESA {
         }
         guard state != .dead else { return [] }
         if !originalInitiator && state == .initDone && now - created > engine.halfOpenTimeout {
-            state = .dead
+            transition(to: .dead, reason: "half-open for longer than \(engine.halfOpenTimeout) s")
             return []
         }
         if state == .rekeyed && now - rekeyedAt > Self.rekeyedIKEGrace && outstanding?.task != .deleteIKE && !queue.contains(.deleteIKE) {
@@ -1038,14 +316,14 @@ final class IKESA {
             // this end deletes it (the Delete sent once, not awaited).
             log(.info, "the old IKE SA was not deleted by the peer \(Int(Self.rekeyedIKEGrace)) s after its rekey: deleted")
             let bye = cipher != nil ? [deleteMessage()] : []
-            state = .dead
+            transition(to: .dead, reason: "not deleted by the peer after its rekey")
             return bye
         }
         var out: Output = []
-        if let o = outstanding, now >= o.sentAt + o.timeout, state == .initSent, let refusal = initRefusal {
+        if let o = outstanding, now >= o.sentAt + o.timeout, state == .initSent, case .ikeInit(let task)? = o.taskState, let refusal = task.refusal {
             log(.error, "IKE_SA_INIT: \(refusal), and no other answer within the retransmission timer: this attempt ends")
             restartWhenDead = startsAgain
-            state = .dead
+            transition(to: .dead, reason: "IKE_SA_INIT refused and no other answer")
             return []
         }
         if var o = outstanding, now >= o.sentAt + o.timeout {
@@ -1055,7 +333,7 @@ final class IKESA {
                 restartWhenDead = restartWhenDead && startsAgain
                 if !children.isEmpty { engine.childrenChanged() }
                 children = []
-                state = .dead
+                transition(to: .dead, reason: "no answer to \(o.exchange)")
                 return []
             }
             o.tries += 1

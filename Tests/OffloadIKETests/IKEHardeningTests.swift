@@ -160,7 +160,7 @@ struct IKEHardeningTests {
         let forged = b.cipher!.seal(header: b.header(.createChildSA, response: true, id: header.messageID), payloads: stripped)
         _ = w.a.receive(forged, path: pathAtA, now: 0)
         #expect(w.a.activeChildSAs.count == 1, "no CHILD_SA from an answer without Nr")
-        #expect(a.outstanding == nil && a.pendingChild == nil && a.pendingSPIs.isEmpty)
+        #expect(a.outstanding == nil && a.outstanding?.taskState == nil && a.pendingSPIs.isEmpty)
         #expect(w.a.takeEvents().contains { $0.description.contains("no nonce") })
     }
 
