@@ -73,6 +73,9 @@ secrets {
 }
 CONF
   chmod 600 "$dir/swanctl$n.conf"
+  # A charon killed with -9 leaves its vici socket behind: without this, the next load would find
+  # the old socket at once and talk to no one.
+  rm -f "$dir/charon$n.vici"
   ip netns exec "$p-gw$n" sh -c "mount -t tmpfs none /run && STRONGSWAN_CONF=$dir/strongswan$n.conf exec /usr/lib/ipsec/charon" \
     > "$dir/charon$n.out" 2>&1 < /dev/null &
   echo $! > "$dir/charon$n.pid"
@@ -80,8 +83,14 @@ CONF
 
 load_charon() { # n
   local n="$1"
-  for _ in $(seq 50); do [ -S "$dir/charon$n.vici" ] && break; sleep 0.1; done
-  ip netns exec "$p-gw$n" swanctl --load-all --file "$dir/swanctl$n.conf" --uri "unix://$dir/charon$n.vici" > "$dir/load$n.log" 2>&1
+  for _ in $(seq 100); do [ -S "$dir/charon$n.vici" ] && break; sleep 0.1; done
+  # A loaded machine can show the socket before charon answers on it: try a few times.
+  for _ in $(seq 10); do
+    ip netns exec "$p-gw$n" swanctl --load-all --file "$dir/swanctl$n.conf" --uri "unix://$dir/charon$n.vici" > "$dir/load$n.log" 2>&1 && return 0
+    sleep 0.3
+  done
+  cat "$dir/load$n.log" >&2
+  return 1
 }
 
 case "$action" in
