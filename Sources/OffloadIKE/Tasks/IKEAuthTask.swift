@@ -69,17 +69,23 @@ extension IKESA {
             transition(to: .dead, reason: "the peer's AUTH does not verify")
             return []
         }
-        peerID = idr
-        authTask = nil
-        transition(to: .established, reason: "IKE_AUTH answered and verified")
-        established = now
-        engine.succeeded(c)
-        scheduleIKERekey(now: now)
+        becomeEstablished(peer: idr, connection: c, reason: "IKE_AUTH answered and verified", now: now)
         log(.info, "IKE SA established with \(idr) at \(path) (\(aead)-\(prf)-\(group), SPIs \(String(format: "%016llx", spii))_i \(String(format: "%016llx", spir))_r)")
         var out = finishChild(child, payloads, nonces: (ni, nr), now: now)
         for child in c.children.dropFirst() { queue.append(.createChild(child.name)) }
         out += pump(now: now)
         return out
+    }
+
+    /// The end of IKE_AUTH in either role, once the peer's AUTH verified: the peer's identity kept,
+    /// the signed messages dropped, the SA established and its rekey scheduled.
+    func becomeEstablished(peer: IKEIdentity, connection c: IKEConnection, reason: String, now: Double) {
+        peerID = peer
+        authTask = nil
+        transition(to: .established, reason: reason)
+        established = now
+        engine.succeeded(c)
+        scheduleIKERekey(now: now)
     }
 
     /// The responder's side of IKE_AUTH.
@@ -107,12 +113,7 @@ extension IKESA {
         guard constantTimeEqual(expected, auth) else {
             return fail("the peer \(idi) at \(from.remote): its AUTH does not verify (a different pre-shared key?)")
         }
-        peerID = idi
-        authTask = nil
-        transition(to: .established, reason: "IKE_AUTH request verified")
-        established = now
-        engine.succeeded(c)
-        scheduleIKERekey(now: now)
+        becomeEstablished(peer: idi, connection: c, reason: "IKE_AUTH request verified", now: now)
         if payloads.contains(where: { if case .notify(_, _, .initialContact, _) = $0 { true } else { false } }) {
             // The peer starts afresh (a restart): its earlier IKE SAs with this identity are gone on its side.
             for other in engine.sas.values where other !== self && other.connection?.name == c.name && other.peerID == idi && other.state != .dead {
