@@ -417,6 +417,9 @@ public enum IKEPayload: Hashable, Sendable {
             w.u16(UInt16(spis.count))
             for s in spis { w.append(s) }
         case .trafficSelectorsInitiator(let list), .trafficSelectorsResponder(let list):
+            // At most 255 fit the count byte; the engine never sends more than 16 (its own config and
+            // what it narrows are capped), and a list beyond 255 is cut here rather than trap.
+            let list = list.prefix(255)
             w.u8(UInt8(list.count))
             w.append([0, 0, 0])
             for ts in list {
@@ -548,7 +551,7 @@ public enum IKEPayloadChain {
             let body = p.body
             w.u8(i + 1 < payloads.count ? payloads[i + 1].type : 0)
             w.u8(0)
-            w.u16(UInt16(4 + body.count))
+            w.u16(UInt16(clamping: 4 + body.count))  // bodies are far below 64 KiB (a message is at most one datagram)
             w.append(body)
         }
         return (payloads.first?.type ?? 0, w.bytes)

@@ -236,6 +236,29 @@ struct IKEHardeningTests {
     }
 }
 
+@Suite("IKEv2 engine: what an authenticated peer's selectors can make of the answer")
+struct IKESelectorAnswerTests {
+    @Test("ranges that narrow to hundreds of prefixes (just inside a /0) are refused with TS_UNACCEPTABLE, and the answer encodes")
+    func rangesThatExplode() throws {
+        // The responder accepts any IPv4 source; the initiator is set up normally, then a CREATE_CHILD_SA
+        // request carries six ranges N.0.0.1 - N.255.255.254, each of which is 2 x 23 prefixes narrowed.
+        let w = try IKEWire(IKEWire.config(me: 1, remoteTS: "10.2.0.0/24"),
+                            IKEWire.config(me: 2, start: "none", localTS: "10.2.0.0/24", remoteTS: "0.0.0.0/0"))
+        w.start()
+        let a = try #require(sas(w.a, .established).first), b = try #require(sas(w.b, .established).first)
+        let config = try #require(a.connection?.children.first)
+        let offered = a.espProposals(config, spi: 0x0c0f_fee0)
+        let ranges = (1...6).map { n in IKETrafficSelector(start: [UInt8(n), 0, 0, 1], end: [UInt8(n), 255, 255, 254]) }
+        let payloads: [IKEPayload] = [.securityAssociation(offered), .trafficSelectorsInitiator(ranges),
+                                      .trafficSelectorsResponder([IKETrafficSelector(start: [10, 2, 0, 0], end: [10, 2, 0, 255])])]
+        let before = w.b.activeChildSAs.count
+        let answer = b.answerChild(payloads, nonces: ([UInt8](repeating: 1, count: 32), [UInt8](repeating: 2, count: 32)), replaces: nil, now: 1)
+        #expect(answer.contains { if case .notify(_, _, .tsUnacceptable, _) = $0 { true } else { false } }, "\(answer.count) payloads")
+        #expect(w.b.activeChildSAs.count == before, "no CHILD_SA installed")
+        #expect(IKEPayloadChain.encode(answer).bytes.count > 0)
+    }
+}
+
 @Suite("IKEv2 engine: the fuzzing hooks")
 struct IKEFuzzHookTests {
     @Test("a seeded engine draws the same nonces and SPIs each time; unseeded engines do not")

@@ -164,9 +164,23 @@ extension IKESA {
         }
         let candidates = replaces.flatMap { r in children.first { $0.sa.id == r }.map { [$0.config] } } ?? c.children
         var match: (IKEChildConfig, [TrafficSelector], [TrafficSelector])?
+        var tooMany = false
         for config in candidates {
             let remote = SelectorMath.narrow(tsi, to: config.remoteTS), local = SelectorMath.narrow(tsr, to: config.localTS)
-            if !remote.isEmpty && !local.isEmpty { match = (config, local, remote); break }
+            guard !remote.isEmpty && !local.isEmpty else { continue }
+            // A range narrowed to prefixes can become hundreds of them (a range just inside a /0 is up
+            // to 2 × 128): the answer holds at most as many as a request may, or it is refused.
+            guard remote.count <= IKEEngine.maxSelectorsPerPayload, local.count <= IKEEngine.maxSelectorsPerPayload else {
+                tooMany = true
+                continue
+            }
+            match = (config, local, remote)
+            break
+        }
+        if match == nil && tooMany {
+            log(.warning, "CHILD_SA refused (TS_UNACCEPTABLE): the peer's selectors narrow to more than "
+                + "\(IKEEngine.maxSelectorsPerPayload) prefixes a side")
+            return [.notify(.tsUnacceptable)]
         }
         guard let (config, local, remote) = match else {
             log(.warning, "CHILD_SA refused (TS_UNACCEPTABLE): the peer's \(tsi.map(\.description).joined(separator: ",")) === "
