@@ -173,6 +173,7 @@ public final class IKEDaemon: @unchecked Sendable {
     func afterEngine() {
         // Before any message leaves: the answer to it comes back with these SPIs.
         handoff.setKnownSPIs(engine.localIKESPIs)
+        handoff.setAwaitedMessageIDs(engine.awaitedMessageIDs)
         for e in engine.takeEvents() {
             switch e.level {
             case .info: logger.info("IKE \(e.description)")
@@ -330,6 +331,15 @@ public final class IKEHandoff: Sendable {
         var tokens: Double
         var refilled: Double?
         var counters = Counters()
+        /// nil: every message of a known SA that may install a CHILD_SA is waited for (no IDs published).
+        var awaited: [UInt64: (request: UInt32, response: UInt32?)]?
+        var waited: Set<WaitKey> = []
+    }
+
+    struct WaitKey: Hashable {
+        var spi: UInt64
+        var messageID: UInt32
+        var response: Bool
     }
 
     /// Messages waiting for the daemon above which more are dropped.
@@ -363,6 +373,17 @@ public final class IKEHandoff: Sendable {
         state.withLock { if $0.known != set { $0.known = set } }
     }
 
+    /// The message IDs worth a wait, per IKE SA (this end's SPI): the peer's next request and the
+    /// answer to this end's outstanding request. A message with another ID is queued without a
+    /// wait; each (SPI, ID, direction) is waited for once at most, so a forged copy of an awaited
+    /// message (its SPIs and ID travel in clear) costs the receiving thread one wait, not one per copy.
+    public func setAwaitedMessageIDs(_ ids: [UInt64: (request: UInt32, response: UInt32?)]) {
+        state.withLock { s in
+            s.awaited = ids
+            if s.waited.count > 1024 { s.waited.removeAll() }
+        }
+    }
+
     /// Stops any wait (the daemon is going).
     public func stop() { stopped.store(true, ordering: .relaxed) }
 
@@ -377,7 +398,10 @@ public final class IKEHandoff: Sendable {
         let fromOriginalInitiator = flags & 0x08 != 0, isResponse = flags & 0x20 != 0
         let ours = fromOriginalInitiator ? spir : spii
         if ours != 0 && s.known.contains(ours) {
-            return (nil, exchange == .ikeAuth || exchange == .createChildSA)
+            guard exchange == .ikeAuth || exchange == .createChildSA else { return (nil, false) }
+            guard let awaited = s.awaited else { return (nil, true) }
+            guard let ids = awaited[ours], isResponse ? ids.response == messageID : ids.request == messageID else { return (nil, false) }
+            return (nil, s.waited.insert(WaitKey(spi: ours, messageID: messageID, response: isResponse)).inserted)
         }
         guard exchange == .ikeSAInit, !isResponse, fromOriginalInitiator, spir == 0, spii != 0, messageID == 0 else { return (.unknownSPI, false) }
         if let last = s.refilled { s.tokens = min(initBurst, s.tokens + max(0, now - last) * initRate) }

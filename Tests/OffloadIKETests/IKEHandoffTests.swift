@@ -45,6 +45,30 @@ struct IKEHandoffTests {
         #expect(wakes.load(ordering: .relaxed) == 0 && h.take().messages.isEmpty)
     }
 
+    @Test("with the awaited message IDs published, only the awaited ID is waited for, and only once: forged copies (SPIs and IDs travel in clear) and other IDs are queued without a wait")
+    func waitsOnlyForAwaitedIDsOnce() {
+        let box = Mutex<IKEHandoff?>(nil)
+        let h = IKEHandoff(wake: {
+            guard let h = box.withLock({ $0 }) else { return }
+            h.markHandled(h.take().ticket)
+        })
+        box.withLock { $0 = h }
+        h.setKnownSPIs([0x1111])
+        // The peer's next request is ID 7; this end's outstanding request is ID 3.
+        h.setAwaitedMessageIDs([0x1111: (request: 7, response: 3)])
+        let request = markedIKE(spii: 0x2222, spir: 0x1111, exchange: .createChildSA, id: 7, body: [9, 9, 9, 9])
+        #expect(h.deliver(request, now: 0) == .handled, "the awaited request: waited for")
+        for _ in 0..<100 { #expect(h.deliver(request, now: 0) == .queued, "a copy: no second wait") }
+        for id: UInt32 in [0, 6, 8, 1000] {
+            #expect(h.deliver(markedIKE(spii: 0x2222, spir: 0x1111, exchange: .createChildSA, id: id), now: 0) == .queued)
+        }
+        let answer = markedIKE(spii: 0x2222, spir: 0x1111, exchange: .createChildSA, response: true, id: 3)
+        #expect(h.deliver(answer, now: 0) == .handled, "the answer to this end's request: waited for")
+        #expect(h.deliver(markedIKE(spii: 0x2222, spir: 0x1111, exchange: .createChildSA, response: true, id: 7), now: 0) == .queued,
+                "a response with the request's ID is not awaited")
+        #expect(h.counters.waits == 2 && h.counters.queued == 107)
+    }
+
     @Test("a known IKE SA's IKE_AUTH or CREATE_CHILD_SA is waited for (until handled); INFORMATIONAL and IKE_SA_INIT only queued")
     func waitsOnlyWhereOrderMatters() {
         // The daemon's side, done synchronously when woken: take the messages, mark them handled.
