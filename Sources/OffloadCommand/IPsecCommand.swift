@@ -145,7 +145,16 @@ extension IPsec {
             FileHandle.standardError.write(Data(("offload ipsec: --state \(state) is a mark file of the old form: its marks are "
                 + "imported into \(directory), where marks are now kept by key (--state names that directory)\n").utf8))
         }
-        return try SequenceStore(directory: directory, importing: old)
+        let store = try SequenceStore(directory: directory, importing: old)
+        // Where a key's marks are is where its numbers go on from: said at every start, and a user's
+        // own store (not root's) is said to be apart from the machine's gateway store.
+        var line = "offload ipsec: sequence marks in \(directory)"
+        if geteuid() != 0 && state == nil {
+            line += " (this user's; a gateway running as root keeps its own in /var/lib/offload-ipsec/marks: never encrypt with "
+                + "a key a gateway sends with, or give both the same --state)"
+        }
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+        return store
     }
 
     /// Where the status of the gateway running with `config` is: --status-file, or
