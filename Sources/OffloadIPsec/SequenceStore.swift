@@ -127,10 +127,16 @@ public final class SequenceStore: Sendable {
         let fingerprint = Self.fingerprint(key: key)
         let name = fingerprint.markFileField
         let sa = "the key of SPI 0x\(String(format: "%08x", spi))"
+        // A key whose lock file is here has sent from this directory before: from then on its mark must be
+        // here too (one is written as soon as the key is first claimed), and a missing one was lost.
+        var lockInfo = stat()
+        let sentHereBefore = unsafe fstatat(directoryFD, name + ".lock", &lockInfo, AT_SYMLINK_NOFOLLOW) == 0
         let lockFD = unsafe openat(directoryFD, name + ".lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard lockFD >= 0 else {
             throw SequenceStoreError(description: "\(directory): cannot open the lock of \(sa) (\(unsafe String(cString: strerror(errno))))")
         }
+        var used: UInt64 = 0
+        var markMissing = false
         do throws(SequenceStoreError) {
             try Self.checkOwner(lockFD, directory: false, what: "\(directory): the lock file of \(sa)")
             guard flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
@@ -147,8 +153,13 @@ public final class SequenceStore: Sendable {
             _ = ftruncate(lockFD, 0)
             // Safe: pwrite reads record.count bytes from the array's own storage.
             _ = unsafe record.withUnsafeBytes { unsafe pwrite(lockFD, $0.baseAddress, $0.count, 0) }
-            var used: UInt64 = 0
             let markFD = unsafe openat(directoryFD, name + ".mark", O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+            markMissing = markFD < 0 && errno == ENOENT
+            if markMissing && sentHereBefore {
+                throw SequenceStoreError(description: "\(directory): the mark of \(sa) is missing, though the key has sent from here "
+                    + "before: refusing to start its numbers again at 1 (a reused nonce). Put the mark back from a backup, or give "
+                    + "this SA new keys")
+            }
             if markFD >= 0 {
                 defer { close(markFD) }
                 try Self.checkOwner(markFD, directory: false, what: "\(directory): the mark file of \(sa)")
@@ -164,11 +175,15 @@ public final class SequenceStore: Sendable {
                 used = max(used, old.usedThrough)
             }
             removeTemporaries(of: name)
-            return KeyMark(store: self, fingerprint: fingerprint, spi: spi, lockFD: lockFD, usedThrough: used)
         } catch {
             close(lockFD)
             throw error
         }
+        // From here the mark owns the lock's descriptor (it closes it when it goes).
+        let mark = KeyMark(store: self, fingerprint: fingerprint, spi: spi, lockFD: lockFD, usedThrough: used)
+        // A key new here gets its mark at once, so that its lock never stands without one.
+        if markMissing { try mark.write(used) }
+        return mark
     }
 
     /// Removes the temporary files a writer of this key left when it died between creating and

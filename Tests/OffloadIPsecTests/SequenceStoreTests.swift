@@ -44,6 +44,25 @@ struct SequenceStoreTests {
         #expect(next > used.max()!, "after the first: \(next), it used up to \(used.max()!)")
     }
 
+    @Test("a mark deleted while its key's lock stays (the key has sent from here) is refused, not read as a new key starting at 1; a key new here gets its mark at its first claim")
+    func deletedMarkRefused() throws {
+        let s = try StoreScratch()
+        let key = testKey(9)
+        let name = SequenceStore.fingerprint(key: key).markFileField
+        do {
+            let first = try SequenceStore(directory: s.store, block: 10).claim(key: key, spi: 0x1001)
+            #expect(FileManager.default.fileExists(atPath: "\(s.store)/\(name).mark"), "the mark is there from the first claim")
+            try first.reserve(through: 500)
+        }
+        try FileManager.default.removeItem(atPath: "\(s.store)/\(name).mark")
+        let error = #expect(throws: SequenceStoreError.self) {
+            try OutboundSequence(spi: 0x1001, key: key, extendedSequenceNumbers: true, store: SequenceStore(directory: s.store, block: 10))
+        }
+        let text = error?.description ?? ""
+        #expect(text.contains("missing"), "\(text)")
+        #expect(text.range(of: name) == nil, "no fingerprint in the message")
+    }
+
     @Test("one key in two SA files (moved, copied, another SPI): the second goes on above the first's numbers")
     func sameKeyAnotherFile() throws {
         let s = try StoreScratch()
