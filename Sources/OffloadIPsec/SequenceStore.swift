@@ -57,7 +57,7 @@ public final class SequenceStore: Sendable {
     ///   owns it, others may write in it, or an old mark file cannot be trusted or read.
     public init(directory: String, block: UInt64 = 1 << 22, importing legacyFiles: [String] = []) throws(SequenceStoreError) {
         self.directory = directory
-        self.block = block
+        self.block = max(1, block)
         if !FileManager.default.fileExists(atPath: directory) {
             do {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
@@ -398,7 +398,8 @@ public final class OutboundSequence: Sendable {
         let first = mark?.firstUnused ?? 1
         var reserved = last
         if let store, let mark {
-            reserved = min(last, first &+ store.block &- 1)
+            // Saturating: a mark near the top of the space reserves up to the top, never wraps to below it.
+            reserved = first >= last - min(last, store.block - 1) ? last : first + store.block - 1
             if first <= last && first != 0 { try mark.reserve(through: reserved) }
         }
         state = Mutex(State(next: first, reservedThrough: reserved, exhausted: first > last || first == 0))
@@ -411,12 +412,13 @@ public final class OutboundSequence: Sendable {
     public func reserve(_ count: Int) -> UInt64? {
         state.withLock { (s: inout State) -> UInt64? in
             guard !s.exhausted, s.storeFailed == nil else { return nil }
+            guard count > 0 else { return nil }
             let first = s.next
             let (end, overflow) = first.addingReportingOverflow(UInt64(count) - 1)
             // A run that does not fit is refused whole; the SA stops once no number is left.
             guard !overflow, end <= last else { return nil }
             if end > s.reservedThrough, let store, let mark {
-                let through = min(last, end &+ store.block)
+                let through = end >= last - min(last, store.block) ? last : end + store.block  // saturating, as above
                 do { try mark.reserve(through: through) } catch {
                     s.storeFailed = "\(error)"
                     return nil

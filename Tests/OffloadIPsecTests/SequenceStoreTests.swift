@@ -63,6 +63,25 @@ struct SequenceStoreTests {
         #expect(text.range(of: name) == nil, "no fingerprint in the message")
     }
 
+    @Test("a mark near the top of the 64-bit space (ESN): the reservations saturate at the top instead of wrapping, so no number is handed out above the mark on disk")
+    func markNearTheTop() throws {
+        let s = try StoreScratch()
+        let key = testKey(11)
+        let name = SequenceStore.fingerprint(key: key).markFileField
+        let store = try SequenceStore(directory: s.store, block: 10)
+        let top = UInt64.max - 5
+        FileManager.default.createFile(atPath: "\(s.store)/\(name).mark", contents: Data("used-through \(top)\n".utf8),
+                                       attributes: [.posixPermissions: 0o600])
+        let sequence = try OutboundSequence(spi: 0x1001, key: key, extendedSequenceNumbers: true, store: store)
+        var handed: [UInt64] = []
+        while let n = sequence.reserve(1) { handed.append(n) }
+        #expect(handed == Array((top + 1)...UInt64.max), "\(handed)")
+        let text = try String(contentsOfFile: "\(s.store)/\(name).mark", encoding: .utf8)
+        let onDisk = UInt64(text.split(separator: "\n").last { $0.hasPrefix("used-through ") }?.dropFirst("used-through ".count) ?? "") ?? 0
+        #expect(onDisk >= handed.max() ?? 0, "the mark on disk (\(onDisk)) covers every number handed out")
+        #expect(sequence.reserve(0) == nil && sequence.isExhausted)
+    }
+
     @Test("one key in two SA files (moved, copied, another SPI): the second goes on above the first's numbers")
     func sameKeyAnotherFile() throws {
         let s = try StoreScratch()
