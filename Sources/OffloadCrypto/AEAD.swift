@@ -138,10 +138,13 @@ extension AEADContext {
     }
 }
 
-/// SHA-256 (libcrypto): for key fingerprints, never for keys themselves.
-public func sha256(_ bytes: [UInt8]) -> [UInt8] {
+/// SHA-256 (libcrypto) over public bytes `prefix` then a secret, hashed in a buffer that is itself a secret
+/// (wiped when released): the secret's bytes are never copied into a plain array on the way.
+public func sha256(_ prefix: [UInt8], then secret: SecretBytes) -> [UInt8] {
+    let joined = SecretBytes(prefix) + secret
     var digest = [UInt8](repeating: 0, count: 32)
-    _ = unsafe bytes.withUnsafeBytes { b in unsafe digest.withUnsafeMutableBufferPointer { unsafe offload_sha256(b.baseAddress, b.count, $0.baseAddress) } }
+    // Safe: libcrypto reads joined.count bytes of the secret's own buffer and writes 32 into digest's.
+    unsafe joined.withUnsafeBytes { b in unsafe digest.withUnsafeMutableBufferPointer { _ = unsafe offload_sha256(b.baseAddress, b.count, $0.baseAddress) } }
     return digest
 }
 

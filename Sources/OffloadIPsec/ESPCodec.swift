@@ -106,9 +106,8 @@ public final class ESPSecurityPolicy: Sendable {
                 sequences.append(old.sequences[i])
                 outbound.append(old.outbound[i])
             } else {
-                sequences.append(try t.outbound.keyMaterial.withTemporaryArray { (material) throws(SequenceStoreError) in
-                    try OutboundSequence(spi: t.outbound.spi, key: material, extendedSequenceNumbers: t.extendedSequenceNumbers, store: store)
-                })
+                sequences.append(try OutboundSequence(spi: t.outbound.spi, key: t.outbound.keyMaterial,
+                                                      extendedSequenceNumbers: t.extendedSequenceNumbers, store: store))
                 outbound.append(ESPSACounters())
             }
             if let old, let i = old.tunnels.firstIndex(where: { $0.inbound == t.inbound }) {

@@ -103,27 +103,26 @@ public final class SequenceStore: Sendable {
     /// number under the key, so the same key anywhere shares one count. One-way; it names the key's
     /// mark files (in a directory only the user can read), is never logged, and neither error
     /// messages nor counters carry it.
-    public static func fingerprint(key: [UInt8]) -> KeyFingerprint {
-        let label = Array("offload-ipsec sequence mark v2".utf8)
-        // One-way, and wrapped at once in the redacted type: the hex text exists only inside
-        // KeyFingerprint, whose sole readers name the key's mark files.
-        return KeyFingerprint(markFileField: sha256(label + key).prefix(16).map { String(format: "%02x", $0) }.joined())
+    public static func fingerprint(key: SecretBytes) -> KeyFingerprint {
+        // One-way (the key is hashed where it lies, never copied out), and wrapped at once in the
+        // redacted type: the hex text exists only inside KeyFingerprint, whose sole readers name the
+        // key's mark files.
+        KeyFingerprint(digest: sha256(Array("offload-ipsec sequence mark v2".utf8), then: key).prefix(16))
     }
 
     /// The fingerprint of the old form's mark files: 8 bytes of SHA-256 over a label, the SPI and
     /// the key (only to find an old mark of the key under any of its SPIs, and to write one in tests).
-    public static func oldFormFingerprint(spi: UInt32, key: [UInt8]) -> KeyFingerprint {
-        let label = Array("offload-ipsec sequence mark".utf8)
+    public static func oldFormFingerprint(spi: UInt32, key: SecretBytes) -> KeyFingerprint {
         // Safe: the bytes are copied out while the value they view exists.
         let spiBytes = unsafe withUnsafeBytes(of: spi.bigEndian) { unsafe Array($0) }
-        return KeyFingerprint(markFileField: sha256(label + spiBytes + key).prefix(8).map { String(format: "%02x", $0) }.joined())
+        return KeyFingerprint(digest: sha256(Array("offload-ipsec sequence mark".utf8) + spiBytes, then: key).prefix(8))
     }
 
     /// Takes `key` for this process (its lock file, held until the returned mark goes) and reads
     /// its mark. `spi` only names the SA in messages.
     /// - Throws: ``SequenceStoreError`` when another process (or another SA of this one) sends with
     ///   the key, naming it, or when the key's files cannot be trusted or read.
-    public func claim(key: [UInt8], spi: UInt32) throws(SequenceStoreError) -> KeyMark {
+    public func claim(key: SecretBytes, spi: UInt32) throws(SequenceStoreError) -> KeyMark {
         let fingerprint = Self.fingerprint(key: key)
         let name = fingerprint.markFileField
         let sa = "the key of SPI 0x\(String(format: "%08x", spi))"
@@ -356,15 +355,19 @@ public final class KeyMark: Sendable {
 /// A key's fingerprint: what its mark files are named by. Only those names read its text
 /// (``markFileField``); printed or interpolated anywhere else (a log line, an error, a counter) it
 /// shows as `<key fingerprint>`, so no path from a key to a log exists by accident.
-public struct KeyFingerprint: Hashable, Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+public struct KeyFingerprint: Hashable, Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     /// The hex text the key's mark files are named by.
     public let markFileField: String
     /// Wraps a fingerprint's text.
     public init(markFileField: String) { self.markFileField = markFileField }
+    /// The fingerprint of a digest's bytes, as hex.
+    init(digest: some Collection<UInt8>) { markFileField = digest.map { String(format: "%02x", $0) }.joined() }
     /// Redacted.
     public var description: String { "<key fingerprint>" }
     /// Redacted.
     public var debugDescription: String { "<key fingerprint>" }
+    /// Redacted too: `dump` and reflection show no field.
+    public var customMirror: Mirror { Mirror(self, children: [], displayStyle: .struct) }
 }
 
 /// An outbound SA's sequence numbers: handed out in runs (one per train of datagrams), never
@@ -390,7 +393,7 @@ public final class OutboundSequence: Sendable {
     /// A counter starting at 1 (or above the key's mark), with the first block reserved.
     /// - Throws: ``SequenceStoreError`` when the key is held by another process (or another SA of
     ///   this one), or when its mark cannot be read or the first reservation written.
-    public init(spi: UInt32, key: [UInt8], extendedSequenceNumbers: Bool, store: SequenceStore?) throws(SequenceStoreError) {
+    public init(spi: UInt32, key: SecretBytes, extendedSequenceNumbers: Bool, store: SequenceStore?) throws(SequenceStoreError) {
         self.spi = spi
         last = extendedSequenceNumbers ? UInt64.max : UInt64(UInt32.max)
         self.store = store

@@ -190,7 +190,7 @@ struct ESPBehaviourTests {
 
     @Test("the sender never wraps: 32-bit space used up stops the SA, said as sequence_exhausted; 64-bit goes on")
     func exhaustion() throws {
-        let sequence = try OutboundSequence(spi: 0x4004, key: [1, 2, 3], extendedSequenceNumbers: false, store: nil)
+        let sequence = try OutboundSequence(spi: 0x4004, key: SecretBytes([1, 2, 3]), extendedSequenceNumbers: false, store: nil)
         #expect(sequence.reserve(Int(UInt32.max) - 10) == 1)
         #expect(sequence.reserve(9) == UInt64(UInt32.max) - 9)
         #expect(sequence.reserve(2) == nil, "one number left: a run of two does not fit")
@@ -213,7 +213,7 @@ struct ESPBehaviourTests {
     func persistence() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("esp-seq-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let key: [UInt8] = Array(repeating: 7, count: 20)
+        let key = SecretBytes(Array(repeating: 7, count: 20))
         var used: [UInt64] = []
         do {
             let store = try SequenceStore(directory: dir, block: 100)
@@ -228,7 +228,7 @@ struct ESPBehaviourTests {
         let restarted = try OutboundSequence(spi: 0x5005, key: key, extendedSequenceNumbers: true, store: SequenceStore(directory: dir, block: 100))
         let first = try #require(restarted.reserve(1))
         #expect(first > used.last! + 9, "after a restart: \(first), last used \(used.last! + 9)")
-        let newKey = try OutboundSequence(spi: 0x5005, key: Array(repeating: 8, count: 20), extendedSequenceNumbers: true,
+        let newKey = try OutboundSequence(spi: 0x5005, key: SecretBytes(Array(repeating: 8, count: 20)), extendedSequenceNumbers: true,
                                           store: SequenceStore(directory: dir, block: 100))
         #expect(newKey.reserve(1) == 1)
         try "used-through garbage\n".write(toFile: path, atomically: true, encoding: .utf8)
@@ -373,9 +373,11 @@ struct SAFileTests {
 struct KeyFingerprintTests {
     @Test("interpolated, described or dumped, a key's fingerprint is redacted; only the mark file's field holds its text")
     func redacted() {
-        let f = SequenceStore.fingerprint(key: [UInt8](repeating: 0x42, count: 16))
+        let f = SequenceStore.fingerprint(key: SecretBytes([UInt8](repeating: 0x42, count: 16)))
         #expect(f.markFileField.count == 32 && f.markFileField.allSatisfy(\.isHexDigit))
-        for shown in ["\(f)", String(describing: f), String(reflecting: f)] {
+        var dumped = ""
+        dump(f, to: &dumped)
+        for shown in ["\(f)", String(describing: f), String(reflecting: f), dumped] {
             #expect(!shown.contains(f.markFileField) && shown.contains("key fingerprint"), "\(shown)")
         }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import OffloadCrypto
 import Synchronization
 import Testing
 
@@ -19,7 +20,8 @@ struct StoreScratch: ~Copyable {
     var store: String { dir + "/marks" }
 }
 
-func testKey(_ seed: UInt8, count: Int = 20) -> [UInt8] { (0..<count).map { UInt8(truncatingIfNeeded: Int($0) * 31 + Int(seed) * 7 + 1) } }
+func rawTestKey(_ seed: UInt8, count: Int = 20) -> [UInt8] { (0..<count).map { UInt8(truncatingIfNeeded: Int($0) * 31 + Int(seed) * 7 + 1) } }
+func testKey(_ seed: UInt8, count: Int = 20) -> SecretBytes { SecretBytes(rawTestKey(seed, count: count)) }
 
 @Suite("The sequence store: marks found by the key, one process per key, written safely")
 struct SequenceStoreTests {
@@ -85,10 +87,10 @@ struct SequenceStoreTests {
     @Test("one key in two SA files (moved, copied, another SPI): the second goes on above the first's numbers")
     func sameKeyAnotherFile() throws {
         let s = try StoreScratch()
-        let key = testKey(2)
+        let key = rawTestKey(2)
         let text = { (spi: Int) in
             "tunnels {\n t {\n esp_proposals = aes128gcm16\n out {\n spi = \(spi)\n key = 0x\(key.map { String(format: "%02x", $0) }.joined())\n }\n"
-                + " in {\n spi = 9999\n key = 0x\(testKey(3).map { String(format: "%02x", $0) }.joined())\n }\n }\n}\n"
+                + " in {\n spi = 9999\n key = 0x\(rawTestKey(3).map { String(format: "%02x", $0) }.joined())\n }\n }\n}\n"
         }
         var numbers: [UInt64] = []
         do {
@@ -201,7 +203,7 @@ struct SAFileDistinctKeyTests {
 
     @Test("the same key in two SAs of a file is refused (out and out, out and another tunnel's in, even with another salt); so is in SPI = out SPI")
     func duplicates() throws {
-        let (a, b, c) = (testKey(20), testKey(21), testKey(22))
+        let (a, b, c) = (rawTestKey(20), rawTestKey(21), rawTestKey(22))
         let saltless = Array(a.prefix(16)) + [9, 9, 9, 9]
         let cases: [(String, String)] = [
             ("out twice", tunnel("x", out: (0x1001, a), in: (0x2001, b)) + tunnel("y", out: (0x1002, a), in: (0x2002, c))),
@@ -214,7 +216,7 @@ struct SAFileDistinctKeyTests {
             let hexA = a.map { String(format: "%02x", $0) }.joined()
             #expect(error?.description.contains(hexA) == false, "no key in the message")
         }
-        let fine = tunnel("x", out: (0x1001, a), in: (0x2001, b)) + tunnel("y", out: (0x1002, c), in: (0x2002, testKey(23)))
+        let fine = tunnel("x", out: (0x1001, a), in: (0x2001, b)) + tunnel("y", out: (0x1002, c), in: (0x2002, rawTestKey(23)))
         #expect(try SAFile.parse("tunnels {\n\(fine)}\n").count == 2)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import OffloadCrypto
 import OffloadForwarder
 import OffloadIPsec
 import OffloadTestSupport
@@ -158,7 +159,7 @@ struct IPsecNetnsTests {
         // gw1 starts its numbers above 1000: the attacker's authentic datagrams (numbers 1...50,
         // made with the key, sent first) then sit below gw1's real traffic and move no window past it.
         // The mark is in the old form (beside the SA file, by SPI), which the gateway imports.
-        let fingerprint = SequenceStore.oldFormFingerprint(spi: 0x1001, key: hexBytes(IPsecKeys.k1)).markFileField
+        let fingerprint = SequenceStore.oldFormFingerprint(spi: 0x1001, key: SecretBytes(hexBytes(IPsecKeys.k1))).markFileField
         try "spi 0x00001001 key-fingerprint \(fingerprint) used-through 1000\n".write(toFile: "\(lab.dir)/gw1.conf.seq", atomically: true,
                                                                                     encoding: .utf8)
         // The receiver of the hostile datagrams is the release build with AddressSanitizer.
@@ -225,7 +226,7 @@ struct IPsecNetnsTests {
         let stats = try lab.stopEndpoints()
         #expect(stats[1]["wan_to_lan"]?.tunnel("dropped", ["reason": "replay"]) == 0, "the far end saw no replay")
         // The mark file is named by the key's fingerprint; neither it nor the key reaches the logs.
-        let fingerprint = SequenceStore.fingerprint(key: hexBytes(IPsecKeys.k1)).markFileField
+        let fingerprint = SequenceStore.fingerprint(key: SecretBytes(hexBytes(IPsecKeys.k1))).markFileField
         #expect(FileManager.default.fileExists(atPath: "\(lab.dir)/marks/\(fingerprint).mark"), "the key's mark file is named by its fingerprint")
         let logs = ((try? String(contentsOfFile: "\(lab.dir)/gw1.log", encoding: .utf8)) ?? "")
             + ((try? String(contentsOfFile: "\(lab.dir)/gw2.log", encoding: .utf8)) ?? "")
@@ -322,7 +323,7 @@ struct IPsecUnitTests {
         #expect(!output.contains("offload_tunnel_dropped_total{direction=\"lan_to_wan\""), "no refusal counters where nothing is received")
         #expect(output.contains("10.2.0.0/16 dev ipsec0"), "--setup routed the example's prefix into the tunnel")
         #expect(!output.contains(IPsecKeys.k1) && !output.contains(IPsecKeys.k2), "no key in the log or the metrics")
-        let fingerprint = SequenceStore.fingerprint(key: hexBytes(IPsecKeys.k1)).markFileField
+        let fingerprint = SequenceStore.fingerprint(key: SecretBytes(hexBytes(IPsecKeys.k1))).markFileField
         #expect(!output.contains(fingerprint), "nor the key's fingerprint, which only the mark files' names hold")
         #expect(FileManager.default.fileExists(atPath: "\(dir)/marks/\(fingerprint).mark"), "the marks went to --state, by key")
     }
@@ -358,7 +359,7 @@ struct IPsecOneSenderTests {
         #expect(status == 0 && output.contains("first=0"), "the first ran its course: \(output)")
         #expect(!output.contains("second=0"), "the second refused to start: \(output)")
         #expect(output.contains("already sending") && output.contains("pid \(firstPID):"), "and named the first: \(output)")
-        #expect(!output.contains(IPsecKeys.k1) && !output.contains(SequenceStore.fingerprint(key: hexBytes(IPsecKeys.k1)).markFileField),
+        #expect(!output.contains(IPsecKeys.k1) && !output.contains(SequenceStore.fingerprint(key: SecretBytes(hexBytes(IPsecKeys.k1))).markFileField),
                 "neither the key nor its fingerprint in the message")
     }
 }
