@@ -1,10 +1,6 @@
 // What the engine's host (OffloadIKEDaemon: sockets, timers, the status file) reads of it.
 
 extension IKEEngine {
-    /// This end's SPI of every IKE SA now: a message on port 4500 for any other SPI is not handed
-    /// over (only a first IKE_SA_INIT request is).
-    package var localIKESPIs: [UInt64] { Array(sas.keys) }
-
     /// For each IKE SA (by this end's SPI), the message IDs whose arrival may install a CHILD_SA:
     /// the peer's next request, and the answer to this end's outstanding request. Only a message
     /// with one of these is worth the receiving thread's wait; anything else is either old (a

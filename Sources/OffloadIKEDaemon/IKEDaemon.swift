@@ -172,8 +172,7 @@ public final class IKEDaemon: @unchecked Sendable {
     /// Logs the events, installs a changed SA set, rewrites the key log.
     func afterEngine() {
         // Before any message leaves: the answer to it comes back with these SPIs.
-        handoff.setKnownSPIs(engine.localIKESPIs)
-        handoff.setAwaitedMessageIDs(engine.awaitedMessageIDs)
+        handoff.setAwaitedMessageIDs(engine.awaitedMessageIDs)  // and with them the known SPIs
         for e in engine.takeEvents() {
             switch e.level {
             case .info: logger.info("IKE \(e.description)")
@@ -373,13 +372,16 @@ public final class IKEHandoff: Sendable {
         state.withLock { if $0.known != set { $0.known = set } }
     }
 
-    /// The message IDs worth a wait, per IKE SA (this end's SPI): the peer's next request and the
+    /// The IKE SAs (this end's SPIs, as ``setKnownSPIs(_:)``) and the message IDs worth a wait for
+    /// each: the peer's next request and the
     /// answer to this end's outstanding request. A message with another ID is queued without a
     /// wait; each (SPI, ID, direction) is waited for once at most, so a forged copy of an awaited
     /// message (its SPIs and ID travel in clear) costs the receiving thread one wait, not one per copy.
     public func setAwaitedMessageIDs(_ ids: [UInt64: (request: UInt32, response: UInt32?)]) {
+        let known = Set(ids.keys)
         state.withLock { s in
             s.awaited = ids
+            if s.known != known { s.known = known }  // the SAs are the awaited table's keys
             if s.waited.count > 1024 { s.waited.removeAll() }
         }
     }
