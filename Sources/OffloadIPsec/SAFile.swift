@@ -119,6 +119,13 @@ public struct ESPTunnelConfiguration: Equatable, Sendable {
     public var outbound: ESPSAKeys
     /// The SA this end receives with.
     public var inbound: ESPSAKeys
+    /// Where this tunnel's datagrams go: the peer's address and port (nil: the far end the
+    /// endpoint was started with). Many peers share one socket; each SA knows its own.
+    public var peer: UDPEndpoint?
+    /// Whether an authentic datagram from another address or port moves ``peer`` there (RFC 7296
+    /// §2.23: the peer is behind a NAT, which may rebind). Only a datagram whose ICV verified and
+    /// whose sequence number is the highest yet moves it; when false, such a datagram is refused.
+    public var peerMayMove = false
 
     /// A tunnel.
     public init(name: String, algorithm: ESPAlgorithm, extendedSequenceNumbers: Bool = true, replayWindow: Int = 1024,
