@@ -173,6 +173,15 @@ long offload_udp_send_tos(int fd, const void *iovecs, int count, int segment_siz
 
 long offload_udp_receive(int fd, void *buffer, unsigned long capacity, int *segment_size, const void *remote,
                          int *from_remote, int *tos) {
+    unsigned char source[16];
+    unsigned short port;
+    int family;
+    return offload_udp_receive_from(fd, buffer, capacity, segment_size, remote, from_remote, tos, source, &port, &family);
+}
+
+long offload_udp_receive_from(int fd, void *buffer, unsigned long capacity, int *segment_size, const void *remote,
+                              int *from_remote, int *tos, unsigned char *source, unsigned short *source_port,
+                              int *source_family) {
     struct iovec iov = {buffer, capacity};
     struct sockaddr_storage from;
     struct msghdr message;
@@ -202,6 +211,19 @@ long offload_udp_receive(int fd, void *buffer, unsigned long capacity, int *segm
             memcpy(&value, CMSG_DATA(c), sizeof value);
             *tos = value & 0xFF;
         }
+    }
+    *source_family = 0;
+    *source_port = 0;
+    if (from.ss_family == AF_INET) {
+        const struct sockaddr_in *f = (const struct sockaddr_in *)&from;
+        memcpy(source, &f->sin_addr, 4);
+        *source_port = ntohs(f->sin_port);
+        *source_family = AF_INET;
+    } else if (from.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *f = (const struct sockaddr_in6 *)&from;
+        memcpy(source, &f->sin6_addr, 16);
+        *source_port = ntohs(f->sin6_port);
+        *source_family = AF_INET6;
     }
     const struct sockaddr *expected = (const struct sockaddr *)remote;
     if (from.ss_family == AF_INET && expected->sa_family == AF_INET) {

@@ -219,13 +219,14 @@ extension IPsec {
             throw InputError(message: "--local/--remote differ from the configuration's local_addrs/remote_addrs")
         }
         // IKE's keys are new with each negotiation: sequence numbers start at 1 and need no marks on disk.
-        let policy = try ESPSecurityPolicy(tunnels: [], store: nil)
+        // Many peers on one socket: each SA sends to its own peer, and each sender is checked.
+        let policy = try ESPSecurityPolicy(tunnels: [], store: nil, servesManyPeers: true)
         if let writeKeys { try? ESPKeyLog.write([], to: writeKeys) }
         let box = Mutex<IKEDaemon?>(nil)
         let finished = DispatchSemaphore(value: 0)
         // SIGUSR1 prints the dataplane's counters (as every live command does) and the SAs.
-        try await options.serve(codec: ESPCodec(policy: policy), label: "offload.ipsec", signalHandler: { kind, bytes in
-            if kind == .ike { box.withLock { $0 }?.deliver(bytes) }
+        try await options.serve(codec: ESPCodec(policy: policy), label: "offload.ipsec", signalHandler: { kind, bytes, source in
+            if kind == .ike { box.withLock { $0 }?.deliver(bytes, from: source) }
         }, onSIGUSR1: { box.withLock { $0 }?.requestStatus() }, started: { endpoint, logger in
             let daemon: IKEDaemon
             do { daemon = try IKEDaemon(connections: connections, policy: policy, logger: logger) } catch {
@@ -234,7 +235,7 @@ extension IPsec {
             daemon.statusPath = statusPath(config, writing: true)
             daemon.keyLogPath = writeKeys
             let socket = endpoint.socket
-            daemon.attach { bytes in try? socket.send(bytes, trafficClass: 0) }
+            daemon.attach { bytes, peer in try? socket.send(bytes, trafficClass: 0, to: peer) }
             box.withLock { $0 = daemon }
             let thread = Thread {
                 daemon.run()

@@ -81,7 +81,7 @@ struct TunnelEndpointOptions: ParsableArguments {
     }
 
     /// Runs the endpoint live with `codec` until SIGINT/SIGTERM or the duration.
-    func serve<Codec: TunnelCodec>(codec: Codec, label: String, signalHandler: (@Sendable (TunnelSignal, [UInt8]) -> Void)? = nil,
+    func serve<Codec: TunnelCodec>(codec: Codec, label: String, signalHandler: (@Sendable (TunnelSignal, [UInt8], UDPEndpoint?) -> Void)? = nil,
                                    onSIGUSR1: (@Sendable () -> Void)? = nil,
                                    started: (TunnelEndpoint<Codec>, Logger) throws -> Void = { _, _ in }) async throws {
         guard let device else { return }

@@ -24,7 +24,7 @@ public final class IKEDaemon: @unchecked Sendable {
     let logger: Logger
     /// The handover of messages on port 4500 from the receiving thread: filtered, rate-limited, queued.
     public let handoff: IKEHandoff
-    let send4500 = Mutex<(@Sendable ([UInt8]) -> Void)?>(nil)
+    let send4500 = Mutex<(@Sendable ([UInt8], UDPEndpoint) -> Void)?>(nil)
     let stopFlag = Atomic<Bool>(false)
     let statusLines = Mutex<[IKESAStatus]>([])
     let countersSnapshot = Mutex<IKEEngine.Counters>(.zero)
@@ -50,6 +50,7 @@ public final class IKEDaemon: @unchecked Sendable {
         self.policy = policy
         self.logger = logger
         remote = connections[0].remoteAddress
+        // Not connected: IKE_SA_INIT comes from any peer a connection allows.
         socket500 = try UDPTunnelSocket(local: connections[0].localAddress, remote: connections[0].remoteAddress, port: 500,
                                         coalesce: false, connected: false)
         var ends: [CInt] = [-1, -1]
@@ -84,8 +85,9 @@ public final class IKEDaemon: @unchecked Sendable {
         return fds[0].revents & Int16(POLLIN) != 0
     }
 
-    /// How messages on port 4500 leave: through the dataplane's socket (the marker is added here).
-    public func attach(send: @escaping @Sendable ([UInt8]) -> Void) { send4500.withLock { $0 = send } }
+    /// How messages on port 4500 leave: through the dataplane's socket, to the peer given (the
+    /// marker is added here; a NAT keepalive is sent as its one byte).
+    public func attach(send: @escaping @Sendable ([UInt8], UDPEndpoint) -> Void) { send4500.withLock { $0 = send } }
 
     /// An IKE message received on port 4500 (the datagram, non-ESP marker included), called on
     /// the receiving thread: see ``IKEHandoff/deliver(_:now:)``. Only a message of a known IKE SA
@@ -93,8 +95,8 @@ public final class IKEDaemon: @unchecked Sendable {
     /// installed; anything else is queued (bounded, IKE_SA_INIT requests rate-limited) or dropped
     /// and counted, without waiting.
     @discardableResult
-    public func deliver(_ datagram: [UInt8]) -> IKEHandoff.Result {
-        handoff.deliver(datagram, now: now)
+    public func deliver(_ datagram: [UInt8], from source: UDPEndpoint? = nil) -> IKEHandoff.Result {
+        handoff.deliver(datagram, from: source, now: now)
     }
 
     /// Asks the thread to delete the SAs and stop.
@@ -123,10 +125,11 @@ public final class IKEDaemon: @unchecked Sendable {
     func send(_ out: [(bytes: [UInt8], path: IKEPath)]) {
         afterEngine()
         for m in out {
+            let peer = UDPEndpoint(m.path.remote, m.path.remotePort)
             if m.path.localPort == 500 {
-                do { try socket500?.send(m.bytes, trafficClass: 0) } catch { logger.warning("IKE: sending on port 500: \(error)") }
+                do { try socket500?.send(m.bytes, trafficClass: 0, to: peer) } catch { logger.warning("IKE: sending on port 500 to \(peer): \(error)") }
             } else if let send = send4500.withLock({ $0 }) {
-                send([0, 0, 0, 0] + m.bytes)
+                send([0, 0, 0, 0] + m.bytes, peer)
             }
         }
     }
@@ -142,14 +145,16 @@ public final class IKEDaemon: @unchecked Sendable {
                 while true {
                     let got = unsafe buffer.withUnsafeMutableBytes { try? unsafe s.receive(into: $0) }
                     guard let got else { break }
-                    let (length, _, fromRemote, _) = got
-                    guard fromRemote, length > 0 else { continue }
-                    send(engine.receive(Array(buffer[0..<length]), path: IKEPath(localPort: 500, remote: remote, remotePort: 500), now: now))
+                    // Any peer: the engine finds the SA by SPI, or a connection for the sender's address.
+                    guard got.length > 0, let source = got.source else { continue }
+                    send(engine.receive(Array(buffer[0..<got.length]), path: IKEPath(localPort: 500, remote: source.address, remotePort: source.port),
+                                        now: now))
                 }
             }
-            let (messages, ticket) = handoff.take()
+            let (messages, ticket) = handoff.takeWithSenders()
             for m in messages {
-                send(engine.receive(m, path: IKEPath(localPort: 4500, remote: remote, remotePort: 4500), now: now))
+                guard let source = m.source else { continue }
+                send(engine.receive(m.bytes, path: IKEPath(localPort: 4500, remote: source.address, remotePort: source.port), now: now))
             }
             // `send` installed what they changed (and published the SPIs) before anything left.
             if !messages.isEmpty { handoff.markHandled(ticket) }
@@ -187,8 +192,11 @@ public final class IKEDaemon: @unchecked Sendable {
         do { try policy.replace(children.map(\.tunnel)) } catch { logger.error("IKE: installing SAs: \(error)") }
         if let keyLogPath {
             let local = engine.localAddress
-            for line in ESPKeyLog.lines(children.map(\.tunnel), local: local, remote: remote) where !espKeyLines.contains(line) {
-                espKeyLines.append(line)
+            for child in children {
+                let t = child.tunnel
+                for line in ESPKeyLog.lines([t], local: local, remote: t.peer?.address ?? remote) where !espKeyLines.contains(line) {
+                    espKeyLines.append(line)
+                }
             }
             for line in engine.wiresharkIKELines() where !ikeKeyLines.contains(line) { ikeKeyLines.append(line) }
             do {
@@ -325,6 +333,8 @@ public final class IKEHandoff: Sendable {
 
     struct State {
         var messages: [[UInt8]] = []
+        /// Each message's sender (nil: not known).
+        var sources: [UDPEndpoint?] = []
         var last: UInt64 = 0
         var known: Set<UInt64> = []
         var tokens: Double
@@ -416,7 +426,7 @@ public final class IKEHandoff: Sendable {
     /// A datagram from port 4500 (non-ESP marker included) at time `now` (seconds, monotonic):
     /// dropped, queued, or queued and waited for (see the type's description).
     @discardableResult
-    public func deliver(_ datagram: [UInt8], now: Double) -> Result {
+    public func deliver(_ datagram: [UInt8], from source: UDPEndpoint? = nil, now: Double) -> Result {
         guard datagram.count >= 4 else {
             state.withLock { $0.counters.malformed += 1 }
             return .dropped(.malformed)
@@ -432,6 +442,7 @@ public final class IKEHandoff: Sendable {
             case .queueFull?: s.counters.queueFull += 1
             case nil:
                 s.messages.append(message)
+                s.sources.append(source)
                 s.last += 1
                 s.counters.queued += 1
                 if wait { s.counters.waits += 1 }
@@ -454,9 +465,18 @@ public final class IKEHandoff: Sendable {
 
     /// The messages queued so far and the ticket of the last (the daemon's thread).
     public func take() -> (messages: [[UInt8]], ticket: UInt64) {
+        let (messages, ticket) = takeWithSenders()
+        return (messages.map(\.bytes), ticket)
+    }
+
+    /// The messages queued so far with their senders, and the ticket of the last.
+    public func takeWithSenders() -> (messages: [(bytes: [UInt8], source: UDPEndpoint?)], ticket: UInt64) {
         state.withLock { s in
-            defer { s.messages.removeAll() }
-            return (s.messages, s.last)
+            defer {
+                s.messages.removeAll()
+                s.sources.removeAll()
+            }
+            return (Array(zip(s.messages, s.sources)).map { (bytes: $0.0, source: $0.1) }, s.last)
         }
     }
 

@@ -26,6 +26,9 @@ extension TunnelDropReason {
     public static let sequenceExhausted = TunnelDropReason(rawValue: "sequence_exhausted")
     /// Encapsulating: libcrypto failed.
     public static let encryptFailed = TunnelDropReason(rawValue: "encrypt_failed")
+    /// An authentic datagram from an address or port other than its SA's peer, where the peer may
+    /// not move (no NAT between, or not the newest sequence number): a copy sent from elsewhere.
+    public static let wrongPeer = TunnelDropReason(rawValue: "wrong_peer")
 }
 
 extension TunnelSignal {
@@ -35,6 +38,28 @@ extension TunnelSignal {
     public static let ike = TunnelSignal(rawValue: "ike")
     /// An ESP dummy packet (next header 59, RFC 4303 §2.6), authenticated and dropped quietly.
     public static let dummy = TunnelSignal(rawValue: "dummy")
+}
+
+/// Where one SA's peer is now, shared by the threads that send with the SA (they read it per
+/// packet) and the one that receives with it (it moves the peer when a NAT rebinds: RFC 7296
+/// §2.23, the newest authentic datagram from a new address or port). Each move is recorded for
+/// the control plane (IKE follows the peer too).
+public final class ESPPeerLocation: Sendable {
+    let state: Mutex<UDPEndpoint?>
+    /// A location (nil: the one far end of a connected socket).
+    public init(_ endpoint: UDPEndpoint?) { state = Mutex(endpoint) }
+    /// Where the peer is now.
+    public var endpoint: UDPEndpoint? { state.withLock { $0 } }
+    /// Moves the peer (the control plane's word, or the receiving thread's).
+    public func move(to endpoint: UDPEndpoint?) { state.withLock { $0 = endpoint } }
+}
+
+/// A peer that moved: the SA it was seen on (the SPI this end receives with) and where it is now.
+public struct ESPPeerMove: Hashable, Sendable {
+    /// The inbound SPI of the SA whose authentic datagram came from the new place.
+    public var inboundSPI: UInt32
+    /// Where it came from.
+    public var endpoint: UDPEndpoint
 }
 
 /// Packets and bytes (inner, before encryption or after decryption) through one SA in one
@@ -75,10 +100,32 @@ public final class ESPSecurityPolicy: Sendable {
         public let sequences: [OutboundSequence]
         /// Each tunnel's inbound and outbound counts.
         public let inbound: [ESPSACounters], outbound: [ESPSACounters]
+        /// Where each tunnel's peer is now.
+        public let locations: [ESPPeerLocation]
     }
     let current: Mutex<Generation>
     let number = Atomic<UInt64>(0)
     let store: SequenceStore?
+    let moves = Mutex<[ESPPeerMove]>([])
+    /// Whether the SAs belong to many peers on one unconnected socket (each SA goes to its own
+    /// peer, and each sender is checked against the SA it uses).
+    public let servesManyPeers: Bool
+
+    /// The peers that moved since the last call (the control plane follows them), at most the
+    /// last 256.
+    public func takePeerMoves() -> [ESPPeerMove] {
+        moves.withLock { m in
+            defer { m.removeAll() }
+            return m
+        }
+    }
+
+    func recordMove(_ move: ESPPeerMove) {
+        moves.withLock { m in
+            if m.count >= 256 { m.removeFirst() }
+            m.append(move)
+        }
+    }
 
     /// The tunnels now.
     public var tunnels: [ESPTunnelConfiguration] { current.withLock { $0.tunnels } }
@@ -93,15 +140,26 @@ public final class ESPSecurityPolicy: Sendable {
     /// kept: for SAs whose keys are new each time, negotiated by IKE, and for tests and captures
     /// that never reach a wire).
     /// - Throws: ``SequenceStoreError`` when the first reservations cannot be written.
-    public init(tunnels: [ESPTunnelConfiguration], store: SequenceStore?) throws(SequenceStoreError) {
+    /// - Parameter servesManyPeers: one socket for several peers (IKEv2's; nil: when a tunnel names its peer).
+    public init(tunnels: [ESPTunnelConfiguration], store: SequenceStore?, servesManyPeers: Bool? = nil) throws(SequenceStoreError) {
         self.store = store
+        self.servesManyPeers = servesManyPeers ?? tunnels.contains { $0.peer != nil }
         current = Mutex(try Self.generation(0, tunnels, store: store, keeping: nil))
     }
 
     static func generation(_ number: UInt64, _ tunnels: [ESPTunnelConfiguration], store: SequenceStore?,
                            keeping old: Generation?) throws(SequenceStoreError) -> Generation {
         var sequences: [OutboundSequence] = [], inbound: [ESPSACounters] = [], outbound: [ESPSACounters] = []
+        var locations: [ESPPeerLocation] = []
         for t in tunnels {
+            // A peer that stays keeps its location, moved to where the control plane says now.
+            if let old, let i = old.tunnels.firstIndex(where: { $0.inbound.spi == t.inbound.spi && $0.inbound == t.inbound }) {
+                let location = old.locations[i]
+                if location.endpoint != t.peer { location.move(to: t.peer) }
+                locations.append(location)
+            } else {
+                locations.append(ESPPeerLocation(t.peer))
+            }
             if let old, let i = old.tunnels.firstIndex(where: { $0.outbound == t.outbound && $0.extendedSequenceNumbers == t.extendedSequenceNumbers }) {
                 sequences.append(old.sequences[i])
                 outbound.append(old.outbound[i])
@@ -116,7 +174,8 @@ public final class ESPSecurityPolicy: Sendable {
                 inbound.append(ESPSACounters())
             }
         }
-        return Generation(number: number, tunnels: tunnels, sequences: sequences, inbound: inbound, outbound: outbound)
+        return Generation(number: number, tunnels: tunnels, sequences: sequences, inbound: inbound, outbound: outbound,
+                          locations: locations)
     }
 
     /// Installs a new set between two packets: SAs that stay keep their sequence counters, windows
@@ -151,12 +210,13 @@ public struct ESPCodec: TunnelCodec {
     public var innerLinkType: LinkType { .raw }
     public var port: UInt16 { ESPFormat.udpPort }
     public var connectsSocket: Bool { true }
+    public var servesManyPeers: Bool { policy.servesManyPeers }
     /// SPI, sequence number, IV.
     public var headerRoom: Int { ESPFormat.headerLength }
     /// Up to 3 bytes of padding, pad length, next header, ICV.
     public var trailerRoom: Int { ESPTrailer.maximumLength + ESPFormat.icvLength }
     public var dropReasons: [TunnelDropReason] {
-        [.truncated, .unknownSPI, .badICV, .replay, .tooOld, .badPadding, .nextHeader, .policy, .ecn]
+        [.truncated, .unknownSPI, .badICV, .replay, .tooOld, .badPadding, .nextHeader, .policy, .ecn] + (servesManyPeers ? [.wrongPeer] : [])
     }
     /// `ESP (2 tunnels: aes128gcm16)`.
     public var description: String {
@@ -187,6 +247,8 @@ public struct ESPCodec: TunnelCodec {
         var firstSequence: UInt64 = 0
         /// The IV of the next datagram when set (known-answer tests only; never on a wire).
         var fixedIV: UInt64?
+        /// Where the packet begun last goes: its SA's peer now.
+        public private(set) var destination: UDPEndpoint?
 
         public var writesWholeDatagram: Bool { true }
 
@@ -225,6 +287,7 @@ public struct ESPCodec: TunnelCodec {
             }
             guard let first = generation.sequences[tunnel].reserve(datagrams) else { return .sequenceExhausted }
             firstSequence = first
+            if policy.servesManyPeers { self.destination = generation.locations[tunnel].endpoint }
             return nil
         }
 
@@ -347,7 +410,7 @@ public struct ESPCodec: TunnelCodec {
 
         /// Classifies one datagram and, when it is ESP for one of the inbound SAs, checks the
         /// window, opens it in place and checks the trailer and the selectors.
-        public mutating func decode(_ datagram: UnsafeMutableRawBufferPointer) -> TunnelDatagram {
+        public mutating func decode(_ datagram: UnsafeMutableRawBufferPointer, from source: UDPEndpoint?) -> TunnelDatagram {
             let raw = UnsafeRawBufferPointer(datagram)
             // Safe: the count is checked before the byte is read.
             if unsafe raw.count == 1 && raw[0] == ESPFormat.natKeepalive { return .signalling(.natKeepalive) }
@@ -386,7 +449,17 @@ public struct ESPCodec: TunnelCodec {
                                        tag: raw.baseAddress! + icv.lowerBound)
             }
             guard authentic else { return .drop(.badICV) }
-            // Authentic: only now may the window move (RFC 4303 §3.4.3).
+            // Authentic, and from its peer: only now may the window move (RFC 4303 §3.4.3). From
+            // elsewhere, the peer moved (behind a NAT that rebound: the newest datagram only, RFC
+            // 7296 §2.23), or it is a copy sent from elsewhere: refused, the window left as it was.
+            if let source, policy.servesManyPeers {
+                let location = generation.locations[sa.tunnel]
+                if let expected = location.endpoint, expected != source {
+                    guard t.peerMayMove, sequence > inbound[last].window.top else { return .drop(.wrongPeer) }
+                    location.move(to: source)
+                    policy.recordMove(ESPPeerMove(inboundSPI: spi, endpoint: source))
+                }
+            }
             inbound[last].window.accept(sequence)
             let innerLength: Int, nextHeader: UInt8
             do {

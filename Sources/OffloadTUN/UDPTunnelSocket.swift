@@ -113,27 +113,40 @@ public final class UDPTunnelSocket: @unchecked Sendable {
     ///   kernel or device refuses UDP GSO.
     /// - Parameter trafficClass: this send's TOS / traffic class as a control message, leaving the
     ///   socket's own (``setTrafficClass(_:)``) alone; nil: the socket's.
+    /// - Parameter destination: where to send on an unconnected socket serving many peers (nil:
+    ///   the remote end); ignored on a connected socket. Must be of the socket's family.
     @discardableResult
-    public func send(_ iovecs: UnsafeBufferPointer<iovec>, segmentSize: Int = 0, trafficClass: UInt8? = nil) throws(TUNError) -> Int {
+    public func send(_ iovecs: UnsafeBufferPointer<iovec>, segmentSize: Int = 0, trafficClass: UInt8? = nil,
+                     to destination: UDPEndpoint? = nil) throws(TUNError) -> Int {
         var n: Int
         let tos = trafficClass.map { CInt($0) } ?? -1
+        let address: [UInt8]
+        switch destination?.address {
+        case nil: address = remoteAddress
+        case .v4(let a)?: address = Self.bytes(of: Self.sockaddr4(a, destination!.port))
+        case .v6(let a)?: address = Self.bytes(of: Self.sockaddr6(a, destination!.port))
+        }
         repeat {
-            n = unsafe remoteAddress.withUnsafeBytes { r in
+            n = unsafe address.withUnsafeBytes { r in
                 unsafe offload_udp_send_tos(descriptor, iovecs.baseAddress, CInt(iovecs.count), CInt(segmentSize),
                                             connected ? nil : r.baseAddress, UInt32(r.count), tos, remote.isIPv4 ? 0 : 1)
             }
         } while n == -Int(EINTR)
-        guard n >= 0 else { throw TUNError(operation: "sendmsg", device: "udp \(remote):\(port)", errno: Errno(rawValue: CInt(-n))) }
+        guard n >= 0 else {
+            throw TUNError(operation: "sendmsg", device: "udp \(destination?.description ?? "\(remote):\(port)")", errno: Errno(rawValue: CInt(-n)))
+        }
         return n
     }
 
     /// Sends one contiguous datagram (with the socket's TOS, or `trafficClass` for this one).
-    public func send(_ datagram: [UInt8], trafficClass: UInt8? = nil) throws(TUNError) {
+    public func send(_ datagram: [UInt8], trafficClass: UInt8? = nil, to destination: UDPEndpoint? = nil) throws(TUNError) {
         var failure: TUNError?
         unsafe datagram.withUnsafeBytes { raw in
             var iov = unsafe iovec(iov_base: UnsafeMutableRawPointer(mutating: raw.baseAddress), iov_len: raw.count)
             unsafe withUnsafePointer(to: &iov) { p in
-                do throws(TUNError) { unsafe try send(UnsafeBufferPointer(start: p, count: 1), trafficClass: trafficClass) } catch { failure = error }
+                do throws(TUNError) {
+                    unsafe try send(UnsafeBufferPointer(start: p, count: 1), trafficClass: trafficClass, to: destination)
+                } catch { failure = error }
             }
         }
         if let failure { throw failure }
@@ -149,26 +162,40 @@ public final class UDPTunnelSocket: @unchecked Sendable {
 
     /// Reads what is waiting into `buffer`: nil when nothing is (EAGAIN), else the bytes read, the
     /// size of each datagram in them (0: one datagram), whether they came from the remote end's
-    /// address (always, on a connected socket), and their outer TOS / traffic class when known.
+    /// address (always, on a connected socket), their outer TOS / traffic class when known, and
+    /// the sender's address and port (every datagram of a UDP GRO train has the same sender).
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(TUNError)
-        -> (length: Int, segmentSize: Int, fromRemote: Bool, tos: UInt8?)?
+        -> (length: Int, segmentSize: Int, fromRemote: Bool, tos: UInt8?, source: UDPEndpoint?)?
     {
         var segment: CInt = 0
         var fromRemote: CInt = 0
         var tos: CInt = -1
+        var source: (UInt64, UInt64) = (0, 0)
+        var sourcePort: UInt16 = 0
+        var sourceFamily: CInt = 0
         var n: Int
         repeat {
             n = unsafe remoteAddress.withUnsafeBytes { r in
-                unsafe offload_udp_receive(descriptor, buffer.baseAddress, UInt(buffer.count), &segment, r.baseAddress,
-                                           &fromRemote, &tos)
+                // Safe: `source` is 16 bytes, as the shim writes at most.
+                unsafe withUnsafeMutableBytes(of: &source) { s in
+                    unsafe offload_udp_receive_from(descriptor, buffer.baseAddress, UInt(buffer.count), &segment, r.baseAddress,
+                                                    &fromRemote, &tos, s.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                                    &sourcePort, &sourceFamily)
+                }
             }
         } while n == -Int(EINTR)
         if n == -Int(EAGAIN) || n == -Int(EWOULDBLOCK) { return nil }
         // A connected UDP socket reports ICMP errors from the path (port unreachable while the far
         // end starts) on the next call: not a reason to stop.
-        if n == -Int(ECONNREFUSED) || n == -Int(EHOSTUNREACH) || n == -Int(ENETUNREACH) { return (0, 0, true, nil) }
+        if n == -Int(ECONNREFUSED) || n == -Int(EHOSTUNREACH) || n == -Int(ENETUNREACH) { return (0, 0, true, nil, nil) }
         guard n >= 0 else { throw TUNError(operation: "recvmsg", device: "udp \(local):\(port)", errno: Errno(rawValue: CInt(-n))) }
-        return (n, Int(segment), connected || fromRemote != 0, tos >= 0 ? UInt8(tos) : nil)
+        let sender: UDPEndpoint?
+        switch sourceFamily {
+        case AF_INET: sender = UDPEndpoint(.v4(IPv4Address(rawValue: UInt32(bigEndian: UInt32(truncatingIfNeeded: source.0)))), sourcePort)
+        case AF_INET6: sender = UDPEndpoint(.v6(IPv6Address(high: UInt64(bigEndian: source.0), low: UInt64(bigEndian: source.1))), sourcePort)
+        default: sender = nil
+        }
+        return (n, Int(segment), connected || fromRemote != 0, tos >= 0 ? UInt8(tos) : nil, sender)
     }
 
     /// Waits until something can be read, for at most `milliseconds`.

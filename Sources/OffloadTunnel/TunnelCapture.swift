@@ -209,8 +209,13 @@ final class CaptureDatagramOutput: DatagramOutput {
     /// The first write error (the pipeline only sees a failed send).
     var failure: CaptureError?
 
+    /// The far end and the port, for datagrams without a peer of their own.
+    let remote: IPAddress, port: UInt16
+
     init(path: String, local: IPAddress, remote: IPAddress, port: UInt16) throws(CaptureError) {
         self.path = path
+        self.remote = remote
+        self.port = port
         writer = try CaptureWriter(path: path, format: .pcap(nanosecond: true, bigEndian: false),
                                    interfaces: [CaptureInterface(linkType: .raw)])
         outer.link = .raw
@@ -225,8 +230,16 @@ final class CaptureDatagramOutput: DatagramOutput {
     func setTrafficClass(_ value: UInt8) { trafficClass = value }
 
     @discardableResult
-    func send(_ iovecs: UnsafeBufferPointer<iovec>, segmentSize: Int, trafficClass: UInt8?) throws(TUNError) -> Int {
+    func send(_ iovecs: UnsafeBufferPointer<iovec>, segmentSize: Int, trafficClass: UInt8?, to destination: UDPEndpoint?) throws(TUNError) -> Int {
         var bytes: [UInt8] = []
+        // A datagram for a peer of its own goes to that peer's address and port in the capture.
+        if let destination, destination.address.isIPv4 == remote.isIPv4 {
+            outer.destination = destination.address
+            outer.destinationPort = destination.port
+        } else {
+            outer.destination = remote
+            outer.destinationPort = port
+        }
         for unsafe v in unsafe iovecs where unsafe v.iov_len > 0 {
             unsafe bytes.append(contentsOf: UnsafeRawBufferPointer(start: v.iov_base, count: v.iov_len))
         }

@@ -20,6 +20,11 @@ public protocol TunnelCodec: Sendable, CustomStringConvertible {
     /// Whether the socket is connected to the far end (only its datagrams are delivered). A
     /// protocol whose senders pick a source port per flow (VXLAN) cannot be.
     var connectsSocket: Bool { get }
+    /// Whether one socket serves many peers (ESP with SAs of several peers, or peers behind NATs):
+    /// the socket is then not connected, every datagram reaches the decoder with its sender, and
+    /// the decoder decides whether that sender may use the SA; each packet goes where its
+    /// encoder says (``TunnelEncoder/destination``).
+    var servesManyPeers: Bool { get }
     /// The most bytes an encoder writes before an inner segment.
     var headerRoom: Int { get }
     /// The most bytes an encoder writes after an inner segment (padding, trailers, an ICV).
@@ -36,6 +41,9 @@ public protocol TunnelCodec: Sendable, CustomStringConvertible {
 }
 
 extension TunnelCodec {
+    /// One far end (GTP-U, VXLAN).
+    public var servesManyPeers: Bool { false }
+
     /// What the tunnel adds to an inner IP packet at most: outer IP and UDP, header and trailer
     /// room, and for Ethernet inside the inner Ethernet header. The inner MTU is the underlay's
     /// MTU less this.
@@ -100,13 +108,29 @@ public protocol TunnelEncoder {
     ///   nothing of the slot is sent, and the caller counts the reason. What ``begin(headers:datagrams:)``
     ///   reserved for it (ESP: its sequence number) is skipped, never used again.
     mutating func encode(_ segment: InnerSegment, index: Int, into slot: UnsafeMutableRawBufferPointer) throws(TunnelDropReason) -> Int
+
+    /// Where the datagrams of the packet begun last go (nil: the one far end). Read after
+    /// ``begin(headers:datagrams:)`` for a codec that ``TunnelCodec/servesManyPeers``.
+    var destination: UDPEndpoint? { get }
+}
+
+extension TunnelEncoder {
+    /// The one far end.
+    public var destination: UDPEndpoint? { nil }
 }
 
 /// Reads received datagrams of a protocol.
 public protocol TunnelDecoder {
-    /// Classifies one datagram (its UDP payload). A decoder that decrypts does so in place, so the
-    /// inner packet is a range of the same bytes.
-    mutating func decode(_ datagram: UnsafeMutableRawBufferPointer) -> TunnelDatagram
+    /// Classifies one datagram (its UDP payload) from `source` (nil: unknown, as in a capture). A
+    /// decoder that decrypts does so in place, so the inner packet is a range of the same bytes.
+    mutating func decode(_ datagram: UnsafeMutableRawBufferPointer, from source: UDPEndpoint?) -> TunnelDatagram
+}
+
+extension TunnelDecoder {
+    /// Classifies one datagram whose sender is not known (a capture, a test).
+    public mutating func decode(_ datagram: UnsafeMutableRawBufferPointer) -> TunnelDatagram {
+        unsafe decode(datagram, from: nil)
+    }
 }
 
 /// What a received tunnel datagram is.
@@ -236,7 +260,7 @@ public struct GTPUCodec: TunnelCodec {
     /// Validates G-PDUs (version, each datagram's length, the TEID) and answers echo requests.
     public struct Decoder: TunnelDecoder {
         let settings: GTPUSettings
-        public mutating func decode(_ datagram: UnsafeMutableRawBufferPointer) -> TunnelDatagram {
+        public mutating func decode(_ datagram: UnsafeMutableRawBufferPointer, from source: UDPEndpoint?) -> TunnelDatagram {
             unsafe classify(UnsafeRawBufferPointer(datagram))
         }
 
@@ -314,7 +338,7 @@ public struct VXLANCodec: TunnelCodec {
     /// Validates the I flag and the VNI.
     public struct Decoder: TunnelDecoder {
         let vni: UInt32
-        public mutating func decode(_ datagram: UnsafeMutableRawBufferPointer) -> TunnelDatagram {
+        public mutating func decode(_ datagram: UnsafeMutableRawBufferPointer, from source: UDPEndpoint?) -> TunnelDatagram {
             unsafe classify(UnsafeRawBufferPointer(datagram))
         }
 

@@ -247,9 +247,10 @@ public final class TunnelSink<Codec: TunnelCodec>: PacketSink, @unchecked Sendab
             do throws(TUNError) {
                 // RFC 6040 normal mode: the outer header carries the inner DSCP and ECN.
                 let tos = encapsulator.innerTOS
+                let destination = encapsulator.encoder.destination
                 if perSendTrafficClass {
                     unsafe try output.send(UnsafeBufferPointer(rebasing: iov[0..<k]), segmentSize: segmentSize,
-                                           trafficClass: tos ?? 0)
+                                           trafficClass: tos ?? 0, to: destination)
                     return
                 }
                 // Set on the socket when it changes rather than per send: a control message per
@@ -258,7 +259,8 @@ public final class TunnelSink<Codec: TunnelCodec>: PacketSink, @unchecked Sendab
                     output.setTrafficClass(tos)
                     lastTOS = tos
                 }
-                unsafe try output.send(UnsafeBufferPointer(rebasing: iov[0..<k]), segmentSize: segmentSize, trafficClass: nil)
+                unsafe try output.send(UnsafeBufferPointer(rebasing: iov[0..<k]), segmentSize: segmentSize, trafficClass: nil,
+                                       to: destination)
             } catch {
                 failure = error
             }
@@ -266,10 +268,11 @@ public final class TunnelSink<Codec: TunnelCodec>: PacketSink, @unchecked Sendab
         if let failure { throw failure }
     }
 
-    /// Sends one datagram as it is (an answer to a request), with TOS 0 for this send only.
-    func sendRaw(_ datagram: [UInt8]) {
+    /// Sends one datagram as it is (an answer to a request), with TOS 0 for this send only, to
+    /// `destination` (nil: the one far end).
+    func sendRaw(_ datagram: [UInt8], to destination: UDPEndpoint? = nil) {
         do {
-            try output.send(datagram, trafficClass: 0)
+            try output.send(datagram, trafficClass: 0, to: destination)
             counters.sends += 1
             counters.datagramsSent += 1
         } catch { counters.sendErrors += 1 }
@@ -301,7 +304,8 @@ public struct TunnelConfiguration<Codec: TunnelCodec>: Sendable {
     /// the port. It must return quickly (hand the bytes over, never handle them there): filter what
     /// anyone can send, queue within a bound, and wait (briefly, bounded) only for a message the
     /// datagrams after it depend on, as `IKEHandoff` does for IKE_AUTH and CREATE_CHILD_SA.
-    public var signalHandler: (@Sendable (TunnelSignal, [UInt8]) -> Void)?
+    /// The last argument is the datagram's sender (nil when not known).
+    public var signalHandler: (@Sendable (TunnelSignal, [UInt8], UDPEndpoint?) -> Void)?
 
     /// A configuration.
     public init(device: String, local: IPAddress, remote: IPAddress, codec: Codec) {
@@ -379,7 +383,7 @@ public final class TunnelEndpoint<Codec: TunnelCodec>: Dataplane, @unchecked Sen
             var device = try TUNDevice(name: configuration.device, vnetHeader: configuration.offloads, tap: tap)
             grantedOffloads = configuration.offloads ? device.negotiateOffloads(udp: configuration.gro.udp) : []
             socket = try UDPTunnelSocket(local: configuration.local, remote: configuration.remote, port: codec.port,
-                                         coalesce: configuration.offloads, connected: codec.connectsSocket)
+                                         coalesce: configuration.offloads, connected: codec.connectsSocket && !codec.servesManyPeers)
             deviceMTU = device.mtu ?? 1500
             self.device = device
         } catch { throw .io(error) }
@@ -485,6 +489,7 @@ public final class TunnelEndpoint<Codec: TunnelCodec>: Dataplane, @unchecked Sen
         let receive = GrowableBuffer<UInt8>(capacity: 65_600)
         var lastPublish: UInt64 = 0
         let metadata = PacketMetadata(linkType: configuration.codec.innerLinkType, checksum: .unverified)
+        let manyPeers = configuration.codec.servesManyPeers
         while !stopFlag.load(ordering: .relaxed) {
             guard socket.waitReadable(milliseconds: 100) else {
                 publish(.wanToLan, pipeline, counters.adding(back.counters))
@@ -496,15 +501,16 @@ public final class TunnelEndpoint<Codec: TunnelCodec>: Dataplane, @unchecked Sen
             // at most 64 datagrams at once, 64 KB in all).
             while batch.canAppend(length: 65_600) && batch.count + 64 <= batch.packetCapacity {
                 let buffer = unsafe UnsafeMutableRawBufferPointer(start: receive.rawBase, count: receive.capacity)
-                let got: (length: Int, segmentSize: Int, fromRemote: Bool, tos: UInt8?)?
+                let got: (length: Int, segmentSize: Int, fromRemote: Bool, tos: UInt8?, source: UDPEndpoint?)?
                 do { got = unsafe try socket.receive(into: buffer) } catch {
                     logger.error("\(error)")
                     break
                 }
-                guard let (length, segment, fromRemote, outerTOS) = got else { break }
+                guard let (length, segment, fromRemote, outerTOS, source) = got else { break }
                 guard length > 0 else { continue }
                 counters.receives += 1
-                guard fromRemote else {
+                // Serving many peers, the decoder judges each sender (by the SA it names).
+                guard fromRemote || manyPeers else {
                     counters.foreign += 1
                     continue
                 }
@@ -514,7 +520,7 @@ public final class TunnelEndpoint<Codec: TunnelCodec>: Dataplane, @unchecked Sen
                     let datagram = unsafe UnsafeMutableRawBufferPointer(rebasing: buffer[at..<min(length, at + size)])
                     at += size
                     counters.datagramsReceived += 1
-                    switch unsafe decoderBox.decoder.decode(datagram) {
+                    switch unsafe decoderBox.decoder.decode(datagram, from: source) {
                     case .packet(let range):
                         let inner = unsafe UnsafeMutableRawBufferPointer(rebasing: datagram[range])
                         if let outerTOS, outerTOS & 0b11 != 0 {
@@ -531,11 +537,11 @@ public final class TunnelEndpoint<Codec: TunnelCodec>: Dataplane, @unchecked Sen
                             pipeline.statistics.dropped += 1  // cannot happen: room for a whole train is kept
                         }
                     case .reply(let answer):
-                        back.sendRaw(answer)
+                        back.sendRaw(answer, to: manyPeers ? source : nil)
                         counters.replies += 1
                     case .signalling(let kind):
                         counters.signalling[kind, default: 0] += 1
-                        if let handler = configuration.signalHandler { handler(kind, unsafe Array(UnsafeRawBufferPointer(datagram))) }
+                        if let handler = configuration.signalHandler { handler(kind, unsafe Array(UnsafeRawBufferPointer(datagram)), source) }
                     case .drop(let reason): counters.dropped[reason, default: 0] += 1
                     }
                 }

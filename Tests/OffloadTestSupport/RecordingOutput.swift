@@ -1,5 +1,6 @@
 import OffloadTUN
 import OffloadTunnel
+import OffloadWire
 
 #if canImport(Glibc)
     import Glibc
@@ -12,8 +13,11 @@ public final class RecordingOutput: DatagramOutput {
     public var datagrams: [[UInt8]] = []
     /// An empty recorder.
     public init() {}
+    /// The destination of each datagram (nil: the one far end).
+    public var destinations: [UDPEndpoint?] = []
     /// Keeps the payload, cut at `segmentSize` when one is given.
-    public func send(_ iovecs: UnsafeBufferPointer<iovec>, segmentSize: Int, trafficClass: UInt8?) throws(TUNError) -> Int {
+    public func send(_ iovecs: UnsafeBufferPointer<iovec>, segmentSize: Int, trafficClass: UInt8?, to destination: UDPEndpoint?) throws(TUNError) -> Int {
+        defer { destinations += Array(repeating: destination, count: datagrams.count - destinations.count) }
         var payload: [UInt8] = []
         for v in iovecs { payload += UnsafeRawBufferPointer(start: v.iov_base, count: v.iov_len) }
         if segmentSize == 0 {

@@ -37,7 +37,7 @@ struct FailingCodec: TunnelCodec {
         }
     }
     struct Decoder: TunnelDecoder {
-        mutating func decode(_ datagram: UnsafeMutableRawBufferPointer) -> TunnelDatagram { .drop(.truncated) }
+        mutating func decode(_ datagram: UnsafeMutableRawBufferPointer, from source: UDPEndpoint?) -> TunnelDatagram { .drop(.truncated) }
     }
 }
 

@@ -71,6 +71,12 @@ long offload_udp_send_tos(int fd, const void *iovecs, int count, int segment_siz
 long offload_udp_receive(int fd, void *buffer, unsigned long capacity, int *segment_size, const void *remote,
                          int *from_remote, int *tos);
 
+/// As offload_udp_receive, and the sender: `source` (16 bytes) receives its address (IPv4 in the
+/// first 4 bytes) and `*source_port` its port, `*source_family` AF_INET or AF_INET6 (0: unknown).
+long offload_udp_receive_from(int fd, void *buffer, unsigned long capacity, int *segment_size, const void *remote,
+                              int *from_remote, int *tos, unsigned char *source, unsigned short *source_port,
+                              int *source_family);
+
 /// The path MTU towards `remote` (IP_MTU / IPV6_MTU of a socket connected to it for the
 /// question), or -errno.
 int offload_udp_path_mtu(int family, const void *remote, unsigned int length);
