@@ -107,8 +107,15 @@ struct IPsec: AsyncParsableCommand {
             return try await runIKE(config)
         }
         guard let sa else { return }
-        let tunnels: [ESPTunnelConfiguration]
+        var tunnels: [ESPTunnelConfiguration]
         do { tunnels = try SAFile.load(path: sa) } catch { throw InputError(message: "\(error)") }
+        // Tunnels of several peers share one socket: a tunnel that names no peer has --remote.
+        if tunnels.contains(where: { $0.peer != nil }), let remote = endpoint.remote.flatMap({ IPAddress($0) }) {
+            for i in tunnels.indices where tunnels[i].peer == nil { tunnels[i].peer = UDPEndpoint(remote, ESPFormat.udpPort) }
+        }
+        if let local = endpoint.local.flatMap({ IPAddress($0) }), let other = tunnels.first(where: { $0.peer.map { $0.address.isIPv4 != local.isIPv4 } ?? false }) {
+            throw InputError(message: "tunnel \(other.name): remote_addrs \(other.peer!.address) is not of --local's family (one socket serves every peer)")
+        }
         let policy: ESPSecurityPolicy
         do {
             // Decrypting a capture sends nothing: it needs no sequence numbers, and leaves the marks alone.

@@ -266,7 +266,8 @@ public enum SAFile {
 
     static func tunnel(_ s: SwanctlSection, path: String) throws(SAFileError) -> ESPTunnelConfiguration {
         func value(_ key: String) -> (String, Int)? { s.value(key) }
-        for setting in s.settings where !["esp_proposals", "esn", "replay_window", "local_ts", "remote_ts"].contains(setting.key) {
+        for setting in s.settings where !["esp_proposals", "esn", "replay_window", "local_ts", "remote_ts", "remote_addrs", "remote_port"]
+            .contains(setting.key) {
             throw SAFileError(path, setting.line, "unknown setting `\(setting.key)` in tunnel \(s.name)")
         }
         guard let (proposal, line) = value("esp_proposals") else {
@@ -337,9 +338,22 @@ public enum SAFile {
         if outbound.key.isEqual(to: inbound.key) && outbound.salt.isEqual(to: inbound.salt) {
             throw SAFileError(path, s.line, "tunnel \(s.name): `in` and `out` have the same key: each direction needs its own")
         }
-        return ESPTunnelConfiguration(name: s.name, algorithm: algorithm, extendedSequenceNumbers: esn, replayWindow: window,
-                                      localSelectors: try selectors("local_ts"), remoteSelectors: try selectors("remote_ts"),
-                                      outbound: outbound, inbound: inbound)
+        var tunnel = ESPTunnelConfiguration(name: s.name, algorithm: algorithm, extendedSequenceNumbers: esn, replayWindow: window,
+                                            localSelectors: try selectors("local_ts"), remoteSelectors: try selectors("remote_ts"),
+                                            outbound: outbound, inbound: inbound)
+        // A tunnel of its own peer (many peers in one file): its address, and port (4500 by default).
+        if let (v, line) = value("remote_addrs") {
+            guard let address = IPAddress(v.trimmingCharacters(in: .whitespaces)) else {
+                throw SAFileError(path, line, "remote_addrs: one address (this tunnel's peer)")
+            }
+            tunnel.peer = UDPEndpoint(address, ESPFormat.udpPort)
+        }
+        if let (v, line) = value("remote_port") {
+            guard let port = UInt16(v), port > 0 else { throw SAFileError(path, line, "remote_port: 1...65535") }
+            guard tunnel.peer != nil else { throw SAFileError(path, line, "remote_port: with remote_addrs") }
+            tunnel.peer?.port = port
+        }
+        return tunnel
     }
 
     /// The text of an SA file for `tunnels` (what ``parse(_:path:)`` reads back): for the lab, the
@@ -354,7 +368,7 @@ public enum SAFile {
                         esn = \(t.extendedSequenceNumbers ? "yes" : "no")
                         replay_window = \(t.replayWindow)
                         local_ts = \(t.localSelectors.map(\.description).joined(separator: ", "))
-                        remote_ts = \(t.remoteSelectors.map(\.description).joined(separator: ", "))
+                        remote_ts = \(t.remoteSelectors.map(\.description).joined(separator: ", "))\(t.peer.map { "\n        remote_addrs = \($0.address)\n        remote_port = \($0.port)" } ?? "")
                         out {
                             spi = 0x\(String(format: "%08x", t.outbound.spi))
                             key = \(hex(t.outbound.keyMaterial))

@@ -1,0 +1,170 @@
+import Foundation
+import OffloadForwarder
+import OffloadIPsec
+import OffloadTestSupport
+import OffloadWire
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A hub gateway and several peer gateways on one underlay segment (scripts/netns-hub-topology.sh):
+/// the hub at 192.168.90.1 with its LAN 10.80.0.0/24 (a server at 10.80.0.2), peer N at
+/// 192.168.90.(10+N) or behind a NAT (nftables masquerade, random ports) with its LAN 10.90.N.0/24
+/// (a client at 10.90.N.2).
+final class HubLab {
+    let prefix = "otnh\(getpid() % 100_000)"
+    let dir: String
+    let peers: Int
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+    var hub: String { "\(prefix)-hub" }
+    var server: String { "\(prefix)-srv" }
+    func peer(_ n: Int) -> String { "\(prefix)-p\(n)" }
+    func client(_ n: Int) -> String { "\(prefix)-c\(n)" }
+
+    init(peers: Int, natted: [Int] = []) throws {
+        self.peers = peers
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        shell("\(root)/scripts/netns-hub-topology.sh down \(prefix)")
+        let (status, out) = shell("\(root)/scripts/netns-hub-topology.sh up \(prefix) \(peers) \(natted.map(String.init).joined(separator: " "))")
+        guard status == 0 else { throw TunnelLabError("topology: \(out)") }
+    }
+
+    deinit { down() }
+
+    func down() {
+        shell("pkill -TERM -f '[s]tats-json \(dir)/' || true")
+        Thread.sleep(forTimeInterval: 0.3)
+        shell("\(root)/scripts/netns-hub-topology.sh down \(prefix)")
+    }
+
+    /// The underlay address of peer `n` (not behind the NAT).
+    static func underlay(_ n: Int) -> String { "192.168.90.\(10 + n)" }
+
+    /// Starts `offload ARGUMENTS` in namespace `ns` with the device ipsec0, routing `routes` into
+    /// it, its counters written at exit to DIR/NAME.json; waits until its route is there.
+    func start(_ name: String, in ns: String, _ arguments: [String], routes: [String], executable: String? = nil) throws {
+        guard let offload = executable ?? builtExecutable(named: "offload") else { throw TunnelLabError("offload executable not found") }
+        let line = ["setsid", "ip", "netns", "exec", ns, offload] + arguments + ["--device", "ipsec0", "--setup"]
+            + routes.flatMap { ["--route", $0] } + ["--stats-json", "\(dir)/\(name).json", "--duration", "150"]
+        shell(line.joined(separator: " ") + " >> \(dir)/\(name).log 2>&1 < /dev/null &")
+        for _ in 0..<100 {
+            if shell("ip -n \(ns) route").output.contains("dev ipsec0") { return }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw TunnelLabError("\(name) did not start: \(log(name))")
+    }
+
+    func log(_ name: String) -> String { (try? String(contentsOfFile: "\(dir)/\(name).log", encoding: .utf8)) ?? "" }
+
+    /// Stops `name`: its counters.
+    func stop(_ name: String) throws -> [String: ForwarderStatistics] {
+        shell("pkill -TERM -f '[s]tats-json \(dir)/\(name).json' || true")
+        let path = "\(dir)/\(name).json"
+        for _ in 0..<100 where !FileManager.default.fileExists(atPath: path) { Thread.sleep(forTimeInterval: 0.05) }
+        Thread.sleep(forTimeInterval: 0.1)
+        return try JSONDecoder().decode([String: ForwarderStatistics].self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+    }
+
+    /// Sends `megabytes` of random data from `sender` to `receiver` (TCP, bounded in time) on
+    /// `port`: whether it arrived intact (sha256) and its size.
+    func transfer(megabytes: Int, from sender: String, to receiver: String, address: String, port: Int = 5001, tag: String = "x") -> (Bool, Int) {
+        let send = "\(dir)/send-\(tag).bin", recv = "\(dir)/recv-\(tag).bin"
+        shell("head -c \(megabytes * 1_000_000) /dev/urandom > \(send); rm -f \(recv)")
+        shell("setsid ip netns exec \(receiver) timeout 45 socat -u TCP4-LISTEN:\(port),reuseaddr OPEN:\(recv),creat,trunc > /dev/null 2>&1 < /dev/null &")
+        Thread.sleep(forTimeInterval: 0.3)
+        shell("ip netns exec \(sender) timeout 40 socat -u OPEN:\(send) TCP4:\(address):\(port)", timeout: 45)
+        for _ in 0..<100 where shell("pgrep -f '[O]PEN:\(recv)'").status == 0 { Thread.sleep(forTimeInterval: 0.1) }
+        shell("pkill -f '[O]PEN:\(recv)' || true")
+        let sums = shell("sha256sum \(send) \(recv) | awk '{print $1}' | uniq | wc -l").output
+        let size = (try? FileManager.default.attributesOfItem(atPath: recv)[.size] as? Int) ?? 0
+        return (sums.trimmingCharacters(in: .whitespacesAndNewlines) == "1", size)
+    }
+}
+
+extension ForwarderStatistics {
+    /// A tunnel counter by its name without the `tunnel_` prefix, with a label value when given.
+    func hubCounter(_ name: String, label: String? = nil) -> Int {
+        stage.filter { $0.name == "tunnel_\(name)" && (label == nil || $0.labels.values.contains(label!)) }.reduce(0) { $0 + $1.value }
+    }
+}
+
+@Suite("offload ipsec as a hub: many peers on one socket, each SA to its own peer", .serialized)
+struct HubNetnsTests {
+    @Test("--sa with tunnels to two peers (remote_addrs): one process, one socket; 16 MB each way per peer intact; an authentic datagram of one peer's SA sent from elsewhere is refused and counted (wrong_peer)",
+          .enabled(if: netnsReady, "needs root and network namespaces"))
+    func staticHub() throws { try exclusiveNetwork { try staticHubBody() } }
+    func staticHubBody() throws {
+        let lab = try HubLab(peers: 2)
+        defer { lab.down() }
+        var hubTunnels: [ESPTunnelConfiguration] = []
+        for n in 1...2 {
+            var t = SAFile.freshTunnel(name: "site\(n)", algorithm: .aesGCM128, local: [TrafficSelector("10.80.0.0/24")!],
+                                       remote: [TrafficSelector("10.90.\(n).0/24")!], outboundSPI: UInt32(0x1000 + n),
+                                       inboundSPI: UInt32(0x2000 + n))
+            var mirror = t.reversed
+            t.peer = UDPEndpoint(IPAddress(HubLab.underlay(n))!, 4500)
+            mirror.peer = nil
+            try SAFile.write(SAFile.render([mirror]), to: "\(lab.dir)/peer\(n).conf")
+            hubTunnels.append(t)
+        }
+        try SAFile.write(SAFile.render(hubTunnels), to: "\(lab.dir)/hub.conf")
+        // The hub names no --remote peer of its own: every tunnel names its peer.
+        try lab.start("hub", in: lab.hub, ["ipsec", "--sa", "\(lab.dir)/hub.conf", "--state", "\(lab.dir)/marks-hub",
+                                           "--local", "192.168.90.1", "--remote", HubLab.underlay(1)],
+                      routes: ["10.90.1.0/24", "10.90.2.0/24"])
+        for n in 1...2 {
+            try lab.start("peer\(n)", in: lab.peer(n), ["ipsec", "--sa", "\(lab.dir)/peer\(n).conf", "--state", "\(lab.dir)/marks-p\(n)",
+                                                        "--local", HubLab.underlay(n), "--remote", "192.168.90.1"],
+                          routes: ["10.80.0.0/24"])
+        }
+        for n in 1...2 {
+            let up = lab.transfer(megabytes: 16, from: lab.client(n), to: lab.server, address: "10.80.0.2", tag: "up\(n)")
+            #expect(up.0 && up.1 == 16_000_000, "peer \(n) to the hub's LAN: \(up.1) bytes; hub log: \(lab.log("hub"))")
+            let down = lab.transfer(megabytes: 16, from: lab.server, to: lab.client(n), address: "10.90.\(n).2", tag: "down\(n)")
+            #expect(down.0 && down.1 == 16_000_000, "the hub's LAN to peer \(n): \(down.1) bytes")
+        }
+        // Peer 1's ESP, captured as it leaves peer 1 and kept from the hub (so its numbers are new
+        // there), then sent from peer 2's address: authentic, new, and refused.
+        let capture = "\(lab.dir)/p1.pcap"
+        let (blocked, why) = shell("ip netns exec \(lab.hub) sh -c \"nft add table inet hold && nft add chain inet hold in '{ type filter hook input priority 0; }' && nft add rule inet hold in ip saddr \(HubLab.underlay(1)) udp dport 4500 drop\"")
+        try #require(blocked == 0, "nft: \(why)")
+        shell("setsid ip netns exec \(lab.peer(1)) timeout 8 tcpdump -U -i u0 -w \(capture) -c 5 'udp and src host \(HubLab.underlay(1)) and port 4500 and greater 100' > /dev/null 2>&1 < /dev/null &")
+        Thread.sleep(forTimeInterval: 0.5)
+        shell("ip netns exec \(lab.client(1)) ping -c 5 -i 0.2 -W 1 -s 200 10.80.0.2")
+        Thread.sleep(forTimeInterval: 0.5)
+        shell("ip netns exec \(lab.hub) nft delete table inet hold")
+        let replay = """
+            import socket, struct, sys
+            data = open(sys.argv[1], 'rb').read()
+            little = data[:4] == b'\\xd4\\xc3\\xb2\\xa1' or data[:4] == b'\\x4d\\x3c\\xb2\\xa1'
+            e = '<' if little else '>'
+            link = struct.unpack(e + 'I', data[20:24])[0]
+            off, sent = 24, 0
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((sys.argv[2], 0))
+            while off + 16 <= len(data):
+                incl = struct.unpack(e + 'I', data[off + 8:off + 12])[0]
+                frame = data[off + 16:off + 16 + incl]
+                off += 16 + incl
+                ip = frame[14:] if link == 1 else frame
+                ihl = (ip[0] & 15) * 4
+                s.sendto(ip[ihl + 8:], ('192.168.90.1', 4500))
+                sent += 1
+            print(sent)
+            """
+        try replay.write(toFile: "\(lab.dir)/replay.py", atomically: true, encoding: .utf8)
+        let sent = shell("ip netns exec \(lab.peer(2)) python3 \(lab.dir)/replay.py \(capture) \(HubLab.underlay(2))").output
+        #expect(Int(sent.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 >= 1, "datagrams replayed: \(sent)")
+        Thread.sleep(forTimeInterval: 0.3)
+        let hub = try lab.stop("hub")
+        let decap = try #require(hub["wan_to_lan"])
+        let replayed = Int(sent.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        #expect(decap.hubCounter("dropped", label: "wrong_peer") == replayed, "each copy from peer 2's address refused as wrong_peer")
+        #expect(decap.hubCounter("dropped", label: "replay") + decap.hubCounter("dropped", label: "bad_icv") == 0)
+        #expect(decap.hubCounter("foreign") == 0, "serving many peers, no datagram is dropped by sender before its SA is known")
+    }
+}
