@@ -234,7 +234,7 @@ extension IPsec {
         // SIGUSR1 prints the dataplane's counters (as every live command does) and the SAs.
         try await options.serve(codec: ESPCodec(policy: policy), label: "offload.ipsec", signalHandler: { kind, bytes, source in
             if kind == .ike { box.withLock { $0 }?.deliver(bytes, from: source) }
-        }, onSIGUSR1: { box.withLock { $0 }?.requestStatus() }, started: { endpoint, logger in
+        }, onSIGUSR1: { box.withLock { $0 }?.requestStatus() }, extraMetrics: { box.withLock { $0 }?.prometheusText() ?? "" }, started: { endpoint, logger in
             let daemon: IKEDaemon
             do { daemon = try IKEDaemon(connections: connections, policy: policy, logger: logger) } catch {
                 throw InputError(message: "IKE port 500: \(error)")

@@ -82,7 +82,7 @@ struct TunnelEndpointOptions: ParsableArguments {
 
     /// Runs the endpoint live with `codec` until SIGINT/SIGTERM or the duration.
     func serve<Codec: TunnelCodec>(codec: Codec, label: String, signalHandler: (@Sendable (TunnelSignal, [UInt8], UDPEndpoint?) -> Void)? = nil,
-                                   onSIGUSR1: (@Sendable () -> Void)? = nil,
+                                   onSIGUSR1: (@Sendable () -> Void)? = nil, extraMetrics: (@Sendable () -> String)? = nil,
                                    started: (TunnelEndpoint<Codec>, Logger) throws -> Void = { _, _ in }) async throws {
         guard let device else { return }
         let logger = try dataplane.prepare(label: label)
@@ -97,6 +97,7 @@ struct TunnelEndpointOptions: ParsableArguments {
         configuration.icmpSourceV4 = IPv4Address(dataplane.icmpSource4)!
         configuration.icmpSourceV6 = IPv6Address(dataplane.icmpSource6)!
         configuration.signalHandler = signalHandler
+        configuration.extraMetrics = extraMetrics
         let endpoint: TunnelEndpoint<Codec>
         do { endpoint = try TunnelEndpoint(configuration: configuration, logger: logger) } catch {
             throw InputError(message: "\(error)")

@@ -401,6 +401,8 @@ public struct IKESAStatus: Sendable, Codable {
         public var packetsIn: UInt64, bytesIn: UInt64, packetsOut: UInt64, bytesOut: UInt64
         /// The selectors.
         public var localTS: String, remoteTS: String
+        /// Datagrams of the inbound SA refused, by reason (filled in by the host from its dataplane).
+        public var dropsIn: [String: UInt64]? = nil
     }
 }
 

@@ -29,6 +29,7 @@ public final class IKEDaemon: @unchecked Sendable {
     let statusLines = Mutex<[IKESAStatus]>([])
     let countersSnapshot = Mutex<IKEEngine.Counters>(.zero)
     let statusRequested = Atomic<Bool>(false)
+    let metrics = Mutex(IKEMetrics())
     let started = DispatchTime.now().uptimeNanoseconds
     /// Where the status is written each second (JSON, for `offload ipsec --status`).
     public var statusPath: String?
@@ -110,6 +111,9 @@ public final class IKEDaemon: @unchecked Sendable {
 
     /// The status as of the last second.
     public var status: [IKESAStatus] { statusLines.withLock { $0 } }
+
+    /// Prometheus text of the IKE SAs and CHILD_SAs per connection (as of the last second).
+    public func prometheusText() -> String { metrics.withLock { $0.prometheusText() } }
     /// The engine's counters as of the last second.
     public var counters: IKEEngine.Counters { countersSnapshot.withLock { $0 } }
 
@@ -206,8 +210,26 @@ public final class IKEDaemon: @unchecked Sendable {
         }
     }
 
+    /// The engine's status with the dataplane's refusals per inbound SA.
+    func currentStatus() -> [IKESAStatus] {
+        var lines = engine.status(now: now, traffic: traffic)
+        for i in lines.indices {
+            for j in lines[i].children.indices {
+                guard let spi = UInt32(lines[i].children[j].spiIn, radix: 16), let c = policy.counters(spi: spi, inbound: true) else { continue }
+                let drops = c.drops
+                if !drops.isEmpty { lines[i].children[j].dropsIn = Dictionary(uniqueKeysWithValues: drops.map { ($0.key.rawValue, $0.value) }) }
+            }
+        }
+        return lines
+    }
+
     func publishStatus() {
-        let lines = engine.status(now: now, traffic: traffic)
+        let lines = currentStatus()
+        let names = engine.connections.map(\.name)
+        metrics.withLock {
+            $0.update(lines)
+            $0.connections = names
+        }
         statusLines.withLock { $0 = lines }
         countersSnapshot.withLock { $0 = engine.counters }
         if let statusPath {
@@ -233,13 +255,86 @@ public final class IKEDaemon: @unchecked Sendable {
     }
 
     func logStatus() {
-        for line in IKEStatusFile(sas: engine.status(now: now, traffic: traffic), counters: engine.counters).text.split(separator: "\n") {
+        for line in IKEStatusFile(sas: currentStatus(), counters: engine.counters).text.split(separator: "\n") {
             logger.notice("\(line)")
         }
         let h = handoff.counters
         let line = "IKE on port 4500: \(h.queued) queued (\(h.waits) waited for, \(h.waitsTimedOut) past 50 ms), dropped \(h.malformed) malformed, "
             + "\(h.unknownSPI) unknown SPI, \(h.rateLimited) IKE_SA_INIT over the rate, \(h.queueFull) queue full"
         logger.notice("\(line)")
+    }
+}
+
+/// Prometheus series of the IKE daemon, bounded by the configuration, not by the peers: per
+/// connection (a `%any` connection's road warriors add up under its name), the IKE SAs by state,
+/// the CHILD_SAs, and bytes and packets per child name and direction, kept as totals that only
+/// grow (an SA that goes leaves what it carried in them). Per-SA detail is in `--status`.
+public struct IKEMetrics: Sendable {
+    struct Key: Hashable, Comparable {
+        var connection: String, child: String, direction: String
+        static func < (a: Key, b: Key) -> Bool { (a.connection, a.child, a.direction) < (b.connection, b.child, b.direction) }
+    }
+    /// The last count seen per CHILD_SA (by SPI and direction), to add only what is new.
+    var lastSeen: [String: (packets: UInt64, bytes: UInt64)] = [:]
+    var packets: [Key: UInt64] = [:], bytes: [Key: UInt64] = [:], refused: [String: [String: UInt64]] = [:]
+    var lastRefused: [String: [String: UInt64]] = [:]
+    var sas: [String: [String: Int]] = [:], children: [String: Int] = [:]
+    /// The connections of the configuration (each gets its series, even while it has no SA).
+    var connections: [String] = []
+    /// Nothing seen yet.
+    public init() {}
+
+    /// Takes a second's status.
+    mutating func update(_ lines: [IKESAStatus]) {
+        var seen: [String: (packets: UInt64, bytes: UInt64)] = [:], seenRefused: [String: [String: UInt64]] = [:]
+        sas = [:]
+        children = [:]
+        for sa in lines {
+            sas[sa.connection, default: [:]][sa.state, default: 0] += 1
+            children[sa.connection, default: 0] += sa.children.count
+            for c in sa.children {
+                for (direction, spi, p, b) in [("in", c.spiIn, c.packetsIn, c.bytesIn), ("out", c.spiOut, c.packetsOut, c.bytesOut)] {
+                    let id = "\(direction)/\(spi)", key = Key(connection: sa.connection, child: c.name, direction: direction)
+                    let before = lastSeen[id] ?? (0, 0)
+                    packets[key, default: 0] += p >= before.packets ? p - before.packets : p
+                    bytes[key, default: 0] += b >= before.bytes ? b - before.bytes : b
+                    seen[id] = (p, b)
+                }
+                for (reason, v) in c.dropsIn ?? [:] {
+                    let before = lastRefused[c.spiIn]?[reason] ?? 0
+                    refused[sa.connection, default: [:]][reason, default: 0] += v >= before ? v - before : v
+                    seenRefused[c.spiIn, default: [:]][reason] = v
+                }
+            }
+        }
+        lastSeen = seen
+        lastRefused = seenRefused
+    }
+
+    /// The exposition text (`offload_ipsec_*`).
+    public func prometheusText() -> String {
+        func label(_ s: String) -> String { s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") }
+        var out = "# HELP offload_ipsec_ike_sas IKE SAs by connection and state.\n# TYPE offload_ipsec_ike_sas gauge\n"
+        for c in connections {
+            for state in ["established", "connecting", "half-open", "authenticating", "rekeyed"] {
+                out += "offload_ipsec_ike_sas{connection=\"\(label(c))\",state=\"\(state)\"} \(sas[c]?[state] ?? 0)\n"
+            }
+        }
+        out += "# HELP offload_ipsec_child_sas CHILD_SAs installed, by connection.\n# TYPE offload_ipsec_child_sas gauge\n"
+        for c in connections { out += "offload_ipsec_child_sas{connection=\"\(label(c))\"} \(children[c] ?? 0)\n" }
+        for (name, help, table) in [("bytes", "Inner bytes through the connection's CHILD_SAs.", bytes), ("packets", "Inner packets through the connection's CHILD_SAs.", packets)] {
+            out += "# HELP offload_ipsec_child_\(name)_total \(help)\n# TYPE offload_ipsec_child_\(name)_total counter\n"
+            for (k, v) in table.sorted(by: { $0.key < $1.key }) {
+                out += "offload_ipsec_child_\(name)_total{connection=\"\(label(k.connection))\",child=\"\(label(k.child))\",direction=\"\(k.direction)\"} \(v)\n"
+            }
+        }
+        out += "# HELP offload_ipsec_child_refused_total Datagrams of the connection's inbound SAs refused, by reason.\n# TYPE offload_ipsec_child_refused_total counter\n"
+        for (c, reasons) in refused.sorted(by: { $0.key < $1.key }) {
+            for (r, v) in reasons.sorted(by: { $0.key < $1.key }) {
+                out += "offload_ipsec_child_refused_total{connection=\"\(label(c))\",reason=\"\(r)\"} \(v)\n"
+            }
+        }
+        return out
     }
 }
 
@@ -268,6 +363,10 @@ public struct IKEStatusFile: Codable, Sendable {
                     + "SPIs \(c.spiIn)_i \(c.spiOut)_o, \(c.rekeys) rekeys, installed \(age(c.age)) ago\n"
                 out += "    in  \(c.bytesIn) bytes, \(c.packetsIn) packets\n"
                 out += "    out \(c.bytesOut) bytes, \(c.packetsOut) packets\n"
+                if let drops = c.dropsIn, !drops.isEmpty {
+                    out += "    refused " + drops.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key.replacingOccurrences(of: "_", with: " "))" }
+                        .joined(separator: ", ") + "\n"
+                }
                 out += "    local  \(c.localTS)\n    remote \(c.remoteTS)\n"
             }
         }

@@ -68,8 +68,27 @@ public struct ESPPeerMove: Hashable, Sendable {
 public final class ESPSACounters: Sendable {
     let packetCount = Atomic<UInt64>(0)
     let byteCount = Atomic<UInt64>(0)
+    /// Datagrams of this SA refused, by reason (the reasons known once the SA is: ``dropReasons``).
+    let dropCounts: [DropCount]
+    final class DropCount: Sendable { let value = Atomic<UInt64>(0) }
+    /// The reasons counted per SA, in the order of ``drops``.
+    public static let dropReasons: [TunnelDropReason] = [.replay, .tooOld, .badICV, .badPadding, .nextHeader, .policy, .wrongPeer]
     /// Zero counters.
-    public init() {}
+    public init() { dropCounts = (0..<Self.dropReasons.count).map { _ in DropCount() } }
+    /// Datagrams refused by reason (only reasons that occurred).
+    public var drops: [TunnelDropReason: UInt64] {
+        var out: [TunnelDropReason: UInt64] = [:]
+        for (i, reason) in Self.dropReasons.enumerated() {
+            let v = dropCounts[i].value.load(ordering: .relaxed)
+            if v > 0 { out[reason] = v }
+        }
+        return out
+    }
+    /// Counts one datagram refused for `reason` (one of ``dropReasons``; others are not kept per SA).
+    public func countDrop(_ reason: TunnelDropReason) {
+        guard let i = Self.dropReasons.firstIndex(of: reason) else { return }
+        dropCounts[i].value.add(1, ordering: .relaxed)
+    }
     /// Packets so far.
     public var packets: UInt64 { packetCount.load(ordering: .relaxed) }
     /// Bytes so far.
@@ -431,11 +450,17 @@ public struct ESPCodec: TunnelCodec {
                 guard let i = inbound.firstIndex(where: { $0.spi == spi }) else { return .drop(.unknownSPI) }
                 last = i
             }
+            let counters = inbound[last].counters
+            // Refused once the SA is known: counted for the SA too (status per CHILD_SA).
+            func refuse(_ reason: TunnelDropReason) -> TunnelDatagram {
+                counters.countDrop(reason)
+                return .drop(reason)
+            }
             let sequence: UInt64
             switch inbound[last].window.check(low: header.sequence) {
             case .new(let s): sequence = s
-            case .replay: return .drop(.replay)
-            case .tooOld: return .drop(.tooOld)
+            case .replay: return refuse(.replay)
+            case .tooOld: return refuse(.tooOld)
             }
             let sa = inbound[last]
             let t = generation.tunnels[sa.tunnel]
@@ -448,14 +473,14 @@ public struct ESPCodec: TunnelCodec {
                 unsafe sa.context.open(nonce: nonce, aad: aad, data: UnsafeMutableRawBufferPointer(rebasing: datagram[ciphertext]),
                                        tag: raw.baseAddress! + icv.lowerBound)
             }
-            guard authentic else { return .drop(.badICV) }
+            guard authentic else { return refuse(.badICV) }
             // Authentic, and from its peer: only now may the window move (RFC 4303 §3.4.3). From
             // elsewhere, the peer moved (behind a NAT that rebound: the newest datagram only, RFC
             // 7296 §2.23), or it is a copy sent from elsewhere: refused, the window left as it was.
             if let source, policy.servesManyPeers {
                 let location = generation.locations[sa.tunnel]
                 if let expected = location.endpoint, expected != source {
-                    guard t.peerMayMove, sequence > inbound[last].window.top else { return .drop(.wrongPeer) }
+                    guard t.peerMayMove, sequence > inbound[last].window.top else { return refuse(.wrongPeer) }
                     location.move(to: source)
                     policy.recordMove(ESPPeerMove(inboundSPI: spi, endpoint: source))
                 }
@@ -467,7 +492,7 @@ public struct ESPCodec: TunnelCodec {
                 let payload = unsafe try ESPPayload(validating: UnsafeRawBufferPointer(rebasing: raw[ciphertext]).bytes)
                 innerLength = payload.innerLength
                 nextHeader = payload.nextHeader
-            } catch { return .drop(.badPadding) }
+            } catch { return refuse(.badPadding) }
             if nextHeader == ESPFormat.nextHeaderDummy { return .signalling(.dummy) }
             let innerRange = ciphertext.lowerBound..<(ciphertext.lowerBound + innerLength)
             // Safe: the inner packet lies inside the ciphertext range (ESPPayload checked its length).
@@ -475,9 +500,9 @@ public struct ESPCodec: TunnelCodec {
             // Safe: the count is checked before the byte is read.
             let version = unsafe inner.count > 0 ? inner[0] >> 4 : 0
             guard (nextHeader == ESPFormat.nextHeaderIPv4 && version == 4) || (nextHeader == ESPFormat.nextHeaderIPv6 && version == 6)
-            else { return .drop(.nextHeader) }
+            else { return refuse(.nextHeader) }
             guard let (source, destination) = unsafe Encoder.addresses(inner) else { return .drop(.truncated) }
-            guard t.receives(from: source, to: destination) else { return .drop(.policy) }
+            guard t.receives(from: source, to: destination) else { return refuse(.policy) }
             sa.counters.count(bytes: innerLength)
             return .packet(innerRange)
         }

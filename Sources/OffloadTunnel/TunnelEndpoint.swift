@@ -304,6 +304,8 @@ public struct TunnelConfiguration<Codec: TunnelCodec>: Sendable {
     /// the port. It must return quickly (hand the bytes over, never handle them there): filter what
     /// anyone can send, queue within a bound, and wait (briefly, bounded) only for a message the
     /// datagrams after it depend on, as `IKEHandoff` does for IKE_AUTH and CREATE_CHILD_SA.
+    /// More Prometheus text after the dataplane's (a control plane's series), or nil.
+    public var extraMetrics: (@Sendable () -> String)?
     /// The last argument is the datagram's sender (nil when not known).
     public var signalHandler: (@Sendable (TunnelSignal, [UInt8], UDPEndpoint?) -> Void)?
 
@@ -409,7 +411,9 @@ public final class TunnelEndpoint<Codec: TunnelCodec>: Dataplane, @unchecked Sen
     }
 
     /// Prometheus text.
-    public func prometheusText() -> String { metrics.exposition(snapshots.withLock { $0 }) }
+    public func prometheusText() -> String {
+        metrics.exposition(snapshots.withLock { $0 }) + (configuration.extraMetrics?() ?? "")
+    }
 
     func pipeline(_ direction: Direction, mtu: Int) -> ForwardingPipeline<IdentityStage> {
         var gro = configuration.gro

@@ -170,3 +170,22 @@ struct ESPManyPeersTests {
         }
     }
 }
+
+extension ESPManyPeersTests {
+    @Test("refusals once the SA is known are counted for that SA (status per CHILD_SA)")
+    func perSARefusals() throws {
+        let tunnels = Self.tunnels()
+        let policy = try ESPSecurityPolicy(tunnels: tunnels, store: nil)
+        var decoder = try ESPCodec(policy: policy).makeDecoder()
+        let fromA = try Self.fromPeer(0, count: 1, tunnels: tunnels)
+        #expect(Self.open(&decoder, fromA[0], from: Self.siteB) == .drop(.wrongPeer))
+        guard case .packet = Self.open(&decoder, fromA[0], from: Self.siteA) else {
+            Issue.record("refused from its peer")
+            return
+        }
+        #expect(Self.open(&decoder, fromA[0], from: Self.siteA) == .drop(.replay))
+        let counters = try #require(policy.counters(spi: 0x2001, inbound: true))
+        #expect(counters.drops == [.wrongPeer: 1, .replay: 1])
+        #expect(policy.counters(spi: 0x2002, inbound: true)?.drops.isEmpty == true, "the other peer's SA counted nothing")
+    }
+}
