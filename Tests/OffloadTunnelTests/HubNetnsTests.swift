@@ -168,3 +168,145 @@ struct HubNetnsTests {
         #expect(decap.hubCounter("foreign") == 0, "serving many peers, no datagram is dropped by sender before its SA is known")
     }
 }
+
+/// Whether the tools of the NAT between a peer and the hub are here (nftables, conntrack).
+let natToolsAvailable = shell("command -v nft && command -v conntrack").status == 0
+
+extension HubLab {
+    /// The hub's `offload ipsec --config`: a connection per peer, each with its own identity, PSK
+    /// and LAN; peers behind the NAT have `remote_addrs = %any` (they come from the NAT's address
+    /// and ports) and are told apart by their identity.
+    func writeHubConfig(natted: [Int], dpd: String = "2s") throws -> String {
+        var connections = "", secrets = ""
+        for n in 1...peers {
+            let remote = natted.contains(n) ? "%any" : HubLab.underlay(n)
+            connections += """
+                  peer\(n) {
+                    local_addrs = 192.168.90.1
+                    remote_addrs = \(remote)
+                    proposals = aes128gcm16-prfsha256-x25519
+                    dpd_delay = \(dpd)
+                    local { auth = psk
+                      id = hub }
+                    remote { auth = psk
+                      id = peer\(n) }
+                    children {
+                      net { local_ts = 10.80.0.0/24
+                        remote_ts = 10.90.\(n).0/24
+                        esp_proposals = aes128gcm16 }
+                    }
+                  }
+
+                """
+            secrets += "  ike-\(n) { id = peer\(n)\n    secret = \"hub-psk-of-peer-\(n)\" }\n"
+        }
+        let path = "\(dir)/hub.conf"
+        FileManager.default.createFile(atPath: path, contents: Data("connections {\n\(connections)}\nsecrets {\n\(secrets)}\n".utf8),
+                                       attributes: [.posixPermissions: 0o600])
+        return path
+    }
+
+    /// strongSwan (charon, kernel-libipsec) on peer `n`, initiating to the hub.
+    func startStrongSwanPeer(_ n: Int, natted: Bool) throws {
+        let me = natted ? "172.16.\(n).2" : HubLab.underlay(n)
+        let text = """
+            connections {
+              hub {
+                local_addrs = \(me)
+                remote_addrs = 192.168.90.1
+                encap = yes
+                proposals = aes128gcm16-prfsha256-x25519
+                local { auth = psk
+                  id = peer\(n) }
+                remote { auth = psk
+                  id = hub }
+                children {
+                  net { local_ts = 10.90.\(n).0/24
+                    remote_ts = 10.80.0.0/24
+                    esp_proposals = aes128gcm16
+                    start_action = start }
+                }
+              }
+            }
+            secrets {
+              ike-hub { id-a = peer\(n)
+                id-b = hub
+                secret = "hub-psk-of-peer-\(n)" }
+            }
+            """
+        FileManager.default.createFile(atPath: "\(dir)/peer\(n).swanctl.conf", contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+        let (status, out) = shell("\(root)/scripts/strongswan-charon.sh start \(peer(n)) \(dir) peer\(n)")
+        guard status == 0 else { throw TunnelLabError("strongSwan on peer \(n): \(out)") }
+    }
+
+    /// The hub's IKE SAs from its status file: connection, state and the peer's address:port.
+    func hubSAs() -> [(connection: String, state: String, peer: String)] {
+        guard let data = FileManager.default.contents(atPath: "\(dir)/hub.status"),
+              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let sas = json["sas"] as? [[String: Any]]
+        else { return [] }
+        return sas.map { ($0["connection"] as? String ?? "", $0["state"] as? String ?? "", $0["peer"] as? String ?? "") }
+    }
+
+    func established(_ connection: String) -> [String] {
+        hubSAs().filter { $0.connection == connection && $0.state == "established" }.map(\.peer)
+    }
+}
+
+@Suite("offload ipsec --config as a hub for strongSwan peers, two of them behind a NAT that rebinds", .serialized)
+struct HubInteropTests {
+    @Test("four strongSwan peers (two behind an nftables masquerade NAT) at once: every transfer intact both ways; the NAT rebinds mid-transfer and the hub follows the peer; a peer killed is found dead while the others go on, and comes back",
+          .enabled(if: netnsReady && strongSwanAvailable && natToolsAvailable, "needs namespaces, strongSwan, nftables and conntrack"))
+    func fourPeers() throws { try exclusiveNetwork { try fourPeersBody() } }
+    func fourPeersBody() throws {
+        let natted = [3, 4]
+        let lab = try HubLab(peers: 4, natted: natted)
+        defer {
+            shell("\(lab.root)/scripts/strongswan-charon.sh stopall \(lab.dir)")
+            lab.down()
+        }
+        let config = try lab.writeHubConfig(natted: natted)
+        try lab.start("hub", in: lab.hub, ["ipsec", "--config", config, "--status-file", "\(lab.dir)/hub.status"],
+                      routes: (1...4).map { "10.90.\($0).0/24" })
+        for n in 1...4 { try lab.startStrongSwanPeer(n, natted: natted.contains(n)) }
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline && !(1...4).allSatisfy({ !lab.established("peer\($0)").isEmpty }) { Thread.sleep(forTimeInterval: 0.2) }
+        for n in 1...4 {
+            try #require(!lab.established("peer\(n)").isEmpty, "peer \(n) not established at the hub: \(lab.hubSAs()); hub log: \(lab.log("hub").suffix(3000))")
+        }
+        // The NATed peers come from the NAT's address, on ports the NAT chose.
+        for n in natted { #expect(lab.established("peer\(n)").allSatisfy { $0.hasPrefix("192.168.90.99:") }, "\(lab.hubSAs())") }
+        // Every peer's LAN and the hub's LAN, both ways.
+        for n in 1...4 {
+            let up = lab.transfer(megabytes: 8, from: lab.client(n), to: lab.server, address: "10.80.0.2", tag: "up\(n)")
+            #expect(up.0 && up.1 == 8_000_000, "peer \(n) to the hub's LAN: \(up.1) bytes")
+            let down = lab.transfer(megabytes: 8, from: lab.server, to: lab.client(n), address: "10.90.\(n).2", tag: "down\(n)")
+            #expect(down.0 && down.1 == 8_000_000, "the hub's LAN to peer \(n): \(down.1) bytes")
+        }
+        // The NAT forgets its mappings during a transfer from peer 3's LAN: the next datagrams come
+        // from new ports, and the hub follows (ESP's newest authentic datagram, or IKE's next message).
+        let before = lab.established("peer3")
+        let rebindCommand = "sleep 1; \(lab.root)/scripts/netns-hub-topology.sh rebind \(lab.prefix)"
+        let rebind = Thread { shell(rebindCommand) }
+        rebind.start()
+        let during = lab.transfer(megabytes: 48, from: lab.server, to: lab.client(3), address: "10.90.3.2", tag: "rebind")
+        #expect(during.0 && during.1 == 48_000_000, "the transfer across the NAT's rebinding: \(during.1) bytes")
+        let after = lab.established("peer3")
+        #expect(!after.isEmpty && after != before, "the hub follows peer 3 to its new port: before \(before), after \(after)")
+        #expect(lab.log("hub").contains("moved"), "the move is logged")
+        // Peer 2 killed: found dead (DPD) while peer 1 carries on; back again after a restart.
+        shell("\(lab.root)/scripts/strongswan-charon.sh stop \(lab.dir) peer2; sleep 0.3; pkill -9 -f '[S]TRONGSWAN_CONF=\(lab.dir)/peer2' || true")
+        let alive = lab.transfer(megabytes: 8, from: lab.client(1), to: lab.server, address: "10.80.0.2", tag: "alive")
+        #expect(alive.0 && alive.1 == 8_000_000, "peer 1 goes on while peer 2 is gone")
+        let gone = Date().addingTimeInterval(30)
+        while Date() < gone && !lab.established("peer2").isEmpty { Thread.sleep(forTimeInterval: 0.3) }
+        #expect(lab.established("peer2").isEmpty, "peer 2's SA torn down after DPD")
+        try lab.startStrongSwanPeer(2, natted: false)
+        let back = Date().addingTimeInterval(20)
+        while Date() < back && lab.established("peer2").isEmpty { Thread.sleep(forTimeInterval: 0.2) }
+        let again = lab.transfer(megabytes: 8, from: lab.client(2), to: lab.server, address: "10.80.0.2", tag: "again")
+        #expect(again.0 && again.1 == 8_000_000, "peer 2 back: \(again.1) bytes")
+        let hub = try lab.stop("hub")
+        let decap = try #require(hub["wan_to_lan"])
+        #expect(decap.hubCounter("dropped", label: "unknown_spi") < 50, "few datagrams for SAs the hub does not know")
+    }
+}
