@@ -214,8 +214,11 @@ extension IPsec {
         do { connections = try IKEConfig.load(path: config) } catch { throw InputError(message: "\(error)") }
         var options = endpoint
         if options.local == nil { options.local = connections[0].localAddress.description }
-        if options.remote == nil { options.remote = connections[0].remoteAddress.description }
-        guard IPAddress(options.local!) == connections[0].localAddress, IPAddress(options.remote!) == connections[0].remoteAddress else {
+        if options.remote == nil { options.remote = connections.lazy.compactMap(\.remoteAddress).first?.description }
+        guard let remoteText = options.remote, let remote = IPAddress(remoteText) else {
+            throw InputError(message: "no connection's remote_addrs begins with one address: give --remote (the peer's address)")
+        }
+        guard IPAddress(options.local!) == connections[0].localAddress, connections.contains(where: { $0.remoteAddrs.matches(remote) }) else {
             throw InputError(message: "--local/--remote differ from the configuration's local_addrs/remote_addrs")
         }
         // IKE's keys are new with each negotiation: sequence numbers start at 1 and need no marks on disk.

@@ -49,8 +49,9 @@ public final class IKEDaemon: @unchecked Sendable {
         engine = IKEEngine(connections: connections)
         self.policy = policy
         self.logger = logger
-        remote = connections[0].remoteAddress
-        socket500 = try UDPTunnelSocket(local: connections[0].localAddress, remote: connections[0].remoteAddress, port: 500,
+        // The first connection's peer (the unspecified address when none names one: the socket is not connected).
+        remote = connections.lazy.compactMap(\.remoteAddress).first ?? IPAddress(connections[0].localAddress.isIPv4 ? "0.0.0.0" : "::")!
+        socket500 = try UDPTunnelSocket(local: connections[0].localAddress, remote: remote, port: 500,
                                         coalesce: false, connected: false)
         var ends: [CInt] = [-1, -1]
         if unsafe pipe(&ends) == 0 {
