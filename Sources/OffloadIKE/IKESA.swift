@@ -277,8 +277,9 @@ final class IKESA {
     /// A message that verified and is new (the next request, or the answer to the outstanding
     /// one; never a retransmission) came on `from`. Before the SA is established the path is
     /// taken as it is (the initiator floats from port 500 to 4500 with IKE_AUTH); after, it moves
-    /// only when the peer is behind a NAT (RFC 7296 §2.23: its NAT may have rebound), and the
-    /// CHILD_SAs then send there too (``IKEEngine/childGeneration`` changes).
+    /// only when the peer is behind a NAT (RFC 7296 §2.23: its NAT may have rebound) and only to
+    /// an address the connection's `remote_addrs` accepts, and the CHILD_SAs then send there too
+    /// (``IKEEngine/childGeneration`` changes).
     /// - Returns: whether the path changed.
     @discardableResult
     func follow(_ from: IKEPath, now: Double) -> Bool {
@@ -289,6 +290,11 @@ final class IKESA {
             return true
         case .established, .rekeyed:
             guard natRemote else { return false }
+            if let c = connection, !c.remoteAddrs.matches(from.remote) {
+                // The connection's remote_addrs bound where its peer may be, after a move too.
+                log(.warning, "not following the peer from \(path) to \(from): remote_addrs (\(c.remoteAddrs)) does not accept it")
+                return false
+            }
             log(.info, "peer moved from \(path) to \(from)")
             path = from
             lastHeard = now

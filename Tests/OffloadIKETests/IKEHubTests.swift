@@ -405,6 +405,20 @@ struct IKEHubTests {
         #expect(net.hub.status(now: net.now) { _, _ in IKETrafficSample() }.first?.peer == "203.0.113.9:61000")
     }
 
+    @Test("a peer never moves to an address its connection's remote_addrs refuses (site A at 192.0.2.2 may change port only)")
+    func moveBoundedByRemoteAddrs() throws {
+        let net = try IKEHubNet(hub: IKEHubNet.hubConfig())
+        try net.add(IKEHubNet.siteA(), seenAs: "192.0.2.2")
+        net.start(0)
+        let child = try #require(net.hubChild(of: 0))
+        #expect(child.tunnel.peerMayMove, "site A claims a NAT (encap = yes)")
+        #expect(!net.hub.peerMoved(inboundSPI: child.inbound.spi, to: UDPEndpoint(IPAddress("198.51.100.1")!, 4500), now: net.now))
+        #expect(net.hub.takeEvents().contains { $0.description.contains("remote_addrs (192.0.2.2) does not accept it") })
+        #expect(net.hubChild(of: 0)?.tunnel.peer == UDPEndpoint(IPAddress("192.0.2.2")!, 4500))
+        #expect(net.hub.peerMoved(inboundSPI: child.inbound.spi, to: UDPEndpoint(IPAddress("192.0.2.2")!, 1024), now: net.now))
+        #expect(net.hubChild(of: 0)?.tunnel.peer == UDPEndpoint(IPAddress("192.0.2.2")!, 1024))
+    }
+
     @Test("keepalives: only from the end behind a NAT, and only after the interval without sending")
     func keepalives() throws {
         let net = try IKEHubNet(hub: IKEHubNet.hubConfig())
