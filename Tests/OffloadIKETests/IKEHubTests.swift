@@ -224,6 +224,7 @@ struct IKEHubTests {
             #expect(child.remoteTS == [TrafficSelector(remote)!])
             #expect(child.tunnel.peer == net.peers[i].seenAs)
             #expect(net.peers[i].engine.activeChildSAs.first?.remoteTS == child.localTS)
+            #expect(net.peers[i].engine.activeChildSAs.first?.tunnel.peer == UDPEndpoint(IKEHubNet.hubAddress, 4500))
         }
         #expect(net.hub.activeChildSAs.count == 3)
         let status = net.hub.status(now: net.now) { _, _ in IKETrafficSample() }
