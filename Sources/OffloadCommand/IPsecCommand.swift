@@ -221,8 +221,14 @@ extension IPsec {
         do { connections = try IKEConfig.load(path: config) } catch { throw InputError(message: "\(error)") }
         var options = endpoint
         if options.local == nil { options.local = connections[0].localAddress.description }
-        if options.remote == nil { options.remote = connections[0].remoteAddress.description }
-        guard IPAddress(options.local!) == connections[0].localAddress, IPAddress(options.remote!) == connections[0].remoteAddress else {
+        // Many peers share the sockets: --remote only names the family when no connection names a peer.
+        let unspecified = connections[0].localAddress.isIPv4 ? "0.0.0.0" : "::"
+        if options.remote == nil { options.remote = connections.lazy.compactMap(\.remoteAddress).first?.description ?? unspecified }
+        guard let remoteText = options.remote, let remote = IPAddress(remoteText) else {
+            throw InputError(message: "--remote \(options.remote ?? ""): not an address")
+        }
+        guard IPAddress(options.local!) == connections[0].localAddress,
+              remote.description == unspecified || connections.contains(where: { $0.remoteAddrs.matches(remote) }) else {
             throw InputError(message: "--local/--remote differ from the configuration's local_addrs/remote_addrs")
         }
         // IKE's keys are new with each negotiation: sequence numbers start at 1 and need no marks on disk.

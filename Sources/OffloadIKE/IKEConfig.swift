@@ -87,8 +87,11 @@ public struct IKEConnection: Sendable {
     public var name: String
     /// This end's outer address.
     public var localAddress: IPAddress
-    /// The peer's outer address.
-    public var remoteAddress: IPAddress
+    /// Where this end sends an IKE_SA_INIT it initiates: the first of `remote_addrs` when that
+    /// is one address (nil when it is a prefix or `%any`: the connection only answers).
+    public var remoteAddress: IPAddress?
+    /// The peer addresses the connection accepts (swanctl.conf's `remote_addrs`; `%any` when absent).
+    public var remoteAddrs: IKEAddressMatch
     /// IKE proposals, in order of preference.
     public var proposals: [IKEProposalChoice]
     /// This end's identity (default: its address).
@@ -172,10 +175,12 @@ public enum IKEConfig {
         }
         var result: [IKEConnection] = []
         for c in connections.sections { result.append(try connection(c, secrets: secrets, path: path)) }
-        let remotes = Set(result.map(\.remoteAddress)), locals = Set(result.map(\.localAddress))
-        guard remotes.count == 1, locals.count == 1 else {
-            throw IKEConfigError(path, nil, "every connection must have the same local_addrs and remote_addrs (one peer per gateway)")
+        let locals = Set(result.map(\.localAddress))
+        guard locals.count == 1 else {
+            throw IKEConfigError(path, nil, "every connection must have the same local_addrs (the gateway's one outer address; "
+                + "found \(locals.sorted().map(\.description).joined(separator: ", ")))")
         }
+        guard Set(result.map(\.name)).count == result.count else { throw IKEConfigError(path, nil, "two connections have the same name") }
         return result
     }
 
@@ -197,16 +202,20 @@ public enum IKEConfig {
         if let (v, line) = s.value("encap"), !["yes", "true"].contains(v.lowercased()) {
             throw IKEConfigError(path, line, "encap: this gateway always sends ESP in UDP (encap = yes); it cannot send raw ESP")
         }
-        func address(_ key: String) throws(IKEConfigError) -> IPAddress {
-            guard let (v, line) = s.value(key) else { throw IKEConfigError(path, s.line, "connection \(s.name): no \(key)") }
-            let parts = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-            guard parts.count == 1, let a = IPAddress(parts[0]) else {
-                throw IKEConfigError(path, line, "\(key): one IP address (names, ranges and %any are not supported)")
-            }
-            return a
+        guard let (localText, localLine) = s.value("local_addrs") else { throw IKEConfigError(path, s.line, "connection \(s.name): no local_addrs") }
+        let localParts = localText.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard localParts.count == 1, let local = IPAddress(localParts[0]) else {
+            throw IKEConfigError(path, localLine, "local_addrs: one IP address (names, ranges, prefixes and %any are not supported)")
         }
-        let local = try address("local_addrs"), remote = try address("remote_addrs")
-        guard local.isIPv4 == remote.isIPv4 else { throw IKEConfigError(path, s.line, "local_addrs and remote_addrs: one family") }
+        var remotes = IKEAddressMatch.any
+        if let (v, line) = s.value("remote_addrs") {
+            guard let m = IKEAddressMatch(v) else {
+                throw IKEConfigError(path, line, "remote_addrs: addresses, prefixes (192.0.2.0/24, without host bits) or %any, "
+                    + "comma-separated (names and ranges are not supported)")
+            }
+            guard m.sameFamily(as: local) else { throw IKEConfigError(path, line, "local_addrs and remote_addrs: one family") }
+            remotes = m
+        }
         let proposals = try ikeProposals(s.value("proposals")?.value ?? defaultProposals, line: s.value("proposals")?.line ?? s.line, path: path)
         let localSection = s.sections.first { $0.name == "local" || $0.name.hasPrefix("local-") }
         let remoteSection = s.sections.first { $0.name == "remote" || $0.name.hasPrefix("remote-") }
@@ -219,17 +228,21 @@ public enum IKEConfig {
             }
         }
         let localIDText = localSection?.value("id")?.value ?? local.description
-        let remoteIDText = remoteSection?.value("id")?.value ?? remote.description
+        // Without an id: the peer's address when remote_addrs is one address, else %any (swanctl's
+        // default; the peer's address is checked by remote_addrs already).
+        let onePeer = remotes.entries.count == 1 ? remotes.initiationAddress : nil
+        let remoteIDText = remoteSection?.value("id")?.value ?? onePeer?.description ?? "%any"
         let localID = IKEIdentity(localIDText)
-        let remoteID: IKEIdentity? = remoteIDText == "%any" ? nil : IKEIdentity(remoteIDText)
+        // strongSwan reads %any, %any6 and * as ID_ANY: any identity the pre-shared key verifies.
+        let remoteID: IKEIdentity? = ["%any", "%any6", "*"].contains(remoteIDText) ? nil : IKEIdentity(remoteIDText)
         // The secret: one whose ids name the peer or this end (as swanctl matches them), else one with no ids.
         let matching = secrets.first { $0.ids.contains(remoteIDText) } ?? secrets.first { $0.ids.contains(localIDText) }
             ?? secrets.first { $0.ids.isEmpty }
         guard let secret = matching?.secret else {
             throw IKEConfigError(path, s.line, "connection \(s.name): no secret in `secrets { ike... { id = \(remoteIDText)  secret = ... } }`")
         }
-        var c = IKEConnection(name: s.name, localAddress: local, remoteAddress: remote, proposals: proposals, localID: localID,
-                              remoteID: remoteID, secret: secret, children: [])
+        var c = IKEConnection(name: s.name, localAddress: local, remoteAddress: remotes.initiationAddress, remoteAddrs: remotes,
+                              proposals: proposals, localID: localID, remoteID: remoteID, secret: secret, children: [])
         if let (v, line) = s.value("rekey_time") { c.rekeyTime = try duration(v, line: line, path: path) }
         if let (v, line) = s.value("dpd_delay") { c.dpdDelay = try duration(v, line: line, path: path) }
         if let (v, line) = s.value("retransmit_timeout") { c.retransmitTimeout = max(0.05, try duration(v, line: line, path: path)) }
@@ -249,6 +262,11 @@ public enum IKEConfig {
             throw IKEConfigError(path, s.line, "connection \(s.name): no `children { NAME { ... } }`")
         }
         for child in children.sections { c.children.append(try childConfig(child, path: path)) }
+        if c.remoteAddress == nil, let starting = c.children.first(where: { $0.startAction != .none }) {
+            throw IKEConfigError(path, s.value("remote_addrs")?.line ?? s.line,
+                                 "connection \(s.name): child \(starting.name) has start_action = \(starting.startAction.rawValue), which needs "
+                                    + "remote_addrs to begin with one address to initiate to (not \(remotes))")
+        }
         return c
     }
 

@@ -18,8 +18,10 @@ public struct IKEPath: Hashable, Sendable, CustomStringConvertible {
         self.remote = remote
         self.remotePort = remotePort
     }
-    /// `192.0.2.2:4500 (local 4500)`.
-    public var description: String { "\(remote):\(remotePort)" }
+    /// `192.0.2.2:4500`.
+    public var description: String { endpoint.description }
+    /// The peer's address and port.
+    public var endpoint: UDPEndpoint { UDPEndpoint(remote, remotePort) }
 }
 
 /// A CHILD_SA as the dataplane needs it.
@@ -43,12 +45,20 @@ public struct IKEChildSA: Sendable {
     public var replaces: Int?
     /// How many rekeys led to it.
     public var generation: Int
+    /// Where its datagrams go: the owning IKE SA's peer address and port at the time the host
+    /// asked (ESP goes where IKE on port 4500 goes, RFC 3948). Set by ``IKEEngine/childSAs``.
+    public var peer: UDPEndpoint?
+    /// Whether the peer is behind a NAT (NAT detection of the owning IKE SA), so that an
+    /// authentic datagram from elsewhere may move ``peer``.
+    public var peerMayMove = false
 
     /// The dataplane's view.
     public var tunnel: ESPTunnelConfiguration {
         var t = ESPTunnelConfiguration(name: "\(connection).\(child)#\(id)", algorithm: algorithm, extendedSequenceNumbers: extendedSequenceNumbers,
                                        localSelectors: localTS, remoteSelectors: remoteTS, outbound: outbound, inbound: inbound)
         t.sending = sending
+        t.peer = peer
+        t.peerMayMove = peerMayMove
         return t
     }
 }
@@ -92,8 +102,18 @@ public final class IKEEngine {
     public var halfOpenLimit = 1024
     /// Seconds a half-open IKE SA is kept.
     public var halfOpenTimeout = 30.0
-    /// This end's outer address.
+    /// This end's outer address (the connections' `local_addrs`, which ``IKEConfig`` makes the
+    /// same for all).
     public let localAddress: IPAddress
+    /// Seconds without anything sent to a peer after which a NAT keepalive is due, when this end
+    /// is behind a NAT (strongSwan's `charon.keep_alive`); see ``keepalives(now:)``.
+    public var keepaliveInterval = 20.0
+    /// When an IKE message was last sent on each path (keepalives included; ESP is not counted).
+    var lastSent: [IKEPath: Double] = [:]
+    /// Whether IKE_SA_INIT's NAT_DETECTION_SOURCE_IP is made wrong on purpose, so that the peer
+    /// sees a NAT and sends ESP in UDP (RFC 7296 §2.23 allows it; swanctl's `encap = yes`, the
+    /// only way this gateway speaks ESP). Off only in tests that need a peer without a NAT.
+    public var claimsNAT = true
     /// This end's IKE port for what it initiates (4500: ESP and IKE share it, RFC 7296 §2.23).
     public var initiatorPort: UInt16 = 4500
     /// Counters for status: rekeys, retransmissions, messages.
@@ -145,7 +165,8 @@ public final class IKEEngine {
     /// Attempts that failed in a row per connection (by name), and when the next starts.
     var retries: [String: (failures: Int, at: Double)] = [:]
 
-    /// An engine for `connections` (all with the same local and remote addresses).
+    /// An engine for `connections`: one local address (the first connection's), any number of
+    /// peers, each matched to a connection by its address and identity.
     public init(connections: [IKEConnection]) {
         self.connections = connections
         localAddress = connections.first?.localAddress ?? .v4(IPv4Address(rawValue: 0))
@@ -161,13 +182,18 @@ public final class IKEEngine {
 
     func childrenChanged() { childGeneration += 1 }
 
-    /// Every installed CHILD_SA (those just deleted too, receiving only, for a moment).
+    /// Every installed CHILD_SA (those just deleted too, receiving only, for a moment), each with
+    /// its IKE SA's current peer address and port.
     public var childSAs: [IKEChildSA] {
-        sas.values.sorted { $0.localSPI < $1.localSPI }.flatMap { sa in sa.children.map(\.sa) + (sa.state == .dead ? [] : sa.retired.map(\.sa)) }
+        sas.values.sorted { $0.localSPI < $1.localSPI }.flatMap { sa in
+            (sa.children.map(\.sa) + (sa.state == .dead ? [] : sa.retired.map(\.sa))).map(sa.withPeer)
+        }
     }
 
     /// The CHILD_SAs that are established (not the deleted ones still receiving).
-    public var activeChildSAs: [IKEChildSA] { sas.values.sorted { $0.localSPI < $1.localSPI }.flatMap { $0.children.map(\.sa) } }
+    public var activeChildSAs: [IKEChildSA] {
+        sas.values.sorted { $0.localSPI < $1.localSPI }.flatMap { sa in sa.children.map { sa.withPeer($0.sa) } }
+    }
 
     /// Lines of Wireshark's `ikev2_decryption_table` for the established IKE SAs (so that tshark
     /// decrypts IKE_AUTH and later exchanges). Holds keys: only for a file of mode 0600.
@@ -197,21 +223,47 @@ public final class IKEEngine {
     /// IKE SA yet. Returns the messages to send.
     public func start(now: Double) -> [(bytes: [UInt8], path: IKEPath)] {
         var out: [(bytes: [UInt8], path: IKEPath)] = []
-        for c in connections where c.children.contains(where: { $0.startAction != .none }) {
-            guard !sas.values.contains(where: { $0.connection?.name == c.name && $0.state != .dead }) else { continue }
+        for c in connections where c.remoteAddress != nil && c.children.contains(where: { $0.startAction != .none }) {
+            guard !hasLiveSA(c) else { continue }
             out += initiate(c, now: now)
         }
-        return out
+        return sent(out, now: now)
     }
 
-    /// Starts an IKE SA for `connection` (IKE_SA_INIT on port 4500).
+    /// Whether an IKE SA of connection `c` is up or under way. For a connection that initiates
+    /// (one peer address) any of its SAs counts, the peer's too: the peer is there. A connection
+    /// with many peers (`%any`, a prefix) never initiates, so its responder SAs ask nothing of this.
+    func hasLiveSA(_ c: IKEConnection) -> Bool {
+        sas.values.contains { $0.connection?.name == c.name && $0.state != .dead }
+    }
+
+    /// Starts an IKE SA for `connection` (IKE_SA_INIT on port 4500 to its ``IKEConnection/remoteAddress``;
+    /// nothing when it has none, `remote_addrs` being a prefix or `%any`).
     public func initiate(_ connection: IKEConnection, now: Double) -> [(bytes: [UInt8], path: IKEPath)] {
-        let path = IKEPath(localPort: initiatorPort, remote: connection.remoteAddress, remotePort: 4500)
+        guard let remote = connection.remoteAddress else {
+            log(.error, "\(connection.name): cannot initiate: remote_addrs (\(connection.remoteAddrs)) names no one address")
+            return []
+        }
+        let path = IKEPath(localPort: initiatorPort, remote: remote, remotePort: 4500)
         let sa = IKESA(engine: self, originalInitiator: true, localSPI: freshIKESPI(), path: path, now: now)
         sa.connection = connection
         sas[sa.localSPI] = sa
         log(.info, "\(connection.name): initiating IKE_SA_INIT to \(path)")
-        return sa.sendInit(now: now)
+        return sent(sa.sendInit(now: now), now: now)
+    }
+
+    /// Notes when each path was last sent on (for keepalives) and passes `out` on.
+    func sent(_ out: [(bytes: [UInt8], path: IKEPath)], now: Double) -> [(bytes: [UInt8], path: IKEPath)] {
+        for m in out { lastSent[m.path] = now }
+        return out
+    }
+
+    /// The connections that accept a peer at `address`, the most specific first (an exact
+    /// address, then the longest prefix, then `%any`; the file's order among equals), as
+    /// strongSwan ranks its IKE configurations.
+    func candidates(for address: IPAddress) -> [IKEConnection] {
+        connections.enumerated().compactMap { i, c in c.remoteAddrs.rank(address).map { (c, $0, i) } }
+            .sorted { ($0.1, -$0.2) > ($1.1, -$1.2) }.map(\.0)
     }
 
     func freshIKESPI() -> UInt64 {
@@ -239,6 +291,10 @@ public final class IKEEngine {
     /// Handles one IKE message (without the non-ESP marker) received on `path`.
     /// - Returns: the messages to send.
     public func receive(_ bytes: [UInt8], path: IKEPath, now: Double) -> [(bytes: [UInt8], path: IKEPath)] {
+        sent(dispatch(bytes, path: path, now: now), now: now)
+    }
+
+    func dispatch(_ bytes: [UInt8], path: IKEPath, now: Double) -> [(bytes: [UInt8], path: IKEPath)] {
         let header: IKEHeader
         do { header = try IKEHeader(parsing: bytes) } catch {
             counters.invalidMessages += 1
@@ -276,8 +332,8 @@ public final class IKEEngine {
             return [(IKESA.plainMessage(header: header, payloads: [.notify(error.notify, data: error.notify == .unsupportedCriticalPayload ? [error.payloadType] : [])],
                                         responderSPI: 0), path)]
         }
-        guard connections.contains(where: { $0.remoteAddress == path.remote }) else {
-            log(.warning, "IKE_SA_INIT from \(path): no connection for that address")
+        guard connections.contains(where: { $0.remoteAddrs.matches(path.remote) }) else {
+            log(.warning, "IKE_SA_INIT from \(path): no connection accepts that address (remote_addrs)")
             return []
         }
         let halfOpen = sas.values.filter { !$0.originalInitiator && $0.state == .initDone }.count
@@ -321,17 +377,54 @@ public final class IKEEngine {
         for (spi, sa) in sas where sa.state == .dead {
             if !sa.children.isEmpty { childrenChanged() }
             sas[spi] = nil
-            if sa.restartWhenDead, let c = sa.connection, !sas.values.contains(where: { $0.connection?.name == c.name && $0.state != .dead }) {
+            if sa.restartWhenDead, let c = sa.connection, !hasLiveSA(c) {
                 scheduleRetry(c, now: now)
             }
         }
         for c in connections {
             guard let r = retries[c.name], r.at <= now else { continue }
             retries[c.name]?.at = .infinity
-            if !sas.values.contains(where: { $0.connection?.name == c.name && $0.state != .dead }) { out += initiate(c, now: now) }
+            if !hasLiveSA(c) { out += initiate(c, now: now) }
         }
         rotateCookieSecret(now: now)
-        return out
+        let paths = Set(sas.values.map(\.path))
+        lastSent = lastSent.filter { paths.contains($0.key) }
+        return sent(out, now: now)
+    }
+
+    // MARK: NAT traversal
+
+    /// NAT keepalives (RFC 3948 §2.3, §4): for each established IKE SA where this end is behind
+    /// a NAT, its path when nothing was sent on it for ``keepaliveInterval`` seconds. The host
+    /// sends each a UDP datagram of one byte, 0xFF, from port 4500, so that the NAT keeps its
+    /// mapping. Only IKE messages count as sent (ESP is not reported to the engine): a busy
+    /// tunnel still gets a keepalive each interval, which costs one byte.
+    public func keepalives(now: Double) -> [IKEPath] {
+        var due: [IKEPath] = []
+        for sa in sas.values.sorted(by: { $0.created < $1.created }) where sa.state == .established && sa.natLocal {
+            let last = lastSent[sa.path] ?? sa.established
+            if now - last >= keepaliveInterval && !due.contains(sa.path) {
+                due.append(sa.path)
+                lastSent[sa.path] = now
+            }
+        }
+        return due
+    }
+
+    /// The dataplane saw an authentic datagram of the CHILD_SA it receives with on `inboundSPI`
+    /// (its ICV verified and it was the newest, not a replay) from `to`: when the peer is behind
+    /// a NAT the owning IKE SA follows it there (RFC 7296 §2.23, RFC 3948), as for an IKE
+    /// message; ``childGeneration`` then changes, and the CHILD_SAs carry the new endpoint.
+    /// - Returns: whether the IKE SA moved (false: no such SA, no NAT in front of the peer, or
+    ///   the same endpoint).
+    @discardableResult
+    public func peerMoved(inboundSPI: UInt32, to: UDPEndpoint, now: Double) -> Bool {
+        guard let sa = sas.values.first(where: { $0.state == .established && $0.children.contains { $0.sa.inbound.spi == inboundSPI } }) else {
+            return false
+        }
+        // ESP in UDP arrives on port 4500: the IKE SA (which floated there, RFC 7296 §2.23) too.
+        let path = IKEPath(localPort: sa.path.localPort == 500 ? 4500 : sa.path.localPort, remote: to.address, remotePort: to.port)
+        return sa.follow(path, now: now)
     }
 
     /// After a failed attempt (or a torn-down SA): the next one in 1, 2, 4, ... up to 60 s (less
@@ -369,7 +462,7 @@ public final class IKEEngine {
     /// Deletes every IKE SA (INFORMATIONAL with a Delete of the IKE SA, sent once, not awaited).
     public func shutdown() -> [(bytes: [UInt8], path: IKEPath)] {
         var out: [(bytes: [UInt8], path: IKEPath)] = []
-        for sa in sas.values where sa.state == .established {
+        for sa in sas.values.sorted(by: { $0.created < $1.created }) where sa.state == .established {
             out.append(sa.deleteMessage())
             log(.info, "\(sa.name): IKE SA deleted (shutting down)")
         }
@@ -387,8 +480,11 @@ public struct IKESAStatus: Sendable, Codable {
     public var spis: String, algorithms: String
     /// Seconds since established, IKE rekeys.
     public var age: Double, rekeys: Int
-    /// The peer and its identity.
+    /// The peer (its address and port, where this end sends) and its identity.
     public var peer: String, peerID: String
+    /// NAT detection (RFC 7296 §2.23): this end is behind a NAT; the peer is (or claims to be, to
+    /// get ESP in UDP): then this end follows the peer to a new address or port.
+    public var natLocal: Bool, natRemote: Bool
     /// The CHILD_SAs.
     public var children: [Child]
     /// A CHILD_SA's status.

@@ -13,8 +13,12 @@ final class IKESA {
     var remoteSPI: UInt64 = 0
     var spii: UInt64 { originalInitiator ? localSPI : remoteSPI }
     var spir: UInt64 { originalInitiator ? remoteSPI : localSPI }
-    /// Where requests go: the path of the peer's last authenticated message.
+    /// Where requests go: the path of IKE_SA_INIT, then of the peer's IKE_AUTH, then (when the
+    /// peer is behind a NAT) of its last new authenticated message (``follow(_:now:)``).
     var path: IKEPath
+    /// NAT detection's result (RFC 7296 §2.23): this end is behind a NAT (the peer saw another
+    /// address or port than this end's own), the peer is (or claims so, to get ESP in UDP).
+    var natLocal = false, natRemote = false
     let created: Double
     var established = 0.0
     var connection: IKEConnection?
@@ -194,7 +198,7 @@ final class IKESA {
             }
             outstanding = nil
             lastHeard = now
-            path = from
+            follow(from, now: now)
             var out: Output = []
             var childTask: ChildCreateTask?, rekeyTask: IKERekeyTask?
             switch o.taskState {
@@ -253,21 +257,60 @@ final class IKESA {
         switch exchange {
         case .ikeAuth:
             guard state == .initDone else { return [] }
-            path = from
+            follow(from, now: now)
             out = answerAuth(payloads, id: header.messageID, path: from, now: now)
         case .createChildSA:
             guard state == .established else {
                 return respond(exchange, id: header.messageID, [.notify(.temporaryFailure)], to: from)
             }
-            path = from
+            follow(from, now: now)
             out = answerCreateChild(payloads, id: header.messageID, from: from, now: now)
         case .informational:
-            path = from
+            follow(from, now: now)
             out = answerInformational(payloads, id: header.messageID, from: from, now: now)
         case .ikeSAInit:
             out = []
         }
         return out + pump(now: now)
+    }
+
+    /// A message that verified and is new (the next request, or the answer to the outstanding
+    /// one; never a retransmission) came on `from`. Before the SA is established the path is
+    /// taken as it is (the initiator floats from port 500 to 4500 with IKE_AUTH); after, it moves
+    /// only when the peer is behind a NAT (RFC 7296 §2.23: its NAT may have rebound) and only to
+    /// an address the connection's `remote_addrs` accepts, and the CHILD_SAs then send there too
+    /// (``IKEEngine/childGeneration`` changes).
+    /// - Returns: whether the path changed.
+    @discardableResult
+    func follow(_ from: IKEPath, now: Double) -> Bool {
+        guard from != path else { return false }
+        switch state {
+        case .initSent, .initDone, .authSent:
+            path = from
+            return true
+        case .established, .rekeyed:
+            guard natRemote else { return false }
+            if let c = connection, !c.remoteAddrs.matches(from.remote) {
+                // The connection's remote_addrs bound where its peer may be, after a move too.
+                log(.warning, "not following the peer from \(path) to \(from): remote_addrs (\(c.remoteAddrs)) does not accept it")
+                return false
+            }
+            log(.info, "peer moved from \(path) to \(from)")
+            path = from
+            lastHeard = now
+            engine.childrenChanged()
+            return true
+        case .dead:
+            return false
+        }
+    }
+
+    /// `child` as the host sees it: with this SA's peer endpoint now.
+    func withPeer(_ child: IKEChildSA) -> IKEChildSA {
+        var c = child
+        c.peer = path.endpoint
+        c.peerMayMove = natRemote
+        return c
     }
 
     static func nonce(_ payloads: [IKEPayload]) -> [UInt8]? {
@@ -388,6 +431,7 @@ final class IKESA {
             connection: name, state: state.rawValue, role: originalInitiator ? "initiator" : "responder",
             spis: "\(String(format: "%016llx", spii))_i \(String(format: "%016llx", spir))_r", algorithms: "\(aead)-\(prf)-\(group)",
             age: established > 0 ? now - established : 0, rekeys: rekeys, peer: path.description, peerID: peerID?.description ?? "",
+            natLocal: natLocal, natRemote: natRemote,
             children: children.map { c in
                 let i = traffic(c.sa.inbound.spi, true), o = traffic(c.sa.outbound.spi, false)
                 return IKESAStatus.Child(name: c.config.name, spiIn: String(format: "%08x", c.sa.inbound.spi),

@@ -50,9 +50,10 @@ public final class IKEDaemon: @unchecked Sendable {
         engine = IKEEngine(connections: connections)
         self.policy = policy
         self.logger = logger
-        remote = connections[0].remoteAddress
-        // Not connected: IKE_SA_INIT comes from any peer a connection allows.
-        socket500 = try UDPTunnelSocket(local: connections[0].localAddress, remote: connections[0].remoteAddress, port: 500,
+        // The first connection's peer (the unspecified address when none names one). Not connected:
+        // IKE_SA_INIT comes from any peer a connection allows.
+        remote = connections.lazy.compactMap(\.remoteAddress).first ?? IPAddress(connections[0].localAddress.isIPv4 ? "0.0.0.0" : "::")!
+        socket500 = try UDPTunnelSocket(local: connections[0].localAddress, remote: remote, port: 500,
                                         coalesce: false, connected: false)
         var ends: [CInt] = [-1, -1]
         if unsafe pipe(&ends) == 0 {
@@ -163,9 +164,18 @@ public final class IKEDaemon: @unchecked Sendable {
             // `send` installed what they changed (and published the SPIs) before anything left.
             if !messages.isEmpty { handoff.markHandled(ticket) }
             let t = now
+            // A peer behind a NAT seen at a new place by the dataplane (its newest authentic ESP
+            // datagram): IKE follows it too, and the SAs are installed with the new endpoint.
+            for move in policy.takePeerMoves() where engine.peerMoved(inboundSPI: move.inboundSPI, to: move.endpoint, now: t) {
+                send([])
+            }
             if t - lastTick >= 0.1 {
                 lastTick = t
                 send(engine.tick(now: t, traffic: traffic))
+                // This end behind a NAT: a keepalive (one 0xFF byte, RFC 3948 §2.3) keeps the mapping.
+                if let send4500 = send4500.withLock({ $0 }) {
+                    for path in engine.keepalives(now: t) { send4500([0xFF], path.endpoint) }
+                }
             }
             afterEngine()
             if t - lastStatus >= 1 || statusRequested.exchange(false, ordering: .relaxed) {
@@ -356,7 +366,8 @@ public struct IKEStatusFile: Codable, Sendable {
         func age(_ s: Double) -> String { s < 120 ? "\(Int(s))s" : s < 7200 ? "\(Int(s / 60))m" : "\(Int(s / 3600))h" }
         var out = ""
         for sa in sas {
-            out += "\(sa.connection): #\(sa.rekeys) rekeys, \(sa.state.uppercased()), \(sa.role), peer \(sa.peerID) at \(sa.peer)\n"
+            let nat = sa.natLocal && sa.natRemote ? ", NAT at both ends" : sa.natLocal ? ", this end behind a NAT" : sa.natRemote ? ", peer behind a NAT" : ""
+            out += "\(sa.connection): #\(sa.rekeys) rekeys, \(sa.state.uppercased()), \(sa.role), peer \(sa.peerID) at \(sa.peer)\(nat)\n"
             out += "  \(sa.algorithms), SPIs \(sa.spis), established \(age(sa.age)) ago\n"
             for c in sa.children {
                 out += "  \(c.name): \(c.sending ? "INSTALLED" : "INSTALLED (receiving only)"), \(c.algorithm)\(c.esn ? "-esn" : ""), "

@@ -56,7 +56,7 @@ struct IKEMetricsTests {
                                       localTS: "", remoteTS: "")
         child.dropsIn = drops
         return IKESAStatus(connection: connection, state: state, role: "responder", spis: "", algorithms: "", age: 1, rekeys: 0,
-                           peer: "", peerID: "", children: [child])
+                           peer: "", peerID: "", natLocal: false, natRemote: false, children: [child])
     }
 
     @Test("sixteen road warriors of one %any connection are one series; a rekeyed CHILD_SA's bytes stay in the total")

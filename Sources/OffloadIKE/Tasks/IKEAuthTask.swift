@@ -88,6 +88,22 @@ extension IKESA {
         scheduleIKERekey(now: now)
     }
 
+    /// The connection the responder serves a peer with (strongSwan's peer_cfg choice in
+    /// `ike_auth`): among the connections whose `remote_addrs` accept `address` and whose
+    /// proposals allow this IKE SA's algorithms, one whose remote id is the peer's IDi, before one
+    /// that takes any identity (`%any`); an IDr must name this end's id. Among equals the most
+    /// specific address match, then the file's order. Its pre-shared key then verifies AUTH: a
+    /// peer cannot get another connection's selectors, nor take an identity from an address the
+    /// connection of that identity does not accept.
+    func chooseConnection(idi: IKEIdentity, idr: IKEIdentity?, address: IPAddress) -> IKEConnection? {
+        let allowed = engine.candidates(for: address).filter { c in
+            (c.remoteID == nil || c.remoteID == idi) && (idr == nil || c.localID == idr)
+                && c.proposals.contains { $0.encryption.contains(aead) && $0.prfs.contains(prf) && $0.groups.contains(group) }
+        }
+        // candidates() is ordered by address already; an exact identity goes first (a stable choice).
+        return allowed.first { $0.remoteID != nil } ?? allowed.first
+    }
+
     /// The responder's side of IKE_AUTH.
     func answerAuth(_ payloads: [IKEPayload], id: UInt32, path from: IKEPath, now: Double) -> Output {
         var idi: IKEIdentity?, idr: IKEIdentity?, auth: [UInt8]?
@@ -105,9 +121,9 @@ extension IKESA {
             return respond(.ikeAuth, id: id, [.notify(.authenticationFailed)], to: from)
         }
         guard let idi, let auth, let keys, let signed = authTask else { return fail("IKE_AUTH without IDi and a shared-key AUTH payload") }
-        guard let c = engine.connections.first(where: {
-            $0.remoteAddress == from.remote && ($0.remoteID == nil || $0.remoteID == idi) && (idr == nil || $0.localID == idr)
-        }) else { return fail("the peer at \(from.remote) is \(idi), which no connection accepts") }
+        guard let c = chooseConnection(idi: idi, idr: idr, address: from.remote) else {
+            return fail("the peer at \(from.remote) is \(idi), which no connection for that address accepts")
+        }
         connection = c
         let expected = authData(secret: c.secret, message: signed.initRequest, nonce: nr, idKey: keys.pi, id: idi)
         guard constantTimeEqual(expected, auth) else {

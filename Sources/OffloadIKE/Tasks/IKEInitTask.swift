@@ -40,8 +40,10 @@ extension IKESA {
 
     func natPayloads(spir: UInt64) -> [IKEPayload] {
         // The source hash is never right (RFC 7296 §2.23 lets an end claim a NAT): the peer then sends
-        // ESP in UDP on port 4500, the only way this gateway speaks ESP.
-        [.notify(.natDetectionSourceIP, data: engine.random(20)),
+        // ESP in UDP on port 4500, the only way this gateway speaks ESP (unless a test turned it off).
+        let source = engine.claimsNAT ? engine.random(20)
+            : natDetectionHash(spii: spii, spir: spir, address: engine.localAddress, port: path.localPort)
+        return [.notify(.natDetectionSourceIP, data: source),
          .notify(.natDetectionDestinationIP, data: natDetectionHash(spii: spii, spir: spir, address: path.remote, port: path.remotePort))]
     }
 
@@ -79,8 +81,8 @@ extension IKESA {
             transition(to: .dead, reason: "IKE_SA_INIT refused (\(notify))")
             return [(Self.plainMessage(header: header, payloads: [.notify(notify, data: data)], responderSPI: 0), path)]
         }
-        guard let c = engine.connections.first(where: { $0.remoteAddress == path.remote }) else { return refuse(.noProposalChosen, [], "no connection") }
-        connection = c
+        let candidates = engine.candidates(for: path.remote)
+        guard !candidates.isEmpty else { return refuse(.noProposalChosen, [], "no connection accepts \(path.remote)") }
         var offered: [IKEProposal] = [], ke: (UInt16, [UInt8])?, nonce: [UInt8]?
         for p in payloads {
             switch p {
@@ -91,9 +93,13 @@ extension IKESA {
             }
         }
         guard let ke, let nonce, !offered.isEmpty else { return refuse(.invalidSyntax, [], "no SA, KE or Nonce payload") }
-        guard let (number, encryption, prf, group) = Self.choose(ours: c.proposals, theirs: offered) else {
-            return refuse(.noProposalChosen, [], "none of the peer's proposals (\(Self.describe(offered))) matches \(c.proposals.map(\.description).joined(separator: ", "))")
+        // The most specific connection for the address whose proposals the peer's allow (strongSwan's
+        // ike_cfg choice); IKE_AUTH may pick another of the candidates by the peer's identity.
+        guard let (c, (number, encryption, prf, group)) = candidates.lazy.compactMap({ c in Self.choose(ours: c.proposals, theirs: offered).map { (c, $0) } }).first else {
+            let ours = Set(candidates.flatMap(\.proposals).map(\.description)).sorted().joined(separator: ", ")
+            return refuse(.noProposalChosen, [], "none of the peer's proposals (\(Self.describe(offered))) matches \(ours)")
         }
+        connection = c
         guard ke.0 == group.rawValue else {
             return refuse(.invalidKEPayload, bigEndianBytes(group.rawValue), "the peer guessed group \(ke.0), this end wants \(group)")
         }
@@ -162,6 +168,7 @@ extension IKESA {
         let them = natDetectionHash(spii: spii, spir: spirInMessage, address: path.remote, port: path.remotePort)
         let meBehind = !destinationHashes.contains { constantTimeEqual($0, me) }
         let peerBehind = !sourceHashes.contains { constantTimeEqual($0, them) }
+        (natLocal, natRemote) = (meBehind, peerBehind)
         if meBehind || peerBehind {
             log(.info, "NAT detected (\(meBehind ? "this end" : "")\(meBehind && peerBehind ? " and " : "")\(peerBehind ? "the peer, or it asks for UDP encapsulation" : "")): ESP in UDP on 4500")
         }

@@ -97,6 +97,7 @@ extension IKESA {
         next.remoteSPI = remoteSPI
         next.connection = connection
         next.peerID = peerID
+        (next.natLocal, next.natRemote) = (natLocal, natRemote)
         (next.aead, next.prf, next.group) = choice
         (next.ni, next.nr) = (ni, nr)
         // SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr), with the old SA's PRF (RFC 7296 §2.18).
