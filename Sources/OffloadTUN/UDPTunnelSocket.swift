@@ -204,8 +204,45 @@ public final class UDPTunnelSocket: @unchecked Sendable {
         return unsafe system_poll(&p, 1, CInt(milliseconds)) > 0 && p.revents & Int16(POLLIN) != 0
     }
 
-    /// The path MTU towards the remote end, as the kernel knows it.
+    /// The MTU of the interface that holds `address` (nil: no interface has it): the underlay's
+    /// MTU of a socket that serves many peers, where no one far end names a path.
+    public static func interfaceMTU(holding address: IPAddress) -> Int? {
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard unsafe getifaddrs(&list) == 0 else { return nil }
+        defer { unsafe freeifaddrs(list) }
+        var name: String?
+        var entry = unsafe list
+        // Safe: the list is getifaddrs's, alive until freeifaddrs; each sockaddr is read as its family says.
+        while let e = unsafe entry, name == nil {
+            if let sa = unsafe e.pointee.ifa_addr {
+                let family = unsafe CInt(sa.pointee.sa_family)
+                switch (family, address) {
+                case (AF_INET, .v4(let a)):
+                    let s = unsafe UnsafeRawPointer(sa).assumingMemoryBound(to: sockaddr_in.self).pointee
+                    if UInt32(bigEndian: s.sin_addr.s_addr) == a.rawValue { name = unsafe String(cString: e.pointee.ifa_name) }
+                case (AF_INET6, .v6(let a)):
+                    let s = unsafe UnsafeRawPointer(sa).assumingMemoryBound(to: sockaddr_in6.self).pointee
+                    let bytes = unsafe withUnsafeBytes(of: s.sin6_addr) { unsafe Array($0) }
+                    if IPv6Address(bytes, 0) == a { name = unsafe String(cString: e.pointee.ifa_name) }
+                default: break
+                }
+            }
+            entry = unsafe e.pointee.ifa_next
+        }
+        guard let name, !name.contains("/") else { return nil }
+        let fd = open("/sys/class/net/\(name)/mtu", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var text = [UInt8](repeating: 0, count: 16)
+        let n = unsafe read(fd, &text, text.count)
+        guard n > 0 else { return nil }
+        return Int(String(decoding: text[0..<n].filter { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }, as: UTF8.self))
+    }
+
+    /// The path MTU towards the remote end, as the kernel knows it (nil when the remote end is the
+    /// unspecified address: a socket of many peers has no one path).
     public var pathMTU: Int? {
+        guard !remote.isUnspecified else { return nil }
         let r = unsafe remoteAddress.withUnsafeBytes { address in
             unsafe offload_udp_path_mtu(remote.isIPv4 ? AF_INET : AF_INET6, address.baseAddress, UInt32(address.count))
         }

@@ -389,7 +389,8 @@ public final class TunnelEndpoint<Codec: TunnelCodec>: Dataplane, @unchecked Sen
             deviceMTU = device.mtu ?? 1500
             self.device = device
         } catch { throw .io(error) }
-        let underlay = configuration.underlayMTU ?? socket.pathMTU ?? 1500
+        // Many peers: no one path; the MTU of the interface with this end's address stands for it.
+        let underlay = configuration.underlayMTU ?? socket.pathMTU ?? UDPTunnelSocket.interfaceMTU(holding: configuration.local) ?? 1500
         innerMTU = underlay - codec.overhead(outerIPv6: !configuration.remote.isIPv4)
         do {
             encapsulatingSink = try TunnelSink(output: socket, codec: codec, offloads: configuration.offloads, logger: logger)

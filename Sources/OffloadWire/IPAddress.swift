@@ -260,6 +260,13 @@ public enum IPAddress: Hashable, Sendable, Comparable, Codable, CustomStringConv
 
     /// Whether it is IPv4.
     @inlinable public var isIPv4: Bool { if case .v4 = self { true } else { false } }
+    /// Whether it is 0.0.0.0 or ::.
+    @inlinable public var isUnspecified: Bool {
+        switch self {
+        case .v4(let a): a.isUnspecified
+        case .v6(let a): a.isUnspecified
+        }
+    }
 
     /// Orders IPv4 before IPv6, then by value.
     public static func < (a: Self, b: Self) -> Bool {
