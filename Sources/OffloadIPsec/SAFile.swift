@@ -331,7 +331,7 @@ public struct SAFileError: Error, Hashable, Sendable, CustomStringConvertible {
 ///         esn = yes                          # no: 32-bit sequence numbers (strongSwan's libipsec)
 ///         replay_window = 1024
 ///         local_ts = 10.1.0.0/16, fd01::/64
-///         remote_ts = 10.2.0.0/16, fd02::/64
+///         remote_ts = 10.2.0.0/16, fd02::/64   # or 10.2.0.10/32[tcp/5201]: see TrafficSelector
 ///         out {
 ///             spi = 0x00001001
 ///             key = 0x<key ‖ 4-byte salt, hex>   # 20 bytes for AES-128, 36 for AES-256 and ChaCha20
