@@ -216,6 +216,7 @@ extension HubLab {
                 remote_addrs = 192.168.90.1
                 encap = yes
                 proposals = aes128gcm16-prfsha256-x25519
+                dpd_delay = 2s
                 local { auth = psk
                   id = peer\(n) }
                 remote { auth = psk
@@ -282,17 +283,24 @@ struct HubInteropTests {
             let down = lab.transfer(megabytes: 8, from: lab.server, to: lab.client(n), address: "10.90.\(n).2", tag: "down\(n)")
             #expect(down.0 && down.1 == 8_000_000, "the hub's LAN to peer \(n): \(down.1) bytes")
         }
-        // The NAT forgets its mappings during a transfer from peer 3's LAN: the next datagrams come
-        // from new ports, and the hub follows (ESP's newest authentic datagram, or IKE's next message).
-        let before = lab.established("peer3")
+        // The NAT forgets its mappings during a transfer: the next datagrams from behind it come
+        // from new ports, and the hub follows. Uploading, peer 3's own ESP makes the new mapping at
+        // once (the hub moves on its newest authentic datagram); downloading, what the hub sends
+        // to the old port is lost at the NAT until peer 3 sends something authentic: its DPD after
+        // 2 s without traffic (IKE's next request), and the hub moves then.
         let rebindCommand = "sleep 1; \(lab.root)/scripts/netns-hub-topology.sh rebind \(lab.prefix)"
-        let rebind = Thread { shell(rebindCommand) }
-        rebind.start()
-        let during = lab.transfer(megabytes: 48, from: lab.server, to: lab.client(3), address: "10.90.3.2", tag: "rebind")
-        #expect(during.0 && during.1 == 48_000_000, "the transfer across the NAT's rebinding: \(during.1) bytes")
-        let after = lab.established("peer3")
-        #expect(!after.isEmpty && after != before, "the hub follows peer 3 to its new port: before \(before), after \(after)")
-        #expect(lab.log("hub").contains("moved"), "the move is logged")
+        for (index, upload) in [true, false].enumerated() {
+            let before = lab.established("peer3")
+            let rebind = Thread { shell(rebindCommand) }
+            rebind.start()
+            let during = upload
+                ? lab.transfer(megabytes: 48, from: lab.client(3), to: lab.server, address: "10.80.0.2", tag: "rebind-up")
+                : lab.transfer(megabytes: 48, from: lab.server, to: lab.client(3), address: "10.90.3.2", tag: "rebind-down")
+            #expect(during.0 && during.1 == 48_000_000, "\(upload ? "uploading" : "downloading") across the NAT's rebinding: \(during.1) bytes")
+            let after = lab.established("peer3")
+            #expect(!after.isEmpty && after != before, "the hub follows peer 3 to its new port: before \(before), after \(after)")
+            #expect(lab.log("hub").components(separatedBy: "peer3: peer moved").count - 1 == index + 1, "each move is logged")
+        }
         // Peer 2 killed: found dead (DPD) while peer 1 carries on; back again after a restart.
         shell("\(lab.root)/scripts/strongswan-charon.sh stop \(lab.dir) peer2; sleep 0.3; pkill -9 -f '[S]TRONGSWAN_CONF=\(lab.dir)/peer2' || true")
         let alive = lab.transfer(megabytes: 8, from: lab.client(1), to: lab.server, address: "10.80.0.2", tag: "alive")
