@@ -9,6 +9,9 @@ import OffloadTunnel
 import OffloadWire
 import Synchronization
 
+/// Set by SIGHUP (async-signal-safe: one atomic store); the IKE daemon's thread takes it.
+let ipsecReloadRequested = Atomic<Bool>(false)
+
 /// `offload ipsec`: an ESP-in-UDP gateway with manual keys, live or on captures.
 struct IPsec: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -248,6 +251,10 @@ extension IPsec {
                 throw InputError(message: "IKE port 500: \(error)")
             }
             daemon.statusPath = statusPath(config, writing: true)
+            // SIGHUP reloads the configuration, as `swanctl --load-all` does.
+            daemon.loadConfiguration = { try IKEConfig.load(path: config) }
+            daemon.reloadRequested = { ipsecReloadRequested.exchange(false, ordering: .relaxed) }
+            signal(SIGHUP) { _ in ipsecReloadRequested.store(true, ordering: .relaxed) }
             daemon.keyLogPath = writeKeys
             let socket = endpoint.socket
             daemon.attach { bytes, peer in try? socket.send(bytes, trafficClass: 0, to: peer) }

@@ -7,7 +7,9 @@ import OffloadWire
 /// A pre-shared key. Its text never prints: interpolated, described or dumped it shows as
 /// `<secret>`; only the AUTH computation reads its bytes, which are ``SecretBytes`` (wiped when
 /// the last configuration holding them goes).
-public struct IKESecret: Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+public struct IKESecret: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    /// The same bytes (compared in constant time).
+    public static func == (a: IKESecret, b: IKESecret) -> Bool { a.bytes.isEqual(to: b.bytes) }
     let bytes: SecretBytes
     /// A secret.
     public init(_ bytes: SecretBytes) { self.bytes = bytes }
@@ -50,7 +52,7 @@ public struct ESPProposalChoice: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// What a CHILD_SA does when the connection is loaded, and on dead peer detection.
-public enum IKEStartAction: String, Sendable {
+public enum IKEStartAction: String, Sendable, Equatable {
     /// Wait for the peer.
     case none
     /// Initiate at once (and again after the peer was declared dead).
@@ -61,7 +63,7 @@ public enum IKEStartAction: String, Sendable {
 }
 
 /// A CHILD_SA's configuration (swanctl.conf's `children.NAME`).
-public struct IKEChildConfig: Sendable {
+public struct IKEChildConfig: Sendable, Equatable {
     /// The name.
     public var name: String
     /// This side's selectors.
@@ -82,7 +84,9 @@ public struct IKEChildConfig: Sendable {
 }
 
 /// One connection (swanctl.conf's `connections.NAME`).
-public struct IKEConnection: Sendable {
+/// Two connections are equal when every setting is (a reload keeps the SAs of a connection whose
+/// settings did not change).
+public struct IKEConnection: Sendable, Equatable {
     /// The name.
     public var name: String
     /// This end's outer address.

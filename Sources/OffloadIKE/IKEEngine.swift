@@ -89,7 +89,7 @@ public struct IKEEvent: Sendable, CustomStringConvertible {
 /// drive two engines against each other in memory.
 public final class IKEEngine {
     /// The configuration.
-    public let connections: [IKEConnection]
+    public private(set) var connections: [IKEConnection]
     /// IKE SAs by this end's SPI.
     var sas: [UInt64: IKESA] = [:]
     /// Events not yet taken by the host.
@@ -457,6 +457,47 @@ public final class IKEEngine {
         previousCookieSecret = cookieSecret
         cookieSecret = randomBytes(32)
         cookieSecretBorn = now
+    }
+
+    /// What a reload changed, by connection name.
+    public struct ReloadSummary: Sendable, Equatable, CustomStringConvertible {
+        /// New connections, connections gone, connections whose settings changed, and the rest.
+        public var added: [String] = [], removed: [String] = [], changed: [String] = [], unchanged: [String] = []
+        /// `2 added (a, b), 1 changed (c), 0 removed, 3 unchanged`.
+        public var description: String {
+            func part(_ names: [String], _ what: String) -> String { "\(names.count) \(what)" + (names.isEmpty ? "" : " (\(names.joined(separator: ", ")))") }
+            return [part(added, "added"), part(changed, "changed"), part(removed, "removed"), "\(unchanged.count) unchanged"].joined(separator: ", ")
+        }
+    }
+
+    /// Loads a new set of connections, as `swanctl --load-all` does: a connection whose settings
+    /// are unchanged keeps its IKE and CHILD_SAs; one that is gone or changed has its SAs deleted
+    /// (the peer is told); new and changed connections that start by themselves are initiated.
+    /// The new set must keep this end's address (the sockets are bound to it): the caller checks.
+    public func reload(_ new: [IKEConnection], now: Double) -> (messages: [(bytes: [UInt8], path: IKEPath)], summary: ReloadSummary) {
+        var summary = ReloadSummary()
+        let newByName = Dictionary(new.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let oldNames = Set(connections.map(\.name))
+        for c in connections {
+            switch newByName[c.name] {
+            case nil: summary.removed.append(c.name)
+            case let n? where n == c: summary.unchanged.append(c.name)
+            default: summary.changed.append(c.name)
+            }
+        }
+        summary.added = new.map(\.name).filter { !oldNames.contains($0) }
+        let gone = Set(summary.removed + summary.changed)
+        var deletes: [(bytes: [UInt8], path: IKEPath)] = []
+        for sa in sas.values.sorted(by: { $0.created < $1.created }) where gone.contains(sa.connection?.name ?? "") {
+            if sa.state == .established { deletes.append(sa.deleteMessage()) }
+            let why = summary.removed.contains(sa.connection?.name ?? "") ? "unloaded" : "changed"
+            log(.info, "\(sa.name): IKE SA deleted (its connection was \(why) by a reload)")
+            sas[sa.localSPI] = nil
+        }
+        if !gone.isEmpty { childrenChanged() }
+        for name in gone { retries[name] = nil }
+        connections = new
+        return (sent(deletes, now: now) + start(now: now), summary)
     }
 
     /// Deletes every IKE SA (INFORMATIONAL with a Delete of the IKE SA, sent once, not awaited).

@@ -35,6 +35,10 @@ public final class IKEDaemon: @unchecked Sendable {
     public var statusPath: String?
     /// Whether the last status write failed (logged once, and again when it works).
     var statusWriteFailed = false
+    /// Reads the configuration again (SIGHUP): the connections, or why not. Nil: no reloading.
+    public var loadConfiguration: (@Sendable () throws -> [IKEConnection])?
+    /// Asked once per loop whether a reload was requested (and the request taken).
+    public var reloadRequested: (@Sendable () -> Bool)?
     /// Where Wireshark's `esp_sa` lines go (mode 0600; `PATH.ikev2` gets the `ikev2_decryption_table` lines).
     public var keyLogPath: String?
     var installedGeneration = -1
@@ -169,6 +173,7 @@ public final class IKEDaemon: @unchecked Sendable {
             for move in policy.takePeerMoves() where engine.peerMoved(inboundSPI: move.inboundSPI, to: move.endpoint, now: t) {
                 send([])
             }
+            if reloadRequested?() == true { reload(now: t) }
             if t - lastTick >= 0.1 {
                 lastTick = t
                 send(engine.tick(now: t, traffic: traffic))
@@ -186,6 +191,25 @@ public final class IKEDaemon: @unchecked Sendable {
         }
         send(engine.shutdown())
         afterEngine()
+    }
+
+    /// Loads the configuration again (`swanctl --load-all`): unchanged connections keep their SAs,
+    /// the others are deleted, added or started again; a configuration that cannot be read, or that
+    /// moves this end's address (the sockets are bound to it), is refused and the running one stays.
+    func reload(now t: Double) {
+        guard let loadConfiguration else { return }
+        let connections: [IKEConnection]
+        do { connections = try loadConfiguration() } catch {
+            logger.error("IKE: reload refused, the running connections stay: \(error)")
+            return
+        }
+        guard connections.allSatisfy({ $0.localAddress == engine.localAddress }) else {
+            logger.error("IKE: reload refused, the running connections stay: local_addrs must stay \(engine.localAddress) (the sockets are bound to it; restart to change it)")
+            return
+        }
+        let (messages, summary) = engine.reload(connections, now: t)
+        logger.notice("IKE: configuration reloaded: \(summary)")
+        send(messages)
     }
 
     /// Logs the events, installs a changed SA set, rewrites the key log.
