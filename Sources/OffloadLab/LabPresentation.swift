@@ -86,6 +86,16 @@ public enum LabPresentation {
                 + "the captures lost \(row.captureDrops ?? 0) packets (tcpdump) and the forwarder's ingress queue "
                 + "\(row.ingressQueueDrops ?? 0); `offload doctor` on these captures counts both as forwarder drops.\n"
         }
+        for row in rows where row.scenario.isSeed && !row.flows.isEmpty {
+            out += "- Row \(row.scenario.rawValue) (\(row.name)): \(row.tunnels ?? 0) tunnel(s), one TCP download per server port "
+                + "over \(LabSeed.linkRateMbps) Mbit/s links: " + row.flows.map { mbps($0.goodputMbps) }.joined(separator: " / ")
+                + String(format: " Mbit/s, Jain %.2f, %d retransmits, %d flow(s) stalled for 1 s or more", row.jainIndex,
+                         row.retransmits, row.flows.filter { $0.longestStallMilliseconds >= 1000 }.count)
+            if let bytes = row.tunnelBytes {
+                out += "; bytes per CHILD_SA towards the client: " + bytes.map(String.init).joined(separator: " / ")
+            }
+            out += ".\n"
+        }
         let pairs = Dictionary(grouping: rows) { "\($0.family)/\($0.egressMTU)" }
         for (_, group) in pairs.sorted(by: { $0.key < $1.key }) {
             guard let on = group.first(where: { $0.scenario == .forwarderGRO }),
@@ -166,8 +176,14 @@ public enum LabPresentation {
     public static func html(_ rows: [LabRow], configuration: LabConfiguration) -> String {
         var page = HTMLReport(title: "offload lab")
         page.paragraph(OffloadVersion.banner)
-        page.paragraph("\(configuration.flows) TCP flows per row for \(formatSeconds(configuration.seconds)) s, "
-            + "client → gateway → server in network namespaces, iperf3 with the kernel's TCP on both ends.")
+        if rows.allSatisfy(\.scenario.isSeed) {
+            page.paragraph("The seed: \(LabSeed.ports.count) TCP downloads (iperf3 -R, server ports "
+                + "\(LabSeed.ports.map(String.init).joined(separator: ", "))), each through its own ESP tunnel between two "
+                + "gateways, every link shaped to \(LabSeed.linkRateMbps) Mbit/s, \(formatSeconds(configuration.seconds)) s per row.")
+        } else {
+            page.paragraph("\(configuration.flows) TCP flows per row for \(formatSeconds(configuration.seconds)) s, "
+                + "client → gateway → server in network namespaces, iperf3 with the kernel's TCP on both ends.")
+        }
         let slow = Set(crawling(rows).map { rows.firstIndex(of: $0)! })
         page.table(headers: headers, rows: rows.map(cells), highlight: slow)
         page.heading("What the numbers mean")

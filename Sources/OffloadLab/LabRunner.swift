@@ -10,7 +10,7 @@ import OffloadReport
 /// What the lab runs.
 public struct LabConfiguration: Sendable {
     /// The scenarios, in order.
-    public var scenarios: [LabScenario] = LabScenario.allCases
+    public var scenarios: [LabScenario] = LabScenario.allCases.filter { !$0.isSeed }
     /// The MTU of the client's link and the gateway's ingress.
     public var ingressMTU = 1500
     /// The egress MTUs to try; each scenario runs once per value.
@@ -49,7 +49,7 @@ public struct LabConfiguration: Sendable {
 public final class LabRunner {
     let configuration: LabConfiguration
     let progress: (String) -> Void
-    private var rowIndex = 0
+    var rowIndex = 0
 
     /// Creates a runner; `progress` receives one line per step.
     public init(_ configuration: LabConfiguration, progress: @escaping (String) -> Void = { _ in }) {
@@ -87,12 +87,18 @@ public final class LabRunner {
                         progress("skipped scenario 6: tayga is not installed (apt-get install tayga)")
                         continue
                     }
+                    if scenario == .seedStrongSwan && !LabSeed.strongSwanInstalled {
+                        progress("skipped scenario 15: strongSwan's charon with kernel-libipsec is not installed "
+                            + "(apt-get install strongswan-charon strongswan-swanctl libcharon-extra-plugins)")
+                        continue
+                    }
                     let family = scenario.isTranslator ? 6 : scenario.isTunnel ? 4 : family
                     rowIndex += 1
                     progress("[\(rowIndex)/\(configuration.rowCount)] \(scenario.rawValue) \(scenario.name), IPv\(family), "
-                        + "MTU \(configuration.ingressMTU) -> \(mtu), \(configuration.flows) flows, "
+                        + "MTU \(configuration.ingressMTU) -> \(mtu), \(scenario.isSeed ? LabSeed.ports.count : configuration.flows) flows, "
                         + "\(formatSeconds(configuration.seconds)) s each")
-                    let row = try runRow(scenario: scenario, family: family, egressMTU: mtu)
+                    let row = scenario.isSeed ? try runSeedRow(scenario: scenario, underlayMTU: mtu)
+                        : try runRow(scenario: scenario, family: family, egressMTU: mtu)
                     progress("    " + (row.error.map { "not measured: \($0)" }
                         ?? String(format: "%.0f Mbit/s, Jain %.2f, longest stall %d ms", row.totalGoodputMbps,
                                   row.jainIndex, row.longestStallMilliseconds)))
@@ -106,7 +112,7 @@ public final class LabRunner {
     /// The `offload ipsec` arguments of both gateways: SA files (mode 0600) with keys made for this
     /// row (AES-GCM-128, one tunnel each way); the high-water marks go to the scratch directory's
     /// store (keys made for one row need no marks on the machine's own).
-    private func ipsecSAFiles(tag: String) throws -> [[String]] {
+    func ipsecSAFiles(tag: String) throws -> [[String]] {
         let tunnel = SAFile.freshTunnel(name: "lab", algorithm: .aesGCM128, local: [TrafficSelector("10.77.1.0/24")!],
                                         remote: [TrafficSelector("10.77.2.0/24")!])
         var arguments: [[String]] = []
@@ -321,7 +327,7 @@ public final class LabRunner {
         return tx["dropped"] as? Int
     }
 
-    private func waitFor(_ what: String, timeout: Double, log: BackgroundProcess, _ ready: () -> Bool) throws {
+    func waitFor(_ what: String, timeout: Double, log: BackgroundProcess, _ ready: () -> Bool) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while !ready() {
             if !log.isRunning {
