@@ -81,7 +81,12 @@ public enum LabPresentation {
             out += "- Row \(row.scenario.rawValue) (\(row.name), IPv\(row.family), MTU \(row.ingressMTU)→\(row.egressMTU)) "
                 + "has a flow that got no data for \(row.longestStallMilliseconds) ms.\n"
         }
-        for row in rows where (row.captureDrops ?? 0) > 0 || (row.ingressQueueDrops ?? 0) > 0 {
+        for row in rows where row.scenario.isTunnel && ((row.ingressQueueDrops ?? 0) > 0 || (row.underlayReceiveDrops ?? 0) > 0) {
+            out += "- Row \(row.scenario.rawValue) (\(row.name), MTU \(row.ingressMTU)→\(row.egressMTU)): the encrypting gateway's "
+                + "TUN queue dropped \(row.ingressQueueDrops.map(String.init) ?? "?") packets before it read them, and the "
+                + "decrypting gateway's kernel \(row.underlayReceiveDrops.map(String.init) ?? "?") datagrams for a full socket buffer.\n"
+        }
+        for row in rows where !row.scenario.isTunnel && ((row.captureDrops ?? 0) > 0 || (row.ingressQueueDrops ?? 0) > 0) {
             out += "- Row \(row.scenario.rawValue) (\(row.name), IPv\(row.family), MTU \(row.ingressMTU)→\(row.egressMTU)): "
                 + "the captures lost \(row.captureDrops ?? 0) packets (tcpdump) and the forwarder's ingress queue "
                 + "\(row.ingressQueueDrops ?? 0); `offload doctor` on these captures counts both as forwarder drops.\n"

@@ -177,6 +177,9 @@ public struct LabRow: Codable, Sendable, Hashable {
     /// Bytes each tunnel carried towards the client, as the server's gateway counted them (the
     /// strongSwan row: each CHILD_SA's outbound bytes), in port order: shows which SA a download took.
     public var tunnelBytes: [Int]?
+    /// UDP datagrams the decrypting (decapsulating) gateway's kernel dropped for a full socket
+    /// buffer during the row (`/proc/net/snmp` Udp RcvbufErrors in its namespace; tunnel rows).
+    public var underlayReceiveDrops: Int?
     /// Set when the row could not be measured (the test did not complete).
     public var error: String?
 

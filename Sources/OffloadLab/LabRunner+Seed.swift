@@ -91,6 +91,10 @@ extension LabRunner {
                 }
             }
             if !errors.isEmpty { row.error = errors.joined(separator: "; ") }
+            // The downloads are encrypted on the server's gateway (its TUN queue) and decrypted on the client's.
+            row.ingressQueueDrops = transmitDrops(device: (try? libipsecDevice(namespace: topology.gateway2)) ?? "ipsec0",
+                                                  namespace: topology.gateway2, scratch: c.scratch)
+            row.underlayReceiveDrops = udpReceiveBufferErrors(namespace: topology.gateway, scratch: c.scratch)
             if scenario == .seedStrongSwan {
                 let listing = (try? runChecked(["ip", "netns", "exec", topology.gateway2, "swanctl", "--list-sas", "--uri",
                                                 "unix://\(c.scratch)/\(tag)-sw/charon2.vici"], scratch: c.scratch)) ?? ""
@@ -158,5 +162,14 @@ extension LabRunner {
                                             "unix://\(dir)/charon1.vici"], scratch: c.scratch)) ?? ""
             return listing.components(separatedBy: "INSTALLED").count - 1 >= LabSeed.ports.count
         }
+    }
+
+    /// The TUN device kernel-libipsec made in the namespace (`ipsec0` unless configured otherwise).
+    func libipsecDevice(namespace: String) throws -> String {
+        let listing = try runChecked(["ip", "-n", namespace, "-o", "link", "show", "type", "tun"], scratch: configuration.scratch)
+        guard let name = listing.split(separator: "\n").first?.split(separator: ":").dropFirst().first?
+            .trimmingCharacters(in: .whitespaces).split(separator: "@").first
+        else { throw LabError("strongSwan made no TUN device in \(namespace)") }
+        return String(name)
     }
 }

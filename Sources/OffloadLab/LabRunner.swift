@@ -229,6 +229,11 @@ public final class LabRunner {
             if scenario.usesForwarder || scenario.usesTranslator {
                 row.ingressQueueDrops = transmitDrops(device: scenario.usesForwarder ? "ofw0" : "siit6",
                                                       namespace: topology.gateway, scratch: c.scratch)
+            } else if scenario.isTunnel && scenario != .kernelVXLAN {
+                // The uploads are encrypted on the client's gateway and decrypted on the server's.
+                row.ingressQueueDrops = transmitDrops(device: scenario.isIPsec ? "ipsec0" : "gtp0",
+                                                      namespace: topology.gateway, scratch: c.scratch)
+                row.underlayReceiveDrops = udpReceiveBufferErrors(namespace: topology.gateway2, scratch: c.scratch)
             }
             // Captures end before the forwarder does: its devices vanish with it.
             // tcpdump prints what it lost only when it exits by itself: give it time to drain its
@@ -325,6 +330,17 @@ public final class LabRunner {
             let stats = links.first?["stats64"] as? [String: Any], let tx = stats["tx"] as? [String: Any]
         else { return nil }
         return tx["dropped"] as? Int
+    }
+
+    /// The namespace's UDP datagrams dropped for a full receive buffer so far (`Udp: … RcvbufErrors`
+    /// in `/proc/net/snmp`), or nil when it cannot be read.
+    func udpReceiveBufferErrors(namespace: String, scratch: String) -> Int? {
+        guard let text = try? runChecked(["ip", "netns", "exec", namespace, "cat", "/proc/net/snmp"], scratch: scratch) else {
+            return nil
+        }
+        let lines = text.split(separator: "\n").filter { $0.hasPrefix("Udp: ") }.map { $0.split(separator: " ") }
+        guard lines.count >= 2, let column = lines[0].firstIndex(of: "RcvbufErrors"), column < lines[1].count else { return nil }
+        return Int(lines[1][column])
     }
 
     func waitFor(_ what: String, timeout: Double, log: BackgroundProcess, _ ready: () -> Bool) throws {

@@ -35,6 +35,16 @@ public enum LabSeed {
     /// The server-side selector of the tunnel for `port`: `10.77.2.2/32[tcp/5201]`.
     public static func serverSelector(port: Int) -> String { "\(serverHost)[tcp/\(port)]" }
 
+    /// The server side's prefix in the strongSwan row: the server's LAN, narrowed to a port per child.
+    public static let serverPrefix = "10.77.2.0/24"
+
+    /// The strongSwan row's server-side selector for `port`: `10.77.2.0/24[tcp/5201]`. Not the
+    /// server's /32: kernel-libipsec routes each outbound policy into its TUN device from a local
+    /// address inside the policy's source selector, and refuses the CHILD_SA ("error installing
+    /// route with policy", TS_UNACCEPTABLE) when the server gateway has none there. The prefix holds
+    /// the gateway's own 10.77.2.1; the port still gives each download its own CHILD_SA.
+    public static func strongSwanServerSelector(port: Int) -> String { "\(serverPrefix)[tcp/\(port)]" }
+
     /// The name of the tunnel (CHILD_SA) for `port`.
     public static func tunnelName(port: Int) -> String { "t\(port)" }
 
@@ -54,7 +64,8 @@ public enum LabSeed {
     // MARK: strongSwan
 
     /// charon's `strongswan.conf` for gateway `n` (1: the client's, 2: the server's): kernel-libipsec
-    /// (userspace ESP through a TUN device), its own vici socket and log in `directory`.
+    /// (userspace ESP through a TUN device, which also routes the far side into it), its own vici
+    /// socket and log in `directory`.
     public static func charonConfiguration(gateway n: Int, directory: String) -> String {
         """
         charon {
@@ -82,7 +93,8 @@ public enum LabSeed {
         let me = "192.168.77.\(n)", peer = "192.168.77.\(3 - n)"
         var children = ""
         for port in ports {
-            let (local, remote) = n == 1 ? (clientPrefix, serverSelector(port: port)) : (serverSelector(port: port), clientPrefix)
+            let server = strongSwanServerSelector(port: port)
+            let (local, remote) = n == 1 ? (clientPrefix, server) : (server, clientPrefix)
             children += """
                       \(tunnelName(port: port)) {
                         local_ts = \(local)
