@@ -9,7 +9,8 @@
 #   list PREFIX DIR N          swanctl --list-sas on gateway N
 #   down PREFIX DIR            stops every charon started in DIR
 # Knobs (environment): SW_PROPOSALS (IKE, default aes128gcm16-prfsha256-x25519), SW_PSK,
-# SW_CHILD_REKEY / SW_CHILD_LIFE (e.g. 4s / 30s), SW_IKE_REKEY, SW_DPD (dpd_delay).
+# SW_CHILD_REKEY / SW_CHILD_LIFE (e.g. 4s / 30s), SW_IKE_REKEY, SW_DPD (dpd_delay),
+# SW_LOCAL_TS / SW_REMOTE_TS (the child's selectors, e.g. 10.88.2.0/24[tcp]; default both families).
 # libipsec has no ESN: ESP proposals must not ask for it.
 set -euo pipefail
 action="$1"; p="$2"; dir="$3"
@@ -57,8 +58,8 @@ connections {
       id = gw$((3 - n)) }
     children {
       net {
-        local_ts = 10.88.$n.0/24, fd88:$n::/64
-        remote_ts = 10.88.$((3 - n)).0/24, fd88:$((3 - n))::/64
+        local_ts = ${SW_LOCAL_TS:-10.88.$n.0/24, fd88:$n::/64}
+        remote_ts = ${SW_REMOTE_TS:-10.88.$((3 - n)).0/24, fd88:$((3 - n))::/64}
         esp_proposals = $esp
         start_action = $start
         $child_rekey

@@ -28,6 +28,8 @@ struct IPsec: AsyncParsableCommand {
             The SAs come from --sa, a file in swanctl.conf's syntax (see docs/ipsec.md), mode 0600: \
               tunnels { NAME { esp_proposals = aes128gcm16  esn = yes  local_ts = ...  remote_ts = ... \
                                out { spi = 0x1001  key = 0x<key and 4-byte salt> }  in { spi = ...  key = ... } } }
+            A selector is a prefix, optionally with a protocol and ports: 10.2.0.10/32[tcp/5201], [udp/1024-2048], \
+            [tcp]; the most specific selectors that match a packet choose its tunnel.
 
             Sequence numbers never repeat under a key on this machine, restarts included: before a number is \
             used, a high-water mark at or above it is fsynced to the key's mark in --state, a directory of \

@@ -265,10 +265,7 @@ public enum IKEConfig {
             }
             var all: [TrafficSelector] = []
             for part in v.split(separator: ",") {
-                guard let ts = TrafficSelector(part) else {
-                    throw IKEConfigError(path, line, "\(key): `\(part.trimmingCharacters(in: .whitespaces))` is not a prefix")
-                }
-                all.append(ts)
+                do { all.append(try TrafficSelector.parse(part)) } catch { throw IKEConfigError(path, line, "\(key): \(error)") }
             }
             return all
         }

@@ -305,7 +305,7 @@ public struct IKETrafficSelector: Hashable, Sendable, CustomStringConvertible {
 
     /// Whether it is IPv4.
     public var isIPv4: Bool { start.count == 4 }
-    /// Whether it covers every protocol and port (the only kind the dataplane enforces).
+    /// Whether it covers every protocol and port.
     public var allProtocolsAndPorts: Bool { ipProtocol == 0 && startPort == 0 && endPort == 65_535 }
 
     /// `10.0.0.0-10.0.0.255`.

@@ -17,7 +17,8 @@ extension TunnelDropReason {
     /// A next header other than IPv4 (4), IPv6 (41) or a dummy (59), or one that disagrees with
     /// the inner packet's version.
     public static let nextHeader = TunnelDropReason(rawValue: "next_header")
-    /// The inner packet's addresses are outside the SA's traffic selectors (RFC 4301 §5.2).
+    /// The inner packet's addresses, protocol or ports are outside the SA's traffic selectors
+    /// (RFC 4301 §5.2), or it is a non-initial fragment and the selectors name ports (RFC 4301 §7).
     public static let policy = TunnelDropReason(rawValue: "policy")
     /// Encapsulating: no tunnel's selectors match the inner packet.
     public static let noPolicy = TunnelDropReason(rawValue: "no_policy")
@@ -75,6 +76,64 @@ public final class ESPSecurityPolicy: Sendable {
         public let sequences: [OutboundSequence]
         /// Each tunnel's inbound and outbound counts.
         public let inbound: [ESPSACounters], outbound: [ESPSACounters]
+        /// The outbound policy: one entry per pair of a sending tunnel's local and remote
+        /// selectors, most specific first (``OutboundEntry/precedes(_:)``), tried in order per packet.
+        public let outboundPolicy: [OutboundEntry]
+    }
+
+    /// One entry of the outbound policy: a pair of selectors and the tunnel they send through.
+    public struct OutboundEntry: Sendable {
+        /// The tunnel (an index into ``Generation/tunnels``).
+        public let tunnel: Int
+        /// The selector of the packet's source side (one of the tunnel's local selectors).
+        public let local: TrafficSelector
+        /// The selector of the packet's destination side (one of its remote selectors).
+        public let remote: TrafficSelector
+        /// Whether no earlier entry of the policy overlaps this one: a packet it matches matches no
+        /// earlier entry, so an encoder may keep choosing it while its packets match it.
+        public internal(set) var unshadowed = true
+
+        /// Whether a packet matches both sides.
+        @inlinable public func matches(_ packet: PacketSelectors) -> Bool {
+            local.matches(packet.source, ipProtocol: packet.ipProtocol, port: packet.sourcePort)
+                && remote.matches(packet.destination, ipProtocol: packet.ipProtocol, port: packet.destinationPort)
+        }
+
+        /// Whether some packet matches both entries.
+        func overlaps(_ other: OutboundEntry) -> Bool { local.overlaps(other.local) && remote.overlaps(other.remote) }
+
+        /// How specific the pair is, compared in order: sides with a port range narrower than all
+        /// (0-2), then whether it names a protocol, then the two prefix lengths together.
+        var specificity: (Int, Int, Int) {
+            ((local.allowsAllPorts ? 0 : 1) + (remote.allowsAllPorts ? 0 : 1),
+             local.ipProtocol != 0 || remote.ipProtocol != 0 ? 1 : 0,
+             local.prefix.length + remote.prefix.length)
+        }
+
+        /// Whether this entry is more specific than `other` (then it is tried first): protocol and
+        /// ports before protocol only before any, and within that, longer prefixes first.
+        func precedes(_ other: OutboundEntry) -> Bool { specificity > other.specificity }
+
+        /// The outbound policy of `tunnels`: every pair of a sending tunnel's selectors, sorted
+        /// most specific first, stably (among equals the tunnels' order stays: the IKE daemon
+        /// lists the newest sending SA first); each marked with whether an earlier one overlaps it.
+        static func policy(_ tunnels: [ESPTunnelConfiguration]) -> [OutboundEntry] {
+            var entries: [OutboundEntry] = []
+            for (i, t) in tunnels.enumerated() where t.sending {
+                for l in t.localSelectors {
+                    for r in t.remoteSelectors { entries.append(OutboundEntry(tunnel: i, local: l, remote: r)) }
+                }
+            }
+            // Stable: equal entries keep their order (the sort compares the position last).
+            let sorted = entries.enumerated().sorted { a, b in
+                a.element.precedes(b.element) || (!b.element.precedes(a.element) && a.offset < b.offset)
+            }
+            entries = sorted.map(\.element)
+            for i in entries.indices {
+                entries[i].unshadowed = !entries[..<i].contains { $0.overlaps(entries[i]) }
+            }
+            return entries
+        }
     }
     let current: Mutex<Generation>
     let number = Atomic<UInt64>(0)
@@ -116,7 +175,8 @@ public final class ESPSecurityPolicy: Sendable {
                 inbound.append(ESPSACounters())
             }
         }
-        return Generation(number: number, tunnels: tunnels, sequences: sequences, inbound: inbound, outbound: outbound)
+        return Generation(number: number, tunnels: tunnels, sequences: sequences, inbound: inbound, outbound: outbound,
+                          outboundPolicy: OutboundEntry.policy(tunnels))
     }
 
     /// Installs a new set between two packets: SAs that stay keep their sequence counters, windows
@@ -184,6 +244,8 @@ public struct ESPCodec: TunnelCodec {
         var generation: ESPSecurityPolicy.Generation
         var contexts: [AEADContext]
         var tunnel = 0
+        /// The outbound policy entry chosen last (kept while packets match it and it is unshadowed).
+        var entry = 0
         var firstSequence: UInt64 = 0
         /// The IV of the next datagram when set (known-answer tests only; never on a wire).
         var fixedIV: UInt64?
@@ -209,37 +271,24 @@ public struct ESPCodec: TunnelCodec {
             generation = next
             contexts = made
             tunnel = 0
+            entry = 0
         }
 
         public mutating func begin(headers: UnsafeRawBufferPointer, datagrams: Int) -> TunnelDropReason? {
             if policy.generationNumber != generation.number {
                 do { try load(policy.generation) } catch { return .encryptFailed }
             }
-            guard let (source, destination) = unsafe Self.addresses(headers) else { return .noPolicy }
-            let tunnels = generation.tunnels
-            if tunnel >= tunnels.count || !tunnels[tunnel].sending || !tunnels[tunnel].sends(from: source, to: destination) {
-                guard let match = tunnels.firstIndex(where: { $0.sending && $0.sends(from: source, to: destination) }) else {
-                    return .noPolicy
-                }
-                tunnel = match
+            // A super-packet is one flow: its first segment's headers choose for all of it.
+            guard let packet = unsafe PacketSelectors(headers.bytes) else { return .noPolicy }
+            let entries = generation.outboundPolicy
+            if entry >= entries.count || !entries[entry].unshadowed || !entries[entry].matches(packet) {
+                guard let match = entries.firstIndex(where: { $0.matches(packet) }) else { return .noPolicy }
+                entry = match
             }
+            tunnel = entries[entry].tunnel
             guard let first = generation.sequences[tunnel].reserve(datagrams) else { return .sequenceExhausted }
             firstSequence = first
             return nil
-        }
-
-        /// An IP packet's addresses (nil: not IP, or too short).
-        static func addresses(_ p: UnsafeRawBufferPointer) -> (IPAddress, IPAddress)? {
-            guard p.count >= 1 else { return nil }
-            // Safe: each read is under the count checked in its case (1 byte; 20 or 40 bytes of fixed header).
-            switch unsafe p[0] >> 4 {
-            case 4 where p.count >= IPv4Packet.Field.minimumHeaderEnd:
-                return unsafe (.v4(IPv4Address(p, IPv4Packet.Field.source)), .v4(IPv4Address(p, IPv4Packet.Field.destination)))
-            case 6 where p.count >= IPv6Packet.Field.fixedHeaderEnd:
-                return unsafe (.v6(IPv6Address(p, IPv6Packet.Field.source)), .v6(IPv6Address(p, IPv6Packet.Field.destination)))
-            default:
-                return nil
-            }
         }
 
         /// Writes the ESP datagram of segment `index`: header, then the segment and its trailer
@@ -403,8 +452,8 @@ public struct ESPCodec: TunnelCodec {
             let version = unsafe inner.count > 0 ? inner[0] >> 4 : 0
             guard (nextHeader == ESPFormat.nextHeaderIPv4 && version == 4) || (nextHeader == ESPFormat.nextHeaderIPv6 && version == 6)
             else { return .drop(.nextHeader) }
-            guard let (source, destination) = unsafe Encoder.addresses(inner) else { return .drop(.truncated) }
-            guard t.receives(from: source, to: destination) else { return .drop(.policy) }
+            guard let packet = unsafe PacketSelectors(inner.bytes) else { return .drop(.truncated) }
+            guard t.receives(packet) else { return .drop(.policy) }
             sa.counters.count(bytes: innerLength)
             return .packet(innerRange)
         }

@@ -57,44 +57,193 @@ public struct ESPSAKeys: Equatable, Sendable, CustomStringConvertible, CustomDeb
     }
 }
 
-/// A traffic selector: an address prefix of either family.
-public enum TrafficSelector: Hashable, Sendable, CustomStringConvertible {
-    /// IPv4 addresses.
-    case v4(IPv4Prefix)
-    /// IPv6 addresses.
-    case v6(IPv6Prefix)
+/// A traffic selector (RFC 4301 §4.4.1.1, RFC 7296 §3.13.1): an address prefix of either family,
+/// an IP protocol (0: any) and a range of ports (0...65535: any), written as strongSwan's
+/// swanctl.conf writes it: `10.1.0.0/16`, `10.2.0.10/32[tcp/5201]`, `fd00::/8[udp/1024-2048]`,
+/// `10.0.0.0/8[tcp]` (every port of a protocol).
+///
+/// Ports are only for the protocols whose header starts with them (TCP, UDP, SCTP, UDP-Lite,
+/// DCCP). ICMP's type and code, which swanctl also writes in the port field, are refused: a
+/// selector names `[icmp]` or `[ipv6-icmp]` whole, or not at all.
+public struct TrafficSelector: Hashable, Sendable, CustomStringConvertible {
+    /// An address prefix of either family.
+    public enum Prefix: Hashable, Sendable, CustomStringConvertible {
+        /// IPv4 addresses.
+        case v4(IPv4Prefix)
+        /// IPv6 addresses.
+        case v6(IPv6Prefix)
 
-    /// Parses `10.0.0.0/8`, `fd00::/8`, or an address alone (a /32 or /128).
+        /// The prefix length.
+        public var length: Int {
+            switch self {
+            case .v4(let p): p.length
+            case .v6(let p): p.length
+            }
+        }
+
+        /// Whether the address is inside.
+        @inlinable public func contains(_ address: IPAddress) -> Bool {
+            switch (self, address) {
+            case (.v4(let p), .v4(let a)): p.contains(a)
+            case (.v6(let p), .v6(let a)): p.contains(a)
+            default: false
+            }
+        }
+
+        /// `10.0.0.0/8`.
+        public var description: String {
+            switch self {
+            case .v4(let p): p.description
+            case .v6(let p): p.description
+            }
+        }
+    }
+
+    /// Why a selector's text was refused (the text, and what is wrong with it).
+    public struct SyntaxError: Error, Hashable, Sendable, CustomStringConvertible {
+        /// The message.
+        public var description: String
+        init(_ message: String) { description = message }
+    }
+
+    /// Every port.
+    public static let allPorts: ClosedRange<UInt16> = 0...65_535
+
+    /// The addresses.
+    public var prefix: Prefix
+    /// The IP protocol (IPv6: after the extension headers); 0: any.
+    public var ipProtocol: UInt8
+    /// The ports (on the side this selector stands for: source for the sender's, destination for
+    /// the receiver's); ``allPorts`` for any.
+    public var ports: ClosedRange<UInt16>
+
+    /// A selector.
+    public init(_ prefix: Prefix, ipProtocol: UInt8 = 0, ports: ClosedRange<UInt16> = TrafficSelector.allPorts) {
+        self.prefix = prefix
+        self.ipProtocol = ipProtocol
+        self.ports = ports
+    }
+
+    /// IPv4 addresses, any protocol and port.
+    public static func v4(_ prefix: IPv4Prefix) -> TrafficSelector { TrafficSelector(.v4(prefix)) }
+    /// IPv6 addresses, any protocol and port.
+    public static func v6(_ prefix: IPv6Prefix) -> TrafficSelector { TrafficSelector(.v6(prefix)) }
+
+    /// Parses a selector (see the type's description); nil when it is not one
+    /// (``parse(_:)`` says why).
     public init?(_ text: some StringProtocol) {
+        guard let s = try? Self.parse(text) else { return nil }
+        self = s
+    }
+
+    /// The protocols known by name, with their numbers (strongSwan's names, and `icmpv6`).
+    public static let protocolNames: [(name: String, number: UInt8)] = [
+        ("tcp", 6), ("udp", 17), ("icmp", 1), ("ipv6-icmp", 58), ("icmpv6", 58), ("sctp", 132), ("udplite", 136), ("dccp", 33),
+    ]
+
+    /// Parses `PREFIX`, `PREFIX[PROTO]`, `PREFIX[PROTO/PORT]`, `PREFIX[PROTO/LOW-HIGH]` or
+    /// `PREFIX[PROTO/%any]`: the prefix `10.0.0.0/8`, `fd00::/8` or an address alone (a /32 or
+    /// /128); the protocol a name (`tcp`, `udp`, `icmp`, `ipv6-icmp` or `icmpv6`, `sctp`,
+    /// `udplite`, `dccp`), a number 0...255, or `any` / `%any` (0); the port a number, a range, or
+    /// `any` / `%any`.
+    /// - Throws: ``SyntaxError`` naming what is wrong: a port without a protocol (RFC 7296
+    ///   §3.13.1: ports belong to a protocol), a port for a protocol without ports, ICMP type and
+    ///   code, `opaque` ports, service names.
+    public static func parse(_ text: some StringProtocol) throws(SyntaxError) -> TrafficSelector {
         let t = text.trimmingCharacters(in: .whitespaces)
-        if let p = IPv4Prefix(t) {
-            self = .v4(p)
-        } else if let p = IPv6Prefix(t) {
-            self = .v6(p)
-        } else if let a = IPv4Address(t), let p = IPv4Prefix(a, length: 32) {
-            self = .v4(p)
-        } else if let a = IPv6Address(t), let p = IPv6Prefix(a, length: 128) {
-            self = .v6(p)
+        var addressText = Substring(t), bracket: Substring?
+        if let open = t.firstIndex(of: "[") {
+            guard t.hasSuffix("]") else { throw SyntaxError("`\(t)`: a protocol/port selector ends with `]`") }
+            addressText = t[..<open]
+            bracket = t[t.index(after: open)..<t.index(before: t.endIndex)]
+        }
+        let a = addressText.trimmingCharacters(in: .whitespaces)
+        let prefix: Prefix
+        if let p = IPv4Prefix(a) {
+            prefix = .v4(p)
+        } else if let p = IPv6Prefix(a) {
+            prefix = .v6(p)
+        } else if let x = IPv4Address(a), let p = IPv4Prefix(x, length: 32) {
+            prefix = .v4(p)
+        } else if let x = IPv6Address(a), let p = IPv6Prefix(x, length: 128) {
+            prefix = .v6(p)
         } else {
-            return nil
+            throw SyntaxError("`\(t)` is not a prefix (10.0.0.0/8, fd00::/8 or an address; host bits zero), "
+                + "optionally followed by [protocol/port]")
         }
+        guard let bracket else { return TrafficSelector(prefix) }
+        let parts = bracket.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+            .map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        let protocolText = parts[0]
+        var ipProtocol: UInt8 = 0
+        if protocolText.isEmpty || protocolText == "any" || protocolText == "%any" {
+            ipProtocol = 0
+        } else if let known = protocolNames.first(where: { $0.name == protocolText }) {
+            ipProtocol = known.number
+        } else if let n = UInt8(protocolText) {
+            ipProtocol = n
+        } else {
+            throw SyntaxError("`\(t)`: `\(protocolText)` is not a protocol (tcp, udp, icmp, ipv6-icmp, sctp, udplite, dccp, "
+                + "a number 0-255, or any)")
+        }
+        guard parts.count == 2 else { return TrafficSelector(prefix, ipProtocol: ipProtocol) }
+        let portText = parts[1]
+        if portText.isEmpty || portText == "any" || portText == "%any" { return TrafficSelector(prefix, ipProtocol: ipProtocol) }
+        if portText == "opaque" { throw SyntaxError("`\(t)`: OPAQUE ports are not supported") }
+        guard ipProtocol != 0 else {
+            throw SyntaxError("`\(t)`: a port needs a protocol (`[tcp/\(portText)]`): ports belong to one (RFC 7296 §3.13.1)")
+        }
+        if ipProtocol == 1 || ipProtocol == 58 {
+            throw SyntaxError("`\(t)`: ICMP type and code selectors are not supported: `[\(protocolText)]` selects all of ICMP")
+        }
+        guard PacketSelectors.hasPorts(ipProtocol) else {
+            throw SyntaxError("`\(t)`: protocol \(ipProtocol) has no ports (only tcp, udp, sctp, udplite and dccp do)")
+        }
+        let bounds = portText.split(separator: "-", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard bounds.count <= 2, let low = UInt16(bounds[0]), let high = bounds.count == 2 ? UInt16(bounds[1]) : low else {
+            throw SyntaxError("`\(t)`: `\(portText)` is not a port (a number 0-65535, a range such as 1024-2048, or any)")
+        }
+        guard low <= high else { throw SyntaxError("`\(t)`: the port range \(portText) is empty (its start is above its end)") }
+        return TrafficSelector(prefix, ipProtocol: ipProtocol, ports: low...high)
     }
 
-    /// Whether the address is inside.
-    @inlinable public func contains(_ address: IPAddress) -> Bool {
-        switch (self, address) {
-        case (.v4(let p), .v4(let a)): p.contains(a)
-        case (.v6(let p), .v6(let a)): p.contains(a)
-        default: false
-        }
+    /// Whether it allows every port.
+    @inlinable public var allowsAllPorts: Bool { ports == Self.allPorts }
+
+    /// Whether the address is inside (the prefix alone).
+    @inlinable public func contains(_ address: IPAddress) -> Bool { prefix.contains(address) }
+
+    /// Whether one side of a packet matches: its address inside, its protocol this one's (unless
+    /// any), and its port in range (unless any port: then a packet without ports, such as a
+    /// non-initial fragment, matches too; RFC 4301 §7).
+    @inlinable public func matches(_ address: IPAddress, ipProtocol packetProtocol: UInt8, port: UInt16?) -> Bool {
+        guard prefix.contains(address), ipProtocol == 0 || ipProtocol == packetProtocol else { return false }
+        if allowsAllPorts { return true }
+        guard let port else { return false }
+        return ports.contains(port)
     }
 
-    /// `10.0.0.0/8`.
+    /// Whether some packet side matches both (same family, nested or equal prefixes, protocols
+    /// that agree, ports that overlap).
+    public func overlaps(_ other: TrafficSelector) -> Bool {
+        let nested: Bool
+        switch (prefix, other.prefix) {
+        case (.v4(let x), .v4(let y)): nested = x.length <= y.length ? x.contains(y.address) : y.contains(x.address)
+        case (.v6(let x), .v6(let y)): nested = x.length <= y.length ? x.contains(y.address) : y.contains(x.address)
+        default: nested = false
+        }
+        return nested && (ipProtocol == 0 || other.ipProtocol == 0 || ipProtocol == other.ipProtocol)
+            && ports.overlaps(other.ports)
+    }
+
+    /// `10.0.0.0/8`, `10.2.0.10/32[tcp/5201]`, `fd00::/8[udp/1024-2048]`, `10.0.0.0/8[tcp]`,
+    /// `10.0.0.0/8[47]` (what ``parse(_:)`` reads back).
     public var description: String {
-        switch self {
-        case .v4(let p): p.description
-        case .v6(let p): p.description
-        }
+        guard ipProtocol != 0 || !allowsAllPorts else { return prefix.description }
+        let name = Self.protocolNames.first { $0.number == ipProtocol }?.name ?? String(ipProtocol)
+        if allowsAllPorts { return "\(prefix)[\(name)]" }
+        let range = ports.lowerBound == ports.upperBound ? "\(ports.lowerBound)" : "\(ports.lowerBound)-\(ports.upperBound)"
+        return "\(prefix)[\(ipProtocol == 0 ? "any" : name)/\(range)]"
     }
 }
 
@@ -147,14 +296,19 @@ public struct ESPTunnelConfiguration: Equatable, Sendable {
                                outbound: inbound, inbound: outbound)
     }
 
-    /// Whether a packet from `source` to `destination` goes out through this tunnel.
-    public func sends(from source: IPAddress, to destination: IPAddress) -> Bool {
-        localSelectors.contains { $0.contains(source) } && remoteSelectors.contains { $0.contains(destination) }
+    /// Whether a packet goes out through this tunnel: its source, protocol and source port inside
+    /// one of ``localSelectors``, its destination, protocol and destination port inside one of
+    /// ``remoteSelectors``.
+    @inlinable public func sends(_ packet: PacketSelectors) -> Bool {
+        localSelectors.contains { $0.matches(packet.source, ipProtocol: packet.ipProtocol, port: packet.sourcePort) }
+            && remoteSelectors.contains { $0.matches(packet.destination, ipProtocol: packet.ipProtocol, port: packet.destinationPort) }
     }
 
-    /// Whether a packet received through this tunnel may come from `source` to `destination`.
-    public func receives(from source: IPAddress, to destination: IPAddress) -> Bool {
-        remoteSelectors.contains { $0.contains(source) } && localSelectors.contains { $0.contains(destination) }
+    /// Whether a packet received through this tunnel may be what it is: its source side inside one
+    /// of ``remoteSelectors``, its destination side inside one of ``localSelectors``.
+    @inlinable public func receives(_ packet: PacketSelectors) -> Bool {
+        remoteSelectors.contains { $0.matches(packet.source, ipProtocol: packet.ipProtocol, port: packet.sourcePort) }
+            && localSelectors.contains { $0.matches(packet.destination, ipProtocol: packet.ipProtocol, port: packet.destinationPort) }
     }
 }
 
@@ -296,8 +450,7 @@ public enum SAFile {
             guard let (v, line) = value(key) else { return [.v4(IPv4Prefix("0.0.0.0/0")!), .v6(IPv6Prefix("::/0")!)] }
             var all: [TrafficSelector] = []
             for part in v.split(separator: ",") {
-                guard let ts = TrafficSelector(part) else { throw SAFileError(path, line, "\(key): `\(part.trimmingCharacters(in: .whitespaces))` is not a prefix") }
-                all.append(ts)
+                do { all.append(try TrafficSelector.parse(part)) } catch { throw SAFileError(path, line, "\(key): \(error)") }
             }
             return all
         }

@@ -287,12 +287,12 @@ struct SAFileTests {
         #expect(tunnels[0].algorithm == .aesGCM128 && !tunnels[0].extendedSequenceNumbers && tunnels[0].replayWindow == 1024)
         #expect(tunnels[0].outbound.spi == 0x1001 && tunnels[0].inbound.spi == 0x2001)
         #expect(tunnels[0].outbound.key.isEqual(to: SecretBytes(Array(0..<16))) && tunnels[0].outbound.salt.isEqual(to: SecretBytes([16, 17, 18, 19])))
-        #expect(tunnels[0].sends(from: IPAddress("10.1.2.3")!, to: IPAddress("10.2.0.1")!))
-        #expect(!tunnels[0].sends(from: IPAddress("10.1.2.3")!, to: IPAddress("10.3.0.1")!))
-        #expect(tunnels[0].receives(from: IPAddress("10.2.0.1")!, to: IPAddress("10.1.2.3")!))
+        #expect(tunnels[0].sends(PacketSelectors(source: IPAddress("10.1.2.3")!, destination: IPAddress("10.2.0.1")!)))
+        #expect(!tunnels[0].sends(PacketSelectors(source: IPAddress("10.1.2.3")!, destination: IPAddress("10.3.0.1")!)))
+        #expect(tunnels[0].receives(PacketSelectors(source: IPAddress("10.2.0.1")!, destination: IPAddress("10.1.2.3")!)))
         #expect(tunnels[1].algorithm == .chacha20Poly1305 && tunnels[1].extendedSequenceNumbers)
-        #expect(tunnels[1].sends(from: IPAddress("fd99::1")!, to: IPAddress("fd98::1")!), "no selectors: everything, both families")
-        #expect(tunnels[1].sends(from: IPAddress("10.9.9.9")!, to: IPAddress("1.2.3.4")!))
+        #expect(tunnels[1].sends(PacketSelectors(source: IPAddress("fd99::1")!, destination: IPAddress("fd98::1")!)), "no selectors: everything, both families")
+        #expect(tunnels[1].sends(PacketSelectors(source: IPAddress("10.9.9.9")!, destination: IPAddress("1.2.3.4")!)))
     }
 
     @Test("bad files: each error names its line and never the key", arguments: [

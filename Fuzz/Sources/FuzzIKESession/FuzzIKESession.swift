@@ -61,13 +61,16 @@ let addressA = IPAddress("192.0.2.1")!, addressB = IPAddress("192.0.2.2")!
 let atB = IKEPath(localPort: 4500, remote: addressA, remotePort: 4500), atA = IKEPath(localPort: 4500, remote: addressB, remotePort: 4500)
 func noTraffic(_: UInt32, _: Bool) -> IKETrafficSample { IKETrafficSample() }
 
-/// Whether `inner` lies inside `outer`.
+/// Whether `inner` lies inside `outer`: addresses, protocol and ports.
 func inside(_ inner: TrafficSelector, _ outer: TrafficSelector) -> Bool {
-    switch (inner, outer) {
-    case (.v4(let i), .v4(let o)): return i.length >= o.length && o.contains(i.address)
-    case (.v6(let i), .v6(let o)): return i.length >= o.length && o.contains(i.address)
-    default: return false
+    let addresses: Bool
+    switch (inner.prefix, outer.prefix) {
+    case (.v4(let i), .v4(let o)): addresses = i.length >= o.length && o.contains(i.address)
+    case (.v6(let i), .v6(let o)): addresses = i.length >= o.length && o.contains(i.address)
+    default: addresses = false
     }
+    return addresses && (outer.ipProtocol == 0 || outer.ipProtocol == inner.ipProtocol)
+        && outer.ports.lowerBound <= inner.ports.lowerBound && inner.ports.upperBound <= outer.ports.upperBound
 }
 
 /// Every CHILD_SA of `engine` stays inside its child's configured selectors.
