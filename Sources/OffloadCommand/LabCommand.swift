@@ -74,6 +74,9 @@ struct Lab: ParsableCommand {
     var capture: String?
     @Flag(help: ArgumentHelp("Keep the logs and iperf3 reports (the path is printed).", visibility: .hidden))
     var keepLogs = false
+    @Flag(help: ArgumentHelp("The seed's offload ipsec rows with one tunnel for all four downloads (a comparison).",
+                             visibility: .hidden))
+    var seedOneTunnel = false
 
     enum MTUCases: String, ExpressibleByArgument, CaseIterable { case both, equal, smaller }
     enum ScenarioSet: String, ExpressibleByArgument, CaseIterable { case seed }
@@ -143,6 +146,7 @@ struct Lab: ParsableCommand {
         case .both: [4, 6]
         }
         configuration.flows = flows
+        configuration.seedSingleTunnel = seedOneTunnel
         configuration.seconds = secondsPerRow
         configuration.intervalSeconds = interval
         configuration.captureDirectory = capture.map { URL(fileURLWithPath: $0).standardizedFileURL.path }

@@ -30,9 +30,9 @@ extension LabRunner {
                 try startStrongSwan(topology, tag: tag, children: &children)
                 row.tunnels = LabSeed.ports.count
             } else {
-                let tunnels = LabSeed.offloadTunnels()
+                let tunnels = LabSeed.offloadTunnels(single: c.seedSingleTunnel)
                 row.tunnels = tunnels.count
-                if tunnels.count != LabSeed.ports.count { row.name += ", 1 tunnel (no port selectors)" }
+                if c.seedSingleTunnel { row.name += ", 1 tunnel" }
                 for (n, ns, view) in [(1, topology.gateway, tunnels), (2, topology.gateway2, tunnels.map(\.reversed))] {
                     let path = "\(c.scratch)/\(tag)-sa\(n).conf"
                     try SAFile.write(SAFile.render(view), to: path)

@@ -23,6 +23,9 @@ public struct LabConfiguration: Sendable {
     public var seconds = 5.0
     /// The timeline resolution, seconds (iperf3 `-i`).
     public var intervalSeconds = 0.1
+    /// The seed's `offload ipsec` rows with one tunnel for the four downloads instead of one per port
+    /// (the comparison for fairness).
+    public var seedSingleTunnel = false
     /// Where to save each row's captures (the gateway's two sides), or nil.
     public var captureDirectory: String?
     /// Bytes kept of each captured packet (headers are what the doctor reads).

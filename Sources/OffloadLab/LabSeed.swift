@@ -151,18 +151,17 @@ public enum LabSeed {
     // MARK: offload ipsec
 
     /// The client gateway's tunnels for `offload ipsec` (``ESPTunnelConfiguration/reversed`` is the
-    /// server gateway's), keys made on the spot: one per port with the selectors above when this
-    /// build's selectors take ports; otherwise one tunnel for all four downloads (`10.77.1.0/24` ⇄
-    /// `10.77.2.0/24`), which the row then names.
-    public static func offloadTunnels() -> [ESPTunnelConfiguration] {
+    /// server gateway's), keys made on the spot: one per port with the selectors above, or with
+    /// `single` one tunnel for all four downloads (`10.77.1.0/24` ⇄ `10.77.2.0/24`, the comparison:
+    /// one SA, one sequence of sealing, for every flow).
+    public static func offloadTunnels(single: Bool = false) -> [ESPTunnelConfiguration] {
         let client = TrafficSelector(clientPrefix)!
-        let perPort = ports.compactMap { TrafficSelector(serverSelector(port: $0)) }
-        guard perPort.count == ports.count else {
-            return [SAFile.freshTunnel(name: "seed", algorithm: .aesGCM128, local: [client],
-                                       remote: [TrafficSelector("10.77.2.0/24")!])]
+        if single {
+            return [SAFile.freshTunnel(name: "seed", algorithm: .aesGCM128, local: [client], remote: [TrafficSelector(serverPrefix)!])]
         }
-        return zip(ports, perPort).enumerated().map { i, pair in
-            SAFile.freshTunnel(name: tunnelName(port: pair.0), algorithm: .aesGCM128, local: [client], remote: [pair.1],
+        return ports.enumerated().map { i, port in
+            SAFile.freshTunnel(name: tunnelName(port: port), algorithm: .aesGCM128, local: [client],
+                               remote: [TrafficSelector(serverSelector(port: port))!],
                                outboundSPI: 0x1001 + UInt32(i), inboundSPI: 0x2001 + UInt32(i))
         }
     }

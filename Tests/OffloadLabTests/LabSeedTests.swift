@@ -1,6 +1,7 @@
 import Foundation
 import OffloadIPsec
 import OffloadLab
+import OffloadWire
 import Testing
 
 /// The children of the `seed` connection in a swanctl.conf text, by name.
@@ -33,6 +34,33 @@ struct LabSeedConfigurationTests {
         #expect(connection.value("local_addrs")?.value == "192.168.77.1" && connection.value("remote_addrs")?.value == "192.168.77.2")
         #expect(connection.value("encap")?.value == "yes")
         #expect(root.section("secrets")?.section("ike-seed")?.value("secret")?.value == psk)
+    }
+
+    @Test("offload ipsec: four tunnels, one per server port (10.77.2.2/32[tcp/PORT]), read back from the SA files; each download takes its own tunnel both ways")
+    func offloadTunnels() throws {
+        let tunnels = LabSeed.offloadTunnels()
+        let client = try SAFile.parse(SAFile.render(tunnels))
+        let server = try SAFile.parse(SAFile.render(tunnels.map(\.reversed)))
+        #expect(client.map(\.name) == ["t5201", "t5202", "t5203", "t5204"])
+        #expect(client.map { $0.remoteSelectors.map(\.description) } == [5201, 5202, 5203, 5204].map { ["10.77.2.2/32[tcp/\($0)]"] })
+        #expect(client.allSatisfy { $0.localSelectors.map(\.description) == ["10.77.1.0/24"] })
+        #expect(server.map { $0.localSelectors.map(\.description) } == client.map { $0.remoteSelectors.map(\.description) })
+        #expect(Set(client.map(\.outbound.spi)).count == 4 && Set(client.map(\.inbound.spi)).count == 4)
+        #expect(zip(client, server).allSatisfy { $0.outbound == $1.inbound && $0.inbound == $1.outbound }, "the far end's file is this one reversed")
+        let clientHost = try #require(IPAddress("10.77.1.2")), serverHost = try #require(IPAddress("10.77.2.2"))
+        for port: UInt16 in [5201, 5202, 5203, 5204] {
+            let up = PacketSelectors(source: clientHost, destination: serverHost, ipProtocol: 6, sourcePort: 40_000, destinationPort: port)
+            let down = PacketSelectors(source: serverHost, destination: clientHost, ipProtocol: 6, sourcePort: port, destinationPort: 40_000)
+            #expect(client.filter { $0.sends(up) }.map(\.name) == ["t\(port)"])
+            #expect(server.filter { $0.sends(down) }.map(\.name) == ["t\(port)"])
+            #expect(client.filter { $0.receives(down) }.map(\.name) == ["t\(port)"])
+        }
+        // The comparison: one tunnel for every download.
+        let single = try SAFile.parse(SAFile.render(LabSeed.offloadTunnels(single: true)))
+        #expect(single.count == 1 && single[0].remoteSelectors.map(\.description) == ["10.77.2.0/24"])
+        // Another port of the server goes through none of them.
+        let other = PacketSelectors(source: serverHost, destination: clientHost, ipProtocol: 6, sourcePort: 80, destinationPort: 40_000)
+        #expect(!server.contains { $0.sends(other) })
     }
 
     @Test("charon: kernel-libipsec loaded, its vici socket and log in the row's directory")
