@@ -75,7 +75,8 @@ public enum LabPresentation {
         for row in rows where row.flows.count > 1 && !row.fairness.isFair && !crawling(rows).contains(row) {
             let starved = row.fairness.starved > 0 ? ", \(row.fairness.starved) of \(row.flows.count) flows starved" : ""
             out += "- Row \(row.scenario.rawValue) (\(row.name), IPv\(row.family), MTU \(row.ingressMTU)→\(row.egressMTU)) "
-                + String(format: "is unfair: Jain %.2f", row.jainIndex) + starved + ".\n"
+                + String(format: "is unfair: Jain %.2f", row.jainIndex) + starved
+                + (row.jainIndexAfterStartUp.map { String(format: " (after the first second: %.2f)", $0) } ?? "") + ".\n"
         }
         for row in rows where row.longestStallMilliseconds >= 200 && !crawling(rows).contains(row) {
             out += "- Row \(row.scenario.rawValue) (\(row.name), IPv\(row.family), MTU \(row.ingressMTU)→\(row.egressMTU)) "
@@ -94,8 +95,10 @@ public enum LabPresentation {
         for row in rows where row.scenario.isSeed && !row.flows.isEmpty {
             out += "- Row \(row.scenario.rawValue) (\(row.name)): \(row.tunnels ?? 0) tunnel(s), one TCP download per server port "
                 + "over \(LabSeed.linkRateMbps) Mbit/s links: " + row.flows.map { mbps($0.goodputMbps) }.joined(separator: " / ")
-                + String(format: " Mbit/s, Jain %.2f, %d retransmits, %d flow(s) stalled for 1 s or more", row.jainIndex,
-                         row.retransmits, row.flows.filter { $0.longestStallMilliseconds >= 1000 }.count)
+                + String(format: " Mbit/s, Jain %.2f", row.jainIndex)
+                + (row.jainIndexAfterStartUp.map { String(format: " (%.2f after the first second)", $0) } ?? "")
+                + String(format: ", %d retransmits, %d flow(s) stalled for 1 s or more", row.retransmits,
+                         row.flows.filter { $0.longestStallMilliseconds >= 1000 }.count)
             if let bytes = row.tunnelBytes {
                 out += "; bytes per CHILD_SA towards the client: " + bytes.map(String.init).joined(separator: " / ")
             }

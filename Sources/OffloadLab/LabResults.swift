@@ -171,6 +171,11 @@ public struct LabRow: Codable, Sendable, Hashable {
     /// Packets the kernel dropped at the forwarder's ingress TUN device before the forwarder read them
     /// (its queue of `txqueuelen` packets full).
     public var ingressQueueDrops: Int?
+    /// Jain's index over what each flow delivered after the first second (its timeline's later
+    /// intervals): fairness once the start-up (slow start, path MTU discovery) is over. nil when the
+    /// timelines are shorter than two seconds. A short run whose ``jainIndex`` is low but this is high
+    /// was unfair only while the flows started (docs/lab.md).
+    public var jainIndexAfterStartUp: Double?
     /// The tunnels (SAs each way) that carried the flows, for the seed's rows: 4, or 1 when this
     /// build's `offload ipsec` selectors cannot name ports.
     public var tunnels: Int?
@@ -182,6 +187,15 @@ public struct LabRow: Codable, Sendable, Hashable {
     public var underlayReceiveDrops: Int?
     /// Set when the row could not be measured (the test did not complete).
     public var error: String?
+
+    /// Jain's index over the bytes each flow delivered after the first `seconds` of its timeline, or
+    /// nil when a timeline does not go on for at least as long again.
+    public func jainIndex(after seconds: Double) -> Double? {
+        guard !flows.isEmpty, intervalSeconds > 0 else { return nil }
+        let skip = Int((seconds / intervalSeconds).rounded())
+        guard skip > 0, flows.allSatisfy({ $0.timelineMbps.count >= 2 * skip }) else { return nil }
+        return OffloadReport.jainIndex(flows.map { $0.timelineMbps.dropFirst(skip).reduce(0, +) })
+    }
 
     /// The flows' fairness over the test (iperf3's goodput is over the same interval for every
     /// flow): the definition `offload doctor` uses on the row's captures.

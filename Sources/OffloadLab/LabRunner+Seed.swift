@@ -118,6 +118,7 @@ extension LabRunner {
         }
         row.totalGoodputMbps = row.flows.reduce(0) { $0 + $1.goodputMbps }
         row.jainIndex = row.fairness.jainIndex
+        row.jainIndexAfterStartUp = row.jainIndex(after: 1)
         row.retransmits = row.flows.reduce(0) { $0 + $1.retransmits }
         row.longestStallMilliseconds = row.flows.map(\.longestStallMilliseconds).max() ?? 0
         return row

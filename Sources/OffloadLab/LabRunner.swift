@@ -273,6 +273,7 @@ public final class LabRunner {
         }
         row.totalGoodputMbps = row.flows.reduce(0) { $0 + $1.goodputMbps }
         row.jainIndex = row.fairness.jainIndex
+        row.jainIndexAfterStartUp = row.jainIndex(after: 1)
         row.retransmits = row.flows.reduce(0) { $0 + $1.retransmits }
         row.longestStallMilliseconds = row.flows.map(\.longestStallMilliseconds).max() ?? 0
         return row

@@ -126,3 +126,36 @@ struct LabSeedConfigurationTests {
         #expect(try IperfReport(json: data).flows[0].longestStallMilliseconds == 0)
     }
 }
+
+@Suite("fairness after the start-up")
+struct LabStartUpFairnessTests {
+    /// Flow 1 runs from the start; the others deliver nothing for `idle` intervals, then as much.
+    func startUpRow(idle: Int, intervals: Int) -> LabRow {
+        let flows = (0..<4).map { i in
+            let timeline = (0..<intervals).map { t in i == 0 || t >= idle ? 100.0 : 0 }
+            return LabFlowResult(goodputMbps: timeline.reduce(0, +) / Double(intervals), retransmits: 0,
+                                 longestStallMilliseconds: i == 0 ? 0 : idle * 100, timelineMbps: timeline)
+        }
+        var row = LabRow(scenario: .ipsecGRO, name: LabScenario.ipsecGRO.name, family: 4, ingressMTU: 1500, egressMTU: 1500,
+                         flows: flows, totalGoodputMbps: flows.reduce(0) { $0 + $1.goodputMbps }, jainIndex: 0, retransmits: 0,
+                         longestStallMilliseconds: idle * 100, intervalSeconds: 0.1)
+        row.jainIndex = row.fairness.jainIndex
+        row.jainIndexAfterStartUp = row.jainIndex(after: 1)
+        return row
+    }
+
+    @Test("three flows idle for the first second of two: unfair over the run, fair after the first second, and the explanation says both")
+    func startUpOnly() throws {
+        let row = startUpRow(idle: 10, intervals: 20)
+        #expect(row.jainIndex < 0.9)
+        #expect(try #require(row.jainIndexAfterStartUp) == 1)
+        #expect(LabPresentation.explanation([row]).contains(String(format: "is unfair: Jain %.2f (after the first second: 1.00)", row.jainIndex)))
+    }
+
+    @Test("unfair after the start-up too, it says so; a run shorter than two seconds has no such figure")
+    func lasting() throws {
+        let row = startUpRow(idle: 15, intervals: 20)
+        #expect(try #require(row.jainIndexAfterStartUp) < 0.9)
+        #expect(startUpRow(idle: 5, intervals: 15).jainIndexAfterStartUp == nil)
+    }
+}
