@@ -28,6 +28,13 @@ struct Lab: ParsableCommand {
               12 offload forward, GRO + GSO, with the kernel's GRO on the gateway's ingress (as --setup leaves it)
               13 offload ipsec (ESP in UDP, AES-GCM-128) on both gateways, offloads off
               14 offload ipsec, GRO + GSO
+            The seed scenario (--scenario seed, 10 s per row): four ESP tunnels between two gateways, one per server \
+            port (selectors 10.77.2.2/32[tcp/5201] ... [tcp/5204]), one TCP download each, every link shaped to \
+            1 Gbit/s (tc tbf):
+              15 strongSwan's charon with kernel-libipsec on both gateways (four CHILD_SAs; when installed)
+              16 offload ipsec, offloads off
+              17 offload ipsec, GRO + GSO
+              18 offload ipsec --mode lro (the greedy merge the seed suffered: no segment size kept)
             each with the gateway's egress MTU (the tunnel rows: the underlay's MTU) equal to the ingress MTU and smaller (--egress-mtu, a tunnel's \
             overhead; the senders set DF, as Linux does). The table shows per-flow goodput, Jain's fairness \
             index, retransmissions, the longest stall (no data for whole --interval periods) and the forwarder's \
@@ -39,20 +46,23 @@ struct Lab: ParsableCommand {
               sudo offload lab                                   # all scenarios, IPv4, 5 s each (about 5 minutes)
               sudo offload lab --scenarios 3,4,5 --seconds 2 --json
               sudo offload lab --family both --report lab.html --capture lab-captures/
+              sudo offload lab --scenario seed --report seed.html      # rows 15-18, 10 s each
             """)
 
-    @Option(help: ArgumentHelp("Scenarios to run, comma-separated (1-14).", valueName: "list"))
-    var scenarios = "1,2,3,4,5,12,6,7,8,9,10,11,13,14"
+    @Option(help: ArgumentHelp("Scenarios to run, comma-separated (1-18; default: 1-14).", valueName: "list"))
+    var scenarios: String?
+    @Option(help: "A named set of scenarios instead of --scenarios: seed (rows 15-18, equal MTUs, 10 s each unless --seconds says otherwise).")
+    var scenario: ScenarioSet?
     @Option(help: "The smaller egress MTU (a tunnel's).")
     var egressMtu = 1400
-    @Option(help: "Which egress MTUs: both, equal (1500) or smaller (--egress-mtu).")
-    var mtus: MTUCases = .both
+    @Option(help: "Which egress MTUs: both, equal (1500) or smaller (--egress-mtu) (default: both; equal for --scenario seed).")
+    var mtus: MTUCases?
     @Option(help: "Address family: 4, 6 or both.")
     var family: FamilyOption = .v4
     @Option(help: "Parallel TCP connections per row.")
     var flows = 4
-    @Option(help: "Seconds of traffic per row.")
-    var seconds = 5.0
+    @Option(help: "Seconds of traffic per row (default 5; 10 for --scenario seed).")
+    var seconds: Double?
     @Option(help: "Timeline resolution in seconds (stalls are counted in whole intervals).")
     var interval = 0.1
     @Flag(help: "Print the table as JSON instead of text.")
@@ -64,18 +74,32 @@ struct Lab: ParsableCommand {
     var capture: String?
     @Flag(help: ArgumentHelp("Keep the logs and iperf3 reports (the path is printed).", visibility: .hidden))
     var keepLogs = false
+    @Flag(help: ArgumentHelp("The seed's offload ipsec rows with one tunnel for all four downloads (a comparison).",
+                             visibility: .hidden))
+    var seedOneTunnel = false
 
     enum MTUCases: String, ExpressibleByArgument, CaseIterable { case both, equal, smaller }
+    enum ScenarioSet: String, ExpressibleByArgument, CaseIterable { case seed }
+
+    /// The default rows: every scenario but the seed's.
+    static let defaultScenarios = "1,2,3,4,5,12,6,7,8,9,10,11,13,14"
+
+    /// Seconds per row: --seconds, else 10 for the seed, else 5.
+    var secondsPerRow: Double { seconds ?? (scenario == .seed ? LabSeed.defaultSeconds : 5) }
     enum FamilyOption: String, ExpressibleByArgument, CaseIterable {
         case v4 = "4", v6 = "6", both
     }
 
     var parsedScenarios: [LabScenario] {
         get throws {
-            let parts = scenarios.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            if scenario == .seed {
+                guard scenarios == nil else { throw ValidationError("give --scenario or --scenarios, not both") }
+                return LabScenario.seed
+            }
+            let parts = (scenarios ?? Self.defaultScenarios).split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             let list = try parts.map { part -> LabScenario in
                 guard let n = Int(part), let s = LabScenario(rawValue: n) else {
-                    throw ValidationError("--scenarios: '\(part)' is not a scenario number 1-14")
+                    throw ValidationError("--scenarios: '\(part)' is not a scenario number 1-18")
                 }
                 return s
             }
@@ -87,7 +111,7 @@ struct Lab: ParsableCommand {
     func validate() throws {
         _ = try parsedScenarios
         guard (2...64).contains(flows) || flows == 1 else { throw ValidationError("--flows must be 1...64") }
-        guard seconds >= 1 && seconds <= 600 else { throw ValidationError("--seconds must be 1...600") }
+        guard secondsPerRow >= 1 && secondsPerRow <= 600 else { throw ValidationError("--seconds must be 1...600") }
         guard interval >= 0.05 && interval <= 1 else { throw ValidationError("--interval must be 0.05...1") }
         guard (1280...1500).contains(egressMtu) else {
             throw ValidationError("--egress-mtu must be 1280...1500 (IPv6's minimum up to the veths' 1500)")
@@ -111,7 +135,7 @@ struct Lab: ParsableCommand {
         }
         var configuration = LabConfiguration(offloadExecutable: try ownExecutable(), scratch: scratch)
         configuration.scenarios = try parsedScenarios
-        configuration.egressMTUs = switch mtus {
+        configuration.egressMTUs = switch mtus ?? (scenario == .seed ? .equal : .both) {
         case .both: [1500, egressMtu]
         case .equal: [1500]
         case .smaller: [egressMtu]
@@ -122,7 +146,8 @@ struct Lab: ParsableCommand {
         case .both: [4, 6]
         }
         configuration.flows = flows
-        configuration.seconds = seconds
+        configuration.seedSingleTunnel = seedOneTunnel
+        configuration.seconds = secondsPerRow
         configuration.intervalSeconds = interval
         configuration.captureDirectory = capture.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
 

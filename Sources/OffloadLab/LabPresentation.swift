@@ -75,16 +75,34 @@ public enum LabPresentation {
         for row in rows where row.flows.count > 1 && !row.fairness.isFair && !crawling(rows).contains(row) {
             let starved = row.fairness.starved > 0 ? ", \(row.fairness.starved) of \(row.flows.count) flows starved" : ""
             out += "- Row \(row.scenario.rawValue) (\(row.name), IPv\(row.family), MTU \(row.ingressMTU)→\(row.egressMTU)) "
-                + String(format: "is unfair: Jain %.2f", row.jainIndex) + starved + ".\n"
+                + String(format: "is unfair: Jain %.2f", row.jainIndex) + starved
+                + (row.jainIndexAfterStartUp.map { String(format: " (after the first second: %.2f)", $0) } ?? "") + ".\n"
         }
         for row in rows where row.longestStallMilliseconds >= 200 && !crawling(rows).contains(row) {
             out += "- Row \(row.scenario.rawValue) (\(row.name), IPv\(row.family), MTU \(row.ingressMTU)→\(row.egressMTU)) "
                 + "has a flow that got no data for \(row.longestStallMilliseconds) ms.\n"
         }
-        for row in rows where (row.captureDrops ?? 0) > 0 || (row.ingressQueueDrops ?? 0) > 0 {
+        for row in rows where row.scenario.isTunnel && ((row.ingressQueueDrops ?? 0) > 0 || (row.underlayReceiveDrops ?? 0) > 0) {
+            out += "- Row \(row.scenario.rawValue) (\(row.name), MTU \(row.ingressMTU)→\(row.egressMTU)): the encrypting gateway's "
+                + "TUN queue dropped \(row.ingressQueueDrops.map(String.init) ?? "?") packets before it read them, and the "
+                + "decrypting gateway's kernel \(row.underlayReceiveDrops.map(String.init) ?? "?") datagrams for a full socket buffer.\n"
+        }
+        for row in rows where !row.scenario.isTunnel && ((row.captureDrops ?? 0) > 0 || (row.ingressQueueDrops ?? 0) > 0) {
             out += "- Row \(row.scenario.rawValue) (\(row.name), IPv\(row.family), MTU \(row.ingressMTU)→\(row.egressMTU)): "
                 + "the captures lost \(row.captureDrops ?? 0) packets (tcpdump) and the forwarder's ingress queue "
                 + "\(row.ingressQueueDrops ?? 0); `offload doctor` on these captures counts both as forwarder drops.\n"
+        }
+        for row in rows where row.scenario.isSeed && !row.flows.isEmpty {
+            out += "- Row \(row.scenario.rawValue) (\(row.name)): \(row.tunnels ?? 0) tunnel(s), one TCP download per server port "
+                + "over \(LabSeed.linkRateMbps) Mbit/s links: " + row.flows.map { mbps($0.goodputMbps) }.joined(separator: " / ")
+                + String(format: " Mbit/s, Jain %.2f", row.jainIndex)
+                + (row.jainIndexAfterStartUp.map { String(format: " (%.2f after the first second)", $0) } ?? "")
+                + String(format: ", %d retransmits, %d flow(s) stalled for 1 s or more", row.retransmits,
+                         row.flows.filter { $0.longestStallMilliseconds >= 1000 }.count)
+            if let bytes = row.tunnelBytes {
+                out += "; bytes per CHILD_SA towards the client: " + bytes.map(String.init).joined(separator: " / ")
+            }
+            out += ".\n"
         }
         let pairs = Dictionary(grouping: rows) { "\($0.family)/\($0.egressMTU)" }
         for (_, group) in pairs.sorted(by: { $0.key < $1.key }) {
@@ -166,8 +184,14 @@ public enum LabPresentation {
     public static func html(_ rows: [LabRow], configuration: LabConfiguration) -> String {
         var page = HTMLReport(title: "offload lab")
         page.paragraph(OffloadVersion.banner)
-        page.paragraph("\(configuration.flows) TCP flows per row for \(formatSeconds(configuration.seconds)) s, "
-            + "client → gateway → server in network namespaces, iperf3 with the kernel's TCP on both ends.")
+        if rows.allSatisfy(\.scenario.isSeed) {
+            page.paragraph("The seed: \(LabSeed.ports.count) TCP downloads (iperf3 -R, server ports "
+                + "\(LabSeed.ports.map(String.init).joined(separator: ", "))), each through its own ESP tunnel between two "
+                + "gateways, every link shaped to \(LabSeed.linkRateMbps) Mbit/s, \(formatSeconds(configuration.seconds)) s per row.")
+        } else {
+            page.paragraph("\(configuration.flows) TCP flows per row for \(formatSeconds(configuration.seconds)) s, "
+                + "client → gateway → server in network namespaces, iperf3 with the kernel's TCP on both ends.")
+        }
         let slow = Set(crawling(rows).map { rows.firstIndex(of: $0)! })
         page.table(headers: headers, rows: rows.map(cells), highlight: slow)
         page.heading("What the numbers mean")

@@ -32,6 +32,16 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
     case ipsecOffloadsOff = 13
     /// `offload ipsec` with GRO and GSO on both sides.
     case ipsecGRO = 14
+    /// The seed (``LabSeed``): strongSwan's charon with kernel-libipsec on both gateways, four
+    /// CHILD_SAs, one TCP download each, links shaped to 1 Gbit/s.
+    case seedStrongSwan = 15
+    /// The seed with `offload ipsec` on both gateways, four tunnels, offloads off.
+    case seedIPsecOffloadsOff = 16
+    /// The seed with `offload ipsec`, GRO and GSO on both sides.
+    case seedIPsecGRO = 17
+    /// The seed with `offload ipsec --mode lro`: the greedy merge, which keeps no segment size, so
+    /// the gateway cannot make the forwarding MTU decision per original segment.
+    case seedIPsecLRO = 18
 
     /// A short name for the table.
     public var name: String {
@@ -50,6 +60,10 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
         case .forwarderKernelGRO: "offload, kernel GRO+GSO"
         case .ipsecOffloadsOff: "ESP tunnel, offloads off"
         case .ipsecGRO: "ESP tunnel, GRO+GSO"
+        case .seedStrongSwan: "seed: strongSwan (libipsec)"
+        case .seedIPsecOffloadsOff: "seed: ESP, offloads off"
+        case .seedIPsecGRO: "seed: ESP, GRO+GSO"
+        case .seedIPsecLRO: "seed: ESP, greedy merge (lro)"
         }
     }
 
@@ -64,10 +78,16 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
     public var usesTranslator: Bool { (7...8).contains(rawValue) }
 
     /// Whether the row is a tunnel between two gateways (IPv4, once per MTU; the MTU is the underlay's).
-    public var isTunnel: Bool { (9...11).contains(rawValue) || isIPsec }
+    public var isTunnel: Bool { (9...11).contains(rawValue) || isIPsec || isSeed }
 
     /// Whether the row is `offload ipsec` between the two gateways.
-    public var isIPsec: Bool { (13...14).contains(rawValue) }
+    public var isIPsec: Bool { (13...14).contains(rawValue) || (16...18).contains(rawValue) }
+
+    /// Whether the row is the seed scenario's (``LabSeed``: four tunnels, one download each, 1 Gbit/s links).
+    public var isSeed: Bool { (15...18).contains(rawValue) }
+
+    /// The seed scenario's rows.
+    public static let seed: [LabScenario] = [.seedStrongSwan, .seedIPsecOffloadsOff, .seedIPsecGRO, .seedIPsecLRO]
 
     /// Whether the row runs once per MTU whatever the families asked for.
     public var runsOnce: Bool { isTranslator || isTunnel }
@@ -79,7 +99,8 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
         // --setup turn it on.
         case .forwarderOffloadsOff: ["--no-vnet-hdr", "--keep-ingress-gro"]
         case .forwarderGRO: ["--keep-ingress-gro"]
-        case .translatorOffloadsOff, .tunnelOffloadsOff, .ipsecOffloadsOff: ["--no-vnet-hdr"]
+        case .translatorOffloadsOff, .tunnelOffloadsOff, .ipsecOffloadsOff, .seedIPsecOffloadsOff: ["--no-vnet-hdr"]
+        case .seedIPsecLRO: ["--mode", "lro"]
         case .forwarderLRO: ["--mode", "lro", "--keep-ingress-gro"]
         default: []
         }
@@ -150,8 +171,31 @@ public struct LabRow: Codable, Sendable, Hashable {
     /// Packets the kernel dropped at the forwarder's ingress TUN device before the forwarder read them
     /// (its queue of `txqueuelen` packets full).
     public var ingressQueueDrops: Int?
+    /// Jain's index over what each flow delivered after the first second (its timeline's later
+    /// intervals): fairness once the start-up (slow start, path MTU discovery) is over. nil when the
+    /// timelines are shorter than two seconds. A short run whose ``jainIndex`` is low but this is high
+    /// was unfair only while the flows started (docs/lab.md).
+    public var jainIndexAfterStartUp: Double?
+    /// The tunnels (SAs each way) that carried the flows, for the seed's rows: 4, or 1 when this
+    /// build's `offload ipsec` selectors cannot name ports.
+    public var tunnels: Int?
+    /// Bytes each tunnel carried towards the client, as the server's gateway counted them (the
+    /// strongSwan row: each CHILD_SA's outbound bytes), in port order: shows which SA a download took.
+    public var tunnelBytes: [Int]?
+    /// UDP datagrams the decrypting (decapsulating) gateway's kernel dropped for a full socket
+    /// buffer during the row (`/proc/net/snmp` Udp RcvbufErrors in its namespace; tunnel rows).
+    public var underlayReceiveDrops: Int?
     /// Set when the row could not be measured (the test did not complete).
     public var error: String?
+
+    /// Jain's index over the bytes each flow delivered after the first `seconds` of its timeline, or
+    /// nil when a timeline does not go on for at least as long again.
+    public func jainIndex(after seconds: Double) -> Double? {
+        guard !flows.isEmpty, intervalSeconds > 0 else { return nil }
+        let skip = Int((seconds / intervalSeconds).rounded())
+        guard skip > 0, flows.allSatisfy({ $0.timelineMbps.count >= 2 * skip }) else { return nil }
+        return OffloadReport.jainIndex(flows.map { $0.timelineMbps.dropFirst(skip).reduce(0, +) })
+    }
 
     /// The flows' fairness over the test (iperf3's goodput is over the same interval for every
     /// flow): the definition `offload doctor` uses on the row's captures.
@@ -202,9 +246,10 @@ public struct IperfReport: Sendable {
     /// iperf3's own error text, if it reported one.
     public var error: String?
 
-    /// Reads an iperf3 client report. Timelines come from the server's intervals (what arrived),
-    /// or from the client's (what was sent) when the server's are missing.
-    public init(json data: Data) throws {
+    /// Reads an iperf3 client report. Timelines come from the receiver's intervals (what arrived):
+    /// the server's, or with `reverse` (`iperf3 -R`, the server sends) the client's own; from the
+    /// other side's when the receiver's are missing.
+    public init(json data: Data, reverse: Bool = false) throws {
         guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw LabError("iperf3 did not print JSON")
         }
@@ -212,7 +257,9 @@ public struct IperfReport: Sendable {
         let end = root["end"] as? [String: Any] ?? [:]
         let streams = end["streams"] as? [[String: Any]] ?? []
         let server = root["server_output_json"] as? [String: Any]
-        let intervals = (server?["intervals"] as? [[String: Any]]) ?? (root["intervals"] as? [[String: Any]]) ?? []
+        let serverIntervals = server?["intervals"] as? [[String: Any]]
+        let clientIntervals = root["intervals"] as? [[String: Any]]
+        let intervals = (reverse ? clientIntervals ?? serverIntervals : serverIntervals ?? clientIntervals) ?? []
         // Interval streams are listed in connection order on both sides; index i is flow i.
         var perFlow = [[Double]](repeating: [], count: streams.count)
         var seconds: [Double] = []

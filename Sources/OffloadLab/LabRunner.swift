@@ -10,7 +10,7 @@ import OffloadReport
 /// What the lab runs.
 public struct LabConfiguration: Sendable {
     /// The scenarios, in order.
-    public var scenarios: [LabScenario] = LabScenario.allCases
+    public var scenarios: [LabScenario] = LabScenario.allCases.filter { !$0.isSeed }
     /// The MTU of the client's link and the gateway's ingress.
     public var ingressMTU = 1500
     /// The egress MTUs to try; each scenario runs once per value.
@@ -23,6 +23,9 @@ public struct LabConfiguration: Sendable {
     public var seconds = 5.0
     /// The timeline resolution, seconds (iperf3 `-i`).
     public var intervalSeconds = 0.1
+    /// The seed's `offload ipsec` rows with one tunnel for the four downloads instead of one per port
+    /// (the comparison for fairness).
+    public var seedSingleTunnel = false
     /// Where to save each row's captures (the gateway's two sides), or nil.
     public var captureDirectory: String?
     /// Bytes kept of each captured packet (headers are what the doctor reads).
@@ -49,7 +52,7 @@ public struct LabConfiguration: Sendable {
 public final class LabRunner {
     let configuration: LabConfiguration
     let progress: (String) -> Void
-    private var rowIndex = 0
+    var rowIndex = 0
 
     /// Creates a runner; `progress` receives one line per step.
     public init(_ configuration: LabConfiguration, progress: @escaping (String) -> Void = { _ in }) {
@@ -87,12 +90,18 @@ public final class LabRunner {
                         progress("skipped scenario 6: tayga is not installed (apt-get install tayga)")
                         continue
                     }
+                    if scenario == .seedStrongSwan && !LabSeed.strongSwanInstalled {
+                        progress("skipped scenario 15: strongSwan's charon with kernel-libipsec is not installed "
+                            + "(apt-get install strongswan-charon strongswan-swanctl libcharon-extra-plugins)")
+                        continue
+                    }
                     let family = scenario.isTranslator ? 6 : scenario.isTunnel ? 4 : family
                     rowIndex += 1
                     progress("[\(rowIndex)/\(configuration.rowCount)] \(scenario.rawValue) \(scenario.name), IPv\(family), "
-                        + "MTU \(configuration.ingressMTU) -> \(mtu), \(configuration.flows) flows, "
+                        + "MTU \(configuration.ingressMTU) -> \(mtu), \(scenario.isSeed ? LabSeed.ports.count : configuration.flows) flows, "
                         + "\(formatSeconds(configuration.seconds)) s each")
-                    let row = try runRow(scenario: scenario, family: family, egressMTU: mtu)
+                    let row = scenario.isSeed ? try runSeedRow(scenario: scenario, underlayMTU: mtu)
+                        : try runRow(scenario: scenario, family: family, egressMTU: mtu)
                     progress("    " + (row.error.map { "not measured: \($0)" }
                         ?? String(format: "%.0f Mbit/s, Jain %.2f, longest stall %d ms", row.totalGoodputMbps,
                                   row.jainIndex, row.longestStallMilliseconds)))
@@ -106,7 +115,7 @@ public final class LabRunner {
     /// The `offload ipsec` arguments of both gateways: SA files (mode 0600) with keys made for this
     /// row (AES-GCM-128, one tunnel each way); the high-water marks go to the scratch directory's
     /// store (keys made for one row need no marks on the machine's own).
-    private func ipsecSAFiles(tag: String) throws -> [[String]] {
+    func ipsecSAFiles(tag: String) throws -> [[String]] {
         let tunnel = SAFile.freshTunnel(name: "lab", algorithm: .aesGCM128, local: [TrafficSelector("10.77.1.0/24")!],
                                         remote: [TrafficSelector("10.77.2.0/24")!])
         var arguments: [[String]] = []
@@ -223,6 +232,11 @@ public final class LabRunner {
             if scenario.usesForwarder || scenario.usesTranslator {
                 row.ingressQueueDrops = transmitDrops(device: scenario.usesForwarder ? "ofw0" : "siit6",
                                                       namespace: topology.gateway, scratch: c.scratch)
+            } else if scenario.isTunnel && scenario != .kernelVXLAN {
+                // The uploads are encrypted on the client's gateway and decrypted on the server's.
+                row.ingressQueueDrops = transmitDrops(device: scenario.isIPsec ? "ipsec0" : "gtp0",
+                                                      namespace: topology.gateway, scratch: c.scratch)
+                row.underlayReceiveDrops = udpReceiveBufferErrors(namespace: topology.gateway2, scratch: c.scratch)
             }
             // Captures end before the forwarder does: its devices vanish with it.
             // tcpdump prints what it lost only when it exits by itself: give it time to drain its
@@ -259,6 +273,7 @@ public final class LabRunner {
         }
         row.totalGoodputMbps = row.flows.reduce(0) { $0 + $1.goodputMbps }
         row.jainIndex = row.fairness.jainIndex
+        row.jainIndexAfterStartUp = row.jainIndex(after: 1)
         row.retransmits = row.flows.reduce(0) { $0 + $1.retransmits }
         row.longestStallMilliseconds = row.flows.map(\.longestStallMilliseconds).max() ?? 0
         return row
@@ -321,7 +336,18 @@ public final class LabRunner {
         return tx["dropped"] as? Int
     }
 
-    private func waitFor(_ what: String, timeout: Double, log: BackgroundProcess, _ ready: () -> Bool) throws {
+    /// The namespace's UDP datagrams dropped for a full receive buffer so far (`Udp: … RcvbufErrors`
+    /// in `/proc/net/snmp`), or nil when it cannot be read.
+    func udpReceiveBufferErrors(namespace: String, scratch: String) -> Int? {
+        guard let text = try? runChecked(["ip", "netns", "exec", namespace, "cat", "/proc/net/snmp"], scratch: scratch) else {
+            return nil
+        }
+        let lines = text.split(separator: "\n").filter { $0.hasPrefix("Udp: ") }.map { $0.split(separator: " ") }
+        guard lines.count >= 2, let column = lines[0].firstIndex(of: "RcvbufErrors"), column < lines[1].count else { return nil }
+        return Int(lines[1][column])
+    }
+
+    func waitFor(_ what: String, timeout: Double, log: BackgroundProcess, _ ready: () -> Bool) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while !ready() {
             if !log.isRunning {

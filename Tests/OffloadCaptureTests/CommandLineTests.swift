@@ -273,7 +273,10 @@ struct DiagnosticCommandTests {
     func lab() throws {
         let offload = try #require(offloadBinary)
         #expect(try run(offload, ["lab", "--help"]).1.contains("kernel forwarding, GRO off"))
-        #expect(try run(offload, ["lab", "--scenarios", "15"]).0 == 2)
+        #expect(try run(offload, ["lab", "--scenarios", "19"]).0 == 2)
+        #expect(try run(offload, ["lab", "--scenario", "seed", "--scenarios", "15"]).0 == 2)
+        #expect(try run(offload, ["lab", "--scenario", "nope"]).0 == 2)
+        #expect(try run(offload, ["lab", "--help"]).1.contains("--scenario seed"))
         #expect(try run(offload, ["lab", "--seconds", "0"]).0 == 2)
         #expect(try run(offload, ["lab", "--egress-mtu", "1000"]).0 == 2)
     }

@@ -81,6 +81,28 @@ struct LabNetnsTests {
         #expect(labNamespaces(of: pid).isEmpty, "left behind: \(labNamespaces(of: pid))")
     }
 
+    @Test("the seed scenario (15-18), briefly: strongSwan's four CHILD_SAs and offload ipsec's tunnels each carry a download, nothing is left behind",
+          .enabled(if: labUnavailable() == nil && LabSeed.strongSwanInstalled && installed("tc"),
+                   "\(labUnavailable() ?? "needs strongSwan's charon with kernel-libipsec, swanctl and tc")"))
+    func seedRows() throws { try exclusiveNetwork { try seedRowsBody() } }
+    func seedRowsBody() throws {
+        let (rows, pid) = try runLab("--scenario seed --seconds 2")
+        #expect(rows.map(\.scenario) == LabScenario.seed)
+        for row in rows {
+            #expect(row.egressMTU == 1500 && row.flows.count == 4, "row \(row.scenario): \(row.flows.count) flows")
+        }
+        // The greedy merge's row may black-hole: only that it was measured is asked of it.
+        for row in rows where row.scenario != .seedIPsecLRO {
+            #expect(row.error == nil, "row \(row.scenario): \(row.error ?? "")")
+            #expect(row.flows.allSatisfy { $0.goodputMbps > 0 }, "row \(row.scenario): \(row.flows.map(\.goodputMbps))")
+            #expect((row.tunnels ?? 0) >= 1)
+        }
+        let strongSwan = try #require(rows.first)
+        #expect(strongSwan.tunnels == 4 && strongSwan.tunnelBytes?.count == 4)
+        #expect((strongSwan.tunnelBytes ?? []).reduce(0, +) > 0, "the CHILD_SAs carried the downloads")
+        #expect(labNamespaces(of: pid).isEmpty, "left behind: \(labNamespaces(of: pid))")
+    }
+
     @Test("Ctrl-C half-way: exit 130 and every namespace removed",
           .enabled(if: labUnavailable() == nil, "\(labUnavailable() ?? "")"))
     func interrupted() throws { try exclusiveNetwork { try interruptedBody() } }
