@@ -248,6 +248,14 @@ extension HubLab {
         return sas.map { ($0["connection"] as? String ?? "", $0["state"] as? String ?? "", $0["peer"] as? String ?? "") }
     }
 
+    /// The SPIs of the connection's established IKE SAs (from the hub's status file).
+    func spis(_ connection: String) -> [String] {
+        guard let data = FileManager.default.contents(atPath: "\(dir)/hub.status"),
+              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let sas = json["sas"] as? [[String: Any]]
+        else { return [] }
+        return sas.filter { $0["connection"] as? String == connection && $0["state"] as? String == "established" }.compactMap { $0["spis"] as? String }
+    }
+
     func established(_ connection: String) -> [String] {
         hubSAs().filter { $0.connection == connection && $0.state == "established" }.map(\.peer)
     }
@@ -255,7 +263,7 @@ extension HubLab {
 
 @Suite("offload ipsec --config as a hub for strongSwan peers, two of them behind a NAT that rebinds", .serialized)
 struct HubInteropTests {
-    @Test("four strongSwan peers (two behind an nftables masquerade NAT) at once: every transfer intact both ways; the NAT rebinds mid-transfer and the hub follows the peer; a peer killed is found dead while the others go on, and comes back",
+    @Test("four strongSwan peers (two behind an nftables masquerade NAT) at once: every transfer intact both ways; the NAT rebinds mid-transfer and the hub follows the peer; a peer killed is found dead while the others go on, and comes back; SIGHUP without one peer's connection deletes its SA and keeps the others'",
           .enabled(if: netnsReady && strongSwanAvailable && natToolsAvailable, "needs namespaces, strongSwan, nftables and conntrack"))
     func fourPeers() throws { try exclusiveNetwork { try fourPeersBody() } }
     func fourPeersBody() throws {
@@ -313,6 +321,23 @@ struct HubInteropTests {
         while Date() < back && lab.established("peer2").isEmpty { Thread.sleep(forTimeInterval: 0.2) }
         let again = lab.transfer(megabytes: 8, from: lab.client(2), to: lab.server, address: "10.80.0.2", tag: "again")
         #expect(again.0 && again.1 == 8_000_000, "peer 2 back: \(again.1) bytes")
+        // SIGHUP with peer 4's connection gone from the file: peer 4's SA is deleted, the others
+        // keep theirs (the same SPIs) and carry on.
+        let kept = (1...3).map { lab.spis("peer\($0)") }
+        var text = try String(contentsOfFile: config, encoding: .utf8)
+        let start = try #require(text.range(of: "  peer4 {")), end = try #require(text.range(of: "}\nsecrets"))
+        text.removeSubrange(start.lowerBound..<end.lowerBound)
+        try text.write(toFile: config, atomically: false, encoding: .utf8)
+        shell("pkill -HUP -f '[s]tats-json \(lab.dir)/hub.json'")
+        let reloaded = Date().addingTimeInterval(10)
+        while Date() < reloaded && !(lab.log("hub").contains("configuration reloaded") && lab.established("peer4").isEmpty) {
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        #expect(lab.log("hub").contains("configuration reloaded: 0 added, 0 changed, 1 removed (peer4), 3 unchanged"), "\(lab.log("hub").suffix(2000))")
+        #expect(lab.established("peer4").isEmpty, "peer 4's SA deleted by the reload")
+        #expect((1...3).map { lab.spis("peer\($0)") } == kept, "the other peers keep their SAs")
+        let afterReload = lab.transfer(megabytes: 8, from: lab.client(1), to: lab.server, address: "10.80.0.2", tag: "reload")
+        #expect(afterReload.0 && afterReload.1 == 8_000_000, "peer 1 carries on after the reload")
         let hub = try lab.stop("hub")
         let decap = try #require(hub["wan_to_lan"])
         #expect(decap.hubCounter("dropped", label: "unknown_spi") < 50, "few datagrams for SAs the hub does not know")
