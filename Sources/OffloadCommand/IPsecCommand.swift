@@ -41,9 +41,18 @@ struct IPsec: AsyncParsableCommand {
             key in two SAs of a file is refused. The same SA file on two machines cannot be caught: use IKEv2 \
             there. A sender whose numbers are used up (2^32 without ESN) stops and says so; new keys go on.
 
+            Many peers: one process and one socket serve every peer. An SA file's tunnel names its peer with \
+            remote_addrs = ADDRESS (remote_port, default 4500; the others go to --remote); with --config each \
+            connection has its remote_addrs (an address, a prefix, a list, or %any, told apart by identity). \
+            Inbound datagrams find their SA by SPI and must come from its peer (else wrong_peer), but a peer \
+            behind a NAT is followed to a new address or port by its newest authentic datagram or IKE message. \
+            SIGHUP reloads --config: unchanged connections keep their SAs (docs/ipsec.md, "Many peers").
+
             --write-keys FILE writes Wireshark's esp_sa lines (mode 0600) so that tshark decrypts a capture.
 
-            Secrets: keys never reach a log, an error or the status; core dumps are off; SA and config files             must be mode 0600 and are read through one checked descriptor (a symbolic link is refused).             What the gateway promises and what you must do: docs/ipsec.md, "What it promises".
+            Secrets: keys never reach a log, an error or the status; core dumps are off; SA and config files \
+            must be mode 0600 and are read through one checked descriptor (a symbolic link is refused). \
+            What the gateway promises and what you must do: docs/ipsec.md, "What it promises".
 
             IKEv2: with --config instead of --sa, the SAs are negotiated with the peer (RFC 7296; strongSwan \
             and this gateway in either role): a file of connections and secrets in swanctl.conf's syntax and \
@@ -68,7 +77,7 @@ struct IPsec: AsyncParsableCommand {
 
     @Option(help: "The SA file (manual keys, swanctl.conf syntax, mode 0600).")
     var sa: String?
-    @Option(help: "IKEv2: connections and secrets (swanctl.conf syntax, mode 0600); live only. --local/--remote default to its addresses.")
+    @Option(help: "IKEv2: connections and secrets (swanctl.conf syntax, mode 0600); live only; SIGHUP reloads it. --local defaults to its local_addrs (--remote is not needed: peers come from remote_addrs).")
     var config: String?
     @Option(help: "IKEv2: where the running gateway writes its SAs each second (default: /run/offload-ipsec/NAME.status when that directory is there, as under the systemd unit; else the config's path with .status).")
     var statusFile: String?
