@@ -17,33 +17,17 @@ action="$1"; p="$2"; dir="$3"
 psk="${SW_PSK:-offload-bench-psk-not-a-secret}"
 proposals="${SW_PROPOSALS:-aes128gcm16-prfsha256-x25519}"
 
-start_charon() { # n esp start_action
+start_charon() { # n esp start_action: charon on gateway n (scripts/strongswan-charon.sh), its connection loaded
   local n="$1" esp="$2" start="$3"
   local me=192.168.88.$n peer=192.168.88.$((3 - n))
   mkdir -p "$dir"
-  cat > "$dir/strongswan$n.conf" <<CONF
-charon {
-  load = random nonce openssl aes sha1 sha2 hmac gcm chapoly curve25519 kdf pem pkcs1 x509 pubkey kernel-libipsec kernel-netlink socket-default vici updown
-  install_routes = yes
-  retransmit_timeout = 1
-  retransmit_tries = 3
-  plugins {
-    vici { socket = unix://$dir/charon$n.vici }
-  }
-  filelog {
-    charon$n { path = $dir/charon$n.log
-      default = 1
-      flush_line = yes }
-  }
-}
-CONF
   local child_rekey="" ike_rekey="" dpd=""
   [ -n "${SW_CHILD_REKEY:-}" ] && child_rekey="rekey_time = $SW_CHILD_REKEY
         life_time = ${SW_CHILD_LIFE:-60s}
         rand_time = 1s"
   [ -n "${SW_IKE_REKEY:-}" ] && ike_rekey="rekey_time = $SW_IKE_REKEY"
   [ -n "${SW_DPD:-}" ] && dpd="dpd_delay = $SW_DPD"
-  cat > "$dir/swanctl$n.conf" <<CONF
+  cat > "$dir/charon$n.swanctl.conf" <<CONF
 connections {
   site {
     local_addrs = $me
@@ -73,40 +57,18 @@ secrets {
     secret = "$psk" }
 }
 CONF
-  chmod 600 "$dir/swanctl$n.conf"
-  # A charon killed with -9 leaves its vici socket behind: without this, the next load would find
-  # the old socket at once and talk to no one.
-  rm -f "$dir/charon$n.vici"
-  ip netns exec "$p-gw$n" sh -c "mount -t tmpfs none /run && STRONGSWAN_CONF=$dir/strongswan$n.conf exec /usr/lib/ipsec/charon" \
-    > "$dir/charon$n.out" 2>&1 < /dev/null &
-  echo $! > "$dir/charon$n.pid"
-}
-
-load_charon() { # n
-  local n="$1"
-  for _ in $(seq 100); do [ -S "$dir/charon$n.vici" ] && break; sleep 0.1; done
-  # A loaded machine can show the socket before charon answers on it: try a few times.
-  for _ in $(seq 10); do
-    ip netns exec "$p-gw$n" swanctl --load-all --file "$dir/swanctl$n.conf" --uri "unix://$dir/charon$n.vici" > "$dir/load$n.log" 2>&1 && return 0
-    sleep 0.3
-  done
-  cat "$dir/load$n.log" >&2
-  return 1
+  "$(dirname "$0")/strongswan-charon.sh" start "$p-gw$n" "$dir" "charon$n"
 }
 
 case "$action" in
 down)
-  for n in 1 2; do
-    [ -f "$dir/charon$n.pid" ] && kill "$(cat "$dir/charon$n.pid")" 2>/dev/null || true
-  done
+  for n in 1 2; do "$(dirname "$0")/strongswan-charon.sh" stop "$dir" "charon$n"; done
   sleep 0.5
   ;;
 up)
   esp="${4:-aes128gcm16}"
-  start_charon 1 "$esp" start
   start_charon 2 "$esp" trap
-  load_charon 2
-  load_charon 1
+  start_charon 1 "$esp" start
   for _ in $(seq 100); do
     ip netns exec "$p-gw1" swanctl --list-sas --uri "unix://$dir/charon1.vici" 2>/dev/null | grep -q INSTALLED && exit 0
     sleep 0.1
@@ -117,7 +79,6 @@ up)
 peer)
   n="$4"; esp="${5:-aes128gcm16}"
   start_charon "$n" "$esp" "${SW_START:-trap}"
-  load_charon "$n"
   ;;
 list)
   ip netns exec "$p-gw$4" swanctl --list-sas --uri "unix://$dir/charon$4.vici"
