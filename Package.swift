@@ -12,6 +12,13 @@ let swiftSettings: [SwiftSetting] = [
 /// `unsafe` (SE-0458). The marker is compile-time only; the generated code is the same.
 let strictSettings: [SwiftSetting] = swiftSettings + [.strictMemorySafety()]
 
+/// The IKE engine (a control plane that parses what anyone may send, where speed does not matter)
+/// is built without SIL's dead-code elimination: Swift 6.3.1's DCE frees an array whose result is
+/// dead before the copy into it (scripts/toolchain/check-array-copy-lifetime.sh shows it; the
+/// flag makes the reproducer sound), and two such patterns were found in this module by fuzzing.
+/// The sources avoid the pattern too; this keeps a new one from becoming a heap corruption.
+let controlPlaneSettings: [SwiftSetting] = strictSettings + [.unsafeFlags(["-Xllvm", "-sil-disable-pass=dce"])]
+
 let package = Package(
     name: "swift-offload",
     products: [
@@ -78,7 +85,7 @@ let package = Package(
         .target(name: "OffloadIKE",
                 dependencies: ["OffloadWire", "OffloadIPsec", "OffloadCrypto", "COffloadCrypto",
                                .product(name: "Logging", package: "swift-log")],
-                swiftSettings: strictSettings),
+                swiftSettings: controlPlaneSettings),
         // The IKE engine's host: sockets, the TUN device, the tunnel endpoint, timers, the status file.
         .target(name: "OffloadIKEDaemon",
                 dependencies: ["OffloadIKE", "OffloadIPsec", "OffloadCrypto", "OffloadTunnel", "OffloadTUN", "OffloadWire",

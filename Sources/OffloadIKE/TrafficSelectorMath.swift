@@ -98,7 +98,9 @@ enum SelectorMath {
         for ts in offered {
             for p in prefixes(ts) {
                 for a in allowed {
-                    if let x = intersect(p, a), enforceable(range(x)), !out.contains(x) { out.append(x) }
+                    // Not `enforceable(range(x))`: range's address arrays would be dead, and Swift 6.3.1's
+                    // SIL DCE frees such an array before it is filled (scripts/toolchain).
+                    if let x = intersect(p, a), x.allowsAllPorts || PacketSelectors.hasPorts(x.ipProtocol), !out.contains(x) { out.append(x) }
                 }
             }
         }
