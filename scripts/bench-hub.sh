@@ -295,7 +295,8 @@ start_iperf_servers() { # peers
   sleep 0.3
 }
 # Every client sends (up) or receives (down) at once for SECONDS_PER_ROW; prints
-# "total min max hub_cpu_s hub_cores hub_s_per_gbit peers_s_per_gbit".
+# "total min max hub_cpu_s hub_cores hub_s_per_gbit peers_s_per_gbit failed" (failed: clients
+# whose iperf3 gave no result, counted as 0 Gbit/s).
 measure() { # peers direction
   local peers="$1" reverse="" n pids=() hub0 peers0 hub1 peers1 t0 t1 files=()
   [ "$2" = down ] && reverse="-R"
@@ -312,7 +313,7 @@ measure() { # peers direction
   python3 - "$clk" $((hub1 - hub0)) $((peers1 - peers0)) "$t0" "$t1" "${files[@]}" <<'PY'
 import json, sys
 clk, hub, peers, t0, t1 = (float(x) for x in sys.argv[1:6])
-rates, gbit = [], 0.0
+rates, gbit, failed = [], 0.0, 0
 for path in sys.argv[6:]:
     try:
         end = json.load(open(path))["end"]["sum_received"]
@@ -320,9 +321,10 @@ for path in sys.argv[6:]:
         gbit += end["bytes"] * 8 / 1e9
     except Exception:
         rates.append(0.0)
+        failed += 1
 hub_s, peers_s = hub / clk, peers / clk
 per = lambda s: f"{s / gbit:.2f}" if gbit > 0 else "n/a"
-print(f"{sum(rates):.2f} {min(rates):.2f} {max(rates):.2f} {hub_s:.2f} {hub_s / max(t1 - t0, 1e-9):.2f} {per(hub_s)} {per(peers_s)}")
+print(f"{sum(rates):.2f} {min(rates):.2f} {max(rates):.2f} {hub_s:.2f} {hub_s / max(t1 - t0, 1e-9):.2f} {per(hub_s)} {per(peers_s)} {failed}")
 PY
 }
 
@@ -339,7 +341,8 @@ for peers in $peer_counts; do
     note=""; setup_time="n/a"
     echo "== $peers peer(s): $(label "$row")" >&2
     if ! "start_$row" "$peers"; then
-      skipped[$row,$peers]="${note:-did not start}"
+      note="${note:-did not start}"
+      skipped[$row,$peers]="$(echo "${note//$tmp\//}" | tr -s '\n ' '  ' | sed 's/ *$//')"
       echo "   skipped: ${skipped[$row,$peers]}" >&2
       stop_row
       continue
@@ -368,7 +371,7 @@ for peers in $peer_counts; do
     for dir in $directions; do
       set -- ${result[$row,$peers,$dir]}
       printf "%5s | %-32s | %-4s | %7s | %13s | %7s | %9s | %10s | %11s | %s\n" "$peers" "$(label "$row")" "$(dir_label "$dir")" \
-        "$1" "$2-$3" "$4" "$5" "$6" "$7" "${setup[$row,$peers]}"
+        "$1" "$2-$3$([ "$8" = 0 ] || echo " ($8 failed)")" "$4" "$5" "$6" "$7" "${setup[$row,$peers]}"
       [ -n "${RESULTS:-}" ] && printf "%s\t%s\t%s\t%s\n" "$peers" "$row" "$dir" "${result[$row,$peers,$dir]} ${setup[$row,$peers]}" >> "$RESULTS"
     done
   done
@@ -381,7 +384,7 @@ for peers in $peer_counts; do
       python3 - "$peers" "$(dir_label "$dir")" "$(label "$row")" ${result[$row,$peers,$dir]} ${result[strongswan,$peers,$dir]} <<'PY'
 import sys
 peers, direction, name = sys.argv[1:4]
-a, b = sys.argv[4:11], sys.argv[11:18]
+a, b = sys.argv[4:12], sys.argv[12:20]
 def ratio(x, y):
     try:
         x, y = float(x), float(y)
