@@ -37,6 +37,7 @@ Environment:
   OFFLOAD_IKE=path        the executable of the ike row's hub (default: OFFLOAD)
   MAX_SECONDS=1500        the whole run is stopped (and cleaned up) after this long
   RESULTS=file            also append the results as tab-separated lines to this file
+  KEEP_LOGS=1             keep the processes' logs (keys and PSKs removed) in the run's directory
 Root, iperf3, openssl, strongswan-charon, strongswan-swanctl, libcharon-extra-plugins.
 Ctrl-C stops it; its namespaces and processes are removed on every exit.
 EOF
@@ -88,7 +89,7 @@ cleanup() {
   [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
   stop_row 2>/dev/null
   "$root/scripts/netns-hub-topology.sh" down "$p" 2>/dev/null
-  rm -rf "$tmp"
+  if [ -n "${KEEP_LOGS:-}" ]; then echo "bench-hub: logs kept in $tmp/logs" >&2; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -210,7 +211,9 @@ hub_ike_config() { # peers esp_proposals file
          "$n" "$(peer_addr "$n")" "$n" "$n" "$n" "$2"
      done
      printf '}\nsecrets {\n'
-     for n in $(seq 1 "$1"); do printf '  ike-peer%d { id-a = hub\n    id-b = peer%d\n    secret = "%s" }\n' "$n" "$n" "$(cat "$tmp/sw/psk$n")"; done
+     # Each secret names its peer only (a secret that also named the hub would fit every connection):
+     # the hub finds a peer's PSK by the peer's identity alone.
+     for n in $(seq 1 "$1"); do printf '  ike-peer%d { id = peer%d\n    secret = "%s" }\n' "$n" "$n" "$(cat "$tmp/sw/psk$n")"; done
      printf '}\n'; } > "$3")
 }
 peer_ike_config() { # n file
@@ -278,6 +281,12 @@ stop_row() {
   started=()
   # The TUN devices go with their processes.
   for i in $(seq 30); do ip -n "$p-hub" link show ipsec0 >/dev/null 2>&1 || break; sleep 0.1; done
+  # Keys and PSKs go with their row; with KEEP_LOGS the logs stay, one directory per row.
+  rm -f "$tmp"/*.conf "$tmp"/sw/psk* "$tmp"/sw/swanctl-*
+  if [ -n "${KEEP_LOGS:-}" ]; then
+    mkdir -p "$tmp/logs/${row:-row}-${peers:-0}"
+    mv "$tmp"/*.out "$tmp"/sw "$tmp/logs/${row:-row}-${peers:-0}/" 2>/dev/null || true
+  fi
   rm -rf "$tmp/sw" "$tmp/marks"
 }
 
