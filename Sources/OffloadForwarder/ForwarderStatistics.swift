@@ -40,6 +40,8 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
     public var stageReplies = 0
     /// Packets the stage took whole (`StageVerdict.wholePacket`, its slow path).
     public var stageRewrites = 0
+    /// TCP SYNs whose MSS option was lowered to fit the egress (``ForwardingPipeline/mssClampMTU``).
+    public var mssClamped = 0
     /// What became of each packet GRO delivered (a super-packet once), exactly one of these each:
     /// sent on (written whole, as a super-packet, or as its segments or fragments; a failed write
     /// counts here too, and in ``writeErrors``), refused by the forwarding decision (too big with DF,
@@ -78,6 +80,7 @@ public struct ForwarderStatistics: Hashable, Sendable, Codable {
         ("stage_dropped", "Packets the stage dropped.", \.stageDropped),
         ("stage_replies", "Packets the stage answered with an error to the source.", \.stageReplies),
         ("stage_rewrites", "Packets the stage took whole (its slow path).", \.stageRewrites),
+        ("mss_clamped", "TCP SYNs whose MSS option was lowered to fit the egress MTU.", \.mssClamped),
         ("delivered_sent_on", "Packets GRO delivered that were sent on (whole, GSO, segments or fragments).",
          \.deliveredSentOn),
         ("delivered_refused", "Packets GRO delivered that the decision refused (too big with DF, TTL).", \.deliveredRefused),

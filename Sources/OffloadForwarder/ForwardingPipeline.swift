@@ -79,6 +79,11 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
     public var gsoRefused = false
     /// Damage done to what this direction forwards (tests and the lab); nil: none.
     public var impairment: Impairment?
+    /// The MTU that TCP SYNs and SYN-ACKs forwarded here announce an MSS for at most (their MSS
+    /// option lowered to it less the fixed IP and TCP headers, as `iptables -j TCPMSS` does), or
+    /// nil: MSS options stay as they are. A tunnel sets its inner MTU, so that connections through
+    /// it send segments that fit from their first one instead of discovering the path MTU.
+    public var mssClampMTU: Int?
     /// The clock of the batch being processed (for the impairment's delays).
     var now: UInt64 = 0
     /// What the packets are: IP packets (TUN) or Ethernet frames (TAP).
@@ -267,6 +272,15 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         }
         let headers = unsafe UnsafeMutableRawBufferPointer(rebasing: header[0..<staged.headerLength])
         let gso = staged.gso
+        if let mssClampMTU, staged.layout.transport == .tcp, staged.layout.hasTransportHeader, !staged.layout.isFragment {
+            let ipv6 = staged.layout.network == .ipv6
+            let maximum = UInt16(clamping: max(0, RouterHeaders.clampedMSS(mtu: mssClampMTU, ipv6: ipv6)))
+            let tcp = unsafe UnsafeMutableRawBufferPointer(
+                rebasing: headers[staged.layout.transportOffset..<staged.layout.payloadOffset])
+            if unsafe RouterHeaders.clampMSS(tcp, to: maximum, checksumIsPartial: staged.checksum == .partial) != nil {
+                statistics.mssClamped += 1
+            }
+        }
         var decision = unsafe ForwardingDecision.decide(layout: staged.layout, headers: UnsafeRawBufferPointer(headers),
                                                  gso: gso, egressMTU: egressMTU,
                                                  egressTakesGSO: egress.takesVirtioHeaders && !gsoRefused)

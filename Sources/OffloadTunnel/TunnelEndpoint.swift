@@ -295,6 +295,10 @@ public struct TunnelConfiguration<Codec: TunnelCodec>: Sendable {
     public var offloads = true
     /// Packets per batch.
     public var batch = 64
+    /// Whether TCP SYNs through the tunnel, either way, get their MSS option lowered to fit the
+    /// inner MTU (``ForwardingPipeline/mssClampMTU``), so that connections start with segments
+    /// that fit instead of discovering the tunnel's MTU through losses.
+    public var clampMSS = true
     /// ICMP error sources (too big for the tunnel, TTL expired).
     public var icmpSourceV4 = IPv4Address(192, 0, 2, 254)
     /// ICMPv6 error source.
@@ -423,8 +427,11 @@ public final class TunnelEndpoint<Codec: TunnelCodec>: Dataplane, @unchecked Sen
             gro.tcp = false
             gro.udp = false
         }
-        return Self.pipeline(direction, codec: configuration.codec, mtu: mtu, gro: gro, virtioHeaders: configuration.offloads,
-                             icmpSources: (configuration.icmpSourceV4, configuration.icmpSourceV6), logger: logger)
+        var pipeline = Self.pipeline(direction, codec: configuration.codec, mtu: mtu, gro: gro,
+                                     virtioHeaders: configuration.offloads,
+                                     icmpSources: (configuration.icmpSourceV4, configuration.icmpSourceV6), logger: logger)
+        pipeline.mssClampMTU = configuration.clampMSS ? innerMTU : nil
+        return pipeline
     }
 
     /// One direction's pipeline for `codec`, live or over captures: a bridge port for Ethernet

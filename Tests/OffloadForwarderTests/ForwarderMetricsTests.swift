@@ -48,7 +48,7 @@ struct CounterTableTests {
         one.icmpSuppressed = 11; one.dropped = 12; one.gsoFallbacks = 13; one.virtioRejected = 14; one.writeErrors = 15
         one.notForwarded = 16; one.stageDropped = 17; one.stageReplies = 18; one.stageRewrites = 19
         one.deliveredSentOn = 20; one.deliveredRefused = 21; one.deliveredAnswered = 22; one.deliveredNotForwarded = 23
-        one.deliveredDropped = 24
+        one.deliveredDropped = 24; one.mssClamped = 25
         s.add(one)
         s.add(one)
         #expect(intFields(s).values.sorted() == intFields(one).values.map { $0 * 2 }.sorted())

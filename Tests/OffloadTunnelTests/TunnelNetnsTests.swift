@@ -189,7 +189,8 @@ struct TunnelNetnsTests {
     func smallerUnderlay() throws { try exclusiveNetwork { try smallerUnderlayBody() } }
     func smallerUnderlayBody() throws {
         let lab = try TunnelLab(underlayMTU: 1400)
-        try lab.startEndpoints()
+        // Without MSS clamping (the default clamps: then no segment is too big, see below).
+        try lab.startEndpoints(["--no-clamp-mss"])
         let v4 = lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "10.88.2.2", ipv6: false)
         let v6 = lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "fd88:2::2", ipv6: true)
         #expect(v4.0 && v6.0, "IPv4 \(v4.1) bytes, IPv6 \(v6.1) bytes")
@@ -202,6 +203,26 @@ struct TunnelNetnsTests {
         #expect(shell("ip -n \(lab.gateway(1)) link show gtp0").output.contains("mtu 1364"))
         let stats = try lab.stopEndpoints()
         #expect((stats[0]["lan_to_wan"]?.tunnel("send_errors") ?? 99) <= 2, "no datagram over the underlay MTU")
+    }
+
+    @Test("underlay MTU 1400, MSS clamped (the default): SYNs and SYN-ACKs leave with MSS 1324, no segment is too big, the transfer completes",
+          .enabled(if: netnsReady, "\(netnsSkipReason)"))
+    func smallerUnderlayClamped() throws { try exclusiveNetwork { try smallerUnderlayClampedBody() } }
+    func smallerUnderlayClampedBody() throws {
+        let lab = try TunnelLab(underlayMTU: 1400)
+        try lab.startEndpoints()
+        let v4 = lab.transfer(megabytes: 4, from: lab.client, to: lab.server, address: "10.88.2.2", ipv6: false)
+        let v6 = lab.transfer(megabytes: 4, from: lab.client, to: lab.server, address: "fd88:2::2", ipv6: true)
+        #expect(v4.0 && v6.0, "IPv4 \(v4.1) bytes, IPv6 \(v6.1) bytes")
+        // The client never sent a segment over the inner MTU (1364): no error taught its route cache one.
+        let cache4 = shell("ip -n \(lab.client) route get 10.88.2.2").output
+        let cache6 = shell("ip -n \(lab.client) -6 route get fd88:2::2").output
+        #expect(!cache4.contains("mtu 1364") && !cache6.contains("mtu 1364"), "\(cache4) \(cache6)")
+        let stats = try lab.stopEndpoints()
+        // The client's SYNs were clamped where gateway 1 encapsulates them, the server's SYN-ACKs
+        // where gateway 2 does: one of each per connection and family at least.
+        let clamped = stats.map { $0["lan_to_wan"]?.mssClamped ?? 0 }
+        #expect(clamped.count == 2 && clamped.allSatisfy { $0 >= 2 }, "\(clamped)")
     }
 
     @Test("bad outer input during a transfer (random bytes, a wrong TEID, a lying length, truncated): counted, dropped, the transfer intact",
