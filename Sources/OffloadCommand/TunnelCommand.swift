@@ -19,8 +19,8 @@ struct TunnelEndpointOptions: ParsableArguments {
     var underlayMtu: Int?
     @Flag(help: "Live: route each --route prefix into --device; undone at exit.")
     var setup = false
-    @Flag(help: "Live: leave the MSS option of TCP SYNs through the tunnel as it is (default: lowered to fit the inner MTU, as iptables' TCPMSS --clamp-mss-to-pmtu does, so that connections need no path MTU discovery through the tunnel).")
-    var noClampMss = false
+    @Flag(help: "Live: lower the MSS option of TCP SYNs and SYN-ACKs through the tunnel to fit the inner MTU, as iptables' TCPMSS --clamp-mss-to-pmtu does, so that connections need no path MTU discovery through the tunnel (off by default: packets pass as they are, and segments too big get fragmentation needed / packet too big).")
+    var clampMss = false
     @Option(help: "Live, with --setup: a prefix (either family) reached through the tunnel; repeatable.")
     var route: [String] = []
     @Option(help: "Live, with --setup: an address for the device (CIDR; a VXLAN TAP device needs one per family to route through it); repeatable.")
@@ -53,7 +53,7 @@ struct TunnelEndpointOptions: ParsableArguments {
             }
             let liveOnly = dataplane.liveOnlyGiven + (setup ? ["--setup"] : []) + (route.isEmpty ? [] : ["--route"])
                 + (address.isEmpty ? [] : ["--address"]) + (nextHop.isEmpty ? [] : ["--next-hop"])
-                + (noClampMss ? ["--no-clamp-mss"] : [])
+                + (clampMss ? ["--clamp-mss"] : [])
             if !liveOnly.isEmpty {
                 throw ValidationError("\(liveOnly.joined(separator: ", ")): live options (with --device); working on a "
                     + "capture would ignore them")
@@ -97,7 +97,7 @@ struct TunnelEndpointOptions: ParsableArguments {
         configuration.gro.tcp = !dataplane.noTcpGro
         configuration.gro.udp = dataplane.udpGro
         configuration.batch = dataplane.batch
-        configuration.clampMSS = !noClampMss
+        configuration.clampMSS = clampMss
         configuration.icmpSourceV4 = IPv4Address(dataplane.icmpSource4)!
         configuration.icmpSourceV6 = IPv6Address(dataplane.icmpSource6)!
         configuration.signalHandler = signalHandler

@@ -171,7 +171,7 @@ public final class IKEDaemon: @unchecked Sendable {
             // A peer behind a NAT seen at a new place by the dataplane (its newest authentic ESP
             // datagram): IKE follows it too, and the SAs are installed with the new endpoint.
             for move in policy.takePeerMoves() where engine.peerMoved(inboundSPI: move.inboundSPI, to: move.endpoint, now: t) {
-                send([])
+                afterEngine()  // installs the SAs with the new endpoint
             }
             if reloadRequested?() == true { reload(now: t) }
             if t - lastTick >= 0.1 {

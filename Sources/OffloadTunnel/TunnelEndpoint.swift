@@ -297,8 +297,9 @@ public struct TunnelConfiguration<Codec: TunnelCodec>: Sendable {
     public var batch = 64
     /// Whether TCP SYNs through the tunnel, either way, get their MSS option lowered to fit the
     /// inner MTU (``ForwardingPipeline/mssClampMTU``), so that connections start with segments
-    /// that fit instead of discovering the tunnel's MTU through losses.
-    public var clampMSS = true
+    /// that fit instead of discovering the tunnel's MTU through losses. Off by default: the
+    /// endpoint changes no packet it forwards unless asked.
+    public var clampMSS = false
     /// ICMP error sources (too big for the tunnel, TTL expired).
     public var icmpSourceV4 = IPv4Address(192, 0, 2, 254)
     /// ICMPv6 error source.

@@ -189,8 +189,8 @@ struct TunnelNetnsTests {
     func smallerUnderlay() throws { try exclusiveNetwork { try smallerUnderlayBody() } }
     func smallerUnderlayBody() throws {
         let lab = try TunnelLab(underlayMTU: 1400)
-        // Without MSS clamping (the default clamps: then no segment is too big, see below).
-        try lab.startEndpoints(["--no-clamp-mss"])
+        // Without MSS clamping (the default; with --clamp-mss no segment is too big, see below).
+        try lab.startEndpoints()
         let v4 = lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "10.88.2.2", ipv6: false)
         let v6 = lab.transfer(megabytes: 16, from: lab.client, to: lab.server, address: "fd88:2::2", ipv6: true)
         #expect(v4.0 && v6.0, "IPv4 \(v4.1) bytes, IPv6 \(v6.1) bytes")
@@ -205,12 +205,12 @@ struct TunnelNetnsTests {
         #expect((stats[0]["lan_to_wan"]?.tunnel("send_errors") ?? 99) <= 2, "no datagram over the underlay MTU")
     }
 
-    @Test("underlay MTU 1400, MSS clamped (the default): SYNs and SYN-ACKs leave with MSS 1324, no segment is too big, the transfer completes",
+    @Test("underlay MTU 1400, MSS clamped (--clamp-mss): SYNs and SYN-ACKs leave with MSS 1324, no segment is too big, the transfer completes",
           .enabled(if: netnsReady, "\(netnsSkipReason)"))
     func smallerUnderlayClamped() throws { try exclusiveNetwork { try smallerUnderlayClampedBody() } }
     func smallerUnderlayClampedBody() throws {
         let lab = try TunnelLab(underlayMTU: 1400)
-        try lab.startEndpoints()
+        try lab.startEndpoints(["--clamp-mss"])
         let v4 = lab.transfer(megabytes: 4, from: lab.client, to: lab.server, address: "10.88.2.2", ipv6: false)
         let v6 = lab.transfer(megabytes: 4, from: lab.client, to: lab.server, address: "fd88:2::2", ipv6: true)
         #expect(v4.0 && v6.0, "IPv4 \(v4.1) bytes, IPv6 \(v6.1) bytes")
