@@ -5,7 +5,7 @@ import PackageDescription
 // package never builds them. Each executable defines `LLVMFuzzerTestOneInput`; libFuzzer supplies
 // `main`. Build and run them with ../scripts/fuzz.sh, which passes `-sanitize=fuzzer,address`.
 
-let targets = ["FuzzPacketLayout", "FuzzGRORoundTrip", "FuzzGSO", "FuzzCaptureReader", "FuzzVirtio", "FuzzSIIT", "FuzzTunnel", "FuzzESP", "FuzzIKE", "FuzzIKESession"]
+let targets = ["FuzzPacketLayout", "FuzzGRORoundTrip", "FuzzGSO", "FuzzCaptureReader", "FuzzVirtio", "FuzzSIIT", "FuzzTunnel", "FuzzESP", "FuzzIKE", "FuzzIKESession", "FuzzPacketSelectors"]
 
 let package = Package(
     name: "Fuzz",

@@ -11,6 +11,18 @@
 // accepted twice, even across a replacement that keeps the SA; a fresh number ahead of the window
 // (less than 2^31 ahead) and a fresh number inside it are accepted; the window never moves back and
 // ends at the highest number accepted; a removed SA's datagrams are unknown SPIs.
+//
+// With bit 0x20 of the first byte set (and 0x40 clear), the input drives a hub's decoder: one policy
+// that serves many peers (`servesManyPeers`), its SAs each with a `peer`, some with `peerMayMove`
+// (a NATed peer), and datagrams sealed here for one of them (or the input's bytes unsealed, or a
+// sealed one with a byte damaged), each from a sender the input picks (the SA's peer, another
+// SA's, a new address or port, or none), between replacements of the SA set that move a peer (the
+// control plane's word). Oracles, against a model of each SA's window and peer: an authentic fresh
+// datagram from its peer, or from no stated sender, is accepted; from elsewhere it is refused as
+// `wrong_peer` (the window and the peer left as they were) unless the SA's peer may move and the
+// datagram is the newest yet, when it is accepted and the peer moves there (the location and
+// `takePeerMoves` say so, once); nothing is accepted twice; a damaged or unsealed datagram never
+// moves a window or a peer.
 import FuzzDriver
 import FuzzSupport
 import OffloadCrypto
@@ -131,12 +143,176 @@ func fuzzSequenceEdge(_ input: inout FuzzInput, setup: UInt8) {
     }
 }
 
+/// Seals `inner` (an IP packet, its version in the first nibble) as the ESP datagram with `keys`'s
+/// SPI and `sequence`, independently of the encoder (as in the edge mode).
+func sealDatagram(_ sealer: AEADContext, salt: [UInt8], spi: UInt32, esn: Bool, sequence: UInt64, inner: [UInt8]) -> [UInt8] {
+    let padding = (4 - (inner.count + 2) % 4) % 4
+    let next = inner.first.map { $0 >> 4 == 6 } == true ? ESPFormat.nextHeaderIPv6 : ESPFormat.nextHeaderIPv4
+    let plaintext = inner + (0..<padding).map { UInt8($0 + 1) } + [UInt8(padding), next]
+    let spiBytes = withUnsafeBytes(of: spi.bigEndian) { Array($0) }
+    let low = withUnsafeBytes(of: UInt32(truncatingIfNeeded: sequence).bigEndian) { Array($0) }
+    let high = withUnsafeBytes(of: UInt32(truncatingIfNeeded: sequence >> 32).bigEndian) { Array($0) }
+    let iv = withUnsafeBytes(of: sequence.bigEndian) { Array($0) }
+    guard let sealed = sealer.seal(nonce: salt + iv, aad: spiBytes + (esn ? high : []) + low, plaintext) else {
+        oracleFailure("libcrypto refused to seal")
+    }
+    return spiBytes + low + iv + sealed
+}
+
+/// The hub's SAs: each with its peer; 1 and 2 behind NATs (their peers may move), 3 with an IPv6 peer.
+struct HubSA {
+    let algorithm: ESPAlgorithm
+    let keys: ESPSAKeys
+    let key: [UInt8], salt: [UInt8]
+    let esn: Bool
+    let mayMove: Bool
+    let sealer: AEADContext
+
+    init(_ index: Int, _ algorithm: ESPAlgorithm, esn: Bool, mayMove: Bool) {
+        self.algorithm = algorithm
+        key = (0..<algorithm.keyLength).map { UInt8(truncatingIfNeeded: 0x11 &* index &+ $0) }
+        salt = [UInt8(index), 7, 7, 7]
+        keys = ESPSAKeys(spi: 0x5000 + UInt32(index), key: key, salt: salt)
+        self.esn = esn
+        self.mayMove = mayMove
+        sealer = try! AEADContext(algorithm, key: keys.key, sealing: true)
+    }
+
+    func tunnel(peer: UDPEndpoint?, index: Int) -> ESPTunnelConfiguration {
+        // Site i's inner addresses are 10.i.0.0/16; SA 2 takes UDP to ports 1000-1999 only (a
+        // selector with ports: other inner packets are refused as `policy`, after the window moved).
+        let remote = index == 2 ? [TrafficSelector("10.2.0.0/16[udp/1000-1999]")!] : [TrafficSelector("10.\(index).0.0/16")!, TrafficSelector("fd0\(index)::/32")!]
+        var t = ESPTunnelConfiguration(name: "peer\(index)", algorithm: algorithm, extendedSequenceNumbers: esn, replayWindow: 64,
+                                       localSelectors: [TrafficSelector("10.0.0.0/16")!, TrafficSelector("fd00::/32")!],
+                                       remoteSelectors: remote, outbound: keys, inbound: keys)
+        t.peer = peer
+        t.peerMayMove = mayMove
+        return t
+    }
+}
+
+let hubSAs = [HubSA(0, .aesGCM128, esn: true, mayMove: false), HubSA(1, .chacha20Poly1305, esn: false, mayMove: true),
+              HubSA(2, .aesGCM256, esn: true, mayMove: true), HubSA(3, .aesGCM128, esn: false, mayMove: true)]
+let hubSenders: [UDPEndpoint] = [
+    UDPEndpoint(IPAddress("192.0.2.10")!, 4500), UDPEndpoint(IPAddress("198.51.100.7")!, 4500),
+    UDPEndpoint(IPAddress("198.51.100.7")!, 61_000), UDPEndpoint(IPAddress("2001:db8::3")!, 4500),
+    UDPEndpoint(IPAddress("203.0.113.9")!, 4500), UDPEndpoint(IPAddress("2001:db8::3")!, 4501),
+]
+
+/// The hub's decoder (see the top of the file).
+func fuzzHub(_ input: inout FuzzInput, setup: UInt8) {
+    // The peers: from the senders above (SA 0 is not behind a NAT; SA 3's peer is IPv6).
+    var peers: [UDPEndpoint?] = [hubSenders[0], hubSenders[1], setup & 1 == 0 ? hubSenders[2] : nil, hubSenders[3]]
+    func tunnels() -> [ESPTunnelConfiguration] { hubSAs.indices.map { hubSAs[$0].tunnel(peer: peers[$0], index: $0) } }
+    let policy = try! ESPSecurityPolicy(tunnels: tunnels(), store: nil)
+    if !policy.servesManyPeers { oracleFailure("a policy whose tunnels name peers does not serve many peers") }
+    var decoder = try! ESPCodec(policy: policy).makeDecoder()
+    var accepted = hubSAs.map { _ in Set<UInt64>() }
+    var tops = hubSAs.map { _ in UInt64(0) }
+    var steps = 0
+    while !input.isEmpty && steps < 48 {
+        steps += 1
+        let op = input.byte()
+        if op & 0xF0 == 0xF0 {
+            // The control plane moves a peer (or forgets it): the SA set is replaced, windows kept.
+            let i = Int(op & 3)
+            let choice = Int(input.byte())
+            peers[i] = choice == 0xFF ? nil : hubSenders[choice % hubSenders.count]
+            try! policy.replace(tunnels())
+            _ = policy.takePeerMoves()
+            continue
+        }
+        let i = Int(op & 3)
+        let sa = hubSAs[i]
+        let senderChoice = input.byte()
+        let source: UDPEndpoint? = senderChoice == 0xFF ? nil
+            : senderChoice & 0x80 != 0 ? UDPEndpoint(IPAddress("198.51.100.\(senderChoice & 7)")!, input.u16())
+            : hubSenders[Int(senderChoice) % hubSenders.count]
+        var datagram: [UInt8]
+        var sequence: UInt64 = 0
+        var authentic = false
+        if op & 0x40 != 0 {
+            // The input's bytes, with a known SPI half the time: never authentic.
+            datagram = input.take(Int(input.byte()))
+            if datagram.count >= 8 && op & 0x20 != 0 {
+                datagram.replaceSubrange(0..<4, with: withUnsafeBytes(of: sa.keys.spi.bigEndian) { Array($0) })
+            }
+        } else {
+            // A datagram sealed for SA i, its sequence number near the top of its window.
+            let delta = Int64(Int8(bitPattern: input.byte()))
+            let candidate = Int64(tops[i]) + delta
+            sequence = UInt64(max(1, candidate))
+            if !sa.esn && sequence > UInt64(UInt32.max) { continue }
+            // An inner UDP (or other) packet from the SA's site to the hub's, its ports from the input.
+            let proto: UInt8 = op & 0x20 != 0 ? 17 : 6
+            let site = UInt8(i)
+            var inner: [UInt8] = [0x45, 0, 0, 0, 0, 0, 0, 0, 64, proto, 0, 0, 10, site, input.byte(), 1, 10, 0, 0, 1]
+            inner += withUnsafeBytes(of: input.u16().bigEndian) { Array($0) } + withUnsafeBytes(of: input.u16().bigEndian) { Array($0) }
+            inner += [0, 8, 0, 0] + input.take(Int(op & 0x0F))
+            inner[2] = UInt8(inner.count >> 8)
+            inner[3] = UInt8(truncatingIfNeeded: inner.count)
+            datagram = sealDatagram(sa.sealer, salt: sa.salt, spi: sa.keys.spi, esn: sa.esn, sequence: sequence, inner: inner)
+            authentic = true
+            if op & 0x10 != 0 {
+                // A damaged copy: never authentic.
+                let at = Int(input.byte()) % datagram.count
+                datagram[at] ^= 0x01
+                authentic = false
+            }
+        }
+        let locationBefore = policy.generation.locations[i].endpoint
+        let topBefore = decoder.window(spi: sa.keys.spi)?.top ?? 0
+        if topBefore != tops[i] { oracleFailure("SA \(i)'s window top \(topBefore), the model's \(tops[i])") }
+        let verdict = datagram.withUnsafeMutableBytes { decoder.decode($0, from: source) }
+        let topAfter = decoder.window(spi: sa.keys.spi)?.top ?? 0
+        let locationAfter = policy.generation.locations[i].endpoint
+        let moves = policy.takePeerMoves()
+        let tookIt: Bool
+        switch verdict {
+        case .packet, .drop(.policy): tookIt = true
+        default: tookIt = false
+        }
+        guard authentic else {
+            if tookIt { oracleFailure("SA \(i): an unauthentic datagram accepted: \(verdict)") }
+            if topAfter != topBefore { oracleFailure("SA \(i): an unauthentic datagram moved the window \(topBefore) -> \(topAfter)") }
+            if locationAfter != locationBefore || !moves.isEmpty { oracleFailure("SA \(i): an unauthentic datagram moved the peer to \(String(describing: locationAfter))") }
+            continue
+        }
+        let fresh = !accepted[i].contains(sequence) && (sequence > tops[i] || tops[i] - sequence < 64)
+        let fromPeer = source == nil || locationBefore == nil || source == locationBefore
+        let mayMoveHere = sa.mayMove && sequence > tops[i]
+        if tookIt {
+            if accepted[i].contains(sequence) { oracleFailure("SA \(i): sequence \(sequence) accepted twice") }
+            if !fromPeer && !mayMoveHere {
+                oracleFailure("SA \(i): accepted from \(String(describing: source)), its peer \(String(describing: locationBefore)) (may move: \(sa.mayMove), sequence \(sequence), top \(tops[i]))")
+            }
+            accepted[i].insert(sequence)
+            tops[i] = max(tops[i], sequence)
+            if fromPeer {
+                if locationAfter != locationBefore || !moves.isEmpty { oracleFailure("SA \(i): a datagram from its peer moved it: \(moves)") }
+            } else {
+                if locationAfter != source { oracleFailure("SA \(i): moved, but its location is \(String(describing: locationAfter)), not \(String(describing: source))") }
+                if moves.count != 1 || moves[0].inboundSPI != sa.keys.spi || moves[0].endpoint != source { oracleFailure("SA \(i): the moves reported: \(moves)") }
+            }
+        } else {
+            if fresh && (fromPeer || mayMoveHere) { oracleFailure("SA \(i): a fresh authentic datagram \(sequence) (top \(tops[i])) from \(String(describing: source)) refused: \(verdict)") }
+            if fresh && !fromPeer && verdict != .drop(.wrongPeer) { oracleFailure("SA \(i): from elsewhere, refused as \(verdict), not wrong_peer") }
+            if locationAfter != locationBefore || !moves.isEmpty { oracleFailure("SA \(i): a refused datagram (\(verdict)) moved the peer") }
+        }
+        if topAfter != tops[i] { oracleFailure("SA \(i): the window's top \(topAfter), the highest accepted \(tops[i]) (\(verdict))") }
+    }
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzESP(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     var input = FuzzInput(data, size)
     let setup = input.byte()
     if setup & 0x40 != 0 {
         fuzzSequenceEdge(&input, setup: setup)
+        return 0
+    }
+    if setup & 0x20 != 0 {
+        fuzzHub(&input, setup: setup)
         return 0
     }
     let p = policies[Int(setup % UInt8(policies.count))]

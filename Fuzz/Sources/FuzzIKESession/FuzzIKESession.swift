@@ -15,6 +15,20 @@
 // exchange's keys stay libcrypto's (random), and with them the SK keys; no path depends on their
 // values. The input names SPIs by position (the i-th CHILD_SA's) and message IDs relative to the
 // receiver's expected one.
+//
+// Hub mode (first byte 0xE0 or more): one engine is a hub with several connections (site A at one
+// address, site B in a prefix, road warriors from anywhere by identity, one named and one any),
+// selectors with protocols and ports; up to three peers, each with an identity, a key, an address
+// (as the hub sees it: behind a NAT or not), a port and selectors chosen by the input, establish
+// to it and then: their NATs rebind (the peer is seen from elsewhere), they send sealed requests
+// (CREATE_CHILD_SA with selectors and ports to narrow, INFORMATIONAL), the dataplane reports moves
+// (`peerMoved`), old messages are replayed from other sources, time passes (`tick`,
+// `keepalives`), and the hub reloads another configuration (`reload`). Oracles: every hub CHILD_SA
+// belongs to a connection whose remote id accepts its peer's identity, whose key the peer holds,
+// and whose remote_addrs accepts the address the hub sends to; its selectors (ports too) lie inside
+// its child's; a replayed message never moves a peer; `peerMoved` moves only a NATed peer to an
+// address its connection accepts, and the CHILD_SAs then go there; keepalives name established
+// paths, each once.
 import FuzzDriver
 import FuzzSupport
 import OffloadIKE
@@ -207,8 +221,268 @@ func payloads(_ input: inout FuzzInput, sender: IKEEngine, receiver: IKEEngine) 
     return out
 }
 
+// MARK: hub mode
+
+let hubAddress = IPAddress("192.0.2.1")!
+
+/// The hub's configuration; `variant` 1 drops site B, 2 narrows the road warriors' selectors
+/// (what a reload may change), 0 is the first.
+func hubConfig(_ variant: Int) -> [IKEConnection] {
+    let siteB = variant == 1 ? "" : """
+          siteB { local_addrs = 192.0.2.1
+            remote_addrs = 198.51.100.0/24, 192.0.2.3
+            dpd_delay = 10s
+            local { auth = psk
+              id = hub }
+            remote { auth = psk
+              id = siteB }
+            children { net { local_ts = 10.0.0.0/16
+                remote_ts = 10.2.0.0/16[udp/1000-2000] } } }
+        """
+    return try! IKEConfig.parse("""
+        connections {
+          siteA { local_addrs = 192.0.2.1
+            remote_addrs = 192.0.2.2
+            local { auth = psk
+              id = hub }
+            remote { auth = psk
+              id = siteA }
+            children { net { local_ts = 10.0.0.0/24[tcp/80], 10.0.0.0/24[udp/53]
+                remote_ts = 10.1.0.0/24 } } }
+          \(siteB)
+          carol { local_addrs = 192.0.2.1
+            rekey_time = 60s
+            local { auth = psk
+              id = hub }
+            remote { auth = psk
+              id = carol@example.org }
+            children { net { local_ts = 10.0.0.0/16[tcp]
+                remote_ts = \(variant == 2 ? "10.99.1.0/24" : "10.99.0.0/16")
+                rekey_time = 25s } } }
+          anyone { local_addrs = 192.0.2.1
+            remote_addrs = %any
+            local { auth = psk
+              id = hub }
+            remote { auth = psk
+              id = * }
+            children { net { local_ts = 10.0.0.0/8
+                remote_ts = 10.98.0.0/16[tcp/1024-65535], 10.99.0.0/16[udp] } } }
+        }
+        secrets {
+          ike-a { id = siteA
+            secret = psk-a }
+          ike-b { id = siteB
+            secret = psk-b }
+          ike-c { id = carol@example.org
+            secret = psk-c }
+          ike-any { id = *
+            secret = psk-any }
+        }
+        """)
+}
+
+nonisolated(unsafe) let hubConfigs = (0..<3).map(hubConfig)
+let peerIDs = ["siteA", "siteB", "carol@example.org", "dave@example.org", "hub"]
+let peerKeys = ["psk-a", "psk-b", "psk-c", "psk-any", "wrong"]
+let peerSeen = ["192.0.2.2", "192.0.2.3", "198.51.100.5", "203.0.113.7", "198.51.100.200"].map { IPAddress($0)! }
+let peerLocalTS = ["10.1.0.0/24", "10.2.0.0/16[udp/1000-2000]", "10.2.3.0/24[udp/1500]", "10.99.1.0/24[tcp/22]", "10.98.0.0/16",
+                   "10.98.0.0/24[tcp/8080]", "10.99.0.0/16[udp/53-54]", "0.0.0.0/0[tcp]"]
+let peerRemoteTS = ["10.0.0.0/24", "10.0.0.0/24[tcp/80]", "10.0.0.0/16[udp/53]", "10.0.0.0/8", "10.0.0.5/32[tcp/80-81]"]
+
+/// A peer's connection to the hub, from the input's choices.
+func peerConnections(id: Int, key: Int, localTS: Int, remoteTS: Int, local: IPAddress) -> [IKEConnection] {
+    try! IKEConfig.parse("""
+        connections {
+          hub { local_addrs = \(local)
+            remote_addrs = 192.0.2.1
+            dpd_delay = 12s
+            local { auth = psk
+              id = \(peerIDs[id]) }
+            remote { auth = psk
+              id = hub }
+            children { net { local_ts = \(peerLocalTS[localTS])
+                remote_ts = \(peerRemoteTS[remoteTS])
+                start_action = start } } }
+        }
+        secrets { ike { id = hub
+            secret = \(peerKeys[key]) } }
+        """)
+}
+
+/// A hub, its peers (each seen by the hub at an endpoint a NAT may change), messages in flight.
+final class HubSession {
+    var hub: IKEEngine
+    var peers: [(engine: IKEEngine, seenAs: UDPEndpoint, id: IKEIdentity, key: IKESecret)] = []
+    var inFlight: [(toHub: Bool, peer: Int, bytes: [UInt8])] = []
+    var toHub: [[UInt8]] = []
+    var now = 0.0
+
+    init(_ input: inout FuzzInput) {
+        hub = IKEEngine(connections: hubConfigs[0])
+        hub._fuzzSeedRandom(7)
+        let count = Int(input.byte() % 3) + 1
+        for i in 0..<count {
+            let id = Int(input.byte()) % peerIDs.count, key = Int(input.byte()) % peerKeys.count
+            let where_ = input.byte()
+            let seen = UDPEndpoint(peerSeen[Int(where_ & 0x7F) % peerSeen.count], where_ & 0x80 != 0 ? 4500 : 40_000 + UInt16(i))
+            // Behind a NAT (its own address private) or not (its own address is what the hub sees).
+            let local = input.byte() & 1 == 0 ? IPAddress("10.77.0.\(i + 2)")! : seen.address
+            let e = IKEEngine(connections: peerConnections(id: id, key: key, localTS: Int(input.byte()) % peerLocalTS.count,
+                                                           remoteTS: Int(input.byte()) % peerRemoteTS.count, local: local))
+            e._fuzzSeedRandom(UInt64(10 + i))
+            peers.append((e, seen, IKEIdentity(peerIDs[id]), IKESecret(bytes: Array(peerKeys[key].utf8))))
+        }
+        for i in peers.indices { fromPeer(i, peers[i].engine.start(now: now)) }
+        run(64)
+    }
+
+    func path(_ i: Int) -> IKEPath { IKEPath(localPort: 4500, remote: peers[i].seenAs.address, remotePort: peers[i].seenAs.port) }
+
+    func fromPeer(_ i: Int, _ out: [(bytes: [UInt8], path: IKEPath)]) {
+        for m in out where m.path.remote == hubAddress && inFlight.count < 64 { inFlight.append((true, i, m.bytes)) }
+    }
+
+    func fromHub(_ out: [(bytes: [UInt8], path: IKEPath)]) {
+        for m in out where inFlight.count < 64 {
+            // Where the hub sends: to the peer seen there now (else lost, as behind a NAT that rebound).
+            if let i = peers.firstIndex(where: { $0.seenAs == m.path.endpoint }) { inFlight.append((false, i, m.bytes)) }
+        }
+    }
+
+    func run(_ limit: Int) {
+        var n = 0
+        while !inFlight.isEmpty && n < limit {
+            n += 1
+            let m = inFlight.removeFirst()
+            if m.toHub {
+                if toHub.count < 64 { toHub.append(m.bytes) }
+                fromHub(hub.receive(m.bytes, path: path(m.peer), now: now))
+            } else {
+                fromPeer(m.peer, peers[m.peer].engine.receive(m.bytes, path: IKEPath(localPort: 4500, remote: hubAddress, remotePort: 4500), now: now))
+            }
+        }
+    }
+
+    func advance(_ seconds: Double) {
+        now += seconds
+        fromHub(hub.tick(now: now, traffic: noTraffic))
+        for i in peers.indices { fromPeer(i, peers[i].engine.tick(now: now, traffic: noTraffic)) }
+        for (who, e) in [(-1, hub)] + peers.indices.map({ ($0, peers[$0].engine) }) {
+            let due = e.keepalives(now: now)
+            if Set(due).count != due.count { oracleFailure("keepalives name a path twice: \(due)") }
+            for p in due where (who >= 0) != (p.remote == hubAddress) {
+                oracleFailure("\(who < 0 ? "the hub" : "peer \(who)"): a keepalive to \(p)")
+            }
+        }
+    }
+
+    /// The peer whose CHILD_SA pairs with the hub's `sa` (its inbound the hub's outbound).
+    func peer(of sa: IKEChildSA) -> Int? {
+        peers.indices.first { i in peers[i].engine.childSAs.contains { $0.inbound == sa.outbound && $0.outbound == sa.inbound } }
+    }
+
+    /// The oracles on the hub's CHILD_SAs.
+    func check() {
+        for sa in hub.childSAs {
+            guard let c = hub.connections.first(where: { $0.name == sa.connection }) else { continue }  // removed by a reload: retiring
+            guard let child = c.children.first(where: { $0.name == sa.child }) else { oracleFailure("hub: a CHILD_SA of no child \(sa.child) of \(c.name)") }
+            for ts in sa.localTS where !child.localTS.contains(where: { inside(ts, $0) }) {
+                oracleFailure("hub: \(c.name) local selector \(ts) outside \(child.localTS)")
+            }
+            for ts in sa.remoteTS where !child.remoteTS.contains(where: { inside(ts, $0) }) {
+                oracleFailure("hub: \(c.name) remote selector \(ts) outside \(child.remoteTS)")
+            }
+            if let peer = sa.peer, !c.remoteAddrs.matches(peer.address) {
+                oracleFailure("hub: \(c.name)'s CHILD_SA goes to \(peer), which remote_addrs \(c.remoteAddrs) does not accept")
+            }
+            guard let i = peer(of: sa) else { continue }
+            if let id = c.remoteID, id != peers[i].id { oracleFailure("hub: peer \(i) (\(peers[i].id)) under \(c.name), whose remote id is \(id)") }
+            if c.secret != peers[i].key { oracleFailure("hub: peer \(i) under \(c.name) without its key") }
+        }
+    }
+}
+
+/// The hub mode (see the top of the file).
+func fuzzHub(_ input: inout FuzzInput) {
+    let s = HubSession(&input)
+    s.check()
+    var steps = 0
+    while !input.isEmpty && steps < 24 {
+        steps += 1
+        let op = input.byte()
+        let i = Int(op >> 5) % s.peers.count
+        switch op % 8 {
+        case 0:
+            s.run(Int(op >> 3) + 1)
+        case 1:
+            s.advance(Double(op >> 3) + 0.5)
+            if op & 0x80 != 0 { s.run(32) }
+        case 2:
+            // The peer's NAT rebinds: another port, or another address.
+            let b = input.byte()
+            s.peers[i].seenAs = b & 0x80 != 0 ? UDPEndpoint(s.peers[i].seenAs.address, input.u16())
+                : UDPEndpoint(peerSeen[Int(b) % peerSeen.count], s.peers[i].seenAs.port)
+        case 3:
+            // The dataplane saw an authentic datagram of a hub CHILD_SA from somewhere.
+            let hubChildren = s.hub.childSAs
+            let b = input.byte()
+            let spi = hubChildren.isEmpty || b & 0x80 != 0 ? UInt32(b) : hubChildren[Int(b) % hubChildren.count].inbound.spi
+            let to = UDPEndpoint(peerSeen[Int(input.byte()) % peerSeen.count], input.u16())
+            let before = hubChildren.map(\.peer)
+            let moved = s.hub.peerMoved(inboundSPI: spi, to: to, now: s.now)
+            let after = s.hub.childSAs
+            if moved {
+                guard let sa = after.first(where: { $0.inbound.spi == spi }) else { oracleFailure("moved, but no CHILD_SA receives with \(spi)") }
+                if sa.peer != to { oracleFailure("peerMoved to \(to), but the CHILD_SA goes to \(String(describing: sa.peer))") }
+                if !sa.peerMayMove { oracleFailure("peerMoved moved a peer not behind a NAT") }
+                if let c = s.hub.connections.first(where: { $0.name == sa.connection }), !c.remoteAddrs.matches(to.address) {
+                    oracleFailure("peerMoved to \(to), which \(c.name)'s remote_addrs does not accept")
+                }
+            } else if after.map(\.peer) != before {
+                oracleFailure("peerMoved said no, but CHILD_SAs moved: \(before) -> \(after.map(\.peer))")
+            }
+        case 4:
+            // A request of peer i sealed with its IKE SA's keys, from where the hub sees it now.
+            let sender = s.peers[i].engine
+            guard let mine = sender._fuzzViews().last(where: \.established),
+                  let theirs = s.hub._fuzzViews().first(where: { $0.localSPI == mine.remoteSPI }) else { continue }
+            let exchange: IKEExchange = op & 0x08 != 0 ? .informational : .createChildSA
+            let body = payloads(&input, sender: sender, receiver: s.hub)
+            guard let bytes = sender._fuzzSeal(localSPI: mine.localSPI, exchange, response: false, id: op & 0x10 != 0 ? theirs.expectedRequestID &- 1 : theirs.expectedRequestID,
+                                               payloads: body) else { continue }
+            s.toHub.append(bytes)
+            s.fromHub(s.hub.receive(bytes, path: s.path(i), now: s.now))
+        case 5:
+            let variant = Int(input.byte() % 3)
+            let (out, _) = s.hub.reload(hubConfigs[variant], now: s.now)
+            s.fromHub(out)
+        case 6:
+            // An old message to the hub again, from a source the input picks: never a move.
+            guard !s.toHub.isEmpty else { continue }
+            let old = s.toHub[Int(input.byte()) % s.toHub.count]
+            let from = IKEPath(localPort: 4500, remote: peerSeen[Int(input.byte()) % peerSeen.count], remotePort: input.u16())
+            let before = s.hub.childSAs.map { ($0.inbound.spi, $0.peer) }
+            _ = s.hub.receive(old, path: from, now: s.now)
+            let after = s.hub.childSAs.map { ($0.inbound.spi, $0.peer) }
+            for (spi, peer) in after {
+                if let was = before.first(where: { $0.0 == spi }), was.1 != peer {
+                    oracleFailure("a replayed message moved CHILD_SA \(spi) from \(String(describing: was.1)) to \(String(describing: peer))")
+                }
+            }
+        default:
+            s.fromPeer(i, s.peers[i].engine.start(now: s.now))
+        }
+        s.check()
+    }
+}
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzIKESession(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    if size > 0 && data[0] >= 0xE0 {
+        var input = FuzzInput(data + 1, size - 1)
+        fuzzHub(&input)
+        return 0
+    }
     var input = FuzzInput(data, size)
     guard let s = Session() else { oracleFailure("two engines in memory did not establish") }
     var steps = 0
