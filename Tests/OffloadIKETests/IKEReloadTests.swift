@@ -79,3 +79,36 @@ struct IKEReloadTests {
         #expect(old[0] != new[0] && old[1] == new[1])
     }
 }
+
+@Suite("IKEv2 engine: a hub under a flood of IKE_SA_INIT from many addresses")
+struct IKEHubFloodTests {
+    @Test("5,000 IKE_SA_INIT requests from 5,000 addresses: established peers keep their SAs, half-open state stays bounded (cookies), and a new peer still gets in")
+    func flood() throws {
+        let net = try IKEHubNet(hub: IKEHubNet.hubConfig())
+        let a = try net.add(IKEHubNet.siteA(), seenAs: "192.0.2.2")
+        net.start(a)
+        let before = try #require(net.hubChild(of: a))
+        // One real first request (a road warrior's), sent again with a new SPI from each address.
+        let template = IKEEngine(connections: try IKEConfig.parse(IKEHubNet.roadwarrior()))
+        let request = try #require(template.start(now: 0).first?.bytes)
+        var answered = 0, cookies = 0
+        for i in 0..<5000 {
+            var copy = request
+            for k in 0..<8 { copy[k] = UInt8(truncatingIfNeeded: (i + 1) >> (8 * (k % 4))) ^ UInt8(k) }
+            let source = IPAddress("100.\(64 + i / 65_536 % 64).\(i / 256 % 256).\(i % 256)")!
+            let out = net.hub.receive(copy, path: IKEPath(localPort: 500, remote: source, remotePort: 500), now: net.now)
+            answered += out.count
+            cookies += out.filter { $0.bytes.count < 120 }.count
+        }
+        let halfOpen = net.hub._fuzzViews().filter { !$0.established }.count
+        #expect(halfOpen <= net.hub.cookieThreshold, "half-open IKE SAs: \(halfOpen)")
+        #expect(cookies >= 5000 - net.hub.cookieThreshold, "past the threshold every request gets a COOKIE demand, no state: \(cookies) of \(answered)")
+        // Site A untouched: the same CHILD_SA, and it still rekeys with the hub.
+        let after = try #require(net.hubChild(of: a))
+        #expect(after.inbound == before.inbound && after.outbound == before.outbound)
+        // A new peer still gets in (answering the COOKIE demand, RFC 7296 §2.6).
+        let b = try net.add(IKEHubNet.siteB(), seenAs: "192.0.2.3")
+        net.start(b)
+        #expect(net.hubChild(of: b) != nil, "site B established during the flood's aftermath: \(net.hub.takeEvents().suffix(5))")
+    }
+}
