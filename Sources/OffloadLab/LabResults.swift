@@ -290,3 +290,15 @@ public struct IperfReport: Sendable {
         }
     }
 }
+
+extension LabRow {
+    /// Fills the row's totals from its flows: goodput, Jain's index (over the run and after the
+    /// first second), retransmissions and the longest stall.
+    mutating func summarize() {
+        totalGoodputMbps = flows.reduce(0) { $0 + $1.goodputMbps }
+        jainIndex = fairness.jainIndex
+        jainIndexAfterStartUp = jainIndex(after: 1)
+        retransmits = flows.reduce(0) { $0 + $1.retransmits }
+        longestStallMilliseconds = flows.map(\.longestStallMilliseconds).max() ?? 0
+    }
+}

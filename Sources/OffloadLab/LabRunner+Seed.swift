@@ -100,27 +100,11 @@ extension LabRunner {
                                                 "unix://\(c.scratch)/\(tag)-sw/charon2.vici"], scratch: c.scratch)) ?? ""
                 row.tunnelBytes = LabSeed.childBytesOut(listing: listing)
             }
-            if let serverGateway {
-                serverGateway.stop(grace: 5)
-                if let data = try? Data(contentsOf: URL(fileURLWithPath: statsPath)),
-                    let stats = try? JSONDecoder().decode([String: ForwarderStatistics].self, from: data),
-                    let down = stats[Direction.lanToWan.label]
-                {
-                    row.segmentsPerSuperPacket = down.meanSegmentsPerSuperPacket
-                    row.icmpSent = down.icmpSent
-                    row.forwarderDropped = down.dropped + down.writeErrors
-                } else {
-                    row.error = row.error ?? "the server's gateway left no counters: \(serverGateway.output.suffix(300))"
-                }
-            }
+            if let serverGateway { Self.takeCounters(of: serverGateway, named: "the server's gateway", statsPath: statsPath, into: &row) }
         } catch let error as LabError where !error.interrupted {
             row.error = error.description
         }
-        row.totalGoodputMbps = row.flows.reduce(0) { $0 + $1.goodputMbps }
-        row.jainIndex = row.fairness.jainIndex
-        row.jainIndexAfterStartUp = row.jainIndex(after: 1)
-        row.retransmits = row.flows.reduce(0) { $0 + $1.retransmits }
-        row.longestStallMilliseconds = row.flows.map(\.longestStallMilliseconds).max() ?? 0
+        row.summarize()
         return row
     }
 

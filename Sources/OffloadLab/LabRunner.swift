@@ -255,28 +255,28 @@ public final class LabRunner {
                 row.error = "iperf3 exited \(status) without results: "
                     + (String(data: data, encoding: .utf8) ?? output).trimmingCharacters(in: .whitespacesAndNewlines).prefix(300)
             }
-            if let forwarder {
-                forwarder.stop(grace: 5)
-                if let data = try? Data(contentsOf: URL(fileURLWithPath: statsPath)),
-                    let stats = try? JSONDecoder().decode([String: ForwarderStatistics].self, from: data),
-                    let up = stats[Direction.lanToWan.label]
-                {
-                    row.segmentsPerSuperPacket = up.meanSegmentsPerSuperPacket
-                    row.icmpSent = up.icmpSent
-                    row.forwarderDropped = up.dropped + up.writeErrors
-                } else {
-                    row.error = row.error ?? "the forwarder left no counters: \(forwarder.output.suffix(300))"
-                }
-            }
+            if let forwarder { Self.takeCounters(of: forwarder, named: "the forwarder", statsPath: statsPath, into: &row) }
         } catch let error as LabError where !error.interrupted {
             row.error = error.description
         }
-        row.totalGoodputMbps = row.flows.reduce(0) { $0 + $1.goodputMbps }
-        row.jainIndex = row.fairness.jainIndex
-        row.jainIndexAfterStartUp = row.jainIndex(after: 1)
-        row.retransmits = row.flows.reduce(0) { $0 + $1.retransmits }
-        row.longestStallMilliseconds = row.flows.map(\.longestStallMilliseconds).max() ?? 0
+        row.summarize()
         return row
+    }
+
+    /// Stops the gateway process whose counters the row reports (the one that encrypts or
+    /// forwards what the clients receive) and takes its merges, ICMP errors and drops.
+    static func takeCounters(of process: BackgroundProcess, named name: String, statsPath: String, into row: inout LabRow) {
+        process.stop(grace: 5)
+        if let data = try? Data(contentsOf: URL(fileURLWithPath: statsPath)),
+            let stats = try? JSONDecoder().decode([String: ForwarderStatistics].self, from: data),
+            let out = stats[Direction.lanToWan.label]
+        {
+            row.segmentsPerSuperPacket = out.meanSegmentsPerSuperPacket
+            row.icmpSent = out.icmpSent
+            row.forwarderDropped = out.dropped + out.writeErrors
+        } else {
+            row.error = row.error ?? "\(name) left no counters: \(process.output.suffix(300))"
+        }
     }
 
     /// Starts Tayga on the gateway: its TUN device `tayga0`, the translator rows' prefix, a static
