@@ -167,38 +167,10 @@ start_static() { # peers
 }
 
 # --- strongSwan (charon, kernel-libipsec) -----------------------------------------------------------
-charon_start() { # name ns: a charon of its own (strongswan.conf, vici socket, log) as scripts/strongswan-netns.sh runs it
-  local name="$1" ns="$2"
-  mkdir -p "$tmp/sw"
-  cat > "$tmp/sw/$name.conf" <<CONF
-charon {
-  load = random nonce openssl aes sha1 sha2 hmac gcm chapoly curve25519 kdf pem pkcs1 x509 pubkey kernel-libipsec kernel-netlink socket-default vici updown
-  install_routes = yes
-  retransmit_timeout = 1
-  retransmit_tries = 3
-  plugins {
-    vici { socket = unix://$tmp/sw/$name.vici }
-  }
-  filelog {
-    $name { path = $tmp/sw/$name.log
-      default = 1
-      flush_line = yes }
-  }
-}
-CONF
-  rm -f "$tmp/sw/$name.vici"
-  spawn "$name" "$ns" env STRONGSWAN_CONF="$tmp/sw/$name.conf" /usr/lib/ipsec/charon
-}
-charon_load() { # name ns swanctl.conf
-  local i
-  for i in $(seq 100); do [ -S "$tmp/sw/$1.vici" ] && break; sleep 0.1; done
-  # A loaded machine can show the socket before charon answers on it: try a few times.
-  for i in $(seq 10); do
-    ip netns exec "$2" swanctl --load-all --file "$3" --uri "unix://$tmp/sw/$1.vici" > "$tmp/sw/$1.load" 2>&1 && return 0
-    sleep 0.3
-  done
-  note="swanctl --load-all for $1: $(tail -n 2 "$tmp/sw/$1.load")"
-  return 1
+charon() { # name ns: charon with DIR/NAME.swanctl.conf loaded (scripts/strongswan-charon.sh), its pid counted as ours
+  "$root/scripts/strongswan-charon.sh" start "$2" "$tmp/sw" "$1" > "$tmp/sw/$1.start" 2>&1 \
+    || { note="charon $1: $(tail -n 2 "$tmp/sw/$1.start" | tr '\n' ' ')"; return 1; }
+  started+=("$(cat "$tmp/sw/$1.pid")")
 }
 psk() { openssl rand -hex 24; }
 # The hub's side as swanctl.conf, one connection per peer (strongSwan's and offload's --config alike).
@@ -225,8 +197,7 @@ peer_ike_config() { # n file
 # N swanctl --initiate have returned (each returns when its CHILD_SA is installed) is the burst.
 ike_peers() { # peers
   local peers="$1" n pids=() t0 t1 failed=""
-  for n in $(seq 1 "$peers"); do charon_start "peer$n" "$p-p$n"; done
-  for n in $(seq 1 "$peers"); do peer_ike_config "$n" "$tmp/sw/swanctl-peer$n.conf"; charon_load "peer$n" "$p-p$n" "$tmp/sw/swanctl-peer$n.conf" || return 1; done
+  for n in $(seq 1 "$peers"); do peer_ike_config "$n" "$tmp/sw/peer$n.swanctl.conf"; charon "peer$n" "$p-p$n" || return 1; done
   t0=$(date +%s.%N)
   for n in $(seq 1 "$peers"); do
     ip netns exec "$p-p$n" swanctl --initiate --child net --timeout 30 --uri "unix://$tmp/sw/peer$n.vici" > "$tmp/sw/init$n.log" 2>&1 &
@@ -242,9 +213,8 @@ start_strongswan() { # peers
   local peers="$1" n
   mkdir -p "$tmp/sw"
   for n in $(seq 1 "$peers"); do (umask 077; psk > "$tmp/sw/psk$n"); done
-  charon_start hub "$p-hub"
-  hub_ike_config "$peers" aes128gcm16 "$tmp/sw/swanctl-hub.conf"
-  charon_load hub "$p-hub" "$tmp/sw/swanctl-hub.conf" || return 1
+  hub_ike_config "$peers" aes128gcm16 "$tmp/sw/hub.swanctl.conf"
+  charon hub "$p-hub" || return 1
   ike_peers "$peers"
 }
 start_ike() { # peers
