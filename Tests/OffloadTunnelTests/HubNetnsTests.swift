@@ -201,7 +201,7 @@ extension HubLab {
             secrets += "  ike-\(n) { id = peer\(n)\n    secret = \"hub-psk-of-peer-\(n)\" }\n"
         }
         let path = "\(dir)/hub.conf"
-        FileManager.default.createFile(atPath: path, contents: Data("connections {\n\(connections)}\nsecrets {\n\(secrets)}\n".utf8),
+        _ = FileManager.default.createFile(atPath: path, contents: Data("connections {\n\(connections)}\nsecrets {\n\(secrets)}\n".utf8),
                                        attributes: [.posixPermissions: 0o600])
         return path
     }
@@ -235,7 +235,7 @@ extension HubLab {
                 secret = "hub-psk-of-peer-\(n)" }
             }
             """
-        FileManager.default.createFile(atPath: "\(dir)/peer\(n).swanctl.conf", contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: "\(dir)/peer\(n).swanctl.conf", contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
         let (status, out) = shell("\(root)/scripts/strongswan-charon.sh start \(peer(n)) \(dir) peer\(n)")
         guard status == 0 else { throw TunnelLabError("strongSwan on peer \(n): \(out)") }
     }
@@ -297,8 +297,9 @@ struct HubInteropTests {
         // to the old port is lost at the NAT until peer 3 sends something authentic: its DPD after
         // 2 s without traffic (IKE's next request), and the hub moves then.
         let rebindCommand = "sleep 1; \(lab.root)/scripts/netns-hub-topology.sh rebind \(lab.prefix)"
-        for (index, upload) in [true, false].enumerated() {
-            let before = lab.established("peer3")
+        func moves() -> Int { lab.log("hub").components(separatedBy: "peer3: peer moved").count - 1 }
+        for upload in [true, false] {
+            let before = lab.established("peer3"), movesBefore = moves()
             let rebind = Thread { shell(rebindCommand) }
             rebind.start()
             let during = upload
@@ -307,7 +308,9 @@ struct HubInteropTests {
             #expect(during.0 && during.1 == 48_000_000, "\(upload ? "uploading" : "downloading") across the NAT's rebinding: \(during.1) bytes")
             let after = lab.established("peer3")
             #expect(!after.isEmpty && after != before, "the hub follows peer 3 to its new port: before \(before), after \(after)")
-            #expect(lab.log("hub").components(separatedBy: "peer3: peer moved").count - 1 == index + 1, "each move is logged")
+            // (The flush may catch a mapping the NAT made a moment after it began: then the peer
+            // moves twice, each time logged.)
+            #expect(moves() > movesBefore, "the move is logged")
         }
         // Peer 2 killed: found dead (DPD) while peer 1 carries on; back again after a restart.
         shell("\(lab.root)/scripts/strongswan-charon.sh stop \(lab.dir) peer2; sleep 0.3; pkill -9 -f '[S]TRONGSWAN_CONF=\(lab.dir)/peer2' || true")
