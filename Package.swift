@@ -17,7 +17,7 @@ let strictSettings: [SwiftSetting] = swiftSettings + [.strictMemorySafety()]
 /// dead before the copy into it (scripts/toolchain/check-array-copy-lifetime.sh shows it; the
 /// flag makes the reproducer sound), and two such patterns were found in this module by fuzzing.
 /// The sources avoid the pattern too; this keeps a new one from becoming a heap corruption.
-let controlPlaneSettings: [SwiftSetting] = strictSettings + [.unsafeFlags(["-Xllvm", "-sil-disable-pass=dce"])]
+let withoutSILDeadCodeElimination: [SwiftSetting] = [.unsafeFlags(["-Xllvm", "-sil-disable-pass=dce"])]
 
 let package = Package(
     name: "swift-offload",
@@ -85,7 +85,7 @@ let package = Package(
         .target(name: "OffloadIKE",
                 dependencies: ["OffloadWire", "OffloadIPsec", "OffloadCrypto", "COffloadCrypto",
                                .product(name: "Logging", package: "swift-log")],
-                swiftSettings: controlPlaneSettings),
+                swiftSettings: strictSettings + withoutSILDeadCodeElimination),
         // The IKE engine's host: sockets, the TUN device, the tunnel endpoint, timers, the status file.
         .target(name: "OffloadIKEDaemon",
                 dependencies: ["OffloadIKE", "OffloadIPsec", "OffloadCrypto", "OffloadTunnel", "OffloadTUN", "OffloadWire",
