@@ -120,22 +120,31 @@ public final class UDPTunnelSocket: @unchecked Sendable {
                      to destination: UDPEndpoint? = nil) throws(TUNError) -> Int {
         var n: Int
         let tos = trafficClass.map { CInt($0) } ?? -1
-        let address: [UInt8]
-        switch destination?.address {
-        case nil: address = remoteAddress
-        case .v4(let a)?: address = Self.bytes(of: Self.sockaddr4(a, destination!.port))
-        case .v6(let a)?: address = Self.bytes(of: Self.sockaddr6(a, destination!.port))
-        }
         repeat {
-            n = unsafe address.withUnsafeBytes { r in
+            n = unsafe withSocketAddress(of: destination) { address, length in
                 unsafe offload_udp_send_tos(descriptor, iovecs.baseAddress, CInt(iovecs.count), CInt(segmentSize),
-                                            connected ? nil : r.baseAddress, UInt32(r.count), tos, remote.isIPv4 ? 0 : 1)
+                                            connected ? nil : address, length, tos, remote.isIPv4 ? 0 : 1)
             }
         } while n == -Int(EINTR)
         guard n >= 0 else {
             throw TUNError(operation: "sendmsg", device: "udp \(destination?.description ?? "\(remote):\(port)")", errno: Errno(rawValue: CInt(-n)))
         }
         return n
+    }
+
+    /// Calls `body` with `destination` as a socket address (the remote end's when nil), built on
+    /// the stack: a send to one of many peers allocates nothing.
+    func withSocketAddress<R>(of destination: UDPEndpoint?, _ body: (UnsafeRawPointer?, UInt32) -> R) -> R {
+        switch destination?.address {
+        case nil:
+            return unsafe remoteAddress.withUnsafeBytes { unsafe body($0.baseAddress, UInt32($0.count)) }
+        case .v4(let a)?:
+            let address = Self.sockaddr4(a, destination!.port)
+            return unsafe withUnsafeBytes(of: address) { unsafe body($0.baseAddress, UInt32($0.count)) }
+        case .v6(let a)?:
+            let address = Self.sockaddr6(a, destination!.port)
+            return unsafe withUnsafeBytes(of: address) { unsafe body($0.baseAddress, UInt32($0.count)) }
+        }
     }
 
     /// Sends one contiguous datagram (with the socket's TOS, or `trafficClass` for this one).
@@ -229,14 +238,9 @@ public final class UDPTunnelSocket: @unchecked Sendable {
             }
             entry = unsafe e.pointee.ifa_next
         }
-        guard let name, !name.contains("/") else { return nil }
-        let fd = open("/sys/class/net/\(name)/mtu", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var text = [UInt8](repeating: 0, count: 16)
-        let n = unsafe read(fd, &text, text.count)
-        guard n > 0 else { return nil }
-        return Int(String(decoding: text[0..<n].filter { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }, as: UTF8.self))
+        guard let name else { return nil }
+        let mtu = unsafe offload_interface_mtu(name)
+        return mtu > 0 ? Int(mtu) : nil
     }
 
     /// The path MTU towards the remote end, as the kernel knows it (nil when the remote end is the

@@ -1,6 +1,7 @@
 import Foundation
 import OffloadForwarder
 import OffloadIPsec
+import OffloadTUN
 import OffloadTestSupport
 import OffloadWire
 import Testing
@@ -344,5 +345,15 @@ struct HubInteropTests {
         let hub = try lab.stop("hub")
         let decap = try #require(hub["wan_to_lan"])
         #expect(decap.hubCounter("dropped", label: "unknown_spi") < 50, "few datagrams for SAs the hub does not know")
+    }
+}
+
+@Suite("The underlay MTU of a socket of many peers")
+struct HubUnderlayMTUTests {
+    @Test("the MTU of the interface holding this end's address (loopback's for 127.0.0.1); none for an address no interface has")
+    func interfaceMTU() {
+        let lo = shell("cat /sys/class/net/lo/mtu").output.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(UDPTunnelSocket.interfaceMTU(holding: IPAddress("127.0.0.1")!) == Int(lo))
+        #expect(UDPTunnelSocket.interfaceMTU(holding: IPAddress("192.0.2.123")!) == nil)
     }
 }
