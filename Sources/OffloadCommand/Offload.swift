@@ -459,7 +459,9 @@ struct Demo: ParsableCommand {
             + "packets -> \(DemoTour.files.gtpuInner): " + verdict(t.gtpuIntact))
         print("ike: two IKEv2 engines in memory (IKE_SA_INIT, IKE_AUTH with a pre-shared key made for this run) agreed in "
             + "\(t.ikeMessages) messages on \(t.child.algorithm)\(t.child.extendedSequenceNumbers ? " with ESN" : ""), SPIs "
-            + String(format: "0x%08x / 0x%08x", t.child.outbound.spi, t.child.inbound.spi))
+            + String(format: "0x%08x / 0x%08x", t.child.outbound.spi, t.child.inbound.spi)
+            + "; the responder is a hub (remote_addrs = %any) and gave a second peer its own CHILD_SA: "
+            + "\(t.hubPeers.count) peers, at \(t.hubPeers.map(\.description).joined(separator: " and "))")
         print("esp (those keys, SPI \(String(format: "0x%08x", t.child.outbound.spi))): \(t.esp.written) datagrams, one per segment, encrypted -> "
             + "\(DemoTour.files.esp); decrypted by the other end \(t.espBack.written) packets -> \(DemoTour.files.espInner): " + verdict(t.espIntact))
         print("\nOpen \(merged) in Wireshark: each super-packet's comment says how many segments it holds and why it was completed.")

@@ -58,6 +58,8 @@ public enum DemoTour {
         public var esp: TunnelCaptureReport, espBack: TunnelCaptureReport, espIntact: Bool
         /// The IKEv2 negotiation: messages exchanged, and the CHILD_SA as the sending end has it.
         public var ikeMessages: Int, child: IKEChildSA
+        /// The responder is a hub: the peers it served in this run (each its own CHILD_SA), by address and port.
+        public var hubPeers: [UDPEndpoint]
     }
 
     /// The files ``translateAndTunnel(merged:restored:directory:)`` writes, in `directory`.
@@ -100,16 +102,16 @@ public enum DemoTour {
         // ESP with keys negotiated by two IKEv2 engines in memory, for this run only (they never
         // leave this machine, so no sequence numbers need keeping).
         let psk = randomBytes(24).map { String(format: "%02x", $0) }.joined()
-        func engine(_ me: Int, start: String) throws -> IKEEngine {
+        func engine(_ me: Int, start: String, remote: String? = nil, peerID: String? = nil) throws -> IKEEngine {
             IKEEngine(connections: try IKEConfig.parse("""
                 connections { demo {
                   local_addrs = 192.0.2.\(me)
-                  remote_addrs = 192.0.2.\(3 - me)
+                  remote_addrs = \(remote ?? "192.0.2.\(3 - me)")
                   proposals = aes128gcm16-prfsha256-x25519
                   local { auth = psk
                     id = gw\(me) }
                   remote { auth = psk
-                    id = gw\(3 - me) }
+                    id = \(peerID ?? "gw\(3 - me)") }
                   children { all {
                     local_ts = 0.0.0.0/0, ::/0
                     remote_ts = 0.0.0.0/0, ::/0
@@ -118,14 +120,19 @@ public enum DemoTour {
                 secrets { ike { secret = 0x\(psk) } }
                 """))
         }
-        guard let negotiated = IKEEngine.negotiateInMemory(initiator: try engine(1, start: "start"), responder: try engine(2, start: "none"))
-        else { throw DemoError("the two IKEv2 engines did not agree") }
+        // The responder is a hub (`remote_addrs = %any`): a second peer, from another address,
+        // gets its own CHILD_SA beside the first's.
+        let hub = try engine(2, start: "none", remote: "%any", peerID: "%any")
+        guard let negotiated = IKEEngine.negotiateInMemory(initiator: try engine(1, start: "start"), responder: hub),
+              IKEEngine.negotiateInMemory(initiator: try engine(3, start: "start", remote: "192.0.2.2", peerID: "gw2"), responder: hub) != nil
+        else { throw DemoError("the IKEv2 engines did not agree") }
         let sender = try ESPSecurityPolicy(tunnels: [negotiated.initiator.tunnel], store: nil)
         let receiver = try ESPSecurityPolicy(tunnels: [negotiated.responder.tunnel], store: nil)
         let (esp, espBack, espIntact) = try roundTrip(ESPCodec(policy: sender), farEnd: ESPCodec(policy: receiver),
                                                        outer: "\(directory)/\(files.esp)", inner: "\(directory)/\(files.espInner)")
         return Tunnels(siit: siit, gtpu: gtpu, gtpuBack: gtpuBack, gtpuIntact: gtpuIntact, esp: esp,
-                       espBack: espBack, espIntact: espIntact, ikeMessages: negotiated.messages, child: negotiated.initiator)
+                       espBack: espBack, espIntact: espIntact, ikeMessages: negotiated.messages, child: negotiated.initiator,
+                       hubPeers: hub.activeChildSAs.compactMap(\.peer).sorted { $0.description < $1.description })
     }
 
     /// The packets `hops` routers later (TTL or hop limit lowered), sorted: flows may interleave

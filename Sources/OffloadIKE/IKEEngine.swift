@@ -558,7 +558,8 @@ extension IKEEngine {
             messages += 1
             inFlight += (toB ? b.receive(bytes, path: pathAtB, now: 0) : a.receive(bytes, path: pathAtA, now: 0)).map { ($0.bytes, !toB) }
         }
-        guard let x = a.childSAs.first, let y = b.childSAs.first, x.outbound == y.inbound, x.inbound == y.outbound else { return nil }
+        // The responder may serve other peers already (a hub): its CHILD_SA is the one paired with the initiator's.
+        guard let x = a.childSAs.first, let y = b.childSAs.first(where: { $0.inbound == x.outbound }), x.inbound == y.outbound else { return nil }
         return (messages, x, y)
     }
 }

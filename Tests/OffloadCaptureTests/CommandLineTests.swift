@@ -188,6 +188,8 @@ struct CommandLineTests {
         // through GTP-U and back, exactly the restored packets.
         #expect(out.split(separator: "\n").contains { $0.hasPrefix("siit (") && !$0.contains("(0 of them super-packets") })
         #expect(out.contains("decapsulated 1124 packets") && out.contains("the very packets offload segment restored"))
+        // IKEv2: the responder is a hub and gave a second peer, from another address, its own CHILD_SA.
+        #expect(out.contains("gave a second peer its own CHILD_SA: 2 peers, at 192.0.2.1:4500 and 192.0.2.3:4500"), "\(out)")
         let input = dir + "/demo-input.pcap"
         let merged = temporaryPath("m.pcapng")
         #expect(try run(offload, ["coalesce", "--quiet", input, merged]).0 == 0)
