@@ -135,12 +135,15 @@ EOF
 fi
 
 have_offload=0
-if "$bin" nat64 --help >/dev/null 2>&1; then
+if "$bin" nat64 --help >"$tmp/nat64-help.txt" 2>&1; then
   have_offload=1
+  # Its state file in this run's directory, not the shared default (another translator may run).
+  status_file=()
+  grep -q -- --status-file "$tmp/nat64-help.txt" && status_file=(--status-file "$tmp/nat64.status")
   for n in $streams; do for d in $dirs; do
     stats="$tmp/nat64-$n-$d.json"
     ip netns exec "$p-gw" "$bin" nat64 --ingress nat64-6 --egress nat64-4 --pool6 $pool6 --pool4 $pool4 \
-      --setup --stats-json "$stats" >"$tmp/nat64-$n-$d.log" 2>&1 </dev/null &
+      --setup --stats-json "$stats" "${status_file[@]}" >"$tmp/nat64-$n-$d.log" 2>&1 </dev/null &
     pid=$!
     pids+=("$pid")
     sleep 1.5
