@@ -33,7 +33,7 @@ struct Offload: AsyncParsableCommand {
             """,
         version: OffloadVersion.current,
         subcommands: [Demo.self, Coalesce.self, Segment.self, Stats.self, Generate.self, Forward.self, Lab.self, Doctor.self,
-                      SIIT.self, Tunnel.self, IPsec.self])
+                      SIIT.self, NAT64.self, Tunnel.self, IPsec.self])
 
     static func main() async {
         do {

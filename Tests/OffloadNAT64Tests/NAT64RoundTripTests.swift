@@ -1,0 +1,74 @@
+import OffloadEngine
+import OffloadNAT64
+import OffloadSIIT
+import OffloadWire
+import Testing
+
+/// Checks that a packet's IPv4 or IPv6 header and L4 checksum are right.
+func checksumsAreValid(_ packet: [UInt8]) throws -> Bool {
+    let layout = try PacketLayout(parsing: packet.span.bytes, linkType: .raw)
+    let l4 = packet.span.bytes.extracting(layout.transportOffset..<layout.ipEnd)
+    let read = FlowKey(packet.span.bytes, layout: layout)
+    let key = try #require(read)
+    let pseudo: OnesComplementSum = switch (key.source, key.destination) {
+    case (.v4(let s), .v4(let d)):
+        layout.transport == .icmp ? .zero
+            : InternetChecksum.pseudoHeaderSum(ipv4Source: s, destination: d, protocolNumber: layout.transport, length: l4.byteCount)
+    case (.v6(let s), .v6(let d)):
+        InternetChecksum.pseudoHeaderSum(ipv6Source: s, destination: d, nextHeader: layout.transport, length: l4.byteCount)
+    default: .zero
+    }
+    return InternetChecksum.sum(l4, initial: pseudo).value == 0xFFFF
+}
+
+@Suite("NAT64: a TCP connection out and back, with the session's port")
+struct NAT64RoundTripTests {
+    static let prefix = RFC6052Prefix(IPv6Prefix(IPv6Address(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0), length: 96)!)!
+    static let client = IPv6Address(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2)
+    static let server = IPv4Address(203, 0, 113, 9)
+    static let pool = IPv4Address(198, 51, 100, 1)
+
+    static func configuration() -> NAT64Configuration {
+        NAT64Configuration(pool4: [Pool4Entry("198.51.100.1:1024-65535")!], pool6: prefix)
+    }
+
+    @Test("V6 SYN out, V4 SYN-ACK back: the pool4 address and a new port out, the client's own port back")
+    func synAndSynAck() throws {
+        var dataplane = NAT64OfflineDataplane(configuration: Self.configuration())
+        var b = PacketBuilder()
+        b.link = .raw
+        b.source = .v6(Self.client)
+        b.destination = .v6(Self.prefix.embedding(Self.server))
+        b.flags = .syn
+        b.sourcePort = 40001
+        b.destinationPort = 80
+        b.payloadLength = 0
+        let out = dataplane.translate(b.frame(), now: 1_000)
+        let syn = try #require(out.forwarded.first)
+        #expect(syn[0] >> 4 == 4)
+        #expect(IPv4Address(syn, 12) == Self.pool)
+        #expect(IPv4Address(syn, 16) == Self.server)
+        let port = syn.loadBigEndian(UInt16.self, at: 20)
+        #expect(port >= 1024 && port & 1 == 1, "odd source port keeps its parity")
+        #expect(try checksumsAreValid(syn))
+
+        var r = PacketBuilder()
+        r.link = .raw
+        r.source = .v4(Self.server)
+        r.destination = .v4(Self.pool)
+        r.flags = [.syn, .ack]
+        r.sourcePort = 80
+        r.destinationPort = port
+        r.payloadLength = 0
+        let back = dataplane.translate(r.frame(), now: 2_000)
+        let synAck = try #require(back.forwarded.first)
+        #expect(synAck[0] >> 4 == 6)
+        #expect(IPv6Address(synAck, 8) == Self.prefix.embedding(Self.server))
+        #expect(IPv6Address(synAck, 24) == Self.client)
+        #expect(synAck.loadBigEndian(UInt16.self, at: 42) == 40001)
+        #expect(try checksumsAreValid(synAck))
+        let state = dataplane.state.snapshot(now: 3_000)
+        #expect(state.sessions["tcp"] == 1)
+        #expect(state.entries.first?.sessions.first?.state == "ESTABLISHED")
+    }
+}
