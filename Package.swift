@@ -98,7 +98,7 @@ let package = Package(
                 swiftSettings: strictSettings),
         .target(name: "OffloadReport", swiftSettings: swiftSettings),
         .target(name: "OffloadDemo",
-                dependencies: ["OffloadWire", "OffloadEngine", "OffloadCapture", "OffloadForwarder", "OffloadSIIT",
+                dependencies: ["OffloadWire", "OffloadEngine", "OffloadCapture", "OffloadForwarder", "OffloadSIIT", "OffloadNAT64",
                                "OffloadTunnel", "OffloadIPsec", "OffloadIKE", "OffloadCrypto", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: swiftSettings),
         .target(name: "OffloadLab", dependencies: ["OffloadForwarder", "OffloadReport", "OffloadIPsec", "OffloadCrypto"], swiftSettings: swiftSettings),
