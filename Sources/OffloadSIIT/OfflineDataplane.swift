@@ -68,6 +68,9 @@ public struct OfflineCaptureCounts: Sendable {
     public var packetsIn = 0, written = 0, forwarded = 0, packetsToOtherSide = 0, icmpErrors = 0, notIP = 0, snapped = 0
     /// The last record's time (nanoseconds).
     public var lastTimestamp: UInt64 = 0
+
+    /// Zero counts.
+    public init() {}
 }
 
 extension OfflineDataplane {
