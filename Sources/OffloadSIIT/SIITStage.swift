@@ -132,17 +132,7 @@ public struct SIITStage: Stage {
         -> StageRewrite
     {
         statistics.slowPath += 1
-        var packets = [packet]
-        if let gso, gso.segmentCount > 1 {
-            var segmenter = GSOSegmenter()
-            let segmented: Bool = unsafe packet.withUnsafeBytes { raw in
-                do {
-                    try unsafe segmenter.segment(raw, linkType: .raw, gso: gso)
-                    return true
-                } catch { return false }
-            }
-            if segmented { packets = (0..<segmenter.segmentCount).map { segmenter.segmentBytes(at: $0) } }
-        }
+        let packets = GSOSegmenter.packets(of: packet, gso: gso)
         // The counters count what came in: a super-packet once, whatever became of its segments
         // (they share their headers, so they share their fate; the first one's decides).
         var result = StageRewrite()
