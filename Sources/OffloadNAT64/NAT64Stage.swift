@@ -269,7 +269,8 @@ public struct NAT64Stage: Stage {
         guard configuration.ownsIPv4(destination) else { return drop(.notOurs) }
         let result = state.withTables { tables in
             tables.fromIPv4(flow.proto, source: source, sourcePort: flow.sourcePort, destination: destination,
-                            destinationPort: flow.destinationPort, tcpFlags: flow.tcpFlags, creates: flow.icmpType != 0,
+                            destinationPort: flow.destinationPort, tcpFlags: flow.tcpFlags,
+                            creates: flow.proto != .icmp || flow.icmpType == 8,
                             packet: Self.bytes(of: packet), now: now)
         }
         switch result {

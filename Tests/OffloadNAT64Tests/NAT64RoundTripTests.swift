@@ -71,4 +71,41 @@ struct NAT64RoundTripTests {
         #expect(state.sessions["tcp"] == 1)
         #expect(state.entries.first?.sessions.first?.state == "ESTABLISHED")
     }
+
+    @Test("endpoint-independent filtering, in place: another IPv4 host (and port) reaches a UDP binding and gets its own session; address-dependent refuses it")
+    func endpointIndependentInbound() throws {
+        for filtering in [NAT64Filtering.endpointIndependent, .addressDependent] {
+            var c = Self.configuration()
+            c.filtering = filtering
+            var dataplane = NAT64OfflineDataplane(configuration: c)
+            var b = PacketBuilder()
+            b.link = .raw
+            b.transport = .udp
+            b.source = .v6(Self.client)
+            b.destination = .v6(Self.prefix.embedding(Self.server))
+            b.sourcePort = 5000
+            b.destinationPort = 53
+            b.payloadLength = 30
+            let out = try #require(dataplane.translate(b.frame(), now: 1_000).forwarded.first)
+            let port = out.loadBigEndian(UInt16.self, at: 20)
+            var r = PacketBuilder()
+            r.link = .raw
+            r.transport = .udp
+            r.source = .v4(IPv4Address(192, 0, 2, 77))  // not the server
+            r.destination = .v4(Self.pool)
+            r.sourcePort = 9999
+            r.destinationPort = port
+            r.payloadLength = 30
+            let back = dataplane.translate(r.frame(), now: 2_000).forwarded
+            if filtering == .endpointIndependent {
+                let packet = try #require(back.first, "the other host's datagram was not translated")
+                #expect(IPv6Address(packet, 24) == Self.client && packet.loadBigEndian(UInt16.self, at: 42) == 5000)
+                #expect(try checksumsAreValid(packet))
+                #expect(dataplane.state.snapshot(now: 3_000).sessions["udp"] == 2)
+            } else {
+                #expect(back.isEmpty)
+                #expect(dataplane.translation.dropped[.filtered] == 1)
+            }
+        }
+    }
 }
