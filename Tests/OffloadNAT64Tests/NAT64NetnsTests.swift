@@ -716,5 +716,15 @@ struct NAT64UnitTests {
         #expect(output.contains("sessions-exit=0") && output.contains("\"stored_syns\""),
                 "--sessions read /run/offload-nat64/nat64.status: \(output)")
         #expect(!run("ip -n \(ns) route; ip -n \(ns) -6 route").output.contains("nat64-"), "the routes are gone after exit")
+        // systemd's own reading of the unit (when systemd-analyze is there): no unknown settings.
+        if installed("systemd-analyze") {
+            let copy = "\(dir)/offload-nat64.service"
+            try unit.replacingOccurrences(of: "/usr/local/bin/offload", with: offload)
+                .replacingOccurrences(of: "/etc/default/offload-nat64", with: "\(dir)/offload-nat64.env")
+                .write(toFile: copy, atomically: true, encoding: .utf8)
+            try env.write(toFile: "\(dir)/offload-nat64.env", atomically: true, encoding: .utf8)
+            let (verified, complaints) = run("systemd-analyze verify \(copy)")
+            #expect(verified == 0 && complaints.isEmpty, "\(complaints)")
+        }
     }
 }
