@@ -577,8 +577,14 @@ struct NAT64NetnsTests {
         let lab = try NAT64Lab()
         try lab.startTranslator()
         let output = "\(lab.dir)/syn.out"
-        let connect = lab.background(lab.server, "python3 -c \"import socket\ntry:\n    socket.create_connection(('\(NAT64Lab.pool4)', 4444), timeout=15); "
-            + "print('connected')\nexcept Exception as e: print(type(e).__name__)\"", seconds: 20, output: output)
+        let connector = try lab.script("connect.py", """
+            import socket, sys
+            try:
+                socket.create_connection((sys.argv[1], 4444), timeout=15); print('connected')
+            except Exception as e:
+                print(type(e).__name__)
+            """)
+        let connect = lab.background(lab.server, "python3 \(connector) \(NAT64Lab.pool4)", seconds: 20, output: output)
         let kept = try lab.sessions(within: 3) { $0.state.stored_syns == 1 }
         #expect(kept.state.stored_syns == 1 && kept.state.entries.isEmpty, "the SYN is kept, and makes no binding")
         #expect(lab.wait(for: connect, seconds: 15))
