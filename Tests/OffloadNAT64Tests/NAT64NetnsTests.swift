@@ -469,7 +469,6 @@ struct NAT64NetnsTests {
     }
 
     @Test("endpoint-independent filtering (the default): another port of the server may use a UDP binding, and makes a second session",
-          .disabled("offload nat64 drops it (nat64_dropped{reason=no_session}): NAT64Stage.from4 passes creates: flow.icmpType != 0 to fromIPv4, false for every TCP and UDP packet, so no session is ever made from the IPv4 side on an existing binding; enable when fixed"),
           .enabled(if: netnsReady, "\(netnsSkipReason)"), .enabled(if: offloadBuilt, "the offload executable is not built"),
           .enabled(if: python3Present, "python3 is not installed"))
     func endpointIndependentFiltering() throws { try exclusiveNetwork { try endpointIndependentFilteringBody() } }
@@ -570,7 +569,6 @@ struct NAT64NetnsTests {
 
     @Test("an IPv4 host's SYN to the pool4 with no binding is kept (--sessions shows it) and answered port unreachable: the connect is refused",
           .enabled(if: netnsReady, "\(netnsSkipReason)"), .enabled(if: offloadBuilt, "the offload executable is not built"),
-          .disabled("offload nat64 drops the SYN as no_binding at once (nothing kept, no port unreachable: the connect times out): NAT64Stage.from4 passes creates: flow.icmpType != 0 to fromIPv4, false for TCP, and fromIPv4 stores a SYN only when creates; enable when fixed"),
           .enabled(if: python3Present, "python3 is not installed"))
     func unsolicitedSYN() throws { try exclusiveNetwork { try unsolicitedSYNBody() } }
     func unsolicitedSYNBody() throws {
