@@ -447,7 +447,7 @@ public struct NAT64Tables: Sendable {
 
     /// A pool4 address and port for a new binding of (X', x): the host's paired address first (all of
     /// a host's bindings share one IPv4 address while it has any), else the address the host hashes
-    /// to, then the others. On an address, RFC 6056's algorithm 3: a keyed hash of the flow plus a
+    /// to, then the others. On an address, RFC 6056's algorithm 3: a keyed hash of the flow (with x) plus a
     /// per-protocol counter picks where to start, and the search probes from there, keeping the
     /// port's range (below 1024 or not) and parity where the pool allows (RFC 4787 REQ-3, REQ-4),
     /// at most ``NAT64Configuration/maximumPortProbes`` ports in all.
@@ -464,9 +464,14 @@ public struct NAT64Tables: Sendable {
         // ones again at most once more: cheap, and they are full by then).
         let order = (paired + (0..<all.count).map { all[(start + $0) % all.count] })
             .filter { poolSlots[$0].taken < poolSlots[$0].capacity }
+        // F(secret, X', x, Z, z): the binding's own port is in the key too. Without it, the new
+        // bindings of one host to one server (which differ only in x) share an offset and take
+        // sequential ports as the counter steps, which the server and anyone who sees one of them
+        // could predict.
         var flow = Hasher()
         flow.combine(secret)
         flow.combine(source)
+        flow.combine(sourcePort)
         flow.combine(remote)
         flow.combine(remotePort)
         let offset = UInt32(truncatingIfNeeded: flow.finalize())
