@@ -238,7 +238,7 @@ public struct NAT64Stage: Stage {
         let result = state.withTables {
             $0.fromIPv6(flow.proto, source: source, sourcePort: flow.sourcePort, destination: z,
                         destinationPort: flow.destinationPort, tcpFlags: flow.tcpFlags,
-                        creates: flow.icmpType != 129, now: now)
+                        creates: flow.proto != .icmp || flow.icmpType != 129, now: now)
         }
         switch result {
         case .failure(let refusal):
@@ -269,8 +269,8 @@ public struct NAT64Stage: Stage {
         guard configuration.ownsIPv4(destination) else { return drop(.notOurs) }
         let result = state.withTables { tables in
             tables.fromIPv4(flow.proto, source: source, sourcePort: flow.sourcePort, destination: destination,
-                            destinationPort: flow.destinationPort, tcpFlags: flow.tcpFlags, creates: flow.icmpType != 0,
-                            packet: Self.bytes(of: packet), now: now)
+                            destinationPort: flow.destinationPort, tcpFlags: flow.tcpFlags,
+                            creates: flow.proto != .icmp || flow.icmpType != 0, packet: Self.bytes(of: packet), now: now)
         }
         switch result {
         case .failure(let refusal):
@@ -292,23 +292,15 @@ public struct NAT64Stage: Stage {
     }
 
     /// The answer to a refused packet from IPv6 (RFC 6146 §3.5.1.1: destination unreachable,
-    /// address unreachable, when no port is free; administratively prohibited at a limit).
+    /// address unreachable, when no port is free; administratively prohibited at a limit). The
+    /// error quotes the packet, payload included, which the staged headers do not hold: such a
+    /// packet goes whole, where the lookup refuses it again and ``refused(_:quoting:fromIPv6:)``
+    /// answers it.
     mutating func refuse6(_ refusal: NAT64Refusal, _ packet: borrowing StagePacket) -> StageVerdict {
-        let code: UInt8
         switch refusal {
-        case .poolExhausted: code = 3
-        case .hostLimit, .sessionLimit: code = 1
+        case .poolExhausted, .hostLimit, .sessionLimit: return .wholePacket
         default: return drop(NAT64DropReason(refusal))
         }
-        statistics.dropped[NAT64DropReason(refusal), default: 0] += 1
-        let n = packet.layout.networkOffset
-        let headers = Self.bytes(of: packet)
-        guard let error = unsafe Array(headers[n...]).withUnsafeBytes({ raw in
-            unsafe ICMPErrorBuilder.ipv6(type: 1, code: code, restOfHeader: 0, quoting: raw.bytes, source: configuration.ownIPv6)
-        })
-        else { return .drop }
-        statistics.errorsSent += 1
-        return .reply(error)
     }
 }
 

@@ -23,7 +23,7 @@ enum Net {
     }
 
     /// A TCP segment from an IPv6 host to an IPv4 one (under the prefix).
-    static func tcp6(from source: IPv6Address = client, port sourcePort: UInt16 = 40001, to destination: IPv4Address = server,
+    static func tcp6(from source: IPv6Address = client, sourcePort: UInt16 = 40001, to destination: IPv4Address = server,
                      port destinationPort: UInt16 = 80, flags: TCPFlags = .syn, payload: Int = 0) -> [UInt8] {
         var b = PacketBuilder()
         b.link = .raw
@@ -37,7 +37,7 @@ enum Net {
     }
 
     /// A TCP segment from an IPv4 host to the pool4.
-    static func tcp4(from source: IPv4Address = server, port sourcePort: UInt16 = 80, to destination: IPv4Address = pool,
+    static func tcp4(from source: IPv4Address = server, sourcePort: UInt16 = 80, to destination: IPv4Address = pool,
                      port destinationPort: UInt16, flags: TCPFlags = .ack, payload: Int = 0) -> [UInt8] {
         var b = PacketBuilder()
         b.link = .raw
@@ -51,7 +51,7 @@ enum Net {
     }
 
     /// A UDP datagram from an IPv6 host.
-    static func udp6(from source: IPv6Address = client, port sourcePort: UInt16 = 40001, to destination: IPv4Address = server,
+    static func udp6(from source: IPv6Address = client, sourcePort: UInt16 = 40001, to destination: IPv4Address = server,
                      port destinationPort: UInt16 = 53, payload: Int = 20) -> [UInt8] {
         var b = PacketBuilder()
         b.link = .raw
@@ -65,7 +65,7 @@ enum Net {
     }
 
     /// A UDP datagram from an IPv4 host to the pool4.
-    static func udp4(from source: IPv4Address = server, port sourcePort: UInt16 = 53, to destination: IPv4Address = pool,
+    static func udp4(from source: IPv4Address = server, sourcePort: UInt16 = 53, to destination: IPv4Address = pool,
                      port destinationPort: UInt16, payload: Int = 20) -> [UInt8] {
         var b = PacketBuilder()
         b.link = .raw
