@@ -29,8 +29,7 @@ extension NAT64Stage {
                     unsafe ICMPErrorBuilder.ipv4(type: 3, code: 3, restOfHeader: 0, quoting: raw.bytes,
                                                  source: IPv4Address(syn, 16))
                 }) {
-                    result.replies.append(error)
-                    statistics.errorsSent += 1
+                    sendError(error, into: &result)
                 }
             }
         }
@@ -53,8 +52,7 @@ extension NAT64Stage {
             switch outcome {
             case .translated(let out, _, _, _): result.forward += out
             case .reply(let error, _):
-                result.replies.append(error)
-                statistics.errorsSent += 1
+                sendError(error, into: &result)
             case .drop, .held: break
             }
             if first == nil { first = outcome }
@@ -72,6 +70,17 @@ extension NAT64Stage {
             break
         }
         return result
+    }
+
+    /// Sends an ICMP error the translator made itself, at a limited rate (RFC 4443 §2.4 (f), RFC
+    /// 1812 §4.3.2.8): a flood of refused packets from spoofed sources must not make one error each.
+    mutating func sendError(_ error: [UInt8], into result: inout StageRewrite) {
+        guard errorLimiter.allow(now: now) else {
+            statistics.errorsSuppressed += 1
+            return
+        }
+        result.replies.append(error)
+        statistics.errorsSent += 1
     }
 
     // MARK: - Helpers on whole packets
@@ -151,6 +160,8 @@ extension NAT64Stage {
         guard let z = configuration.pool6.extracting(destination) else { return .drop(.notOurs) }
         let u = chain.upperOffset
         let isFragment = chain.fragment.map { $0.more || $0.offset != 0 } ?? false
+        // RFC 8200 §4.5: a fragment that would end past 65 535 bytes of reassembled payload.
+        if let f = chain.fragment, f.offset + (end - u) > 65_535 { return .drop(.malformed) }
         switch chain.upper {
         case .icmpv6:
             guard !isFragment else { return .drop(.notTranslated) }
@@ -226,7 +237,8 @@ extension NAT64Stage {
     /// tables changes.
     mutating func error6(_ p: inout [UInt8], end: Int, u: Int, egressMTU: Int) -> Outcome {
         let q = u + 8
-        guard end >= q + 40, p[q] >> 4 == 6 else { return .drop(.notTranslated) }
+        // A quote that is not an IPv6 header, or cut before its ports: malformed.
+        guard end >= q + 40, p[q] >> 4 == 6 else { return .drop(.malformed) }
         let innerSource = IPv6Address(p, q + 8), innerDestination = IPv6Address(p, q + 24)
         let next = p[q + 6], l4 = q + 40
         guard let z = configuration.pool6.extracting(innerSource) else { return .drop(.noSession) }
@@ -237,7 +249,7 @@ extension NAT64Stage {
         case 58 where end >= l4 + 8 && [128, 129].contains(p[l4]): (proto, portOffset) = (.icmp, 4)
         default: return .drop(.notTranslated)
         }
-        guard end >= l4 + 4 + (proto == .icmp ? 4 : 0) else { return .drop(.notTranslated) }
+        guard end >= l4 + 4 + (proto == .icmp ? 4 : 0) else { return .drop(.malformed) }
         let hostPort = p.loadBigEndian(UInt16.self, at: l4 + portOffset)
         let remotePort = proto == .icmp ? hostPort : p.loadBigEndian(UInt16.self, at: l4)
         guard let side = state.withTables({
@@ -305,6 +317,8 @@ extension NAT64Stage {
         let flags = p.loadBigEndian(UInt16.self, at: 6)
         let offset = Int(flags & 0x1FFF) * 8, more = flags & 0x2000 != 0
         let u = ihl
+        // A fragment that would end past the 65 535 bytes an IPv4 datagram can have.
+        guard ihl + offset + (total - ihl) <= 65_535 else { return .drop(.malformed) }
         switch p[9] {
         case 1:
             guard offset == 0 && !more else { return .drop(.notTranslated) }
@@ -362,10 +376,11 @@ extension NAT64Stage {
     /// IPv6 host's, and the whole is translated. Nothing in the tables changes.
     mutating func error4(_ p: inout [UInt8], end: Int, u: Int, destination: IPv4Address, egressMTU: Int) -> Outcome {
         let q = u + 8
-        guard end >= q + 20, p[q] >> 4 == 4 else { return .drop(.notTranslated) }
+        // A quote that is not an IPv4 header, or cut before its ports: malformed.
+        guard end >= q + 20, p[q] >> 4 == 4 else { return .drop(.malformed) }
         let innerIHL = Int(p[q] & 0x0F) * 4
         let l4 = q + innerIHL
-        guard innerIHL >= 20 else { return .drop(.notTranslated) }
+        guard innerIHL >= 20 else { return .drop(.malformed) }
         let innerSource = IPv4Address(p, q + 12), innerDestination = IPv4Address(p, q + 16)
         // The quote must be of a packet sent from the address the error came to.
         guard innerSource == destination else { return .drop(.noSession) }
@@ -377,7 +392,7 @@ extension NAT64Stage {
         case 1 where end >= l4 + 8 && [0, 8].contains(p[l4]): (proto, portOffset) = (.icmp, 4)
         default: return .drop(.notTranslated)
         }
-        guard end >= l4 + 4 + (proto == .icmp ? 4 : 0) else { return .drop(.notTranslated) }
+        guard end >= l4 + 4 + (proto == .icmp ? 4 : 0) else { return .drop(.malformed) }
         let poolPort = p.loadBigEndian(UInt16.self, at: l4 + portOffset)
         let remotePort = proto == .icmp ? poolPort : p.loadBigEndian(UInt16.self, at: l4 + 2)
         guard let side = state.withTables({

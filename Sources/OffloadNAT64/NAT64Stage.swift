@@ -54,6 +54,8 @@ public struct NAT64Statistics: Hashable, Sendable, Codable {
     /// ICMP errors the translator sent itself (pool exhausted, limits, unanswered SYNs, and those
     /// the stateless translation sends).
     public var errorsSent = 0
+    /// ICMP errors the translator did not send, over its rate limit.
+    public var errorsSuppressed = 0
     /// Fragments that arrived before their first and waited for it.
     public var fragmentsHeld = 0
     /// Dropped, by reason.
@@ -71,6 +73,7 @@ public struct NAT64Statistics: Hashable, Sendable, Codable {
         ("nat64_errors_translated", [:], "ICMP errors translated with their quote and session.", \.errorsTranslated),
         ("nat64_hairpinned", [:], "Packets hairpinned back to IPv6 (RFC 6146 3.8).", \.hairpinned),
         ("nat64_errors_sent", [:], "ICMP errors the translator sent itself.", \.errorsSent),
+        ("nat64_errors_suppressed", [:], "ICMP errors not sent (rate limit).", \.errorsSuppressed),
         ("nat64_fragments_held", [:], "Fragments that waited for their first fragment.", \.fragmentsHeld),
     ]
 
@@ -116,6 +119,8 @@ public struct NAT64Stage: Stage {
     var now: UInt64 = 0
     /// When this stage next ends what ran out.
     var nextExpiry: UInt64 = 0
+    /// The rate of the ICMP errors this stage makes itself (Linux's defaults: 1000 a second, bursts of 50).
+    var errorLimiter = ICMPRateLimiter()
     /// The IPv4 Identification of the next DF-clear packet from the in-place path.
     var nextIdentification: UInt16 = 0x8000
     /// Fragments from IPv6 and from IPv4 following their first fragment.
