@@ -340,6 +340,59 @@ struct NAT64StageTests {
         #expect(after == before, "no session created, refreshed or ended")
     }
 
+    @Test("IPv6 fragments whose first never comes: dropped after 2 s (fragment_without_first)")
+    func fragmentsFromIPv6WithoutFirst() throws {
+        var d = NAT64OfflineDataplane(configuration: Net.configuration())
+        _ = try Self.withUDPBinding(&d)
+        let pieces = Net.fragments6(Net.udp6(sourcePort: 5000, payload: 600), split: 304, id: 77)
+        #expect(d.translate(pieces[1], now: 1 * Self.s).forwarded.isEmpty)
+        #expect(d.translation.fragmentsHeld == 1)
+        _ = d.translate(Net.udp6(sourcePort: 5000), now: 2 * Self.s)
+        #expect(d.translation.dropped[.fragmentWithoutFirst, default: 0] == 0)
+        _ = d.translate(Net.udp6(sourcePort: 5000), now: 3 * Self.s)
+        #expect(d.translation.dropped[.fragmentWithoutFirst] == 1)
+        // Its first, late: translated alone; the rest does not come back.
+        #expect(d.translate(pieces[0], now: 4 * Self.s).forwarded.count == 1)
+    }
+
+    // MARK: - Static bindings
+
+    @Test("a static binding outlives its sessions: reachable from IPv4 before and after they expire")
+    func staticBinding() throws {
+        var c = Net.configuration()
+        c.staticBindings = [NAT64StaticBinding("udp=[2001:db8:1::3]:53=198.51.100.1:5353")!]
+        var d = NAT64OfflineDataplane(configuration: c)
+        var back = try #require(d.translate(Net.udp4(sourcePort: 9000, port: 5353), now: 0).forwarded.first)
+        #expect(Net.destination6(back) == Net.client2 && Net.l4Field(back, 2) == 53)
+        #expect(try checksumsAreValid(back))
+        // The answer leaves from the static (T, t).
+        let answer = try #require(d.translate(Net.udp6(from: Net.client2, sourcePort: 53, port: 9000), now: 1).forwarded.first)
+        #expect(Net.source4(answer) == Net.pool && Net.l4Field(answer, 0) == 5353)
+        var snapshot = d.state.snapshot(now: 302 * Self.s)
+        #expect(snapshot.sessions["udp"] == 0 && snapshot.bindings["udp"] == 1 && snapshot.entries.first?.isStatic == true)
+        back = try #require(d.translate(Net.udp4(sourcePort: 9001, port: 5353), now: 303 * Self.s).forwarded.first)
+        #expect(Net.destination6(back) == Net.client2 && Net.l4Field(back, 2) == 53)
+        snapshot = d.state.snapshot(now: 303 * Self.s)
+        #expect(snapshot.sessions["udp"] == 1)
+        // Dynamic bindings never take the static port.
+        for i in 0..<50 {
+            let out = try #require(d.translate(Net.udp6(sourcePort: UInt16(20_001 + 2 * i)), now: 304 * Self.s).forwarded.first)
+            #expect(Net.l4Field(out, 0) != 5353)
+        }
+    }
+
+    @Test("host unreachable from a router about a translated echo: back to the client with its own identifier")
+    func errorAboutEcho() throws {
+        var d = NAT64OfflineDataplane(configuration: Net.configuration())
+        let echo = try #require(d.translate(Net.echo6(id: 0x1234), now: 0).forwarded.first)
+        let error = Net.icmp4Error(from: Net.router4, to: Net.pool, type: 3, code: 1, quoting: echo)
+        let six = try #require(d.translate(error, now: 1).forwarded.first)
+        #expect(six[6] == 58 && six[40] == 1 && Net.destination6(six) == Net.client)
+        #expect(IPv6Address(six, 48 + 8) == Net.client && six[48 + 40] == 128)
+        #expect(six.loadBigEndian(UInt16.self, at: 48 + 44) == 0x1234)
+        #expect(try checksumsAreValid(six))
+    }
+
     // MARK: - Fragments (RFC 6146 §3.4)
 
     @Test("a fragmented UDP datagram from IPv4: first, then the rest, both with the session's addresses")
