@@ -318,7 +318,7 @@ extension NAT64Stage {
         let offset = Int(flags & 0x1FFF) * 8, more = flags & 0x2000 != 0
         let u = ihl
         // A fragment that would end past the 65 535 bytes an IPv4 datagram can have.
-        guard ihl + offset + (total - ihl) <= 65_535 else { return .drop(.malformed) }
+        guard offset + total <= 65_535 else { return .drop(.malformed) }
         switch p[9] {
         case 1:
             guard offset == 0 && !more else { return .drop(.notTranslated) }

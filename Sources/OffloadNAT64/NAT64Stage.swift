@@ -247,7 +247,7 @@ public struct NAT64Stage: Stage {
         }
         switch result {
         case .failure(let refusal):
-            return refuse6(refusal, packet)
+            return refuse6(refusal)
         case .success(let side):
             let port = PortRewrite(offset: flow.proto == .icmp ? 4 : 0, value: side.port)
             guard SIITStage.writeIPv4(&packet, source: side.address, destination: z, port: port,
@@ -301,7 +301,7 @@ public struct NAT64Stage: Stage {
     /// error quotes the packet, payload included, which the staged headers do not hold: such a
     /// packet goes whole, where the lookup refuses it again and ``refused(_:quoting:fromIPv6:)``
     /// answers it.
-    mutating func refuse6(_ refusal: NAT64Refusal, _ packet: borrowing StagePacket) -> StageVerdict {
+    mutating func refuse6(_ refusal: NAT64Refusal) -> StageVerdict {
         switch refusal {
         case .poolExhausted, .hostLimit, .sessionLimit: return .wholePacket
         default: return drop(NAT64DropReason(refusal))
