@@ -495,14 +495,17 @@ public struct NAT64Tables: Sendable {
                 // Probe by 2 (keeping parity) over the range, then by 1 when parity cannot be kept.
                 for step in [2, 1] {
                     var candidate = port
-                    for _ in 0..<min(count, probes) {
+                    // By 2 there are about half as many ports to see (one more when the count is odd).
+                    for _ in 0..<min(step == 2 ? (count + 1) / 2 : count, probes) {
                         probes -= 1
                         let address = poolSlots[slot].address
                         if bindingsBy4[Self.key4(p, address, UInt16(candidate))] == nil {
                             return (address, UInt16(candidate))
                         }
                         candidate += step
-                        if candidate > rangeHigh { candidate = rangeLow + (candidate - rangeHigh - 1) }
+                        // Past the end: back to the first port of the range with the candidate's
+                        // parity (by 2), or the first port (by 1).
+                        if candidate > rangeHigh { candidate = rangeLow + (candidate - rangeLow) % step }
                         if probes == 0 { return nil }
                     }
                 }

@@ -286,6 +286,21 @@ struct NAT64TablesTests {
         }
     }
 
+    @Test("parity kept in a range of an odd number of ports: the search wraps to a port of the same parity")
+    func parityInOddRange() throws {
+        // 2000-2004 has two odd ports; two odd source ports must get both, whichever the search starts at.
+        for trial in 0..<50 {
+            var t = NAT64Tables(configuration: Net.configuration("198.51.100.1:2000-2004"))
+            var ports = Set<UInt16>()
+            for i in 0..<2 {
+                let side = try t.fromIPv6(.udp, source: Net.client, sourcePort: UInt16(7001 + 2 * i), destination: Net.server,
+                                          destinationPort: 53, now: 0).get()
+                ports.insert(side.port)
+            }
+            #expect(ports == [2001, 2003], "trial \(trial): \(ports.sorted())")
+        }
+    }
+
     @Test("range kept: a source port below 1024 gets one below 1024 when the pool has such, others get 1024 or more")
     func range() throws {
         var t = NAT64Tables(configuration: Net.configuration("198.51.100.1:1-65535"))
