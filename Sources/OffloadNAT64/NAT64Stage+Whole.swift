@@ -272,17 +272,29 @@ extension NAT64Stage {
         let destinationPort = isICMP ? sourcePort : p.loadBigEndian(UInt16.self, at: u + 2)
         let flags = proto == .tcp ? p[u + 13] : 0
         let creates = !isICMP || p[u] == 128
-        let outcome: (NAT64IPv4Side, NAT64IPv6Side)? = state.withTables { tables in
-            guard case .success(let out) = tables.fromIPv6(proto, source: source, sourcePort: sourcePort, destination: z,
-                                                            destinationPort: destinationPort, tcpFlags: flags,
-                                                            creates: creates, now: now),
-                case .success(let back) = tables.fromIPv4(proto, source: out.address, sourcePort: out.port, destination: z,
-                                                           destinationPort: isICMP ? out.port : destinationPort,
-                                                           tcpFlags: flags, creates: creates, now: now)
-            else { return nil }
-            return (out, back)
+        // Out through the sender's binding, then in through the destination's; a refusal on the way
+        // out is answered as any from IPv6 is, one on the way in is dropped with its reason.
+        enum Hairpin { case both(NAT64IPv4Side, NAT64IPv6Side), refusedOut(NAT64Refusal), refusedIn(NAT64Refusal) }
+        let outcome: Hairpin = state.withTables { tables in
+            let out: NAT64IPv4Side
+            switch tables.fromIPv6(proto, source: source, sourcePort: sourcePort, destination: z,
+                                   destinationPort: destinationPort, tcpFlags: flags, creates: creates, now: now) {
+            case .failure(let refusal): return .refusedOut(refusal)
+            case .success(let side): out = side
+            }
+            switch tables.fromIPv4(proto, source: out.address, sourcePort: out.port, destination: z,
+                                   destinationPort: isICMP ? out.port : destinationPort, tcpFlags: flags, creates: creates,
+                                   now: now) {
+            case .failure(let refusal): return .refusedIn(refusal)
+            case .success(let back): return .both(out, back)
+            }
         }
-        guard let (out, back) = outcome else { return .drop(.noBinding) }
+        let out: NAT64IPv4Side, back: NAT64IPv6Side
+        switch outcome {
+        case .refusedOut(let refusal): return refused(refusal, quoting: packet, fromIPv6: true)
+        case .refusedIn(let refusal): return refused(refusal, quoting: packet, fromIPv6: false)
+        case .both(let o, let b): (out, back) = (o, b)
+        }
         let newSource = configuration.pool6.embedding(out.address)
         let checksum = Self.checksumOffset(isICMP ? 58 : proto == .tcp ? 6 : 17, l4: u)!
         if checksum + 2 <= end {

@@ -208,6 +208,25 @@ struct NAT64StageTests {
         #expect(try checksumsAreValid(answer))
     }
 
+    @Test("hairpin refusals keep their reason: filtered, no_binding, and address unreachable when the sender gets no port")
+    func hairpinRefusals() throws {
+        var c = Net.configuration("198.51.100.1:2000-2001")
+        c.filtering = .addressDependent
+        var d = NAT64OfflineDataplane(configuration: c)
+        let bOut = try #require(d.translate(Net.udp6(from: Net.client2, sourcePort: 6000), now: 0).forwarded.first)
+        let tB = Net.l4Field(bOut, 0)
+        // B never sent to the pool4 address: A is filtered.
+        var r = d.translate(Net.udp6(from: Net.client, sourcePort: 5000, to: Net.pool, port: tB), now: 1)
+        #expect(r.forwarded.isEmpty && r.returned.isEmpty && d.translation.dropped[.filtered] == 1)
+        // A port of the pool4 address nobody holds.
+        r = d.translate(Net.udp6(from: Net.client, sourcePort: 5000, to: Net.pool, port: 9999), now: 2)
+        #expect(r.forwarded.isEmpty && d.translation.dropped[.noBinding] == 1)
+        // Both ports taken (B's and A's): a third host gets no port, and hears so.
+        r = d.translate(Net.udp6(from: IPv6Address(0x2001, 0xdb8, 1, 0, 0, 0, 0, 9), sourcePort: 5000, to: Net.pool, port: tB), now: 3)
+        #expect(r.forwarded.isEmpty && d.translation.dropped[.poolExhausted] == 1)
+        #expect(r.returned.first.map { [$0[40], $0[41]] } == [1, 3])
+    }
+
     @Test("TCP hairpin to a static binding: SYN and SYN-ACK both come back as IPv6, both sessions ESTABLISHED")
     func hairpinTCP() throws {
         var c = Net.configuration()
