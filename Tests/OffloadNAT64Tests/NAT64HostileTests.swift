@@ -77,7 +77,7 @@ struct NAT64HostileTests {
     }
 
     /// IPv6 packets whose lengths lie or whose headers are cut.
-    static func lyingIPv6(port: UInt16) -> [(String, [UInt8])] {
+    static func lyingIPv6() -> [(String, [UInt8])] {
         let udp = Net.udp6(sourcePort: 5000, payload: 40)
         let tcp = Net.tcp6(sourcePort: 40001, flags: .ack, payload: 20)
         var inbound = PacketBuilder()
@@ -120,7 +120,6 @@ struct NAT64HostileTests {
         for n in stride(from: 0, to: withOptions.count, by: 4) {
             cases.append(("hop-by-hop cut to \(n)", Array(withOptions.prefix(n))))
         }
-        _ = port
         return cases
     }
 
@@ -131,7 +130,7 @@ struct NAT64HostileTests {
         let (address, port) = (Net.source4(out), Net.l4Field(out, 0))
         _ = try #require(d.translate(Net.tcp6(sourcePort: 40001, flags: .syn), now: 0).forwarded.first)
         let before = d.state.snapshot(now: 1)
-        for (name, packet) in Self.lyingIPv4(port: port, address: address) + Self.lyingIPv6(port: port) {
+        for (name, packet) in Self.lyingIPv4(port: port, address: address) + Self.lyingIPv6() {
             let counted = Self.malformed(d)
             let r = d.translate(packet, now: 1)
             #expect(r.forwarded.isEmpty, "\(name): translated")

@@ -198,7 +198,7 @@ struct NAT64StageTests {
         #expect(Net.source6(p) == Net.prefix.embedding(t) && Net.destination6(p) == Net.client2)
         #expect(Net.l4Field(p, 2) == 6000)
         let tA = Net.l4Field(p, 0)
-        #expect(tA != 5000 && tA >= 1024 && tA & 1 == 0)
+        #expect(tA >= 1024 && tA & 1 == 0)
         #expect(try checksumsAreValid(p))
         #expect(d.translation.hairpinned == 1)
         // B's answer to A's pool4 address and port goes back to A the same way.
@@ -290,7 +290,7 @@ struct NAT64StageTests {
     @Test("fragmentation needed from a router about a translated packet: packet too big to the client, the quote its own")
     func fragmentationNeeded() throws {
         var d = NAT64OfflineDataplane(configuration: Net.configuration())
-        let port = try Self.withTCPConnection(&d)
+        _ = try Self.withTCPConnection(&d)
         let sent = try #require(d.translate(Net.tcp6(flags: .ack, payload: 1400), now: 2 * Self.s).forwarded.first)
         let before = try #require(Net.session(d.state.snapshot(now: 3 * Self.s), .tcp, remote: "203.0.113.9:80"))
         let error = Net.icmp4Error(from: Net.router4, to: Net.pool, type: 3, code: 4, rest: 1300, quoting: sent)
@@ -303,7 +303,6 @@ struct NAT64StageTests {
         #expect(six[48] >> 4 == 6 && IPv6Address(six, 48 + 8) == Net.client)
         #expect(IPv6Address(six, 48 + 24) == Net.prefix.embedding(Net.server))
         #expect(six.loadBigEndian(UInt16.self, at: 88) == 40001 && six.loadBigEndian(UInt16.self, at: 90) == 80)
-        #expect(port != 40001)
         #expect(try checksumsAreValid(six))
         #expect(d.translation.errorsTranslated == 1)
         // The error changed nothing.
