@@ -238,7 +238,7 @@ public struct NAT64Tables: Sendable {
         // No session: a TCP segment other than a SYN does not open one (RFC 6146 §3.5.2.2, CLOSED).
         if proto == .tcp && tcpFlags & 0x02 == 0 || !creates { return .failure(.noSession) }
         guard sessionCount < configuration.maximumSessions else { return .failure(.sessionLimit) }
-        if let host = hosts[source], host.sessions >= Int32(configuration.maximumSessionsPerHost) {
+        if let host = hosts[source], Int(host.sessions) >= configuration.maximumSessionsPerHost {
             return .failure(.hostLimit)
         }
         if binding == nil {
@@ -314,7 +314,7 @@ public struct NAT64Tables: Sendable {
         case .udp: break
         }
         guard sessionCount < configuration.maximumSessions else { return .failure(.sessionLimit) }
-        if let host = hosts[e.address6], host.sessions >= Int32(configuration.maximumSessionsPerHost) {
+        if let host = hosts[e.address6], Int(host.sessions) >= configuration.maximumSessionsPerHost {
             return .failure(.hostLimit)
         }
         let timer: TimerClass = proto == .tcp ? .tcpTransitory : proto == .udp ? .udp : .icmp

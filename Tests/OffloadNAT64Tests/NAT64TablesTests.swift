@@ -421,6 +421,21 @@ struct NAT64TablesTests {
         #expect(t.sessionCount == 3)
     }
 
+    @Test("limits as large as an Int can say are no limit, not a trap")
+    func hugeLimits() throws {
+        var c = Net.configuration()
+        c.maximumSessionsPerHost = Int.max
+        c.maximumSessions = Int.max
+        var t = NAT64Tables(configuration: c)
+        for i in 0..<3 {
+            _ = try t.fromIPv6(.udp, source: Net.client, sourcePort: UInt16(5000 + i), destination: Net.server, destinationPort: 53,
+                               now: 0).get()
+        }
+        let side = try t.fromIPv6(.udp, source: Net.client, sourcePort: 5000, destination: Net.server, destinationPort: 53, now: 0).get()
+        _ = try t.fromIPv4(.udp, source: Net.server2, sourcePort: 53, destination: side.address, destinationPort: side.port, now: 0).get()
+        #expect(t.sessionCount == 4)
+    }
+
     // MARK: - Filtering (RFC 4787 §5)
 
     @Test("endpoint-independent filtering: another IPv4 host may use an existing UDP binding")
