@@ -606,7 +606,8 @@ public struct NAT64Tables: Sendable {
         }) { return .failure(.synStored) }  // a retransmission: the first one's clock runs
         guard storedSYNs.count < configuration.maximumStoredSYNs else { return .failure(.synStoreFull) }
         storedSYNs.append(StoredSYN(packet: packet, source: source, sourcePort: sourcePort, destination: destination,
-                                    destinationPort: destinationPort, expires: now + configuration.timeouts.tcpIncomingSyn))
+                                    destinationPort: destinationPort,
+                                    expires: Self.deadline(now, configuration.timeouts.tcpIncomingSyn)))
         return .failure(.synStored)
     }
 
@@ -621,6 +622,13 @@ public struct NAT64Tables: Sendable {
         }
     }
 
+    /// `now` plus `lifetime`, or the end of time when that does not fit (a lifetime of "forever"
+    /// neither traps nor wraps to an instant expiry; one class's deadlines keep their order).
+    static func deadline(_ now: UInt64, _ lifetime: UInt64) -> UInt64 {
+        let (sum, overflow) = now.addingReportingOverflow(lifetime)
+        return overflow ? .max : sum
+    }
+
     /// Refreshes a UDP or ICMP session: to the tail of its list with a new expiry.
     mutating func touch(_ s: Int32, now: UInt64) { setTimer(s, sessions[Int(s)].timer, now: now) }
 
@@ -632,7 +640,7 @@ public struct NAT64Tables: Sendable {
     mutating func append(_ s: Int32, to timer: TimerClass, now: UInt64) {
         let t = Int(timer.rawValue)
         sessions[Int(s)].timer = timer
-        sessions[Int(s)].expires = now &+ lifetime(timer)
+        sessions[Int(s)].expires = Self.deadline(now, lifetime(timer))
         sessions[Int(s)].timerPrevious = timerTails[t]
         sessions[Int(s)].timerNext = -1
         if timerTails[t] >= 0 { sessions[Int(timerTails[t])].timerNext = s } else { timerHeads[t] = s }

@@ -436,6 +436,22 @@ struct NAT64TablesTests {
         #expect(t.sessionCount == 4)
     }
 
+    @Test("lifetimes as long as a UInt64 can say are forever, not a trap nor an instant expiry")
+    func hugeLifetimes() throws {
+        var c = Net.configuration()
+        c.timeouts.udp = .max
+        c.timeouts.tcpIncomingSyn = .max
+        var t = NAT64Tables(configuration: c)
+        _ = try t.fromIPv6(.udp, source: Net.client, sourcePort: 5000, destination: Net.server, destinationPort: 53,
+                           now: 1_000).get()
+        #expect(throws: NAT64Refusal.synStored) {
+            try t.fromIPv4(.tcp, source: Net.server, sourcePort: 80, destination: Net.pool, destinationPort: 3000, tcpFlags: Self.syn,
+                           now: 1_000).get()
+        }
+        let expiry = t.expire(now: UInt64.max - 1, limit: 100)
+        #expect(expiry.deleted == 0 && expiry.unansweredSYNs.isEmpty && t.sessionCount == 1 && t.storedSYNCount == 1)
+    }
+
     // MARK: - Filtering (RFC 4787 §5)
 
     @Test("endpoint-independent filtering: another IPv4 host may use an existing UDP binding")
