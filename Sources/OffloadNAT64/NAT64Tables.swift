@@ -477,7 +477,7 @@ public struct NAT64Tables: Sendable {
         let offset = UInt32(truncatingIfNeeded: flow.finalize())
         let counter = nextEphemeral[proto.rawValue]
         nextEphemeral[proto.rawValue] &+= 1
-        var probes = configuration.maximumPortProbes
+        var probes = max(0, configuration.maximumPortProbes)  // a negative bound refuses, as zero does
         let p = UInt8(proto.rawValue)
         // The range the source port is in (RFC 4787 REQ-3) first, then any range.
         let wantsLow = sourcePort < 1024

@@ -436,6 +436,21 @@ struct NAT64TablesTests {
         #expect(t.sessionCount == 4)
     }
 
+    @Test("limits below zero refuse, they do not trap")
+    func negativeLimits() throws {
+        var c = Net.configuration()
+        c.maximumPortProbes = -1
+        c.maximumStoredSYNs = -1
+        var t = NAT64Tables(configuration: c)
+        #expect(throws: NAT64Refusal.poolExhausted) {
+            try t.fromIPv6(.udp, source: Net.client, sourcePort: 5000, destination: Net.server, destinationPort: 53, now: 0).get()
+        }
+        #expect(throws: NAT64Refusal.synStoreFull) {
+            try t.fromIPv4(.tcp, source: Net.server, sourcePort: 80, destination: Net.pool, destinationPort: 3000, tcpFlags: Self.syn,
+                           now: 0).get()
+        }
+    }
+
     @Test("lifetimes as long as a UInt64 can say are forever, not a trap nor an instant expiry")
     func hugeLifetimes() throws {
         var c = Net.configuration()
