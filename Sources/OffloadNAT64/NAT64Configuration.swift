@@ -218,6 +218,10 @@ public struct NAT64Configuration: Hashable, Sendable {
         let s = NAT64Timeouts.second
         if timeouts.udp < 120 * s { out.append("the UDP lifetime is below RFC 4787 REQ-5's 2 minutes") }
         if timeouts.tcpEstablished < 7_440 * s { out.append("the established TCP lifetime is below RFC 5382 REQ-5's 2 h 4 min") }
+        if timeouts.tcpTransitory < 240 * s { out.append("the transitory TCP lifetime is below RFC 5382 REQ-5's 4 minutes") }
+        if timeouts.tcpIncomingSyn < 6 * s {
+            out.append("unsolicited SYNs are answered before RFC 5382 REQ-4's 6 seconds")
+        }
         if timeouts.icmp < 60 * s { out.append("the ICMP lifetime is below RFC 5508 REQ-2's 60 s") }
         return out
     }

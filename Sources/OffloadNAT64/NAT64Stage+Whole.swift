@@ -29,22 +29,11 @@ extension NAT64Stage {
                     unsafe ICMPErrorBuilder.ipv4(type: 3, code: 3, restOfHeader: 0, quoting: raw.bytes,
                                                  source: IPv4Address(syn, 16))
                 }) {
-                    result.replies.append(error)
-                    statistics.errorsSent += 1
+                    sendError(error, into: &result)
                 }
             }
         }
-        var packets = [packet]
-        if let gso, gso.segmentCount > 1 {
-            var segmenter = GSOSegmenter()
-            let segmented: Bool = unsafe packet.withUnsafeBytes { raw in
-                do {
-                    try unsafe segmenter.segment(raw, linkType: .raw, gso: gso)
-                    return true
-                } catch { return false }
-            }
-            if segmented { packets = (0..<segmenter.segmentCount).map { segmenter.segmentBytes(at: $0) } }
-        }
+        let packets = GSOSegmenter.packets(of: packet, gso: gso)
         // A super-packet counts once; its segments share their headers and their fate (the first decides).
         var first: Outcome?
         for p in packets {
@@ -53,8 +42,7 @@ extension NAT64Stage {
             switch outcome {
             case .translated(let out, _, _, _): result.forward += out
             case .reply(let error, _):
-                result.replies.append(error)
-                statistics.errorsSent += 1
+                sendError(error, into: &result)
             case .drop, .held: break
             }
             if first == nil { first = outcome }
@@ -72,6 +60,17 @@ extension NAT64Stage {
             break
         }
         return result
+    }
+
+    /// Sends an ICMP error the translator made itself, at a limited rate (RFC 4443 §2.4 (f), RFC
+    /// 1812 §4.3.2.8): a flood of refused packets from spoofed sources must not make one error each.
+    mutating func sendError(_ error: [UInt8], into result: inout StageRewrite) {
+        guard errorLimiter.allow(now: now) else {
+            statistics.errorsSuppressed += 1
+            return
+        }
+        result.replies.append(error)
+        statistics.errorsSent += 1
     }
 
     // MARK: - Helpers on whole packets
@@ -151,6 +150,8 @@ extension NAT64Stage {
         guard let z = configuration.pool6.extracting(destination) else { return .drop(.notOurs) }
         let u = chain.upperOffset
         let isFragment = chain.fragment.map { $0.more || $0.offset != 0 } ?? false
+        // RFC 8200 §4.5: a fragment that would end past 65 535 bytes of reassembled payload.
+        if let f = chain.fragment, f.offset + (end - u) > 65_535 { return .drop(.malformed) }
         switch chain.upper {
         case .icmpv6:
             guard !isFragment else { return .drop(.notTranslated) }
@@ -226,7 +227,8 @@ extension NAT64Stage {
     /// tables changes.
     mutating func error6(_ p: inout [UInt8], end: Int, u: Int, egressMTU: Int) -> Outcome {
         let q = u + 8
-        guard end >= q + 40, p[q] >> 4 == 6 else { return .drop(.notTranslated) }
+        // A quote that is not an IPv6 header, or cut before its ports: malformed.
+        guard end >= q + 40, p[q] >> 4 == 6 else { return .drop(.malformed) }
         let innerSource = IPv6Address(p, q + 8), innerDestination = IPv6Address(p, q + 24)
         let next = p[q + 6], l4 = q + 40
         guard let z = configuration.pool6.extracting(innerSource) else { return .drop(.noSession) }
@@ -237,7 +239,7 @@ extension NAT64Stage {
         case 58 where end >= l4 + 8 && [128, 129].contains(p[l4]): (proto, portOffset) = (.icmp, 4)
         default: return .drop(.notTranslated)
         }
-        guard end >= l4 + 4 + (proto == .icmp ? 4 : 0) else { return .drop(.notTranslated) }
+        guard end >= l4 + 4 + (proto == .icmp ? 4 : 0) else { return .drop(.malformed) }
         let hostPort = p.loadBigEndian(UInt16.self, at: l4 + portOffset)
         let remotePort = proto == .icmp ? hostPort : p.loadBigEndian(UInt16.self, at: l4)
         guard let side = state.withTables({
@@ -260,17 +262,29 @@ extension NAT64Stage {
         let destinationPort = isICMP ? sourcePort : p.loadBigEndian(UInt16.self, at: u + 2)
         let flags = proto == .tcp ? p[u + 13] : 0
         let creates = !isICMP || p[u] == 128
-        let outcome: (NAT64IPv4Side, NAT64IPv6Side)? = state.withTables { tables in
-            guard case .success(let out) = tables.fromIPv6(proto, source: source, sourcePort: sourcePort, destination: z,
-                                                            destinationPort: destinationPort, tcpFlags: flags,
-                                                            creates: creates, now: now),
-                case .success(let back) = tables.fromIPv4(proto, source: out.address, sourcePort: out.port, destination: z,
-                                                           destinationPort: isICMP ? out.port : destinationPort,
-                                                           tcpFlags: flags, creates: creates, now: now)
-            else { return nil }
-            return (out, back)
+        // Out through the sender's binding, then in through the destination's; a refusal on the way
+        // out is answered as any from IPv6 is, one on the way in is dropped with its reason.
+        enum Hairpin { case both(NAT64IPv4Side, NAT64IPv6Side), refusedOut(NAT64Refusal), refusedIn(NAT64Refusal) }
+        let outcome: Hairpin = state.withTables { tables in
+            let out: NAT64IPv4Side
+            switch tables.fromIPv6(proto, source: source, sourcePort: sourcePort, destination: z,
+                                   destinationPort: destinationPort, tcpFlags: flags, creates: creates, now: now) {
+            case .failure(let refusal): return .refusedOut(refusal)
+            case .success(let side): out = side
+            }
+            switch tables.fromIPv4(proto, source: out.address, sourcePort: out.port, destination: z,
+                                   destinationPort: isICMP ? out.port : destinationPort, tcpFlags: flags, creates: creates,
+                                   now: now) {
+            case .failure(let refusal): return .refusedIn(refusal)
+            case .success(let back): return .both(out, back)
+            }
         }
-        guard let (out, back) = outcome else { return .drop(.noBinding) }
+        let out: NAT64IPv4Side, back: NAT64IPv6Side
+        switch outcome {
+        case .refusedOut(let refusal): return refused(refusal, quoting: packet, fromIPv6: true)
+        case .refusedIn(let refusal): return refused(refusal, quoting: packet, fromIPv6: false)
+        case .both(let o, let b): (out, back) = (o, b)
+        }
         let newSource = configuration.pool6.embedding(out.address)
         let checksum = Self.checksumOffset(isICMP ? 58 : proto == .tcp ? 6 : 17, l4: u)!
         if checksum + 2 <= end {
@@ -305,6 +319,8 @@ extension NAT64Stage {
         let flags = p.loadBigEndian(UInt16.self, at: 6)
         let offset = Int(flags & 0x1FFF) * 8, more = flags & 0x2000 != 0
         let u = ihl
+        // A fragment that would end past the 65 535 bytes an IPv4 datagram can have.
+        guard offset + total <= 65_535 else { return .drop(.malformed) }
         switch p[9] {
         case 1:
             guard offset == 0 && !more else { return .drop(.notTranslated) }
@@ -362,10 +378,11 @@ extension NAT64Stage {
     /// IPv6 host's, and the whole is translated. Nothing in the tables changes.
     mutating func error4(_ p: inout [UInt8], end: Int, u: Int, destination: IPv4Address, egressMTU: Int) -> Outcome {
         let q = u + 8
-        guard end >= q + 20, p[q] >> 4 == 4 else { return .drop(.notTranslated) }
+        // A quote that is not an IPv4 header, or cut before its ports: malformed.
+        guard end >= q + 20, p[q] >> 4 == 4 else { return .drop(.malformed) }
         let innerIHL = Int(p[q] & 0x0F) * 4
         let l4 = q + innerIHL
-        guard innerIHL >= 20 else { return .drop(.notTranslated) }
+        guard innerIHL >= 20 else { return .drop(.malformed) }
         let innerSource = IPv4Address(p, q + 12), innerDestination = IPv4Address(p, q + 16)
         // The quote must be of a packet sent from the address the error came to.
         guard innerSource == destination else { return .drop(.noSession) }
@@ -377,7 +394,7 @@ extension NAT64Stage {
         case 1 where end >= l4 + 8 && [0, 8].contains(p[l4]): (proto, portOffset) = (.icmp, 4)
         default: return .drop(.notTranslated)
         }
-        guard end >= l4 + 4 + (proto == .icmp ? 4 : 0) else { return .drop(.notTranslated) }
+        guard end >= l4 + 4 + (proto == .icmp ? 4 : 0) else { return .drop(.malformed) }
         let poolPort = p.loadBigEndian(UInt16.self, at: l4 + portOffset)
         let remotePort = proto == .icmp ? poolPort : p.loadBigEndian(UInt16.self, at: l4 + 2)
         guard let side = state.withTables({

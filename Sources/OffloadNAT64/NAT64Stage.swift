@@ -54,6 +54,8 @@ public struct NAT64Statistics: Hashable, Sendable, Codable {
     /// ICMP errors the translator sent itself (pool exhausted, limits, unanswered SYNs, and those
     /// the stateless translation sends).
     public var errorsSent = 0
+    /// ICMP errors the translator did not send, over its rate limit.
+    public var errorsSuppressed = 0
     /// Fragments that arrived before their first and waited for it.
     public var fragmentsHeld = 0
     /// Dropped, by reason.
@@ -71,6 +73,7 @@ public struct NAT64Statistics: Hashable, Sendable, Codable {
         ("nat64_errors_translated", [:], "ICMP errors translated with their quote and session.", \.errorsTranslated),
         ("nat64_hairpinned", [:], "Packets hairpinned back to IPv6 (RFC 6146 3.8).", \.hairpinned),
         ("nat64_errors_sent", [:], "ICMP errors the translator sent itself.", \.errorsSent),
+        ("nat64_errors_suppressed", [:], "ICMP errors not sent (rate limit).", \.errorsSuppressed),
         ("nat64_fragments_held", [:], "Fragments that waited for their first fragment.", \.fragmentsHeld),
     ]
 
@@ -116,6 +119,8 @@ public struct NAT64Stage: Stage {
     var now: UInt64 = 0
     /// When this stage next ends what ran out.
     var nextExpiry: UInt64 = 0
+    /// The rate of the ICMP errors this stage makes itself (Linux's defaults: 1000 a second, bursts of 50).
+    var errorLimiter = ICMPRateLimiter()
     /// The IPv4 Identification of the next DF-clear packet from the in-place path.
     var nextIdentification: UInt16 = 0x8000
     /// Fragments from IPv6 and from IPv4 following their first fragment.
@@ -238,11 +243,11 @@ public struct NAT64Stage: Stage {
         let result = state.withTables {
             $0.fromIPv6(flow.proto, source: source, sourcePort: flow.sourcePort, destination: z,
                         destinationPort: flow.destinationPort, tcpFlags: flow.tcpFlags,
-                        creates: flow.icmpType != 129, now: now)
+                        creates: flow.proto != .icmp || flow.icmpType != 129, now: now)
         }
         switch result {
         case .failure(let refusal):
-            return refuse6(refusal, packet)
+            return refuse6(refusal)
         case .success(let side):
             let port = PortRewrite(offset: flow.proto == .icmp ? 4 : 0, value: side.port)
             guard SIITStage.writeIPv4(&packet, source: side.address, destination: z, port: port,
@@ -270,8 +275,7 @@ public struct NAT64Stage: Stage {
         let result = state.withTables { tables in
             tables.fromIPv4(flow.proto, source: source, sourcePort: flow.sourcePort, destination: destination,
                             destinationPort: flow.destinationPort, tcpFlags: flow.tcpFlags,
-                            creates: flow.proto != .icmp || flow.icmpType == 8,
-                            packet: Self.bytes(of: packet), now: now)
+                            creates: flow.proto != .icmp || flow.icmpType != 0, packet: Self.bytes(of: packet), now: now)
         }
         switch result {
         case .failure(let refusal):
@@ -293,23 +297,15 @@ public struct NAT64Stage: Stage {
     }
 
     /// The answer to a refused packet from IPv6 (RFC 6146 §3.5.1.1: destination unreachable,
-    /// address unreachable, when no port is free; administratively prohibited at a limit).
-    mutating func refuse6(_ refusal: NAT64Refusal, _ packet: borrowing StagePacket) -> StageVerdict {
-        let code: UInt8
+    /// address unreachable, when no port is free; administratively prohibited at a limit). The
+    /// error quotes the packet, payload included, which the staged headers do not hold: such a
+    /// packet goes whole, where the lookup refuses it again and ``refused(_:quoting:fromIPv6:)``
+    /// answers it.
+    mutating func refuse6(_ refusal: NAT64Refusal) -> StageVerdict {
         switch refusal {
-        case .poolExhausted: code = 3
-        case .hostLimit, .sessionLimit: code = 1
+        case .poolExhausted, .hostLimit, .sessionLimit: return .wholePacket
         default: return drop(NAT64DropReason(refusal))
         }
-        statistics.dropped[NAT64DropReason(refusal), default: 0] += 1
-        let n = packet.layout.networkOffset
-        let headers = Self.bytes(of: packet)
-        guard let error = unsafe Array(headers[n...]).withUnsafeBytes({ raw in
-            unsafe ICMPErrorBuilder.ipv6(type: 1, code: code, restOfHeader: 0, quoting: raw.bytes, source: configuration.ownIPv6)
-        })
-        else { return .drop }
-        statistics.errorsSent += 1
-        return .reply(error)
     }
 }
 

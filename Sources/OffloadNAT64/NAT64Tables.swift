@@ -238,7 +238,7 @@ public struct NAT64Tables: Sendable {
         // No session: a TCP segment other than a SYN does not open one (RFC 6146 §3.5.2.2, CLOSED).
         if proto == .tcp && tcpFlags & 0x02 == 0 || !creates { return .failure(.noSession) }
         guard sessionCount < configuration.maximumSessions else { return .failure(.sessionLimit) }
-        if let host = hosts[source], host.sessions >= Int32(configuration.maximumSessionsPerHost) {
+        if let host = hosts[source], Int(host.sessions) >= configuration.maximumSessionsPerHost {
             return .failure(.hostLimit)
         }
         if binding == nil {
@@ -314,7 +314,7 @@ public struct NAT64Tables: Sendable {
         case .udp: break
         }
         guard sessionCount < configuration.maximumSessions else { return .failure(.sessionLimit) }
-        if let host = hosts[e.address6], host.sessions >= Int32(configuration.maximumSessionsPerHost) {
+        if let host = hosts[e.address6], Int(host.sessions) >= configuration.maximumSessionsPerHost {
             return .failure(.hostLimit)
         }
         let timer: TimerClass = proto == .tcp ? .tcpTransitory : proto == .udp ? .udp : .icmp
@@ -447,7 +447,7 @@ public struct NAT64Tables: Sendable {
 
     /// A pool4 address and port for a new binding of (X', x): the host's paired address first (all of
     /// a host's bindings share one IPv4 address while it has any), else the address the host hashes
-    /// to, then the others. On an address, RFC 6056's algorithm 3: a keyed hash of the flow plus a
+    /// to, then the others. On an address, RFC 6056's algorithm 3: a keyed hash of the flow (with x) plus a
     /// per-protocol counter picks where to start, and the search probes from there, keeping the
     /// port's range (below 1024 or not) and parity where the pool allows (RFC 4787 REQ-3, REQ-4),
     /// at most ``NAT64Configuration/maximumPortProbes`` ports in all.
@@ -464,15 +464,20 @@ public struct NAT64Tables: Sendable {
         // ones again at most once more: cheap, and they are full by then).
         let order = (paired + (0..<all.count).map { all[(start + $0) % all.count] })
             .filter { poolSlots[$0].taken < poolSlots[$0].capacity }
+        // F(secret, X', x, Z, z): the binding's own port is in the key too. Without it, the new
+        // bindings of one host to one server (which differ only in x) share an offset and take
+        // sequential ports as the counter steps, which the server and anyone who sees one of them
+        // could predict.
         var flow = Hasher()
         flow.combine(secret)
         flow.combine(source)
+        flow.combine(sourcePort)
         flow.combine(remote)
         flow.combine(remotePort)
         let offset = UInt32(truncatingIfNeeded: flow.finalize())
         let counter = nextEphemeral[proto.rawValue]
         nextEphemeral[proto.rawValue] &+= 1
-        var probes = configuration.maximumPortProbes
+        var probes = max(0, configuration.maximumPortProbes)  // a negative bound refuses, as zero does
         let p = UInt8(proto.rawValue)
         // The range the source port is in (RFC 4787 REQ-3) first, then any range.
         let wantsLow = sourcePort < 1024
@@ -490,14 +495,17 @@ public struct NAT64Tables: Sendable {
                 // Probe by 2 (keeping parity) over the range, then by 1 when parity cannot be kept.
                 for step in [2, 1] {
                     var candidate = port
-                    for _ in 0..<min(count, probes) {
+                    // By 2 there are about half as many ports to see (one more when the count is odd).
+                    for _ in 0..<min(step == 2 ? (count + 1) / 2 : count, probes) {
                         probes -= 1
                         let address = poolSlots[slot].address
                         if bindingsBy4[Self.key4(p, address, UInt16(candidate))] == nil {
                             return (address, UInt16(candidate))
                         }
                         candidate += step
-                        if candidate > rangeHigh { candidate = rangeLow + (candidate - rangeHigh - 1) }
+                        // Past the end: back to the first port of the range with the candidate's
+                        // parity (by 2), or the first port (by 1).
+                        if candidate > rangeHigh { candidate = rangeLow + (candidate - rangeLow) % step }
                         if probes == 0 { return nil }
                     }
                 }
@@ -598,7 +606,8 @@ public struct NAT64Tables: Sendable {
         }) { return .failure(.synStored) }  // a retransmission: the first one's clock runs
         guard storedSYNs.count < configuration.maximumStoredSYNs else { return .failure(.synStoreFull) }
         storedSYNs.append(StoredSYN(packet: packet, source: source, sourcePort: sourcePort, destination: destination,
-                                    destinationPort: destinationPort, expires: now + configuration.timeouts.tcpIncomingSyn))
+                                    destinationPort: destinationPort,
+                                    expires: Self.deadline(now, configuration.timeouts.tcpIncomingSyn)))
         return .failure(.synStored)
     }
 
@@ -613,6 +622,13 @@ public struct NAT64Tables: Sendable {
         }
     }
 
+    /// `now` plus `lifetime`, or the end of time when that does not fit (a lifetime of "forever"
+    /// neither traps nor wraps to an instant expiry; one class's deadlines keep their order).
+    static func deadline(_ now: UInt64, _ lifetime: UInt64) -> UInt64 {
+        let (sum, overflow) = now.addingReportingOverflow(lifetime)
+        return overflow ? .max : sum
+    }
+
     /// Refreshes a UDP or ICMP session: to the tail of its list with a new expiry.
     mutating func touch(_ s: Int32, now: UInt64) { setTimer(s, sessions[Int(s)].timer, now: now) }
 
@@ -624,7 +640,7 @@ public struct NAT64Tables: Sendable {
     mutating func append(_ s: Int32, to timer: TimerClass, now: UInt64) {
         let t = Int(timer.rawValue)
         sessions[Int(s)].timer = timer
-        sessions[Int(s)].expires = now &+ lifetime(timer)
+        sessions[Int(s)].expires = Self.deadline(now, lifetime(timer))
         sessions[Int(s)].timerPrevious = timerTails[t]
         sessions[Int(s)].timerNext = -1
         if timerTails[t] >= 0 { sessions[Int(timerTails[t])].timerNext = s } else { timerHeads[t] = s }
