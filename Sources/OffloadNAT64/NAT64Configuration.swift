@@ -211,6 +211,10 @@ public struct NAT64Configuration: Hashable, Sendable {
         pool4.contains { $0.contains(address) } || staticBindings.contains { $0.address4 == address }
     }
 
+    /// The addresses ``ownsIPv4(_:)`` answers for, in a form that answers in a few comparisons
+    /// (a stage asks once per packet).
+    public var ownedIPv4: NAT64OwnedAddresses { NAT64OwnedAddresses(self) }
+
     /// What the configuration does that the RFCs advise against (lifetimes below their minimums),
     /// for the operator to read at start.
     public var warnings: [String] {
@@ -234,5 +238,37 @@ public struct NAT64Configuration: Hashable, Sendable {
         c.ownIPv6 = ownIPv6
         c.lowestIPv6MTU = lowestIPv6MTU
         return c
+    }
+}
+
+/// The IPv4 addresses a NAT64 owns (its pool4 and static bindings), merged into sorted ranges.
+public struct NAT64OwnedAddresses: Sendable {
+    let ranges: [ClosedRange<UInt32>]
+
+    /// The addresses of `configuration`.
+    public init(_ configuration: NAT64Configuration) {
+        let all = (configuration.pool4.map(\.addresses)
+            + configuration.staticBindings.map { $0.address4.rawValue...$0.address4.rawValue })
+            .sorted { $0.lowerBound < $1.lowerBound }
+        var merged: [ClosedRange<UInt32>] = []
+        for r in all {
+            if let last = merged.last, r.lowerBound <= last.upperBound || r.lowerBound == last.upperBound &+ 1 {
+                merged[merged.count - 1] = last.lowerBound...max(last.upperBound, r.upperBound)
+            } else {
+                merged.append(r)
+            }
+        }
+        ranges = merged
+    }
+
+    /// Whether `address` is one of them.
+    public func contains(_ address: IPv4Address) -> Bool {
+        let a = address.rawValue
+        var low = 0, high = ranges.count
+        while low < high {
+            let mid = (low + high) / 2
+            if ranges[mid].upperBound < a { low = mid + 1 } else { high = mid }
+        }
+        return low < ranges.count && ranges[low].contains(a)
     }
 }

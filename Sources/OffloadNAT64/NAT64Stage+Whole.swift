@@ -161,7 +161,7 @@ extension NAT64Stage {
                 return error6(&p, end: end, u: u, egressMTU: egressMTU)
             }
             guard type == 128 || type == 129 else { return .drop(.notTranslated) }
-            if configuration.ownsIPv4(z) { return hairpin(p, end: end, u: u, proto: .icmp, z: z) }
+            if owned.contains(z) { return hairpin(p, end: end, u: u, proto: .icmp, z: z) }
             let id = p.loadBigEndian(UInt16.self, at: u + 4)
             switch state.withTables({
                 $0.fromIPv6(.icmp, source: source, sourcePort: id, destination: z, destinationPort: id,
@@ -184,7 +184,9 @@ extension NAT64Stage {
                 return translate(p, host: source, as: side.address, egressMTU: egressMTU, toIPv6: false, error: false)
             }
             guard end >= u + (proto == .tcp ? 20 : 8) else { return .drop(.malformed) }
-            if configuration.ownsIPv4(z) {
+            // IPv6 UDP must carry a checksum (RFC 8200 §8.1).
+            if proto == .udp && p.loadBigEndian(UInt16.self, at: u + 6) == 0 { return .drop(.malformed) }
+            if owned.contains(z) {
                 return isFragment ? .drop(.notTranslated) : hairpin(p, end: end, u: u, proto: proto, z: z)
             }
             let sourcePort = p.loadBigEndian(UInt16.self, at: u), destinationPort = p.loadBigEndian(UInt16.self, at: u + 2)
@@ -315,7 +317,7 @@ extension NAT64Stage {
         let total = Int(p.loadBigEndian(UInt16.self, at: 2))
         guard ihl >= 20, total >= ihl, total <= p.count else { return .drop(.malformed) }
         let source = IPv4Address(p, 12), destination = IPv4Address(p, 16)
-        guard configuration.ownsIPv4(destination) else { return .drop(.notOurs) }
+        guard owned.contains(destination) else { return .drop(.notOurs) }
         let flags = p.loadBigEndian(UInt16.self, at: 6)
         let offset = Int(flags & 0x1FFF) * 8, more = flags & 0x2000 != 0
         let u = ihl

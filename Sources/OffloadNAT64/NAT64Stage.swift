@@ -109,6 +109,8 @@ public struct NAT64Stage: Stage {
     /// The shared tables.
     public let state: NAT64State
     let configuration: NAT64Configuration
+    /// The pool4 and static addresses, for the per-packet "is it ours".
+    let owned: NAT64OwnedAddresses
     /// The stateless translator of the slow path (its addresses set per packet).
     var translator: SIITTranslator
     /// Counters.
@@ -134,6 +136,7 @@ public struct NAT64Stage: Stage {
     public init(state: NAT64State) {
         self.state = state
         configuration = state.configuration
+        owned = state.configuration.ownedIPv4
         translator = SIITTranslator(configuration: state.configuration.translation)
         reportsGauges = state.claimGauges()
     }
@@ -232,14 +235,17 @@ public struct NAT64Stage: Stage {
         let n = layout.networkOffset, t = layout.transportOffset
         guard t == n + 40 else { return .wholePacket }  // extension headers
         // Safe: the layout validated the IPv6 header at n and the L4 header at t.
-        let (source, destination, parsed) = unsafe packet.headers.withUnsafeBytes { h in
+        let (source, destination, parsed, udpCheck) = unsafe packet.headers.withUnsafeBytes { h in
             unsafe (IPv6Address(h, n + IPv6Packet.Field.source), IPv6Address(h, n + IPv6Packet.Field.destination),
-                    Self.flow(h, transport: layout.transport, at: t))
+                    Self.flow(h, transport: layout.transport, at: t),
+                    layout.transport == .udp ? UInt16(h[t + 6]) << 8 | UInt16(h[t + 7]) : 1)
         }
         guard let parsed else { return drop(.unsupportedProtocol) }
         guard let flow = parsed else { return .wholePacket }  // ICMPv6 errors and the rest
+        // IPv6 UDP must carry a checksum (RFC 8200 §8.1): zero would leave as a wrong IPv4 one.
+        if udpCheck == 0 && packet.checksum != .partial { return drop(.malformed) }
         guard let z = configuration.pool6.extracting(destination) else { return drop(.notOurs) }
-        if configuration.ownsIPv4(z) { return .wholePacket }  // hairpinning
+        if owned.contains(z) { return .wholePacket }  // hairpinning
         let result = state.withTables {
             $0.fromIPv6(flow.proto, source: source, sourcePort: flow.sourcePort, destination: z,
                         destinationPort: flow.destinationPort, tcpFlags: flow.tcpFlags,
@@ -271,7 +277,7 @@ public struct NAT64Stage: Stage {
         }
         guard let parsed else { return drop(.unsupportedProtocol) }
         guard let flow = parsed, udpCheck != 0 else { return .wholePacket }  // ICMP errors, UDP without checksum
-        guard configuration.ownsIPv4(destination) else { return drop(.notOurs) }
+        guard owned.contains(destination) else { return drop(.notOurs) }
         let result = state.withTables { tables in
             tables.fromIPv4(flow.proto, source: source, sourcePort: flow.sourcePort, destination: destination,
                             destinationPort: flow.destinationPort, tcpFlags: flow.tcpFlags,

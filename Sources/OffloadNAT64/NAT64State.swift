@@ -38,7 +38,10 @@ public final class NAT64State: Sendable {
     /// The state at `now` (what ran out is ended first), with at most `limit` bindings listed.
     public func snapshot(now: UInt64, limit: Int = 1_000) -> NAT64Snapshot {
         expire(now: now)
-        return tables.withLock { $0.snapshot(now: now, limit: limit) }
+        // Under the lock, only what is listed is read; the sort comes after it is released.
+        var snapshot = tables.withLock { $0.unsortedSnapshot(now: now, limit: limit) }
+        snapshot.sort()
+        return snapshot
     }
 
     /// Keeps unanswered SYNs for the IPv4 side's next stage call.

@@ -675,9 +675,23 @@ public struct NAT64BindingView: Hashable, Sendable, Codable {
     public var isStatic: Bool
     /// Its sessions.
     public var sessions: [NAT64SessionView]
+    /// Where it sorts: protocol, then the IPv6 address and port as numbers (not encoded).
+    var order: (UInt8, UInt64, UInt64, UInt16) = (0, 0, 0, 0)
 
     enum CodingKeys: String, CodingKey {
         case proto = "protocol", ipv6, ipv4, isStatic = "static", sessions
+    }
+
+    /// Equal in what is shown.
+    public static func == (a: Self, b: Self) -> Bool {
+        a.proto == b.proto && a.ipv6 == b.ipv6 && a.ipv4 == b.ipv4 && a.isStatic == b.isStatic && a.sessions == b.sessions
+    }
+
+    /// Hashes what is shown.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(proto)
+        hasher.combine(ipv6)
+        hasher.combine(ipv4)
     }
 }
 
@@ -713,22 +727,28 @@ public struct NAT64Snapshot: Hashable, Sendable, Codable {
     enum CodingKeys: String, CodingKey {
         case sessions, bindings, storedSYNs = "stored_syns", expired, entries, omitted
     }
+
+    /// Sorts the entries by protocol, then IPv6 address and port.
+    mutating func sort() { entries.sort { $0.order < $1.order } }
 }
 
 extension NAT64Tables {
     /// The state at `now`, with at most `limit` bindings listed (sorted by protocol, then IPv6 side).
     public func snapshot(now: UInt64, limit: Int = 1_000) -> NAT64Snapshot {
+        var snapshot = unsortedSnapshot(now: now, limit: limit)
+        snapshot.sort()
+        return snapshot
+    }
+
+    /// The snapshot's numbers and (at most `limit`, in table order) entries, without sorting: the
+    /// cost under the lock is the entries listed, not the table's size.
+    func unsortedSnapshot(now: UInt64, limit: Int) -> NAT64Snapshot {
         var views: [NAT64BindingView] = []
-        var listed = 0
-        let live = bindings.indices.filter { bindings[$0].inUse }
-        let ordered = live.sorted {
-            let a = bindings[$0], b = bindings[$1]
-            if a.proto != b.proto { return a.proto < b.proto }
-            if a.address6 != b.address6 { return "\(a.address6)" < "\(b.address6)" }
-            return a.port6 < b.port6
-        }
-        for i in ordered.prefix(limit) {
+        var i = 0
+        while views.count < limit && i < bindings.count {
+            defer { i += 1 }
             let b = bindings[i]
+            guard b.inUse else { continue }
             var list: [NAT64SessionView] = []
             var s = b.firstSession
             while s >= 0 {
@@ -743,8 +763,9 @@ extension NAT64Tables {
             let proto = NAT64Protocol(rawValue: Int(b.proto))!
             let six = proto == .icmp ? "\(b.address6)#\(b.port6)" : "[\(b.address6)]:\(b.port6)"
             let four = proto == .icmp ? "\(b.address4)#\(b.port4)" : "\(b.address4):\(b.port4)"
-            views.append(NAT64BindingView(proto: proto.name, ipv6: six, ipv4: four, isStatic: b.isStatic, sessions: list))
-            listed += 1
+            var view = NAT64BindingView(proto: proto.name, ipv6: six, ipv4: four, isStatic: b.isStatic, sessions: list)
+            view.order = (UInt8(b.proto), b.address6.high, b.address6.low, b.port6)
+            views.append(view)
         }
         var sessionsByName: [String: Int] = [:]
         var bindingsByName: [String: Int] = [:]
@@ -753,7 +774,7 @@ extension NAT64Tables {
             bindingsByName[p.name] = bindingCounts[p.rawValue]
         }
         return NAT64Snapshot(sessions: sessionsByName, bindings: bindingsByName, storedSYNs: storedSYNs.count,
-                             expired: expiredSessions, entries: views, omitted: live.count - listed)
+                             expired: expiredSessions, entries: views, omitted: bindingCounts.reduce(0, +) - views.count)
     }
 }
 

@@ -109,3 +109,40 @@ struct NAT64RoundTripTests {
         }
     }
 }
+
+@Suite("NAT64: what the state shows, and IPv6 UDP without a checksum")
+struct NAT64StateViewTests {
+    @Test("IPv6 UDP with a zero checksum is dropped as malformed and makes no session (RFC 8200 §8.1)")
+    func udpZeroChecksum() throws {
+        var dataplane = NAT64OfflineDataplane(configuration: NAT64RoundTripTests.configuration())
+        var b = PacketBuilder()
+        b.link = .raw
+        b.transport = .udp
+        b.source = .v6(NAT64RoundTripTests.client)
+        b.destination = .v6(NAT64RoundTripTests.prefix.embedding(NAT64RoundTripTests.server))
+        b.payloadLength = 20
+        b.zeroUDPChecksum = true
+        #expect(dataplane.translate(b.frame(), now: 1).forwarded.isEmpty)
+        #expect(dataplane.translation.dropped[.malformed] == 1)
+        #expect(dataplane.state.snapshot(now: 2).sessions["udp"] == 0)
+    }
+
+    @Test("the snapshot lists at most its limit, counts the rest, and sorts by protocol, address and port as numbers")
+    func snapshotLimitAndOrder() throws {
+        var dataplane = NAT64OfflineDataplane(configuration: NAT64RoundTripTests.configuration())
+        for port: UInt16 in [9, 10, 100, 2, 1000] {
+            var b = PacketBuilder()
+            b.link = .raw
+            b.transport = .udp
+            b.source = .v6(NAT64RoundTripTests.client)
+            b.destination = .v6(NAT64RoundTripTests.prefix.embedding(NAT64RoundTripTests.server))
+            b.sourcePort = port
+            b.payloadLength = 8
+            _ = dataplane.translate(b.frame(), now: 1)
+        }
+        let all = dataplane.state.snapshot(now: 2, limit: 100)
+        #expect(all.entries.map(\.ipv6) == [2, 9, 10, 100, 1000].map { "[\(NAT64RoundTripTests.client)]:\($0)" })
+        let some = dataplane.state.snapshot(now: 2, limit: 3)
+        #expect(some.entries.count == 3 && some.omitted == 2 && some.bindings["udp"] == 5)
+    }
+}
