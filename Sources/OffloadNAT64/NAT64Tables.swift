@@ -461,9 +461,10 @@ public struct NAT64Tables: Sendable {
         let start = Int(UInt(bitPattern: hasher.finalize()) % UInt(all.count))
         let paired = hosts[source].flatMap { slotsByAddress[Self.key4(UInt8(proto.rawValue), $0.paired, 0)] } ?? []
         // The paired address's slots, then every slot from where the host hashes to (the paired
-        // ones again at most once more: cheap, and they are full by then).
-        let order = (paired + (0..<all.count).map { all[(start + $0) % all.count] })
-            .filter { poolSlots[$0].taken < poolSlots[$0].capacity }
+        // ones again at most once more: cheap, and they are full by then). Walked in place: a
+        // pool of thousands of addresses costs nothing until its slots are full.
+        let visits = paired.count + all.count
+        func slot(at k: Int) -> Int { k < paired.count ? paired[k] : all[(start + k - paired.count) % all.count] }
         // F(secret, X', x, Z, z): the binding's own port is in the key too. Without it, the new
         // bindings of one host to one server (which differ only in x) share an offset and take
         // sequential ports as the counter steps, which the server and anyone who sees one of them
@@ -482,7 +483,9 @@ public struct NAT64Tables: Sendable {
         // The range the source port is in (RFC 4787 REQ-3) first, then any range.
         let wantsLow = sourcePort < 1024
         for pass in 0..<2 {
-            for slot in order {
+            for k in 0..<visits {
+                let slot = slot(at: k)
+                guard poolSlots[slot].taken < poolSlots[slot].capacity else { continue }
                 let ports = poolSlots[slot].ports
                 let low = Int(ports.lowerBound), high = Int(ports.upperBound)
                 let rangeLow = pass == 0 ? (wantsLow ? low : max(low, 1024)) : low
