@@ -234,6 +234,9 @@ extension NAT64Stage {
         let innerSource = IPv6Address(p, q + 8), innerDestination = IPv6Address(p, q + 24)
         let next = p[q + 6], l4 = q + 40
         guard let z = configuration.pool6.extracting(innerSource) else { return .drop(.noSession) }
+        // About a hairpinned packet (its source a pool4 address under the prefix): the error would
+        // have to be hairpinned too, which this translator does not do; dropped, not mistranslated.
+        guard !owned.contains(z) else { return .drop(.notTranslated) }
         let proto: NAT64Protocol, portOffset: Int
         switch next {
         case 6: (proto, portOffset) = (.tcp, 2)
@@ -318,6 +321,8 @@ extension NAT64Stage {
         guard ihl >= 20, total >= ihl, total <= p.count else { return .drop(.malformed) }
         let source = IPv4Address(p, 12), destination = IPv4Address(p, 16)
         guard owned.contains(destination) else { return .drop(.notOurs) }
+        // From one of the translator's own addresses, on the IPv4 side: spoofed.
+        guard !owned.contains(source) else { return .drop(.notOurs) }
         let flags = p.loadBigEndian(UInt16.self, at: 6)
         let offset = Int(flags & 0x1FFF) * 8, more = flags & 0x2000 != 0
         let u = ihl
@@ -388,6 +393,9 @@ extension NAT64Stage {
         let innerSource = IPv4Address(p, q + 12), innerDestination = IPv4Address(p, q + 16)
         // The quote must be of a packet sent from the address the error came to.
         guard innerSource == destination else { return .drop(.noSession) }
+        // The translator never sends from one pool4 address to another (hairpinned packets stay
+        // IPv6): such a quote is forged.
+        guard !owned.contains(innerDestination) else { return .drop(.noSession) }
         let next = p[q + 9]
         let proto: NAT64Protocol, portOffset: Int
         switch next {

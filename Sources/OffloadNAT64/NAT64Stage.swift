@@ -277,7 +277,8 @@ public struct NAT64Stage: Stage {
         }
         guard let parsed else { return drop(.unsupportedProtocol) }
         guard let flow = parsed, udpCheck != 0 else { return .wholePacket }  // ICMP errors, UDP without checksum
-        guard owned.contains(destination) else { return drop(.notOurs) }
+        // To the pool4, and not from it (the translator's own addresses on the IPv4 side are spoofed).
+        guard owned.contains(destination), !owned.contains(source) else { return drop(.notOurs) }
         let result = state.withTables { tables in
             tables.fromIPv4(flow.proto, source: source, sourcePort: flow.sourcePort, destination: destination,
                             destinationPort: flow.destinationPort, tcpFlags: flow.tcpFlags,
