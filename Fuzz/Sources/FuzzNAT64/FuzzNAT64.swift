@@ -174,6 +174,8 @@ private struct Builder {
     let c: NAT64Configuration
     var outputs4 = Recent()  // IPv4 packets translated from IPv6 (sent to IPv4 hosts)
     var outputs6 = Recent()  // IPv6 packets translated from IPv4 (sent to IPv6 hosts)
+    /// The GSO facts of the last packet built, when it was made a super-packet.
+    var gso: GSOInfo?
     var poolAddress: IPv4Address { IPv4Address(rawValue: c.pool4[0].addresses.lowerBound) }
 
     func base6(_ client: IPv6Address, _ remote: IPv6Address) -> PacketBuilder {
@@ -208,8 +210,18 @@ private struct Builder {
         }
     }
 
+    /// Makes `b` (TCP or UDP) a super-packet of 2 to 9 segments, as GRO hands one over, when `select`
+    /// asks for it: its segment size, its count, and a short last segment.
+    mutating func superPacket(_ b: inout PacketBuilder, _ select: UInt8, v6: Bool) {
+        guard b.transport == .tcp || b.transport == .udp else { return }
+        let size = [536, 1_000, 1_220, 1_440][Int(select) & 3]
+        b.payloadLength = (Int(select >> 2 & 7) + 2) * size - Int(select >> 5) * 37
+        let kind: GSOInfo.Kind = b.transport == .tcp ? (v6 ? .tcpv6 : .tcpv4) : (v6 ? .udpv6 : .udpv4)
+        gso = GSOInfo(kind: kind, segmentSize: size, segmentCount: (b.payloadLength + size - 1) / size)
+    }
+
     /// IPv6 from a client to a server under the prefix.
-    func flow6(_ p: inout Parameters, variant: UInt8) -> [UInt8] {
+    mutating func flow6(_ p: inout Parameters, variant: UInt8) -> [UInt8] {
         let a = p.byte(), s = p.byte(), flags = p.byte(), length = p.byte()
         var b = base6(clients[Int(a) & 3], c.pool6.embedding(remotes[Int(a >> 4) & 3]))
         b.sourcePort = [40_000, 40_001, 40_002, 123][Int(s) & 3]
@@ -219,11 +231,12 @@ private struct Builder {
         if s & 0x10 != 0 { b.extensionHeaders = [(IPProtocol(rawValue: 60), [0, 0, 1, 4, 0, 0, 0, 0])] }
         if s & 0x20 != 0 { b.ttl = 1 }
         if s & 0x40 != 0 { b.corruptChecksum = true }
+        if s & 0x80 != 0 { superPacket(&b, length, v6: true) }
         return b.ipPacket()
     }
 
     /// An IPv4 reply to an earlier output (or to the pool4 when there is none).
-    func reply4(_ p: inout Parameters, variant: UInt8) -> [UInt8] {
+    mutating func reply4(_ p: inout Parameters, variant: UInt8) -> [UInt8] {
         let pick = p.byte(), s = p.byte(), flags = p.byte(), length = p.byte()
         let o = outputs4.pick(pick).flatMap(Seen4.init)
         var b = base4(o?.destination ?? remotes[Int(pick) & 1], o?.source ?? poolAddress)
@@ -236,11 +249,12 @@ private struct Builder {
         if variant & 1 != 0 { b.dontFragment = false }
         if s & 0x80 != 0 { b.zeroUDPChecksum = true }
         if flags & 0x80 != 0 && b.transport != .tcp { b.ttl = 1 }
+        if length >= 0xC0 && s & 0x80 == 0 { superPacket(&b, length, v6: false) }
         return b.ipPacket()
     }
 
     /// An ICMP error about an earlier output, from the side it went to.
-    func error(_ p: inout Parameters, variant: UInt8) -> [UInt8] {
+    mutating func error(_ p: inout Parameters, variant: UInt8) -> [UInt8] {
         let pick = p.byte(), t = p.byte(), cut = p.byte()
         if variant & 1 == 0 {
             let quoted = outputs4.pick(pick) ?? reply4(&p, variant: 0)
@@ -266,7 +280,7 @@ private struct Builder {
     }
 
     /// A datagram in two fragments (or one), in an order the parameters choose.
-    func fragments(_ p: inout Parameters, variant: UInt8) -> [[UInt8]] {
+    mutating func fragments(_ p: inout Parameters, variant: UInt8) -> [[UInt8]] {
         let order = p.byte(), cut = p.byte(), id = p.u16()
         let packet = variant & 1 == 0 ? flow6(&p, variant: 0) : reply4(&p, variant: 1)
         let pieces = packet[0] >> 4 == 6
@@ -314,8 +328,16 @@ private struct Builder {
         return b.ipPacket()
     }
 
-    /// The packets of one record.
-    mutating func packets(kind: UInt8, variant: UInt8, body: [UInt8]) -> [[UInt8]] {
+    /// The packets of one record, with GSO facts for a super-packet.
+    mutating func packets(kind: UInt8, variant: UInt8, body: [UInt8]) -> [([UInt8], GSOInfo?)] {
+        gso = nil
+        let out = bytes(kind: kind, variant: variant, body: body)
+        // Only a lone flow packet is a super-packet (what it was built from is not quoted or cut).
+        let facts = (kind == 1 || kind == 2) && out.count == 1 ? gso : nil
+        return out.map { ($0, facts) }
+    }
+
+    mutating func bytes(kind: UInt8, variant: UInt8, body: [UInt8]) -> [[UInt8]] {
         var p = Parameters(body)
         var out: [[UInt8]]
         switch kind {
@@ -451,10 +473,10 @@ public func fuzzNAT64(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         let flags = input.byte()
         let body = input.take(Int(input.u16()) % 2_048)
         now += steps[Int(flags >> 5)]
-        for packet in builder.packets(kind: flags & 7, variant: (flags >> 3) & 3, body: body) {
-            let out = dataplane.translate(packet, now: now)
+        for (packet, gso) in builder.packets(kind: flags & 7, variant: (flags >> 3) & 3, body: body) {
+            let out = dataplane.translate(packet, gso: gso, now: now)
             if tracing {
-                print("t=\(Double(now) / 1e9) in \(hex(packet))", to: &standardError)
+                print("t=\(Double(now) / 1e9) in\(gso.map { " (\($0))" } ?? "") \(hex(packet))", to: &standardError)
                 for f in out.forwarded { print("  forwarded \(hex(f))", to: &standardError) }
                 for r in out.returned { print("  returned \(hex(r))", to: &standardError) }
             }
