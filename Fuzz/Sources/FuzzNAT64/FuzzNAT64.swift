@@ -368,6 +368,58 @@ private func ownsSource(_ c: NAT64Configuration, proto: UInt8, _ address: IPv4Ad
     return c.staticBindings.contains { $0.proto == p && $0.address4 == address && $0.port4 == port }
 }
 
+/// The flow an ICMP error quotes (the packet it is about, from the host the error goes to): its
+/// protocol, source and destination with their ports (the identifier for an echo); nil when the
+/// packet is no ICMP error, or its quote is a fragment, cut before the ports or of another protocol.
+private func quotedFlow(_ f: [UInt8]) -> (NAT64Protocol, IPAddress, UInt16, IPAddress, UInt16)? {
+    func flow(_ proto: UInt8, _ l4: Int, echo: Set<UInt8>) -> (NAT64Protocol, UInt16, UInt16)? {
+        switch proto {
+        case 6 where f.count >= l4 + 4: return (.tcp, f.loadBigEndian(UInt16.self, at: l4), f.loadBigEndian(UInt16.self, at: l4 + 2))
+        case 17 where f.count >= l4 + 4: return (.udp, f.loadBigEndian(UInt16.self, at: l4), f.loadBigEndian(UInt16.self, at: l4 + 2))
+        case 1, 58:
+            guard f.count >= l4 + 6, echo.contains(f[l4]) else { return nil }
+            let id = f.loadBigEndian(UInt16.self, at: l4 + 4)
+            return (.icmp, id, id)
+        default: return nil
+        }
+    }
+    if f[0] >> 4 == 6 {
+        guard f.count >= 48 + 40, f[6] == 58, f[40] < 128 else { return nil }
+        guard let (p, sp, dp) = flow(f[48 + 6], 88, echo: [128, 129]) else { return nil }
+        return (p, .v6(IPv6Address(f, 56)), sp, .v6(IPv6Address(f, 72)), dp)
+    }
+    let ihl = Int(f[0] & 0xF) * 4
+    guard f.count >= ihl + 8 + 20, f[9] == 1, ![0, 8].contains(f[ihl]) else { return nil }
+    let inner = ihl + 8
+    let innerLength = Int(f[inner] & 0xF) * 4
+    guard f[inner] >> 4 == 4, innerLength >= 20, f.loadBigEndian(UInt16.self, at: inner + 6) & 0x1FFF == 0 else { return nil }
+    guard let (p, sp, dp) = flow(f[inner + 9], inner + innerLength, echo: [0, 8]) else { return nil }
+    return (p, .v4(IPv4Address(f, inner + 12)), sp, .v4(IPv4Address(f, inner + 16)), dp)
+}
+
+/// Checks that a translated ICMP error quotes a flow the tables hold a session for (the quote is
+/// the packet the error's destination sent, as it sent it): ICMP errors never create or end state, so the session they were matched to is
+/// still there, and the quote must have been translated with it.
+private func checkQuote(_ f: [UInt8], _ state: NAT64State) {
+    guard let (proto, source, sourcePort, destination, destinationPort) = quotedFlow(f) else { return }
+    let c = state.configuration
+    let found: Bool
+    switch (source, destination) {
+    case (.v6(let host), .v6(let remote)):
+        // To IPv6: the quote is from the host (X', x) to Y' = Pref64::Z.
+        guard let z = c.pool6.extracting(remote) else { oracleFailure("an error to IPv6 quotes a packet to \(remote), outside the prefix: \(hex(f))") }
+        found = state.withTables { $0.sessionFromIPv6(proto, source: host, sourcePort: sourcePort, destination: z,
+                                                      destinationPort: destinationPort) } != nil
+    case (.v4(let remote), .v4(let pool)):
+        // To IPv4: the quote is from the IPv4 host Z:z to the pool4's (T, t).
+        found = state.withTables { $0.sessionFromIPv4(proto, source: remote, sourcePort: sourcePort, destination: pool,
+                                                      destinationPort: destinationPort) } != nil
+    default:
+        oracleFailure("an ICMP error quotes the other family: \(hex(f))")
+    }
+    if !found { oracleFailure("a translated ICMP error quotes a flow without a session (\(proto.name) \(source):\(sourcePort) -> \(destination):\(destinationPort)): \(hex(f))") }
+}
+
 /// Checks one packet's outputs.
 private func checkOutputs(_ input: [UInt8], _ out: (forwarded: [[UInt8]], returned: [[UInt8]]), _ c: NAT64Configuration) {
     let family = input.first.map { $0 >> 4 } ?? 0
@@ -481,6 +533,14 @@ public func fuzzNAT64(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
                 for r in out.returned { print("  returned \(hex(r))", to: &standardError) }
             }
             checkOutputs(packet, out, c)
+            // Known, not checked until settled: an error from a pool4 address
+            // (Fuzz/Corpus/FuzzNAT64/icmp-error-from-pool4-address), and an ICMPv6 error about a
+            // hairpinned packet, which goes back to its own sender with the quote's source
+            // translated through the sender's session (Fuzz/Corpus/FuzzNAT64/icmp-error-about-a-hairpinned-packet).
+            let family = packet.first.map { $0 >> 4 }
+            let spoofsPool4 = family == 4 && packet.count >= 20 && c.ownsIPv4(IPv4Address(packet, 12))
+            let hairpin = family == 6 && packet.count >= 40 && c.pool6.extracting(IPv6Address(packet, 24)).map(c.ownsIPv4) == true
+            if !spoofsPool4 && !hairpin { for f in out.forwarded { checkQuote(f, dataplane.state) } }
             for f in out.forwarded where f.first.map({ $0 >> 4 }) == 4 { builder.outputs4.add(f) }
             for f in out.forwarded where f.first.map({ $0 >> 4 }) == 6 { builder.outputs6.add(f) }
             checkTables(dataplane.state, now: now)
