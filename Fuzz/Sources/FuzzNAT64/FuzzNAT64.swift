@@ -540,7 +540,13 @@ public func fuzzNAT64(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             let family = packet.first.map { $0 >> 4 }
             let spoofsPool4 = family == 4 && packet.count >= 20 && c.ownsIPv4(IPv4Address(packet, 12))
             let hairpin = family == 6 && packet.count >= 40 && c.pool6.extracting(IPv6Address(packet, 24)).map(c.ownsIPv4) == true
-            if !spoofsPool4 && !hairpin { for f in out.forwarded { checkQuote(f, dataplane.state) } }
+            // And an ICMPv4 error quoting a packet from a pool4 address to a pool4 address, which
+            // matches a hairpin session (its remote is a pool4 address) and comes out quoting
+            // X' -> X' (Fuzz/Corpus/FuzzNAT64/icmp-error-quoting-pool4-to-pool4).
+            let ihl = Int((packet.first ?? 0) & 0xF) * 4
+            let quotesPool4 = family == 4 && packet.count >= ihl + 28 && packet[9] == 1
+                && c.ownsIPv4(IPv4Address(packet, ihl + 8 + 16))
+            if !spoofsPool4 && !hairpin && !quotesPool4 { for f in out.forwarded { checkQuote(f, dataplane.state) } }
             for f in out.forwarded where f.first.map({ $0 >> 4 }) == 4 { builder.outputs4.add(f) }
             for f in out.forwarded where f.first.map({ $0 >> 4 }) == 6 { builder.outputs6.add(f) }
             checkTables(dataplane.state, now: now)
