@@ -195,11 +195,11 @@ public struct NAT64Stage: Stage {
         return .drop
     }
 
-    /// Ends what ran out (a bounded amount) every 100 ms of packet time.
+    /// Ends what ran out (a bounded amount) every 10 ms of packet time (256 a call: up to 25 600 a second per thread, so a million sessions that run out together are gone in under a minute, each call a few hundred microseconds).
     mutating func expire() {
         let expiry = state.withTables { $0.expire(now: now, limit: 256) }
         state.queue(expiry.unansweredSYNs)
-        nextExpiry = now &+ 100_000_000
+        nextExpiry = now &+ 10_000_000
         fragments6.expire(now: now, dropped: &statistics.dropped[.fragmentWithoutFirst, default: 0])
         fragments4.expire(now: now, dropped: &statistics.dropped[.fragmentWithoutFirst, default: 0])
     }
