@@ -116,6 +116,7 @@ struct NAT64: AsyncParsableCommand {
         for entry in staticBIB where NAT64StaticBinding(entry) == nil {
             throw ValidationError("--static-bib \(entry): want PROTO=[V6]:PORT=V4:PORT, like tcp=[2001:db8::5]:80=198.51.100.1:8080")
         }
+        if let problem = translation.problems.first { throw ValidationError(problem) }
         guard NAT64Filtering(rawValue: filtering) != nil else {
             throw ValidationError("--filtering must be endpoint-independent or address-dependent")
         }

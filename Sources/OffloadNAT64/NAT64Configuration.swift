@@ -215,6 +215,25 @@ public struct NAT64Configuration: Hashable, Sendable {
     /// (a stage asks once per packet).
     public var ownedIPv4: NAT64OwnedAddresses { NAT64OwnedAddresses(self) }
 
+    /// What makes the configuration unusable: two pool4 entries that share an address for one
+    /// protocol (the ports taken would be counted twice), two static bindings with the same IPv6 or
+    /// IPv4 side. Empty when it is usable.
+    public var problems: [String] {
+        var out: [String] = []
+        for (i, a) in pool4.enumerated() {
+            for b in pool4[(i + 1)...] where a.addresses.overlaps(b.addresses) && !a.protocols.isDisjoint(with: b.protocols) {
+                out.append("--pool4 \(a) and \(b) share addresses for \(a.protocols.intersection(b.protocols).sorted().map(\.name).joined(separator: ", "))")
+            }
+        }
+        for (i, a) in staticBindings.enumerated() {
+            for b in staticBindings[(i + 1)...] where a.proto == b.proto
+                && ((a.address6 == b.address6 && a.port6 == b.port6) || (a.address4 == b.address4 && a.port4 == b.port4)) {
+                out.append("--static-bib \(a) and \(b) share a side")
+            }
+        }
+        return out
+    }
+
     /// What the configuration does that the RFCs advise against (lifetimes below their minimums),
     /// for the operator to read at start.
     public var warnings: [String] {

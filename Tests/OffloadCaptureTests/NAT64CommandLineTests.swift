@@ -23,6 +23,10 @@ struct NAT64CommandLineTests {
             (["nat64", "--pool4", "198.51.100.1", "--setup", "in.pcap", "out.pcap"], "--setup: live options"),
             (["nat64", "--pool4", "198.51.100.1", "--ingress", "a", "--egress", "b", "--json"], "--json: offline options"),
             (["nat64", "--pool4", "198.51.100.1", "--udp-timeout", "0", "in.pcap", "out.pcap"], "--udp-timeout must be"),
+            (["nat64", "--pool4", "198.51.100.0/30", "--pool4", "tcp=198.51.100.2:5000-6000", "in.pcap", "out.pcap"],
+             "share addresses for tcp"),
+            (["nat64", "--pool4", "198.51.100.1", "--static-bib", "tcp=[2001:db8::5]:80=198.51.100.1:8080",
+              "--static-bib", "tcp=[2001:db8::6]:80=198.51.100.1:8080", "in.pcap", "out.pcap"], "share a side"),
         ]
         for (arguments, message) in cases {
             let (status, _, err) = try run(offload, arguments)
