@@ -83,7 +83,7 @@ struct NAT64: AsyncParsableCommand {
     var egress: String?
     @Flag(help: "Live: route --pool6 into --ingress and the --pool4 addresses into --egress; undone at exit.")
     var setup = false
-    @Option(help: "Live: where the state is written each second (default: /run/offload-nat64/nat64.status when that directory is there, else /tmp/offload-nat64.status).")
+    @Option(help: "Live: where the state is written each second (default: /run/offload-nat64/nat64.status; the directory is made when missing).")
     var statusFile: String?
     @Flag(help: "Print the state (bindings, sessions, their timers) of the running translator from --status-file, and exit.")
     var sessions = false
@@ -94,12 +94,10 @@ struct NAT64: AsyncParsableCommand {
 
     static let statusDirectory = "/run/offload-nat64"
 
-    /// Where the status is: --status-file, or the default.
-    var statusPath: String {
-        if let statusFile { return statusFile }
-        return FileManager.default.fileExists(atPath: Self.statusDirectory) ? "\(Self.statusDirectory)/nat64.status"
-            : "/tmp/offload-nat64.status"
-    }
+    /// Where the status is: --status-file, or /run/offload-nat64/nat64.status (systemd's
+    /// RuntimeDirectory, or made by the live translator: /run is root's, unlike /tmp, where a
+    /// planted link could redirect what root writes).
+    var statusPath: String { statusFile ?? "\(Self.statusDirectory)/nat64.status" }
 
     func validate() throws {
         if sessions {
@@ -195,6 +193,7 @@ struct NAT64: AsyncParsableCommand {
             let routing: RoutingPlan? = setup
                 ? .routes(intoIngress: [configuration.pool6.description], intoEgress: Self.prefixes(configuration.pool4))
                 : nil
+            if statusFile == nil { mkdir(Self.statusDirectory, 0o755) }
             let writer = StatusWriter(state: state, path: statusPath)
             writer.start()
             defer { writer.stop() }
@@ -285,9 +284,18 @@ final class StatusWriter: Sendable {
         let snapshot = state.snapshot(now: DispatchTime.now().uptimeNanoseconds, limit: 10_000)
         let file = NAT64StatusFile(pid: getpid(), written: Date().timeIntervalSince1970, state: snapshot)
         guard let data = try? JSONEncoder().encode(file) else { return }
+        // A new file next to the status, never one that is there already (O_EXCL) nor through a
+        // link (O_NOFOLLOW), then renamed over the old status.
         let temporary = path + ".new"
-        guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: 0o644])
-        else { return }
+        unlink(temporary)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return }
+        let written = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard written == data.count else {
+            unlink(temporary)
+            return
+        }
         _ = rename(temporary, path)
     }
 }
