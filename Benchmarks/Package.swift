@@ -6,6 +6,7 @@ import PackageDescription
 //   swift package benchmark                 (ordo-one/benchmark: throughput, malloc counts)
 //   swift run -c release offload-compare    (ratios: Swift/C checksum, engine ns/packet)
 //   swift run -c release esp-crypto-compare (ESP encryption: the gateway's libcrypto path vs swift-crypto)
+//   ../scripts/bench-nat64-sessions.sh      (NAT64 tables: new sessions per second, memory per session, expiry)
 //   ../scripts/bench-vs-dpdk.sh             (the same cases against DPDK, in one run)
 
 /// Branch alignment against the Intel JCC erratum (style.md: closes the -O gap on this machine class).
@@ -25,6 +26,7 @@ let package = Package(
     ],
     targets: [
         .target(name: "CChecksumReference", cSettings: [.unsafeFlags(["-O2"])]),
+        .target(name: "CHeapInUse"),
         .target(
             name: "OffloadBenchmarkSupport",
             dependencies: [
@@ -50,6 +52,14 @@ let package = Package(
                 .product(name: "OffloadTunnel", package: "swift-offload"),
                 .product(name: "OffloadIPsec", package: "swift-offload"),
                 .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: speed),
+        .executableTarget(
+            name: "nat64-sessions",
+            dependencies: [
+                "CHeapInUse",
+                .product(name: "OffloadWire", package: "swift-offload"),
+                .product(name: "OffloadNAT64", package: "swift-offload"),
             ],
             swiftSettings: speed),
         .executableTarget(

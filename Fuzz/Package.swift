@@ -5,7 +5,7 @@ import PackageDescription
 // package never builds them. Each executable defines `LLVMFuzzerTestOneInput`; libFuzzer supplies
 // `main`. Build and run them with ../scripts/fuzz.sh, which passes `-sanitize=fuzzer,address`.
 
-let targets = ["FuzzPacketLayout", "FuzzGRORoundTrip", "FuzzGSO", "FuzzCaptureReader", "FuzzVirtio", "FuzzSIIT", "FuzzTunnel", "FuzzESP", "FuzzIKE", "FuzzIKESession", "FuzzPacketSelectors"]
+let targets = ["FuzzPacketLayout", "FuzzGRORoundTrip", "FuzzGSO", "FuzzCaptureReader", "FuzzVirtio", "FuzzSIIT", "FuzzTunnel", "FuzzESP", "FuzzIKE", "FuzzIKESession", "FuzzPacketSelectors", "FuzzNAT64"]
 
 let package = Package(
     name: "Fuzz",
@@ -23,6 +23,7 @@ let package = Package(
                     .product(name: "OffloadEngine", package: "swift-offload"),
                     .product(name: "OffloadCapture", package: "swift-offload"),
                     .product(name: "OffloadSIIT", package: "swift-offload"),
+                    .product(name: "OffloadNAT64", package: "swift-offload"),
                     .product(name: "OffloadTunnel", package: "swift-offload"),
                     .product(name: "OffloadCrypto", package: "swift-offload"),
                     .product(name: "OffloadIPsec", package: "swift-offload"),

@@ -12,7 +12,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(FuzzPacketLayout FuzzGRORoundTrip FuzzGSO FuzzCaptureReader FuzzVirtio FuzzSIIT FuzzTunnel FuzzESP FuzzIKE FuzzIKESession FuzzPacketSelectors)
+[ ${#targets[@]} -eq 0 ] && targets=(FuzzPacketLayout FuzzGRORoundTrip FuzzGSO FuzzCaptureReader FuzzVirtio FuzzSIIT FuzzTunnel FuzzESP FuzzIKE FuzzIKESession FuzzPacketSelectors FuzzNAT64)
 out="${FUZZ_OUT:-$root/.build-fuzz/work}"
 mkdir -p "$out"
 echo "building the fuzz targets (release, -sanitize=fuzzer,address) ..." >&2

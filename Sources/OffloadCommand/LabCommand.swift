@@ -35,6 +35,11 @@ struct Lab: ParsableCommand {
               16 offload ipsec, offloads off
               17 offload ipsec, GRO + GSO
               18 offload ipsec --mode lro (the greedy merge the seed suffered: no segment size kept)
+            The stateful NAT64 rows (--scenario nat64: rows 2, 19, 20, 21), an IPv6-only client to an IPv4-only \
+            server through one shared IPv4 address:
+              19 Tayga with a dynamic pool and the kernel's NAT44 (nft masquerade) behind it (when installed)
+              20 offload nat64, offloads off
+              21 offload nat64, GRO + GSO
             each with the gateway's egress MTU (the tunnel rows: the underlay's MTU) equal to the ingress MTU and smaller (--egress-mtu, a tunnel's \
             overhead; the senders set DF, as Linux does). The table shows per-flow goodput, Jain's fairness \
             index, retransmissions, the longest stall (no data for whole --interval periods) and the forwarder's \
@@ -47,11 +52,12 @@ struct Lab: ParsableCommand {
               sudo offload lab --scenarios 3,4,5 --seconds 2 --json
               sudo offload lab --family both --report lab.html --capture lab-captures/
               sudo offload lab --scenario seed --report seed.html      # rows 15-18, 10 s each
+              sudo offload lab --scenario nat64 --mtus equal           # rows 2, 19, 20, 21
             """)
 
-    @Option(help: ArgumentHelp("Scenarios to run, comma-separated (1-18; default: 1-14).", valueName: "list"))
+    @Option(help: ArgumentHelp("Scenarios to run, comma-separated (1-21; default: 1-14).", valueName: "list"))
     var scenarios: String?
-    @Option(help: "A named set of scenarios instead of --scenarios: seed (rows 15-18, equal MTUs, 10 s each unless --seconds says otherwise).")
+    @Option(help: "A named set of scenarios instead of --scenarios: seed (rows 15-18, equal MTUs, 10 s each unless --seconds says otherwise), or nat64 (rows 2, 19-21).")
     var scenario: ScenarioSet?
     @Option(help: "The smaller egress MTU (a tunnel's).")
     var egressMtu = 1400
@@ -79,7 +85,7 @@ struct Lab: ParsableCommand {
     var seedOneTunnel = false
 
     enum MTUCases: String, ExpressibleByArgument, CaseIterable { case both, equal, smaller }
-    enum ScenarioSet: String, ExpressibleByArgument, CaseIterable { case seed }
+    enum ScenarioSet: String, ExpressibleByArgument, CaseIterable { case seed, nat64 }
 
     /// The default rows: every scenario but the seed's.
     static let defaultScenarios = "1,2,3,4,5,12,6,7,8,9,10,11,13,14"
@@ -96,10 +102,14 @@ struct Lab: ParsableCommand {
                 guard scenarios == nil else { throw ValidationError("give --scenario or --scenarios, not both") }
                 return LabScenario.seed
             }
+            if scenario == .nat64 {
+                guard scenarios == nil else { throw ValidationError("give --scenario or --scenarios, not both") }
+                return LabScenario.nat64
+            }
             let parts = (scenarios ?? Self.defaultScenarios).split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             let list = try parts.map { part -> LabScenario in
                 guard let n = Int(part), let s = LabScenario(rawValue: n) else {
-                    throw ValidationError("--scenarios: '\(part)' is not a scenario number 1-18")
+                    throw ValidationError("--scenarios: '\(part)' is not a scenario number 1-21")
                 }
                 return s
             }

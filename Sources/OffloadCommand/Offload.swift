@@ -33,7 +33,7 @@ struct Offload: AsyncParsableCommand {
             """,
         version: OffloadVersion.current,
         subcommands: [Demo.self, Coalesce.self, Segment.self, Stats.self, Generate.self, Forward.self, Lab.self, Doctor.self,
-                      SIIT.self, Tunnel.self, IPsec.self])
+                      SIIT.self, NAT64.self, Tunnel.self, IPsec.self])
 
     static func main() async {
         do {
@@ -454,6 +454,12 @@ struct Demo: ParsableCommand {
             + "(\(t.siit.superPackets) of them super-packets, each translated once in place, then written as its "
             + "segments: \(t.siit.packetsToOtherSide) IPv6 packets in all), "
             + "\(t.siit.translation.droppedTotal) IPv6 packets outside the prefix dropped -> \(directory)/\(DemoTour.files.ipv6)")
+        let n = t.nat64
+        print("nat64 (stateful, RFC 6146, pool4 \(DemoTour.pool4)): \(n.hosts) IPv6-only hosts opened TCP connections to an "
+            + "IPv4 server through \(n.addressesSeen) IPv4 address on \(n.portsSeen) ports, the server's answers reached "
+            + "\(n.repliesReachedHosts ? "each host at its own address and port" : "the WRONG hosts")"
+            + ", \(n.established) sessions established; \(n.superPackets) GRO super-packets each looked up once, "
+            + "its session refreshed once and translated once in place -> \(n.segmentsOut) IPv4 segments")
         print("gtpu (TEID 7, a 1600-byte underlay): \(t.gtpu.packetsIn) packets (\(t.gtpu.superPackets) super-packets) -> "
             + "\(t.gtpu.written) datagrams, one per segment -> \(DemoTour.files.gtpu); decapsulated \(t.gtpuBack.written) "
             + "packets -> \(DemoTour.files.gtpuInner): " + verdict(t.gtpuIntact))
@@ -465,7 +471,7 @@ struct Demo: ParsableCommand {
         print("esp (those keys, SPI \(String(format: "0x%08x", t.child.outbound.spi))): \(t.esp.written) datagrams, one per segment, encrypted -> "
             + "\(DemoTour.files.esp); decrypted by the other end \(t.espBack.written) packets -> \(DemoTour.files.espInner): " + verdict(t.espIntact))
         print("\nOpen \(merged) in Wireshark: each super-packet's comment says how many segments it holds and why it was completed.")
-        if !comparison.identical || !t.gtpuIntact || !t.espIntact { throw ExitCode.failure }
+        if !comparison.identical || !t.gtpuIntact || !t.espIntact || !t.nat64.repliesReachedHosts { throw ExitCode.failure }
     }
 }
 

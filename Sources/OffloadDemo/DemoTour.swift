@@ -5,6 +5,7 @@ import OffloadEngine
 import OffloadForwarder
 import OffloadIKE
 import OffloadIPsec
+import OffloadNAT64
 import OffloadSIIT
 import OffloadTunnel
 import OffloadWire
@@ -52,6 +53,8 @@ public enum DemoTour {
     public struct Tunnels: Sendable {
         /// The SIIT translation (IPv4 to IPv6).
         public var siit: SIITCaptureReport
+        /// The stateful NAT64's exchange (``nat64Exchange()``).
+        public var nat64: NAT64Exchange
         /// GTP-U: encapsulated, then decapsulated; whether the packets came back as restored.
         public var gtpu: TunnelCaptureReport, gtpuBack: TunnelCaptureReport, gtpuIntact: Bool
         /// ESP (AES-GCM-128) with keys two IKEv2 engines negotiated in memory for this run, likewise.
@@ -65,6 +68,8 @@ public enum DemoTour {
     /// The files ``translateAndTunnel(merged:restored:directory:)`` writes, in `directory`.
     public static let files = (ipv6: "demo-ipv6.pcap", gtpu: "demo-gtpu.pcap", gtpuInner: "demo-decapsulated.pcap",
                                esp: "demo-esp.pcap", espInner: "demo-esp-decrypted.pcap")
+    /// The NAT64's pool4 address, which every IPv6 host of the demo shares.
+    public static let pool4 = "198.51.100.1"
     /// The translator's prefix.
     public static let prefix = RFC6052Prefix("2001:db8:64::/96")!
 
@@ -74,6 +79,7 @@ public enum DemoTour {
     public static func translateAndTunnel(merged: String, restored: String, directory: String) throws -> Tunnels {
         let ipv6 = "\(directory)/\(files.ipv6)"
         let siit = try SIITCapture.translate(input: merged, output: ipv6, configuration: SIITConfiguration(pool6: prefix))
+        let nat64 = nat64Exchange()
         // The tunnel carries IP packets: the restored frames less their Ethernet header.
         var expected: [[UInt8]] = []
         var reader = try CaptureReader(path: restored)
@@ -130,9 +136,84 @@ public enum DemoTour {
         let receiver = try ESPSecurityPolicy(tunnels: [negotiated.responder.tunnel], store: nil)
         let (esp, espBack, espIntact) = try roundTrip(ESPCodec(policy: sender), farEnd: ESPCodec(policy: receiver),
                                                        outer: "\(directory)/\(files.esp)", inner: "\(directory)/\(files.espInner)")
-        return Tunnels(siit: siit, gtpu: gtpu, gtpuBack: gtpuBack, gtpuIntact: gtpuIntact, esp: esp,
+        return Tunnels(siit: siit, nat64: nat64, gtpu: gtpu, gtpuBack: gtpuBack, gtpuIntact: gtpuIntact, esp: esp,
                        espBack: espBack, espIntact: espIntact, ikeMessages: negotiated.messages, child: negotiated.initiator,
                        hubPeers: hub.activeChildSAs.compactMap(\.peer).sorted { $0.description < $1.description })
+    }
+
+    /// What the stateful NAT64 did with four IPv6 hosts' TCP connections.
+    public struct NAT64Exchange: Sendable {
+        /// IPv6 hosts, and the distinct IPv4 addresses and ports the server saw them from.
+        public var hosts: Int, addressesSeen: Int, portsSeen: Int
+        /// Super-packets from the hosts (each looked up and translated once), and the IPv4 segments they became.
+        public var superPackets: Int, segmentsOut: Int
+        /// Whether every packet that came back to a host carried its own address and port.
+        public var repliesReachedHosts: Bool
+        /// TCP sessions established at the end.
+        public var established: Int
+    }
+
+    /// Four IPv6-only hosts each open a TCP connection to an IPv4 server through the stateful NAT64
+    /// (pool4 ``pool4``), the server answers, and each host sends a GRO super-packet of 16
+    /// segments: looked up once, its session refreshed once, translated once.
+    public static func nat64Exchange() -> NAT64Exchange {
+        var dataplane = NAT64OfflineDataplane(configuration: NAT64Configuration(pool4: [Pool4Entry(pool4)!], pool6: prefix))
+        let server = IPv4Address(203, 0, 113, 20)
+        var result = NAT64Exchange(hosts: 4, addressesSeen: 0, portsSeen: 0, superPackets: 0, segmentsOut: 0,
+                                   repliesReachedHosts: true, established: 0)
+        var seen: Set<String> = []
+        var now: UInt64 = 1_000_000
+        for h in 1...4 {
+            let host = IPv6Address(0x2001, 0xdb8, 1, 0, 0, 0, 0, UInt16(h))
+            func fromHost(_ flags: TCPFlags, sequence: UInt32, payload: Int) -> PacketBuilder {
+                var b = PacketBuilder()
+                b.link = .raw
+                b.source = .v6(host)
+                b.destination = .v6(prefix.embedding(server))
+                b.sourcePort = 40_000 + UInt16(h)
+                b.destinationPort = 443
+                b.flags = flags
+                b.sequence = sequence
+                b.payloadLength = payload
+                return b
+            }
+            now += 1_000_000
+            guard let syn = dataplane.translate(fromHost(.syn, sequence: 0, payload: 0).frame(), now: now).forwarded.first
+            else { result.repliesReachedHosts = false; continue }
+            let address = IPv4Address(syn, 12), port = syn.loadBigEndian(UInt16.self, at: 20)
+            seen.insert("\(address)")
+            var reply = PacketBuilder()
+            reply.link = .raw
+            reply.source = .v4(server)
+            reply.destination = .v4(address)
+            reply.sourcePort = 443
+            reply.destinationPort = port
+            reply.flags = [.syn, .ack]
+            reply.payloadLength = 0
+            now += 1_000_000
+            let back = dataplane.translate(reply.frame(), now: now).forwarded.first
+            if back.map({ IPv6Address($0, 24) != host || $0.loadBigEndian(UInt16.self, at: 40 + 2) != 40_000 + UInt16(h) }) ?? true {
+                result.repliesReachedHosts = false
+            }
+            // 16 segments merged by the GRO engine, as the kernel or this project's GRO hands them over.
+            var engine = GROEngine()
+            var batch = PacketBatch(packetCapacity: 16, byteCapacity: 1 << 20)
+            for i in 0..<16 {
+                batch.append(fromHost(.ack, sequence: 1 + UInt32(i * 1400), payload: 1400).frame(),
+                             metadata: PacketMetadata(linkType: .raw))
+            }
+            engine.coalesce(batch)
+            guard engine.outputCount == 1, let gso = engine.output(at: 0).metadata.gso else { continue }
+            now += 1_000_000
+            let out = dataplane.translate(engine.outputBytes(at: 0), gso: gso, now: now).forwarded
+            result.segmentsOut += out.count
+            for segment in out { seen.insert("\(IPv4Address(segment, 12)):\(segment.loadBigEndian(UInt16.self, at: 20))") }
+        }
+        result.addressesSeen = seen.filter { !$0.contains(":") }.count
+        result.portsSeen = seen.filter { $0.contains(":") }.count
+        result.superPackets = dataplane.translation.superPackets
+        result.established = dataplane.state.snapshot(now: now).entries.flatMap(\.sessions).filter { $0.state == "ESTABLISHED" }.count
+        return result
     }
 
     /// The packets `hops` routers later (TTL or hop limit lowered), sorted: flows may interleave

@@ -269,3 +269,19 @@ public struct GSOSegmenter: ~Copyable {
         return result
     }
 }
+
+extension GSOSegmenter {
+    /// A whole IP packet (`LINKTYPE_RAW`) as the packets it stands for: a super-packet's segments,
+    /// or the packet itself when it is not one or cannot be segmented (a slow path's input).
+    public static func packets(of packet: [UInt8], gso: GSOInfo?) -> [[UInt8]] {
+        guard let gso, gso.segmentCount > 1 else { return [packet] }
+        var segmenter = GSOSegmenter()
+        let segmented: Bool = unsafe packet.withUnsafeBytes { raw in
+            do {
+                try unsafe segmenter.segment(raw, linkType: .raw, gso: gso)
+                return true
+            } catch { return false }
+        }
+        return segmented ? (0..<segmenter.segmentCount).map { segmenter.segmentBytes(at: $0) } : [packet]
+    }
+}

@@ -29,7 +29,14 @@ public final class ForwarderMetrics: Sendable {
                             labels: [label, ("group", "\(reason.group)"), ("reason", "\(reason)")], to: s.gro[reason],
                             &last)
                 }
-                for counter in s.stage {
+                for counter in s.stage where counter.gauge {
+                    let descriptor = MetricNameDescriptor(namespace: "offload", metricName: counter.name, unitName: "",
+                                                          helpText: counter.help)
+                    registry.makeGauge(descriptor: descriptor,
+                                       labels: counter.labels.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+                        .set(to: Double(counter.value))
+                }
+                for counter in s.stage where !counter.gauge {
                     advance(counter.name, help: counter.help,
                             labels: [label] + counter.labels.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
                             to: counter.value, &last)

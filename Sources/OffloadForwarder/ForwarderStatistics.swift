@@ -138,12 +138,15 @@ public struct StageCounter: Hashable, Sendable, Codable {
     public var labels: [String: String]
     /// The value.
     public var value: Int
+    /// A level (published as the gauge `offload_<name>`), not a count: sessions held, say.
+    public var gauge: Bool = false
 
-    /// Creates a counter.
-    public init(_ name: String, help: String, labels: [String: String] = [:], value: Int) {
+    /// Creates a counter (or, with `gauge`, a gauge).
+    public init(_ name: String, help: String, labels: [String: String] = [:], value: Int, gauge: Bool = false) {
         self.name = name
         self.help = help
         self.labels = labels
         self.value = value
+        self.gauge = gauge
     }
 }

@@ -243,7 +243,7 @@ public struct ForwardingPipeline<S: Stage>: ~Copyable {
         unsafe header.baseAddress!.copyMemory(from: first.baseAddress!, byteCount: originalHeaderLength)
         var staged = unsafe StagePacket(direction: direction, _headers: header, headerLength: originalHeaderLength,
                                  layout: layout, gso: packet.metadata.gso, checksum: packet.metadata.checksum,
-                                 payloadLength: packet.length - originalHeaderLength, egressMTU: egressMTU)
+                                 payloadLength: packet.length - originalHeaderLength, egressMTU: egressMTU, now: now)
         switch stage.process(&staged) {
         case .forward:
             break

@@ -44,6 +44,9 @@ public struct StagePacket {
     public let payloadLength: Int
     /// The MTU of the device the packet is written to (a stage that fragments needs it).
     public let egressMTU: Int
+    /// The pipeline's clock, in nanoseconds (monotonic live, capture time offline): a stage with
+    /// timers (session lifetimes) reads it here.
+    public var now: UInt64 = 0
 
     /// The most header bytes the buffer can hold.
     public var headerCapacity: Int { unsafe _headers.count }
@@ -72,12 +75,13 @@ extension StagePacket {
     /// the stage wrote stays in `headers`.
     public static func withPacket<R>(
         headers: inout [UInt8], headerLength: Int, layout: PacketLayout, gso: GSOInfo?, checksum: ChecksumState,
-        payloadLength: Int, egressMTU: Int, direction: Direction = .lanToWan, _ body: (inout StagePacket) -> R
+        payloadLength: Int, egressMTU: Int, direction: Direction = .lanToWan, now: UInt64 = 0,
+        _ body: (inout StagePacket) -> R
     ) -> R {
         unsafe headers.withUnsafeMutableBytes { buffer in
             var packet = unsafe StagePacket(direction: direction, _headers: buffer, headerLength: headerLength,
                                             layout: layout, gso: gso, checksum: checksum, payloadLength: payloadLength,
-                                            egressMTU: egressMTU)
+                                            egressMTU: egressMTU, now: now)
             return body(&packet)
         }
     }

@@ -146,6 +146,27 @@ public enum LabPresentation {
             }
         }
         for mtu in Set(rows.map(\.egressMTU)).sorted() {
+            guard let nat64 = rows.first(where: { $0.scenario == .nat64GRO && $0.egressMTU == mtu }), nat64.totalGoodputMbps > 0
+            else { continue }
+            var parts: [String] = []
+            if let tayga = rows.first(where: { $0.scenario == .taygaNAT44 && $0.egressMTU == mtu }), tayga.totalGoodputMbps > 0 {
+                parts.append(String(format: "%.1f× Tayga with the kernel's NAT44", nat64.totalGoodputMbps / tayga.totalGoodputMbps))
+            }
+            if let off = rows.first(where: { $0.scenario == .nat64OffloadsOff && $0.egressMTU == mtu }), off.totalGoodputMbps > 0 {
+                parts.append(String(format: "%.1f× the same translator's with offloads off", nat64.totalGoodputMbps / off.totalGoodputMbps))
+            }
+            if let kernel = rows.first(where: { $0.scenario == .kernelGRO && $0.family == 4 && $0.egressMTU == mtu }),
+                kernel.totalGoodputMbps > 0
+            {
+                parts.append(String(format: "%.2f× the kernel forwarding plain IPv4 with GRO on",
+                                    nat64.totalGoodputMbps / kernel.totalGoodputMbps))
+            }
+            if !parts.isEmpty {
+                out += "- MTU \(nat64.ingressMTU)→\(mtu): offload nat64 with GRO+GSO (IPv6 client → IPv4 server, stateful) moves "
+                    + parts.joined(separator: ", ") + " goodput.\n"
+            }
+        }
+        for mtu in Set(rows.map(\.egressMTU)).sorted() {
             guard let tunnel = rows.first(where: { $0.scenario == .tunnelGRO && $0.egressMTU == mtu }),
                 tunnel.totalGoodputMbps > 0
             else { continue }

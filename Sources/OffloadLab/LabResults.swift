@@ -42,6 +42,13 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
     /// The seed with `offload ipsec --mode lro`: the greedy merge, which keeps no segment size, so
     /// the gateway cannot make the forwarding MTU decision per original segment.
     case seedIPsecLRO = 18
+    /// Stateful NAT64 as Debian builds it without Jool: Tayga with a dynamic pool, and the kernel's
+    /// NAT44 (`nft … masquerade`) behind it (when Tayga is installed).
+    case taygaNAT44 = 19
+    /// `offload nat64` (stateful, RFC 6146) without virtio headers: no offloads.
+    case nat64OffloadsOff = 20
+    /// `offload nat64` with GRO and GSO.
+    case nat64GRO = 21
 
     /// A short name for the table.
     public var name: String {
@@ -64,6 +71,9 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
         case .seedIPsecOffloadsOff: "seed: ESP, offloads off"
         case .seedIPsecGRO: "seed: ESP, GRO+GSO"
         case .seedIPsecLRO: "seed: ESP, greedy merge (lro)"
+        case .taygaNAT44: "tayga + NAT44, v6→v4"
+        case .nat64OffloadsOff: "nat64, offloads off, v6→v4"
+        case .nat64GRO: "nat64, GRO+GSO, v6→v4"
         }
     }
 
@@ -72,7 +82,16 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
 
     /// Whether a translator runs on the gateway between an IPv6-only client and an IPv4-only server
     /// (such a row runs once per MTU, whatever the families asked for).
-    public var isTranslator: Bool { (6...8).contains(rawValue) }
+    public var isTranslator: Bool { (6...8).contains(rawValue) || isNAT64Row }
+
+    /// Whether the row is one of the stateful NAT64 rows (19-21).
+    public var isNAT64Row: Bool { (19...21).contains(rawValue) }
+
+    /// Whether `offload nat64` runs on the gateway.
+    public var usesNAT64: Bool { (20...21).contains(rawValue) }
+
+    /// The stateful NAT64 rows.
+    public static let nat64: [LabScenario] = [.kernelGRO, .taygaNAT44, .nat64OffloadsOff, .nat64GRO]
 
     /// Whether `offload siit` runs on the gateway.
     public var usesTranslator: Bool { (7...8).contains(rawValue) }
@@ -99,7 +118,7 @@ public enum LabScenario: Int, CaseIterable, Codable, Sendable, Comparable {
         // --setup turn it on.
         case .forwarderOffloadsOff: ["--no-vnet-hdr", "--keep-ingress-gro"]
         case .forwarderGRO: ["--keep-ingress-gro"]
-        case .translatorOffloadsOff, .tunnelOffloadsOff, .ipsecOffloadsOff, .seedIPsecOffloadsOff: ["--no-vnet-hdr"]
+        case .translatorOffloadsOff, .tunnelOffloadsOff, .ipsecOffloadsOff, .seedIPsecOffloadsOff, .nat64OffloadsOff: ["--no-vnet-hdr"]
         case .seedIPsecLRO: ["--mode", "lro"]
         case .forwarderLRO: ["--mode", "lro", "--keep-ingress-gro"]
         default: []

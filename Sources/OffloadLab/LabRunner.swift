@@ -86,8 +86,12 @@ public final class LabRunner {
                 for scenario in configuration.scenarios {
                     // A translator row is IPv6 client -> IPv4 server whatever the family: run it once.
                     if scenario.runsOnce && family != configuration.families[0] { continue }
-                    if scenario == .tayga && !isInstalled("tayga") {
-                        progress("skipped scenario 6: tayga is not installed (apt-get install tayga)")
+                    if (scenario == .tayga || scenario == .taygaNAT44) && !isInstalled("tayga") {
+                        progress("skipped scenario \(scenario.rawValue): tayga is not installed (apt-get install tayga)")
+                        continue
+                    }
+                    if scenario == .taygaNAT44 && !isInstalled("nft") {
+                        progress("skipped scenario 19: nft is not installed (apt-get install nftables)")
                         continue
                     }
                     if scenario == .seedStrongSwan && !LabSeed.strongSwanInstalled {
@@ -175,8 +179,24 @@ public final class LabRunner {
                     ((try? runChecked(["ip", "-n", topology.gateway, "-4", "route"], scratch: c.scratch)) ?? "")
                         .contains("\(LabTopology.clientIPv4Prefix) dev siit4")
                 }
+            } else if scenario.usesNAT64 {
+                let f = try BackgroundProcess(
+                    ["ip", "netns", "exec", topology.gateway, c.offloadExecutable, "nat64", "--ingress", "nat64-6",
+                     "--egress", "nat64-4", "--pool6", LabTopology.translatorPool6, "--pool4", LabTopology.nat64Pool4,
+                     "--setup", "--egress-mtu", "\(egressMTU)", "--stats-json", statsPath,
+                     "--status-file", "\(c.scratch)/\(tag)-nat64.status", "--duration", "\(Int(c.seconds) + 90)"]
+                        + scenario.forwarderArguments,
+                    log: "\(c.scratch)/\(tag)-translator.log")
+                children.append(f)
+                forwarder = f
+                try waitFor("the translator's routes", timeout: 10, log: f) {
+                    ((try? runChecked(["ip", "-n", topology.gateway, "-4", "route"], scratch: c.scratch)) ?? "")
+                        .contains("\(LabTopology.nat64Pool4) dev nat64-4")
+                }
             } else if scenario == .tayga {
                 children.append(try startTayga(topology, tag: tag))
+            } else if scenario == .taygaNAT44 {
+                children.append(try startTayga(topology, tag: tag, nat44: true))
             } else if scenario == .kernelVXLAN {
                 try startKernelVXLAN(topology)
             } else if scenario.isTunnel {
@@ -199,7 +219,8 @@ public final class LabRunner {
             var dumps: [BackgroundProcess] = []
             if let dir = c.captureDirectory, !scenario.isTunnel {
                 let slug = "\(scenario.rawValue)-v\(family)-mtu\(egressMTU)"
-                let wan = scenario.usesForwarder ? "ofw1" : scenario.usesTranslator ? "siit4" : scenario == .tayga ? "tayga0" : "g1"
+                let wan = scenario.usesForwarder ? "ofw1" : scenario.usesTranslator ? "siit4" : scenario.usesNAT64 ? "nat64-4"
+                    : scenario == .tayga || scenario == .taygaNAT44 ? "tayga0" : "g1"
                 let sides = [("lan", "g0"), ("wan", wan)]
                 row.captures = []
                 for (side, device) in sides {
@@ -229,8 +250,8 @@ public final class LabRunner {
                  "-P", "\(c.flows)", "-i", interval, "-J", "--get-server-output", "--connect-timeout", "3000",
                  "--logfile", report],
                 timeout: c.seconds + 15, scratch: c.scratch)
-            if scenario.usesForwarder || scenario.usesTranslator {
-                row.ingressQueueDrops = transmitDrops(device: scenario.usesForwarder ? "ofw0" : "siit6",
+            if scenario.usesForwarder || scenario.usesTranslator || scenario.usesNAT64 {
+                row.ingressQueueDrops = transmitDrops(device: scenario.usesForwarder ? "ofw0" : scenario.usesNAT64 ? "nat64-6" : "siit6",
                                                       namespace: topology.gateway, scratch: c.scratch)
             } else if scenario.isTunnel && scenario != .kernelVXLAN {
                 // The uploads are encrypted on the client's gateway and decrypted on the server's.
@@ -281,18 +302,31 @@ public final class LabRunner {
 
     /// Starts Tayga on the gateway: its TUN device `tayga0`, the translator rows' prefix, a static
     /// map for the client, and the routes for both families into it.
-    private func startTayga(_ topology: LabTopology, tag: String) throws -> BackgroundProcess {
+    /// Tayga on the gateway: a static map for the client (SIIT), or with `nat44` a dynamic pool
+    /// (each new IPv6 source gets an address of 192.168.255.0/24) masqueraded by the kernel's NAT44
+    /// out of the IPv4 side: the usual stateful NAT64 on Debian without Jool.
+    private func startTayga(_ topology: LabTopology, tag: String, nat44: Bool = false) throws -> BackgroundProcess {
         let c = configuration
         let dir = "\(c.scratch)/\(tag)-tayga"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let conf = "\(dir)/tayga.conf"
-        let text = ["tun-device tayga0", "ipv4-addr 198.18.1.254", "prefix \(LabTopology.translatorPool6)",
-                    "map 198.18.1.2 fd77:1::2", "data-dir \(dir)", ""].joined(separator: "\n")
+        let pool4 = nat44 ? "192.168.255.0/24" : LabTopology.clientIPv4Prefix
+        let text = ["tun-device tayga0", nat44 ? "ipv4-addr 192.168.255.1" : "ipv4-addr 198.18.1.254",
+                    "prefix \(LabTopology.translatorPool6)",
+                    nat44 ? "dynamic-pool 192.168.255.0/24" : "map 198.18.1.2 fd77:1::2", "data-dir \(dir)", ""]
+            .joined(separator: "\n")
         try text.write(toFile: conf, atomically: true, encoding: .utf8)
         try runChecked(["ip", "netns", "exec", topology.gateway, "tayga", "-c", conf, "--mktun"], scratch: c.scratch)
-        for command in [["link", "set", "tayga0", "up"], ["route", "add", LabTopology.clientIPv4Prefix, "dev", "tayga0"],
+        for command in [["link", "set", "tayga0", "up"], ["route", "add", pool4, "dev", "tayga0"],
                         ["-6", "route", "add", LabTopology.translatorPool6, "dev", "tayga0"]] {
             try runChecked(["ip", "-n", topology.gateway] + command, scratch: c.scratch)
+        }
+        if nat44 {
+            let rules = "table ip olabnat {\n  chain post {\n    type nat hook postrouting priority 100;\n"
+                + "    ip saddr 192.168.255.0/24 oifname \"g1\" masquerade\n  }\n}\n"
+            let file = "\(dir)/nat44.nft"
+            try rules.write(toFile: file, atomically: true, encoding: .utf8)
+            try runChecked(["ip", "netns", "exec", topology.gateway, "nft", "-f", file], scratch: c.scratch)
         }
         let tayga = try BackgroundProcess(["ip", "netns", "exec", topology.gateway, "tayga", "-c", conf, "--nodetach"],
                                           log: "\(c.scratch)/\(tag)-tayga.log")

@@ -37,6 +37,10 @@ public struct LabTopology: Sendable {
     public static let translatorPool6 = "2001:db8:64::/96"
     /// The server (10.77.2.2) through ``translatorPool6``.
     public static let serverSeenFromIPv6 = "2001:db8:64::a4d:202"
+    /// The pool4 address `offload nat64` shares among the IPv6 clients in the NAT64 rows (the server
+    /// reaches it through its default route via the gateway).
+    public static let nat64Pool4 = "198.51.100.1"
+
     /// The IPv4 prefix the IPv6 client appears as (an EAM entry for `fd77:1::/120`).
     public static let clientIPv4Prefix = "198.18.1.0/24"
 

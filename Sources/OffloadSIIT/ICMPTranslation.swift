@@ -140,9 +140,9 @@ extension SIITTranslator {
 }
 
 /// ICMP ↔ ICMPv6 type mappings (RFC 7915 §4.2, §5.2).
-enum ICMPTranslation {
+package enum ICMPTranslation {
     /// Whether a type is an error message (it quotes a packet).
-    static func isError(_ type: UInt8, version6: Bool) -> Bool {
+    package static func isError(_ type: UInt8, version6: Bool) -> Bool {
         version6 ? type < 128 : [3, 4, 5, 11, 12].contains(type)
     }
 

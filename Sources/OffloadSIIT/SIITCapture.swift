@@ -43,29 +43,15 @@ public struct SIITCaptureReport: Codable, Hashable, Sendable {
     }
 }
 
-/// The translator's dataplane without devices: one ``ForwardingPipeline`` per family (IPv4 in,
-/// written to an IPv6 side of MTU `mtu6`; IPv6 in, to an IPv4 side of MTU `mtu4`), each packet
-/// translated, decided on and written as `offload siit` on TUN devices would. For captures and tests.
+/// The SIIT translator's dataplane without devices (``OfflineDataplane`` with ``SIITStage``s).
 public struct SIITOfflineDataplane: ~Copyable {
-    var fromIPv4: ForwardingPipeline<SIITStage>
-    var fromIPv6: ForwardingPipeline<SIITStage>
-    let forwarded = RecordingSink(takesVirtioHeaders: false)
-    let returned = RecordingSink(takesVirtioHeaders: false)
-    var batch = PacketBatch(packetCapacity: 1, byteCapacity: 1 << 17)
+    var dataplane: OfflineDataplane<SIITStage>
 
     /// Creates the dataplane. ICMP errors the forwarder itself sends (too big, time exceeded) come
     /// from the configuration's own addresses.
     public init(configuration: SIITConfiguration, mtu4: Int = 65_535, mtu6: Int = 65_535) {
-        var gro = GROConfiguration()
-        gro.tcp = false  // one packet in, one packet out: nothing is merged offline
-        gro.udp = false
-        func pipeline(_ mtu: Int) -> ForwardingPipeline<SIITStage> {
-            ForwardingPipeline(direction: .lanToWan, gro: gro, egressMTU: mtu, icmpSourceV4: configuration.ownIPv4,
-                               icmpSourceV6: configuration.ownIPv6, virtioHeaders: false,
-                               stage: SIITStage(configuration: configuration), logger: Logger(label: "offload.siit"))
-        }
-        fromIPv4 = pipeline(mtu6)
-        fromIPv6 = pipeline(mtu4)
+        dataplane = OfflineDataplane(ownIPv4: configuration.ownIPv4, ownIPv6: configuration.ownIPv6, mtu4: mtu4, mtu6: mtu6,
+                                     label: "offload.siit") { _ in SIITStage(configuration: configuration) }
     }
 
     /// Translates one IP packet (from its IP header): what goes on to the other side, and what goes
@@ -73,33 +59,19 @@ public struct SIITOfflineDataplane: ~Copyable {
     public mutating func translate(_ packet: [UInt8], gso: GSOInfo? = nil, now: UInt64 = 0)
         -> (forwarded: [[UInt8]], returned: [[UInt8]])
     {
-        batch.removeAll()
-        batch.append(packet, metadata: PacketMetadata(linkType: .raw, checksum: .unverified, gso: gso))
-        if packet.first.map({ $0 >> 4 }) == 6 {
-            fromIPv6.process(batch, now: now, egress: forwarded, back: returned)
-        } else {
-            fromIPv4.process(batch, now: now, egress: forwarded, back: returned)
-        }
-        defer {
-            forwarded.record.writes.removeAll(keepingCapacity: true)
-            returned.record.writes.removeAll(keepingCapacity: true)
-        }
-        return (forwarded.writes.map(\.bytes), returned.writes.map(\.bytes))
+        dataplane.translate(packet, gso: gso, now: now)
     }
 
     /// The translation counters of both directions.
     public var translation: SIITStatistics {
-        var s = fromIPv4.stage.statistics
-        s.add(fromIPv6.stage.statistics)
+        let stages = dataplane.stages
+        var s = stages.fromIPv4.statistics
+        s.add(stages.fromIPv6.statistics)
         return s
     }
 
     /// The forwarding counters of both directions.
-    public var forwarding: ForwarderStatistics {
-        var s = fromIPv4.snapshot
-        s.add(fromIPv6.snapshot)
-        return s
-    }
+    public var forwarding: ForwarderStatistics { dataplane.forwarding }
 }
 
 /// Translates a capture offline with ``SIITStage`` through the forwarder's pipeline (no devices),
@@ -113,42 +85,18 @@ public enum SIITCapture {
     ///   packets before a damaged record are written first.
     public static func translate(input: String, output: String, configuration: SIITConfiguration,
                                  mtu4: Int = 65_535, mtu6: Int = 65_535) throws(CaptureError) -> SIITCaptureReport {
-        var reader = try CaptureReader(path: input)
-        var writer = try CaptureWriter(path: output, format: .pcap(nanosecond: true, bigEndian: false),
-                                       interfaces: [CaptureInterface(linkType: .raw)])
         var dataplane = SIITOfflineDataplane(configuration: configuration, mtu4: mtu4, mtu6: mtu6)
-        var report = SIITCaptureReport()
+        var counts = OfflineCaptureCounts()
         var failure: CaptureError?
-        while true {
-            let next: CapturedPacket?
-            do { next = try reader.next() } catch {
-                failure = error
-                break
-            }
-            guard let packet = next else { break }
-            report.packetsIn += 1
-            if packet.info.capturedLength < packet.info.originalLength {
-                report.snapped += 1
-                continue
-            }
-            guard let (n, network) = unsafe try? PacketLayout.linkHeader(packet.bytes.span.bytes, linkType: packet.linkType),
-                network == .ipv4 || network == .ipv6
-            else {
-                report.notIP += 1
-                continue
-            }
-            let (forwarded, returned) = dataplane.translate(Array(packet.bytes[n...]), gso: packet.info.gso,
-                                                            now: packet.info.timestamp)
-            // An ICMP error answers the packet: it is written after it, 1 µs later, so that a reader
-            // sorting by time sees the packet first.
-            for bytes in forwarded { try writer.writePacket(bytes, timestamp: packet.info.timestamp) }
-            for bytes in returned { try writer.writePacket(bytes, timestamp: packet.info.timestamp + 1000) }
-            report.written += forwarded.count + returned.count
-            report.packetsToOtherSide += forwarded.count
-            if !forwarded.isEmpty { report.forwarded += 1 }
-            report.icmpErrors += returned.count
-        }
-        try writer.flush()
+        do { try dataplane.dataplane.translateCapture(input: input, output: output, counts: &counts) } catch { failure = error }
+        var report = SIITCaptureReport()
+        report.packetsIn = counts.packetsIn
+        report.written = counts.written
+        report.forwarded = counts.forwarded
+        report.packetsToOtherSide = counts.packetsToOtherSide
+        report.icmpErrors = counts.icmpErrors
+        report.notIP = counts.notIP
+        report.snapped = counts.snapped
         report.translation = dataplane.translation
         report.superPackets = report.translation.superPackets
         let forwarding = dataplane.forwarding

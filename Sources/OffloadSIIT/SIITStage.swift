@@ -132,17 +132,7 @@ public struct SIITStage: Stage {
         -> StageRewrite
     {
         statistics.slowPath += 1
-        var packets = [packet]
-        if let gso, gso.segmentCount > 1 {
-            var segmenter = GSOSegmenter()
-            let segmented: Bool = unsafe packet.withUnsafeBytes { raw in
-                do {
-                    try unsafe segmenter.segment(raw, linkType: .raw, gso: gso)
-                    return true
-                } catch { return false }
-            }
-            if segmented { packets = (0..<segmenter.segmentCount).map { segmenter.segmentBytes(at: $0) } }
-        }
+        let packets = GSOSegmenter.packets(of: packet, gso: gso)
         // The counters count what came in: a super-packet once, whatever became of its segments
         // (they share their headers, so they share their fate; the first one's decides).
         var result = StageRewrite()
@@ -190,6 +180,27 @@ public struct SIITStage: Stage {
 
     /// Translates in place; false leaves the packet untouched for the slow path.
     mutating func toIPv6(_ packet: inout StagePacket) -> Bool {
+        let n = packet.layout.networkOffset
+        // Safe: the layout validated the IPv4 header at n.
+        let (s4, d4) = unsafe packet.headers.withUnsafeBytes { h in
+            unsafe (IPv4Address(h, n + IPv4Packet.Field.source), IPv4Address(h, n + IPv4Packet.Field.destination))
+        }
+        let configuration = translator.configuration
+        guard let source = configuration.ipv6(for: s4), let destination = configuration.ipv6(for: d4),
+            Self.writeIPv6(&packet, source: source, destination: destination, lowestIPv6MTU: configuration.lowestIPv6MTU)
+        else { return false }
+        statistics.toIPv6 += 1
+        return true
+    }
+
+    /// Rewrites an IPv4 TCP, UDP or ICMP echo packet or super-packet as IPv6 in place (RFC 7915 §4),
+    /// with these addresses and, for the stateful translator, one port or identifier rewritten:
+    /// the IPv4 header becomes an IPv6 one, the L4 header moves, the checksum moves to the new
+    /// pseudo-header (and the new port) incrementally, the GSO kind changes. False, with the packet
+    /// untouched, for what the slow path must take: an ICMP type other than echo, UDP without a
+    /// checksum, a DF-clear packet whose IPv6 form would exceed `lowestIPv6MTU` or the egress MTU.
+    package static func writeIPv6(_ packet: inout StagePacket, source: IPv6Address, destination: IPv6Address,
+                                  port: PortRewrite? = nil, lowestIPv6MTU: Int) -> Bool {
         let layout = packet.layout
         let n = layout.networkOffset
         let t = layout.transportOffset
@@ -217,16 +228,12 @@ public struct SIITStage: Stage {
         } else if !isTCP && fields.check == 0 {
             return false  // UDP without a checksum: the slow path answers it
         }
-        let configuration = translator.configuration
-        guard let source = configuration.ipv6(for: fields.source),
-            let destination = configuration.ipv6(for: fields.destination)
-        else { return false }
         let payloadLength = layout.ipEnd - t  // L4 header + payload (of the whole super-packet)
         // A DF-clear packet whose IPv6 form (per segment) exceeds the lowest IPv6 MTU must be cut into
         // fragments: the slow path does that.
         if !fields.dontFragment {
             let segment = packet.gso.map { l4Header + $0.segmentSize } ?? payloadLength
-            if 40 + segment > min(configuration.lowestIPv6MTU, packet.egressMTU) { return false }
+            if 40 + segment > min(lowestIPv6MTU, packet.egressMTU) { return false }
         }
         guard n + 40 + l4Header <= packet.headerCapacity else { return false }
         // TCP/UDP: only the addresses of the pseudo-header change. ICMP → ICMPv6: the checksum starts
@@ -237,6 +244,9 @@ public struct SIITStage: Stage {
                 + OnesComplementSum(newTypeAndCode) - OnesComplementSum(fields.typeAndCode)
             : (source.wordSum + destination.wordSum) - (fields.source.wordSum + fields.destination.wordSum)
         let partial = packet.checksum == .partial && !isICMP
+        // Safe: the port field lies inside the validated L4 header at t.
+        let portDelta = unsafe port.map { p in unsafe packet.headers.withUnsafeBytes { unsafe p.delta($0, transportOffset: t) } }
+            ?? OnesComplementSum(0)
         // Safe: the staged headers hold the whole validated layout up to the transport header, and
         // the buffer has `headerGrowth` (20) bytes of room beyond it (the stage's contract).
         unsafe packet.withUnsafeMutableHeaders { h in
@@ -248,7 +258,9 @@ public struct SIITStage: Stage {
                            payloadLength: payloadLength, hopLimit: fields.ttl, trafficClass: fields.tos)
                 .write(to: UnsafeMutableRawBufferPointer(rebasing: h[n..<(n + 40)]))
             unsafe h[n + 40] = UInt8(newTypeAndCode >> 8)
-            unsafe Self.adjustChecksum(h, at: n + 40 + checksumOffset, by: delta, partial: partial, udp: !isTCP && !isICMP)
+            if let port { unsafe port.write(h, transportOffset: n + 40) }
+            unsafe Self.adjustChecksum(h, at: n + 40 + checksumOffset, by: partial ? delta : delta + portDelta,
+                                       partial: partial, udp: !isTCP && !isICMP)
         }
         packet.headerLength = n + 40 + l4Header
         packet.layout = PacketLayout(frameLength: n + 40 + payloadLength, networkOffset: n, network: .ipv6,
@@ -259,7 +271,6 @@ public struct SIITStage: Stage {
             gso.fixedID = false
             packet.gso = gso
         }
-        statistics.toIPv6 += 1
         return true
     }
 
@@ -267,6 +278,27 @@ public struct SIITStage: Stage {
 
     /// Translates in place; false leaves the packet untouched for the slow path.
     mutating func toIPv4(_ packet: inout StagePacket) -> Bool {
+        let n = packet.layout.networkOffset
+        // Safe: the layout validated the 40-byte IPv6 header at n.
+        let (s6, d6) = unsafe packet.headers.withUnsafeBytes { h in
+            unsafe (IPv6Address(h, n + IPv6Packet.Field.source), IPv6Address(h, n + IPv6Packet.Field.destination))
+        }
+        let configuration = translator.configuration
+        guard let source = configuration.ipv4(for: s6), let destination = configuration.ipv4(for: d6),
+            !configuration.eam.coversIPv4(destination),  // hairpinning: the slow path
+            Self.writeIPv4(&packet, source: source, destination: destination, identification: &nextIdentification)
+        else { return false }
+        statistics.toIPv4 += 1
+        return true
+    }
+
+    /// Rewrites an IPv6 TCP, UDP or ICMPv6 echo packet or super-packet (no extension headers) as
+    /// IPv4 in place (RFC 7915 §5), with these addresses and, for the stateful translator, one port
+    /// or identifier rewritten. DF is set on segments larger than 1260 bytes; smaller ones take IDs
+    /// from `identification` (one per segment). False, with the packet untouched, for what the slow
+    /// path must take (extension headers, an ICMPv6 type other than echo, an IPv4 packet over 64 KiB).
+    package static func writeIPv4(_ packet: inout StagePacket, source: IPv4Address, destination: IPv4Address,
+                                  port: PortRewrite? = nil, identification nextIdentification: inout UInt16) -> Bool {
         let layout = packet.layout
         let n = layout.networkOffset
         let t = layout.transportOffset
@@ -294,11 +326,6 @@ public struct SIITStage: Stage {
                     source: IPv6Address(h, n + IPv6Packet.Field.source),
                     destination: IPv6Address(h, n + IPv6Packet.Field.destination))
         }
-        let configuration = translator.configuration
-        guard let source = configuration.ipv4(for: fields.source),
-            let destination = configuration.ipv4(for: fields.destination),
-            !configuration.eam.coversIPv4(destination)  // hairpinning: the slow path
-        else { return false }
         let l4Length = layout.ipEnd - t
         guard 20 + l4Length <= 65_535 else { return false }
         // RFC 7915 §5.1: DF on segments larger than 1260 bytes; smaller ones get IDs (one per segment,
@@ -316,6 +343,9 @@ public struct SIITStage: Stage {
                                                    nextHeader: .icmpv6, length: l4Length)
             : (source.wordSum + destination.wordSum) - (fields.source.wordSum + fields.destination.wordSum)
         let partial = packet.checksum == .partial && !isICMP
+        // Safe: the port field lies inside the validated L4 header at t.
+        let portDelta = unsafe port.map { p in unsafe packet.headers.withUnsafeBytes { unsafe p.delta($0, transportOffset: t) } }
+            ?? OnesComplementSum(0)
         // Safe: the staged headers hold the whole validated layout up to the transport header, and
         // the buffer has `headerGrowth` (20) bytes of room beyond it (the stage's contract).
         unsafe packet.withUnsafeMutableHeaders { h in
@@ -328,7 +358,9 @@ public struct SIITStage: Stage {
                 .write(to: UnsafeMutableRawBufferPointer(rebasing: h[n..<(n + 20)]))
             unsafe (base + n + 20).copyMemory(from: base + t, byteCount: l4Header)
             unsafe h[n + 20] = UInt8(newTypeAndCode >> 8)
-            unsafe Self.adjustChecksum(h, at: n + 20 + checksumOffset, by: delta, partial: partial, udp: !isTCP && !isICMP)
+            if let port { unsafe port.write(h, transportOffset: n + 20) }
+            unsafe Self.adjustChecksum(h, at: n + 20 + checksumOffset, by: partial ? delta : delta + portDelta,
+                                       partial: partial, udp: !isTCP && !isICMP)
         }
         packet.headerLength = n + 20 + l4Header
         packet.layout = PacketLayout(frameLength: n + 20 + l4Length, networkOffset: n, network: .ipv4,
@@ -339,7 +371,6 @@ public struct SIITStage: Stage {
             gso.fixedID = false
             packet.gso = gso
         }
-        statistics.toIPv4 += 1
         return true
     }
 
@@ -353,5 +384,33 @@ public struct SIITStage: Stage {
         let new = movedChecksum(old, by: delta, partial: partial, udp: udp)
         unsafe h[offset] = UInt8(new >> 8)
         unsafe h[offset + 1] = UInt8(new & 0xFF)
+    }
+}
+
+/// A port (or ICMP echo identifier) a stateful translator rewrites along with the addresses: where
+/// it is in the L4 header and what it becomes. The checksum follows (RFC 1624), except a partial
+/// one, which covers the pseudo-header only.
+package struct PortRewrite: Sendable {
+    /// The field's offset in the L4 header: 0 (source port), 2 (destination port), 4 (echo identifier).
+    package var offset: Int
+    /// The new value.
+    package var value: UInt16
+
+    /// A rewrite of the field at `offset`.
+    package init(offset: Int, value: UInt16) {
+        self.offset = offset
+        self.value = value
+    }
+
+    /// The checksum change: new value less old.
+    func delta(_ h: UnsafeRawBufferPointer, transportOffset t: Int) -> OnesComplementSum {
+        let old = unsafe UInt16(h[t + offset]) << 8 | UInt16(h[t + offset + 1])
+        return OnesComplementSum(value) - OnesComplementSum(old)
+    }
+
+    /// Writes the new value into the L4 header at `t`.
+    func write(_ h: UnsafeMutableRawBufferPointer, transportOffset t: Int) {
+        unsafe h[t + offset] = UInt8(value >> 8)
+        unsafe h[t + offset + 1] = UInt8(value & 0xFF)
     }
 }

@@ -189,17 +189,20 @@ public struct SIITTranslator: Sendable {
     // MARK: - IPv6 → IPv4 (RFC 7915 §5)
 
     /// The IPv6 header chain: where the upper layer starts, its protocol, and the Fragment header's fields.
-    struct IPv6Chain {
-        var upperOffset: Int
-        var upper: IPProtocol
-        var fragment: (offset: Int, more: Bool, identification: UInt32)?
+    package struct IPv6Chain {
+        /// Where the upper layer starts.
+        package var upperOffset: Int
+        /// The upper-layer protocol.
+        package var upper: IPProtocol
+        /// The Fragment header's offset (bytes), more-fragments flag and identification.
+        package var fragment: (offset: Int, more: Bool, identification: UInt32)?
     }
 
     /// Walks the extension headers (RFC 7915 §5.1): Hop-by-Hop, Destination Options and Routing
     /// headers are skipped; a Routing header with segments left is refused with a parameter problem;
     /// an extension header after the Fragment header is refused (Jool's behaviour, the packet cannot
     /// be represented in IPv4).
-    enum ChainError: Error { case malformed, refused(type: UInt8, code: UInt8, pointer: UInt32) }
+    package enum ChainError: Error { case malformed, refused(type: UInt8, code: UInt8, pointer: UInt32) }
 
     /// The translator's walk of an IPv6 extension-header chain (RFC 7915 §5.1). Its policy is its
     /// own: Hop-by-Hop, Routing with no segments left, and Destination Options are skipped, a
@@ -208,7 +211,7 @@ public struct SIITTranslator: Sendable {
     /// field is and how long each header is come from the wire layer (``IPv6Packet/ExtensionField``,
     /// ``IPv6Packet/extensionHeaderLength(_:lengthByte:)``). Any other next header (AH included)
     /// is the upper layer.
-    static func walk(_ p: [UInt8], end: Int) throws(ChainError) -> IPv6Chain {
+    package static func walk(_ p: [UInt8], end: Int) throws(ChainError) -> IPv6Chain {
         typealias F = IPv6Packet.ExtensionField
         var next = IPProtocol(rawValue: p[IPv6Packet.Field.nextHeader])
         var at = IPv6Packet.Field.fixedHeaderEnd

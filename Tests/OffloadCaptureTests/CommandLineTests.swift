@@ -188,6 +188,11 @@ struct CommandLineTests {
         // through GTP-U and back, exactly the restored packets.
         #expect(out.split(separator: "\n").contains { $0.hasPrefix("siit (") && !$0.contains("(0 of them super-packets") })
         #expect(out.contains("decapsulated 1124 packets") && out.contains("the very packets offload segment restored"))
+        // The stateful NAT64: four IPv6-only hosts share one IPv4 address, the answers reach each
+        // host, and each super-packet is looked up and translated once.
+        #expect(out.contains("4 IPv6-only hosts opened TCP connections to an IPv4 server through 1 IPv4 address on 4 ports, "
+            + "the server's answers reached each host at its own address and port, 4 sessions established; 4 GRO super-packets"),
+                "\(out)")
         // IKEv2: the responder is a hub and gave a second peer, from another address, its own CHILD_SA.
         #expect(out.contains("gave a second peer its own CHILD_SA: 2 peers, at 192.0.2.1:4500 and 192.0.2.3:4500"), "\(out)")
         let input = dir + "/demo-input.pcap"

@@ -23,7 +23,7 @@ struct FuzzSmokeTests {
         }
         #expect(status == 0, "scripts/fuzz.sh failed:\n\(output.suffix(4_000))")
         // Every target ran and reported its executions.
-        for target in ["FuzzPacketLayout", "FuzzGRORoundTrip", "FuzzGSO", "FuzzCaptureReader", "FuzzVirtio", "FuzzSIIT", "FuzzTunnel", "FuzzESP", "FuzzIKE"] {
+        for target in ["FuzzPacketLayout", "FuzzGRORoundTrip", "FuzzGSO", "FuzzCaptureReader", "FuzzVirtio", "FuzzSIIT", "FuzzTunnel", "FuzzESP", "FuzzIKE", "FuzzNAT64"] {
             let line = output.split(separator: "\n").first { $0.hasPrefix("\(target) executions=") }
             let runs = line.flatMap { Int($0.split(separator: " ")[1].dropFirst("executions=".count)) } ?? 0
             #expect(runs > 10, "\(target) ran \(runs) inputs")

@@ -26,6 +26,24 @@ struct ForwarderMetricsTests {
     }
 }
 
+@Suite("Prometheus exposition of a stage's gauges")
+struct StageGaugeTests {
+    @Test("a stage counter marked as a gauge is published as a gauge without _total, and follows the level down as well as up")
+    func gauge() {
+        let metrics = ForwarderMetrics()
+        var s = ForwarderStatistics()
+        s.stage = [StageCounter("nat64_sessions", help: "Sessions, by protocol.", labels: ["protocol": "tcp"], value: 40, gauge: true),
+                   StageCounter("nat64_dropped", help: "Dropped.", labels: ["reason": "no_binding"], value: 3)]
+        let first = metrics.exposition([.lanToWan: s])
+        #expect(first.contains("# TYPE offload_nat64_sessions gauge"), "\(first)")
+        #expect(first.contains("offload_nat64_sessions{protocol=\"tcp\"} 40"), "\(first)")
+        #expect(first.contains("offload_nat64_dropped_total{direction=\"lan_to_wan\",reason=\"no_binding\"} 3"), "\(first)")
+        s.stage[0].value = 12
+        let second = metrics.exposition([.lanToWan: s])
+        #expect(second.contains("offload_nat64_sessions{protocol=\"tcp\"} 12"), "\(second)")
+    }
+}
+
 @Suite("Counter tables: every counter field is published, added and named once")
 struct CounterTableTests {
     /// The Int stored properties of a value, by name.

@@ -81,6 +81,24 @@ struct LabNetnsTests {
         #expect(labNamespaces(of: pid).isEmpty, "left behind: \(labNamespaces(of: pid))")
     }
 
+    @Test("the stateful NAT64 rows (19-21): the IPv6-only client's flows reach the IPv4-only server through offload nat64 (offloads off, and GRO+GSO, which merges) and through Tayga with the kernel's NAT44; nothing is left behind",
+          .enabled(if: labUnavailable() == nil, "\(labUnavailable() ?? "")"))
+    func nat64Rows() throws { try exclusiveNetwork { try nat64RowsBody() } }
+    func nat64RowsBody() throws {
+        let (rows, pid) = try runLab("--scenarios 19,20,21 --mtus equal --seconds 2")
+        let expected: [LabScenario] = installed("tayga") && installed("nft") ? [.taygaNAT44, .nat64OffloadsOff, .nat64GRO]
+            : [.nat64OffloadsOff, .nat64GRO]
+        #expect(rows.map(\.scenario) == expected)
+        for row in rows {
+            #expect(row.error == nil, "row \(row.scenario.rawValue): \(row.error ?? "")")
+            #expect(row.family == 6)
+            #expect(row.flows.count == 4 && row.flows.allSatisfy { $0.goodputMbps > 0 }, "row \(row.scenario.rawValue): \(row.flows.map(\.goodputMbps))")
+        }
+        let gro = try #require(rows.first { $0.scenario == .nat64GRO })
+        #expect((gro.segmentsPerSuperPacket ?? 0) > 1, "super-packets were translated whole: \(gro.segmentsPerSuperPacket ?? 0)")
+        #expect(labNamespaces(of: pid).isEmpty)
+    }
+
     @Test("the seed scenario (15-18), briefly: strongSwan's four CHILD_SAs and offload ipsec's tunnels each carry a download, nothing is left behind",
           .enabled(if: labUnavailable() == nil && LabSeed.strongSwanInstalled && installed("tc"),
                    "\(labUnavailable() ?? "needs strongSwan's charon with kernel-libipsec, swanctl and tc")"))
