@@ -81,6 +81,21 @@ down() {
   "$root/scripts/netns-topology.sh" down "$p"
   topology_up=0
 }
+summarize() { # stats-json streams dir: one line of what offload nat64 counted
+  python3 - "$@" <<'EOF' || true
+import json, sys
+s = json.load(open(sys.argv[1]))
+def side(name):
+    x = s.get(name, {})
+    return (f"{x.get('packetsIn', 0)} in ({x.get('superPacketsOut', 0)} super-packets of "
+            f"{x.get('segmentsInSuperPackets', 0)} segments), dropped {x.get('dropped', 0) + x.get('stageDropped', 0)}, "
+            f"write errors {x.get('writeErrors', 0)}")
+sessions = sum(m.get("value", 0) for x in s.values() if isinstance(x, dict) for m in x.get("stage", [])
+               if m.get("name") == "nat64_sessions")
+print(f"offload nat64 ({sys.argv[2]} streams, {sys.argv[3]}): IPv6->IPv4 {side('lan_to_wan')}; "
+      f"IPv4->IPv6 {side('wan_to_lan')}; sessions at exit {sessions}")
+EOF
+}
 declare -A r cpu
 
 # The kernel forwarding plain IPv4 (client and server dual-stack), gateway GRO on.
@@ -163,7 +178,7 @@ if "$bin" nat64 --help >"$tmp/nat64-help.txt" 2>&1; then
     kill -TERM "$pid" 2>/dev/null || true
     status=0; wait "$pid" 2>/dev/null || status=$?
     [ "$status" = 0 ] || { echo "bench-nat64: offload nat64 ($n streams, $d) exit status $status; log:" >&2; cat "$tmp/nat64-$n-$d.log" >&2; }
-    [ -s "$stats" ] && { printf 'offload nat64 stats (%s streams, %s): ' "$n" "$d"; tr -d ' \n' <"$stats"; echo; }
+    [ -s "$stats" ] && summarize "$stats" "$n" "$d"
   done; done
 else
   echo "bench-nat64: '$bin nat64 --help' fails (no nat64 command in this build): the offload row is skipped" >&2
