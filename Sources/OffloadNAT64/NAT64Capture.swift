@@ -6,7 +6,7 @@ import OffloadSIIT
 import OffloadWire
 
 /// What ``NAT64Capture/translate(input:output:configuration:mtu4:mtu6:)`` did.
-public struct NAT64CaptureReport: Codable, Hashable, Sendable {
+public struct NAT64CaptureReport: Codable, Hashable, Sendable, TranslatorCaptureReport {
     /// Records read.
     public var packetsIn = 0
     /// Packets written (translated and forwarded, and the ICMP errors sent back).
@@ -82,13 +82,7 @@ public enum NAT64Capture {
         var failure: CaptureError?
         do { try dataplane.dataplane.translateCapture(input: input, output: output, counts: &counts) } catch { failure = error }
         var report = NAT64CaptureReport()
-        report.packetsIn = counts.packetsIn
-        report.written = counts.written
-        report.forwarded = counts.forwarded
-        report.packetsToOtherSide = counts.packetsToOtherSide
-        report.icmpErrors = counts.icmpErrors
-        report.notIP = counts.notIP
-        report.snapped = counts.snapped
+        report.take(counts)
         report.translation = dataplane.translation
         let forwarding = dataplane.forwarding
         report.refused = forwarding.dropped

@@ -119,3 +119,35 @@ extension OfflineDataplane {
         if let failure { throw failure }
     }
 }
+
+/// A translator's capture report: the counts every translator's offline run shares, taken from
+/// ``OfflineCaptureCounts`` in one place.
+public protocol TranslatorCaptureReport {
+    /// Records read.
+    var packetsIn: Int { get set }
+    /// Packets written (to the other side and back).
+    var written: Int { get set }
+    /// Records whose packet went on to the other side.
+    var forwarded: Int { get set }
+    /// Packets written to the other side.
+    var packetsToOtherSide: Int { get set }
+    /// ICMP errors written back.
+    var icmpErrors: Int { get set }
+    /// Records that are not IP.
+    var notIP: Int { get set }
+    /// Records cut short by the snap length.
+    var snapped: Int { get set }
+}
+
+extension TranslatorCaptureReport {
+    /// Takes the capture loop's counts.
+    public mutating func take(_ counts: OfflineCaptureCounts) {
+        packetsIn = counts.packetsIn
+        written = counts.written
+        forwarded = counts.forwarded
+        packetsToOtherSide = counts.packetsToOtherSide
+        icmpErrors = counts.icmpErrors
+        notIP = counts.notIP
+        snapped = counts.snapped
+    }
+}

@@ -5,7 +5,7 @@ import OffloadForwarder
 import OffloadWire
 
 /// What ``SIITCapture/translate(input:output:configuration:mtu4:mtu6:)`` did.
-public struct SIITCaptureReport: Codable, Hashable, Sendable {
+public struct SIITCaptureReport: Codable, Hashable, Sendable, TranslatorCaptureReport {
     /// Records read.
     public var packetsIn = 0
     /// Packets written (translated, and forwarded as a router would: TTL − 1).
@@ -90,13 +90,7 @@ public enum SIITCapture {
         var failure: CaptureError?
         do { try dataplane.dataplane.translateCapture(input: input, output: output, counts: &counts) } catch { failure = error }
         var report = SIITCaptureReport()
-        report.packetsIn = counts.packetsIn
-        report.written = counts.written
-        report.forwarded = counts.forwarded
-        report.packetsToOtherSide = counts.packetsToOtherSide
-        report.icmpErrors = counts.icmpErrors
-        report.notIP = counts.notIP
-        report.snapped = counts.snapped
+        report.take(counts)
         report.translation = dataplane.translation
         report.superPackets = report.translation.superPackets
         let forwarding = dataplane.forwarding
