@@ -207,9 +207,8 @@ public struct NAT64Configuration: Hashable, Sendable {
     }
 
     /// Whether an IPv4 address is one the translator hands out (or a static binding's).
-    public func ownsIPv4(_ address: IPv4Address) -> Bool {
-        pool4.contains { $0.contains(address) } || staticBindings.contains { $0.address4 == address }
-    }
+    /// (The stage keeps ``ownedIPv4`` and asks it; this builds it for one question.)
+    public func ownsIPv4(_ address: IPv4Address) -> Bool { ownedIPv4.contains(address) }
 
     /// The addresses ``ownsIPv4(_:)`` answers for, in a form that answers in a few comparisons
     /// (a stage asks once per packet).

@@ -114,13 +114,7 @@ extension NAT64Stage {
     /// A refusal from the tables as an outcome (with the ICMPv6 error RFC 6146 gives, from IPv6).
     func refused(_ refusal: NAT64Refusal, quoting p: [UInt8], fromIPv6: Bool) -> Outcome {
         let reason = NAT64DropReason(refusal)
-        guard fromIPv6 else { return .drop(reason) }
-        let code: UInt8
-        switch refusal {
-        case .poolExhausted: code = 3
-        case .hostLimit, .sessionLimit: code = 1
-        default: return .drop(reason)
-        }
+        guard fromIPv6, let code = refusal.icmpv6Code else { return .drop(reason) }
         guard let error = unsafe p.withUnsafeBytes({ raw in
             unsafe ICMPErrorBuilder.ipv6(type: 1, code: code, restOfHeader: 0, quoting: raw.bytes, source: configuration.ownIPv6)
         })

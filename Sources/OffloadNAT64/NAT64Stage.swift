@@ -309,10 +309,7 @@ public struct NAT64Stage: Stage {
     /// packet goes whole, where the lookup refuses it again and ``refused(_:quoting:fromIPv6:)``
     /// answers it.
     mutating func refuse6(_ refusal: NAT64Refusal) -> StageVerdict {
-        switch refusal {
-        case .poolExhausted, .hostLimit, .sessionLimit: return .wholePacket
-        default: return drop(NAT64DropReason(refusal))
-        }
+        refusal.icmpv6Code == nil ? drop(NAT64DropReason(refusal)) : .wholePacket
     }
 }
 

@@ -50,6 +50,17 @@ public enum NAT64Refusal: String, Error, Hashable, Sendable, Codable, CaseIterab
     case synStored = "syn_stored"
     /// An unsolicited IPv4 SYN that found the store full (dropped without an answer).
     case synStoreFull = "syn_store_full"
+
+    /// The ICMPv6 destination-unreachable code a refused packet from IPv6 is answered with
+    /// (RFC 6146 §3.5.1.1: address unreachable when no port is free; administratively prohibited
+    /// at a limit), or nil when it is dropped without an answer. The one place the rule is written.
+    public var icmpv6Code: UInt8? {
+        switch self {
+        case .poolExhausted: 3
+        case .hostLimit, .sessionLimit: 1
+        default: nil
+        }
+    }
 }
 
 /// What the tables know about the IPv4 side of a flow from IPv6 (a BIB entry's pool4 half).
@@ -231,7 +242,7 @@ public struct NAT64Tables: Sendable {
         let remotePort = proto == .icmp ? 0 : destinationPort
         var binding = bindingsBy6[Key6(address: source, port: sourcePort, proto: p)]
         if let b = binding, let s = sessionsByKey[SessionKey(binding: b, remote: destination.rawValue, remotePort: remotePort)] {
-            if proto == .tcp { tcpFromIPv6(s, flags: tcpFlags, now: now) } else { touch(s, now: now) }
+            if proto == .tcp { tcpEvent(s, flags: tcpFlags, fromIPv6: true, now: now) } else { touch(s, now: now) }
             let e = bindings[Int(b)]
             return .success(NAT64IPv4Side(address: e.address4, port: e.port4))
         }
@@ -295,7 +306,7 @@ public struct NAT64Tables: Sendable {
         let e = bindings[Int(b)]
         let side = NAT64IPv6Side(address: e.address6, port: e.port6)
         if let s = sessionsByKey[SessionKey(binding: b, remote: source.rawValue, remotePort: remotePort)] {
-            if proto == .tcp { tcpFromIPv4(s, flags: tcpFlags, now: now) } else { touch(s, now: now) }
+            if proto == .tcp { tcpEvent(s, flags: tcpFlags, fromIPv6: false, now: now) } else { touch(s, now: now) }
             return .success(side)
         }
         guard creates else { return .failure(.noSession) }
@@ -402,14 +413,6 @@ public struct NAT64Tables: Sendable {
     // MARK: - TCP (RFC 6146 §3.5.2.2)
 
     static let fin: UInt8 = 0x01, syn: UInt8 = 0x02, rst: UInt8 = 0x04
-
-    mutating func tcpFromIPv6(_ s: Int32, flags: UInt8, now: UInt64) {
-        tcpEvent(s, flags: flags, fromIPv6: true, now: now)
-    }
-
-    mutating func tcpFromIPv4(_ s: Int32, flags: UInt8, now: UInt64) {
-        tcpEvent(s, flags: flags, fromIPv6: false, now: now)
-    }
 
     /// One packet of a TCP session, from one side: the state moves and the lifetime is set as
     /// RFC 6146 §3.5.2.2's state machine says.
